@@ -1,0 +1,1 @@
+"""Backends shipped inside chainette-core, registered as default plugins."""

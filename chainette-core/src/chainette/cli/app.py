@@ -1,0 +1,69 @@
+"""The typer application: global options, command registration, and error presentation."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from chainette import __version__
+from chainette.errors import ChainetteError
+
+app = typer.Typer(
+    name="chainette",
+    help="Typed LLM pipelines: run a chain over input rows, inspect it, manage backends.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+state = {"debug": False}
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"chainette {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-paragraph errors."),
+    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    state["debug"] = debug
+
+
+def _register_commands() -> None:
+    from chainette.cli import backends, inspect, run
+    from chainette.plugins import get_plugins
+
+    app.command("run")(run.run_command)
+    app.command("inspect")(inspect.inspect_command)
+    app.add_typer(backends.app, name="backends")
+    get_plugins().broadcast("register_commands", app=app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `chainette` script; returns the exit status."""
+    args = sys.argv[1:] if argv is None else argv
+    state["debug"] = "--debug" in args
+    try:
+        _register_commands()
+        app(args=args, prog_name="chainette")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    except KeyboardInterrupt:
+        typer.echo("Interrupted.", err=True)
+        return 130
+    except ChainetteError as exc:
+        if state["debug"]:
+            raise
+        _print_error(str(exc))
+        return 1
+    return 0
+
+
+def _print_error(message: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]Error:[/] {message}", markup=True)

@@ -1,0 +1,32 @@
+"""`chainette backends`: the installed backends and their state."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+app = typer.Typer(help="Installed backends.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """List every backend found: name, aliases, distribution, version and status (the error of a broken one)."""
+    from dataclasses import asdict
+
+    from chainette.plugins import get_plugins
+
+    found = get_plugins().all()
+    if as_json:
+        typer.echo(json.dumps([{**asdict(info), "status": info.status} for info in found], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for column in ("backend", "aliases", "distribution", "version", "status"):
+        table.add_column(column)
+    for info in found:
+        status = "[green]ok[/]" if info.error is None else f"[red]{info.status}[/]"
+        table.add_row(info.name, ", ".join(info.aliases), info.distribution, info.version, status)
+    Console().print(table)

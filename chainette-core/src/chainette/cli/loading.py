@@ -1,0 +1,64 @@
+"""Finding the user's chain from a `path/to/file.py:attr` or `package.module:attr` reference."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+import sys
+import traceback
+from types import ModuleType
+
+from chainette.chain import Chain
+from chainette.errors import ChainetteError, ConfigError
+
+
+def load_chain(reference: str) -> Chain:
+    """The Chain named by `reference`; `:attr` may be left out when the module holds exactly one Chain."""
+    target, _, attr = reference.partition(":")
+    is_file = target.endswith(".py") or "/" in target or "\\" in target
+    module = _import_file(Path(target)) if is_file else _import_module(target)
+    chains = {name: value for name, value in vars(module).items() if isinstance(value, Chain)}
+    if attr:
+        value = getattr(module, attr, None)
+        if not isinstance(value, Chain):
+            found = ", ".join(sorted(chains)) or "none"
+            raise ConfigError(f"{target} has no Chain named '{attr}' (Chains found: {found}).")
+        return value
+    if len(chains) != 1:
+        found = ", ".join(sorted(chains)) or "none"
+        raise ConfigError(f"{target} holds {len(chains)} Chains ({found}); name one: {target}:NAME.")
+    return next(iter(chains.values()))
+
+
+def _import_file(path: Path) -> ModuleType:
+    if not path.is_file():
+        raise ConfigError(f"Chain file {path} does not exist.")
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    _run_user_code(lambda: spec.loader.exec_module(module), str(path))
+    return module
+
+
+def _import_module(name: str) -> ModuleType:
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        return _run_user_code(lambda: importlib.import_module(name), name)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"Cannot import chain module '{name}': {exc}. Use path/to/file.py:attr or package.module:attr.") from None
+
+
+def _run_user_code(load, where: str):
+    try:
+        return load()
+    except (ChainetteError, ModuleNotFoundError):
+        raise
+    except Exception as exc:
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        raise ConfigError(f"Loading {where} failed at {frame.filename}:{frame.lineno}: {type(exc).__name__}: {exc}") from exc

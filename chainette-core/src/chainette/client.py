@@ -1,0 +1,48 @@
+"""The async client contract every backend implements, and the values it exchanges with the core."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One chat request: rendered messages, the JSON schema the answer must follow, translated sampling."""
+
+    messages: list[dict[str, str]]
+    schema: dict[str, Any]
+    schema_name: str
+    sampling: dict[str, Any] = field(default_factory=dict)
+    step_id: str = ""
+    row_id: str = ""
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token counts reported by the backend (0 when it reports none)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(slots=True)
+class Answer:
+    """The model's raw answer text (validated by the core), its reasoning text if any, and usage."""
+
+    text: str
+    reasoning: str | None = None
+    usage: Usage = field(default_factory=Usage)
+
+
+@runtime_checkable
+class Client(Protocol):
+    """What `make_client` returns. `complete` may be called concurrently; failures raise `BackendError`s."""
+
+    async def complete(self, request: Request) -> Answer:
+        """Send one request and return the answer, or raise RetryableError, RowError or EngineError."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections. Called once, after the engine's last request."""
+        ...

@@ -1,0 +1,87 @@
+"""Error types: what the user must fix, and how a backend request failed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+import time
+
+
+class ChainetteError(Exception):
+    """A problem the user can fix. The CLI prints it as one paragraph, without a traceback."""
+
+
+class ConfigError(ChainetteError):
+    """A chain, engine or template is declared wrongly."""
+
+
+class InputError(ChainetteError):
+    """An input file cannot be read at all (a bad row goes to the errors file instead)."""
+
+
+class BackendError(Exception):
+    """A request to a backend failed; `kind` is a short label written to the errors file."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, kind: str = "backend_error", retry_after: float | None = None, raw: str | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after
+        self.raw = raw
+
+
+class RetryableError(BackendError):
+    """A transient failure (connection, timeout, 408/409/429/5xx): the core's retry policy may try again."""
+
+    retryable = True
+
+
+class RowError(BackendError):
+    """This row's request failed for good (bad request, refusal, truncation): the row goes to the errors file."""
+
+
+class EngineError(BackendError, ChainetteError):
+    """The engine cannot serve any row (authentication, unknown model, unreachable): the run stops."""
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from `Retry-After-Ms` or `Retry-After` (seconds or an HTTP date), if present."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(float(millis) / 1000, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+    except (TypeError, ValueError):
+        return None
+
+
+def error_for_status(status: int, message: str, *, engine: str, retry_after: float | None = None) -> BackendError:
+    """Classify an HTTP error status into the error the core's retry policy understands."""
+    text = f"engine '{engine}': HTTP {status}: {message}"
+    if status in (401, 403):
+        return EngineError(f"{text}. Check the engine's api_key or api_key_env.", kind="authentication")
+    if status == 404:
+        return EngineError(f"{text}. Check the engine's model name and endpoint.", kind="not_found")
+    if status in (408, 409, 429) or status >= 500:
+        return RetryableError(text, kind=f"http_{status}", retry_after=retry_after)
+    return RowError(text, kind=f"http_{status}")
+
+
+def finish_error(reason: str | None, *, engine: str, text: str | None) -> RowError | None:
+    """The row error for a finish reason that makes an answer unusable (truncation, content filter), else None."""
+    if reason == "length":
+        return RowError(f"engine '{engine}': the answer was cut off at the token limit; raise max_tokens", kind="truncated", raw=text)
+    if reason == "content_filter":
+        return RowError(f"engine '{engine}': the answer was withheld by the content filter", kind="content_filter", raw=text)
+    return None

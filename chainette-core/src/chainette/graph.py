@@ -1,0 +1,199 @@
+"""The chain as a graph: normalising `steps`, static checks, and descriptions for graph.json and inspect."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from chainette.errors import ConfigError
+from chainette.nodes import Apply, Branch, Node, Parallel, Step
+from chainette.templates import referenced_names
+
+
+def normalize(steps: list[Any]) -> list[Node]:
+    """Turn the user's `steps` list into nodes: a nested list becomes a `Parallel` group of branches."""
+    result: list[Node] = []
+    for item in steps:
+        if isinstance(item, (Step, Apply)):
+            result.append(item)
+        elif isinstance(item, (list, tuple)):
+            branches = [b if isinstance(b, Branch) else Branch(name=_node_id(b), steps=[b]) for b in item]
+            result.append(Parallel([Branch(b.name, normalize(b.steps), b.alias) for b in branches]))
+        elif isinstance(item, Branch):
+            raise ConfigError(f"Branch '{item.name}' must be inside a list (a parallel group): steps=[..., [branch_a, branch_b], ...].")
+        else:
+            raise ConfigError(f"Unsupported item in steps: {item!r}. Use Step, apply(fn), or a list of Branch objects.")
+    return result
+
+
+def _node_id(item: Any) -> str:
+    if isinstance(item, (Step, Apply)):
+        return item.id
+    raise ConfigError(f"A parallel group may hold Branch, Step or apply nodes, not {item!r}.")
+
+
+def input_model(nodes: list[Node]) -> type[BaseModel] | None:
+    """The model chain inputs are validated against: the first node's input model, if declared."""
+    if not nodes:
+        return None
+    first = nodes[0]
+    if isinstance(first, Parallel):
+        return input_model(first.branches[0].steps) if first.branches else None
+    return first.input_model
+
+
+def iter_nodes(nodes: list[Node]):
+    """Every Step and Apply, depth first, in execution order."""
+    for node in nodes:
+        if isinstance(node, Parallel):
+            for branch in node.branches:
+                yield from iter_nodes(branch.steps)
+        else:
+            yield node
+
+
+def engines_used(node: Node) -> set[str]:
+    """The engine names a node needs (for a parallel group, those of every branch)."""
+    return {n.engine_name for n in iter_nodes([node]) if isinstance(n, Step)}
+
+
+@dataclass
+class Scope:
+    """What a node can see: the models of the names in its template context, and its direct input."""
+
+    names: dict[str, type[BaseModel] | None] = field(default_factory=dict)
+    direct: type[BaseModel] | None = None
+
+    def copy(self) -> Scope:
+        return Scope(dict(self.names), self.direct)
+
+
+def check(nodes: list[Node]) -> None:
+    """Raise ConfigError for duplicate ids, incompatible models, or template variables that cannot exist."""
+    _check_unique(nodes)
+    first = input_model(nodes)
+    _check_sequence(nodes, Scope({"chain_input": first}, first))
+
+
+def _check_unique(nodes: list[Node]) -> None:
+    seen: set[str] = set()
+
+    def claim(name: str, what: str) -> None:
+        if name in seen:
+            raise ConfigError(f"The id '{name}' is used twice ({what}); step ids, apply ids and join aliases must be unique.")
+        seen.add(name)
+
+    for node in iter_nodes(nodes):
+        claim(node.id, "step" if isinstance(node, Step) else "apply")
+    for group in _parallels(nodes):
+        for branch in group.branches:
+            if branch.alias:
+                claim(branch.alias, "join alias")
+
+
+def _parallels(nodes: list[Node]):
+    for node in nodes:
+        if isinstance(node, Parallel):
+            yield node
+            for branch in node.branches:
+                yield from _parallels(branch.steps)
+
+
+def _check_sequence(nodes: list[Node], scope: Scope) -> Scope:
+    for node in nodes:
+        if isinstance(node, Parallel):
+            joined = {}
+            for branch in node.branches:
+                final = _check_sequence(branch.steps, scope.copy())
+                if branch.alias:
+                    joined[branch.alias] = final.direct
+            scope.names.update(joined)
+            continue
+        _check_input_model(node, scope.direct)
+        if isinstance(node, Step):
+            _check_templates(node, scope)
+        scope.names[node.id] = node.output_model
+        scope.direct = node.output_model
+    return scope
+
+
+def _check_input_model(node: Step | Apply, direct: type[BaseModel] | None) -> None:
+    if node.input_model is None or direct is None or node.input_model is direct:
+        return
+    missing = [name for name, f in node.input_model.model_fields.items() if f.is_required() and name not in direct.model_fields]
+    if missing:
+        raise ConfigError(
+            f"'{node.id}' expects {node.input_model.__name__} as input, but the node before it gives "
+            f"{direct.__name__}, which lacks the required field(s) {', '.join(missing)}."
+        )
+
+
+def _check_templates(step: Step, scope: Scope) -> None:
+    direct_fields = set(scope.direct.model_fields) if scope.direct else None
+    available = {"row_id", *scope.names}
+    for label, source in (("system_prompt", step.system_prompt), ("user_prompt", step.user_prompt)):
+        where = f"Step '{step.id}' {label}"
+        for name, attrs in referenced_names(source, where=where).items():
+            if name in available and direct_fields and name in direct_fields and not attrs:
+                raise ConfigError(
+                    f"{where}: '{{{{{name}}}}}' is ambiguous: '{name}' is both a field of the direct input and an earlier id. "
+                    f"Rename the step, or write '{{{{{_direct_name(scope)}.{name}}}}}'."
+                )
+            if name in available:
+                _check_attributes(where, name, attrs, scope.names.get(name))
+            elif direct_fields is not None and name not in direct_fields:
+                names = sorted(available | direct_fields)
+                raise ConfigError(f"{where}: template variable '{name}' cannot exist. Available names: {', '.join(names)}.")
+
+
+def _direct_name(scope: Scope) -> str:
+    return next((name for name, model in reversed(scope.names.items()) if model is scope.direct), "chain_input")
+
+
+def _check_attributes(where: str, name: str, attrs: set[str], model: type[BaseModel] | None) -> None:
+    if model is None:
+        return
+    for attr in sorted(attrs - set(model.model_fields)):
+        fields = ", ".join(model.model_fields) or "none"
+        raise ConfigError(f"{where}: '{name}.{attr}' cannot exist: {model.__name__} has the fields {fields}.")
+
+
+def describe(nodes: list[Node], engines: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The graph as plain data (graph.json): nodes, edges and the engines' public settings."""
+    out_nodes: list[dict[str, Any]] = []
+    edges: list[list[str]] = []
+
+    def walk(seq: list[Node], previous: list[str], branch: str | None) -> list[str]:
+        for node in seq:
+            if isinstance(node, Parallel):
+                joins = []
+                for b in node.branches:
+                    ends = walk(b.steps, previous, b.name)
+                    if b.alias:
+                        out_nodes.append({"id": b.alias, "kind": "join", "branch": b.name})
+                        edges.extend([end, b.alias] for end in ends)
+                        joins.append(b.alias)
+                previous = previous + joins
+                continue
+            out_nodes.append(_node_data(node, branch))
+            edges.extend([p, node.id] for p in previous)
+            previous = [node.id]
+        return previous
+
+    walk(nodes, ["chain_input"], None)
+    return {"nodes": [{"id": "chain_input", "kind": "input"}, *out_nodes], "edges": edges, "engines": engines}
+
+
+def _node_data(node: Step | Apply, branch: str | None) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": node.id,
+        "kind": "step" if isinstance(node, Step) else "apply",
+        "branch": branch,
+        "input_model": node.input_model.__name__ if node.input_model else None,
+        "output_model": node.output_model.__name__ if node.output_model else None,
+    }
+    if isinstance(node, Step):
+        data["engine"] = node.engine_name
+    return data

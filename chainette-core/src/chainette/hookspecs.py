@@ -1,0 +1,54 @@
+"""The plugin contract. A backend is a module of `@hookimpl` functions named by an entry point.
+
+Chainette calls a backend's hooks only for engines whose `backend` is that entry point's name,
+so an implementation never has to check which backend a config belongs to. Hooks are called
+with keyword arguments; an implementation may accept a subset of them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from chainette.client import Client
+    from chainette.engines import EngineConfig, EngineOptions
+    from chainette.sampling import SamplingParams
+
+hookspec = pluggy.HookspecMarker("chainette")
+hookimpl = pluggy.HookimplMarker("chainette")
+
+
+@hookspec(firstresult=True)
+def engine_options() -> type[EngineOptions]:
+    """Return the pydantic model (a subclass of `EngineOptions`) of the options this backend accepts."""
+
+
+@hookspec(firstresult=True)
+def ensure_running(config: EngineConfig) -> str | None:
+    """Make sure the engine can answer and return the base URL to use (None: the configured endpoint).
+
+    Called (in a worker thread, so it may block) before the engine's first request.
+    Raise `EngineError` when it cannot be reached.
+    """
+
+
+@hookspec(firstresult=True)
+def make_client(config: EngineConfig) -> Client:
+    """Return a `Client` for the engine; `config.endpoint` holds the URL `ensure_running` gave."""
+
+
+@hookspec(firstresult=True)
+def translate_sampling(config: EngineConfig, sampling: SamplingParams) -> dict[str, Any]:
+    """Return the wire fields for `sampling`; warn (see `chainette.sampling.map_sampling`) for what cannot be honoured."""
+
+
+@hookspec
+def stop_engine(config: EngineConfig) -> None:
+    """Release what `ensure_running` started (a server process, say). Called in a worker thread after the engine's last use."""
+
+
+@hookspec
+def register_commands(app: Any) -> None:
+    """Add commands to the `chainette` CLI (a typer app). Called for every plugin, backend or not."""

@@ -1,0 +1,87 @@
+"""Shared JSON-over-HTTP transport for backends (install `chainette-core[http]`, which brings httpx2).
+
+It sizes the connection pool to the engine's concurrency and turns every failure into the
+error classes the core's retry policy understands, so that a backend only builds payloads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx2
+
+from chainette.engines import EngineConfig
+from chainette.errors import RetryableError, RowError, error_for_status, parse_retry_after
+
+CONNECT_TIMEOUT = 10.0
+
+
+class JsonHttpClient:
+    """POSTs and GETs JSON against one base URL on behalf of one engine."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        base_url: str,
+        headers: dict[str, str] | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
+    ):
+        self.engine = config.name
+        self.base_url = base_url.rstrip("/")
+        pool = config.options.max_concurrency
+        self._client = httpx2.AsyncClient(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx2.Timeout(config.options.timeout, connect=min(CONNECT_TIMEOUT, config.options.timeout)),
+            limits=httpx2.Limits(max_connections=pool, max_keepalive_connections=pool),
+            transport=transport,
+        )
+
+    async def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """POST `payload` as JSON and return the decoded JSON answer; failures raise BackendErrors."""
+        return await self._send("POST", path, payload)
+
+    async def get(self, path: str) -> dict[str, Any]:
+        """GET `path` and return the decoded JSON answer; failures raise BackendErrors."""
+        return await self._send("GET", path, None)
+
+    async def _send(self, method: str, path: str, payload: dict[str, Any] | None) -> dict[str, Any]:
+        url = f"{self.base_url}{path}"
+        try:
+            response = await self._client.request(method, path, json=payload)
+        except httpx2.TimeoutException:
+            raise RetryableError(f"engine '{self.engine}': {url} did not answer in time", kind="timeout") from None
+        except httpx2.ConnectError as exc:
+            raise RetryableError(f"engine '{self.engine}': cannot connect to {url}: {exc}", kind="connection") from None
+        except httpx2.TransportError as exc:
+            raise RetryableError(f"engine '{self.engine}': connection to {url} failed: {exc}", kind="transport") from None
+        if response.status_code >= 400:
+            raise error_for_status(
+                response.status_code, error_message(response), engine=self.engine, retry_after=parse_retry_after(response.headers)
+            )
+        try:
+            body = response.json()
+        except ValueError:
+            raise RetryableError(
+                f"engine '{self.engine}': {url} answered with a body that is not JSON", kind="bad_response", raw=response.text[:2000]
+            ) from None
+        if not isinstance(body, dict):
+            raise RowError(
+                f"engine '{self.engine}': {url} answered with JSON that is not an object", kind="bad_response", raw=response.text[:2000]
+            )
+        return body
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def error_message(response: httpx2.Response) -> str:
+    """The server's error text: OpenAI's `{"error": {"message"}}`, Ollama's `{"error": "..."}`, or the body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500] or response.reason_phrase
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("message") or error)
+    return str(error or body)[:500]

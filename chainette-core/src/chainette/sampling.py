@@ -1,0 +1,57 @@
+"""Backend-neutral sampling parameters, and the helper backends use to translate them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+import warnings
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class UnsupportedSamplingWarning(UserWarning):
+    """A sampling field was set that the engine's backend cannot honour."""
+
+
+class SamplingParams(BaseModel):
+    """Sampling settings for a step. Unset fields (None) leave the backend's default; `extra` passes through verbatim."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    stop: list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def map_sampling(sampling: SamplingParams | None, names: Mapping[str, str], *, engine: str) -> dict[str, Any]:
+    """Rename each set field by `names` (field → wire key); warn once per engine for a set field `names` lacks.
+
+    `extra` is merged last, so it can override anything.
+    """
+    if sampling is None:
+        return {}
+    wire: dict[str, Any] = {}
+    for name, value in sampling.model_dump(exclude={"extra"}, exclude_none=True).items():
+        if name in names:
+            wire[names[name]] = value
+        elif (engine, name) not in _warned:
+            _warned.add((engine, name))
+            warnings.warn(
+                f"engine '{engine}' cannot honour sampling field '{name}'; it is not sent. "
+                f"Remove it, or pass a backend-specific key through SamplingParams(extra=...).",
+                UnsupportedSamplingWarning,
+                stacklevel=2,
+            )
+    wire.update(sampling.extra)
+    return wire

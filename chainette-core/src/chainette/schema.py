@@ -1,0 +1,85 @@
+"""Structured output: the schema of an output model, the instruction that asks for it,
+extracting JSON from an answer, and the repair request after a failed validation."""
+
+from __future__ import annotations
+
+import copy
+from functools import lru_cache
+import json
+import re
+from typing import Any
+
+from pydantic import BaseModel
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+
+
+@lru_cache(maxsize=256)
+def _cached_schema(model: type[BaseModel]) -> str:
+    return json.dumps(model.model_json_schema(), separators=(",", ":"))
+
+
+def json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema of `model` (a fresh copy each call, so callers may change it)."""
+    return json.loads(_cached_schema(model))
+
+
+def format_instruction(model: type[BaseModel]) -> str:
+    """The text appended to the system prompt to ask for JSON following `model`'s schema."""
+    return "Answer with a single JSON object and nothing else. It must follow this JSON schema:\n" + _cached_schema(model)
+
+
+def strict_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `schema` in the strict form OpenAI requires: every object closed, every property required.
+
+    Optional fields stay nullable through their own `anyOf`; defaults are dropped.
+    """
+    result = copy.deepcopy(schema)
+    _make_strict(result)
+    return result
+
+
+def _make_strict(node: Any) -> None:
+    if not isinstance(node, dict):
+        return
+    node.pop("default", None)
+    if node.get("type") == "object" or "properties" in node:
+        node["additionalProperties"] = False
+        node["required"] = list(node.get("properties", {}))
+    if "$ref" in node and len(node) > 1:
+        node["allOf"] = [{"$ref": node.pop("$ref")}]
+    for key in ("properties", "$defs", "definitions"):
+        for child in node.get(key, {}).values():
+            _make_strict(child)
+    for key in ("anyOf", "allOf", "oneOf", "prefixItems"):
+        for child in node.get(key, []):
+            _make_strict(child)
+    _make_strict(node.get("items"))
+
+
+def extract_json(text: str) -> str:
+    """The JSON object in `text`: as is, inside a code fence, or between the first '{' and the last '}'."""
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        return stripped
+    fenced = _FENCE.search(stripped)
+    if fenced:
+        return fenced.group(1).strip()
+    start, end = stripped.find("{"), stripped.rfind("}")
+    if 0 <= start < end:
+        return stripped[start : end + 1]
+    return stripped
+
+
+def repair_messages(messages: list[dict[str, str]], answer: str, error: str) -> list[dict[str, str]]:
+    """The conversation for one repair attempt: the failed answer and the validation error fed back."""
+    return [
+        *messages,
+        {"role": "assistant", "content": answer},
+        {
+            "role": "user",
+            "content": "Your answer is not valid for the required JSON schema:\n"
+            + error
+            + "\nAnswer again with only the corrected JSON object.",
+        },
+    ]

@@ -1,0 +1,210 @@
+"""A loopback fake LLM server speaking the OpenAI chat-completions (vLLM) and Ollama wire formats.
+
+It runs on 127.0.0.1 on a free port in a background thread, answers with JSON synthesised from
+the request's schema, records every request, and can be told to fail, slow down or answer badly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+import json
+import threading
+import time
+from typing import Any
+
+from aiohttp import web
+
+from chainette.backends.fake import synthesize
+
+Responder = Callable[[dict[str, Any]], str]
+
+
+@dataclass
+class Fault:
+    """One injected failure: an HTTP status (with optional Retry-After), a hang, or a dropped connection."""
+
+    status: int = 500
+    retry_after: float | None = None
+    hang: float = 0.0
+    drop: bool = False
+    body: Any = None
+
+
+class FakeServer:
+    """Use as a context manager; `base_url` is `http://127.0.0.1:PORT`."""
+
+    def __init__(
+        self,
+        *,
+        models: tuple[str, ...] = ("fake-model",),
+        latency: float = 0.0,
+        api_key: str | None = None,
+        reasoning: str | None = None,
+        respond: Responder | None = None,
+    ):
+        self.models = models
+        self.latency = latency
+        self.api_key = api_key
+        self.reasoning = reasoning
+        self.respond = respond
+        self.requests: list[dict[str, Any]] = []
+        self.faults: list[Fault] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def fail_next(self, *faults: Fault) -> None:
+        """Make the next requests to the chat endpoints fail, one fault per request, in order."""
+        with self._lock:
+            self.faults.extend(faults)
+
+    def chat_requests(self) -> list[dict[str, Any]]:
+        """The JSON bodies received on the chat endpoints."""
+        return [r["body"] for r in self.requests if r["path"] in ("/v1/chat/completions", "/api/chat")]
+
+    def __enter__(self) -> FakeServer:
+        self._thread = threading.Thread(target=self._serve, name="chainette-fake-server", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the fake server did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _serve(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._loop.run_until_complete(self._main())
+        self._loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        app = web.Application()
+        app.add_routes(
+            [
+                web.get("/health", self._health),
+                web.get("/v1/models", self._openai_models),
+                web.post("/v1/chat/completions", self._openai_chat),
+                web.get("/api/tags", self._ollama_tags),
+                web.get("/api/version", self._ollama_version),
+                web.post("/api/chat", self._ollama_chat),
+            ]
+        )
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = runner.addresses[0][1]
+        self._ready.set()
+        await self._stop.wait()
+        await runner.cleanup()
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response(text="")
+
+    async def _openai_models(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return web.json_response({"error": "Unauthorized"}, status=401)
+        return web.json_response({"object": "list", "data": [{"id": m, "object": "model", "owned_by": "fake"} for m in self.models]})
+
+    async def _ollama_tags(self, request: web.Request) -> web.Response:
+        return web.json_response({"models": [{"name": m, "model": m} for m in self.models]})
+
+    async def _ollama_version(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": "0.0.0-fake"})
+
+    async def _openai_chat(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorized(request):
+            return web.json_response(
+                {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}}, status=401
+            )
+        body, early = await self._receive(request)
+        if early is not None:
+            return early
+        if body.get("model") not in self.models:
+            return web.json_response(
+                {"error": {"message": f"The model `{body.get('model')}` does not exist.", "type": "NotFoundError", "code": 404}}, status=404
+            )
+        schema = (body.get("response_format") or {}).get("json_schema", {}).get("schema", {"type": "object"})
+        text = self._answer(body, schema)
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if self.reasoning is not None:
+            message["reasoning"] = self.reasoning
+        return web.json_response(
+            {
+                "id": f"chatcmpl-{len(self.requests)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body["model"],
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+            }
+        )
+
+    async def _ollama_chat(self, request: web.Request) -> web.StreamResponse:
+        body, early = await self._receive(request)
+        if early is not None:
+            return early
+        if body.get("model") not in self.models:
+            return web.json_response({"error": f"model '{body.get('model')}' not found"}, status=404)
+        schema = body.get("format") if isinstance(body.get("format"), dict) else {"type": "object"}
+        message: dict[str, Any] = {"role": "assistant", "content": self._answer(body, schema)}
+        if self.reasoning is not None:
+            message["thinking"] = self.reasoning
+        return web.json_response(
+            {
+                "model": body["model"],
+                "created_at": "2026-01-01T00:00:00Z",
+                "message": message,
+                "done": True,
+                "done_reason": "stop",
+                "prompt_eval_count": 11,
+                "eval_count": 7,
+            }
+        )
+
+    async def _receive(self, request: web.Request) -> tuple[dict[str, Any], web.StreamResponse | None]:
+        body = await request.json()
+        with self._lock:
+            self.requests.append({"path": request.path, "body": body, "headers": dict(request.headers)})
+            fault = self.faults.pop(0) if self.faults else None
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.latency:
+                await asyncio.sleep(self.latency)
+            return body, await self._apply(fault, request) if fault else None
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    async def _apply(self, fault: Fault, request: web.Request) -> web.StreamResponse:
+        if fault.hang:
+            await asyncio.sleep(fault.hang)
+        if fault.drop:
+            request.transport.close()
+            return web.Response(status=500)
+        headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+        body = fault.body if fault.body is not None else {"error": {"message": f"injected fault {fault.status}", "type": "server_error"}}
+        return web.json_response(body, status=fault.status, headers=headers)
+
+    def _answer(self, body: dict[str, Any], schema: dict[str, Any]) -> str:
+        if self.respond is not None:
+            return self.respond(body)
+        return json.dumps(synthesize(schema, seed_text=repr(body.get("messages"))))
+
+    def _authorized(self, request: web.Request) -> bool:
+        return self.api_key is None or request.headers.get("Authorization") == f"Bearer {self.api_key}"

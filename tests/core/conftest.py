@@ -1,0 +1,86 @@
+"""Core test helpers: installable fake plugin distributions and a scripted backend."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+import textwrap
+
+from pydantic import BaseModel
+import pytest
+
+from chainette import Answer, Request, Usage, hookimpl
+from chainette.plugins import get_plugins
+
+
+@pytest.fixture
+def install_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Install a plugin distribution on sys.path: a module plus a dist-info folder with its entry point."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def install(dist: str, backend: str, module: str, source: str, version: str = "1.0") -> None:
+        (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+        info = tmp_path / f"{dist.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+        (info / "entry_points.txt").write_text(f"[chainette.backends]\n{backend} = {module}\n")
+
+    return install
+
+
+class ScriptedBackend:
+    """A backend plugin whose answers come from `answer(request, attempt)`; records every request."""
+
+    def __init__(self, answer: Callable[[Request, int], str | Exception]):
+        self.answer = answer
+        self.requests: list[Request] = []
+        self.events: list[str] = []
+
+    @hookimpl
+    def make_client(self, config):
+        backend = self
+
+        class Client:
+            async def complete(self, request: Request) -> Answer:
+                backend.requests.append(request)
+                attempt = sum(1 for r in backend.requests if r.row_id == request.row_id and r.step_id == request.step_id)
+                await asyncio.sleep(0)
+                result = backend.answer(request, attempt)
+                if isinstance(result, Exception):
+                    raise result
+                return Answer(text=result, usage=Usage(3, 2))
+
+            async def aclose(self) -> None:
+                backend.events.append(f"close {config.name}")
+
+        return Client()
+
+    @hookimpl
+    def ensure_running(self, config):
+        self.events.append(f"start {config.name}")
+
+    @hookimpl
+    def stop_engine(self, config):
+        self.events.append(f"stop {config.name}")
+
+
+@pytest.fixture
+def scripted() -> Callable[..., ScriptedBackend]:
+    """Register a ScriptedBackend as backend 'scripted' and return it."""
+
+    def make(answer: Callable[[Request, int], str | Exception]) -> ScriptedBackend:
+        backend = ScriptedBackend(answer)
+        get_plugins().register("scripted", backend)
+        return backend
+
+    return make
+
+
+class Text(BaseModel):
+    text: str
+
+
+class Label(BaseModel):
+    label: str
+    score: float = 0.0

@@ -1,0 +1,103 @@
+"""The command line: run, inspect, backends list, version; errors as one paragraph with a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+import subprocess
+import sys
+
+from chainette.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "reviews"
+
+
+def chainette(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CHAINETTE_LOAD_PLUGINS": "", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "chainette", *args], capture_output=True, text=True, env=env, cwd=cwd)
+
+
+def test_run_example_on_fake_backend(tmp_path):
+    out = tmp_path / "out"
+    done = chainette("run", f"{EXAMPLE}/chain.py:chain", "-i", str(EXAMPLE / "inputs.jsonl"), "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "reviews: completed" in done.stdout
+    flattened = [json.loads(line) for line in (out / "flattened" / "000.jsonl").read_text().splitlines()]
+    assert flattened and all("summary.headline" in row and "fr.translation" in row for row in flattened)
+    run = json.loads((out / "run.json").read_text())
+    assert run["input"]["rows"] == 6
+    assert run["steps"]["sentiment"]["ok"] == 6
+
+
+def test_chain_found_without_attribute_and_by_module(tmp_path):
+    assert main(["run", str(EXAMPLE / "chain.py"), "-i", str(EXAMPLE / "inputs.jsonl"), "-o", str(tmp_path / "a")]) == 0
+    done = chainette("inspect", "chain:chain", cwd=EXAMPLE)
+    assert done.returncode == 0, done.stderr
+    assert "branch fr → join as fr" in done.stdout
+    assert "step summary → Summary  engine llm (fake: fake-model)" in done.stdout
+
+
+def test_errors_are_one_paragraph_without_traceback(tmp_path):
+    done = chainette("run", f"{EXAMPLE}/chain.py:nope", "-i", "x.jsonl", "-o", str(tmp_path / "o"))
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "has no Chain named 'nope' (Chains found: chain)" in done.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    done = chainette("--debug", "run", f"{EXAMPLE}/chain.py:nope", "-i", "x.jsonl", "-o", str(tmp_path / "o"))
+    assert done.returncode != 0
+    assert "Traceback" in done.stderr
+
+
+def test_bad_template_in_user_chain_is_reported(tmp_path):
+    path = tmp_path / "bad_chain.py"
+    path.write_text(
+        "from pydantic import BaseModel\nfrom chainette import Chain, Step\n"
+        "class In(BaseModel):\n    text: str\n"
+        "class Out(BaseModel):\n    label: str\n"
+        "chain = Chain(name='bad', steps=[Step(id='s', input_model=In, output_model=Out, engine_name='e', user_prompt='{{txet}}')])\n"
+    )
+    done = chainette("inspect", str(path))
+    assert done.returncode == 1
+    assert "Step 's' user_prompt: template variable 'txet' cannot exist" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_missing_input_file_and_non_empty_output(tmp_path):
+    done = chainette("run", f"{EXAMPLE}/chain.py", "-i", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "o"))
+    assert done.returncode == 1 and "Cannot read input file" in done.stderr
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    done = chainette("run", f"{EXAMPLE}/chain.py", "-i", str(EXAMPLE / "inputs.jsonl"), "-o", str(tmp_path / "full"))
+    assert done.returncode == 1 and "is not empty" in done.stderr
+
+
+def test_engines_yaml_replaces_engine_and_typos_name_the_line(tmp_path):
+    engines = tmp_path / "engines.yaml"
+    engines.write_text("engines:\n  - name: llm\n    backend: fake\n    model: other\n    latencyy: 1\n")
+    done = chainette(
+        "run", f"{EXAMPLE}/chain.py", "-i", str(EXAMPLE / "inputs.jsonl"), "-o", str(tmp_path / "o"), "--engines", str(engines)
+    )
+    assert done.returncode == 1
+    assert "engines.yaml:2: Engine 'llm': backend 'fake' has no option 'latencyy'. Did you mean 'latency'?" in done.stderr
+    engines.write_text("engines:\n  - name: llm\n    backend: fake\n    model: other-model\n")
+    done = chainette("run", f"{EXAMPLE}/chain.py", "-i", str(EXAMPLE / "inputs.jsonl"), "-o", str(tmp_path / "o"), "-e", str(engines))
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "o" / "graph.json").read_text())["engines"]["llm"]["model"] == "other-model"
+
+
+def test_backends_list_json(capsys):
+    assert main(["backends", "list", "--json"]) == 0
+    found = {b["name"]: b for b in json.loads(capsys.readouterr().out)}
+    assert found["fake"]["status"] == "ok"
+    assert found["fake"]["distribution"] == "chainette-core"
+
+
+def test_version(capsys):
+    import chainette
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"chainette {chainette.__version__}"

@@ -1,0 +1,40 @@
+"""`import chainette` stays light: no backend, HTTP, CLI or UI library is imported until used."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = (
+    "openai",
+    "httpx2",
+    "httpx",
+    "vllm",
+    "typer",
+    "rich",
+    "aiohttp",
+    "chainette_openai",
+    "chainette_vllm",
+    "chainette_ollama",
+    "jinja2",
+)
+
+
+def imported_after(code: str) -> set[str]:
+    probe = f"{code}\nimport sys\nprint(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    output = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    return set(output.split())
+
+
+def test_import_chainette_is_light():
+    assert imported_after("import chainette").isdisjoint(HEAVY)
+
+
+def test_declaring_a_chain_imports_no_backend_or_http():
+    code = (
+        "from pydantic import BaseModel\nfrom chainette import Chain, Step, register_engine\n"
+        "class M(BaseModel):\n    text: str\n"
+        "register_engine('e', backend='fake', model='m')\n"
+        "Chain(name='c', steps=[Step(id='s', input_model=M, output_model=M, engine_name='e', user_prompt='{{text}}')])"
+    )
+    assert imported_after(code).isdisjoint(set(HEAVY) - {"jinja2"})
