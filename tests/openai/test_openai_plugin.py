@@ -1,0 +1,118 @@
+"""The openai backend as a plugin: options, sampling translation, the key check, and a light import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+from chainette import register_engine
+from chainette.errors import ConfigError, EngineError
+from chainette.plugins import get_plugins
+from chainette.sampling import SamplingParams, UnsupportedSamplingWarning
+from chainette_openai import OpenAIOptions
+
+
+def test_options_defaults():
+    config = register_engine("gpt", backend="openai", model="gpt-test")
+    assert isinstance(config.options, OpenAIOptions)
+    assert config.options.max_concurrency == 32
+    assert config.options.organization is None
+    assert config.options.project is None
+    assert config.options.timeout == 120.0
+
+
+def test_options_accept_organization_and_project():
+    config = register_engine("gpt", backend="openai", model="gpt-test", organization="org-1", project="proj-1", max_concurrency=8)
+    assert (config.options.organization, config.options.project, config.options.max_concurrency) == ("org-1", "proj-1", 8)
+
+
+def test_option_typo_is_rejected_with_the_valid_options():
+    with pytest.raises(ConfigError) as info:
+        register_engine("gpt", backend="openai", model="gpt-test", organisation="org-1")
+    message = str(info.value)
+    assert "has no option 'organisation'" in message
+    assert "Did you mean 'organization'?" in message
+    assert "max_concurrency, max_retries, organization, project, timeout" in message
+
+
+def _translate(engine: str, sampling: SamplingParams) -> dict:
+    config = register_engine(engine, backend="openai", model="gpt-test")
+    return get_plugins().call("openai", "translate_sampling", config=config, sampling=sampling)
+
+
+def test_sampling_fields_are_renamed_for_the_api():
+    sampling = SamplingParams(temperature=0, top_p=0.9, max_tokens=64, stop=["END"], seed=7, presence_penalty=0.5, frequency_penalty=-0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        wire = _translate("sampling-renamed", sampling)
+    assert wire == {
+        "temperature": 0,
+        "top_p": 0.9,
+        "max_completion_tokens": 64,
+        "stop": ["END"],
+        "seed": 7,
+        "presence_penalty": 0.5,
+        "frequency_penalty": -0.5,
+    }
+
+
+def test_extra_passes_through_and_overrides():
+    wire = _translate("sampling-extra", SamplingParams(temperature=0.2, extra={"temperature": 1.0, "reasoning_effort": "low", "top_k": 3}))
+    assert wire == {"temperature": 1.0, "reasoning_effort": "low", "top_k": 3}
+
+
+def test_unsupported_fields_warn_once_per_engine_and_are_not_sent():
+    sampling = SamplingParams(temperature=0.1, top_k=5, min_p=0.1, repetition_penalty=1.1)
+    with pytest.warns(UnsupportedSamplingWarning) as record:
+        wire = _translate("sampling-warned", sampling)
+    assert wire == {"temperature": 0.1}
+    named = sorted(field for field in ("top_k", "min_p", "repetition_penalty") for w in record if f"'{field}'" in str(w.message))
+    assert named == ["min_p", "repetition_penalty", "top_k"]
+    assert all("sampling-warned" in str(w.message) for w in record)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _translate("sampling-warned", sampling) == {"temperature": 0.1}
+
+
+def test_missing_key_without_endpoint_fails_before_any_request(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    config = register_engine("nokey", backend="openai", model="gpt-test")
+    with pytest.raises(EngineError) as info:
+        get_plugins().call("openai", "make_client", config=config)
+    message = str(info.value)
+    assert info.value.kind == "authentication"
+    assert "nokey" in message
+    assert "api_key=" in message and "api_key_env" in message and "OPENAI_API_KEY" in message
+
+
+def test_missing_key_names_the_configured_variable(monkeypatch):
+    monkeypatch.delenv("MY_OPENAI_KEY", raising=False)
+    config = register_engine("nokey", backend="openai", model="gpt-test", api_key_env="MY_OPENAI_KEY")
+    with pytest.raises(EngineError, match="MY_OPENAI_KEY"):
+        get_plugins().call("openai", "make_client", config=config)
+
+
+async def test_key_is_read_from_the_environment(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+    client = get_plugins().call("openai", "make_client", config=register_engine("envkey", backend="openai", model="gpt-test"))
+    assert client._client.api_key == "sk-from-env"
+    await client.aclose()
+
+
+async def test_endpoint_without_key_uses_a_placeholder(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    config = register_engine("local", backend="openai", model="m", endpoint="http://127.0.0.1:9/v1")
+    client = get_plugins().call("openai", "make_client", config=config)
+    assert client._client.api_key == "not-needed"
+    assert str(client._client.base_url).startswith("http://127.0.0.1:9/v1")
+    assert client._client.max_retries == 0
+    await client.aclose()
+
+
+def test_loading_the_plugin_imports_no_http_library():
+    code = "import sys, chainette_openai; print([m for m in ('openai', 'httpx2', 'httpx', 'aiohttp') if m in sys.modules])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
