@@ -1,0 +1,90 @@
+"""Chainette backend for Ollama's native REST API: `POST /api/chat` with the output schema as `format`.
+
+This module holds the hooks and the options model only; the HTTP client is imported when an engine starts.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field
+
+from chainette.engines import EngineConfig, EngineOptions
+from chainette.errors import ConfigError
+from chainette.hookspecs import hookimpl
+from chainette.sampling import SamplingParams, map_sampling
+
+if TYPE_CHECKING:
+    from chainette_ollama.client import OllamaClient
+
+DEFAULT_PORT = 11434
+DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
+SAMPLING_NAMES = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "seed": "seed",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+    "max_tokens": "num_predict",
+    "stop": "stop",
+    "repetition_penalty": "repeat_penalty",
+}
+
+
+class OllamaOptions(EngineOptions):
+    """Options of the `ollama` backend."""
+
+    max_concurrency: int = Field(4, ge=1, description="Requests in flight; Ollama serves few at once, the rest queue.")
+    think: bool | Literal["low", "medium", "high"] | None = Field(None, description="Thinking on/off, or its effort level.")
+    keep_alive: str | int | None = Field(None, description="How long the model stays loaded ('5m', seconds, 0, -1).")
+
+
+def base_url(value: str | None, *, source: str = "OLLAMA_HOST") -> str:
+    """A full `scheme://host:port[/path]` URL from an Ollama address that may lack the scheme or port, as OLLAMA_HOST may."""
+    value = (value or "").strip()
+    if not value:
+        return DEFAULT_URL
+    scheme, _, rest = value.partition("://")
+    port = {"http": 80, "https": 443}.get(scheme, DEFAULT_PORT) if rest else DEFAULT_PORT
+    if not rest:
+        scheme, rest = "http", value
+    try:
+        parts = urlsplit(f"{scheme}://{rest}")
+        port = parts.port or port
+    except ValueError:
+        raise ConfigError(f"{source} {value!r} is not a valid Ollama address; expected host, host:port or http(s)://host:port.") from None
+    host = parts.hostname or "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    path = parts.path.rstrip("/")
+    return f"{scheme}://{host}:{port}{path}"
+
+
+@hookimpl
+def engine_options() -> type[EngineOptions]:
+    return OllamaOptions
+
+
+@hookimpl
+def ensure_running(config: EngineConfig) -> str:
+    """The server's URL: the engine's endpoint, else OLLAMA_HOST, else the local default. Reachability is not checked here."""
+    if config.endpoint:
+        return base_url(config.endpoint, source=f"engine '{config.name}' endpoint")
+    return base_url(os.environ.get("OLLAMA_HOST"))
+
+
+@hookimpl
+def make_client(config: EngineConfig) -> OllamaClient:
+    from chainette_ollama.client import OllamaClient
+
+    return OllamaClient(config)
+
+
+@hookimpl
+def translate_sampling(config: EngineConfig, sampling: SamplingParams) -> dict[str, Any]:
+    """Ollama's `options` object; SamplingParams.extra merges in last (e.g. num_ctx)."""
+    return map_sampling(sampling, SAMPLING_NAMES, engine=config.name)

@@ -1,0 +1,63 @@
+"""The Ollama client: a Request becomes one non-streaming `POST /api/chat`, the reply becomes an Answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx2
+
+from chainette.client import Answer, Request, Usage
+from chainette.engines import EngineConfig
+from chainette.errors import EngineError, RowError, finish_error
+from chainette.http import JsonHttpClient
+from chainette_ollama import DEFAULT_URL
+
+
+class OllamaClient:
+    """Sends chat requests for one engine; failures are classified by JsonHttpClient, a missing model gets a pull hint."""
+
+    def __init__(self, config: EngineConfig, transport: httpx2.AsyncBaseTransport | None = None):
+        self.engine = config.name
+        self.model = config.model
+        self.think = config.options.think
+        self.keep_alive = config.options.keep_alive
+        key = config.resolve_api_key()
+        headers = {"Authorization": f"Bearer {key}"} if key else None
+        self.http = JsonHttpClient(config, config.endpoint or DEFAULT_URL, headers=headers, transport=transport)
+
+    def payload(self, request: Request) -> dict[str, Any]:
+        """The /api/chat body: streaming off, the schema as `format`, sampling as `options`."""
+        body: dict[str, Any] = {"model": self.model, "messages": request.messages, "stream": False, "format": request.schema}
+        if request.sampling:
+            body["options"] = request.sampling
+        if self.think is not None:
+            body["think"] = self.think
+        if self.keep_alive is not None:
+            body["keep_alive"] = self.keep_alive
+        return body
+
+    async def complete(self, request: Request) -> Answer:
+        try:
+            body = await self.http.post("/api/chat", self.payload(request))
+        except EngineError as exc:
+            if exc.kind != "not_found":
+                raise
+            hint = f" If the model is not downloaded yet, run `ollama pull {self.model}` on the Ollama host."
+            raise EngineError(f"{exc}{hint}", kind=exc.kind) from None
+        return parse_answer(body, engine=self.engine)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+def parse_answer(body: dict[str, Any], *, engine: str) -> Answer:
+    """The Answer in an /api/chat reply: content, thinking as reasoning, token counts (0 when absent)."""
+    message = body.get("message")
+    text = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(text, str):
+        raise RowError(f"engine '{engine}': the reply has no message content", kind="bad_response", raw=str(body)[:2000])
+    error = finish_error(body.get("done_reason"), engine=engine, text=text)
+    if error is not None:
+        raise error
+    usage = Usage(input_tokens=body.get("prompt_eval_count") or 0, output_tokens=body.get("eval_count") or 0)
+    return Answer(text=text, reasoning=message.get("thinking") or None, usage=usage)
