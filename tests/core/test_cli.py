@@ -101,3 +101,26 @@ def test_version(capsys):
 
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"chainette {chainette.__version__}"
+
+
+def test_plugins_add_commands(install_plugin, capsys):
+    install_plugin(
+        "chainette-hello",
+        "hello",
+        "hello_backend",
+        """
+        from chainette import hookimpl
+
+        @hookimpl
+        def make_client(config):
+            raise NotImplementedError
+
+        @hookimpl
+        def register_commands(app):
+            @app.command("hello")
+            def hello(name: str):
+                print(f"hello {name}")
+        """,
+    )
+    assert main(["hello", "world"]) == 0
+    assert capsys.readouterr().out == "hello world\n"

@@ -9,13 +9,6 @@ import typer
 from chainette import __version__
 from chainette.errors import ChainetteError
 
-app = typer.Typer(
-    name="chainette",
-    help="Typed LLM pipelines: run a chain over input rows, inspect it, manage backends.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
 state = {"debug": False}
 
 
@@ -25,22 +18,26 @@ def _show_version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _global_options(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-paragraph errors."),
     version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
+    """Typed LLM pipelines: run a chain over input rows, inspect it, manage backends."""
     state["debug"] = debug
 
 
-def _register_commands() -> None:
+def build_app() -> typer.Typer:
+    """The `chainette` app: the built-in commands plus those plugins add through `register_commands`."""
     from chainette.cli import backends, inspect, run
     from chainette.plugins import get_plugins
 
+    app = typer.Typer(name="chainette", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+    app.callback()(_global_options)
     app.command("run")(run.run_command)
     app.command("inspect")(inspect.inspect_command)
     app.add_typer(backends.app, name="backends")
     get_plugins().broadcast("register_commands", app=app)
+    return app
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     state["debug"] = "--debug" in args
     try:
-        _register_commands()
-        app(args=args, prog_name="chainette")
+        build_app()(args=args, prog_name="chainette")
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
     except KeyboardInterrupt:
