@@ -80,7 +80,7 @@ def test_hooks_reach_only_their_own_backend(scripted):
     plugins = get_plugins()
     from chainette.engines import get_engine
 
-    plugins.call("fake", "ensure_running", config=get_engine("f"))
+    plugins.call("fake", "ensure_running", config=get_engine("f"), run_dir=None)
     assert backend.events == []
-    plugins.call("scripted", "ensure_running", config=get_engine("s"))
+    plugins.call("scripted", "ensure_running", config=get_engine("s"), run_dir=None)
     assert backend.events == ["start s"]

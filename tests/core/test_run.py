@@ -340,3 +340,63 @@ def test_fake_backend_answers_follow_the_schema(tmp_path):
     second = Chain(name="c", steps=[step]).run(rows(3), output_dir=tmp_path / "b")
     assert len(first["n"]) == 3 and first["n"] == second["n"]
     assert first["n"][0] != first["n"][1]
+
+
+def test_engines_sharing_a_server_stay_up_between_their_steps(tmp_path):
+    from chainette.plugins import get_plugins
+
+    events = []
+
+    class Shared:
+        from chainette import hookimpl
+
+        @hookimpl
+        def server_key(self, config):
+            return "one-server" if config.name in ("a", "b") else None
+
+        @hookimpl
+        def ensure_running(self, config, run_dir):
+            events.append(f"start {config.name} in {run_dir.name}")
+
+        @hookimpl
+        def stop_engine(self, config):
+            events.append(f"stop {config.name}")
+
+        @hookimpl
+        def make_client(self, config):
+            from chainette import Answer
+
+            class Client:
+                async def complete(self, request):
+                    return Answer('{"label": "x"}')
+
+                async def aclose(self):
+                    pass
+
+            return Client()
+
+    get_plugins().register("shared", Shared())
+    for name in "abc":
+        register_engine(name, backend="shared", model="m")
+    later = {"input_model": None, "prompt": "<<{{chain_input.text}}>>"}
+    steps = [label_step("s1", engine="a"), label_step("s2", engine="b", **later), label_step("s3", engine="c", **later)]
+    Chain(name="c", steps=steps).run(rows(1), output_dir=tmp_path / "o")
+    assert events == ["start a in o", "start b in o", "stop a", "stop b", "start c in o", "stop c"]
+
+
+def test_sigterm_cancels_the_run_and_stops_engines(scripted, tmp_path):
+    import os
+    import signal
+
+    def answer(request, attempt):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return echo(request, attempt)
+
+    backend = scripted(answer)
+    register_engine("s", backend="scripted", model="m", max_concurrency=1)
+    from chainette.errors import RunTerminated
+
+    with pytest.raises(RunTerminated, match="SIGTERM"):
+        Chain(name="c", steps=[label_step()]).run(rows(50), output_dir=tmp_path / "o")
+    assert backend.events == ["start s", "close s", "stop s"]
+    assert json.loads((tmp_path / "o" / "run.json").read_text())["status"] == "interrupted"

@@ -97,7 +97,7 @@ def test_base_url_rejects_a_bad_port():
 
 
 def ensure_running(config):
-    return get_plugins().call("ollama", "ensure_running", config=config)
+    return get_plugins().call("ollama", "ensure_running", config=config, run_dir=None)
 
 
 def test_ensure_running_defaults_to_localhost(monkeypatch):

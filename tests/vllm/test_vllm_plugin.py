@@ -69,7 +69,7 @@ def test_option_typo_is_rejected_with_valid_options_listed():
 def test_ensure_running_returns_endpoint_or_default():
     assert chainette_vllm.ensure_running(register_engine("a", backend="vllm", model="m")) == DEFAULT_ENDPOINT
     configured = register_engine("b", backend="vllm", model="m", endpoint="http://gpu-box:9000/v1")
-    assert get_plugins().call("vllm", "ensure_running", config=configured) == "http://gpu-box:9000/v1"
+    assert get_plugins().call("vllm", "ensure_running", config=configured, run_dir=None) == "http://gpu-box:9000/v1"
 
 
 def test_every_sampling_field_maps_to_the_same_top_level_name_without_warning():

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime, timezone
 import os
 from pathlib import Path
+import signal
+import threading
 import time
 from typing import Any
 
@@ -15,6 +18,7 @@ from pydantic import BaseModel
 
 from chainette import graph, inputs
 from chainette.engines import EngineConfig, get_engine
+from chainette.errors import RunTerminated
 from chainette.executor import Run
 from chainette.nodes import Node, Parallel, Step
 from chainette.plugins import get_plugins
@@ -66,12 +70,16 @@ class Chain:
         run = Run(self.nodes, run_dir, engines)
         started, clock = _now(), time.perf_counter()
         status, error = "failed", None
+        terminated: list[bool] = []
         try:
-            final = await run.execute(_rows(inputs))
+            with _cancel_on_sigterm(terminated):
+                final = await run.execute(_rows(inputs))
             self._write_flattened(run_dir, final)
             status = "completed"
         except (KeyboardInterrupt, asyncio.CancelledError):
             status = "interrupted"
+            if terminated:
+                raise RunTerminated(f"Run of '{self.name}' stopped by SIGTERM; its engines were stopped.") from None
             raise
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
@@ -123,6 +131,29 @@ def _flatten(record: dict[str, Any], shown: set[str]) -> dict[str, Any]:
 
 def _aliases(nodes: list[Node]) -> list[str]:
     return [b.alias for n in nodes if isinstance(n, Parallel) for b in n.branches if b.alias]
+
+
+@contextmanager
+def _cancel_on_sigterm(terminated: list[bool]) -> Iterator[None]:
+    """Turn SIGTERM into cancellation of the current task, so that the run unwinds and stops its engines.
+
+    Appends True to `terminated` when SIGTERM arrives. Only in the main thread (signal handlers live there).
+    """
+    task = asyncio.current_task()
+    if threading.current_thread() is not threading.main_thread() or task is None:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+
+    def cancel() -> None:
+        terminated.append(True)
+        task.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, cancel)
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 def _rows(source: Inputs) -> Iterable[inputs.RawRow]:

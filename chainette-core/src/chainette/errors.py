@@ -8,7 +8,9 @@ import time
 
 
 class ChainetteError(Exception):
-    """A problem the user can fix. The CLI prints it as one paragraph, without a traceback."""
+    """A problem the user can fix. The CLI prints it as one paragraph, without a traceback, and exits with `exit_code`."""
+
+    exit_code = 1
 
 
 class ConfigError(ChainetteError):
@@ -17,6 +19,12 @@ class ConfigError(ChainetteError):
 
 class InputError(ChainetteError):
     """An input file cannot be read at all (a bad row goes to the errors file instead)."""
+
+
+class RunTerminated(ChainetteError):
+    """The run was stopped by SIGTERM; its engines were stopped and its partial results kept."""
+
+    exit_code = 143
 
 
 class BackendError(Exception):

@@ -59,7 +59,7 @@ class Run:
         self.models.update({n.id: n.output_model for n in graph.iter_nodes(nodes)})
         self.stats = {n.id: NodeStats("step" if isinstance(n, Step) else "apply") for n in graph.iter_nodes(nodes)}
         self.input_stats = {"rows": 0, "invalid": 0}
-        self.pool = EnginePool(engines, [graph.engines_used(n) for n in nodes])
+        self.pool = EnginePool(engines, [graph.engines_used(n) for n in nodes], run_dir.root)
         self._frontiers = 0
         self.errors = JsonlFile(run_dir.root / "errors.jsonl")
 

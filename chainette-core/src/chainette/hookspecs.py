@@ -7,6 +7,7 @@ with keyword arguments; an implementation may accept a subset of them.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -26,11 +27,20 @@ def engine_options() -> type[EngineOptions]:
 
 
 @hookspec(firstresult=True)
-def ensure_running(config: EngineConfig) -> str | None:
+def ensure_running(config: EngineConfig, run_dir: Path | None) -> str | None:
     """Make sure the engine can answer and return the base URL to use (None: the configured endpoint).
 
-    Called (in a worker thread, so it may block) before the engine's first request.
-    Raise `EngineError` when it cannot be reached.
+    Called (in a worker thread, so it may block) before the engine's first request. `run_dir` is
+    the run's output directory, for logs (None outside a run). Raise `EngineError` when it cannot be reached.
+    """
+
+
+@hookspec(firstresult=True)
+def server_key(config: EngineConfig) -> str | None:
+    """A key naming the server this engine runs on; engines with equal keys share it (None: shares nothing).
+
+    The core keeps a shared server's engines started while any of them is needed, so that the
+    server is not stopped and restarted between consecutive steps of different engines.
     """
 
 

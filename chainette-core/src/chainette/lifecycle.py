@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 
 from chainette.client import Client
 from chainette.engines import EngineConfig
@@ -23,14 +25,18 @@ class RunningEngine:
 class EnginePool:
     """Starts and stops the engines of one run, following the plan of which top-level node uses which engine.
 
-    A lazy engine runs from the first node of each contiguous run of nodes that use it to the last;
-    an engine with `lazy=False` runs for the whole run.
+    A lazy engine runs from the first node of each contiguous run of nodes that use its server
+    (engines whose backends report the same `server_key` share one) to the last; an engine with
+    `lazy=False` runs for the whole run.
     """
 
-    def __init__(self, configs: dict[str, EngineConfig], plan: list[set[str]]):
+    def __init__(self, configs: dict[str, EngineConfig], plan: list[set[str]], run_dir: Path | None = None):
         self.configs = configs
         self.plan = plan
+        self.run_dir = run_dir
         self.running: dict[str, RunningEngine] = {}
+        plugins = get_plugins()
+        self.keys = {name: plugins.call(c.backend, "server_key", config=c) or f"engine:{name}" for name, c in configs.items()}
 
     async def start_persistent(self) -> None:
         for name in sorted(set().union(*self.plan)):
@@ -44,8 +50,9 @@ class EnginePool:
 
     async def after(self, position: int) -> None:
         following = self.plan[position + 1] if position + 1 < len(self.plan) else set()
-        for name in sorted(self.plan[position] - following):
-            if self.configs[name].lazy:
+        needed = {self.keys[name] for name in following}
+        for name in sorted(self.running):
+            if self.configs[name].lazy and self.keys[name] not in needed:
                 await self.stop(name)
 
     def get(self, name: str) -> RunningEngine:
@@ -54,7 +61,8 @@ class EnginePool:
     async def start(self, name: str) -> RunningEngine:
         plugins = get_plugins()
         config = self.configs[name]
-        endpoint = await asyncio.to_thread(plugins.call, config.backend, "ensure_running", config=config) or config.endpoint
+        ensure = partial(plugins.call, config.backend, "ensure_running", config=config, run_dir=self.run_dir)
+        endpoint = await asyncio.to_thread(ensure) or config.endpoint
         resolved = config.model_copy(update={"endpoint": endpoint})
         client = plugins.call(config.backend, "make_client", config=resolved)
         if client is None:
@@ -70,7 +78,8 @@ class EnginePool:
         try:
             await engine.client.aclose()
         finally:
-            await asyncio.to_thread(get_plugins().call, engine.config.backend, "stop_engine", config=engine.config)
+            config = self.configs[name]
+            await asyncio.to_thread(get_plugins().call, config.backend, "stop_engine", config=config)
 
     async def stop_all(self) -> None:
         """Stop every running engine, even when one of them fails to stop (the first failure is raised)."""

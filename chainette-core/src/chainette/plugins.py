@@ -22,7 +22,6 @@ ENTRY_POINT_GROUP = "chainette.backends"
 ALIASES = {"vllm_api": "vllm", "ollama_api": "ollama"}
 FIRST_PARTY = {"openai": "chainette-openai", "vllm": "chainette-vllm", "ollama": "chainette-ollama"}
 DEFAULT_PLUGINS = {"fake": "chainette.backends.fake"}
-BACKEND_HOOKS = ("engine_options", "ensure_running", "make_client", "translate_sampling", "stop_engine")
 
 
 @dataclass

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         if state["debug"]:
             raise
         _print_error(str(exc))
-        return 1
+        return exc.exit_code
     return 0
 
 
