@@ -33,7 +33,7 @@ class Fault:
 
 
 class FakeServer:
-    """Use as a context manager; `base_url` is `http://127.0.0.1:PORT`."""
+    """Use as a context manager; `base_url` is `http://127.0.0.1:PORT` (a free port unless `port` is given)."""
 
     def __init__(
         self,
@@ -43,6 +43,7 @@ class FakeServer:
         api_key: str | None = None,
         reasoning: str | None = None,
         respond: Responder | None = None,
+        port: int = 0,
     ):
         self.models = models
         self.latency = latency
@@ -57,7 +58,7 @@ class FakeServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
-        self.port = 0
+        self.port = port
 
     @property
     def base_url(self) -> str:
@@ -105,7 +106,7 @@ class FakeServer:
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", self.port)
         await site.start()
         self.port = runner.addresses[0][1]
         self._ready.set()
