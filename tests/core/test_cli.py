@@ -124,3 +124,26 @@ def test_plugins_add_commands(install_plugin, capsys):
     )
     assert main(["hello", "world"]) == 0
     assert capsys.readouterr().out == "hello world\n"
+
+
+def test_a_plugin_whose_commands_fail_is_shown_broken_and_the_cli_works(install_plugin, capsys):
+    install_plugin(
+        "chainette-badcmd",
+        "badcmd",
+        "badcmd_backend",
+        """
+        from chainette import hookimpl
+
+        @hookimpl
+        def make_client(config):
+            raise NotImplementedError
+
+        @hookimpl
+        def register_commands(app):
+            raise RuntimeError("no commands today")
+        """,
+    )
+    assert main(["backends", "list", "--json"]) == 0
+    found = {b["name"]: b for b in json.loads(capsys.readouterr().out)}
+    assert found["badcmd"]["status"] == "error: register_commands failed: RuntimeError: no commands today"
+    assert found["fake"]["status"] == "ok"

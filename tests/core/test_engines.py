@@ -22,7 +22,7 @@ def test_option_typo_lists_valid_options():
     message = str(excinfo.value)
     assert "has no option 'max_concurency'" in message
     assert "Did you mean 'max_concurrency'?" in message
-    assert "latency, max_concurrency, max_retries, timeout" in message
+    assert "Valid options: latency, max_concurrency, max_retries, requests_per_minute, retry_budget, timeout, tokens_per_minute." in message
 
 
 def test_option_of_wrong_type_is_a_config_error():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 import re
 
 from pydantic import BaseModel
@@ -42,7 +43,7 @@ def test_output_layout_and_alignment(scripted, tmp_path):
     chain = Chain(name="c", steps=[label_step(), second])
     result = chain.run(rows(50), output_dir=tmp_path / "out")
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == ["again", "errors.jsonl", "flattened", "graph.json", "label", "run.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".chainette", "again", "errors.jsonl", "flattened", "graph.json", "label", "run.json"]
     assert [r.label for r in result["label"]] == [f"row{i}" for i in range(50)]
     assert [r.label for r in result["again"]] == [f"row{i}!" for i in range(50)]
     records = result.records("again")
@@ -60,7 +61,6 @@ def test_output_layout_and_alignment(scripted, tmp_path):
     assert stats["status"] == "completed"
     assert stats["steps"]["label"]["ok"] == 50 and stats["steps"]["label"]["input_tokens"] == 150
     assert stats["versions"]["chainette-core"]
-    assert not (out / ".chainette").exists()
 
 
 def test_requests_in_flight_respect_max_concurrency(tmp_path):
@@ -298,14 +298,23 @@ def test_reasoning_is_kept_beside_the_output(tmp_path):
     assert result.flattened[0]["label_reasoning"] == "because"
 
 
-def test_output_dir_must_be_empty_unless_overwrite(scripted, tmp_path):
-    scripted(echo)
+def test_output_dir_of_another_run_is_refused_unless_overwrite(scripted, tmp_path):
+    backend = scripted(echo)
     register_engine("s", backend="scripted", model="m")
     chain = Chain(name="c", steps=[label_step()])
-    chain.run(rows(1), output_dir=tmp_path / "o")
-    with pytest.raises(ChainetteError, match="not empty.*--overwrite"):
-        chain.run(rows(1), output_dir=tmp_path / "o")
-    assert len(chain.run(rows(2), output_dir=tmp_path / "o", overwrite=True)["label"]) == 2
+    chain.run(rows(2), output_dir=tmp_path / "o")
+    assert len(chain.run(rows(2), output_dir=tmp_path / "o")["label"]) == 2
+    assert len(backend.requests) == 2, "a finished run of the same chain and inputs is not requested again"
+    with pytest.raises(ChainetteError, match="holds a run of other inputs.*--overwrite"):
+        chain.run(rows(3), output_dir=tmp_path / "o")
+    other = Chain(name="c", steps=[label_step(prompt="<<{{text}}>> again")])
+    with pytest.raises(ChainetteError, match="holds a run of another chain"):
+        other.run(rows(2), output_dir=tmp_path / "o")
+    assert len(chain.run(rows(3), output_dir=tmp_path / "o", overwrite=True)["label"]) == 3
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "notes.txt").write_text("mine")
+    with pytest.raises(ChainetteError, match="not empty and holds no chainette run"):
+        chain.run(rows(1), output_dir=tmp_path / "plain")
 
 
 def test_unregistered_engine_is_reported_before_running(tmp_path):
@@ -384,19 +393,71 @@ def test_engines_sharing_a_server_stay_up_between_their_steps(tmp_path):
     assert events == ["start a in o", "start b in o", "stop a", "stop b", "start c in o", "stop c"]
 
 
-def test_sigterm_cancels_the_run_and_stops_engines(scripted, tmp_path):
+def test_sigterm_stops_gracefully_and_the_run_resumes(scripted, tmp_path):
     import os
     import signal
 
+    from chainette.errors import RunInterrupted
+
     def answer(request, attempt):
-        os.kill(os.getpid(), signal.SIGTERM)
+        if request.row_id == "5" and not signalled:
+            signalled.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
         return echo(request, attempt)
 
+    signalled: list[bool] = []
     backend = scripted(answer)
-    register_engine("s", backend="scripted", model="m", max_concurrency=1)
-    from chainette.errors import RunTerminated
-
-    with pytest.raises(RunTerminated, match="SIGTERM"):
-        Chain(name="c", steps=[label_step()]).run(rows(50), output_dir=tmp_path / "o")
+    register_engine("s", backend="scripted", model="m", max_concurrency=4)
+    chain = Chain(name="c", steps=[label_step(), label_step("again", prompt="<<{{label.label}}>>", input_model=None)])
+    with pytest.raises(RunInterrupted, match="Stopped by SIGTERM.*Run the same command again") as excinfo:
+        chain.run(rows(50), output_dir=tmp_path / "o")
+    assert excinfo.value.exit_code == 143
     assert backend.events == ["start s", "close s", "stop s"]
-    assert json.loads((tmp_path / "o" / "run.json").read_text())["status"] == "interrupted"
+    run = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert run["status"] == "interrupted"
+    finished = run["steps"]["label"]["ok"]
+    assert 6 <= finished < 50, "rows in flight were finished, no new ones taken"
+    first_pass = len(backend.requests)
+
+    result = chain.run(rows(50), output_dir=tmp_path / "o")
+    assert [r["row_id"] for r in result.records("label")] == [str(i) for i in range(50)]
+    assert [r.label for r in result["again"]] == [f"row{i}" for i in range(50)]
+    assert len(backend.requests) - first_pass == (50 - finished) + 50
+    assert result.stats["status"] == "completed" and result.stats["resumed"] is True
+    assert result.stats["steps"]["label"]["ok"] == 50
+
+
+def test_disk_full_stops_the_run_with_a_clear_message(scripted, tmp_path, monkeypatch):
+    import errno
+
+    import chainette.store
+
+    scripted(echo)
+    register_engine("s", backend="scripted", model="m")
+    real_open = open
+
+    class FullDisk:
+        def __init__(self, file):
+            self.file = file
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+    def open_on_full_disk(path, mode="r", *args, **kwargs):
+        file = real_open(path, mode, *args, **kwargs)
+        return FullDisk(file) if "a" in mode and Path(path).parent.name == "label" else file
+
+    monkeypatch.setattr(chainette.store, "open", open_on_full_disk, raising=False)
+    with pytest.raises(ChainetteError, match="The disk is full: the run stopped. Free some space, then run the same command again"):
+        Chain(name="c", steps=[label_step()]).run(rows(3), output_dir=tmp_path / "o")
+
+
+def test_output_directory_that_cannot_be_created(scripted, tmp_path):
+    scripted(echo)
+    register_engine("s", backend="scripted", model="m")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ChainetteError, match="is not writable"):
+        Chain(name="c", steps=[label_step()]).run(rows(1), output_dir=tmp_path / "file" / "out")

@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 
-from chainette import SamplingParams, register_engine
+from chainette import EngineOptions, SamplingParams, register_engine
 from chainette.errors import ConfigError
 from chainette.plugins import get_plugins
 from chainette.sampling import UnsupportedSamplingWarning
@@ -22,7 +22,7 @@ def test_defaults():
     assert options.think is None
     assert options.keep_alive is None
     assert options.timeout == 120.0
-    assert options.max_retries == 4
+    assert options.max_retries == EngineOptions().max_retries
 
 
 def test_registered_engine_uses_the_ollama_options():
@@ -54,7 +54,10 @@ def test_typo_is_rejected_with_valid_options_listed():
     message = str(caught.value)
     assert "no option 'keepalive'" in message
     assert "Did you mean 'keep_alive'?" in message
-    assert "Valid options: keep_alive, max_concurrency, max_retries, think, timeout." in message
+    assert (
+        "Valid options: keep_alive, max_concurrency, max_retries, requests_per_minute, retry_budget, think, timeout, tokens_per_minute."
+        in message
+    )
 
 
 @pytest.mark.parametrize("value", ["maximum", 3])

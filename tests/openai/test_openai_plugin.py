@@ -35,7 +35,7 @@ def test_option_typo_is_rejected_with_the_valid_options():
     message = str(info.value)
     assert "has no option 'organisation'" in message
     assert "Did you mean 'organization'?" in message
-    assert "max_concurrency, max_retries, organization, project, timeout" in message
+    assert "max_concurrency, max_retries, organization, project, requests_per_minute, retry_budget, timeout" in message
 
 
 def _translate(engine: str, sampling: SamplingParams) -> dict:

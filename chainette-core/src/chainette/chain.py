@@ -7,8 +7,11 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timezone
+import hashlib
+import json
 import os
 from pathlib import Path
+import shutil
 import signal
 import threading
 import time
@@ -18,11 +21,11 @@ from pydantic import BaseModel
 
 from chainette import graph, inputs
 from chainette.engines import EngineConfig, get_engine
-from chainette.errors import RunTerminated
-from chainette.executor import Run
+from chainette.errors import RunInterrupted
+from chainette.executor import Run, RunControl, live
 from chainette.nodes import Node, Parallel, Step
 from chainette.plugins import get_plugins
-from chainette.store import JsonlWriter, RunDir, RunResult, read_lines
+from chainette.store import Journal, OutputFolder, RunDir, RunResult
 
 Inputs = str | os.PathLike[str] | Iterable[dict[str, Any] | BaseModel]
 
@@ -49,12 +52,21 @@ class Chain:
         engines = {name: config.public_dict() for name, config in self.engines().items()}
         return {"chain": self.name, **graph.describe(self.nodes, engines)}
 
-    def run(self, inputs: Inputs, *, output_dir: str | os.PathLike[str] | None = None, overwrite: bool = False) -> RunResult:
+    def run(
+        self,
+        inputs: Inputs,
+        *,
+        output_dir: str | os.PathLike[str] | None = None,
+        overwrite: bool = False,
+        retry_errors: bool = False,
+    ) -> RunResult:
         """Run the chain over `inputs` (a JSONL/JSON file path, or dicts/models) and return the result.
 
-        Works inside a running event loop too (Jupyter): the run then happens on a worker thread.
+        An `output_dir` holding an unfinished run of the same chain and inputs is resumed;
+        `retry_errors` runs again the rows its errors file holds. Works inside a running event
+        loop too (Jupyter): the run then happens on a worker thread.
         """
-        coroutine = self.arun(inputs, output_dir=output_dir, overwrite=overwrite)
+        coroutine = self.arun(inputs, output_dir=output_dir, overwrite=overwrite, retry_errors=retry_errors)
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -62,24 +74,31 @@ class Chain:
         with ThreadPoolExecutor(max_workers=1) as pool:
             return pool.submit(asyncio.run, coroutine).result()
 
-    async def arun(self, inputs: Inputs, *, output_dir: str | os.PathLike[str] | None = None, overwrite: bool = False) -> RunResult:
+    async def arun(
+        self,
+        inputs: Inputs,
+        *,
+        output_dir: str | os.PathLike[str] | None = None,
+        overwrite: bool = False,
+        retry_errors: bool = False,
+    ) -> RunResult:
         """Async form of `run`."""
         engines = self.engines()
-        run_dir = RunDir(output_dir or _default_output_dir(self.name), overwrite=overwrite)
+        identity = {"chain": graph.fingerprint(self.nodes), "inputs": input_fingerprint(inputs)}
+        run_dir = RunDir(output_dir or _default_output_dir(self.name), identity, overwrite=overwrite)
         run_dir.write_json("graph.json", self.describe())
-        run = Run(self.nodes, run_dir, engines)
+        run = Run(self.nodes, run_dir, engines, retry_errors=retry_errors)
         started, clock = _now(), time.perf_counter()
         status, error = "failed", None
-        terminated: list[bool] = []
         try:
-            with _cancel_on_sigterm(terminated):
+            with _stop_on_signals(run.control):
                 final = await run.execute(_rows(inputs))
             self._write_flattened(run_dir, final)
             status = "completed"
-        except (KeyboardInterrupt, asyncio.CancelledError):
+        except (RunInterrupted, KeyboardInterrupt, asyncio.CancelledError):
             status = "interrupted"
-            if terminated:
-                raise RunTerminated(f"Run of '{self.name}' stopped by SIGTERM; its engines were stopped.") from None
+            if run.control.stopping:
+                raise _with_resume_hint(run.control.interrupted(), run_dir) from None
             raise
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
@@ -91,6 +110,7 @@ class Chain:
                     "chain": self.name,
                     "status": status,
                     "error": error,
+                    "resumed": run_dir.resumed,
                     "started_at": started,
                     "finished_at": _now(),
                     "seconds": round(time.perf_counter() - clock, 3),
@@ -98,8 +118,6 @@ class Chain:
                     "versions": _versions(engines),
                 },
             )
-            if status == "completed":
-                run_dir.remove_state()
         return RunResult(run_dir.root, self._outputs())
 
     def _outputs(self) -> dict[str, type[BaseModel] | None]:
@@ -107,9 +125,12 @@ class Chain:
 
     def _write_flattened(self, run_dir: RunDir, final: Path) -> None:
         shown = {"chain_input", *self._outputs(), *_aliases(self.nodes)}
-        writer = JsonlWriter(run_dir.root / "flattened")
+        folder = run_dir.root / "flattened"
+        shutil.rmtree(folder, ignore_errors=True)
+        journal = Journal()
+        writer = OutputFolder(journal, folder)
         try:
-            for record in read_lines(final):
+            for record in live(final):
                 writer.write(_flatten(record, shown))
         finally:
             writer.close()
@@ -133,27 +154,60 @@ def _aliases(nodes: list[Node]) -> list[str]:
     return [b.alias for n in nodes if isinstance(n, Parallel) for b in n.branches if b.alias]
 
 
-@contextmanager
-def _cancel_on_sigterm(terminated: list[bool]) -> Iterator[None]:
-    """Turn SIGTERM into cancellation of the current task, so that the run unwinds and stops its engines.
+DRAIN_SECONDS = 30.0
 
-    Appends True to `terminated` when SIGTERM arrives. Only in the main thread (signal handlers live there).
-    """
+
+@contextmanager
+def _stop_on_signals(control: RunControl) -> Iterator[None]:
+    """First Ctrl-C or SIGTERM: take no new rows, let those in flight finish (at most DRAIN_SECONDS).
+    A second Ctrl-C cancels at once. Only in the main thread, where signal handlers live."""
     task = asyncio.current_task()
     if threading.current_thread() is not threading.main_thread() or task is None:
         yield
         return
     loop = asyncio.get_running_loop()
 
-    def cancel() -> None:
-        terminated.append(True)
-        task.cancel()
+    def on_signal(reason: str, exit_code: int) -> None:
+        if control.stopping:
+            task.cancel()
+            return
+        control.stop(reason, exit_code)
+        loop.call_later(DRAIN_SECONDS, task.cancel)
 
-    loop.add_signal_handler(signal.SIGTERM, cancel)
+    loop.add_signal_handler(signal.SIGINT, on_signal, "Interrupted (Ctrl-C)", 130)
+    loop.add_signal_handler(signal.SIGTERM, on_signal, "Stopped by SIGTERM", 143)
     try:
         yield
     finally:
+        loop.remove_signal_handler(signal.SIGINT)
         loop.remove_signal_handler(signal.SIGTERM)
+
+
+def _with_resume_hint(error: RunInterrupted, run_dir: RunDir) -> RunInterrupted:
+    message = (
+        f"{error}: requests in flight were finished, engines stopped, and every finished row is saved in {run_dir.root}. "
+        "Run the same command again (same chain, inputs and output directory) to resume."
+    )
+    return RunInterrupted(message, error.exit_code)
+
+
+def input_fingerprint(source: Inputs) -> str | None:
+    """A hash of the inputs when they can be read twice (a file, a list); None for a one-shot iterator."""
+    digest = hashlib.blake2b(digest_size=16)
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            with open(source, "rb") as file:
+                while chunk := file.read(1 << 20):
+                    digest.update(chunk)
+        except OSError:
+            return None
+    elif isinstance(source, (list, tuple)):
+        for row in source:
+            data = row.model_dump(mode="json") if isinstance(row, BaseModel) else row
+            digest.update(json.dumps(data, sort_keys=True, default=str).encode())
+    else:
+        return None
+    return digest.hexdigest()
 
 
 def _rows(source: Inputs) -> Iterable[inputs.RawRow]:

@@ -20,7 +20,10 @@ class EngineOptions(BaseModel):
 
     max_concurrency: int = Field(16, ge=1, description="Requests in flight at once for this engine.")
     timeout: float = Field(120.0, gt=0, description="Seconds one request may take.")
-    max_retries: int = Field(4, ge=0, description="Retries of a request after a transient failure.")
+    max_retries: int = Field(6, ge=0, description="Retries of a request after a transient failure.")
+    retry_budget: float = Field(600.0, gt=0, description="Seconds a request may spend retrying, waits included.")
+    requests_per_minute: int | None = Field(None, ge=1, description="Request rate limit (token bucket).")
+    tokens_per_minute: int | None = Field(None, ge=1, description="Token rate limit (estimated before, corrected after each request).")
 
 
 class EngineConfig(BaseModel):

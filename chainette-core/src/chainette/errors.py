@@ -21,10 +21,12 @@ class InputError(ChainetteError):
     """An input file cannot be read at all (a bad row goes to the errors file instead)."""
 
 
-class RunTerminated(ChainetteError):
-    """The run was stopped by SIGTERM; its engines were stopped and its partial results kept."""
+class RunInterrupted(ChainetteError):
+    """The run was stopped (Ctrl-C or SIGTERM); its engines were stopped and its finished rows kept."""
 
-    exit_code = 143
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class BackendError(Exception):

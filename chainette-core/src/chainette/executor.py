@@ -1,14 +1,17 @@
-"""Stage-by-stage execution. Each node streams rows from the previous node's results on disk,
+"""Stage-by-stage execution. Each node streams rows from the previous node's frontier on disk,
 keeps a bounded window of requests in flight, and writes every answer as it arrives.
 
-A row travels as a record `{"row_id", "ctx", "direct"[, "origin"]}`: `ctx` holds the chain input
-and every earlier output by id, `direct` names the entry that is the node's direct input.
+A row travels as a frontier record `{"row_id", "ctx", "direct"[, "src", "origin"]}`: `ctx` holds
+the chain input and every earlier output by id, `direct` names the entry that is the node's
+direct input, `src` the row it came from when an apply fanned it out. A frontier line
+`{"src", "skip": 1}` records a row an apply filtered out. A node's frontier and the errors file
+are its commit log: a resumed node skips every row already committed there.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 import inspect
 import json
@@ -22,16 +25,32 @@ from pydantic import BaseModel, ValidationError
 from chainette import graph, inputs
 from chainette.client import Answer, Request
 from chainette.engines import EngineConfig
-from chainette.errors import BackendError, EngineError, RowError
+from chainette.errors import BackendError, EngineError, RowError, RunInterrupted
 from chainette.lifecycle import EnginePool, RunningEngine
 from chainette.nodes import Apply, Node, Parallel, Step
 from chainette.plugins import get_plugins
 from chainette.policy import complete_with_retries
 from chainette.schema import extract_json, format_instruction, json_schema, repair_messages
-from chainette.store import JsonlFile, JsonlWriter, RunDir, read_lines
+from chainette.store import Journal, LineFile, OutputFolder, RunDir, drop_partial_line, keep_lines, read_lines
 from chainette.templates import compile_template
 
 Record = dict[str, Any]
+INPUT_ID = "chain_input"
+
+
+class RunControl:
+    """Once `stop` is called, nodes take no new rows; rows in flight still finish."""
+
+    def __init__(self) -> None:
+        self.stopping: str | None = None
+        self.exit_code = 130
+
+    def stop(self, reason: str, exit_code: int) -> None:
+        if self.stopping is None:
+            self.stopping, self.exit_code = reason, exit_code
+
+    def interrupted(self) -> RunInterrupted:
+        return RunInterrupted(self.stopping or "Interrupted", self.exit_code)
 
 
 @dataclass
@@ -48,20 +67,78 @@ class NodeStats:
     seconds: float = 0.0
 
 
-class Run:
-    """One execution of a chain's nodes into a run directory."""
+class NodeFiles:
+    """A node's state for this pass: the rows it already committed, and its files opened for appending."""
 
-    def __init__(self, nodes: list[Node], run_dir: RunDir, engines: dict[str, EngineConfig]):
+    def __init__(self, run: Run, node_id: str, yield_output: bool):
+        self.frontier_path = run.run_dir.state / f"{node_id}.jsonl"
+        drop_partial_line(self.frontier_path)
+        row_ids: set[str] = set()
+        sources: set[str] = set()
+        skipped = 0
+        for record in read_lines(self.frontier_path):
+            source = record.get("src", record.get("row_id"))
+            sources.add(source)
+            if record.get("skip"):
+                skipped += 1
+            else:
+                row_ids.add(record["row_id"])
+        failed = run.failed.get(node_id, set())
+        self.done = sources | failed
+        stats = run.stats[node_id]
+        stats.filtered, stats.failed = skipped, len(failed)
+        stats.ok = len(sources) - skipped
+        stats.rows_in = stats.ok + stats.filtered + stats.failed
+        self.outputs: OutputFolder | None = None
+        if yield_output:
+            folder = run.run_dir.node_folder(node_id)
+            for path in sorted(folder.glob("*.jsonl")):
+                keep_lines(path, lambda line: line["row_id"] in row_ids)
+            self.outputs = OutputFolder(run.journal, folder)
+        self.frontier = LineFile(run.journal, self.frontier_path)
+
+    def close(self) -> None:
+        if self.outputs is not None:
+            self.outputs.close()
+        self.frontier.close()
+
+
+def live(path: Path) -> Iterator[Record]:
+    """The rows of a frontier that go on (filter markers left out)."""
+    return (record for record in read_lines(path) if not record.get("skip"))
+
+
+class Run:
+    """One execution (or resumption) of a chain's nodes into a run directory."""
+
+    def __init__(self, nodes: list[Node], run_dir: RunDir, engines: dict[str, EngineConfig], *, retry_errors: bool = False):
         self.nodes = nodes
         self.run_dir = run_dir
+        self.control = RunControl()
+        self.journal = Journal()
         self.input_model = graph.input_model(nodes)
-        self.models: dict[str, type[BaseModel] | None] = {"chain_input": self.input_model}
+        self.models: dict[str, type[BaseModel] | None] = {INPUT_ID: self.input_model}
         self.models.update({n.id: n.output_model for n in graph.iter_nodes(nodes)})
         self.stats = {n.id: NodeStats("step" if isinstance(n, Step) else "apply") for n in graph.iter_nodes(nodes)}
-        self.input_stats = {"rows": 0, "invalid": 0}
+        self.stats[INPUT_ID] = NodeStats("input")
+        self.groups = {id(group): f"group{index}" for index, group in enumerate(graph.parallels(nodes))}
         self.pool = EnginePool(engines, [graph.engines_used(n) for n in nodes], run_dir.root)
-        self._frontiers = 0
-        self.errors = JsonlFile(run_dir.root / "errors.jsonl")
+        self.failed = self._recover_errors(retry_errors)
+        self.errors = LineFile(self.journal, run_dir.root / "errors.jsonl")
+
+    def _recover_errors(self, retry_errors: bool) -> dict[str, set[str]]:
+        """The failed rows already committed, by node; with `retry_errors`, forget those of steps and applies."""
+        path = self.run_dir.root / "errors.jsonl"
+        drop_partial_line(path)
+        if retry_errors:
+            keep_lines(path, lambda error: error["step_id"] == INPUT_ID)
+            for marker in self.run_dir.state.glob("*.done"):
+                if marker.stem != INPUT_ID:
+                    marker.unlink()
+        failed: dict[str, set[str]] = {}
+        for error in read_lines(path):
+            failed.setdefault(error["step_id"], set()).add(error["row_id"])
+        return failed
 
     async def execute(self, rows: Iterable[inputs.RawRow]) -> Path:
         """Run every node over `rows`; return the final frontier (the rows that made it through)."""
@@ -71,56 +148,89 @@ class Run:
             for position, node in enumerate(self.nodes):
                 await self.pool.before(position)
                 source = await self._run_node(node, source)
+                self._check_stopping()
                 await self.pool.after(position)
             return source
         finally:
             try:
                 await self.pool.stop_all()
             finally:
+                self.journal.flush()
                 self.errors.close()
+
+    def _check_stopping(self) -> None:
+        if self.control.stopping:
+            raise self.control.interrupted()
 
     def record_error(self, row_id: str, node_id: str, kind: str, message: str, raw: Any = None) -> None:
         self.errors.write({"row_id": row_id, "step_id": node_id, "error_type": kind, "message": message, "raw": raw})
 
-    def _new_frontier(self) -> JsonlFile:
-        self._frontiers += 1
-        return JsonlFile(self.run_dir.state / f"{self._frontiers:04d}.jsonl")
+    def _done_marker(self, node_id: str) -> Path:
+        return self.run_dir.state / f"{node_id}.done"
+
+    def _already_done(self, node_id: str) -> Path | None:
+        """The node's frontier when an earlier pass finished it (its counts restored), else None."""
+        marker = self._done_marker(node_id)
+        if not marker.exists():
+            return None
+        for key, value in json.loads(marker.read_text(encoding="utf-8")).items():
+            setattr(self.stats[node_id], key, value)
+        return self.run_dir.state / f"{node_id}.jsonl"
+
+    def _finish(self, node_id: str, files: NodeFiles) -> Path:
+        files.close()
+        self.journal.flush()
+        if not self.control.stopping:
+            stats = asdict(self.stats[node_id])
+            del stats["kind"]
+            self._done_marker(node_id).write_text(json.dumps(stats), encoding="utf-8")
+        return files.frontier_path
 
     def _ingest(self, rows: Iterable[inputs.RawRow]) -> Path:
-        with self._new_frontier() as frontier:
-            for index, row in enumerate(rows):
-                row_id = str(index)
-                self.input_stats["rows"] += 1
-                try:
-                    data = inputs.parse(row, self.input_model)
-                except ValueError as exc:
-                    self.input_stats["invalid"] += 1
-                    raw = row.value if isinstance(row.value, str) else None
-                    self.record_error(row_id, "chain_input", "invalid_input", str(exc), raw.rstrip("\n") if raw else None)
-                    continue
-                frontier.write({"row_id": row_id, "ctx": {"chain_input": data}, "direct": "chain_input"})
-        return frontier.path
+        done_path = self._already_done(INPUT_ID)
+        if done_path is not None:
+            return done_path
+        files = NodeFiles(self, INPUT_ID, yield_output=False)
+        stats = self.stats[INPUT_ID]
+        for index, row in enumerate(rows):
+            row_id = str(index)
+            if row_id in files.done:
+                continue
+            stats.rows_in += 1
+            try:
+                data = inputs.parse(row, self.input_model)
+            except ValueError as exc:
+                stats.failed += 1
+                raw = row.value.rstrip("\n") if isinstance(row.value, str) else None
+                self.record_error(row_id, INPUT_ID, "invalid_input", str(exc), raw)
+                continue
+            stats.ok += 1
+            files.frontier.write({"row_id": row_id, "ctx": {INPUT_ID: data}, "direct": INPUT_ID})
+        return self._finish(INPUT_ID, files)
 
     async def _run_node(self, node: Node, source: Path) -> Path:
         if isinstance(node, Parallel):
             return await self._run_parallel(node, source)
+        done_path = self._already_done(node.id)
+        if done_path is not None:
+            return done_path
         started = time.perf_counter()
-        writer = JsonlWriter(self.run_dir.node_folder(node.id)) if node.yield_output else None
+        files = NodeFiles(self, node.id, node.yield_output)
+        records = (record for record in live(source) if record["row_id"] not in files.done)
         try:
-            with self._new_frontier() as frontier:
-                if isinstance(node, Step):
-                    await StepRunner(self, node, self.pool.get(node.engine_name)).run(source, frontier, writer)
-                else:
-                    await self._run_apply(node, source, frontier, writer)
+            if isinstance(node, Step):
+                await StepRunner(self, node, self.pool.get(node.engine_name), files).run(records)
+            else:
+                await self._run_apply(node, records, files)
         finally:
-            if writer is not None:
-                writer.close()
             self.stats[node.id].seconds += time.perf_counter() - started
-        return frontier.path
+        return self._finish(node.id, files)
 
-    async def _run_apply(self, node: Apply, source: Path, frontier: JsonlFile, writer: JsonlWriter | None) -> None:
+    async def _run_apply(self, node: Apply, records: Iterator[Record], files: NodeFiles) -> None:
         stats = self.stats[node.id]
-        for record in read_lines(source):
+        for record in records:
+            if self.control.stopping:
+                return
             stats.rows_in += 1
             row_id = record["row_id"]
             try:
@@ -131,14 +241,17 @@ class Run:
                 continue
             if not results:
                 stats.filtered += 1
+                files.frontier.write({"src": row_id, "skip": 1})
                 continue
             stats.ok += 1
             for index, data in enumerate(results):
                 child_id = row_id if len(results) == 1 else f"{row_id}-{index}"
-                if writer is not None:
-                    writer.write({**data, "row_id": child_id})
-                ctx = {**record["ctx"], node.id: data}
-                frontier.write({**record, "row_id": child_id, "ctx": ctx, "direct": node.id})
+                if files.outputs is not None:
+                    files.outputs.write({**data, "row_id": child_id})
+                child = {**record, "row_id": child_id, "ctx": {**record["ctx"], node.id: data}, "direct": node.id}
+                if child_id != row_id:
+                    child["src"] = row_id
+                files.frontier.write(child)
 
     async def _call_apply(self, node: Apply, record: Record) -> list[dict[str, Any]]:
         direct = record["ctx"][record["direct"]]
@@ -151,22 +264,19 @@ class Run:
         return [_as_data(node, out) for out in items]
 
     async def _run_parallel(self, group: Parallel, source: Path) -> Path:
-        with self._new_frontier() as tagged:
-            for record in read_lines(source):
-                tagged.write({**record, "origin": record["row_id"]})
-        finals = await asyncio.gather(*(self._run_branch(branch.steps, tagged.path) for branch in group.branches))
+        name = self.groups[id(group)]
+        tagged = self.run_dir.state / f"{name}.tagged.jsonl"
+        _rewrite(tagged, ({**record, "origin": record["row_id"]} for record in live(source)))
+        finals = await asyncio.gather(*(self._run_branch(branch.steps, tagged) for branch in group.branches))
         joined = [(branch.alias, final) for branch, final in zip(group.branches, finals, strict=True) if branch.alias]
         if not joined:
             return source
-        with _JoinIndex(self.run_dir.state / f"join-{self._frontiers:04d}.sqlite") as index:
+        target = self.run_dir.state / f"{name}.joined.jsonl"
+        with _JoinIndex(self.run_dir.state / f"{name}.sqlite") as index:
             for alias, final in joined:
-                index.add(alias, read_lines(final))
-            with self._new_frontier() as frontier:
-                for record in read_lines(source):
-                    values = index.lookup(record["row_id"])
-                    if all(alias in values for alias, _ in joined):
-                        frontier.write({**record, "ctx": {**record["ctx"], **values}})
-        return frontier.path
+                index.add(alias, live(final))
+            _rewrite(target, _joined_rows(source, index, [alias for alias, _ in joined]))
+        return target
 
     async def _run_branch(self, nodes: list[Node], source: Path) -> Path:
         for node in nodes:
@@ -174,7 +284,27 @@ class Run:
         return source
 
     def summary(self) -> dict[str, Any]:
-        return {"input": dict(self.input_stats), "steps": {k: asdict(v) for k, v in self.stats.items()}}
+        stats = {key: asdict(value) for key, value in self.stats.items()}
+        source = stats.pop(INPUT_ID)
+        return {"input": {"rows": source["rows_in"], "invalid": source["failed"]}, "steps": stats}
+
+
+def _joined_rows(source: Path, index: _JoinIndex, aliases: list[str]) -> Iterator[Record]:
+    for record in live(source):
+        values = index.lookup(record["row_id"])
+        if all(alias in values for alias in aliases):
+            yield {**record, "ctx": {**record["ctx"], **values}}
+
+
+def _rewrite(path: Path, records: Iterable[Record]) -> None:
+    """Write a derived frontier in full (to a temporary file first, so a crash never leaves half of it)."""
+    temporary = path.with_suffix(".tmp")
+    journal = Journal()
+    file = LineFile(journal, temporary)
+    for record in records:
+        file.write(record)
+    file.close()
+    temporary.replace(path)
 
 
 def _as_data(node: Apply, out: Any) -> dict[str, Any]:
@@ -194,6 +324,7 @@ class _JoinIndex:
 
     def __init__(self, path: Path):
         self.path = path
+        path.unlink(missing_ok=True)
         self.db = sqlite3.connect(path)
         self.db.execute("PRAGMA journal_mode=OFF")
         self.db.execute("PRAGMA synchronous=OFF")
@@ -222,10 +353,11 @@ class _JoinIndex:
 class StepRunner:
     """Runs one Step over a frontier: renders prompts, sends requests through the engine, validates answers."""
 
-    def __init__(self, run: Run, step: Step, engine: RunningEngine):
+    def __init__(self, run: Run, step: Step, engine: RunningEngine, files: NodeFiles):
         self.run_state = run
         self.step = step
         self.engine = engine
+        self.files = files
         self.stats = run.stats[step.id]
         self.system = compile_template(step.system_prompt) if step.system_prompt else None
         self.user = compile_template(step.user_prompt)
@@ -238,16 +370,18 @@ class StepRunner:
         )
         self.sampling = sampling or {}
 
-    async def run(self, source: Path, frontier: JsonlFile, writer: JsonlWriter | None) -> None:
-        records = read_lines(source)
+    async def run(self, records: Iterator[Record]) -> None:
+        control = self.run_state.control
 
         async def worker() -> None:
             for record in records:
-                await self._answer_row(record, frontier, writer)
+                if control.stopping:
+                    return
+                await self._answer_row(record)
 
         await run_workers(self.engine.config.options.max_concurrency, worker)
 
-    async def _answer_row(self, record: Record, frontier: JsonlFile, writer: JsonlWriter | None) -> None:
+    async def _answer_row(self, record: Record) -> None:
         row_id = record["row_id"]
         self.stats.rows_in += 1
         try:
@@ -264,9 +398,9 @@ class StepRunner:
         if answer.reasoning is not None:
             key = f"{self.step.id}_reasoning"
             ctx[key] = line[key] = answer.reasoning
-        if writer is not None:
-            writer.write(line)
-        frontier.write({**record, "ctx": ctx, "direct": self.step.id})
+        if self.files.outputs is not None:
+            self.files.outputs.write(line)
+        self.files.frontier.write({**record, "ctx": ctx, "direct": self.step.id})
 
     async def _answer(self, record: Record) -> tuple[dict[str, Any], Answer]:
         request = self._request(record)
@@ -309,7 +443,7 @@ class StepRunner:
         return Request(messages, self.schema, self.step.output_model.__name__, self.sampling, self.step.id, record["row_id"])
 
     async def _send(self, request: Request) -> Answer:
-        answer = await complete_with_retries(self.engine.client, request, self.engine.config, self.engine.slots)
+        answer = await complete_with_retries(self.engine.client, request, self.engine.gate)
         self.stats.input_tokens += answer.usage.input_tokens
         self.stats.output_tokens += answer.usage.output_tokens
         return answer

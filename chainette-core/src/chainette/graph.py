@@ -87,18 +87,19 @@ def _check_unique(nodes: list[Node]) -> None:
 
     for node in iter_nodes(nodes):
         claim(node.id, "step" if isinstance(node, Step) else "apply")
-    for group in _parallels(nodes):
+    for group in parallels(nodes):
         for branch in group.branches:
             if branch.alias:
                 claim(branch.alias, "join alias")
 
 
-def _parallels(nodes: list[Node]):
+def parallels(nodes: list[Node]):
+    """Every parallel group, nested ones included, in a fixed order."""
     for node in nodes:
         if isinstance(node, Parallel):
             yield node
             for branch in node.branches:
-                yield from _parallels(branch.steps)
+                yield from parallels(branch.steps)
 
 
 def _check_sequence(nodes: list[Node], scope: Scope) -> Scope:
@@ -197,3 +198,21 @@ def _node_data(node: Step | Apply, branch: str | None) -> dict[str, Any]:
     if isinstance(node, Step):
         data["engine"] = node.engine_name
     return data
+
+
+def fingerprint(nodes: list[Node]) -> str:
+    """A hash of what decides a chain's answers (structure, prompts, models' schemas, sampling), not of its engines."""
+    import hashlib
+    import json
+
+    def node_data(node: Node) -> Any:
+        if isinstance(node, Parallel):
+            return [[b.name, b.alias, [node_data(n) for n in b.steps]] for b in node.branches]
+        models = [m.model_json_schema() if m else None for m in (node.input_model, node.output_model)]
+        if isinstance(node, Apply):
+            return ["apply", node.id, getattr(node.fn, "__qualname__", repr(node.fn)), models]
+        sampling = node.sampling.model_dump(mode="json") if node.sampling else None
+        return ["step", node.id, node.system_prompt, node.user_prompt, node.output_format_instruction, sampling, models]
+
+    text = json.dumps([node_data(n) for n in nodes], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]

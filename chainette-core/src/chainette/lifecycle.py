@@ -11,15 +11,16 @@ from chainette.client import Client
 from chainette.engines import EngineConfig
 from chainette.errors import ConfigError
 from chainette.plugins import get_plugins
+from chainette.policy import EngineGate
 
 
 @dataclass
 class RunningEngine:
-    """An engine ready for requests: its config (endpoint resolved), client and request slots."""
+    """An engine ready for requests: its config (endpoint resolved), client and admission gate."""
 
     config: EngineConfig
     client: Client
-    slots: asyncio.Semaphore
+    gate: EngineGate
 
 
 class EnginePool:
@@ -67,7 +68,7 @@ class EnginePool:
         client = plugins.call(config.backend, "make_client", config=resolved)
         if client is None:
             raise ConfigError(f"Backend '{config.backend}' returned no client for engine '{name}'.")
-        engine = RunningEngine(resolved, client, asyncio.Semaphore(config.options.max_concurrency))
+        engine = RunningEngine(resolved, client, EngineGate(config.options))
         self.running[name] = engine
         return engine
 

@@ -132,10 +132,16 @@ class Plugins:
             self._callers[key] = caller
         return caller(**kwargs)
 
-    def broadcast(self, hook: str, **kwargs: Any) -> list[Any]:
-        """Call a hook on every plugin (e.g. `register_commands`)."""
+    def add_commands(self, app: Any) -> None:
+        """Let every plugin add its commands to the CLI; a plugin whose hook fails is recorded, the others still run."""
         self.load_all()
-        return getattr(self.manager.hook, hook)(**kwargs)
+        for impl in self.manager.hook.register_commands.get_hookimpls():
+            try:
+                impl.function(app=app)
+            except Exception as exc:
+                info = self.found.get(impl.plugin_name)
+                if info is not None:
+                    info.error = f"register_commands failed: {type(exc).__name__}: {exc}"
 
 
 def _entry_points_by_name() -> dict[str, list[metadata.EntryPoint]]:

@@ -1,16 +1,22 @@
-"""The one retry policy every backend gets: exponential backoff with jitter, honouring Retry-After."""
+"""The one request policy every backend gets: admission (concurrency, requests and tokens per minute,
+a shared cool-down after a 429) and retries with exponential backoff and jitter, honouring Retry-After.
+
+`clock` and `sleep` are module attributes so that tests can run the policy on a virtual clock."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+import time
 
-from chainette.client import Answer, Client, Request
-from chainette.engines import EngineConfig
+from chainette.client import Answer, Client, Request, Usage
+from chainette.engines import EngineOptions
 from chainette.errors import EngineError, RetryableError, RowError
 
 BASE_DELAY = 0.5
 MAX_DELAY = 30.0
+clock = time.monotonic
+sleep = asyncio.sleep
 
 
 def backoff_delay(attempt: int, retry_after: float | None = None) -> float:
@@ -20,21 +26,91 @@ def backoff_delay(attempt: int, retry_after: float | None = None) -> float:
     return min(MAX_DELAY, BASE_DELAY * 2**attempt) * random.uniform(0.5, 1.0)
 
 
-async def complete_with_retries(client: Client, request: Request, engine: EngineConfig, slots: asyncio.Semaphore) -> Answer:
-    """Send `request`, retrying transient failures up to the engine's `max_retries`.
+class TokenBucket:
+    """`per_minute` units refilled continuously; `take(n)` waits until n units are there."""
+
+    def __init__(self, per_minute: int):
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self.level = self.capacity
+        self.updated = clock()
+
+    async def take(self, amount: float) -> None:
+        amount = min(amount, self.capacity)
+        while True:
+            now = clock()
+            self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
+            self.updated = now
+            if self.level >= amount:
+                self.level -= amount
+                return
+            await sleep((amount - self.level) / self.rate)
+
+    def give_back(self, amount: float) -> None:
+        self.level = min(self.capacity, self.level + amount)
+
+
+class EngineGate:
+    """Admission control shared by every request to one engine."""
+
+    def __init__(self, options: EngineOptions):
+        self.options = options
+        self.slots = asyncio.Semaphore(options.max_concurrency)
+        self.requests = TokenBucket(options.requests_per_minute) if options.requests_per_minute else None
+        self.tokens = TokenBucket(options.tokens_per_minute) if options.tokens_per_minute else None
+        self.resume_at = 0.0
+
+    async def admit(self, estimate: int) -> None:
+        """Wait out a cool-down, then take one request and `estimate` tokens from the per-minute budgets."""
+        while (wait := self.resume_at - clock()) > 0:
+            await sleep(wait)
+        if self.requests is not None:
+            await self.requests.take(1)
+        if self.tokens is not None:
+            await self.tokens.take(estimate)
+
+    def settle(self, estimate: int, usage: Usage) -> None:
+        """Correct the token budget once the real usage is known."""
+        if self.tokens is not None and usage.input_tokens + usage.output_tokens:
+            self.tokens.give_back(estimate - usage.input_tokens - usage.output_tokens)
+
+    def cool_down(self, seconds: float) -> None:
+        """Hold every request to this engine for `seconds` (after a 429)."""
+        self.resume_at = max(self.resume_at, clock() + seconds)
+
+
+def estimate_tokens(request: Request) -> int:
+    """A rough token count for the rate limiter: four characters a token, plus the answer's budget."""
+    prompt = sum(len(message["content"]) for message in request.messages) // 4
+    return prompt + int(request.sampling.get("max_tokens") or request.sampling.get("max_completion_tokens") or prompt)
+
+
+async def complete_with_retries(client: Client, request: Request, gate: EngineGate) -> Answer:
+    """Send `request` through the gate, retrying transient failures within the engine's retry limits.
 
     Raises RowError when retries are spent, or EngineError when the endpoint stays unreachable.
     """
+    options = gate.options
+    estimate = estimate_tokens(request) if gate.tokens is not None else 0
+    started = clock()
     attempt = 0
     while True:
+        await gate.admit(estimate)
         try:
-            async with slots:
-                return await client.complete(request)
+            async with gate.slots:
+                answer = await client.complete(request)
         except RetryableError as exc:
-            if attempt >= engine.options.max_retries:
+            delay = backoff_delay(attempt, exc.retry_after)
+            if exc.kind == "http_429":
+                gate.cool_down(delay)
+            spent = clock() - started + delay > options.retry_budget
+            if attempt >= options.max_retries or spent:
                 detail = f"{exc} (gave up after {attempt + 1} attempts)"
                 if exc.kind == "connection":
                     raise EngineError(detail, kind="unreachable") from None
                 raise RowError(detail, kind=exc.kind, raw=exc.raw) from None
-            await asyncio.sleep(backoff_delay(attempt, exc.retry_after))
+            await sleep(delay)
             attempt += 1
+        else:
+            gate.settle(estimate, answer.usage)
+            return answer

@@ -1,8 +1,16 @@
-"""The run directory: streaming JSONL writers and readers, run metadata, and the result object."""
+"""The run directory: journaled JSONL files, recovery after a crash, run identity, and the result object.
+
+Every line a run writes carries a `row_id`. A row is committed when its line reaches its node's
+frontier file (or, for a failed row, the errors file); files are flushed together once per
+event-loop iteration, user outputs before frontiers, so a killed run loses at most the rows in
+flight, and recovery drops a half-written last line and any output line that was not committed.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import asyncio
+from collections.abc import Callable, Iterable, Iterator, Mapping
+import errno
 import json
 import os
 from pathlib import Path
@@ -16,68 +24,142 @@ from chainette.errors import ChainetteError
 
 ROWS_PER_FILE = 100_000
 STATE_DIR = ".chainette"
+MANIFEST = "manifest.json"
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-class JsonlFile:
-    """Appends one JSON object per line to a single file."""
+class Journal:
+    """The open files of a run. Writes mark it dirty; it flushes every file once per loop iteration."""
 
-    def __init__(self, path: Path):
+    def __init__(self) -> None:
+        self._outputs: list[TextIO] = []
+        self._commits: list[TextIO] = []
+        self._scheduled = False
+
+    def open(self, path: Path, *, commit: bool) -> TextIO:
+        """Open `path` for appending; commit files (frontiers, errors) are flushed after the others."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
+        (self._commits if commit else self._outputs).append(file)
+        return file
+
+    def dirty(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:
+                self.flush()
+
+    def flush(self) -> None:
+        self._scheduled = False
+        try:
+            for file in (*self._outputs, *self._commits):
+                if not file.closed:
+                    file.flush()
+        except OSError as exc:
+            raise _write_error(exc) from None
+
+    def close(self, file: TextIO) -> None:
+        if not file.closed:
+            file.flush()
+            file.close()
+
+
+class LineFile:
+    """One JSONL file of a run, appended to through the journal."""
+
+    def __init__(self, journal: Journal, path: Path, *, commit: bool = True):
+        self.journal = journal
         self.path = path
-        self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed by close())
+        self._file = journal.open(path, commit=commit)
 
     def write(self, record: Mapping[str, Any]) -> None:
-        self._file.write(_dumps(record) + "\n")
+        try:
+            self._file.write(_dumps(record) + "\n")
+        except OSError as exc:
+            raise _write_error(exc) from None
+        self.journal.dirty()
 
     def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> JsonlFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        self.journal.close(self._file)
 
 
-def read_lines(path: Path) -> Iterator[dict[str, Any]]:
-    """Every record of one JSONL file."""
-    with open(path, encoding="utf-8") as file:
-        for line in file:
-            yield json.loads(line)
+class OutputFolder:
+    """A node's user-facing outputs: `000.jsonl`, rolling to `001.jsonl` every `rows_per_file` rows; appends after a resume."""
 
-
-class JsonlWriter:
-    """Appends one JSON object per line to `folder/000.jsonl`, rolling to `001.jsonl` every `rows_per_file` rows."""
-
-    def __init__(self, folder: Path, rows_per_file: int = ROWS_PER_FILE):
+    def __init__(self, journal: Journal, folder: Path, rows_per_file: int = ROWS_PER_FILE):
+        self.journal = journal
         self.folder = folder
         self.rows_per_file = rows_per_file
-        self.count = 0
+        self.count = sum(1 for _ in read_folder(folder))
         self._file: TextIO | None = None
 
     def write(self, record: Mapping[str, Any]) -> None:
         if self._file is None or self.count % self.rows_per_file == 0:
             self._roll()
-        self._file.write(_dumps(record) + "\n")
+        try:
+            self._file.write(_dumps(record) + "\n")
+        except OSError as exc:
+            raise _write_error(exc) from None
         self.count += 1
+        self.journal.dirty()
 
     def _roll(self) -> None:
         if self._file is not None:
-            self._file.close()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.folder / f"{self.count // self.rows_per_file:03d}.jsonl", "w", encoding="utf-8")  # noqa: SIM115
+            self.journal.close(self._file)
+        self._file = self.journal.open(self.folder / f"{self.count // self.rows_per_file:03d}.jsonl", commit=False)
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            self.journal.close(self._file)
 
 
-def read_jsonl(folder: Path) -> Iterator[dict[str, Any]]:
-    """Every record of the numbered JSONL files in `folder`, file by file (nothing if it does not exist)."""
+def _write_error(exc: OSError) -> ChainetteError:
+    if exc.errno == errno.ENOSPC:
+        return ChainetteError("The disk is full: the run stopped. Free some space, then run the same command again to resume.")
+    return ChainetteError(f"Cannot write the run's files: {exc.strerror} ({exc.filename or 'output directory'}).")
+
+
+def read_lines(path: Path) -> Iterator[dict[str, Any]]:
+    """Every record of one JSONL file (nothing if it does not exist)."""
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as file:
+        for line in file:
+            yield json.loads(line)
+
+
+def read_folder(folder: Path) -> Iterator[dict[str, Any]]:
+    """Every record of the numbered JSONL files in `folder`, file by file."""
     for path in sorted(folder.glob("[0-9][0-9][0-9]*.jsonl")):
         yield from read_lines(path)
+
+
+def drop_partial_line(path: Path) -> None:
+    """Cut a file that a killed run left mid-line back to its last complete line."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as file:
+        file.seek(-1, os.SEEK_END)
+        if file.read(1) == b"\n":
+            return
+        file.seek(0)
+        data = file.read()
+        file.truncate(data.rfind(b"\n") + 1)
+
+
+def keep_lines(path: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
+    """Rewrite `path` with only the records `keep` accepts."""
+    if not path.exists():
+        return
+    drop_partial_line(path)
+    temporary = path.with_suffix(".tmp")
+    with open(temporary, "w", encoding="utf-8") as out:
+        for record in read_lines(path):
+            if keep(record):
+                out.write(_dumps(record) + "\n")
+    temporary.replace(path)
 
 
 def row_order(row_id: str) -> tuple[int, ...]:
@@ -86,27 +168,39 @@ def row_order(row_id: str) -> tuple[int, ...]:
 
 
 class RunDir:
-    """The layout of one run's output directory."""
+    """The layout of one run's output directory, and whether it starts afresh or resumes.
 
-    def __init__(self, root: str | os.PathLike[str], *, overwrite: bool = False):
+    A directory holding a run of the same chain and inputs is resumed; one holding anything else
+    is refused unless `overwrite`.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], identity: dict[str, Any], *, overwrite: bool = False):
         self.root = Path(root)
-        self._prepare(overwrite)
         self.state = self.root / STATE_DIR
+        self.resumed = self._prepare(identity, overwrite)
 
-    def _prepare(self, overwrite: bool) -> None:
-        if self.root.exists() and any(self.root.iterdir()):
-            if not overwrite:
+    def _prepare(self, identity: dict[str, Any], overwrite: bool) -> bool:
+        manifest = self.state / MANIFEST
+        if self.root.exists() and any(self.root.iterdir()) and not overwrite:
+            if not manifest.exists():
                 raise ChainetteError(
-                    f"Output directory {self.root} is not empty. Choose another one, or pass --overwrite (overwrite=True) to replace it."
+                    f"Output directory {self.root} is not empty and holds no chainette run. Choose another one, or pass --overwrite to replace it."
                 )
+            previous = json.loads(manifest.read_text(encoding="utf-8"))
+            for key, what in (("chain", "another chain (or a changed one)"), ("inputs", "other inputs")):
+                if None not in (previous.get(key), identity.get(key)) and previous[key] != identity[key]:
+                    raise ChainetteError(
+                        f"Output directory {self.root} holds a run of {what}. Choose another directory, or pass --overwrite to start afresh."
+                    )
+            return True
+        if overwrite and self.root.exists():
             shutil.rmtree(self.root)
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / ".write-test"
-            probe.write_text("")
-            probe.unlink()
+            self.state.mkdir(parents=True, exist_ok=True)
+            manifest.write_text(json.dumps(identity), encoding="utf-8")
         except OSError as exc:
             raise ChainetteError(f"Output directory {self.root} is not writable: {exc.strerror}.") from None
+        return False
 
     def node_folder(self, node_id: str) -> Path:
         return self.root / node_id
@@ -114,11 +208,8 @@ class RunDir:
     def write_json(self, name: str, data: Any) -> None:
         (self.root / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
-    def remove_state(self) -> None:
-        shutil.rmtree(self.state, ignore_errors=True)
 
-
-class RunResult(Mapping[str, list[BaseModel]]):
+class RunResult(Mapping[str, list[Any]]):
     """What a run produced, read back from its directory on demand.
 
     `result[step_id]` is that step's outputs (model instances) in input order; `records(step_id)`
@@ -146,19 +237,15 @@ class RunResult(Mapping[str, list[BaseModel]]):
 
     def records(self, step_id: str) -> list[dict[str, Any]]:
         """The step's output lines as written (with `row_id`), sorted in input order."""
-        return sorted(read_jsonl(self.output_dir / step_id), key=lambda r: row_order(r["row_id"]))
+        return _sorted(read_folder(self.output_dir / step_id))
 
     @property
     def errors(self) -> list[dict[str, Any]]:
-        path = self.output_dir / "errors.jsonl"
-        if not path.exists():
-            return []
-        with open(path, encoding="utf-8") as file:
-            return [json.loads(line) for line in file if line.strip()]
+        return _sorted(read_lines(self.output_dir / "errors.jsonl"))
 
     @property
     def flattened(self) -> list[dict[str, Any]]:
-        return sorted(read_jsonl(self.output_dir / "flattened"), key=lambda r: row_order(r["row_id"]))
+        return _sorted(read_folder(self.output_dir / "flattened"))
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -166,3 +253,7 @@ class RunResult(Mapping[str, list[BaseModel]]):
 
     def __repr__(self) -> str:
         return f"RunResult(output_dir={str(self.output_dir)!r}, steps={list(self._models)})"
+
+
+def _sorted(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(records, key=lambda r: row_order(r["row_id"]))

@@ -19,11 +19,10 @@ def _show_version(value: bool) -> None:
 
 
 def _global_options(
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-paragraph errors."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-paragraph errors (anywhere on the line)."),
     version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
     """Typed LLM pipelines: run a chain over input rows, inspect it, manage backends."""
-    state["debug"] = debug
 
 
 def build_app() -> typer.Typer:
@@ -36,7 +35,7 @@ def build_app() -> typer.Typer:
     app.command("run")(run.run_command)
     app.command("inspect")(inspect.inspect_command)
     app.add_typer(backends.app, name="backends")
-    get_plugins().broadcast("register_commands", app=app)
+    get_plugins().add_commands(app)
     return app
 
 
@@ -44,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `chainette` script; returns the exit status."""
     args = sys.argv[1:] if argv is None else argv
     state["debug"] = "--debug" in args
+    args = [arg for arg in args if arg != "--debug"]
     try:
         build_app()(args=args, prog_name="chainette")
     except SystemExit as exc:

@@ -7,9 +7,12 @@ the request's schema, records every request, and can be told to fail, slow down 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+import hashlib
 import json
+import random
 import threading
 import time
 from typing import Any
@@ -22,14 +25,42 @@ Responder = Callable[[dict[str, Any]], str]
 
 
 @dataclass
+class FaultPlan:
+    """Random faults on chat requests, repeatable: the draw for a request depends only on `seed`, the
+    request's body and how many times that body was seen, not on arrival order."""
+
+    seed: int = 0
+    rate_limit: float = 0.0
+    server_error: float = 0.0
+    malformed: float = 0.0
+    prose: float = 0.0
+    hang: float = 0.0
+    drop: float = 0.0
+    retry_after: float = 0.05
+    hang_seconds: float = 5.0
+
+    def draw(self, body: dict[str, Any], attempt: int) -> str | None:
+        """The fault for this request: "rate_limit", "server_error", "malformed", "prose", "hang", "drop" or None."""
+        key = f"{self.seed}:{attempt}:{json.dumps(body, sort_keys=True)}"
+        point = random.Random(hashlib.blake2b(key.encode(), digest_size=8).digest()).random()
+        for name in ("rate_limit", "server_error", "malformed", "prose", "hang", "drop"):
+            point -= getattr(self, name)
+            if point < 0:
+                return name
+        return None
+
+
+@dataclass
 class Fault:
-    """One injected failure: an HTTP status (with optional Retry-After), a hang, or a dropped connection."""
+    """One injected failure: an HTTP status (with optional Retry-After), a hang, a dropped connection,
+    or a 200 whose answer is `"malformed"` (cut-off JSON) or `"prose"` (JSON wrapped in text and a code fence)."""
 
     status: int = 500
     retry_after: float | None = None
     hang: float = 0.0
     drop: bool = False
     body: Any = None
+    answer: str | None = None
 
 
 class FakeServer:
@@ -44,12 +75,15 @@ class FakeServer:
         reasoning: str | None = None,
         respond: Responder | None = None,
         port: int = 0,
+        plan: FaultPlan | None = None,
     ):
         self.models = models
         self.latency = latency
         self.api_key = api_key
         self.reasoning = reasoning
         self.respond = respond
+        self.plan = plan
+        self.seen: Counter[str] = Counter()
         self.requests: list[dict[str, Any]] = []
         self.faults: list[Fault] = []
         self.in_flight = 0
@@ -132,7 +166,7 @@ class FakeServer:
             return web.json_response(
                 {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}}, status=401
             )
-        body, early = await self._receive(request)
+        body, early, mangle = await self._receive(request)
         if early is not None:
             return early
         if body.get("model") not in self.models:
@@ -140,7 +174,7 @@ class FakeServer:
                 {"error": {"message": f"The model `{body.get('model')}` does not exist.", "type": "NotFoundError", "code": 404}}, status=404
             )
         schema = (body.get("response_format") or {}).get("json_schema", {}).get("schema", {"type": "object"})
-        text = self._answer(body, schema)
+        text = self._answer(body, schema, mangle)
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if self.reasoning is not None:
             message["reasoning"] = self.reasoning
@@ -156,13 +190,13 @@ class FakeServer:
         )
 
     async def _ollama_chat(self, request: web.Request) -> web.StreamResponse:
-        body, early = await self._receive(request)
+        body, early, mangle = await self._receive(request)
         if early is not None:
             return early
         if body.get("model") not in self.models:
             return web.json_response({"error": f"model '{body.get('model')}' not found"}, status=404)
         schema = body.get("format") if isinstance(body.get("format"), dict) else {"type": "object"}
-        message: dict[str, Any] = {"role": "assistant", "content": self._answer(body, schema)}
+        message: dict[str, Any] = {"role": "assistant", "content": self._answer(body, schema, mangle)}
         if self.reasoning is not None:
             message["thinking"] = self.reasoning
         return web.json_response(
@@ -177,20 +211,38 @@ class FakeServer:
             }
         )
 
-    async def _receive(self, request: web.Request) -> tuple[dict[str, Any], web.StreamResponse | None]:
+    async def _receive(self, request: web.Request) -> tuple[dict[str, Any], web.StreamResponse | None, str | None]:
         body = await request.json()
         with self._lock:
             self.requests.append({"path": request.path, "body": body, "headers": dict(request.headers)})
-            fault = self.faults.pop(0) if self.faults else None
+            fault = self.faults.pop(0) if self.faults else self._planned(body)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             if self.latency:
                 await asyncio.sleep(self.latency)
-            return body, await self._apply(fault, request) if fault else None
+            if fault is None or fault.answer:
+                return body, None, fault.answer if fault else None
+            return body, await self._apply(fault, request), None
         finally:
             with self._lock:
                 self.in_flight -= 1
+
+    def _planned(self, body: dict[str, Any]) -> Fault | None:
+        if self.plan is None:
+            return None
+        key = json.dumps(body, sort_keys=True)
+        self.seen[key] += 1
+        kind = self.plan.draw(body, self.seen[key])
+        faults = {
+            "rate_limit": Fault(status=429, retry_after=self.plan.retry_after),
+            "server_error": Fault(status=500),
+            "hang": Fault(hang=self.plan.hang_seconds, status=500),
+            "drop": Fault(drop=True),
+        }
+        if kind in ("malformed", "prose"):
+            return Fault(status=200, answer=kind)
+        return faults.get(kind)
 
     async def _apply(self, fault: Fault, request: web.Request) -> web.StreamResponse:
         if fault.hang:
@@ -202,10 +254,13 @@ class FakeServer:
         body = fault.body if fault.body is not None else {"error": {"message": f"injected fault {fault.status}", "type": "server_error"}}
         return web.json_response(body, status=fault.status, headers=headers)
 
-    def _answer(self, body: dict[str, Any], schema: dict[str, Any]) -> str:
-        if self.respond is not None:
-            return self.respond(body)
-        return json.dumps(synthesize(schema, seed_text=repr(body.get("messages"))))
+    def _answer(self, body: dict[str, Any], schema: dict[str, Any], mangle: str | None = None) -> str:
+        text = self.respond(body) if self.respond is not None else json.dumps(synthesize(schema, seed_text=repr(body.get("messages"))))
+        if mangle == "malformed":
+            return text[: len(text) // 2]
+        if mangle == "prose":
+            return f"Sure! Here is the JSON you asked for:\n```json\n{text}\n```\nLet me know if you need anything else."
+        return text
 
     def _authorized(self, request: web.Request) -> bool:
         return self.api_key is None or request.headers.get("Authorization") == f"Bearer {self.api_key}"
