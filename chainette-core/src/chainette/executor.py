@@ -20,6 +20,7 @@ import sqlite3
 import time
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from chainette import graph, inputs
@@ -328,10 +329,10 @@ class _JoinIndex:
         self.db = sqlite3.connect(path)
         self.db.execute("PRAGMA journal_mode=OFF")
         self.db.execute("PRAGMA synchronous=OFF")
-        self.db.execute("CREATE TABLE joined (origin TEXT, alias TEXT, value TEXT)")
+        self.db.execute("CREATE TABLE joined (origin TEXT, alias TEXT, value BLOB)")
 
     def add(self, alias: str, records: Iterable[Record]) -> None:
-        rows = ((r["origin"], alias, json.dumps(r["ctx"][r["direct"]])) for r in records)
+        rows = ((r["origin"], alias, orjson.dumps(r["ctx"][r["direct"]])) for r in records)
         self.db.executemany("INSERT INTO joined VALUES (?, ?, ?)", rows)
         self.db.execute("CREATE INDEX IF NOT EXISTS by_origin ON joined (origin)")
 
@@ -339,7 +340,7 @@ class _JoinIndex:
         """Each alias's value for `origin`: the branch's output, or the list of them when the branch fanned out."""
         found: dict[str, list[Any]] = {}
         for alias, value in self.db.execute("SELECT alias, value FROM joined WHERE origin = ? ORDER BY rowid", (origin,)):
-            found.setdefault(alias, []).append(json.loads(value))
+            found.setdefault(alias, []).append(orjson.loads(value))
         return {alias: values[0] if len(values) == 1 else values for alias, values in found.items()}
 
     def __enter__(self) -> _JoinIndex:
@@ -432,8 +433,8 @@ class StepRunner:
         direct = ctx[record["direct"]]
         context = {**direct, **ctx, "row_id": record["row_id"]} if isinstance(direct, dict) else {**ctx, "row_id": record["row_id"]}
         try:
-            system = self.system.render(context) if self.system else ""
-            user = self.user.render(context)
+            system = self.system(context) if self.system else ""
+            user = self.user(context)
         except Exception as exc:
             raise RowError(f"cannot render the prompt: {exc}", kind="template") from None
         if self.instruction:

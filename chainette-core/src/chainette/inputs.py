@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any, TextIO
 
+import orjson
 from pydantic import BaseModel
 
 from chainette.errors import InputError
@@ -67,8 +68,8 @@ def parse(row: RawRow, model: type[BaseModel] | None) -> dict[str, Any]:
     value = row.value
     if isinstance(value, str):
         try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
             raise ValueError(f"{row.where}: not valid JSON: {exc.msg} (column {exc.colno})") from None
     if not isinstance(value, dict):
         raise ValueError(f"{row.where}: expected a JSON object, got {type(value).__name__}")

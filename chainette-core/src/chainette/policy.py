@@ -58,6 +58,7 @@ class EngineGate:
         self.slots = asyncio.Semaphore(options.max_concurrency)
         self.requests = TokenBucket(options.requests_per_minute) if options.requests_per_minute else None
         self.tokens = TokenBucket(options.tokens_per_minute) if options.tokens_per_minute else None
+        self.limited = self.requests is not None or self.tokens is not None
         self.resume_at = 0.0
 
     async def admit(self, estimate: int) -> None:
@@ -95,7 +96,8 @@ async def complete_with_retries(client: Client, request: Request, gate: EngineGa
     started = clock()
     attempt = 0
     while True:
-        await gate.admit(estimate)
+        if gate.limited or gate.resume_at:
+            await gate.admit(estimate)
         try:
             async with gate.slots:
                 answer = await client.complete(request)

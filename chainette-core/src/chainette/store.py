@@ -16,8 +16,9 @@ import os
 from pathlib import Path
 import re
 import shutil
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
+import orjson
 from pydantic import BaseModel
 
 from chainette.errors import ChainetteError
@@ -25,21 +26,24 @@ from chainette.errors import ChainetteError
 ROWS_PER_FILE = 100_000
 STATE_DIR = ".chainette"
 MANIFEST = "manifest.json"
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _line(record: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
 
 class Journal:
     """The open files of a run. Writes mark it dirty; it flushes every file once per loop iteration."""
 
     def __init__(self) -> None:
-        self._outputs: list[TextIO] = []
-        self._commits: list[TextIO] = []
+        self._outputs: list[BinaryIO] = []
+        self._commits: list[BinaryIO] = []
         self._scheduled = False
 
-    def open(self, path: Path, *, commit: bool) -> TextIO:
+    def open(self, path: Path, *, commit: bool) -> BinaryIO:
         """Open `path` for appending; commit files (frontiers, errors) are flushed after the others."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
+        file = open(path, "ab")  # noqa: SIM115 (closed by close())
         (self._commits if commit else self._outputs).append(file)
         return file
 
@@ -60,7 +64,7 @@ class Journal:
         except OSError as exc:
             raise _write_error(exc) from None
 
-    def close(self, file: TextIO) -> None:
+    def close(self, file: BinaryIO) -> None:
         if not file.closed:
             file.flush()
             file.close()
@@ -76,7 +80,7 @@ class LineFile:
 
     def write(self, record: Mapping[str, Any]) -> None:
         try:
-            self._file.write(_dumps(record) + "\n")
+            self._file.write(_line(record))
         except OSError as exc:
             raise _write_error(exc) from None
         self.journal.dirty()
@@ -93,13 +97,13 @@ class OutputFolder:
         self.folder = folder
         self.rows_per_file = rows_per_file
         self.count = sum(1 for _ in read_folder(folder))
-        self._file: TextIO | None = None
+        self._file: BinaryIO | None = None
 
     def write(self, record: Mapping[str, Any]) -> None:
         if self._file is None or self.count % self.rows_per_file == 0:
             self._roll()
         try:
-            self._file.write(_dumps(record) + "\n")
+            self._file.write(_line(record))
         except OSError as exc:
             raise _write_error(exc) from None
         self.count += 1
@@ -125,9 +129,9 @@ def read_lines(path: Path) -> Iterator[dict[str, Any]]:
     """Every record of one JSONL file (nothing if it does not exist)."""
     if not path.exists():
         return
-    with open(path, encoding="utf-8") as file:
+    with open(path, "rb") as file:
         for line in file:
-            yield json.loads(line)
+            yield orjson.loads(line)
 
 
 def read_folder(folder: Path) -> Iterator[dict[str, Any]]:
@@ -155,10 +159,10 @@ def keep_lines(path: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
         return
     drop_partial_line(path)
     temporary = path.with_suffix(".tmp")
-    with open(temporary, "w", encoding="utf-8") as out:
+    with open(temporary, "wb") as out:
         for record in read_lines(path):
             if keep(record):
-                out.write(_dumps(record) + "\n")
+                out.write(_line(record))
     temporary.replace(path)
 
 

@@ -6,11 +6,11 @@ It is what the quick start and the tests run on. Options: `latency` (seconds per
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
-import random
+from collections.abc import Callable
 from typing import Any
+import zlib
 
+import orjson
 from pydantic import Field
 
 from chainette.client import Answer, Request, Usage
@@ -34,59 +34,91 @@ class FakeClient:
     def __init__(self, config: EngineConfig):
         self.latency = config.options.latency
         self.model = config.model
+        self._makers: dict[int, tuple[dict[str, Any], Maker]] = {}
 
     async def complete(self, request: Request) -> Answer:
-        if self.latency:
-            await asyncio.sleep(self.latency)
-        text = json.dumps(synthesize(request.schema, seed_text=self.model + repr(request.messages)))
-        prompt_chars = sum(len(m["content"]) for m in request.messages)
-        return Answer(text=text, usage=Usage(input_tokens=prompt_chars // 4 + 1, output_tokens=len(text) // 4 + 1))
+        await asyncio.sleep(self.latency)
+        cached = self._makers.get(id(request.schema))
+        if cached is None or cached[0] is not request.schema:
+            cached = self._makers[id(request.schema)] = (request.schema, compile_schema(request.schema))
+        maker = cached[1]
+        prompt = "".join(message["content"] for message in request.messages)
+        text = orjson.dumps(maker(Draws(zlib.crc32(f"{self.model}{prompt}".encode())))).decode()
+        return Answer(text=text, usage=Usage(input_tokens=len(prompt) // 4 + 1, output_tokens=len(text) // 4 + 1))
 
     async def aclose(self) -> None:
         return None
 
 
+class Draws:
+    """A tiny deterministic number stream (a linear congruential generator), cheap to seed."""
+
+    def __init__(self, seed: int):
+        self.state = seed or 1
+
+    def next(self) -> int:
+        self.state = (self.state * 6364136223846793005 + 1442695040888963407) % (1 << 64)
+        return self.state >> 33
+
+    def below(self, count: int) -> int:
+        return self.next() % count
+
+
+Maker = Callable[[Draws], Any]
+
+
 def synthesize(schema: dict[str, Any], *, seed_text: str) -> Any:
     """A value that validates against `schema`, the same for the same `seed_text`."""
-    seed = int.from_bytes(hashlib.blake2b(seed_text.encode(), digest_size=8).digest(), "big")
-    return _value(schema, schema.get("$defs", {}), random.Random(seed), "value")
+    return compile_schema(schema)(Draws(zlib.crc32(seed_text.encode())))
 
 
-def _value(node: dict[str, Any], defs: dict[str, Any], rng: random.Random, name: str) -> Any:
+def compile_schema(schema: dict[str, Any]) -> Maker:
+    """A function that draws one value valid for `schema` (compiled once per schema)."""
+    return _maker(schema, schema.get("$defs", {}), "value")
+
+
+def _maker(node: dict[str, Any], defs: dict[str, Any], name: str) -> Maker:
     if "$ref" in node:
-        return _value(defs[node["$ref"].rsplit("/", 1)[-1]], defs, rng, name)
+        return _maker(defs[node["$ref"].rsplit("/", 1)[-1]], defs, name)
     if "const" in node:
-        return node["const"]
+        return lambda draws, value=node["const"]: value
     if "enum" in node:
-        return rng.choice(node["enum"])
+        return lambda draws, options=node["enum"]: options[draws.below(len(options))]
     for key in ("anyOf", "oneOf", "allOf"):
         if key in node:
             options = [o for o in node[key] if o.get("type") != "null"] or node[key]
-            return _value(options[0], defs, rng, name)
+            return _maker(options[0], defs, name)
     kind = node.get("type", "string")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
     if kind == "object":
-        props = node.get("properties", {})
-        return {key: _value(sub, defs, rng, key) for key, sub in props.items()}
+        fields = [(key, _maker(sub, defs, key)) for key, sub in node.get("properties", {}).items()]
+        return lambda draws: {key: make(draws) for key, make in fields}
     if kind == "array":
+        item = _maker(node.get("items", {}), defs, name)
         count = max(node.get("minItems", 1), min(2, node.get("maxItems", 2)))
-        return [_value(node.get("items", {}), defs, rng, name) for _ in range(count)]
+        return lambda draws: [item(draws) for _ in range(count)]
     if kind == "integer":
-        return rng.randint(int(node.get("minimum", 0)), int(node.get("maximum", 100)))
+        low, high = int(node.get("minimum", 0)), int(node.get("maximum", 100))
+        return lambda draws: low + draws.below(high - low + 1)
     if kind == "number":
-        return round(rng.uniform(node.get("minimum", 0.0), node.get("maximum", 1.0)), 3)
+        low, high = node.get("minimum", 0.0), node.get("maximum", 1.0)
+        return lambda draws: round(low + (high - low) * draws.below(1001) / 1000, 3)
     if kind == "boolean":
-        return rng.random() < 0.5
+        return lambda draws: draws.below(2) == 1
     if kind == "null":
-        return None
-    return _string(node, rng, name)
+        return lambda draws: None
+    return _string_maker(node, name)
 
 
-def _string(node: dict[str, Any], rng: random.Random, name: str) -> str:
-    text = f"{name} {rng.choice(WORDS)} {rng.choice(WORDS)}"
-    text = text.ljust(node.get("minLength", 0), "x")
-    return text[: node["maxLength"]] if "maxLength" in node else text
+def _string_maker(node: dict[str, Any], name: str) -> Maker:
+    min_length, max_length = node.get("minLength", 0), node.get("maxLength")
+
+    def make(draws: Draws) -> str:
+        text = f"{name} {WORDS[draws.below(10)]} {WORDS[draws.below(10)]}".ljust(min_length, "x")
+        return text if max_length is None else text[:max_length]
+
+    return make
 
 
 @hookimpl
