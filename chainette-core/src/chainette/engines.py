@@ -34,7 +34,7 @@ class EngineConfig(BaseModel):
     name: str
     backend: str
     model: str
-    endpoint: str | None = None
+    endpoint: str | list[str] | None = None
     api_key: SecretStr | None = None
     api_key_env: str | None = None
     lazy: bool = True
@@ -53,7 +53,7 @@ class EngineConfig(BaseModel):
             "name": self.name,
             "backend": self.backend,
             "model": self.model,
-            "endpoint": public_url(self.endpoint),
+            "endpoint": [public_url(url) for url in self.endpoint] if isinstance(self.endpoint, list) else public_url(self.endpoint),
             "api_key_env": self.api_key_env,
             "lazy": self.lazy,
             "options": self.options.model_dump(mode="json"),
@@ -68,13 +68,16 @@ def register_engine(
     *,
     backend: str,
     model: str,
-    endpoint: str | None = None,
+    endpoint: str | list[str] | None = None,
     api_key: str | None = None,
     api_key_env: str | None = None,
     lazy: bool = True,
     **backend_options: Any,
 ) -> EngineConfig:
-    """Register (or replace) the engine `name`; its options are validated by its backend."""
+    """Register (or replace) the engine `name`; its options are validated by its backend.
+
+    `endpoint` may list several URLs (replicas): requests then go to the least busy one.
+    """
     from chainette.plugins import get_plugins
 
     plugins = get_plugins()

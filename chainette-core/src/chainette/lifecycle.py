@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from chainette.balancer import BalancedClient, Endpoint
 from chainette.client import Client
 from chainette.engines import EngineConfig
 from chainette.errors import ConfigError
@@ -60,17 +61,28 @@ class EnginePool:
         return self.running[name]
 
     async def start(self, name: str) -> RunningEngine:
-        plugins = get_plugins()
         config = self.configs[name]
-        ensure = partial(plugins.call, config.backend, "ensure_running", config=config, run_dir=self.run_dir)
-        endpoint = await asyncio.to_thread(ensure) or config.endpoint
-        resolved = config.model_copy(update={"endpoint": endpoint})
-        client = plugins.call(config.backend, "make_client", config=resolved)
-        if client is None:
-            raise ConfigError(f"Backend '{config.backend}' returned no client for engine '{name}'.")
+        urls = config.endpoint if isinstance(config.endpoint, list) else [config.endpoint]
+        endpoints = [await self._connect(config, url) for url in urls]
+        if len(endpoints) == 1:
+            resolved, client = endpoints[0]
+        else:
+            resolved = config.model_copy(update={"endpoint": [c.endpoint for c, _ in endpoints]})
+            client = BalancedClient([Endpoint(c.endpoint, client) for c, client in endpoints])
         engine = RunningEngine(resolved, client, EngineGate(config.options))
         self.running[name] = engine
         return engine
+
+    async def _connect(self, config: EngineConfig, url: str | None) -> tuple[EngineConfig, Client]:
+        """Make sure the server at `url` answers (the backend may start it) and make its client."""
+        plugins = get_plugins()
+        single = config.model_copy(update={"endpoint": url})
+        ensure = partial(plugins.call, config.backend, "ensure_running", config=single, run_dir=self.run_dir)
+        resolved = single.model_copy(update={"endpoint": await asyncio.to_thread(ensure) or url})
+        client = plugins.call(config.backend, "make_client", config=resolved)
+        if client is None:
+            raise ConfigError(f"Backend '{config.backend}' returned no client for engine '{config.name}'.")
+        return resolved, client
 
     async def stop(self, name: str) -> None:
         engine = self.running.pop(name, None)

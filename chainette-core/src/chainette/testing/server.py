@@ -115,7 +115,11 @@ class FakeServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._loop is not None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop serving (connections are then refused); safe to call more than once."""
+        if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._stop.set)
         if self._thread is not None:
             self._thread.join(10)
