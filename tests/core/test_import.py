@@ -38,3 +38,10 @@ def test_declaring_a_chain_imports_no_backend_or_http():
         "Chain(name='c', steps=[Step(id='s', input_model=M, output_model=M, engine_name='e', user_prompt='{{text}}')])"
     )
     assert imported_after(code).isdisjoint(set(HEAVY) - {"jinja2"})
+
+
+def test_cli_help_and_builtin_commands_load_no_backend():
+    for command in ("--help", "backends --help", "run --help"):
+        code = f"import sys\nfrom chainette.cli import main\nsys.argv = ['chainette', *{command.split()!r}]\ntry:\n    main()\nexcept SystemExit:\n    pass"
+        loaded = imported_after(code)
+        assert loaded.isdisjoint({"openai", "httpx2", "httpx", "vllm", "chainette_openai", "chainette_vllm", "chainette_ollama"}), command

@@ -25,18 +25,28 @@ def _global_options(
     """Typed LLM pipelines: run a chain over input rows, inspect it, manage backends."""
 
 
-def build_app() -> typer.Typer:
-    """The `chainette` app: the built-in commands plus those plugins add through `register_commands`."""
-    from chainette.cli import backends, inspect, run
-    from chainette.plugins import get_plugins
+BUILT_IN = ("run", "inspect", "backends")
+EPILOG = "Plugins can add commands (chainette-vllm adds warmup, kill and ps): run `chainette COMMAND --help`."
 
-    app = typer.Typer(name="chainette", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+
+def build_app(with_plugins: bool = True) -> typer.Typer:
+    """The `chainette` app: the built-in commands, plus those plugins add through `register_commands`."""
+    from chainette.cli import backends, inspect, run
+
+    app = typer.Typer(name="chainette", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, epilog=EPILOG)
     app.callback()(_global_options)
     app.command("run")(run.run_command)
     app.command("inspect")(inspect.inspect_command)
     app.add_typer(backends.app, name="backends")
-    get_plugins().add_commands(app)
+    if with_plugins:
+        from chainette.plugins import get_plugins
+
+        get_plugins().add_commands(app)
     return app
+
+
+def _command(args: list[str]) -> str | None:
+    return next((arg for arg in args if not arg.startswith("-")), None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     state["debug"] = "--debug" in args
     args = [arg for arg in args if arg != "--debug"]
     try:
-        build_app()(args=args, prog_name="chainette")
+        command = _command(args)
+        build_app(with_plugins=command is not None and command not in BUILT_IN)(args=args, prog_name="chainette")
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
     except KeyboardInterrupt:

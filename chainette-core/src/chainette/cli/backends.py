@@ -11,12 +11,17 @@ app = typer.Typer(help="Installed backends.", no_args_is_help=True)
 
 @app.command("list")
 def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-    """List every backend found: name, aliases, distribution, version and status (the error of a broken one)."""
+    """List every backend found: name, aliases, distribution, version and status (the error of a broken one).
+
+    Each plugin is loaded and its commands registered, so that a plugin broken in any way shows here.
+    """
     from dataclasses import asdict
 
     from chainette.plugins import get_plugins
 
-    found = get_plugins().all()
+    plugins = get_plugins()
+    plugins.add_commands(typer.Typer())
+    found = plugins.all()
     if as_json:
         typer.echo(json.dumps([{**asdict(info), "status": info.status} for info in found], indent=2))
         return
