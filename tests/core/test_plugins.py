@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from chainette import ConfigError, register_engine
@@ -80,7 +82,7 @@ def test_hooks_reach_only_their_own_backend(scripted):
     plugins = get_plugins()
     from chainette.engines import get_engine
 
-    plugins.call("fake", "ensure_running", config=get_engine("f"), run_dir=None)
+    plugins.call("fake", "ensure_running", config=get_engine("f"), run_dir=None, cancelled=threading.Event())
     assert backend.events == []
-    plugins.call("scripted", "ensure_running", config=get_engine("s"), run_dir=None)
+    plugins.call("scripted", "ensure_running", config=get_engine("s"), run_dir=None, cancelled=threading.Event())
     assert backend.events == ["start s"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import warnings
 
 import pytest
@@ -100,7 +101,7 @@ def test_base_url_rejects_a_bad_port():
 
 
 def ensure_running(config):
-    return get_plugins().call("ollama", "ensure_running", config=config, run_dir=None)
+    return get_plugins().call("ollama", "ensure_running", config=config, run_dir=None, cancelled=threading.Event())
 
 
 def test_ensure_running_defaults_to_localhost(monkeypatch):

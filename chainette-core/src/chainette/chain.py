@@ -22,7 +22,8 @@ from pydantic import BaseModel
 from chainette import graph, inputs
 from chainette.engines import EngineConfig, get_engine
 from chainette.errors import RunInterrupted
-from chainette.executor import Run, RunControl, live
+from chainette.executor import Run, live
+from chainette.lifecycle import RunControl
 from chainette.nodes import Node, Parallel, Step
 from chainette.plugins import get_plugins
 from chainette.store import Journal, OutputFolder, RunDir, RunResult
@@ -95,13 +96,13 @@ class Chain:
                 final = await run.execute(_rows(inputs))
             self._write_flattened(run_dir, final)
             status = "completed"
-        except (RunInterrupted, KeyboardInterrupt, asyncio.CancelledError):
-            status = "interrupted"
+        except BaseException as exc:
+            if run.control.stopping or isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
+                status = "interrupted"
+            else:
+                error = f"{type(exc).__name__}: {exc}"
             if run.control.stopping:
                 raise _with_resume_hint(run.control.interrupted(), run_dir) from None
-            raise
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
             run_dir.write_json(

@@ -26,8 +26,8 @@ from pydantic import BaseModel, ValidationError
 from chainette import graph, inputs
 from chainette.client import Answer, Request
 from chainette.engines import EngineConfig
-from chainette.errors import BackendError, EngineError, RowError, RunInterrupted
-from chainette.lifecycle import EnginePool, RunningEngine
+from chainette.errors import BackendError, EngineError, RowError
+from chainette.lifecycle import EnginePool, RunControl, RunningEngine
 from chainette.nodes import Apply, Node, Parallel, Step
 from chainette.plugins import get_plugins
 from chainette.policy import complete_with_retries
@@ -37,21 +37,6 @@ from chainette.templates import compile_template
 
 Record = dict[str, Any]
 INPUT_ID = "chain_input"
-
-
-class RunControl:
-    """Once `stop` is called, nodes take no new rows; rows in flight still finish."""
-
-    def __init__(self) -> None:
-        self.stopping: str | None = None
-        self.exit_code = 130
-
-    def stop(self, reason: str, exit_code: int) -> None:
-        if self.stopping is None:
-            self.stopping, self.exit_code = reason, exit_code
-
-    def interrupted(self) -> RunInterrupted:
-        return RunInterrupted(self.stopping or "Interrupted", self.exit_code)
 
 
 @dataclass
@@ -123,7 +108,7 @@ class Run:
         self.stats = {n.id: NodeStats("step" if isinstance(n, Step) else "apply") for n in graph.iter_nodes(nodes)}
         self.stats[INPUT_ID] = NodeStats("input")
         self.groups = {id(group): f"group{index}" for index, group in enumerate(graph.parallels(nodes))}
-        self.pool = EnginePool(engines, [graph.engines_used(n) for n in nodes], run_dir.root)
+        self.pool = EnginePool(engines, [graph.engines_used(n) for n in nodes], run_dir.root, self.control)
         self.failed = self._recover_errors(retry_errors)
         self.errors = LineFile(self.journal, run_dir.root / "errors.jsonl")
 

@@ -8,6 +8,7 @@ with keyword arguments; an implementation may accept a subset of them.
 from __future__ import annotations
 
 from pathlib import Path
+import threading
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -27,11 +28,13 @@ def engine_options() -> type[EngineOptions]:
 
 
 @hookspec(firstresult=True)
-def ensure_running(config: EngineConfig, run_dir: Path | None) -> str | None:
+def ensure_running(config: EngineConfig, run_dir: Path | None, cancelled: threading.Event) -> str | None:
     """Make sure the engine can answer and return the base URL to use (None: the configured endpoint).
 
     Called (in a worker thread, so it may block) before the engine's first request. `run_dir` is
-    the run's output directory, for logs (None outside a run). Raise `EngineError` when it cannot be reached.
+    the run's output directory, for logs (None outside a run). `cancelled` is set when the run is
+    stopped meanwhile: a long start-up should check it, clean up and raise. Raise `EngineError`
+    when the engine cannot be reached.
     """
 
 

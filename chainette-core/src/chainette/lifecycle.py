@@ -1,18 +1,55 @@
-"""Engine lifecycle during a run: start an engine before the first node that needs it, stop it after the last."""
+"""Engine lifecycle during a run: start an engine before the first node that needs it, stop it after the
+last; and the run's stop signal (first Ctrl-C or SIGTERM)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+import threading
 
 from chainette.balancer import BalancedClient, Endpoint
 from chainette.client import Client
 from chainette.engines import EngineConfig
-from chainette.errors import ConfigError
+from chainette.errors import ConfigError, RunInterrupted
 from chainette.plugins import get_plugins
 from chainette.policy import EngineGate
+
+
+class RunControl:
+    """Once `stop` is called, nodes take no new rows (rows in flight still finish) and engine start-ups are cancelled."""
+
+    def __init__(self) -> None:
+        self.stopping: str | None = None
+        self.exit_code = 130
+        self._on_stop: list[Callable[[], None]] = []
+
+    def stop(self, reason: str, exit_code: int) -> None:
+        if self.stopping is None:
+            self.stopping, self.exit_code = reason, exit_code
+            for callback in self._on_stop:
+                callback()
+
+    def interrupted(self) -> RunInterrupted:
+        return RunInterrupted(self.stopping or "Interrupted", self.exit_code)
+
+    @contextmanager
+    def cancellable(self) -> Iterator[threading.Event]:
+        """An event set when the run stops or the awaiting task is cancelled, for work running in a thread."""
+        event = threading.Event()
+        self._on_stop.append(event.set)
+        if self.stopping:
+            event.set()
+        try:
+            yield event
+        except asyncio.CancelledError:
+            event.set()
+            raise
+        finally:
+            self._on_stop.remove(event.set)
 
 
 @dataclass
@@ -32,10 +69,11 @@ class EnginePool:
     `lazy=False` runs for the whole run.
     """
 
-    def __init__(self, configs: dict[str, EngineConfig], plan: list[set[str]], run_dir: Path | None = None):
+    def __init__(self, configs: dict[str, EngineConfig], plan: list[set[str]], run_dir: Path | None, control: RunControl):
         self.configs = configs
         self.plan = plan
         self.run_dir = run_dir
+        self.control = control
         self.running: dict[str, RunningEngine] = {}
         plugins = get_plugins()
         self.keys = {name: plugins.call(c.backend, "server_key", config=c) or f"engine:{name}" for name, c in configs.items()}
@@ -77,8 +115,9 @@ class EnginePool:
         """Make sure the server at `url` answers (the backend may start it) and make its client."""
         plugins = get_plugins()
         single = config.model_copy(update={"endpoint": url})
-        ensure = partial(plugins.call, config.backend, "ensure_running", config=single, run_dir=self.run_dir)
-        resolved = single.model_copy(update={"endpoint": await asyncio.to_thread(ensure) or url})
+        with self.control.cancellable() as cancelled:
+            ensure = partial(plugins.call, config.backend, "ensure_running", config=single, run_dir=self.run_dir, cancelled=cancelled)
+            resolved = single.model_copy(update={"endpoint": await asyncio.to_thread(ensure) or url})
         client = plugins.call(config.backend, "make_client", config=resolved)
         if client is None:
             raise ConfigError(f"Backend '{config.backend}' returned no client for engine '{config.name}'.")
