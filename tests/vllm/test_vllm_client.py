@@ -10,7 +10,7 @@ import pytest
 
 from chainette import register_engine
 from chainette.client import Answer, Request
-from chainette.errors import EngineError, RetryableError, RowError
+from chainette.errors import ConfigError, EngineError, RetryableError, RowError
 from chainette.testing import FakeServer, Fault
 from chainette_vllm.client import VllmClient
 
@@ -98,12 +98,15 @@ async def test_no_guided_fields_are_ever_sent():
     assert handler.sent["response_format"]["type"] == "json_schema"
 
 
-async def test_endpoint_defaults_to_local_vllm_port():
+async def test_served_model_name_is_the_model_requests_name():
     handler = Recorder()
-    client = VllmClient(register_engine("v", backend="vllm", model="m"), transport=httpx2.MockTransport(handler))
-    await client.complete(make_request())
-    await client.aclose()
-    assert str(handler.requests[0].url) == "http://127.0.0.1:8000/v1/chat/completions"
+    await handler.ask(served_model_name="short-name")
+    assert handler.sent["model"] == "short-name"
+
+
+def test_client_needs_the_server_url():
+    with pytest.raises(ConfigError, match="needs the server's URL"):
+        VllmClient(register_engine("v", backend="vllm", model="m"))
 
 
 @pytest.mark.parametrize(

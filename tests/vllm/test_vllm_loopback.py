@@ -159,7 +159,7 @@ def test_wrong_api_key_stops_the_run(tmp_path):
 def test_unknown_model_stops_the_run(tmp_path):
     with FakeServer() as server:
         register_engine("gpu", backend="vllm", model="not-served", endpoint=f"{server.base_url}/v1")
-        with pytest.raises(EngineError, match="HTTP 404"):
+        with pytest.raises(EngineError, match="serves fake-model, not 'not-served'"):
             Chain(name="missing", steps=[step("s", "{{text}}")]).run([{"text": "a"}], output_dir=tmp_path / "run")
 
 

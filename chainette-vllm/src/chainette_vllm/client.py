@@ -13,21 +13,27 @@ import httpx2
 
 from chainette.client import Answer, Request, Usage
 from chainette.engines import EngineConfig
-from chainette.errors import RowError, finish_error
+from chainette.errors import ConfigError, RowError, finish_error
 from chainette.http import JsonHttpClient
-from chainette_vllm import API_KEY_ENV, DEFAULT_ENDPOINT
+from chainette_vllm import API_KEY_ENV
 
 
 class VllmClient:
-    """Sends chat requests for one engine; safe to call concurrently (the pool is sized to max_concurrency)."""
+    """Sends chat requests for one engine; safe to call concurrently (the pool is sized to max_concurrency).
+
+    `config.endpoint` is the server's base URL (what `ensure_running` returned); requests name the
+    model by `served_model_name` when set, else by the engine's model.
+    """
 
     def __init__(self, config: EngineConfig, transport: httpx2.AsyncBaseTransport | None = None):
+        if not config.endpoint:
+            raise ConfigError(f"Engine '{config.name}': the vLLM client needs the server's URL; start the engine through a run.")
         self.engine = config.name
-        self.model = config.model
+        self.model = config.options.served_model_name or config.model
         self.engine_fields = config.options.model_dump(include={"chat_template_kwargs", "include_reasoning"}, exclude_none=True)
         key = config.resolve_api_key(default_env=API_KEY_ENV)
         headers = {"Authorization": f"Bearer {key}"} if key else None
-        self._http = JsonHttpClient(config, config.endpoint or DEFAULT_ENDPOINT, headers=headers, transport=transport)
+        self._http = JsonHttpClient(config, config.endpoint, headers=headers, transport=transport)
 
     def payload(self, request: Request) -> dict[str, Any]:
         """The JSON body for `request`; the request's sampling comes last so that `extra` can override engine fields."""

@@ -1,0 +1,110 @@
+"""`chainette warmup`, `run`, `ps` and `kill` with the fake `vllm` executable: warm servers are reused, then stopped."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from chainette.cli import main
+
+CHAIN_FILE = """
+from pydantic import BaseModel
+from chainette import Chain, Step, register_engine
+
+class Text(BaseModel):
+    text: str
+
+register_engine("A", backend="vllm", model="model-a", lazy=False)
+register_engine("B", backend="vllm", model="model-b")
+steps = [Step(id=f"s{i}", input_model=Text, output_model=Text, engine_name=engine, user_prompt="{{text}}") for i, engine in enumerate("AB")]
+chain = Chain(name="warm", steps=steps)
+"""
+
+ENGINES_FILE = """
+engines:
+  - {name: persistent, backend: vllm, model: model-p, lazy: false}
+  - {name: lazy, backend: vllm, model: model-l}
+  - {name: offline, backend: fake, model: m, lazy: false}
+  - {name: remote, backend: vllm, model: m, endpoint: "http://127.0.0.1:9/v1"}
+"""
+
+
+def chainette(*args: str, cwd=None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "chainette", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def test_warmup_then_run_reuses_the_server_and_kill_stops_it(fake_vllm, tmp_path):
+    (tmp_path / "chain.py").write_text(CHAIN_FILE)
+    (tmp_path / "in.jsonl").write_text('{"text": "a"}\n{"text": "b"}\n')
+    chain = f"{tmp_path}/chain.py:chain"
+
+    warmup = chainette("warmup", chain)
+    assert warmup.returncode == 0, warmup.stderr
+    [start] = fake_vllm.starts()
+    port = start["argv"][5]
+    assert warmup.stdout == f"A  http://127.0.0.1:{port}/v1\n"
+    [entry] = json.loads((fake_vllm.state / "vllm-servers.json").read_text())
+    assert (entry["engine"], entry["model"], entry["pid"]) == ("A", "model-a", start["pid"])
+    assert entry["command"].endswith(f"vllm serve model-a --host 127.0.0.1 --port {port}")
+    assert (fake_vllm.state / "logs" / "vllm-A.log").exists()
+
+    ps = chainette("ps")
+    assert ps.returncode == 0
+    assert all(part in ps.stdout for part in ("A", "model-a", f"http://127.0.0.1:{port}/v1", str(start["pid"])))
+
+    assert main(["run", chain, "-i", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out")]) == 0
+    assert fake_vllm.timeline() == [("start", "model-a"), ("start", "model-b"), ("term", "model-b")]  # A: no second spawn, kept
+    assert fake_vllm.left() == [start["pid"], start["child"]]
+
+    kill = chainette("kill", "A")
+    assert kill.returncode == 0, kill.stderr
+    assert kill.stdout == f"Stopped A (pid {start['pid']}, http://127.0.0.1:{port}/v1)\n"
+    assert fake_vllm.left() == []
+    assert json.loads((fake_vllm.state / "vllm-servers.json").read_text()) == []
+    assert chainette("ps").stdout == "No vLLM server started by warmup is running.\n"
+
+
+def test_warmup_from_engines_yaml_starts_persistent_vllm_engines(fake_vllm, tmp_path, capsys):
+    engines = tmp_path / "engines.yaml"
+    engines.write_text(ENGINES_FILE)
+    assert main(["warmup", str(engines)]) == 0
+    out, err = capsys.readouterr()
+    assert [s["argv"][1] for s in fake_vllm.starts()] == ["model-p"]
+    assert out.startswith("persistent  http://127.0.0.1:")
+    assert "offline: skipped (backend fake, not vllm)" in err
+
+    assert main(["warmup", str(engines), "-e", "lazy", "-e", "remote", "-e", "persistent"]) == 0
+    out, err = capsys.readouterr()
+    assert [s["argv"][1] for s in fake_vllm.starts()] == ["model-p", "model-l"]  # persistent was already warm
+    assert [line.split()[0] for line in out.splitlines()] == ["lazy", "persistent"]
+    assert "remote: skipped (it uses its endpoint http://127.0.0.1:9/v1)" in err
+
+    assert main(["kill", "--all"]) == 0
+    assert sorted(capsys.readouterr().out.splitlines())[0].startswith("Stopped lazy (pid ")
+    assert fake_vllm.left() == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["warmup", "ENGINES", "-e", "nope"], "has no engine named nope (its engines: lazy, offline, persistent, remote)"),
+        (["kill"], "Name the engines whose servers to stop, or pass --all"),
+        (["kill", "ghost"], "No server started by warmup for ghost (warm engines: none)"),
+    ],
+)
+def test_command_errors(fake_vllm, tmp_path, capsys, args, message):
+    engines = tmp_path / "engines.yaml"
+    engines.write_text(ENGINES_FILE)
+    assert main([str(engines) if a == "ENGINES" else a for a in args]) == 1
+    assert message in " ".join(capsys.readouterr().err.split())
+    assert fake_vllm.starts() == []
+
+
+def test_warmup_needs_persistent_engines_or_names(fake_vllm, tmp_path, capsys):
+    engines = tmp_path / "engines.yaml"
+    engines.write_text("engines:\n  - {name: lazy, backend: vllm, model: m}\n")
+    assert main(["warmup", str(engines)]) == 1
+    assert "has lazy=False (lazy); name those to start with -e NAME" in " ".join(capsys.readouterr().err.split())

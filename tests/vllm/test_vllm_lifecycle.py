@@ -1,0 +1,177 @@
+"""When chains start and stop their vLLM servers (the fake executable on PATH): lazy, persistent, shared, failures, signals."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+from pydantic import BaseModel
+import pytest
+
+from chainette import Branch, Chain, Step, register_engine
+from chainette.errors import EngineError
+
+
+class Text(BaseModel):
+    text: str
+
+
+def step(step_id: str, engine: str) -> Step:
+    return Step(id=step_id, input_model=Text, output_model=Text, engine_name=engine, user_prompt="{{text}}")
+
+
+ROWS = [{"text": "a"}, {"text": "b"}]
+
+
+def test_lazy_engines_a_b_a_start_and_stop_around_their_steps(fake_vllm, tmp_path):
+    register_engine("A", backend="vllm", model="model-a")
+    register_engine("B", backend="vllm", model="model-b")
+    chain = Chain(name="aba", steps=[step("one", "A"), step("two", "B"), step("three", "A")])
+    result = chain.run(ROWS, output_dir=tmp_path / "run")
+
+    assert len(result["three"]) == 2
+    assert fake_vllm.timeline() == [
+        ("start", "model-a"),
+        ("term", "model-a"),
+        ("start", "model-b"),
+        ("term", "model-b"),
+        ("start", "model-a"),
+        ("term", "model-a"),
+    ]
+    assert fake_vllm.left() == []
+    assert sorted(p.name for p in (tmp_path / "run" / "logs").iterdir()) == ["vllm-A.log", "vllm-B.log"]
+
+
+def test_steps_inside_branches_keep_their_server_running(fake_vllm, tmp_path):
+    register_engine("A", backend="vllm", model="model-a")
+    register_engine("B", backend="vllm", model="model-b")
+    chain = Chain(
+        name="branches",
+        steps=[step("one", "A"), [Branch("left", [step("l", "B")]), Branch("right", [step("r", "A")])], step("last", "B")],
+    )
+    chain.run(ROWS, output_dir=tmp_path / "run")
+
+    assert fake_vllm.timeline() == [("start", "model-a"), ("start", "model-b"), ("term", "model-a"), ("term", "model-b")]
+    assert fake_vllm.left() == []
+
+
+def test_persistent_engine_runs_for_the_whole_run(fake_vllm, tmp_path):
+    register_engine("A", backend="vllm", model="model-a", lazy=False)
+    register_engine("B", backend="vllm", model="model-b")
+    Chain(name="persistent", steps=[step("one", "A"), step("two", "B"), step("three", "A")]).run(ROWS, output_dir=tmp_path / "run")
+
+    assert fake_vllm.timeline() == [("start", "model-a"), ("start", "model-b"), ("term", "model-b"), ("term", "model-a")]
+    assert fake_vllm.left() == []
+
+
+def test_engines_with_the_same_model_and_options_share_one_server(fake_vllm, tmp_path):
+    register_engine("A1", backend="vllm", model="shared", max_model_len=2048, max_concurrency=4)
+    register_engine("A2", backend="vllm", model="shared", max_model_len=2048, chat_template_kwargs={"enable_thinking": False})
+    register_engine("other", backend="vllm", model="shared", max_model_len=4096)
+    chain = Chain(name="shared", steps=[step("one", "A1"), step("two", "A2"), step("three", "A1"), step("four", "other")])
+    chain.run(ROWS, output_dir=tmp_path / "run")
+
+    assert fake_vllm.timeline() == [("start", "shared"), ("term", "shared"), ("start", "shared"), ("term", "shared")]
+    assert [s["argv"][-1] for s in fake_vllm.starts()] == ["2048", "4096"]
+    assert fake_vllm.left() == []
+
+
+def test_engine_failing_mid_run_stops_every_server(fake_vllm, tmp_path):
+    register_engine("A", backend="vllm", model="model-a", lazy=False)
+    register_engine("B", backend="vllm", model="model-b", extra_env={"FAKE_VLLM_API_KEY": "not-ours"})  # answers 401
+    chain = Chain(name="failing", steps=[step("one", "A"), step("two", "B")])
+    with pytest.raises(EngineError, match="HTTP 401"):
+        chain.run(ROWS, output_dir=tmp_path / "run")
+
+    timeline = fake_vllm.timeline()
+    assert timeline[:2] == [("start", "model-a"), ("start", "model-b")]
+    assert sorted(timeline[2:]) == [("term", "model-a"), ("term", "model-b")]
+    assert fake_vllm.left() == []
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "failed"
+
+
+def test_server_crashing_at_start_mid_run_stops_the_others(fake_vllm, tmp_path):
+    register_engine("A", backend="vllm", model="model-a", lazy=False)
+    register_engine("B", backend="vllm", model="model-b", extra_env={"FAKE_VLLM_MODE": "crash"})
+    chain = Chain(name="crashing", steps=[step("one", "A"), step("two", "B")])
+    with pytest.raises(EngineError, match="exited with status 3"):
+        chain.run(ROWS, output_dir=tmp_path / "run")
+
+    assert fake_vllm.timeline() == [("start", "model-a"), ("start", "model-b"), ("term", "model-a")]
+    assert fake_vllm.left() == []
+
+
+CHAIN_FILE = """
+from pydantic import BaseModel
+from chainette import Chain, Step, register_engine
+
+class Text(BaseModel):
+    text: str
+
+register_engine("A", backend="vllm", model="model-a", max_concurrency=1)
+chain = Chain(name="slow", steps=[Step(id="s", input_model=Text, output_model=Text, engine_name="A", user_prompt="{{text}}")])
+"""
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_to_chainette_run_stops_the_server(fake_vllm, tmp_path, monkeypatch, signum, status):
+    monkeypatch.setenv("FAKE_VLLM_LATENCY", "0.1")
+    (tmp_path / "chain.py").write_text(CHAIN_FILE)
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(200)))
+    command = [
+        sys.executable,
+        "-m",
+        "chainette",
+        "run",
+        f"{tmp_path}/chain.py:chain",
+        "-i",
+        str(tmp_path / "in.jsonl"),
+        "-o",
+        str(tmp_path / "out"),
+    ]
+    run = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        fake_vllm.wait_for("ready")
+        time.sleep(0.5)  # requests in flight
+        assert run.poll() is None
+        run.send_signal(signum)
+        output, _ = run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == status, output
+    assert fake_vllm.timeline() == [("start", "model-a"), ("term", "model-a")]
+    assert fake_vllm.left() == []
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["status"] == "interrupted"
+
+
+def test_ctrl_c_while_the_server_loads_stops_it_at_once(fake_vllm, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_VLLM_DELAY", "120")
+    (tmp_path / "chain.py").write_text(CHAIN_FILE)
+    (tmp_path / "in.jsonl").write_text('{"text": "a"}\n')
+    command = [
+        sys.executable,
+        "-m",
+        "chainette",
+        "run",
+        f"{tmp_path}/chain.py:chain",
+        "-i",
+        str(tmp_path / "in.jsonl"),
+        "-o",
+        str(tmp_path / "out"),
+    ]
+    run = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        fake_vllm.wait_for("start")
+        run.send_signal(signal.SIGINT)
+        output, _ = run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 130, output
+    assert "Interrupted (Ctrl-C)" in output and "Traceback" not in output
+    assert fake_vllm.timeline() == [("start", "model-a"), ("term", "model-a")]
+    assert fake_vllm.left() == []

@@ -1,0 +1,207 @@
+"""Starting `vllm serve` (the fake executable on PATH): command, flags, environment, health wait, failures, stop, endpoints."""
+
+from __future__ import annotations
+
+import time
+
+import httpx2
+from pydantic import BaseModel
+import pytest
+
+from chainette import Chain, Step, register_engine
+from chainette.errors import EngineError
+from chainette.testing import FakeServer
+from chainette_vllm import server
+
+SECRET = "sk-very-secret-key"
+
+
+class Text(BaseModel):
+    text: str
+
+
+def test_spawn_command_flags_and_environment(fake_vllm, tmp_path):
+    port = server.free_port()
+    config = register_engine(
+        "qwen",
+        backend="vllm",
+        model="Qwen/Qwen3-8B",
+        api_key=SECRET,
+        port=port,
+        dtype="bfloat16",
+        gpu_memory_utilization=0.8,
+        max_model_len=4096,
+        tensor_parallel_size=2,
+        pipeline_parallel_size=1,
+        data_parallel_size=1,
+        served_model_name="qwen",
+        enable_reasoning=True,
+        gpu_ids=[2, 3],
+        extra_serve_flags=["--enforce-eager", "--seed=7"],
+        extra_env={"EXTRA_SETTING": "on"},
+    )
+    url = server.ensure_running(config, tmp_path / "run")
+
+    assert url == f"http://127.0.0.1:{port}/v1"
+    [start] = fake_vllm.starts()
+    assert start["argv"] == [
+        "serve",
+        "Qwen/Qwen3-8B",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        "bfloat16",
+        "--gpu-memory-utilization",
+        "0.8",
+        "--max-model-len",
+        "4096",
+        "--tensor-parallel-size",
+        "2",
+        "--pipeline-parallel-size",
+        "1",
+        "--data-parallel-size",
+        "1",
+        "--reasoning-parser",
+        "qwen3",
+        "--served-model-name",
+        "qwen",
+        "--enforce-eager",
+        "--seed=7",
+    ]
+    assert start["env"] == {"CUDA_VISIBLE_DEVICES": "2,3", "EXTRA_SETTING": "on"}
+    assert start["api_key_set"] is True
+    assert start["pgid"] == start["pid"]  # its own process group
+    models = httpx2.get(f"{url}/models", headers={"Authorization": f"Bearer {SECRET}"}).json()
+    assert [m["id"] for m in models["data"]] == ["qwen"]
+
+    server.release(config)
+    assert fake_vllm.timeline() == [("start", "Qwen/Qwen3-8B"), ("term", "Qwen/Qwen3-8B")]
+    assert fake_vllm.left() == []
+    log = (tmp_path / "run" / "logs" / "vllm-qwen.log").read_text()
+    assert "chainette started: CUDA_VISIBLE_DEVICES=2,3 " in log
+    assert "--reasoning-parser qwen3" in log
+    assert "INFO fake vllm serving Qwen/Qwen3-8B" in log
+    assert SECRET not in log
+    assert "--enable-reasoning" not in log
+
+
+def test_started_server_gets_the_key_and_requests_name_the_served_model(fake_vllm, tmp_path):
+    register_engine("gpu", backend="vllm", model="org/model", served_model_name="short", api_key=SECRET)
+    chain = Chain(name="served", steps=[Step(id="s", input_model=Text, output_model=Text, engine_name="gpu", user_prompt="{{text}}")])
+    result = chain.run([{"text": "a"}, {"text": "b"}], output_dir=tmp_path / "run")
+
+    assert len(result["s"]) == 2
+    assert result.errors == []
+    assert fake_vllm.timeline() == [("start", "org/model"), ("term", "org/model")]
+    assert fake_vllm.left() == []
+    assert SECRET not in (tmp_path / "run" / "logs" / "vllm-gpu.log").read_text()
+
+
+def test_health_is_awaited(fake_vllm, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_VLLM_DELAY", "1.0")
+    config = register_engine("slow", backend="vllm", model="m")
+    started = time.monotonic()
+    url = server.ensure_running(config, tmp_path)
+    elapsed = time.monotonic() - started
+
+    assert elapsed >= 1.0
+    assert [e["event"] for e in fake_vllm.events()] == ["start", "ready"]
+    assert httpx2.get(url.removesuffix("/v1") + "/health").status_code == 200
+    server.release(config)
+    assert fake_vllm.left() == []
+
+
+def test_crash_at_start_fails_fast_with_log_and_command(fake_vllm, tmp_path):
+    config = register_engine("bad", backend="vllm", model="m", extra_env={"FAKE_VLLM_MODE": "crash"}, max_model_len=99)
+    started = time.monotonic()
+    with pytest.raises(EngineError) as info:
+        server.ensure_running(config, tmp_path)
+
+    assert time.monotonic() - started < 10
+    message = str(info.value)
+    assert info.value.kind == "server_exited"
+    assert "engine 'bad' exited with status 3 before it was ready" in message
+    assert "ERROR torch.OutOfMemoryError: CUDA out of memory (fake)" in message
+    assert str(tmp_path / "logs" / "vllm-bad.log") in message
+    port = fake_vllm.starts()[0]["argv"][5]
+    assert f"Command: {tmp_path / 'bin' / 'vllm'} serve m --host 127.0.0.1 --port {port} --max-model-len 99" in message
+    assert fake_vllm.left() == []  # its child too
+    assert server._servers == {}
+
+
+def test_startup_timeout_stops_the_server(fake_vllm, tmp_path):
+    config = register_engine("stuck", backend="vllm", model="m", extra_env={"FAKE_VLLM_MODE": "never_healthy"}, startup_timeout=1)
+    started = time.monotonic()
+    with pytest.raises(EngineError, match=r"did not answer GET /health with 200 within 1 s, so it was stopped") as info:
+        server.ensure_running(config, tmp_path)
+
+    assert 1 <= time.monotonic() - started < 6
+    assert "raise the engine's startup_timeout" in str(info.value)
+    assert "INFO fake vllm serving m in mode never_healthy" in str(info.value)
+    assert fake_vllm.left() == []
+
+
+def test_server_ignoring_sigterm_is_killed(fake_vllm, tmp_path):
+    config = register_engine("stubborn", backend="vllm", model="m", extra_env={"FAKE_VLLM_MODE": "ignore_term"})
+    server.ensure_running(config, tmp_path)
+    server.release(config)
+
+    assert [e["event"] for e in fake_vllm.events()] == ["start", "ready", "term_ignored"]
+    assert fake_vllm.left() == []
+
+
+def test_missing_executable_says_what_to_install(fake_vllm, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    config = register_engine("gpu", backend="vllm", model="m")
+    with pytest.raises(EngineError) as info:
+        server.ensure_running(config, tmp_path)
+    message = str(info.value)
+    assert '`pip install "chainette-vllm[serve]"`' in message
+    assert "Python >= 3.11 and a GPU" in message
+    assert "set endpoint=" in message
+
+
+def test_running_endpoint_is_used_as_is(fake_vllm, tmp_path):
+    with FakeServer(api_key=SECRET) as running:
+        config = register_engine("ext", backend="vllm", model="fake-model", endpoint=f"{running.base_url}/v1", api_key=SECRET)
+        assert server.ensure_running(config, tmp_path) == f"{running.base_url}/v1"
+        server.release(config)
+    assert fake_vllm.events() == []
+
+
+def test_endpoint_serving_another_model_is_an_error(tmp_path):
+    with FakeServer(models=("a-model", "b-model")) as running:
+        config = register_engine("ext", backend="vllm", model="c-model", endpoint=f"{running.base_url}/v1")
+        with pytest.raises(EngineError, match=r"serves a-model, b-model, not 'c-model'\. Set model= \(or served_model_name=\)"):
+            server.ensure_running(config, tmp_path)
+
+
+def test_endpoint_with_wrong_key_is_an_error(tmp_path):
+    with FakeServer(api_key="right") as running:
+        config = register_engine("ext", backend="vllm", model="fake-model", endpoint=f"{running.base_url}/v1", api_key=SECRET)
+        with pytest.raises(EngineError, match="HTTP 401") as info:
+            server.ensure_running(config, tmp_path)
+    assert SECRET not in str(info.value)
+
+
+def test_dead_endpoint_is_an_error(tmp_path):
+    config = register_engine("ext", backend="vllm", model="m", endpoint=f"http://127.0.0.1:{server.free_port()}/v1")
+    with pytest.raises(EngineError, match=r"the vLLM endpoint http://127\.0\.0\.1:\d+/v1 does not answer \(ConnectError"):
+        server.ensure_running(config, tmp_path)
+
+
+def test_serve_options_with_an_endpoint_are_warned_about(tmp_path):
+    with FakeServer() as running:
+        config = register_engine(
+            "ext",
+            backend="vllm",
+            model="fake-model",
+            endpoint=f"{running.base_url}/v1",
+            dtype="half",
+            port=9000,
+            served_model_name="fake-model",
+        )
+        with pytest.warns(UserWarning, match=r"dtype, port only apply to a server chainette starts"):
+            server.ensure_running(config, tmp_path)
