@@ -64,7 +64,11 @@ class Fault:
 
 
 class FakeServer:
-    """Use as a context manager; `base_url` is `http://127.0.0.1:PORT` (a free port unless `port` is given)."""
+    """Use as a context manager; `base_url` is `http://127.0.0.1:PORT` (a free port unless `port` is given).
+
+    `latency` is the seconds each chat request takes; `capacity` (optional) how many it serves at
+    once, the others queueing, like a GPU server's batch.
+    """
 
     def __init__(
         self,
@@ -76,6 +80,7 @@ class FakeServer:
         respond: Responder | None = None,
         port: int = 0,
         plan: FaultPlan | None = None,
+        capacity: int | None = None,
     ):
         self.models = models
         self.latency = latency
@@ -83,6 +88,7 @@ class FakeServer:
         self.reasoning = reasoning
         self.respond = respond
         self.plan = plan
+        self.capacity = capacity
         self.seen: Counter[str] = Counter()
         self.requests: list[dict[str, Any]] = []
         self.faults: list[Fault] = []
@@ -131,6 +137,7 @@ class FakeServer:
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.capacity) if self.capacity else None
         app = web.Application()
         app.add_routes(
             [
@@ -223,7 +230,10 @@ class FakeServer:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            if self.latency:
+            if self._slots is not None:
+                async with self._slots:
+                    await asyncio.sleep(self.latency)
+            elif self.latency:
                 await asyncio.sleep(self.latency)
             if fault is None or fault.answer:
                 return body, None, fault.answer if fault else None
