@@ -9,11 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 import httpx2
+import orjson
 
 from chainette.engines import EngineConfig
 from chainette.errors import RetryableError, RowError, error_for_status, parse_retry_after
 
 CONNECT_TIMEOUT = 10.0
+JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 class JsonHttpClient:
@@ -48,7 +50,8 @@ class JsonHttpClient:
     async def _send(self, method: str, path: str, payload: dict[str, Any] | None) -> dict[str, Any]:
         url = f"{self.base_url}{path}"
         try:
-            response = await self._client.request(method, path, json=payload)
+            content = None if payload is None else orjson.dumps(payload)
+            response = await self._client.request(method, path, content=content, headers=JSON_HEADERS if content else None)
         except httpx2.TimeoutException:
             raise RetryableError(f"engine '{self.engine}': {url} did not answer in time", kind="timeout") from None
         except httpx2.ConnectError as exc:
@@ -60,8 +63,8 @@ class JsonHttpClient:
                 response.status_code, error_message(response), engine=self.engine, retry_after=parse_retry_after(response.headers)
             )
         try:
-            body = response.json()
-        except ValueError:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
             raise RetryableError(
                 f"engine '{self.engine}': {url} answered with a body that is not JSON", kind="bad_response", raw=response.text[:2000]
             ) from None
