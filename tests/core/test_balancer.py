@@ -77,7 +77,8 @@ def test_a_replica_that_fails_is_set_aside(tmp_path, monkeypatch):
 
 
 def test_a_set_aside_replica_is_tried_again_later(tmp_path, monkeypatch):
-    monkeypatch.setattr(chainette.balancer, "SET_ASIDE_SECONDS", 0.005)
+    monkeypatch.setattr(chainette.balancer, "SET_ASIDE_SECONDS", 0.001)
+    monkeypatch.setattr(chainette.balancer, "MAX_SET_ASIDE_SECONDS", 0.001)
     replicas = Replicas(down={"http://b"})
     original = replicas.make_client
 

@@ -461,3 +461,11 @@ def test_output_directory_that_cannot_be_created(scripted, tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ChainetteError, match="is not writable"):
         Chain(name="c", steps=[label_step()]).run(rows(1), output_dir=tmp_path / "file" / "out")
+
+
+def test_an_apply_between_two_steps_does_not_restart_their_engine(scripted, tmp_path):
+    backend = scripted(echo)
+    register_engine("s", backend="scripted", model="m")
+    steps = [label_step("a"), apply(lambda item: item, id="keep"), label_step("b", prompt="<<{{chain_input.text}}>>", input_model=None)]
+    Chain(name="c", steps=steps).run(rows(2), output_dir=tmp_path / "o")
+    assert backend.events == ["start s", "close s", "stop s"]

@@ -56,7 +56,7 @@ def test_typo_is_rejected_with_valid_options_listed():
     assert "no option 'keepalive'" in message
     assert "Did you mean 'keep_alive'?" in message
     assert (
-        "Valid options: keep_alive, max_concurrency, max_retries, requests_per_minute, retry_budget, think, timeout, tokens_per_minute."
+        f"Valid options: {', '.join(sorted(chainette_ollama.OllamaOptions.model_fields))}."
         in message
     )
 

@@ -35,7 +35,9 @@ def test_option_typo_is_rejected_with_the_valid_options():
     message = str(info.value)
     assert "has no option 'organisation'" in message
     assert "Did you mean 'organization'?" in message
-    assert "max_concurrency, max_retries, organization, project, requests_per_minute, retry_budget, timeout" in message
+    from chainette_openai import OpenAIOptions
+
+    assert f"Valid options: {', '.join(sorted(OpenAIOptions.model_fields))}." in message
 
 
 def _translate(engine: str, sampling: SamplingParams) -> dict:
@@ -116,3 +118,13 @@ def test_loading_the_plugin_imports_no_http_library():
     code = "import sys, chainette_openai; print([m for m in ('openai', 'httpx2', 'httpx', 'aiohttp') if m in sys.modules])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_known_models_have_a_price_and_engine_options_override_it():
+    from chainette.engines import engine_price
+
+    assert engine_price(register_engine("a", backend="openai", model="gpt-4o-mini")) == (0.15, 0.60)
+    assert engine_price(register_engine("b", backend="openai", model="gpt-4o-2024-08-06")) == (2.50, 10.00)
+    assert engine_price(register_engine("c", backend="openai", model="my-finetune")) is None
+    assert engine_price(register_engine("d", backend="openai", model="gpt-4o", endpoint="http://127.0.0.1:1/v1")) is None
+    assert engine_price(register_engine("e", backend="openai", model="gpt-4o", price_per_million_input=1, price_per_million_output=2)) == (1, 2)

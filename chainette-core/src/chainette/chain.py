@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 import shutil
 import signal
+import sys
 import threading
 import time
 from typing import Any
@@ -22,6 +23,7 @@ from pydantic import BaseModel
 from chainette import graph, inputs
 from chainette.engines import EngineConfig, get_engine
 from chainette.errors import RunInterrupted
+from chainette.events import EventBus, Listener, Progress, RunFinished, RunStarted
 from chainette.executor import Run, live
 from chainette.lifecycle import RunControl
 from chainette.nodes import Node, Parallel, Step
@@ -60,14 +62,21 @@ class Chain:
         output_dir: str | os.PathLike[str] | None = None,
         overwrite: bool = False,
         retry_errors: bool = False,
+        progress: bool | None = None,
+        reporter: Listener | None = None,
     ) -> RunResult:
         """Run the chain over `inputs` (a JSONL/JSON file path, or dicts/models) and return the result.
 
         An `output_dir` holding an unfinished run of the same chain and inputs is resumed;
-        `retry_errors` runs again the rows its errors file holds. Works inside a running event
-        loop too (Jupyter): the run then happens on a worker thread.
+        `retry_errors` runs again the rows its errors file holds. `progress` shows the live view
+        (default: when in a terminal or a notebook); `reporter` receives every event instead.
+        Works inside a running event loop too (Jupyter): the run then happens on a worker thread.
         """
-        coroutine = self.arun(inputs, output_dir=output_dir, overwrite=overwrite, retry_errors=retry_errors)
+        if reporter is None and (progress if progress is not None else _interactive()):
+            from chainette.ui.live import LiveView
+
+            reporter = LiveView()
+        coroutine = self.arun(inputs, output_dir=output_dir, overwrite=overwrite, retry_errors=retry_errors, reporter=reporter)
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -82,15 +91,20 @@ class Chain:
         output_dir: str | os.PathLike[str] | None = None,
         overwrite: bool = False,
         retry_errors: bool = False,
+        reporter: Listener | None = None,
     ) -> RunResult:
-        """Async form of `run`."""
+        """Async form of `run` (no live view unless a `reporter` is given)."""
         engines = self.engines()
         identity = {"chain": graph.fingerprint(self.nodes), "inputs": input_fingerprint(inputs)}
         run_dir = RunDir(output_dir or _default_output_dir(self.name), identity, overwrite=overwrite)
         run_dir.write_json("graph.json", self.describe())
-        run = Run(self.nodes, run_dir, engines, retry_errors=retry_errors)
+        bus = EventBus([reporter] if reporter else [])
+        run = Run(self.nodes, run_dir, engines, retry_errors=retry_errors, bus=bus)
         started, clock = _now(), time.perf_counter()
         status, error = "failed", None
+        outline = [{"id": "chain_input", "kind": "input", "label": "input"}, *graph.outline(self.nodes)]
+        bus.emit(RunStarted(chain=self.name, output_dir=str(run_dir.root), resumed=run_dir.resumed, nodes=outline))
+        ticker = asyncio.ensure_future(_tick(run, getattr(reporter, "interval", 1.0))) if reporter else None
         try:
             with _stop_on_signals(run.control):
                 final = await run.execute(_rows(inputs))
@@ -105,20 +119,21 @@ class Chain:
                 raise _with_resume_hint(run.control.interrupted(), run_dir) from None
             raise
         finally:
-            run_dir.write_json(
-                "run.json",
-                {
-                    "chain": self.name,
-                    "status": status,
-                    "error": error,
-                    "resumed": run_dir.resumed,
-                    "started_at": started,
-                    "finished_at": _now(),
-                    "seconds": round(time.perf_counter() - clock, 3),
-                    **run.summary(),
-                    "versions": _versions(engines),
-                },
-            )
+            if ticker is not None:
+                ticker.cancel()
+            summary = {
+                "chain": self.name,
+                "status": status,
+                "error": error,
+                "resumed": run_dir.resumed,
+                "started_at": started,
+                "finished_at": _now(),
+                "seconds": round(time.perf_counter() - clock, 3),
+                **run.summary(),
+                "versions": _versions(engines),
+            }
+            run_dir.write_json("run.json", summary)
+            bus.emit(RunFinished(status=status, summary=summary))
         return RunResult(run_dir.root, self._outputs())
 
     def _outputs(self) -> dict[str, type[BaseModel] | None]:
@@ -156,6 +171,21 @@ def _aliases(nodes: list[Node]) -> list[str]:
 
 
 DRAIN_SECONDS = 30.0
+
+
+async def _tick(run: Run, interval: float) -> None:
+    """Send a Progress snapshot of every node every `interval` seconds."""
+    while True:
+        await asyncio.sleep(interval)
+        summary = run.summary()["steps"]
+        run.bus.emit(Progress(nodes=summary))
+
+
+def _interactive() -> bool:
+    """Whether a live view makes sense: a terminal, or a Jupyter kernel."""
+    if sys.stdout.isatty():
+        return True
+    return "ipykernel" in sys.modules
 
 
 @contextmanager

@@ -24,6 +24,8 @@ class EngineOptions(BaseModel):
     retry_budget: float = Field(600.0, gt=0, description="Seconds a request may spend retrying, waits included.")
     requests_per_minute: int | None = Field(None, ge=1, description="Request rate limit (token bucket).")
     tokens_per_minute: int | None = Field(None, ge=1, description="Token rate limit (estimated before, corrected after each request).")
+    price_per_million_input: float | None = Field(None, ge=0, description="USD per million input tokens, for cost estimates.")
+    price_per_million_output: float | None = Field(None, ge=0, description="USD per million output tokens, for cost estimates.")
 
 
 class EngineConfig(BaseModel):
@@ -96,6 +98,16 @@ def register_engine(
     )
     _ENGINES[name] = config
     return config
+
+
+def engine_price(config: EngineConfig) -> tuple[float, float] | None:
+    """USD per million input and output tokens: the engine's price options, else its backend's table, else None."""
+    options = config.options
+    if options.price_per_million_input is not None or options.price_per_million_output is not None:
+        return (options.price_per_million_input or 0.0, options.price_per_million_output or 0.0)
+    from chainette.plugins import get_plugins
+
+    return get_plugins().call(config.backend, "model_price", config=config)
 
 
 def _validate_options(name: str, backend: str, options_model: type[EngineOptions], given: dict[str, Any]) -> EngineOptions:

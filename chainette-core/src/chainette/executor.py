@@ -25,8 +25,9 @@ from pydantic import BaseModel, ValidationError
 
 from chainette import graph, inputs
 from chainette.client import Answer, Request
-from chainette.engines import EngineConfig
+from chainette.engines import EngineConfig, engine_price
 from chainette.errors import BackendError, EngineError, RowError
+from chainette.events import EventBus, NodeFinished, NodeStarted, RowFailed
 from chainette.lifecycle import EnginePool, RunControl, RunningEngine
 from chainette.nodes import Apply, Node, Parallel, Step
 from chainette.plugins import get_plugins
@@ -94,12 +95,29 @@ def live(path: Path) -> Iterator[Record]:
     return (record for record in read_lines(path) if not record.get("skip"))
 
 
+def count_live(path: Path) -> int:
+    """How many rows of a frontier go on, counted without decoding them."""
+    if not path.exists():
+        return 0
+    with open(path, "rb") as file:
+        return sum(1 for line in file if b'"skip":1' not in line)
+
+
 class Run:
     """One execution (or resumption) of a chain's nodes into a run directory."""
 
-    def __init__(self, nodes: list[Node], run_dir: RunDir, engines: dict[str, EngineConfig], *, retry_errors: bool = False):
+    def __init__(
+        self,
+        nodes: list[Node],
+        run_dir: RunDir,
+        engines: dict[str, EngineConfig],
+        *,
+        retry_errors: bool = False,
+        bus: EventBus | None = None,
+    ):
         self.nodes = nodes
         self.run_dir = run_dir
+        self.bus = bus or EventBus()
         self.control = RunControl()
         self.journal = Journal()
         self.input_model = graph.input_model(nodes)
@@ -108,7 +126,9 @@ class Run:
         self.stats = {n.id: NodeStats("step" if isinstance(n, Step) else "apply") for n in graph.iter_nodes(nodes)}
         self.stats[INPUT_ID] = NodeStats("input")
         self.groups = {id(group): f"group{index}" for index, group in enumerate(graph.parallels(nodes))}
-        self.pool = EnginePool(engines, [graph.engines_used(n) for n in nodes], run_dir.root, self.control)
+        self.pool = EnginePool(engines, [graph.engines_used(n) for n in nodes], run_dir.root, self.control, self.bus)
+        self.prices = {name: engine_price(config) for name, config in engines.items()}
+        self.engine_of = {n.id: n.engine_name for n in graph.iter_nodes(nodes) if isinstance(n, Step)}
         self.failed = self._recover_errors(retry_errors)
         self.errors = LineFile(self.journal, run_dir.root / "errors.jsonl")
 
@@ -150,6 +170,7 @@ class Run:
 
     def record_error(self, row_id: str, node_id: str, kind: str, message: str, raw: Any = None) -> None:
         self.errors.write({"row_id": row_id, "step_id": node_id, "error_type": kind, "message": message, "raw": raw})
+        self.bus.emit(RowFailed(node=node_id, row_id=row_id, error_type=kind, message=message))
 
     def _done_marker(self, node_id: str) -> Path:
         return self.run_dir.state / f"{node_id}.done"
@@ -159,15 +180,19 @@ class Run:
         marker = self._done_marker(node_id)
         if not marker.exists():
             return None
+        stats = self.stats[node_id]
         for key, value in json.loads(marker.read_text(encoding="utf-8")).items():
-            setattr(self.stats[node_id], key, value)
+            setattr(stats, key, value)
+        self.bus.emit(NodeStarted(node=node_id, kind=stats.kind, total=stats.rows_in))
+        self.bus.emit(NodeFinished(node=node_id, stats=asdict(stats)))
         return self.run_dir.state / f"{node_id}.jsonl"
 
     def _finish(self, node_id: str, files: NodeFiles) -> Path:
         files.close()
         self.journal.flush()
+        stats = asdict(self.stats[node_id])
+        self.bus.emit(NodeFinished(node=node_id, stats=stats))
         if not self.control.stopping:
-            stats = asdict(self.stats[node_id])
             del stats["kind"]
             self._done_marker(node_id).write_text(json.dumps(stats), encoding="utf-8")
         return files.frontier_path
@@ -178,6 +203,7 @@ class Run:
             return done_path
         files = NodeFiles(self, INPUT_ID, yield_output=False)
         stats = self.stats[INPUT_ID]
+        self.bus.emit(NodeStarted(node=INPUT_ID, kind="input", total=None))
         for index, row in enumerate(rows):
             row_id = str(index)
             if row_id in files.done:
@@ -202,6 +228,7 @@ class Run:
             return done_path
         started = time.perf_counter()
         files = NodeFiles(self, node.id, node.yield_output)
+        self.bus.emit(NodeStarted(node=node.id, kind=self.stats[node.id].kind, total=count_live(source)))
         records = (record for record in live(source) if record["row_id"] not in files.done)
         try:
             if isinstance(node, Step):
@@ -270,9 +297,23 @@ class Run:
         return source
 
     def summary(self) -> dict[str, Any]:
+        """The counts of run.json: input rows, and per node rows, tokens, cost (None when the price is unknown), time."""
         stats = {key: asdict(value) for key, value in self.stats.items()}
         source = stats.pop(INPUT_ID)
-        return {"input": {"rows": source["rows_in"], "invalid": source["failed"]}, "steps": stats}
+        for node_id, node in stats.items():
+            node["cost_usd"] = self._cost(node_id, node)
+        costs = [node["cost_usd"] for node in stats.values() if node["cost_usd"] is not None]
+        return {
+            "input": {"rows": source["rows_in"], "invalid": source["failed"]},
+            "steps": stats,
+            "cost_usd": round(sum(costs), 6) if costs else None,
+        }
+
+    def _cost(self, node_id: str, node: dict[str, Any]) -> float | None:
+        price = self.prices.get(self.engine_of.get(node_id, ""))
+        if price is None:
+            return None
+        return round((node["input_tokens"] * price[0] + node["output_tokens"] * price[1]) / 1_000_000, 6)
 
 
 def _joined_rows(source: Path, index: _JoinIndex, aliases: list[str]) -> Iterator[Record]:

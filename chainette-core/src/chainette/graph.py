@@ -161,6 +161,26 @@ def _check_attributes(where: str, name: str, attrs: set[str], model: type[BaseMo
         raise ConfigError(f"{where}: '{name}.{attr}' cannot exist: {model.__name__} has the fields {fields}.")
 
 
+def outline(nodes: list[Node], prefix: str = "") -> list[dict[str, Any]]:
+    """The nodes in display order, each with a label drawn as a tree (what progress views list)."""
+    rows: list[dict[str, Any]] = []
+    for index, node in enumerate(nodes):
+        last = index == len(nodes) - 1
+        branch = prefix + ("└─ " if last else "├─ ")
+        inner = prefix + ("   " if last else "│  ")
+        if isinstance(node, Parallel):
+            rows.append({"id": f"parallel:{node.branches[0].name if node.branches else index}", "kind": "parallel", "label": branch + "parallel"})
+            for b_index, sub in enumerate(node.branches):
+                b_last = b_index == len(node.branches) - 1
+                joined = f" → {sub.alias}" if sub.alias else ""
+                rows.append({"id": f"branch:{sub.name}", "kind": "parallel", "label": inner + ("└─ " if b_last else "├─ ") + f"{sub.name}{joined}"})
+                rows.extend(outline(sub.steps, inner + ("   " if b_last else "│  ")))
+        else:
+            kind = "step" if isinstance(node, Step) else "apply"
+            rows.append({"id": node.id, "kind": kind, "label": branch + node.id})
+    return rows
+
+
 def describe(nodes: list[Node], engines: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The graph as plain data (graph.json): nodes, edges and the engines' public settings."""
     out_nodes: list[dict[str, Any]] = []

@@ -57,6 +57,14 @@ def translate_sampling(config: EngineConfig, sampling: SamplingParams) -> dict[s
     """Return the wire fields for `sampling`; warn (see `chainette.sampling.map_sampling`) for what cannot be honoured."""
 
 
+@hookspec(firstresult=True)
+def model_price(config: EngineConfig) -> tuple[float, float] | None:
+    """USD per million input and output tokens for the engine's model, if the backend knows it (None: unknown).
+
+    An engine's `price_per_million_input` / `price_per_million_output` options take precedence.
+    """
+
+
 @hookspec
 def stop_engine(config: EngineConfig) -> None:
     """Release what `ensure_running` started (a server process, say). Called in a worker thread after the engine's last use."""

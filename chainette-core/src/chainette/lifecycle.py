@@ -13,8 +13,9 @@ import threading
 
 from chainette.balancer import BalancedClient, Endpoint
 from chainette.client import Client
-from chainette.engines import EngineConfig
+from chainette.engines import EngineConfig, public_url
 from chainette.errors import ConfigError, RunInterrupted
+from chainette.events import EngineChanged, EventBus
 from chainette.plugins import get_plugins
 from chainette.policy import EngineGate
 
@@ -65,15 +66,16 @@ class EnginePool:
     """Starts and stops the engines of one run, following the plan of which top-level node uses which engine.
 
     A lazy engine runs from the first node of each contiguous run of nodes that use its server
-    (engines whose backends report the same `server_key` share one) to the last; an engine with
-    `lazy=False` runs for the whole run.
+    (engines whose backends report the same `server_key` share one) to the last; nodes that use
+    no engine (applies) do not break a run. An engine with `lazy=False` runs for the whole run.
     """
 
-    def __init__(self, configs: dict[str, EngineConfig], plan: list[set[str]], run_dir: Path | None, control: RunControl):
+    def __init__(self, configs: dict[str, EngineConfig], plan: list[set[str]], run_dir: Path | None, control: RunControl, bus: EventBus):
         self.configs = configs
         self.plan = plan
         self.run_dir = run_dir
         self.control = control
+        self.bus = bus
         self.running: dict[str, RunningEngine] = {}
         plugins = get_plugins()
         self.keys = {name: plugins.call(c.backend, "server_key", config=c) or f"engine:{name}" for name, c in configs.items()}
@@ -89,7 +91,7 @@ class EnginePool:
                 await self.start(name)
 
     async def after(self, position: int) -> None:
-        following = self.plan[position + 1] if position + 1 < len(self.plan) else set()
+        following = next((engines for engines in self.plan[position + 1 :] if engines), set())
         needed = {self.keys[name] for name in following}
         for name in sorted(self.running):
             if self.configs[name].lazy and self.keys[name] not in needed:
@@ -100,6 +102,7 @@ class EnginePool:
 
     async def start(self, name: str) -> RunningEngine:
         config = self.configs[name]
+        self.bus.emit(EngineChanged(engine=name, state="starting", detail=f"{config.backend}: {config.model}"))
         urls = config.endpoint if isinstance(config.endpoint, list) else [config.endpoint]
         endpoints = [await self._connect(config, url) for url in urls]
         if len(endpoints) == 1:
@@ -109,6 +112,8 @@ class EnginePool:
             client = BalancedClient([Endpoint(c.endpoint, client) for c, client in endpoints])
         engine = RunningEngine(resolved, client, EngineGate(config.options))
         self.running[name] = engine
+        shown = resolved.endpoint if isinstance(resolved.endpoint, list) else [resolved.endpoint]
+        self.bus.emit(EngineChanged(engine=name, state="ready", detail=", ".join(public_url(url) or "" for url in shown)))
         return engine
 
     async def _connect(self, config: EngineConfig, url: str | None) -> tuple[EngineConfig, Client]:
@@ -132,6 +137,7 @@ class EnginePool:
         finally:
             config = self.configs[name]
             await asyncio.to_thread(get_plugins().call, config.backend, "stop_engine", config=config)
+            self.bus.emit(EngineChanged(engine=name, state="stopped"))
 
     async def stop_all(self) -> None:
         """Stop every running engine, even when one of them fails to stop (the first failure is raised)."""

@@ -5,6 +5,7 @@ This module only declares hooks and options; the SDK is imported when the first 
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
@@ -26,6 +27,23 @@ SAMPLING_FIELDS = {
     "seed": "seed",
     "presence_penalty": "presence_penalty",
     "frequency_penalty": "frequency_penalty",
+}
+
+
+# USD per million input and output tokens, from OpenAI's price list (standard tier, 2025).
+# Engines override them with price_per_million_input/output; unknown models get no cost estimate.
+PRICES = {
+    "gpt-5": (1.25, 10.00),
+    "gpt-5-mini": (0.25, 2.00),
+    "gpt-5-nano": (0.05, 0.40),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "o3": (2.00, 8.00),
+    "o3-mini": (1.10, 4.40),
+    "o4-mini": (1.10, 4.40),
 }
 
 
@@ -52,3 +70,12 @@ def make_client(config: EngineConfig) -> OpenAIClient:
 @hookimpl
 def translate_sampling(config: EngineConfig, sampling: SamplingParams) -> dict[str, Any]:
     return map_sampling(sampling, SAMPLING_FIELDS, engine=config.name)
+
+
+@hookimpl
+def model_price(config: EngineConfig) -> tuple[float, float] | None:
+    """The price of the engine's model on the OpenAI API (a dated snapshot such as gpt-4o-2024-08-06 counts as gpt-4o)."""
+    if config.endpoint:
+        return None
+    model = re.sub(r"-\d{4}-\d{2}-\d{2}$", "", config.model)
+    return PRICES.get(model)

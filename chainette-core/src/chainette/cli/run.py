@@ -16,6 +16,8 @@ def run_command(
     engines: Path | None = typer.Option(None, "--engines", "-e", help="A YAML file of engines; replaces same-named engines."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete what the output directory holds and start afresh."),
     retry_errors: bool = typer.Option(False, "--retry-errors", help="Run again the rows in the output directory's errors.jsonl."),
+    json_logs: bool = typer.Option(False, "--json-logs", help="Print one JSON event per line instead of the live view."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final summary."),
 ) -> None:
     """Run CHAIN over INPUTS and write every step's outputs, the errors and the run's metadata to OUTPUT.
 
@@ -23,19 +25,30 @@ def run_command(
     """
     from rich.console import Console
 
-    from chainette.cli.summary import summary_table
     from chainette.engines import load_engines_from_yaml
+    from chainette.ui.summary import summary
 
     loaded = load_chain(chain)
     if engines is not None:
         load_engines_from_yaml(engines)
     console = Console()
-    console.print(f"Running chain [bold]{loaded.name}[/] over {inputs} → {output}")
-    result = loaded.run(inputs, output_dir=output, overwrite=overwrite, retry_errors=retry_errors)
-    if result.stats["resumed"]:
-        console.print("Resumed the unfinished run found there.")
-    console.print(summary_table(result.stats))
-    failed = len(result.errors)
-    if failed:
-        console.print(f"[yellow]{failed} row error(s): see {output / 'errors.jsonl'}[/]")
-    console.print(f"Outputs in {output}/ (flattened view: {output / 'flattened'}/)")
+    result = loaded.run(inputs, output_dir=output, overwrite=overwrite, retry_errors=retry_errors, reporter=_reporter(console, json_logs, quiet))
+    if not json_logs:
+        console.print(summary(result.stats, str(output)))
+
+
+def _reporter(console, json_logs: bool, quiet: bool):
+    """The event listener the flags ask for: JSON lines, nothing, the live view in a terminal, or plain lines."""
+    if json_logs:
+        from chainette.ui.jsonlog import JsonLines
+
+        return JsonLines()
+    if quiet:
+        return None
+    if console.is_terminal:
+        from chainette.ui.live import LiveView
+
+        return LiveView(console)
+    from chainette.ui.plain import PlainLines
+
+    return PlainLines()

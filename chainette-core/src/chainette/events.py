@@ -1,0 +1,94 @@
+"""What a run reports as it goes: typed events, and the bus reporters subscribe to.
+
+The executor emits; the live view, the plain-line log and the JSON log (chainette.ui) listen.
+Every event turns into one JSON object with `to_json` for machine-readable logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+import re
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base of every event; `at` is when it happened (UTC, ISO 8601)."""
+
+    at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds"), kw_only=True)
+
+    @property
+    def name(self) -> str:
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__).lower()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"event": self.name, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class RunStarted(Event):
+    chain: str
+    output_dir: str
+    resumed: bool
+    nodes: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class NodeStarted(Event):
+    """A node begins; `total` is how many rows it receives (None while unknown, as for the input)."""
+
+    node: str
+    kind: str
+    total: int | None
+
+
+@dataclass(frozen=True)
+class NodeFinished(Event):
+    node: str
+    stats: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RowFailed(Event):
+    node: str
+    row_id: str
+    error_type: str
+    message: str
+
+
+@dataclass(frozen=True)
+class EngineChanged(Event):
+    """An engine is `starting`, `ready` (with its URL), or `stopped`."""
+
+    engine: str
+    state: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Progress(Event):
+    """A snapshot of every node's counts (see executor.NodeStats), sent periodically."""
+
+    nodes: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class RunFinished(Event):
+    status: str
+    summary: dict[str, Any]
+
+
+Listener = Callable[[Event], None]
+
+
+class EventBus:
+    """Delivers each event to every listener, in order of subscription."""
+
+    def __init__(self, listeners: list[Listener] | None = None):
+        self.listeners = list(listeners or [])
+
+    def emit(self, event: Event) -> None:
+        for listener in self.listeners:
+            listener(event)

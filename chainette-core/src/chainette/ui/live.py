@@ -1,0 +1,74 @@
+"""The live rich view: the chain as a tree with a bar per node, rows/s, errors, ETA, tokens and cost, and the engine log."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from chainette.events import Event
+from chainette.ui.state import NodeView, RunState, duration, money
+
+
+class LiveView:
+    """A listener that keeps a rich Live display up to date (in a terminal or a notebook cell)."""
+
+    interval = 0.25
+
+    def __init__(self, console: Console | None = None):
+        self.state = RunState()
+        self.console = console or Console()
+        self.live = Live(console=self.console, refresh_per_second=4, transient=False, get_renderable=self.render)
+
+    def __call__(self, event: Event) -> None:
+        self.state(event)
+        if self.state.finished is None and not self.live.is_started:
+            self.live.start()
+        elif self.state.finished is not None and self.live.is_started:
+            self.live.refresh()
+            self.live.stop()
+
+    def render(self) -> Group:
+        return render_state(self.state, time.monotonic())
+
+
+def render_state(state: RunState, now: float) -> Group:
+    """The whole view for `state` at time `now` (a pure function, so it can be snapshotted in tests)."""
+    table = Table.grid(padding=(0, 1))
+    for column in ("node", "bar", "rows", "rate", "errors", "eta", "tokens", "cost"):
+        table.add_column(column, justify="left" if column in ("node", "bar") else "right", no_wrap=True)
+    for node in state.nodes.values():
+        table.add_row(*_row(node, now))
+    header = Text.assemble(("chainette ", "bold"), (state.chain, "bold cyan"), f" → {state.output_dir}")
+    log = Panel("\n".join(state.engine_log) or "no engine events yet", title="engines", title_align="left", border_style="dim")
+    return Group(header, table, log)
+
+
+def _row(node: NodeView, now: float) -> list[Any]:
+    label = Text(node.label, style="bold" if not node.finished else "green")
+    if node.kind == "parallel":
+        return [label, "", "", "", "", "", "", ""]
+    if node.started is None:
+        return [label, Text("waiting", style="dim"), "", "", "", "", "", ""]
+    total = node.total if node.total is not None else max(node.done, 1)
+    bar = ProgressBar(total=max(total, 1), completed=min(node.done, max(total, 1)), width=24, finished_style="green")
+    stats = node.stats
+    rate = node.rate(now)
+    tokens = f"{stats.get('input_tokens', 0)}/{stats.get('output_tokens', 0)} tok" if node.kind == "step" else ""
+    failed = stats.get("failed", 0)
+    return [
+        label,
+        bar,
+        f"{node.done}/{node.total if node.total is not None else '?'}",
+        f"{rate:,.0f} rows/s" if rate is not None else "",
+        Text(f"{failed} errors", style="red" if failed else "dim"),
+        "done" if node.finished else f"ETA {duration(node.eta(now))}",
+        tokens,
+        money(stats.get("cost_usd")) if node.kind == "step" and stats.get("cost_usd") is not None else "",
+    ]

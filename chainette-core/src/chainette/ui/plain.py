@@ -1,0 +1,56 @@
+"""Periodic plain lines, for logs and terminals that are not interactive."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from chainette.events import EngineChanged, Event, NodeFinished, NodeStarted, Progress, RowFailed, RunStarted
+from chainette.ui.state import RunState, duration
+
+MAX_ERROR_LINES = 20
+
+
+class PlainLines:
+    """One line per node start and finish, engine event and (the first few) row errors, and a progress line per
+    running node every `every` seconds."""
+
+    interval = 1.0
+
+    def __init__(self, out: TextIO | None = None, every: float = 10.0):
+        self.state = RunState()
+        self.out = out or sys.stdout
+        self.every = every
+        self.last = 0.0
+        self.errors_shown = 0
+
+    def __call__(self, event: Event) -> None:
+        self.state(event)
+        now = time.monotonic()
+        if isinstance(event, RunStarted):
+            self._line(event.at, f"run {event.chain} -> {event.output_dir}" + (" (resuming)" if event.resumed else ""))
+        elif isinstance(event, NodeStarted):
+            total = "?" if event.total is None else event.total
+            self._line(event.at, f"{event.node} started ({total} rows)")
+        elif isinstance(event, NodeFinished):
+            stats = event.stats
+            self._line(event.at, f"{event.node} finished: {stats['ok']} ok, {stats['failed']} failed, {stats['filtered']} filtered")
+        elif isinstance(event, EngineChanged):
+            self._line(event.at, f"engine {event.engine} {event.state}" + (f" ({event.detail})" if event.detail else ""))
+        elif isinstance(event, RowFailed) and self.errors_shown < MAX_ERROR_LINES:
+            self.errors_shown += 1
+            more = " (further errors only counted)" if self.errors_shown == MAX_ERROR_LINES else ""
+            self._line(event.at, f"{event.node} row {event.row_id} failed: {event.error_type}: {event.message}{more}")
+        elif isinstance(event, Progress) and now - self.last >= self.every:
+            self.last = now
+            for node in self.state.nodes.values():
+                if node.started is not None and not node.finished:
+                    rate = node.rate(now) or 0.0
+                    total = "?" if node.total is None else node.total
+                    failed = node.stats.get("failed", 0)
+                    self._line(event.at, f"{node.id} {node.done}/{total} rows, {rate:,.0f} rows/s, {failed} errors, ETA {duration(node.eta(now))}")
+
+    def _line(self, at: str, text: str) -> None:
+        self.out.write(f"[{at[11:19]}] {text}\n")
+        self.out.flush()

@@ -1,0 +1,89 @@
+"""What every view of a running chain needs: per node counts, rates and ETA, and recent engine events."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+import time
+from typing import Any
+
+from chainette.events import EngineChanged, Event, NodeFinished, NodeStarted, Progress, RowFailed, RunFinished, RunStarted
+
+
+@dataclass
+class NodeView:
+    """One node as shown: its place in the tree, counts, and when it started."""
+
+    id: str
+    kind: str
+    label: str
+    total: int | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+    started: float | None = None
+    done_at_start: int = 0
+    finished: bool = False
+
+    @property
+    def done(self) -> int:
+        return int(self.stats.get("rows_in", 0))
+
+    def rate(self, now: float) -> float | None:
+        if self.started is None or now <= self.started:
+            return None
+        return (self.done - self.done_at_start) / (now - self.started)
+
+    def eta(self, now: float) -> float | None:
+        rate = self.rate(now)
+        if self.finished or not rate or self.total is None:
+            return None
+        return max(self.total - self.done, 0) / rate
+
+
+class RunState:
+    """Folds the event stream into what the views render."""
+
+    def __init__(self, log_lines: int = 6):
+        self.chain = ""
+        self.output_dir = ""
+        self.nodes: dict[str, NodeView] = {}
+        self.engine_log: deque[str] = deque(maxlen=log_lines)
+        self.errors = 0
+        self.finished: RunFinished | None = None
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self.chain, self.output_dir = event.chain, event.output_dir
+            self.nodes = {n["id"]: NodeView(n["id"], n["kind"], n["label"]) for n in event.nodes}
+        elif isinstance(event, NodeStarted) and event.node in self.nodes:
+            node = self.nodes[event.node]
+            node.total, node.started, node.done_at_start = event.total, time.monotonic(), node.done
+        elif isinstance(event, NodeFinished) and event.node in self.nodes:
+            node = self.nodes[event.node]
+            node.stats, node.finished = event.stats, True
+            if node.total is None:
+                node.total = node.done
+        elif isinstance(event, Progress):
+            for node_id, stats in event.nodes.items():
+                if node_id in self.nodes and not self.nodes[node_id].finished:
+                    self.nodes[node_id].stats = stats
+        elif isinstance(event, RowFailed):
+            self.errors += 1
+        elif isinstance(event, EngineChanged):
+            detail = f" ({event.detail})" if event.detail else ""
+            self.engine_log.append(f"{event.at[11:19]} engine {event.engine} {event.state}{detail}")
+        elif isinstance(event, RunFinished):
+            self.finished = event
+
+
+def duration(seconds: float | None) -> str:
+    """`1h02m`, `3m05s`, `42s`, or `-` when unknown."""
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def money(cost: float | None) -> str:
+    return "-" if cost is None else f"${cost:.4f}"

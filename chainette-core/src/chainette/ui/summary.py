@@ -1,0 +1,30 @@
+"""The end-of-run table: per node rows in/ok/failed/filtered, tokens, cost and time, and where the outputs are."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from chainette.ui.state import duration, money
+
+
+def summary(stats: dict[str, Any], output_dir: str) -> Group:
+    """A rich renderable of a run's `run.json` counts."""
+    title = f"{stats['chain']}: {stats['status']} in {duration(stats['seconds'])}"
+    table = Table(title=title, title_justify="left")
+    table.add_column("node")
+    for column in ("in", "ok", "failed", "filtered", "tokens in/out", "cost", "time"):
+        table.add_column(column, justify="right")
+    rows = stats["input"]
+    table.add_row("(input)", str(rows["rows"]), str(rows["rows"] - rows["invalid"]), str(rows["invalid"]), "", "", "", "")
+    for node_id, node in stats["steps"].items():
+        tokens = f"{node['input_tokens']}/{node['output_tokens']}" if node["kind"] == "step" else ""
+        cost = money(node.get("cost_usd")) if node["kind"] == "step" else ""
+        counts = (node["rows_in"], node["ok"], node["failed"], node["filtered"])
+        table.add_row(node_id, *map(str, counts), tokens, cost, f"{node['seconds']:.1f}s")
+    total = f"   total cost {money(stats.get('cost_usd'))}" if stats.get("cost_usd") is not None else ""
+    where = Text(f"Outputs: {output_dir}/<node>/   flattened: {output_dir}/flattened/   errors: {output_dir}/errors.jsonl{total}")
+    return Group(table, where)

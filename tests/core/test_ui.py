@@ -1,0 +1,98 @@
+"""What a run shows: JSON event lines, plain lines, the live view (snapshot at a fixed width), cost."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+from rich.console import Console
+
+from chainette import Chain, RowError, register_engine
+from chainette.cli import main
+from chainette.events import EngineChanged, NodeFinished, NodeStarted, Progress, RunStarted
+from chainette.ui.live import render_state
+from chainette.ui.plain import PlainLines
+from chainette.ui.state import RunState
+
+from .test_cli import EXAMPLE
+from .test_run import echo, label_step, rows
+
+
+def test_json_logs_are_one_event_per_line(capsys, tmp_path):
+    assert main(["run", f"{EXAMPLE}/chain.py:chain", "-i", str(EXAMPLE / "inputs.jsonl"), "-o", str(tmp_path / "o"), "--json-logs"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    names = [event["event"] for event in events]
+    assert names[0] == "run_started" and names[-1] == "run_finished"
+    started = [e["node"] for e in events if e["event"] == "node_started"]
+    assert started == ["chain_input", "sentiment", "confident", "to_fr", "to_de", "summary"]
+    assert {e["state"] for e in events if e["event"] == "engine_changed"} == {"starting", "ready", "stopped"}
+    finished = {e["node"]: e["stats"] for e in events if e["event"] == "node_finished"}
+    assert finished["sentiment"]["ok"] == 6
+    assert events[-1]["status"] == "completed" and events[-1]["summary"]["steps"]["summary"]["rows_in"] == finished["summary"]["rows_in"]
+    assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00$", e["at"]) for e in events)
+
+
+def test_plain_lines_tell_starts_finishes_errors_and_engines(scripted, tmp_path):
+    scripted(lambda request, attempt: RowError("nope", kind="refusal") if request.row_id == "1" else echo(request, attempt))
+    register_engine("s", backend="scripted", model="m")
+    out = io.StringIO()
+    Chain(name="c", steps=[label_step()]).run(rows(3), output_dir=tmp_path / "o", reporter=PlainLines(out, every=0))
+    lines = out.getvalue().splitlines()
+    assert all(re.match(r"\[\d\d:\d\d:\d\d\] ", line) for line in lines)
+    text = "\n".join(line[11:] for line in lines)
+    assert "run c -> " in text
+    assert "label started (3 rows)" in text
+    assert "label row 1 failed: refusal: nope" in text
+    assert "label finished: 2 ok, 1 failed, 0 filtered" in text
+    assert "engine s starting (scripted: m)" in text and "engine s stopped" in text
+
+
+def test_live_view_snapshot():
+    state = RunState()
+    nodes = [
+        {"id": "chain_input", "kind": "input", "label": "input"},
+        {"id": "sentiment", "kind": "step", "label": "├─ sentiment"},
+        {"id": "parallel:fr", "kind": "parallel", "label": "├─ parallel"},
+        {"id": "to_fr", "kind": "step", "label": "│  └─ to_fr"},
+        {"id": "summary", "kind": "step", "label": "└─ summary"},
+    ]
+    state(RunStarted(chain="reviews", output_dir="runs/r", resumed=False, nodes=nodes))
+    state(NodeStarted(node="chain_input", kind="input", total=None))
+    state(NodeFinished(node="chain_input", stats={"kind": "input", "rows_in": 400, "ok": 400, "failed": 0}))
+    state(NodeStarted(node="sentiment", kind="step", total=400))
+    stats = {"kind": "step", "rows_in": 100, "ok": 97, "failed": 3, "filtered": 0, "input_tokens": 5000, "output_tokens": 700, "cost_usd": 0.0012}
+    state(Progress(nodes={"sentiment": stats}))
+    state(EngineChanged(engine="llm", state="ready", detail="http://127.0.0.1:8000/v1", at="2026-01-01T10:00:00.000+00:00"))
+    state.nodes["sentiment"].started = 100.0
+    console = Console(width=110, record=True, color_system=None, legacy_windows=False)
+    console.print(render_state(state, now=110.0))
+    assert [line.rstrip() for line in console.export_text().splitlines()] == [
+        "chainette reviews → runs/r",
+        "input        ━━━━━━━━━━━━━━━━━━━━━━━━ 400/400           0 errors    done",
+        "├─ sentiment ━━━━━━                   100/400 10 rows/s 3 errors ETA 30s 5000/700 tok $0.0012",
+        "├─ parallel",
+        "│  └─ to_fr  waiting",
+        "└─ summary   waiting",
+        "╭─ engines ──────────────────────────────────────────────────────────────────────────────────────────────────╮",
+        "│ 10:00:00 engine llm ready (http://127.0.0.1:8000/v1)                                                       │",
+        "╰────────────────────────────────────────────────────────────────────────────────────────────────────────────╯",
+    ]
+
+
+def test_cost_from_engine_prices(scripted, tmp_path):
+    scripted(echo)
+    register_engine("s", backend="scripted", model="m", price_per_million_input=2.0, price_per_million_output=10.0)
+    result = Chain(name="c", steps=[label_step()]).run(rows(4), output_dir=tmp_path / "o")
+    step = result.stats["steps"]["label"]
+    assert (step["input_tokens"], step["output_tokens"]) == (12, 8)
+    assert step["cost_usd"] == (12 * 2.0 + 8 * 10.0) / 1_000_000
+    assert result.stats["cost_usd"] == step["cost_usd"]
+
+
+def test_unknown_price_means_tokens_only(scripted, tmp_path):
+    scripted(echo)
+    register_engine("s", backend="scripted", model="m")
+    result = Chain(name="c", steps=[label_step()]).run(rows(1), output_dir=tmp_path / "o")
+    assert result.stats["steps"]["label"]["cost_usd"] is None and result.stats["cost_usd"] is None
+    assert result.stats["steps"]["label"]["input_tokens"] == 3
