@@ -28,6 +28,10 @@ class NodeView:
         return int(self.stats.get("rows_in", 0))
 
     def rate(self, now: float) -> float | None:
+        """Rows per second: over the node's own time once it finished, else since it started."""
+        if self.finished:
+            seconds = self.stats.get("seconds") or 0.0
+            return (self.done - self.done_at_start) / seconds if seconds > 0 else None
         if self.started is None or now <= self.started:
             return None
         return (self.done - self.done_at_start) / (now - self.started)
