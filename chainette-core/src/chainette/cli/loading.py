@@ -1,4 +1,4 @@
-"""Finding the user's chain from a `path/to/file.py:attr` or `package.module:attr` reference."""
+"""Finding the user's chain from a `path/to/file.py:attr`, `package.module:attr` or `chain.yaml` reference."""
 
 from __future__ import annotations
 
@@ -14,7 +14,14 @@ from chainette.errors import ChainetteError, ConfigError
 
 
 def load_chain(reference: str) -> Chain:
-    """The Chain named by `reference`; `:attr` may be left out when the module holds exactly one Chain."""
+    """The Chain named by `reference`; `:attr` may be left out when the module holds exactly one Chain.
+
+    A path ending in .yaml or .yml is a chain file (chainette.chainfile).
+    """
+    if reference.endswith((".yaml", ".yml")):
+        from chainette.chainfile import load_chain_file
+
+        return load_chain_file(reference)
     target, _, attr = reference.partition(":")
     is_file = target.endswith(".py") or "/" in target or "\\" in target
     module = _import_file(Path(target)) if is_file else _import_module(target)

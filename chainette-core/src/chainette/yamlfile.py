@@ -1,0 +1,162 @@
+"""YAML files that remember the line of every key and list item, so that errors name file:line.
+
+`read_yaml(path)` parses a file; `YamlFile.validate(model, data, loc)` checks part of it against a
+pydantic model and turns the first problem into a ConfigError naming the line, the key path and,
+for an unknown key, the closest valid one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import difflib
+from pathlib import Path
+import typing
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from chainette.errors import ConfigError
+
+Loc = tuple[str | int, ...]
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass
+class YamlFile:
+    """A parsed YAML file: its data, and the 1-based line of each key path (`("steps", 0, "id")`)."""
+
+    path: Path
+    data: Any
+    lines: dict[Loc, int] = field(default_factory=dict)
+
+    def line(self, loc: Loc) -> int:
+        """The line of `loc`, or of its nearest ancestor the file holds (1 for the document)."""
+        for end in range(len(loc), 0, -1):
+            if loc[:end] in self.lines:
+                return self.lines[loc[:end]]
+        return 1
+
+    def error(self, loc: Loc, problem: str) -> ConfigError:
+        """`path:line: key.path: problem` as a ConfigError."""
+        where = f"{format_loc(loc)}: " if loc else ""
+        return ConfigError(f"{self.path}:{self.line(loc)}: {where}{problem}")
+
+    def at(self, loc: Loc, message: str) -> ConfigError:
+        """`path:line: message` as a ConfigError, for messages that already say what they are about."""
+        return ConfigError(f"{self.path}:{self.line(loc)}: {message}")
+
+    def validate(self, model: type[M], data: Any, loc: Loc = ()) -> M:
+        """`data` (found at `loc`) as a `model`, or a ConfigError for its first problem (missing keys last:
+        an unknown key next to a missing one is usually its typo)."""
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+            first = min(errors, key=lambda e: (e["type"] == "missing", self.line(loc + tuple(e["loc"]))))
+            raise self._problem(model, data, loc, first) from None
+
+    def _known(self, loc: Loc) -> Loc:
+        """The longest part of `loc` the file holds (pydantic adds union members' names to locations)."""
+        while loc and loc not in self.lines:
+            loc = loc[:-1]
+        return loc
+
+    def _problem(self, model: type[BaseModel], data: Any, loc: Loc, error: dict[str, Any]) -> ConfigError:
+        inner = tuple(error["loc"])
+        if error["type"] == "extra_forbidden":
+            valid = sorted(_model_at(model, inner[:-1]).model_fields)
+            close = difflib.get_close_matches(str(inner[-1]), valid, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"valid keys: {', '.join(valid)}."
+            return self.error(loc + inner, f"unknown key; {hint}")
+        if error["type"] == "missing":
+            return self.error(loc + inner[:-1], f"missing required key '{inner[-1]}'{_typo_hint(model, data, inner)}.")
+        given = error.get("input")
+        got = "" if isinstance(given, (dict, list)) else f" (got {given!r})"
+        return self.error(self._known(loc + inner), f"{error['msg']}{got}.")
+
+
+def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel]:
+    """The model a key path inside `model` points into (list indexes skipped)."""
+    for part in loc:
+        if isinstance(part, str) and part in model.model_fields:
+            model = _find_model(model.model_fields[part].annotation) or model
+    return model
+
+
+def _find_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _find_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _typo_hint(model: type[BaseModel], data: Any, loc: Loc) -> str:
+    """' (is 'backnd' a typo?)' when the mapping holding the missing key has an unknown key close to it."""
+    for part in loc[:-1]:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return ""
+    if not isinstance(data, dict):
+        return ""
+    unknown = [str(key) for key in data if key not in _model_at(model, loc[:-1]).model_fields]
+    close = difflib.get_close_matches(str(loc[-1]), unknown, n=1)
+    return f" (is '{close[0]}' a typo?)" if close else ""
+
+
+def format_loc(loc: Loc) -> str:
+    """`("steps", 1, "user_prompt")` as `steps[1].user_prompt`."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text
+
+
+def read_yaml(path: str | Path) -> YamlFile:
+    """Parse `path`; a ConfigError names the file and line of a syntax error or a duplicate key."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {path}: {exc.strerror}.") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        lines: dict[Loc, int] = {}
+        if node is not None:
+            _index(path, node, (), lines)
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        context = f" ({exc.context} on line {exc.context_mark.line + 1})" if exc.context and exc.context_mark else ""
+        line = mark.line + 1 if mark else 1
+        raise ConfigError(
+            f"{path}:{line}: invalid YAML: {exc.problem}{context}. Fix the syntax (indentation, ':' after keys, quotes)."
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+    return YamlFile(path, data, lines)
+
+
+def _index(path: Path, node: Any, loc: Loc, lines: dict[Loc, int]) -> None:
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else str(key.start_mark)
+            here, line = (*loc, name), key.start_mark.line + 1
+            if here in lines:
+                raise ConfigError(f"{path}:{line}: {format_loc(here)}: duplicate key (first given on line {lines[here]}); keep one.")
+            lines[here] = line
+            _index(path, value, here, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines[(*loc, index)] = item.start_mark.line + 1
+            _index(path, item, (*loc, index), lines)
