@@ -25,6 +25,7 @@ from chainette.engines import EngineConfig, get_engine
 from chainette.errors import RunInterrupted
 from chainette.events import EventBus, Listener, Progress, RunFinished, RunStarted
 from chainette.executor import Run, live
+from chainette.inputs import Columns, ColumnSpec, hf_source
 from chainette.lifecycle import RunControl
 from chainette.nodes import Node, Parallel, Step
 from chainette.plugins import get_plugins
@@ -64,11 +65,14 @@ class Chain:
         retry_errors: bool = False,
         progress: bool | None = None,
         reporter: Listener | None = None,
+        columns: ColumnSpec = None,
+        output_format: str = "jsonl",
     ) -> RunResult:
-        """Run the chain over `inputs` (a JSONL/JSON file path, or dicts/models) and return the result.
+        """Run the chain over `inputs` (a JSONL, JSON, CSV or Parquet file, `hf:name[:config]:split`, or dicts/models).
 
         An `output_dir` holding an unfinished run of the same chain and inputs is resumed;
-        `retry_errors` runs again the rows its errors file holds. `progress` shows the live view
+        `retry_errors` runs again the rows its errors file holds. `columns` picks and renames input
+        fields ("text,label", "review=text,stars"); `output_format` is "jsonl" or "parquet". `progress` shows the live view
         (default: when in a terminal or a notebook); `reporter` receives every event instead.
         Works inside a running event loop too (Jupyter): the run then happens on a worker thread.
         """
@@ -76,7 +80,15 @@ class Chain:
             from chainette.ui.live import LiveView
 
             reporter = LiveView()
-        coroutine = self.arun(inputs, output_dir=output_dir, overwrite=overwrite, retry_errors=retry_errors, reporter=reporter)
+        coroutine = self.arun(
+            inputs,
+            output_dir=output_dir,
+            overwrite=overwrite,
+            retry_errors=retry_errors,
+            reporter=reporter,
+            columns=columns,
+            output_format=output_format,
+        )
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -92,11 +104,15 @@ class Chain:
         overwrite: bool = False,
         retry_errors: bool = False,
         reporter: Listener | None = None,
+        columns: ColumnSpec = None,
+        output_format: str = "jsonl",
     ) -> RunResult:
         """Async form of `run` (no live view unless a `reporter` is given)."""
         engines = self.engines()
-        identity = {"chain": graph.fingerprint(self.nodes), "inputs": input_fingerprint(inputs)}
-        run_dir = RunDir(output_dir or _default_output_dir(self.name), identity, overwrite=overwrite)
+        picked = Columns.parse(columns)
+        rows = _rows(inputs, picked)
+        identity = {"chain": graph.fingerprint(self.nodes), "inputs": input_fingerprint(inputs, picked)}
+        run_dir = RunDir(output_dir or _default_output_dir(self.name), identity, overwrite=overwrite, output_format=output_format)
         run_dir.write_json("graph.json", self.describe())
         bus = EventBus([reporter] if reporter else [])
         run = Run(self.nodes, run_dir, engines, retry_errors=retry_errors, bus=bus)
@@ -107,8 +123,9 @@ class Chain:
         ticker = asyncio.ensure_future(_tick(run, getattr(reporter, "interval", 1.0))) if reporter else None
         try:
             with _stop_on_signals(run.control):
-                final = await run.execute(_rows(inputs))
+                final = await run.execute(rows)
             self._write_flattened(run_dir, final)
+            run_dir.export_parquet([*self._outputs(), "flattened"])
             status = "completed"
         except BaseException as exc:
             if run.control.stopping or isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
@@ -141,7 +158,7 @@ class Chain:
 
     def _write_flattened(self, run_dir: RunDir, final: Path) -> None:
         shown = {"chain_input", *self._outputs(), *_aliases(self.nodes)}
-        folder = run_dir.root / "flattened"
+        folder = run_dir.node_folder("flattened")
         shutil.rmtree(folder, ignore_errors=True)
         journal = Journal()
         writer = OutputFolder(journal, folder)
@@ -222,10 +239,14 @@ def _with_resume_hint(error: RunInterrupted, run_dir: RunDir) -> RunInterrupted:
     return RunInterrupted(message, error.exit_code)
 
 
-def input_fingerprint(source: Inputs) -> str | None:
-    """A hash of the inputs when they can be read twice (a file, a list); None for a one-shot iterator."""
+def input_fingerprint(source: Inputs, columns: Columns | None = None) -> str | None:
+    """A hash of the inputs when they can be read twice (a file's bytes, a list, a dataset's name and split), with
+    the columns picked; None for a one-shot iterator."""
     digest = hashlib.blake2b(digest_size=16)
-    if isinstance(source, (str, os.PathLike)):
+    dataset = hf_source(source)
+    if dataset is not None:
+        digest.update(dataset.identity.encode())
+    elif isinstance(source, (str, os.PathLike)):
         try:
             with open(source, "rb") as file:
                 while chunk := file.read(1 << 20):
@@ -238,13 +259,16 @@ def input_fingerprint(source: Inputs) -> str | None:
             digest.update(json.dumps(data, sort_keys=True, default=str).encode())
     else:
         return None
+    if columns is not None:
+        digest.update(f"\0columns:{columns.describe()}".encode())
     return digest.hexdigest()
 
 
-def _rows(source: Inputs) -> Iterable[inputs.RawRow]:
+def _rows(source: Inputs, columns: Columns | None) -> Iterable[inputs.RawRow]:
+    """The input rows; a file or dataset is opened now, so a missing file or column stops the run before it starts."""
     if isinstance(source, (str, os.PathLike)):
-        return inputs.read_file(source)
-    return inputs.from_objects(source)
+        return inputs.read_source(source, columns)
+    return inputs.from_objects(source, columns)
 
 
 def _default_output_dir(name: str) -> Path:

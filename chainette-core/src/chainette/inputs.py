@@ -1,8 +1,13 @@
-"""Reading chain inputs: a JSONL file, a JSON array file, or Python objects, one row at a time."""
+"""Reading chain inputs one row at a time: JSONL, JSON arrays, CSV, Parquet, Hugging Face datasets, Python objects.
+
+A source is checked when it is opened (the file exists, its format is known, the columns asked for
+exist in its header) and streamed afterwards, so that memory stays flat at any size.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import csv
 from dataclasses import dataclass
 import json
 import os
@@ -12,20 +17,119 @@ from typing import Any, TextIO
 import orjson
 from pydantic import BaseModel
 
+from chainette import parquet
 from chainette.errors import InputError
+
+HF_PREFIX = "hf:"
+ColumnSpec = str | Sequence[str] | Mapping[str, str] | None
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which input fields to keep, and their names in the row: (source, target) pairs, in order."""
+
+    pairs: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def parse(cls, spec: ColumnSpec | Columns) -> Columns | None:
+        """From `"text,label"` (keep both), `"review=text,stars"` (review renamed text), a list of such items, or {source: target}."""
+        if spec is None or isinstance(spec, Columns):
+            return spec
+        if isinstance(spec, Mapping):
+            items = [(str(source), str(target)) for source, target in spec.items()]
+        else:
+            parts = spec.split(",") if isinstance(spec, str) else list(spec)
+            items = [_column_item(str(part)) for part in parts]
+        described = ",".join(f"{s}={t}" if s != t else s for s, t in items)
+        if not items or any(not s or not t for s, t in items):
+            raise InputError(f"Columns '{described}': every column needs a name; write them as 'text,label' or 'review=text,stars'.")
+        targets = [target for _, target in items]
+        twice = sorted({target for target in targets if targets.count(target) > 1})
+        if twice:
+            raise InputError(f"Columns '{described}': {', '.join(twice)} would be set twice; give each column its own name.")
+        return cls(tuple(items))
+
+    @property
+    def sources(self) -> list[str]:
+        return [source for source, _ in self.pairs]
+
+    def describe(self) -> str:
+        return ",".join(f"{s}={t}" if s != t else s for s, t in self.pairs)
+
+    def select(self, value: dict[str, Any], where: str) -> dict[str, Any]:
+        """The picked fields under their new names; ValueError when the row lacks one."""
+        missing = [source for source in self.sources if source not in value]
+        if missing:
+            raise ValueError(f"{where}: no column {_names(missing)} (the row has: {', '.join(map(str, value)) or 'no fields'})")
+        return {target: value[source] for source, target in self.pairs}
+
+    def check_header(self, source: object, header: Iterable[str]) -> None:
+        """InputError when a picked column is absent from the whole file."""
+        available = list(header)
+        missing = [name for name in self.sources if name not in available]
+        if missing:
+            raise InputError(
+                f"{source}: no column {_names(missing)}, asked for by the columns '{self.describe()}'. "
+                f"The columns available are: {', '.join(available) or 'none'}. Fix --columns (or columns=) to name them."
+            )
+
+
+def _column_item(item: str) -> tuple[str, str]:
+    source, _, target = item.partition("=")
+    source = source.strip()
+    return source, target.strip() if "=" in item else source
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(f"'{name}'" for name in names)
 
 
 @dataclass(slots=True)
 class RawRow:
-    """One input row before validation: where it came from, and its text or object."""
+    """One input row before validation: where it came from, its text or object, the columns to pick, a problem found when reading it."""
 
     where: str
     value: str | Any
+    columns: Columns | None = None
+    problem: str | None = None
 
 
-def read_file(path: str | os.PathLike[str]) -> Iterator[RawRow]:
-    """Rows of a JSONL file (one object per line, blank lines skipped) or of a file holding one JSON array."""
+def read_source(source: str | os.PathLike[str], columns: Columns | None = None) -> Iterator[RawRow]:
+    """Rows of a file (format chosen by extension) or of a Hugging Face dataset (`hf:name[:config]:split`), opened now."""
+    spec = hf_source(source)
+    rows = _hf_rows(spec, columns) if spec is not None else read_file(source, columns)
+    return rows if columns is None else _with_columns(rows, columns)
+
+
+def read_file(path: str | os.PathLike[str], columns: Columns | None = None) -> Iterator[RawRow]:
+    """Rows of a JSONL, JSON, CSV or Parquet file; InputError now for a missing file, unknown extension or column."""
     path = Path(path)
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        extension = f"extension '{path.suffix}'" if path.suffix else "no extension"
+        raise InputError(
+            f"Input file {path}: {extension}, so its format is unknown. Supported: {', '.join(READERS)} "
+            "(rename the file to match its format), or hf:name[:config]:split for a Hugging Face dataset."
+        )
+    _open(path).close()
+    return reader(path, columns)
+
+
+def _with_columns(rows: Iterator[RawRow], columns: Columns) -> Iterator[RawRow]:
+    for row in rows:
+        row.columns = columns
+        yield row
+
+
+def _open(path: Path, newline: str | None = None, encoding: str = "utf-8") -> TextIO:
+    try:
+        return open(path, encoding=encoding, newline=newline)
+    except OSError as exc:
+        raise InputError(f"Cannot read input file {path}: {exc.strerror}.") from None
+
+
+def _json_rows(path: Path, columns: Columns | None) -> Iterator[RawRow]:
+    """A JSONL file (one object per line, blank lines skipped), or a file holding one JSON array."""
     with _open(path) as file:
         first = file.read(1)
         while first.isspace():
@@ -39,13 +143,6 @@ def read_file(path: str | os.PathLike[str]) -> Iterator[RawRow]:
                 yield RawRow(f"{path}:{number}", line)
 
 
-def _open(path: Path) -> TextIO:
-    try:
-        return open(path, encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"Cannot read input file {path}: {exc.strerror}.") from None
-
-
 def _json_array(path: Path, text: str) -> Iterator[RawRow]:
     try:
         items = json.loads(text)
@@ -55,16 +152,119 @@ def _json_array(path: Path, text: str) -> Iterator[RawRow]:
         yield RawRow(f"{path}[{index}]", item)
 
 
-def from_objects(rows: Iterable[Any]) -> Iterator[RawRow]:
+_EXTRA = "\0extra"
+
+
+def _csv_rows(path: Path, columns: Columns | None) -> Iterator[RawRow]:
+    """A CSV file with a header line; values stay strings (the input model converts them); `where` is file:line."""
+    with _open(path, newline="", encoding="utf-8-sig") as file:
+        header = _csv_header(path, csv.DictReader(file))
+    if columns is not None:
+        columns.check_header(path, header)
+    return _csv_records(path)
+
+
+def _csv_header(path: Path, reader: csv.DictReader[str]) -> list[str]:
+    try:
+        return list(reader.fieldnames or [])
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}:1: cannot read the CSV header: {exc}. Save the file as UTF-8 CSV with a header line.") from None
+
+
+def _csv_records(path: Path) -> Iterator[RawRow]:
+    with _open(path, newline="", encoding="utf-8-sig") as file:
+        reader = csv.DictReader(file, restkey=_EXTRA)
+        width = len(_csv_header(path, reader))
+        start = reader.line_num + 1
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                return
+            except (csv.Error, UnicodeDecodeError) as exc:
+                raise InputError(f"{path}:{reader.line_num}: not valid CSV: {exc}. Fix the file, or convert it to JSONL.") from None
+            extra = record.pop(_EXTRA, None)
+            problem = f"{len(extra) + width} fields but the header has {width} (is a value with a comma unquoted?)" if extra else None
+            yield RawRow(f"{path}:{start}", record, problem=problem)
+            start = reader.line_num + 1
+
+
+def _parquet_rows(path: Path, columns: Columns | None) -> Iterator[RawRow]:
+    """A Parquet file, streamed by record batches (only the picked columns are read); `where` is file[row index]."""
+    header = parquet.column_names(path, InputError)
+    if columns is not None:
+        columns.check_header(path, header)
+    selected = columns.sources if columns is not None else None
+    return (RawRow(f"{path}[{index}]", row) for index, row in enumerate(parquet.read_rows(path, selected)))
+
+
+READERS: dict[str, Callable[[Path, Columns | None], Iterator[RawRow]]] = {
+    ".jsonl": _json_rows,
+    ".ndjson": _json_rows,
+    ".json": _json_rows,
+    ".csv": _csv_rows,
+    ".parquet": _parquet_rows,
+    ".pq": _parquet_rows,
+}
+
+
+@dataclass(frozen=True)
+class HfSource:
+    """A Hugging Face dataset named on the command line: `hf:name`, `hf:name:split` or `hf:name:config:split`."""
+
+    name: str
+    config: str | None
+    split: str
+
+    @property
+    def identity(self) -> str:
+        return f"{HF_PREFIX}{self.name}:{self.config or ''}:{self.split}"
+
+
+def hf_source(source: object) -> HfSource | None:
+    """The dataset a `hf:` source names (None for anything else); InputError when it is malformed."""
+    if not isinstance(source, str) or not source.startswith(HF_PREFIX):
+        return None
+    parts = source[len(HF_PREFIX) :].split(":")
+    if len(parts) > 3 or not parts[0] or not all(parts[-1:]):
+        raise InputError(f"Input '{source}': write a Hugging Face dataset as hf:name, hf:name:split or hf:name:config:split.")
+    if len(parts) == 3:
+        return HfSource(parts[0], parts[1] or None, parts[2])
+    return HfSource(parts[0], None, parts[1] if len(parts) == 2 else "train")
+
+
+def _hf_rows(spec: HfSource, columns: Columns | None) -> Iterator[RawRow]:
+    """The split streamed with `datasets.load_dataset(..., streaming=True)`; `where` is hf:name[split][index]."""
+    try:
+        import datasets
+    except ImportError:
+        raise InputError(
+            f'Reading {spec.identity} needs the datasets library, which is not installed: pip install "chainette-core[datasets]".'
+        ) from None
+    try:
+        dataset = datasets.load_dataset(spec.name, spec.config, split=spec.split, streaming=True)
+    except Exception as exc:
+        raise InputError(
+            f"Cannot load the Hugging Face dataset '{spec.name}' (config {spec.config or 'default'}, split {spec.split}): {exc}"
+        ) from None
+    header = getattr(dataset, "column_names", None)
+    if columns is not None and header:
+        columns.check_header(f"{HF_PREFIX}{spec.name}[{spec.split}]", header)
+    return (RawRow(f"{HF_PREFIX}{spec.name}[{spec.split}][{index}]", dict(item)) for index, item in enumerate(dataset))
+
+
+def from_objects(rows: Iterable[Any], columns: Columns | None = None) -> Iterator[RawRow]:
     """Rows given in Python: dicts or pydantic models."""
     for index, row in enumerate(rows):
         if isinstance(row, BaseModel):
             row = row.model_dump(mode="json")
-        yield RawRow(f"inputs[{index}]", row)
+        yield RawRow(f"inputs[{index}]", row, columns)
 
 
 def parse(row: RawRow, model: type[BaseModel] | None) -> dict[str, Any]:
-    """The row as a JSON-ready dict, validated by `model` when given; ValueError says what is wrong and where."""
+    """The row as a JSON-ready dict (its columns picked), validated by `model` when given; ValueError says what is wrong and where."""
+    if row.problem is not None:
+        raise ValueError(f"{row.where}: {row.problem}")
     value = row.value
     if isinstance(value, str):
         try:
@@ -73,6 +273,8 @@ def parse(row: RawRow, model: type[BaseModel] | None) -> dict[str, Any]:
             raise ValueError(f"{row.where}: not valid JSON: {exc.msg} (column {exc.colno})") from None
     if not isinstance(value, dict):
         raise ValueError(f"{row.where}: expected a JSON object, got {type(value).__name__}")
+    if row.columns is not None:
+        value = row.columns.select(value, row.where)
     if model is None:
         return value
     try:

@@ -21,11 +21,13 @@ from typing import Any, BinaryIO
 import orjson
 from pydantic import BaseModel
 
-from chainette.errors import ChainetteError
+from chainette import parquet
+from chainette.errors import ChainetteError, ConfigError
 
 ROWS_PER_FILE = 100_000
 STATE_DIR = ".chainette"
 MANIFEST = "manifest.json"
+OUTPUT_FORMATS = ("jsonl", "parquet")
 
 
 def _line(record: Mapping[str, Any]) -> bytes:
@@ -140,6 +142,13 @@ def read_folder(folder: Path) -> Iterator[dict[str, Any]]:
         yield from read_lines(path)
 
 
+def read_outputs(folder: Path) -> Iterator[dict[str, Any]]:
+    """Every record of a user-facing output folder, whether its numbered files are JSONL or Parquet."""
+    yield from read_folder(folder)
+    for path in sorted(folder.glob("[0-9][0-9][0-9]*.parquet")):
+        yield from parquet.read_rows(path)
+
+
 def drop_partial_line(path: Path) -> None:
     """Cut a file that a killed run left mid-line back to its last complete line."""
     if not path.exists() or path.stat().st_size == 0:
@@ -175,13 +184,19 @@ class RunDir:
     """The layout of one run's output directory, and whether it starts afresh or resumes.
 
     A directory holding a run of the same chain and inputs is resumed; one holding anything else
-    is refused unless `overwrite`.
+    is refused unless `overwrite`. With `output_format="parquet"` the nodes' JSONL journals live
+    under `.chainette/outputs/` and `export_parquet` writes the user-facing Parquet files.
     """
 
-    def __init__(self, root: str | os.PathLike[str], identity: dict[str, Any], *, overwrite: bool = False):
+    def __init__(self, root: str | os.PathLike[str], identity: dict[str, Any], *, overwrite: bool = False, output_format: str = "jsonl"):
+        if output_format not in OUTPUT_FORMATS:
+            raise ConfigError(f"Output format '{output_format}' is not one of: {', '.join(OUTPUT_FORMATS)}.")
+        if output_format == "parquet":
+            parquet.require("--format parquet (output_format='parquet')")
         self.root = Path(root)
         self.state = self.root / STATE_DIR
-        self.resumed = self._prepare(identity, overwrite)
+        self.output_format = output_format
+        self.resumed = self._prepare({**identity, "format": output_format}, overwrite)
 
     def _prepare(self, identity: dict[str, Any], overwrite: bool) -> bool:
         manifest = self.state / MANIFEST
@@ -196,6 +211,12 @@ class RunDir:
                     raise ChainetteError(
                         f"Output directory {self.root} holds a run of {what}. Choose another directory, or pass --overwrite to start afresh."
                     )
+            written = previous.get("format", "jsonl")
+            if written != identity["format"]:
+                raise ChainetteError(
+                    f"Output directory {self.root} holds a run written as {written}, not {identity['format']}. "
+                    f"Resume it with --format {written} (output_format='{written}'), choose another directory, or pass --overwrite to start afresh."
+                )
             return True
         if overwrite and self.root.exists():
             shutil.rmtree(self.root)
@@ -207,7 +228,16 @@ class RunDir:
         return False
 
     def node_folder(self, node_id: str) -> Path:
+        """Where a node's (or flattened's) JSONL journal of outputs lives: the user-facing folder, or under the state with Parquet."""
+        if self.output_format == "parquet":
+            return self.state / "outputs" / node_id
         return self.root / node_id
+
+    def export_parquet(self, names: Iterable[str]) -> None:
+        """Write each journal of `names` as Parquet files in its user-facing folder (a no-op for JSONL runs)."""
+        if self.output_format == "parquet":
+            for name in names:
+                parquet.export_folder(self.node_folder(name), self.root / name)
 
     def write_json(self, name: str, data: Any) -> None:
         (self.root / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -241,7 +271,7 @@ class RunResult(Mapping[str, list[Any]]):
 
     def records(self, step_id: str) -> list[dict[str, Any]]:
         """The step's output lines as written (with `row_id`), sorted in input order."""
-        return _sorted(read_folder(self.output_dir / step_id))
+        return _sorted(read_outputs(self.output_dir / step_id))
 
     @property
     def errors(self) -> list[dict[str, Any]]:
@@ -249,7 +279,7 @@ class RunResult(Mapping[str, list[Any]]):
 
     @property
     def flattened(self) -> list[dict[str, Any]]:
-        return _sorted(read_folder(self.output_dir / "flattened"))
+        return _sorted(read_outputs(self.output_dir / "flattened"))
 
     @property
     def stats(self) -> dict[str, Any]:

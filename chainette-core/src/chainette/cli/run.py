@@ -10,14 +10,23 @@ from chainette.cli.loading import load_chain
 
 
 def run_command(
-    chain: str = typer.Argument(..., help="The chain: path/to/file.py:attr or package.module:attr."),
-    inputs: Path = typer.Option(..., "--inputs", "-i", help="Input rows: a JSONL file or a JSON array."),
+    chain: str = typer.Argument(..., help="The chain: path/to/file.py:attr, package.module:attr or chain.yaml."),
+    inputs: str = typer.Option(
+        ...,
+        "--inputs",
+        "-i",
+        help="Input rows: a .jsonl, .json, .csv or .parquet file, or hf:name[:config]:split (a Hugging Face dataset).",
+    ),
     output: Path = typer.Option(..., "--output", "-o", help="Output directory: new, empty, or holding a run of this chain to resume."),
     engines: Path | None = typer.Option(None, "--engines", "-e", help="A YAML file of engines; replaces same-named engines."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete what the output directory holds and start afresh."),
     retry_errors: bool = typer.Option(False, "--retry-errors", help="Run again the rows in the output directory's errors.jsonl."),
     json_logs: bool = typer.Option(False, "--json-logs", help="Print one JSON event per line instead of the live view."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final summary."),
+    columns: str | None = typer.Option(
+        None, "--columns", help="Input fields to keep, renamed with =: 'text,label' or 'review=text,stars'."
+    ),
+    output_format: str = typer.Option("jsonl", "--format", help="Output files: jsonl or parquet (needs chainette-core[parquet])."),
 ) -> None:
     """Run CHAIN over INPUTS and write every step's outputs, the errors and the run's metadata to OUTPUT.
 
@@ -32,7 +41,15 @@ def run_command(
     if engines is not None:
         load_engines_from_yaml(engines)
     console = Console()
-    result = loaded.run(inputs, output_dir=output, overwrite=overwrite, retry_errors=retry_errors, reporter=_reporter(console, json_logs, quiet))
+    result = loaded.run(
+        inputs,
+        output_dir=output,
+        overwrite=overwrite,
+        retry_errors=retry_errors,
+        reporter=_reporter(console, json_logs, quiet),
+        columns=columns,
+        output_format=output_format,
+    )
     if not json_logs:
         console.print(summary(result.stats, str(output)))
 
