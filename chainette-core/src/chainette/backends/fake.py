@@ -133,4 +133,5 @@ def make_client(config: EngineConfig) -> FakeClient:
 
 @hookimpl
 def translate_sampling(sampling: SamplingParams) -> dict[str, Any]:
-    return sampling.model_dump(exclude_none=True)
+    """Every field set, under its own name, with `extra` merged last (the fake backend ignores them all)."""
+    return {**sampling.model_dump(exclude={"extra"}, exclude_none=True), **sampling.extra}

@@ -1,8 +1,9 @@
-"""`chainette backends`: the installed backends and their state."""
+"""`chainette backends`: the installed backends and their state; a skeleton for a new one."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 
@@ -35,3 +36,17 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON 
         status = "[green]ok[/]" if info.error is None else f"[red]{info.status}[/]"
         table.add_row(info.name, ", ".join(info.aliases), info.distribution, info.version, status)
     Console().print(table)
+
+
+@app.command("new")
+def new_command(name: str = typer.Argument(..., help="The backend's name: lower-case letters, digits and _, e.g. mybackend.")) -> None:
+    """Write a new backend distribution into ./chainette-NAME: pyproject with the entry point, hooks, conformance tests.
+
+    The generated backend echoes the prompt until you fill in its TODOs (see docs/writing-a-backend.md).
+    """
+    from chainette.cli.skeleton import write_skeleton
+
+    target = write_skeleton(name, Path.cwd())
+    typer.echo(
+        f"Wrote {target}. Fill in the TODOs in src/chainette_{name}/__init__.py, then: cd {target.name} && pip install -e '.[test]' && pytest"
+    )
