@@ -4,7 +4,7 @@
 set -euo pipefail
 venv=$(mktemp -d)/venv
 python3 -m venv "$venv"
-"$venv/bin/pip" install -q './chainette-core[http,testing]' 'pytest>=8' 'pytest-asyncio>=0.24'
+"$venv/bin/pip" install -q './chainette-core[http,testing]' 'pytest>=8' 'pytest-asyncio>=0.24' 'pytest-xdist>=3.5'
 "$venv/bin/python" - <<'PY'
 import sys
 import chainette

@@ -61,7 +61,16 @@ def test_live_view_snapshot():
     state(NodeStarted(node="chain_input", kind="input", total=None))
     state(NodeFinished(node="chain_input", stats={"kind": "input", "rows_in": 400, "ok": 400, "failed": 0}))
     state(NodeStarted(node="sentiment", kind="step", total=400))
-    stats = {"kind": "step", "rows_in": 100, "ok": 97, "failed": 3, "filtered": 0, "input_tokens": 5000, "output_tokens": 700, "cost_usd": 0.0012}
+    stats = {
+        "kind": "step",
+        "rows_in": 100,
+        "ok": 97,
+        "failed": 3,
+        "filtered": 0,
+        "input_tokens": 5000,
+        "output_tokens": 700,
+        "cost_usd": 0.0012,
+    }
     state(Progress(nodes={"sentiment": stats}))
     state(EngineChanged(engine="llm", state="ready", detail="http://127.0.0.1:8000/v1", at="2026-01-01T10:00:00.000+00:00"))
     state.nodes["sentiment"].started = 100.0

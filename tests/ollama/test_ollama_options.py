@@ -55,10 +55,7 @@ def test_typo_is_rejected_with_valid_options_listed():
     message = str(caught.value)
     assert "no option 'keepalive'" in message
     assert "Did you mean 'keep_alive'?" in message
-    assert (
-        f"Valid options: {', '.join(sorted(chainette_ollama.OllamaOptions.model_fields))}."
-        in message
-    )
+    assert f"Valid options: {', '.join(sorted(chainette_ollama.OllamaOptions.model_fields))}." in message
 
 
 @pytest.mark.parametrize("value", ["maximum", 3])

@@ -127,4 +127,7 @@ def test_known_models_have_a_price_and_engine_options_override_it():
     assert engine_price(register_engine("b", backend="openai", model="gpt-4o-2024-08-06")) == (2.50, 10.00)
     assert engine_price(register_engine("c", backend="openai", model="my-finetune")) is None
     assert engine_price(register_engine("d", backend="openai", model="gpt-4o", endpoint="http://127.0.0.1:1/v1")) is None
-    assert engine_price(register_engine("e", backend="openai", model="gpt-4o", price_per_million_input=1, price_per_million_output=2)) == (1, 2)
+    assert engine_price(register_engine("e", backend="openai", model="gpt-4o", price_per_million_input=1, price_per_million_output=2)) == (
+        1,
+        2,
+    )

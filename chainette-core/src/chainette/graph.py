@@ -169,11 +169,15 @@ def outline(nodes: list[Node], prefix: str = "") -> list[dict[str, Any]]:
         branch = prefix + ("└─ " if last else "├─ ")
         inner = prefix + ("   " if last else "│  ")
         if isinstance(node, Parallel):
-            rows.append({"id": f"parallel:{node.branches[0].name if node.branches else index}", "kind": "parallel", "label": branch + "parallel"})
+            rows.append(
+                {"id": f"parallel:{node.branches[0].name if node.branches else index}", "kind": "parallel", "label": branch + "parallel"}
+            )
             for b_index, sub in enumerate(node.branches):
                 b_last = b_index == len(node.branches) - 1
                 joined = f" → {sub.alias}" if sub.alias else ""
-                rows.append({"id": f"branch:{sub.name}", "kind": "parallel", "label": inner + ("└─ " if b_last else "├─ ") + f"{sub.name}{joined}"})
+                rows.append(
+                    {"id": f"branch:{sub.name}", "kind": "parallel", "label": inner + ("└─ " if b_last else "├─ ") + f"{sub.name}{joined}"}
+                )
                 rows.extend(outline(sub.steps, inner + ("   " if b_last else "│  ")))
         else:
             kind = "step" if isinstance(node, Step) else "apply"

@@ -49,7 +49,9 @@ class PlainLines:
                     rate = node.rate(now) or 0.0
                     total = "?" if node.total is None else node.total
                     failed = node.stats.get("failed", 0)
-                    self._line(event.at, f"{node.id} {node.done}/{total} rows, {rate:,.0f} rows/s, {failed} errors, ETA {duration(node.eta(now))}")
+                    self._line(
+                        event.at, f"{node.id} {node.done}/{total} rows, {rate:,.0f} rows/s, {failed} errors, ETA {duration(node.eta(now))}"
+                    )
 
     def _line(self, at: str, text: str) -> None:
         self.out.write(f"[{at[11:19]}] {text}\n")
