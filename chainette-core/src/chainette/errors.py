@@ -32,8 +32,6 @@ class RunInterrupted(ChainetteError):
 class BackendError(Exception):
     """A request to a backend failed; `kind` is a short label written to the errors file."""
 
-    retryable = False
-
     def __init__(self, message: str, *, kind: str = "backend_error", retry_after: float | None = None, raw: str | None = None):
         super().__init__(message)
         self.kind = kind
@@ -43,8 +41,6 @@ class BackendError(Exception):
 
 class RetryableError(BackendError):
     """A transient failure (connection, timeout, 408/409/429/5xx): the core's retry policy may try again."""
-
-    retryable = True
 
 
 class RowError(BackendError):
