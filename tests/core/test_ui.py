@@ -105,3 +105,13 @@ def test_unknown_price_means_tokens_only(scripted, tmp_path):
     result = Chain(name="c", steps=[label_step()]).run(rows(1), output_dir=tmp_path / "o")
     assert result.stats["steps"]["label"]["cost_usd"] is None and result.stats["cost_usd"] is None
     assert result.stats["steps"]["label"]["input_tokens"] == 3
+
+
+def test_quiet_prints_only_the_summary_even_in_a_terminal(capsys, tmp_path, monkeypatch):
+    import chainette.chain
+
+    monkeypatch.setattr(chainette.chain, "_interactive", lambda: True)
+    assert main(["run", f"{EXAMPLE}/chain.py:chain", "-i", str(EXAMPLE / "inputs.jsonl"), "-o", str(tmp_path / "o"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "reviews: completed" in out
+    assert "engines" not in out and "rows/s" not in out, "no live view, no progress lines"

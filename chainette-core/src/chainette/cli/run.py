@@ -46,6 +46,7 @@ def run_command(
         output_dir=output,
         overwrite=overwrite,
         retry_errors=retry_errors,
+        progress=False,
         reporter=_reporter(console, json_logs, quiet),
         columns=columns,
         output_format=output_format,
