@@ -116,11 +116,8 @@ chain = Chain(name="slow", steps=[Step(id="s", input_model=Text, output_model=Te
 """
 
 
-@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_to_chainette_run_stops_the_server(fake_vllm, tmp_path, monkeypatch, signum, status):
-    monkeypatch.setenv("FAKE_VLLM_LATENCY", "0.1")
-    (tmp_path / "chain.py").write_text(CHAIN_FILE)
-    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(200)))
+def start_chainette_run(tmp_path) -> subprocess.Popen[str]:
+    """`chainette run` of tmp_path/chain.py over tmp_path/in.jsonl into tmp_path/out, as a subprocess."""
     command = [
         sys.executable,
         "-m",
@@ -132,7 +129,15 @@ def test_signal_to_chainette_run_stops_the_server(fake_vllm, tmp_path, monkeypat
         "-o",
         str(tmp_path / "out"),
     ]
-    run = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_to_chainette_run_stops_the_server(fake_vllm, tmp_path, monkeypatch, signum, status):
+    monkeypatch.setenv("FAKE_VLLM_LATENCY", "0.1")
+    (tmp_path / "chain.py").write_text(CHAIN_FILE)
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(200)))
+    run = start_chainette_run(tmp_path)
     try:
         fake_vllm.wait_for("ready")
         time.sleep(0.5)  # requests in flight
@@ -152,18 +157,7 @@ def test_ctrl_c_while_the_server_loads_stops_it_at_once(fake_vllm, tmp_path, mon
     monkeypatch.setenv("FAKE_VLLM_DELAY", "120")
     (tmp_path / "chain.py").write_text(CHAIN_FILE)
     (tmp_path / "in.jsonl").write_text('{"text": "a"}\n')
-    command = [
-        sys.executable,
-        "-m",
-        "chainette",
-        "run",
-        f"{tmp_path}/chain.py:chain",
-        "-i",
-        str(tmp_path / "in.jsonl"),
-        "-o",
-        str(tmp_path / "out"),
-    ]
-    run = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = start_chainette_run(tmp_path)
     try:
         fake_vllm.wait_for("start")
         run.send_signal(signal.SIGINT)
