@@ -61,8 +61,19 @@ def server(latency: float, capacity: int | None = None):
         port = int(process.stdout.readline())
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.stdin.close()
-        process.wait(10)
+        stop(process)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """End a process we started: SIGTERM, then SIGKILL if it still runs after 5 s; its pipes are closed."""
+    process.terminate()
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    process.stdin.close()
+    process.stdout.close()
 
 
 def messages(index: int) -> list[dict[str, str]]:
@@ -355,8 +366,13 @@ def scale_out(count: int) -> list[Row]:
         two = max(chain_rate("vllm", [f"{first}/v1", f"{second}/v1"], count, concurrency=32) for _ in range(2))
         with contextlib.ExitStack() as doomed:
             third = doomed.enter_context(server(LATENCY, capacity=16))
-            threading.Timer(count / two / 3, doomed.close).start()
-            _, answered = chain_run("vllm", [f"{first}/v1", f"{third}/v1"], count, concurrency=32)
+            stopper = threading.Timer(count / two / 3, doomed.close)
+            stopper.start()
+            try:
+                _, answered = chain_run("vllm", [f"{first}/v1", f"{third}/v1"], count, concurrency=32)
+            finally:
+                stopper.cancel()
+                stopper.join()
     return [
         Row("5. two vLLM replicas vs 2 x one replica (capacity 16 each)", two, 2 * one, ">= 85% of linear scaling", two >= 0.85 * 2 * one),
         Row("5. one of two replicas stopped mid-run: rows answered", answered, count, "every row", answered == count, unit="rows"),

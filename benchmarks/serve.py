@@ -1,11 +1,15 @@
 """A loopback fake LLM server in its own process, for the benchmarks: prints its port, serves until stdin closes.
 
+SIGTERM ends it at once, like a replica that goes away: open connections are dropped.
+
 Usage: python benchmarks/serve.py LATENCY_SECONDS [CAPACITY]
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 
 from chainette.testing import FakeServer
@@ -14,12 +18,18 @@ ANSWER = json.dumps({"label": "positive", "score": 0.5})
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _exit_now)
     latency = float(sys.argv[1])
     capacity = int(sys.argv[2]) if len(sys.argv) > 2 else None
     with FakeServer(latency=latency, capacity=capacity, respond=lambda body: ANSWER) as server:
         server.requests = _Discard()
         print(server.port, flush=True)
         sys.stdin.read()
+
+
+def _exit_now(signum: int, frame: object) -> None:
+    """End the process now, without waiting for in-flight requests (a graceful stop could take the server's shutdown timeout)."""
+    os._exit(0)
 
 
 class _Discard(list):

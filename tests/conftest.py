@@ -1,6 +1,10 @@
-"""Fixtures shared by every test: a clean engine registry, plugin cache and warning memo; the loopback fake server."""
+"""Fixtures shared by every test: a clean engine registry, plugin cache and warning memo; the loopback fake server;
+every byte a run wrote, to search for planted secrets."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -29,3 +33,9 @@ def fake_server():
 
     with FakeServer() as server:
         yield server
+
+
+@pytest.fixture
+def every_byte() -> Callable[[Path], bytes]:
+    """A function returning the bytes of every file under a folder, in path order (to search for planted secrets)."""
+    return lambda folder: b"".join(path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file())

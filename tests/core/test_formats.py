@@ -399,7 +399,7 @@ def test_parquet_run_resumed_after_a_kill_has_every_row_once(engine, tmp_path):
     out = tmp_path / "out"
     two_steps().run(rows(20), output_dir=out, output_format="parquet")
     simulate_kill_during_label_with_parquet(out)
-    committed = {json.loads(line)["row_id"] for line in lines(out / ".chainette" / "label.jsonl")[:8]}
+    committed = {json.loads(line)["source"] for line in lines(out / ".chainette" / "label.jsonl")[:8]}
     engine.requests.clear()
 
     result = two_steps().run(rows(20), output_dir=out, output_format="parquet")

@@ -41,7 +41,7 @@ def test_resume_after_a_kill_redoes_only_uncommitted_rows(scripted, tmp_path):
     out = tmp_path / "out"
     two_steps().run(rows(20), output_dir=out)
     simulate_kill_during_label(out)
-    committed = {json.loads(line)["row_id"] for line in lines(out / ".chainette" / "label.jsonl")[:8]}
+    committed = {json.loads(line)["source"] for line in lines(out / ".chainette" / "label.jsonl")[:8]}
     backend.requests.clear()
 
     result = two_steps().run(rows(20), output_dir=out)

@@ -429,28 +429,20 @@ def test_sigterm_stops_gracefully_and_the_run_resumes(scripted, tmp_path):
 
 def test_disk_full_stops_the_run_with_a_clear_message(scripted, tmp_path, monkeypatch):
     import errno
+    import os
 
     import chainette.store
 
     scripted(echo)
     register_engine("s", backend="scripted", model="m")
-    real_open = open
+    real_write_all = chainette.store.write_all
 
-    class FullDisk:
-        def __init__(self, file):
-            self.file = file
-
-        def write(self, text):
+    def write_on_full_disk(fd, data):
+        if Path(os.readlink(f"/proc/self/fd/{fd}")).parent.name == "label":
             raise OSError(errno.ENOSPC, "No space left on device")
+        real_write_all(fd, data)
 
-        def __getattr__(self, name):
-            return getattr(self.file, name)
-
-    def open_on_full_disk(path, mode="r", *args, **kwargs):
-        file = real_open(path, mode, *args, **kwargs)
-        return FullDisk(file) if "a" in mode and Path(path).parent.name == "label" else file
-
-    monkeypatch.setattr(chainette.store, "open", open_on_full_disk, raising=False)
+    monkeypatch.setattr(chainette.store, "write_all", write_on_full_disk)
     with pytest.raises(ChainetteError, match="The disk is full: the run stopped. Free some space, then run the same command again"):
         Chain(name="c", steps=[label_step()]).run(rows(3), output_dir=tmp_path / "o")
 

@@ -70,6 +70,8 @@ def test_live_view_snapshot():
         "input_tokens": 5000,
         "output_tokens": 700,
         "cost_usd": 0.0012,
+        "in_flight": 16,
+        "session": {"rows": 100},
     }
     state(Progress(nodes={"sentiment": stats}))
     state(EngineChanged(engine="llm", state="ready", detail="http://127.0.0.1:8000/v1", at="2026-01-01T10:00:00.000+00:00"))
@@ -78,8 +80,8 @@ def test_live_view_snapshot():
     console.print(render_state(state, now=110.0))
     assert [line.rstrip() for line in console.export_text().splitlines()] == [
         "chainette reviews → runs/r",
-        "input        ━━━━━━━━━━━━━━━━━━━━━━━━ 400/400           0 errors    done",
-        "├─ sentiment ━━━━━━                   100/400 10 rows/s 3 errors ETA 30s 5000/700 tok $0.0012",
+        "input        ━━━━━━━━━━━━━━━━━━━━━━━━                 400/400           0 errors    done",
+        "├─ sentiment ━━━━━━                   100/400 (+16 in flight) 10 rows/s 3 errors ETA 30s 5000/700 tok $0.0012",
         "├─ parallel",
         "│  └─ to_fr  waiting",
         "└─ summary   waiting",
@@ -87,6 +89,22 @@ def test_live_view_snapshot():
         "│ 10:00:00 engine llm ready (http://127.0.0.1:8000/v1)                                                       │",
         "╰────────────────────────────────────────────────────────────────────────────────────────────────────────────╯",
     ]
+
+
+def test_rates_count_this_sessions_rows_and_answered_rows_only():
+    state = RunState()
+    nodes = [{"id": "label", "kind": "step", "label": "label"}, {"id": "dead", "kind": "step", "label": "dead"}]
+    state(RunStarted(chain="c", output_dir="o", resumed=True, nodes=nodes))
+    state(NodeStarted(node="label", kind="step", total=500, done=300))
+    state(NodeStarted(node="dead", kind="step", total=50))
+    label = {"kind": "step", "rows_in": 350, "ok": 350, "in_flight": 8, "session": {"rows": 50}}
+    dead = {"kind": "step", "rows_in": 0, "in_flight": 50, "session": {"rows": 0}}
+    state(Progress(nodes={"label": label, "dead": dead}))
+    state.nodes["label"].started = state.nodes["dead"].started = 100.0
+    assert state.nodes["label"].rate(110.0) == 5.0, "rows done before the resume do not count toward this session's rate"
+    assert state.nodes["label"].eta(110.0) == 30.0
+    assert state.nodes["dead"].done == 0 and state.nodes["dead"].in_flight == 50, "rows sent but not answered are in flight"
+    assert state.nodes["dead"].eta(119.0) is None
 
 
 def test_cost_from_engine_prices(scripted, tmp_path):

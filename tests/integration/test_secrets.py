@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from chainette.testing import FakeServer, FaultPlan
@@ -29,12 +27,8 @@ chain = Chain(name="secret", steps=[Step(id="s", input_model=Text, output_model=
 """
 
 
-def every_byte(folder: Path) -> bytes:
-    return b"".join(path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file())
-
-
 @pytest.mark.parametrize("backend", ["openai", "vllm"])
-def test_planted_key_is_never_written(tmp_path, backend):
+def test_planted_key_is_never_written(tmp_path, backend, every_byte):
     pytest.importorskip(f"chainette_{backend}")
     plan = FaultPlan(seed=3, server_error=0.2, malformed=0.1, rate_limit=0.1, retry_after=0.01)
     with FakeServer(respond=echo, api_key=KEY, plan=plan) as server:

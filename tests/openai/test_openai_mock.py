@@ -168,19 +168,23 @@ async def test_reasoning_from_compatible_servers(field):
     assert answer.reasoning == "first I think"
 
 
-async def test_refusal_is_a_row_error():
-    error = await error_for(httpx2.Response(200, json=completion(None, refusal="I can't help with that.")))
+async def test_refusal_is_a_row_error_with_the_usage():
+    usage = {"prompt_tokens": 21, "completion_tokens": 6, "total_tokens": 27}
+    error = await error_for(httpx2.Response(200, json=completion(None, refusal="I can't help with that.", usage=usage)))
     assert isinstance(error, RowError) and not isinstance(error, EngineError)
     assert error.kind == "refusal"
     assert error.raw == "I can't help with that."
+    assert (error.usage.input_tokens, error.usage.output_tokens) == (21, 6)
 
 
 @pytest.mark.parametrize(("reason", "kind"), [("length", "truncated"), ("content_filter", "content_filter")])
-async def test_unusable_finish_reasons_are_row_errors(reason, kind):
-    error = await error_for(httpx2.Response(200, json=completion('{"name": "Ad', finish_reason=reason)))
+async def test_unusable_finish_reasons_are_row_errors_with_the_usage(reason, kind):
+    usage = {"prompt_tokens": 21, "completion_tokens": 512, "total_tokens": 533}
+    error = await error_for(httpx2.Response(200, json=completion('{"name": "Ad', finish_reason=reason, usage=usage)))
     assert isinstance(error, RowError)
     assert error.kind == kind
     assert error.raw == '{"name": "Ad'
+    assert (error.usage.input_tokens, error.usage.output_tokens) == (21, 512)
 
 
 @pytest.mark.parametrize("content", [None, ""])

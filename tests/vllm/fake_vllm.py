@@ -4,7 +4,8 @@ It appends JSON events to $FAKE_VLLM_RECORD ("start" with its arguments, selecte
 child pid; "ready"; "term" or "term_ignored" on SIGTERM), starts one child process in its process
 group (so that tests see the whole group stopped), then behaves as $FAKE_VLLM_MODE says:
   ok             serve chainette.testing.FakeServer on the port after $FAKE_VLLM_DELAY seconds
-  crash          print an error line and exit with status 3
+  crash          print its environment (the key included, as a careless server might) and an error line,
+                 and exit with status 3
   never_healthy  never listen
   ignore_term    like ok, but the process and its child ignore SIGTERM
 The fake server uses $FAKE_VLLM_API_KEY, else $VLLM_API_KEY (as vLLM does), and answers after
@@ -60,6 +61,7 @@ def main() -> None:
     record("start", argv=sys.argv[1:], env=env, api_key_set="VLLM_API_KEY" in os.environ, child=child.pid, pgid=os.getpgid(0))
     print(f"INFO fake vllm serving {args.model} in mode {mode}", flush=True)
     if mode == "crash":
+        print(f"INFO [args.py:21] environment: {env} VLLM_API_KEY={os.environ.get('VLLM_API_KEY')}", flush=True)
         print("ERROR torch.OutOfMemoryError: CUDA out of memory (fake)", flush=True)
         sys.exit(3)
     if mode == "never_healthy":

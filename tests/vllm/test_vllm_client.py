@@ -158,12 +158,14 @@ async def test_absent_usage_counts_zero():
     assert (answer.usage.input_tokens, answer.usage.output_tokens) == (0, 0)
 
 
-async def test_truncated_answer_is_a_row_error():
-    handler = Recorder(completion({"content": '{"value": "cut'}, finish_reason="length"))
+async def test_truncated_answer_is_a_row_error_with_the_usage():
+    usage = {"prompt_tokens": 12, "completion_tokens": 256}
+    handler = Recorder(completion({"content": '{"value": "cut'}, finish_reason="length", usage=usage))
     with pytest.raises(RowError) as info:
         await handler.ask()
     assert info.value.kind == "truncated"
     assert info.value.raw == '{"value": "cut'
+    assert (info.value.usage.input_tokens, info.value.usage.output_tokens) == (12, 256)
 
 
 @pytest.mark.parametrize(

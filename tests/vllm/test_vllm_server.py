@@ -131,6 +131,21 @@ def test_crash_at_start_fails_fast_with_log_and_command(fake_vllm, tmp_path):
     assert server._servers == {}
 
 
+def test_secrets_a_server_log_echoes_are_redacted_from_the_error(fake_vllm, tmp_path):
+    token = "hf_PLANTED_5e1b9a"
+    config = register_engine("bad", backend="vllm", model="m", api_key=SECRET, extra_env={"FAKE_VLLM_MODE": "crash", "EXTRA_TOKEN": token})
+    assert token not in repr(config) + repr(server.serve_spec(config))
+    with pytest.raises(EngineError) as info:
+        server.ensure_running(config, tmp_path)
+
+    log = (tmp_path / "logs" / "vllm-bad.log").read_text()
+    assert token in log and SECRET in log, "the server echoed both"
+    message = str(info.value)
+    assert "INFO [args.py:21] environment: " in message
+    assert "'EXTRA_TOKEN': '**********'" in message and "VLLM_API_KEY=**********" in message
+    assert token not in message and SECRET not in message
+
+
 def test_startup_timeout_stops_the_server(fake_vllm, tmp_path):
     config = register_engine("stuck", backend="vllm", model="m", extra_env={"FAKE_VLLM_MODE": "never_healthy"}, startup_timeout=1)
     started = time.monotonic()
@@ -139,7 +154,7 @@ def test_startup_timeout_stops_the_server(fake_vllm, tmp_path):
 
     assert 1 <= time.monotonic() - started < 6
     assert "raise the engine's startup_timeout" in str(info.value)
-    assert "INFO fake vllm serving m in mode never_healthy" in str(info.value)
+    assert "INFO fake vllm serving m in mode **********" in str(info.value), "extra_env values are secrets, redacted from the log"
     assert fake_vllm.left() == []
 
 

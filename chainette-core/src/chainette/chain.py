@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 import hashlib
 import json
 import os
@@ -15,7 +15,6 @@ import shutil
 import signal
 import sys
 import threading
-import time
 from typing import Any
 
 from pydantic import BaseModel
@@ -24,12 +23,13 @@ from chainette import graph, inputs
 from chainette.engines import EngineConfig, get_engine
 from chainette.errors import RunInterrupted
 from chainette.events import EventBus, Listener, Progress, RunFinished, RunStarted
-from chainette.executor import Run, live
+from chainette.executor import Run
+from chainette.frontier import rows as frontier_rows
 from chainette.inputs import Columns, ColumnSpec, hf_source
 from chainette.lifecycle import RunControl
 from chainette.nodes import Node, Parallel, Step
 from chainette.plugins import get_plugins
-from chainette.store import Journal, OutputFolder, RunDir, RunResult
+from chainette.store import OutputFolder, RunDir, RunResult, Writer
 
 Inputs = str | os.PathLike[str] | Iterable[dict[str, Any] | BaseModel]
 
@@ -67,12 +67,14 @@ class Chain:
         reporter: Listener | None = None,
         columns: ColumnSpec = None,
         output_format: str = "jsonl",
+        durable: bool = False,
     ) -> RunResult:
         """Run the chain over `inputs` (a JSONL, JSON, CSV or Parquet file, `hf:name[:config]:split`, or dicts/models).
 
         An `output_dir` holding an unfinished run of the same chain and inputs is resumed;
         `retry_errors` runs again the rows its errors file holds. `columns` picks and renames input
-        fields ("text,label", "review=text,stars"); `output_format` is "jsonl" or "parquet". `progress` shows the live view
+        fields ("text,label", "review=text,stars"); `output_format` is "jsonl" or "parquet". `durable` fsyncs every
+        write, so that a power loss (not only a crash) loses no committed row. `progress` shows the live view
         (default: when in a terminal or a notebook); `reporter` receives every event instead.
         Works inside a running event loop too (Jupyter): the run then happens on a worker thread.
         """
@@ -88,6 +90,7 @@ class Chain:
             reporter=reporter,
             columns=columns,
             output_format=output_format,
+            durable=durable,
         )
         try:
             asyncio.get_running_loop()
@@ -106,6 +109,7 @@ class Chain:
         reporter: Listener | None = None,
         columns: ColumnSpec = None,
         output_format: str = "jsonl",
+        durable: bool = False,
     ) -> RunResult:
         """Async form of `run` (no live view unless a `reporter` is given)."""
         engines = self.engines()
@@ -115,8 +119,7 @@ class Chain:
         run_dir = RunDir(output_dir or _default_output_dir(self.name), identity, overwrite=overwrite, output_format=output_format)
         run_dir.write_json("graph.json", self.describe())
         bus = EventBus([reporter] if reporter else [])
-        run = Run(self.nodes, run_dir, engines, retry_errors=retry_errors, bus=bus)
-        started, clock = _now(), time.perf_counter()
+        run = Run(self.nodes, run_dir, engines, retry_errors=retry_errors, durable=durable, bus=bus)
         status, error = "failed", None
         outline = [{"id": "chain_input", "kind": "input", "label": "input"}, *graph.outline(self.nodes)]
         bus.emit(RunStarted(chain=self.name, output_dir=str(run_dir.root), resumed=run_dir.resumed, nodes=outline))
@@ -138,15 +141,17 @@ class Chain:
         finally:
             if ticker is not None:
                 ticker.cancel()
+            sessions = run.save_session(status)
             summary = {
                 "chain": self.name,
                 "status": status,
                 "error": error,
                 "resumed": run_dir.resumed,
-                "started_at": started,
-                "finished_at": _now(),
-                "seconds": round(time.perf_counter() - clock, 3),
+                "started_at": sessions[0]["started_at"],
+                "finished_at": sessions[-1]["finished_at"],
+                "seconds": round(sum(session["seconds"] for session in sessions), 3),
                 **run.summary(),
+                "sessions": sessions,
                 "versions": _versions(engines),
             }
             run_dir.write_json("run.json", summary)
@@ -160,18 +165,17 @@ class Chain:
         shown = {"chain_input", *self._outputs(), *_aliases(self.nodes)}
         folder = run_dir.node_folder("flattened")
         shutil.rmtree(folder, ignore_errors=True)
-        journal = Journal()
-        writer = OutputFolder(journal, folder)
+        writer = OutputFolder(Writer(), folder)
         try:
-            for record in live(final):
-                writer.write(_flatten(record, shown))
+            for row in frontier_rows(final):
+                writer.write(_flatten(row.row_id, row.ctx, shown))
         finally:
             writer.close()
 
 
-def _flatten(record: dict[str, Any], shown: set[str]) -> dict[str, Any]:
-    line: dict[str, Any] = {"row_id": record["row_id"]}
-    for key, value in record["ctx"].items():
+def _flatten(row_id: str, ctx: dict[str, Any], shown: set[str]) -> dict[str, Any]:
+    line: dict[str, Any] = {"row_id": row_id}
+    for key, value in ctx.items():
         if key.endswith("_reasoning") and key[: -len("_reasoning")] in shown:
             line[key] = value
         elif key not in shown:
@@ -273,10 +277,6 @@ def _rows(source: Inputs, columns: Columns | None) -> Iterable[inputs.RawRow]:
 
 def _default_output_dir(name: str) -> Path:
     return Path("chainette-runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _versions(engines: dict[str, EngineConfig]) -> dict[str, str]:

@@ -14,7 +14,11 @@ from chainette.errors import ConfigError
 
 
 class EngineOptions(BaseModel):
-    """Options every backend accepts. A backend subclasses this to add its own and change defaults."""
+    """Options every backend accepts. A backend subclasses this to add its own and change defaults.
+
+    An option that can hold a secret is typed `SecretStr` (also inside containers, e.g. `dict[str, SecretStr]`):
+    its value is then masked in graph.json, `chainette inspect` and repr, and redacted from errors (chainette.secrets).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -50,7 +54,7 @@ class EngineConfig(BaseModel):
         return os.environ.get(env) if env else None
 
     def public_dict(self) -> dict[str, Any]:
-        """A description safe to write to disk: no key, no credentials in the endpoint."""
+        """A description safe to write to disk: no key, no credentials in the endpoint, every SecretStr option as `**********`."""
         return {
             "name": self.name,
             "backend": self.backend,

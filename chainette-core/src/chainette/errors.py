@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chainette.client import Usage
 
 
 class ChainetteError(Exception):
@@ -30,13 +34,22 @@ class RunInterrupted(ChainetteError):
 
 
 class BackendError(Exception):
-    """A request to a backend failed; `kind` is a short label written to the errors file."""
+    """A request to a backend failed; `kind` is a short label written to the errors file, `usage` the tokens the server reported."""
 
-    def __init__(self, message: str, *, kind: str = "backend_error", retry_after: float | None = None, raw: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str = "backend_error",
+        retry_after: float | None = None,
+        raw: str | None = None,
+        usage: Usage | None = None,
+    ):
         super().__init__(message)
         self.kind = kind
         self.retry_after = retry_after
         self.raw = raw
+        self.usage = usage
 
 
 class RetryableError(BackendError):
@@ -84,10 +97,12 @@ def error_for_status(status: int, message: str, *, engine: str, retry_after: flo
     return RowError(text, kind=f"http_{status}")
 
 
-def finish_error(reason: str | None, *, engine: str, text: str | None) -> RowError | None:
-    """The row error for a finish reason that makes an answer unusable (truncation, content filter), else None."""
+def finish_error(reason: str | None, *, engine: str, text: str | None, usage: Usage | None = None) -> RowError | None:
+    """The row error (carrying `usage`) for a finish reason that makes an answer unusable (truncation, content filter), else None."""
     if reason == "length":
-        return RowError(f"engine '{engine}': the answer was cut off at the token limit; raise max_tokens", kind="truncated", raw=text)
+        message = f"engine '{engine}': the answer was cut off at the token limit; raise max_tokens"
+        return RowError(message, kind="truncated", raw=text, usage=usage)
     if reason == "content_filter":
-        return RowError(f"engine '{engine}': the answer was withheld by the content filter", kind="content_filter", raw=text)
+        message = f"engine '{engine}': the answer was withheld by the content filter"
+        return RowError(message, kind="content_filter", raw=text, usage=usage)
     return None

@@ -37,11 +37,13 @@ class RunStarted(Event):
 
 @dataclass(frozen=True)
 class NodeStarted(Event):
-    """A node begins; `total` is how many rows it receives (None while unknown, as for the input)."""
+    """A node begins; `total` is how many rows it receives (None while unknown, as for the input), `done` how
+    many of them earlier sessions already decided."""
 
     node: str
     kind: str
     total: int | None
+    done: int = 0
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ class EngineChanged(Event):
 
 @dataclass(frozen=True)
 class Progress(Event):
-    """A snapshot of every node's counts (see executor.NodeStats), sent periodically."""
+    """A snapshot of every node's figures (see chainette.stats.NodeStats.snapshot), sent periodically."""
 
     nodes: dict[str, dict[str, Any]]
 

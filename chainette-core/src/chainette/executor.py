@@ -1,18 +1,16 @@
 """Stage-by-stage execution. Each node streams rows from the previous node's frontier on disk,
 keeps a bounded window of requests in flight, and writes every answer as it arrives.
 
-A row travels as a frontier record `{"row_id", "ctx", "direct"[, "src", "origin"]}`: `ctx` holds
-the chain input and every earlier output by id, `direct` names the entry that is the node's
-direct input, `src` the row it came from when an apply fanned it out. A frontier line
-`{"src", "skip": 1}` records a row an apply filtered out. A node's frontier and the errors file
-are its commit log: a resumed node skips every row already committed there.
+Rows travel as `frontier.Row`s; each node commits one `frontier.Commit` per input row it passes
+or filters out, and a row that fails goes to the errors file. A node's frontier and the errors
+file are its commit log: a resumed node skips every row already committed there (see chainette.store
+for the write order that keeps outputs and commits consistent after a crash).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
 import inspect
 import json
 from pathlib import Path
@@ -28,79 +26,33 @@ from chainette.client import Answer, Request
 from chainette.engines import EngineConfig, engine_price
 from chainette.errors import BackendError, EngineError, RowError
 from chainette.events import EventBus, NodeFinished, NodeStarted, RowFailed
+from chainette.frontier import Commit, Row, count_rows, rows
 from chainette.lifecycle import EnginePool, RunControl, RunningEngine
 from chainette.nodes import Apply, Node, Parallel, Step
-from chainette.plugins import get_plugins
 from chainette.policy import complete_with_retries
+from chainette.sampling import translate
 from chainette.schema import extract_json, format_instruction, json_schema, repair_messages
-from chainette.store import Journal, LineFile, OutputFolder, RunDir, drop_partial_line, keep_lines, read_lines
+from chainette.stats import NodeStats, SessionLog
+from chainette.store import LineFile, OutputFolder, RunDir, Writer, recover_errors, recover_node, write_atomically, write_lines_atomically
 from chainette.templates import compile_template
 
-Record = dict[str, Any]
 INPUT_ID = "chain_input"
-
-
-@dataclass
-class NodeStats:
-    """Counts for one node: rows in, answered (ok), failed, filtered out by an apply, tokens, seconds."""
-
-    kind: str
-    rows_in: int = 0
-    ok: int = 0
-    failed: int = 0
-    filtered: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    seconds: float = 0.0
+SAVE_EVERY = 1.0
+YIELD_EVERY = 64  # rows a synchronous apply handles before letting the loop flush files and take signals
 
 
 class NodeFiles:
-    """A node's state for this pass: the rows it already committed, and its files opened for appending."""
+    """A node's files for this pass, opened for appending: its frontier, and its output folder when it yields outputs."""
 
-    def __init__(self, run: Run, node_id: str, yield_output: bool):
-        self.frontier_path = run.run_dir.state / f"{node_id}.jsonl"
-        drop_partial_line(self.frontier_path)
-        row_ids: set[str] = set()
-        sources: set[str] = set()
-        skipped = 0
-        for record in read_lines(self.frontier_path):
-            source = record.get("src", record.get("row_id"))
-            sources.add(source)
-            if record.get("skip"):
-                skipped += 1
-            else:
-                row_ids.add(record["row_id"])
-        failed = run.failed.get(node_id, set())
-        self.done = sources | failed
-        stats = run.stats[node_id]
-        stats.filtered, stats.failed = skipped, len(failed)
-        stats.ok = len(sources) - skipped
-        stats.rows_in = stats.ok + stats.filtered + stats.failed
-        self.outputs: OutputFolder | None = None
-        if yield_output:
-            folder = run.run_dir.node_folder(node_id)
-            for path in sorted(folder.glob("*.jsonl")):
-                keep_lines(path, lambda line: line["row_id"] in row_ids)
-            self.outputs = OutputFolder(run.journal, folder)
-        self.frontier = LineFile(run.journal, self.frontier_path)
+    def __init__(self, writer: Writer, frontier: Path, outputs: Path | None, output_rows: int):
+        self.frontier_path = frontier
+        self.frontier = LineFile(writer, frontier)
+        self.outputs = OutputFolder(writer, outputs, output_rows) if outputs is not None else None
 
     def close(self) -> None:
         if self.outputs is not None:
             self.outputs.close()
         self.frontier.close()
-
-
-def live(path: Path) -> Iterator[Record]:
-    """The rows of a frontier that go on (filter markers left out)."""
-    return (record for record in read_lines(path) if not record.get("skip"))
-
-
-def count_live(path: Path) -> int:
-    """How many rows of a frontier go on, counted without decoding them."""
-    if not path.exists():
-        return 0
-    with open(path, "rb") as file:
-        return sum(1 for line in file if b'"skip":1' not in line)
 
 
 class Run:
@@ -113,41 +65,37 @@ class Run:
         engines: dict[str, EngineConfig],
         *,
         retry_errors: bool = False,
+        durable: bool = False,
         bus: EventBus | None = None,
     ):
         self.nodes = nodes
         self.run_dir = run_dir
         self.bus = bus or EventBus()
         self.control = RunControl()
-        self.journal = Journal()
+        self.writer = Writer(durable=durable)
         self.input_model = graph.input_model(nodes)
         self.models: dict[str, type[BaseModel] | None] = {INPUT_ID: self.input_model}
         self.models.update({n.id: n.output_model for n in graph.iter_nodes(nodes)})
-        self.stats = {n.id: NodeStats("step" if isinstance(n, Step) else "apply") for n in graph.iter_nodes(nodes)}
-        self.stats[INPUT_ID] = NodeStats("input")
+        self.sessions = SessionLog(run_dir.state, resumed=run_dir.resumed)
+        self.stats = {INPUT_ID: NodeStats("input")}
+        self.stats.update({n.id: NodeStats("step" if isinstance(n, Step) else "apply") for n in graph.iter_nodes(nodes)})
+        for node_id, stats in self.stats.items():
+            stats.earlier = self.sessions.earlier_spent(node_id)
+        self.running: dict[str, float] = {}
         self.groups = {id(group): f"group{index}" for index, group in enumerate(graph.parallels(nodes))}
         self.pool = EnginePool(engines, [graph.engines_used(n) for n in nodes], run_dir.root, self.control, self.bus)
         self.prices = {name: engine_price(config) for name, config in engines.items()}
         self.engine_of = {n.id: n.engine_name for n in graph.iter_nodes(nodes) if isinstance(n, Step)}
-        self.failed = self._recover_errors(retry_errors)
-        self.errors = LineFile(self.journal, run_dir.root / "errors.jsonl")
-
-    def _recover_errors(self, retry_errors: bool) -> dict[str, set[str]]:
-        """The failed rows already committed, by node; with `retry_errors`, forget those of steps and applies."""
-        path = self.run_dir.root / "errors.jsonl"
-        drop_partial_line(path)
         if retry_errors:
-            keep_lines(path, lambda error: error["step_id"] == INPUT_ID)
             for marker in self.run_dir.state.glob("*.done"):
                 if marker.stem != INPUT_ID:
                     marker.unlink()
-        failed: dict[str, set[str]] = {}
-        for error in read_lines(path):
-            failed.setdefault(error["step_id"], set()).add(error["row_id"])
-        return failed
+        self.failed = recover_errors(run_dir.root / "errors.jsonl", keep_node=INPUT_ID if retry_errors else None)
+        self.errors = LineFile(self.writer, run_dir.root / "errors.jsonl")
 
     async def execute(self, rows: Iterable[inputs.RawRow]) -> Path:
         """Run every node over `rows`; return the final frontier (the rows that made it through)."""
+        saver = asyncio.ensure_future(self._save_sessions())
         try:
             source = self._ingest(rows)
             await self.pool.start_persistent()
@@ -158,11 +106,31 @@ class Run:
                 await self.pool.after(position)
             return source
         finally:
+            saver.cancel()
             try:
                 await self.pool.stop_all()
             finally:
-                self.journal.flush()
+                self.writer.flush()
                 self.errors.close()
+
+    async def _save_sessions(self) -> None:
+        """Save this session's spending about once a second, so that a killed session's figures survive it."""
+        while True:
+            await asyncio.sleep(SAVE_EVERY)
+            self._tally_seconds()
+            self.sessions.save(self.stats)
+
+    def _tally_seconds(self) -> None:
+        """Move the time running nodes have spent so far into their session figures."""
+        now = time.perf_counter()
+        for node_id, since in self.running.items():
+            self.stats[node_id].session.seconds += now - since
+            self.running[node_id] = now
+
+    def save_session(self, status: str) -> list[dict[str, Any]]:
+        """Save this session as ended with `status`; return every session's record."""
+        self._tally_seconds()
+        return self.sessions.save(self.stats, status)
 
     def _check_stopping(self) -> None:
         if self.control.stopping:
@@ -175,40 +143,60 @@ class Run:
     def _done_marker(self, node_id: str) -> Path:
         return self.run_dir.state / f"{node_id}.done"
 
-    def _already_done(self, node_id: str) -> Path | None:
-        """The node's frontier when an earlier pass finished it (its counts restored), else None."""
-        marker = self._done_marker(node_id)
-        if not marker.exists():
-            return None
-        stats = self.stats[node_id]
-        for key, value in json.loads(marker.read_text(encoding="utf-8")).items():
-            setattr(stats, key, value)
-        self.bus.emit(NodeStarted(node=node_id, kind=stats.kind, total=stats.rows_in))
-        self.bus.emit(NodeFinished(node=node_id, stats=asdict(stats)))
+    def _frontier_path(self, node_id: str) -> Path:
         return self.run_dir.state / f"{node_id}.jsonl"
 
-    def _finish(self, node_id: str, files: NodeFiles) -> Path:
-        files.close()
-        self.journal.flush()
-        stats = asdict(self.stats[node_id])
-        self.bus.emit(NodeFinished(node=node_id, stats=stats))
-        if not self.control.stopping:
-            del stats["kind"]
-            self._done_marker(node_id).write_text(json.dumps(stats), encoding="utf-8")
-        return files.frontier_path
+    def _finished_earlier(self, node_id: str) -> bool:
+        """Whether an earlier session finished the node; its row counts are then restored from the marker."""
+        marker = self._done_marker(node_id)
+        if not marker.exists():
+            return False
+        stats = self.stats[node_id]
+        counts = json.loads(marker.read_text(encoding="utf-8"))
+        stats.ok, stats.failed, stats.filtered = counts["ok"], counts["failed"], counts["filtered"]
+        return True
 
-    def _ingest(self, rows: Iterable[inputs.RawRow]) -> Path:
-        done_path = self._already_done(INPUT_ID)
-        if done_path is not None:
-            return done_path
-        files = NodeFiles(self, INPUT_ID, yield_output=False)
+    def _open(self, node_id: str, yield_output: bool) -> tuple[NodeFiles, set[str]]:
+        """Recover the node's files, restore its row counts, and open them; also return the rows it already decided."""
+        folder = self.run_dir.node_folder(node_id) if yield_output else None
+        frontier = self._frontier_path(node_id)
+        committed = recover_node(frontier, folder)
+        failed = self.failed.get(node_id, set())
+        stats = self.stats[node_id]
+        stats.ok, stats.filtered, stats.failed = committed.passed, committed.filtered, len(failed)
+        return NodeFiles(self.writer, frontier, folder, committed.rows), committed.sources | failed
+
+    def _start(self, node_id: str, total: int | None) -> None:
+        self.running[node_id] = time.perf_counter()
+        self.bus.emit(NodeStarted(node=node_id, kind=self.stats[node_id].kind, total=total, done=self.stats[node_id].rows_in))
+
+    def _finish(self, node_id: str, files: NodeFiles | None) -> Path:
+        """Close the node's files, record its time, and mark it done unless the run is stopping."""
+        if files is not None:
+            files.close()
+        self.writer.flush()
+        if node_id in self.running:
+            self._tally_seconds()
+            del self.running[node_id]
+        stats = self.stats[node_id]
+        self.bus.emit(NodeFinished(node=node_id, stats=stats.snapshot(self._price(node_id))))
+        if files is not None and not self.control.stopping:
+            counts = {"ok": stats.ok, "failed": stats.failed, "filtered": stats.filtered}
+            write_atomically(self._done_marker(node_id), json.dumps(counts).encode())
+        return self._frontier_path(node_id)
+
+    def _ingest(self, raw_rows: Iterable[inputs.RawRow]) -> Path:
+        if self._finished_earlier(INPUT_ID):
+            self._start(INPUT_ID, None)
+            return self._finish(INPUT_ID, None)
+        files, done = self._open(INPUT_ID, yield_output=False)
         stats = self.stats[INPUT_ID]
-        self.bus.emit(NodeStarted(node=INPUT_ID, kind="input", total=None))
-        for index, row in enumerate(rows):
+        self._start(INPUT_ID, None)
+        for index, row in enumerate(raw_rows):
             row_id = str(index)
-            if row_id in files.done:
+            if row_id in done:
                 continue
-            stats.rows_in += 1
+            stats.session.rows += 1
             try:
                 data = inputs.parse(row, self.input_model)
             except ValueError as exc:
@@ -217,58 +205,56 @@ class Run:
                 self.record_error(row_id, INPUT_ID, "invalid_input", str(exc), raw)
                 continue
             stats.ok += 1
-            files.frontier.write({"row_id": row_id, "ctx": {INPUT_ID: data}, "direct": INPUT_ID})
+            files.frontier.commit(Commit(row_id, [Row(row_id, {INPUT_ID: data}, INPUT_ID)]))
         return self._finish(INPUT_ID, files)
 
     async def _run_node(self, node: Node, source: Path) -> Path:
         if isinstance(node, Parallel):
             return await self._run_parallel(node, source)
-        done_path = self._already_done(node.id)
-        if done_path is not None:
-            return done_path
-        started = time.perf_counter()
-        files = NodeFiles(self, node.id, node.yield_output)
-        self.bus.emit(NodeStarted(node=node.id, kind=self.stats[node.id].kind, total=count_live(source)))
-        records = (record for record in live(source) if record["row_id"] not in files.done)
-        try:
-            if isinstance(node, Step):
-                await StepRunner(self, node, self.pool.get(node.engine_name), files).run(records)
-            else:
-                await self._run_apply(node, records, files)
-        finally:
-            self.stats[node.id].seconds += time.perf_counter() - started
+        if self._finished_earlier(node.id):
+            self._start(node.id, count_rows(source))
+            return self._finish(node.id, None)
+        files, done = self._open(node.id, node.yield_output)
+        self._start(node.id, count_rows(source))
+        pending = (row for row in rows(source) if row.row_id not in done)
+        if isinstance(node, Step):
+            await StepRunner(self, node, self.pool.get(node.engine_name), files).run(pending)
+        else:
+            await self._run_apply(node, pending, files)
         return self._finish(node.id, files)
 
-    async def _run_apply(self, node: Apply, records: Iterator[Record], files: NodeFiles) -> None:
+    async def _run_apply(self, node: Apply, pending: Iterator[Row], files: NodeFiles) -> None:
         stats = self.stats[node.id]
-        for record in records:
+        for count, row in enumerate(pending):
+            if count % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             if self.control.stopping:
                 return
-            stats.rows_in += 1
-            row_id = record["row_id"]
+            stats.in_flight += 1
             try:
-                results = await self._call_apply(node, record)
+                results = await self._call_apply(node, row)
             except Exception as exc:
                 stats.failed += 1
-                self.record_error(row_id, node.id, "apply_error", f"{type(exc).__name__}: {exc}")
+                self.record_error(row.row_id, node.id, "apply_error", f"{type(exc).__name__}: {exc}")
                 continue
-            if not results:
-                stats.filtered += 1
-                files.frontier.write({"src": row_id, "skip": 1})
-                continue
-            stats.ok += 1
+            finally:
+                stats.in_flight -= 1
+                stats.session.rows += 1
+            children = []
             for index, data in enumerate(results):
-                child_id = row_id if len(results) == 1 else f"{row_id}-{index}"
+                child_id = row.row_id if len(results) == 1 else f"{row.row_id}-{index}"
                 if files.outputs is not None:
                     files.outputs.write({**data, "row_id": child_id})
-                child = {**record, "row_id": child_id, "ctx": {**record["ctx"], node.id: data}, "direct": node.id}
-                if child_id != row_id:
-                    child["src"] = row_id
-                files.frontier.write(child)
+                children.append(Row(child_id, {**row.ctx, node.id: data}, node.id, row.origin))
+            files.frontier.commit(Commit(row.row_id, children))
+            if children:
+                stats.ok += 1
+            else:
+                stats.filtered += 1
 
-    async def _call_apply(self, node: Apply, record: Record) -> list[dict[str, Any]]:
-        direct = record["ctx"][record["direct"]]
-        model = node.input_model or self.models.get(record["direct"])
+    async def _call_apply(self, node: Apply, row: Row) -> list[dict[str, Any]]:
+        direct = row.ctx[row.direct]
+        model = node.input_model or self.models.get(row.direct)
         item = model.model_validate(direct) if model is not None else direct
         result = node.fn(item)
         if inspect.isawaitable(result):
@@ -279,7 +265,9 @@ class Run:
     async def _run_parallel(self, group: Parallel, source: Path) -> Path:
         name = self.groups[id(group)]
         tagged = self.run_dir.state / f"{name}.tagged.jsonl"
-        _rewrite(tagged, ({**record, "origin": record["row_id"]} for record in live(source)))
+        write_lines_atomically(
+            tagged, (Commit(row.row_id, [Row(row.row_id, row.ctx, row.direct, row.row_id)]).encode() for row in rows(source))
+        )
         finals = await asyncio.gather(*(self._run_branch(branch.steps, tagged) for branch in group.branches))
         joined = [(branch.alias, final) for branch, final in zip(group.branches, finals, strict=True) if branch.alias]
         if not joined:
@@ -287,8 +275,8 @@ class Run:
         target = self.run_dir.state / f"{name}.joined.jsonl"
         with _JoinIndex(self.run_dir.state / f"{name}.sqlite") as index:
             for alias, final in joined:
-                index.add(alias, live(final))
-            _rewrite(target, _joined_rows(source, index, [alias for alias, _ in joined]))
+                index.add(alias, rows(final))
+            write_lines_atomically(target, _joined_rows(source, index, [alias for alias, _ in joined]))
         return target
 
     async def _run_branch(self, nodes: list[Node], source: Path) -> Path:
@@ -296,42 +284,27 @@ class Run:
             source = await self._run_node(node, source)
         return source
 
+    def _price(self, node_id: str) -> tuple[float, float] | None:
+        return self.prices.get(self.engine_of.get(node_id, ""))
+
     def summary(self) -> dict[str, Any]:
-        """The counts of run.json: input rows, and per node rows, tokens, cost (None when the price is unknown), time."""
-        stats = {key: asdict(value) for key, value in self.stats.items()}
-        source = stats.pop(INPUT_ID)
-        for node_id, node in stats.items():
-            node["cost_usd"] = self._cost(node_id, node)
-        costs = [node["cost_usd"] for node in stats.values() if node["cost_usd"] is not None]
+        """The figures of run.json: input rows, and per node rows, requests, tokens, cost (None when the price is unknown), time."""
+        steps = {node_id: stats.snapshot(self._price(node_id)) for node_id, stats in self.stats.items() if node_id != INPUT_ID}
+        costs = [node["cost_usd"] for node in steps.values() if node["cost_usd"] is not None]
+        source = self.stats[INPUT_ID]
         return {
-            "input": {"rows": source["rows_in"], "invalid": source["failed"]},
-            "steps": stats,
+            "input": {"rows": source.rows_in, "invalid": source.failed},
+            "steps": steps,
             "cost_usd": round(sum(costs), 6) if costs else None,
         }
 
-    def _cost(self, node_id: str, node: dict[str, Any]) -> float | None:
-        price = self.prices.get(self.engine_of.get(node_id, ""))
-        if price is None:
-            return None
-        return round((node["input_tokens"] * price[0] + node["output_tokens"] * price[1]) / 1_000_000, 6)
 
-
-def _joined_rows(source: Path, index: _JoinIndex, aliases: list[str]) -> Iterator[Record]:
-    for record in live(source):
-        values = index.lookup(record["row_id"])
+def _joined_rows(source: Path, index: _JoinIndex, aliases: list[str]) -> Iterator[bytes]:
+    """The group's output: each row of `source` that every joined branch produced, with the branches' values by alias."""
+    for row in rows(source):
+        values = index.lookup(row.row_id)
         if all(alias in values for alias in aliases):
-            yield {**record, "ctx": {**record["ctx"], **values}}
-
-
-def _rewrite(path: Path, records: Iterable[Record]) -> None:
-    """Write a derived frontier in full (to a temporary file first, so a crash never leaves half of it)."""
-    temporary = path.with_suffix(".tmp")
-    journal = Journal()
-    file = LineFile(journal, temporary)
-    for record in records:
-        file.write(record)
-    file.close()
-    temporary.replace(path)
+            yield Commit(row.row_id, [Row(row.row_id, {**row.ctx, **values}, row.direct, row.origin)]).encode()
 
 
 def _as_data(node: Apply, out: Any) -> dict[str, Any]:
@@ -357,9 +330,9 @@ class _JoinIndex:
         self.db.execute("PRAGMA synchronous=OFF")
         self.db.execute("CREATE TABLE joined (origin TEXT, alias TEXT, value BLOB)")
 
-    def add(self, alias: str, records: Iterable[Record]) -> None:
-        rows = ((r["origin"], alias, orjson.dumps(r["ctx"][r["direct"]])) for r in records)
-        self.db.executemany("INSERT INTO joined VALUES (?, ?, ?)", rows)
+    def add(self, alias: str, branch_rows: Iterable[Row]) -> None:
+        values = ((row.origin, alias, orjson.dumps(row.ctx[row.direct])) for row in branch_rows)
+        self.db.executemany("INSERT INTO joined VALUES (?, ?, ?)", values)
         self.db.execute("CREATE INDEX IF NOT EXISTS by_origin ON joined (origin)")
 
     def lookup(self, origin: str) -> dict[str, Any]:
@@ -392,45 +365,44 @@ class StepRunner:
         self.instruction = format_instruction(step.output_model) if instruction is None else instruction
         self.schema = json_schema(step.output_model)
         config = engine.config
-        sampling = (
-            get_plugins().call(config.backend, "translate_sampling", config=config, sampling=step.sampling) if step.sampling else None
-        )
-        self.sampling = sampling or {}
+        self.sampling = translate(config, step.sampling)
 
-    async def run(self, records: Iterator[Record]) -> None:
+    async def run(self, pending: Iterator[Row]) -> None:
         control = self.run_state.control
 
         async def worker() -> None:
-            for record in records:
+            for row in pending:
                 if control.stopping:
                     return
-                await self._answer_row(record)
+                await self._answer_row(row)
 
         await run_workers(self.engine.config.options.max_concurrency, worker)
 
-    async def _answer_row(self, record: Record) -> None:
-        row_id = record["row_id"]
-        self.stats.rows_in += 1
+    async def _answer_row(self, row: Row) -> None:
+        self.stats.in_flight += 1
         try:
-            data, answer = await self._answer(record)
+            data, answer = await self._answer(row)
         except EngineError:
             raise
         except BackendError as exc:
             self.stats.failed += 1
-            self.run_state.record_error(row_id, self.step.id, exc.kind, str(exc), exc.raw)
+            self.run_state.record_error(row.row_id, self.step.id, exc.kind, str(exc), exc.raw)
             return
+        finally:
+            self.stats.in_flight -= 1
+            self.stats.session.rows += 1
         self.stats.ok += 1
-        ctx = {**record["ctx"], self.step.id: data}
-        line = {**data, "row_id": row_id}
+        ctx = {**row.ctx, self.step.id: data}
+        line = {**data, "row_id": row.row_id}
         if answer.reasoning is not None:
             key = f"{self.step.id}_reasoning"
             ctx[key] = line[key] = answer.reasoning
         if self.files.outputs is not None:
             self.files.outputs.write(line)
-        self.files.frontier.write({**record, "ctx": ctx, "direct": self.step.id})
+        self.files.frontier.commit(Commit(row.row_id, [Row(row.row_id, ctx, self.step.id, row.origin)]))
 
-    async def _answer(self, record: Record) -> tuple[dict[str, Any], Answer]:
-        request = self._request(record)
+    async def _answer(self, row: Row) -> tuple[dict[str, Any], Answer]:
+        request = self._request(row)
         answer = await self._send(request)
         try:
             return self._validate(answer.text), answer
@@ -444,6 +416,7 @@ class StepRunner:
             request.step_id,
             request.row_id,
         )
+        self.stats.session.repairs += 1
         answer = await self._send(repair)
         try:
             return self._validate(answer.text), answer
@@ -454,10 +427,9 @@ class StepRunner:
                 raw=answer.text,
             ) from None
 
-    def _request(self, record: Record) -> Request:
-        ctx = record["ctx"]
-        direct = ctx[record["direct"]]
-        context = {**direct, **ctx, "row_id": record["row_id"]} if isinstance(direct, dict) else {**ctx, "row_id": record["row_id"]}
+    def _request(self, row: Row) -> Request:
+        direct = row.ctx[row.direct]
+        context = {**direct, **row.ctx, "row_id": row.row_id} if isinstance(direct, dict) else {**row.ctx, "row_id": row.row_id}
         try:
             system = self.system(context) if self.system else ""
             user = self.user(context)
@@ -467,13 +439,10 @@ class StepRunner:
             system = f"{system}\n\n{self.instruction}" if system else self.instruction
         messages = [{"role": "system", "content": system}] if system else []
         messages.append({"role": "user", "content": user})
-        return Request(messages, self.schema, self.step.output_model.__name__, self.sampling, self.step.id, record["row_id"])
+        return Request(messages, self.schema, self.step.output_model.__name__, self.sampling, self.step.id, row.row_id)
 
     async def _send(self, request: Request) -> Answer:
-        answer = await complete_with_retries(self.engine.client, request, self.engine.gate)
-        self.stats.input_tokens += answer.usage.input_tokens
-        self.stats.output_tokens += answer.usage.output_tokens
-        return answer
+        return await complete_with_retries(self.engine.client, request, self.engine.gate, self.stats.session)
 
     def _validate(self, text: str) -> dict[str, Any]:
         return self.step.output_model.model_validate_json(extract_json(text)).model_dump(mode="json")

@@ -54,7 +54,12 @@ def make_client(config: EngineConfig) -> Client:
 
 @hookspec(firstresult=True)
 def translate_sampling(config: EngineConfig, sampling: SamplingParams) -> dict[str, Any]:
-    """Return the wire fields for `sampling`; warn (see `chainette.sampling.map_sampling`) for what cannot be honoured."""
+    """Return the wire fields for `sampling`; warn (see `chainette.sampling.map_sampling`) for what cannot be honoured.
+
+    A backend without this hook gets the core's default, `chainette.sampling.DEFAULT_WIRE_NAMES`: temperature,
+    top_p, max_tokens, stop, seed, presence_penalty and frequency_penalty under their OpenAI chat-completions
+    names, `extra` merged last, and an `UnsupportedSamplingWarning` for top_k, min_p and repetition_penalty.
+    """
 
 
 @hookspec(firstresult=True)

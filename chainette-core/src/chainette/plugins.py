@@ -121,6 +121,11 @@ class Plugins:
         hint = f" Install it with: pip install {FIRST_PARTY[name]}" if name in FIRST_PARTY else ""
         raise ConfigError(f"Unknown backend '{backend}'. Installed backends: {working}.{hint}")
 
+    def implements(self, backend: str, hook: str) -> bool:
+        """Whether the plugin that provides `backend` has an implementation of `hook`."""
+        plugin = self.manager.get_plugin(backend)
+        return plugin is not None and any(caller.name == hook for caller in self.manager.get_hookcallers(plugin) or [])
+
     def call(self, backend: str, hook: str, **kwargs: Any) -> Any:
         """Call `hook` on the one plugin that provides `backend` (returns its result, or None if it lacks the hook)."""
         key = (backend, hook)

@@ -11,7 +11,8 @@ import time
 
 from chainette.client import Answer, Client, Request, Usage
 from chainette.engines import EngineOptions
-from chainette.errors import EngineError, RetryableError, RowError
+from chainette.errors import BackendError, EngineError, RetryableError, RowError
+from chainette.stats import Spent
 
 BASE_DELAY = 0.5
 MAX_DELAY = 30.0
@@ -86,11 +87,13 @@ def estimate_tokens(request: Request) -> int:
     return prompt + int(request.sampling.get("max_tokens") or request.sampling.get("max_completion_tokens") or prompt)
 
 
-async def complete_with_retries(client: Client, request: Request, gate: EngineGate) -> Answer:
+async def complete_with_retries(client: Client, request: Request, gate: EngineGate, spent: Spent | None = None) -> Answer:
     """Send `request` through the gate, retrying transient failures within the engine's retry limits.
 
-    Raises RowError when retries are spent, or EngineError when the endpoint stays unreachable.
+    Every attempt, its retries and the tokens the server reported for it (a failed one's too) are
+    added to `spent`. Raises RowError when retries are spent, or EngineError when the endpoint stays unreachable.
     """
+    spent = spent if spent is not None else Spent()
     options = gate.options
     estimate = estimate_tokens(request) if gate.tokens is not None else 0
     started = clock()
@@ -98,21 +101,33 @@ async def complete_with_retries(client: Client, request: Request, gate: EngineGa
     while True:
         if gate.limited or gate.resume_at:
             await gate.admit(estimate)
+        spent.requests += 1
         try:
             async with gate.slots:
                 answer = await client.complete(request)
         except RetryableError as exc:
+            _count_usage(spent, exc.usage)
             delay = backoff_delay(attempt, exc.retry_after)
             if exc.kind == "http_429":
                 gate.cool_down(delay)
-            spent = clock() - started + delay > options.retry_budget
-            if attempt >= options.max_retries or spent:
+            out_of_budget = clock() - started + delay > options.retry_budget
+            if attempt >= options.max_retries or out_of_budget:
                 detail = f"{exc} (gave up after {attempt + 1} attempts)"
                 if exc.kind == "connection":
                     raise EngineError(detail, kind="unreachable") from None
                 raise RowError(detail, kind=exc.kind, raw=exc.raw) from None
             await sleep(delay)
             attempt += 1
+            spent.retries += 1
+        except BackendError as exc:
+            _count_usage(spent, exc.usage)
+            raise
         else:
+            _count_usage(spent, answer.usage)
             gate.settle(estimate, answer.usage)
             return answer
+
+
+def _count_usage(spent: Spent, usage: Usage | None) -> None:
+    if usage is not None:
+        spent.add_usage(usage.input_tokens, usage.output_tokens)

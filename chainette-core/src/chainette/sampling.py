@@ -1,12 +1,17 @@
-"""Backend-neutral sampling parameters, and the helper backends use to translate them."""
+"""Backend-neutral sampling parameters, the helper backends use to translate them, and the core's translation entry point."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 import warnings
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from chainette.plugins import get_plugins
+
+if TYPE_CHECKING:
+    from chainette.engines import EngineConfig
 
 
 class UnsupportedSamplingWarning(UserWarning):
@@ -30,6 +35,18 @@ class SamplingParams(BaseModel):
     repetition_penalty: float | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
 
+
+# The wire names a backend without a translate_sampling hook gets: the OpenAI chat-completions names most
+# servers accept. top_k, min_p and repetition_penalty have no such common name; map_sampling warns about them.
+DEFAULT_WIRE_NAMES = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "max_tokens": "max_tokens",
+    "stop": "stop",
+    "seed": "seed",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+}
 
 _warned: set[tuple[str, str]] = set()
 
@@ -55,3 +72,13 @@ def map_sampling(sampling: SamplingParams | None, names: Mapping[str, str], *, e
             )
     wire.update(sampling.extra)
     return wire
+
+
+def translate(config: EngineConfig, sampling: SamplingParams | None) -> dict[str, Any]:
+    """The wire fields for `sampling` on `config`'s engine: its backend's translate_sampling hook, else DEFAULT_WIRE_NAMES."""
+    if sampling is None:
+        return {}
+    plugins = get_plugins()
+    if plugins.implements(config.backend, "translate_sampling"):
+        return plugins.call(config.backend, "translate_sampling", config=config, sampling=sampling)
+    return map_sampling(sampling, DEFAULT_WIRE_NAMES, engine=config.name)

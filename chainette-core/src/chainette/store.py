@@ -1,56 +1,122 @@
-"""The run directory: journaled JSONL files, recovery after a crash, run identity, and the result object.
+"""The run directory: its files and their write order, recovery after a crash, run identity, and the result object.
 
-Every line a run writes carries a `row_id`. A row is committed when its line reaches its node's
-frontier file (or, for a failed row, the errors file); files are flushed together once per
-event-loop iteration, user outputs before frontiers, so a killed run loses at most the rows in
-flight, and recovery drops a half-written last line and any output line that was not committed.
+Crash consistency rests on one invariant, kept by construction rather than by buffer sizes:
+
+    a row's commit (its line in its node's frontier, or in the errors file) reaches the OS only
+    after every output line it covers.
+
+All appends of a run wait in memory (`Writer`); once per event-loop iteration they are written
+out with plain `write` calls, every output file first, then every commit log. A node's output
+lines and its commits are appended in the same order, so after a SIGKILL at any instant the
+committed rows' outputs are exactly the first lines of the node's output folder; recovery cuts a
+half-written last line off every log and truncates the outputs to the lines the commits cover.
+Files written whole (derived frontiers, markers, metadata) go to a temporary name and are renamed.
+
+A SIGKILL or a crash of the process needs no fsync: what was written is in the kernel's page
+cache. Surviving a power loss or a kernel crash needs `durable=True`, which fsyncs the outputs
+before writing the commits and the commits after (two fsyncs per loop iteration that wrote rows).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 import errno
 import json
 import os
 from pathlib import Path
 import re
 import shutil
-from typing import Any, BinaryIO
+from typing import Any
 
 import orjson
 from pydantic import BaseModel
 
 from chainette import parquet
 from chainette.errors import ChainetteError, ConfigError
+from chainette.frontier import Commit, commits
 
 ROWS_PER_FILE = 100_000
+MAX_PENDING = 1 << 20
 STATE_DIR = ".chainette"
 MANIFEST = "manifest.json"
 OUTPUT_FORMATS = ("jsonl", "parquet")
 
 
-def _line(record: Mapping[str, Any]) -> bytes:
+def encode_line(record: Mapping[str, Any]) -> bytes:
+    """One JSONL line."""
     return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
 
-class Journal:
-    """The open files of a run. Writes mark it dirty; it flushes every file once per loop iteration."""
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of `data` to the file descriptor (the one place a run's appends reach the OS)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
-    def __init__(self) -> None:
-        self._outputs: list[BinaryIO] = []
-        self._commits: list[BinaryIO] = []
-        self._scheduled = False
 
-    def open(self, path: Path, *, commit: bool) -> BinaryIO:
-        """Open `path` for appending; commit files (frontiers, errors) are flushed after the others."""
+class AppendFile:
+    """A file the run appends to; bytes wait in memory until its writer writes them out."""
+
+    def __init__(self, writer: Writer, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        file = open(path, "ab")  # noqa: SIM115 (closed by close())
+        self.writer = writer
+        self.path = path
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._pending: list[bytes] = []
+
+    def append(self, data: bytes) -> None:
+        self._pending.append(data)
+        self.writer.schedule(len(data))
+
+    def write_out(self) -> None:
+        if self._pending and self._fd is not None:
+            write_all(self._fd, b"".join(self._pending))
+            self._pending.clear()
+
+    def sync(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        """Write out every pending byte of the run (in order), then close this file."""
+        if self._fd is None:
+            return
+        self.writer.flush()
+        os.close(self._fd)
+        self._fd = None
+        self.writer.forget(self)
+
+
+class Writer:
+    """Writes a run's appends once per event-loop iteration: every output file, then every commit log."""
+
+    def __init__(self, *, durable: bool = False):
+        self.durable = durable
+        self._outputs: list[AppendFile] = []
+        self._commits: list[AppendFile] = []
+        self._scheduled = False
+        self._pending = 0
+
+    def open(self, path: Path, *, commit: bool) -> AppendFile:
+        """Open `path` for appending; a commit log's bytes are written after every output's."""
+        try:
+            file = AppendFile(self, path)
+        except OSError as exc:
+            raise write_error(exc) from None
         (self._commits if commit else self._outputs).append(file)
+        if self.durable:
+            _sync_directory(path.parent)
         return file
 
-    def dirty(self) -> None:
-        if not self._scheduled:
+    def schedule(self, size: int) -> None:
+        """Note `size` more bytes waiting; flush at the end of this loop iteration, or now when no loop runs or
+        more than MAX_PENDING bytes wait (any moment is safe: a flush always writes outputs before commits)."""
+        self._pending += size
+        if self._pending > MAX_PENDING:
+            self.flush()
+        elif not self._scheduled:
             self._scheduled = True
             try:
                 asyncio.get_running_loop().call_soon(self.flush)
@@ -59,72 +125,108 @@ class Journal:
 
     def flush(self) -> None:
         self._scheduled = False
+        self._pending = 0
         try:
-            for file in (*self._outputs, *self._commits):
-                if not file.closed:
-                    file.flush()
+            for group in (self._outputs, self._commits):
+                for file in group:
+                    file.write_out()
+                if self.durable:
+                    for file in group:
+                        file.sync()
         except OSError as exc:
-            raise _write_error(exc) from None
+            raise write_error(exc) from None
 
-    def close(self, file: BinaryIO) -> None:
-        if not file.closed:
-            file.flush()
-            file.close()
+    def forget(self, file: AppendFile) -> None:
+        for group in (self._outputs, self._commits):
+            if file in group:
+                group.remove(file)
 
 
 class LineFile:
-    """One JSONL file of a run, appended to through the journal."""
+    """A JSONL file of a run (a frontier or the errors file), appended to through the writer."""
 
-    def __init__(self, journal: Journal, path: Path, *, commit: bool = True):
-        self.journal = journal
+    def __init__(self, writer: Writer, path: Path, *, commit: bool = True):
         self.path = path
-        self._file = journal.open(path, commit=commit)
+        self._file = writer.open(path, commit=commit)
 
     def write(self, record: Mapping[str, Any]) -> None:
-        try:
-            self._file.write(_line(record))
-        except OSError as exc:
-            raise _write_error(exc) from None
-        self.journal.dirty()
+        self._file.append(encode_line(record))
+
+    def commit(self, commit: Commit) -> None:
+        self._file.append(commit.encode())
 
     def close(self) -> None:
-        self.journal.close(self._file)
+        self._file.close()
 
 
 class OutputFolder:
-    """A node's user-facing outputs: `000.jsonl`, rolling to `001.jsonl` every `rows_per_file` rows; appends after a resume."""
+    """A node's user-facing outputs: `000.jsonl`, rolling to `001.jsonl` every `rows_per_file` rows; `count` rows are there already."""
 
-    def __init__(self, journal: Journal, folder: Path, rows_per_file: int = ROWS_PER_FILE):
-        self.journal = journal
+    def __init__(self, writer: Writer, folder: Path, count: int = 0, rows_per_file: int = ROWS_PER_FILE):
+        self.writer = writer
         self.folder = folder
         self.rows_per_file = rows_per_file
-        self.count = sum(1 for _ in read_folder(folder))
-        self._file: BinaryIO | None = None
+        self.count = count
+        self._file: AppendFile | None = None
 
     def write(self, record: Mapping[str, Any]) -> None:
         if self._file is None or self.count % self.rows_per_file == 0:
             self._roll()
-        try:
-            self._file.write(_line(record))
-        except OSError as exc:
-            raise _write_error(exc) from None
+        assert self._file is not None
+        self._file.append(encode_line(record))
         self.count += 1
-        self.journal.dirty()
 
     def _roll(self) -> None:
         if self._file is not None:
-            self.journal.close(self._file)
-        self._file = self.journal.open(self.folder / f"{self.count // self.rows_per_file:03d}.jsonl", commit=False)
+            self._file.close()
+        self._file = self.writer.open(self.folder / f"{self.count // self.rows_per_file:03d}.jsonl", commit=False)
 
     def close(self) -> None:
         if self._file is not None:
-            self.journal.close(self._file)
+            self._file.close()
 
 
-def _write_error(exc: OSError) -> ChainetteError:
+def write_error(exc: OSError) -> ChainetteError:
+    """The user's error for a failed write: disk full, or what the OS said."""
     if exc.errno == errno.ENOSPC:
         return ChainetteError("The disk is full: the run stopped. Free some space, then run the same command again to resume.")
     return ChainetteError(f"Cannot write the run's files: {exc.strerror} ({exc.filename or 'output directory'}).")
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace `path` by `data` whole: written to a temporary name, then renamed, so a crash leaves the old file or the new."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        write_all(fd, data)
+    finally:
+        os.close(fd)
+    temporary.replace(path)
+
+
+def write_lines_atomically(path: Path, records: Iterable[bytes]) -> None:
+    """Replace `path` by the lines `records` yields, through a temporary file (for derived frontiers)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    chunk: list[bytes] = []
+    try:
+        for line in records:
+            chunk.append(line)
+            if len(chunk) >= 1024:
+                write_all(fd, b"".join(chunk))
+                chunk.clear()
+        write_all(fd, b"".join(chunk))
+    finally:
+        os.close(fd)
+    temporary.replace(path)
+
+
+def _sync_directory(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_lines(path: Path) -> Iterator[dict[str, Any]]:
@@ -136,9 +238,14 @@ def read_lines(path: Path) -> Iterator[dict[str, Any]]:
             yield orjson.loads(line)
 
 
+def output_files(folder: Path) -> list[Path]:
+    """The numbered JSONL files of an output folder, in order."""
+    return sorted(folder.glob("[0-9][0-9][0-9]*.jsonl"))
+
+
 def read_folder(folder: Path) -> Iterator[dict[str, Any]]:
     """Every record of the numbered JSONL files in `folder`, file by file."""
-    for path in sorted(folder.glob("[0-9][0-9][0-9]*.jsonl")):
+    for path in output_files(folder):
         yield from read_lines(path)
 
 
@@ -162,17 +269,61 @@ def drop_partial_line(path: Path) -> None:
         file.truncate(data.rfind(b"\n") + 1)
 
 
-def keep_lines(path: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
-    """Rewrite `path` with only the records `keep` accepts."""
-    if not path.exists():
-        return
+@dataclass
+class Committed:
+    """What a node's frontier held after recovery: the input rows it decided, how many it passed and filtered, rows it produced."""
+
+    sources: set[str]
+    passed: int = 0
+    filtered: int = 0
+    rows: int = 0
+
+
+def recover_node(frontier: Path, outputs: Path | None) -> Committed:
+    """Repair what a crash left of a node's files and return its commits: the frontier loses a half-written
+    last line, the output folder every line after those its commits cover."""
+    drop_partial_line(frontier)
+    committed = Committed(set())
+    for commit in commits(frontier):
+        committed.sources.add(commit.source)
+        committed.rows += len(commit.rows)
+        if commit.rows:
+            committed.passed += 1
+        else:
+            committed.filtered += 1
+    if outputs is not None:
+        truncate_outputs(outputs, committed.rows)
+    return committed
+
+
+def truncate_outputs(folder: Path, keep: int) -> None:
+    """Keep the first `keep` lines of an output folder (across its numbered files) and drop the rest."""
+    for path in output_files(folder):
+        with open(path, "rb+") as file:
+            size = 0
+            for line in file:
+                if keep == 0 or not line.endswith(b"\n"):
+                    break
+                keep -= 1
+                size += len(line)
+            file.truncate(size)
+    if keep:
+        raise ChainetteError(
+            f"{folder} holds fewer output lines than its node committed: the run's files were changed by hand. "
+            "Pass --overwrite to start afresh."
+        )
+
+
+def recover_errors(path: Path, *, keep_node: str | None = None) -> dict[str, set[str]]:
+    """Repair the errors file after a crash and return its committed rows by node; with `keep_node`, first
+    forget every error of the other nodes (so that --retry-errors runs those rows again)."""
     drop_partial_line(path)
-    temporary = path.with_suffix(".tmp")
-    with open(temporary, "wb") as out:
-        for record in read_lines(path):
-            if keep(record):
-                out.write(_line(record))
-    temporary.replace(path)
+    if keep_node is not None and path.exists():
+        write_lines_atomically(path, (encode_line(e) for e in read_lines(path) if e["step_id"] == keep_node))
+    failed: dict[str, set[str]] = {}
+    for error in read_lines(path):
+        failed.setdefault(error["step_id"], set()).add(error["row_id"])
+    return failed
 
 
 def row_order(row_id: str) -> tuple[int, ...]:
@@ -200,7 +351,7 @@ class RunDir:
 
     def _prepare(self, identity: dict[str, Any], overwrite: bool) -> bool:
         manifest = self.state / MANIFEST
-        if self.root.exists() and any(self.root.iterdir()) and not overwrite:
+        if self.root.exists() and not overwrite and any(entry.name != STATE_DIR or manifest.exists() for entry in self.root.iterdir()):
             if not manifest.exists():
                 raise ChainetteError(
                     f"Output directory {self.root} is not empty and holds no chainette run. Choose another one, or pass --overwrite to replace it."
@@ -222,7 +373,7 @@ class RunDir:
             shutil.rmtree(self.root)
         try:
             self.state.mkdir(parents=True, exist_ok=True)
-            manifest.write_text(json.dumps(identity), encoding="utf-8")
+            write_atomically(manifest, json.dumps(identity).encode())
         except OSError as exc:
             raise ChainetteError(f"Output directory {self.root} is not writable: {exc.strerror}.") from None
         return False
@@ -240,7 +391,8 @@ class RunDir:
                 parquet.export_folder(self.node_folder(name), self.root / name)
 
     def write_json(self, name: str, data: Any) -> None:
-        (self.root / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        """Write `name` in the run directory as indented JSON, whole (never half a file after a crash)."""
+        write_atomically(self.root / name, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
 
 
 class RunResult(Mapping[str, list[Any]]):

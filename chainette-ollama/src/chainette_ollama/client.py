@@ -51,13 +51,13 @@ class OllamaClient:
 
 
 def parse_answer(body: dict[str, Any], *, engine: str) -> Answer:
-    """The Answer in an /api/chat reply: content, thinking as reasoning, token counts (0 when absent)."""
+    """The Answer in an /api/chat reply: content, thinking as reasoning, token counts (0 when absent; carried by its RowErrors)."""
+    usage = Usage(input_tokens=body.get("prompt_eval_count") or 0, output_tokens=body.get("eval_count") or 0)
     message = body.get("message")
     text = message.get("content") if isinstance(message, dict) else None
     if not isinstance(text, str):
-        raise RowError(f"engine '{engine}': the reply has no message content", kind="bad_response", raw=str(body)[:2000])
-    error = finish_error(body.get("done_reason"), engine=engine, text=text)
+        raise RowError(f"engine '{engine}': the reply has no message content", kind="bad_response", raw=str(body)[:2000], usage=usage)
+    error = finish_error(body.get("done_reason"), engine=engine, text=text, usage=usage)
     if error is not None:
         raise error
-    usage = Usage(input_tokens=body.get("prompt_eval_count") or 0, output_tokens=body.get("eval_count") or 0)
     return Answer(text=text, reasoning=message.get("thinking") or None, usage=usage)

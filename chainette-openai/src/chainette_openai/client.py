@@ -12,11 +12,13 @@ from typing import Any
 import httpx2
 import openai
 from openai.resources.chat.completions import AsyncCompletions
+from pydantic import BaseModel
 
-from chainette.client import Answer, Request, Usage
+from chainette.client import Answer, Request
 from chainette.engines import EngineConfig, public_url
 from chainette.errors import BackendError, EngineError, RetryableError, RowError, error_for_status, finish_error, parse_retry_after
 from chainette.http import CONNECT_TIMEOUT
+from chainette.openai_format import parse_usage
 from chainette.schema import strict_json_schema
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
@@ -82,26 +84,30 @@ class OpenAIClient:
         return cached[1]
 
     def _answer(self, completion: Any) -> Answer:
+        """The Answer in the SDK's completion; every error raised carries the usage the server reported."""
+        report = getattr(completion, "usage", None)
+        usage = parse_usage(report.model_dump() if isinstance(report, BaseModel) else report)
         if not getattr(completion, "choices", None):
             raise RetryableError(
                 f"engine '{self.engine}': the answer is not a chat completion (no choices)",
                 kind="bad_response",
                 raw=self._scrub(str(completion)[:2000]),
+                usage=usage,
             )
         choice = completion.choices[0]
         message = choice.message
         if message.refusal:
-            raise RowError(f"engine '{self.engine}': the model refused: {message.refusal}", kind="refusal", raw=message.refusal)
-        error = finish_error(choice.finish_reason, engine=self.engine, text=message.content)
+            raise RowError(
+                f"engine '{self.engine}': the model refused: {message.refusal}", kind="refusal", raw=message.refusal, usage=usage
+            )
+        error = finish_error(choice.finish_reason, engine=self.engine, text=message.content, usage=usage)
         if error is not None:
             raise error
         if not message.content:
-            raise RowError(f"engine '{self.engine}': the answer is empty", kind="empty_answer")
+            raise RowError(f"engine '{self.engine}': the answer is empty", kind="empty_answer", usage=usage)
         extra = message.model_extra or {}
         reasoning = extra.get("reasoning") or extra.get("reasoning_content")
-        usage = completion.usage
-        tokens = Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0) if usage else Usage()
-        return Answer(message.content, reasoning=reasoning if isinstance(reasoning, str) else None, usage=tokens)
+        return Answer(message.content, reasoning=reasoning if isinstance(reasoning, str) else None, usage=usage)
 
     def _classify(self, exc: openai.APIError) -> BackendError:
         url = public_url(str(exc.request.url))

@@ -12,7 +12,7 @@ from pathlib import Path
 import threading
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_core import PydanticCustomError
 
 from chainette.engines import EngineConfig, EngineOptions
@@ -98,7 +98,9 @@ class VllmOptions(EngineOptions):
     enable_reasoning: bool = Field(False, description="Start the server with the reasoning parser that fits the model.")
     gpu_ids: list[int] | str | None = Field(None, description="GPUs the server may use, as CUDA_VISIBLE_DEVICES.")
     extra_serve_flags: list[str] = Field(default_factory=list, description="Appended verbatim to `vllm serve`.")
-    extra_env: dict[str, str] = Field(default_factory=dict, description="Added to the server's environment.")
+    extra_env: dict[str, SecretStr] = Field(
+        default_factory=dict, description="Added to the server's environment; values are secrets (e.g. HF_TOKEN), never shown."
+    )
 
     @field_validator("gpu_ids")
     @classmethod
@@ -123,7 +125,7 @@ class VllmOptions(EngineOptions):
 
     @field_validator("extra_env")
     @classmethod
-    def _check_env(cls, env: dict[str, str]) -> dict[str, str]:
+    def _check_env(cls, env: dict[str, SecretStr]) -> dict[str, SecretStr]:
         for name in env:
             if name in RESERVED_ENV:
                 raise PydanticCustomError(

@@ -11,10 +11,11 @@ from typing import Any
 
 import httpx2
 
-from chainette.client import Answer, Request, Usage
+from chainette.client import Answer, Request
 from chainette.engines import EngineConfig
 from chainette.errors import ConfigError, RowError, finish_error
 from chainette.http import JsonHttpClient
+from chainette.openai_format import parse_usage
 from chainette_vllm import API_KEY_ENV
 
 
@@ -54,24 +55,20 @@ class VllmClient:
 
 
 def parse_answer(body: dict[str, Any], *, engine: str) -> Answer:
-    """The Answer in a chat-completion body; RowError for a truncated answer or one without content."""
+    """The Answer in a chat-completion body; RowError (carrying the body's usage) for a truncated answer or one without content."""
+    usage = parse_usage(body.get("usage"))
     choices = body.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices else None
     message = choice.get("message") if isinstance(choice, dict) else None
     if not isinstance(message, dict):
-        raise RowError(f"engine '{engine}': the answer has no choices[0].message", kind="bad_response", raw=_raw(body))
+        raise RowError(f"engine '{engine}': the answer has no choices[0].message", kind="bad_response", raw=_raw(body), usage=usage)
     text = message.get("content")
-    error = finish_error(choice.get("finish_reason"), engine=engine, text=text)
+    error = finish_error(choice.get("finish_reason"), engine=engine, text=text, usage=usage)
     if error is not None:
         raise error
     if not isinstance(text, str):
-        raise RowError(f"engine '{engine}': the answer has no message content", kind="bad_response", raw=_raw(body))
-    usage = body.get("usage") or {}
-    return Answer(
-        text=text,
-        reasoning=message.get("reasoning") or message.get("reasoning_content") or None,
-        usage=Usage(input_tokens=usage.get("prompt_tokens") or 0, output_tokens=usage.get("completion_tokens") or 0),
-    )
+        raise RowError(f"engine '{engine}': the answer has no message content", kind="bad_response", raw=_raw(body), usage=usage)
+    return Answer(text=text, reasoning=message.get("reasoning") or message.get("reasoning_content") or None, usage=usage)
 
 
 def _raw(body: dict[str, Any]) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from chainette.engines import EngineConfig
+from chainette.engines import EngineConfig, public_url
 from chainette.errors import ConfigError
 
 
@@ -34,7 +34,8 @@ def warmup_command(
         if config.backend != "vllm":
             typer.echo(f"{config.name}: skipped (backend {config.backend}, not vllm)", err=True)
         elif config.endpoint:
-            typer.echo(f"{config.name}: skipped (it uses its endpoint {config.endpoint})", err=True)
+            urls = config.endpoint if isinstance(config.endpoint, list) else [config.endpoint]
+            typer.echo(f"{config.name}: skipped (it uses its endpoint {', '.join(public_url(url) or '' for url in urls)})", err=True)
         else:
             typer.echo(f"{config.name}  {server.warm_up(config)}")
 
@@ -59,6 +60,7 @@ def ps_command() -> None:
     """List the vLLM servers started by `chainette warmup` that are still running."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from chainette_vllm import server
 
@@ -70,7 +72,8 @@ def ps_command() -> None:
     for column in ("engine", "model", "url", "pid", "uptime"):
         table.add_column(column)
     for entry in entries:
-        table.add_row(entry["engine"], entry["model"], entry["url"], str(entry["pid"]), _uptime(entry["started_at"]))
+        cells = (entry["engine"], entry["model"], entry["url"], str(entry["pid"]), _uptime(entry["started_at"]))
+        table.add_row(*map(Text, cells))
     Console().print(table)
 
 

@@ -11,7 +11,9 @@
   `stop_warm` and `list_warm` back `chainette kill` and `chainette ps`.
 
 The API key reaches the server as the VLLM_API_KEY environment variable, never on the command line,
-so the commands shown in errors, logs and `chainette ps` hold no secret.
+so the commands shown in errors, logs and `chainette ps` hold no secret. `extra_env` values are secrets
+too (SecretStr): they reach only the server's environment, and the log lines an error quotes have the
+engine's secrets redacted.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import httpx2
 
 from chainette.engines import EngineConfig, public_url
 from chainette.errors import ConfigError, EngineError
+from chainette.secrets import engine_secrets, redact
 from chainette_vllm import API_KEY_ENV, SERVE_FLAGS, SERVE_OPTIONS
 
 HOST = "127.0.0.1"
@@ -61,10 +64,11 @@ class ServeSpec:
     engine: str
     model: str
     flags: tuple[str, ...]
-    env: dict[str, str]
+    env: dict[str, str] = field(repr=False)
     api_key: str | None = field(repr=False)
     port: int | None
     startup_timeout: float
+    secrets: frozenset[str] = field(repr=False)  # redacted from the log lines errors quote
 
     @property
     def key(self) -> str:
@@ -100,7 +104,7 @@ def serve_spec(config: EngineConfig) -> ServeSpec:
     if options.gpu_ids is not None:
         gpu_ids = options.gpu_ids
         env["CUDA_VISIBLE_DEVICES"] = gpu_ids if isinstance(gpu_ids, str) else ",".join(map(str, gpu_ids))
-    env.update(options.extra_env)
+    env.update({name: value.get_secret_value() for name, value in options.extra_env.items()})
     return ServeSpec(
         engine=config.name,
         model=config.model,
@@ -109,6 +113,7 @@ def serve_spec(config: EngineConfig) -> ServeSpec:
         api_key=config.resolve_api_key(default_env=API_KEY_ENV),
         port=options.port,
         startup_timeout=options.startup_timeout,
+        secrets=engine_secrets(config, default_env=API_KEY_ENV),
     )
 
 
@@ -236,7 +241,7 @@ def wait_until_healthy(server: Server, spec: ServeSpec, cancelled: threading.Eve
             if status is not None:
                 raise EngineError(
                     f"The vLLM server for engine '{spec.engine}' exited with status {status} before it was ready; "
-                    f"fix the cause its log shows and run again. {_log_excerpt(server)}",
+                    f"fix the cause its log shows and run again. {_log_excerpt(server, spec.secrets)}",
                     kind="server_exited",
                 )
             if healthy(http, server.url):
@@ -249,7 +254,7 @@ def wait_until_healthy(server: Server, spec: ServeSpec, cancelled: threading.Eve
                 raise EngineError(
                     f"The vLLM server for engine '{spec.engine}' did not answer GET /health with 200 within "
                     f"{spec.startup_timeout:g} s, so it was stopped. If the model needs longer to load, raise the engine's "
-                    f"startup_timeout. {_log_excerpt(server)}",
+                    f"startup_timeout. {_log_excerpt(server, spec.secrets)}",
                     kind="server_timeout",
                 )
             time.sleep(HEALTH_INTERVAL)
@@ -308,14 +313,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _log_excerpt(server: Server) -> str:
+def _log_excerpt(server: Server, secrets: frozenset[str]) -> str:
+    """The last lines of the server's log and its command, for an error message; `secrets` are redacted from them."""
     try:
         with open(server.log, "rb") as log:
             log.seek(max(log.seek(0, os.SEEK_END) - 64 * 1024, 0))
             lines = log.read().decode(errors="replace").splitlines()[-LOG_TAIL_LINES:]
     except OSError:
         lines = []
-    tail = "\n".join(f"    {line}" for line in lines) or "    (empty)"
+    tail = redact("\n".join(f"    {line}" for line in lines), secrets) or "    (empty)"
     return f"Last lines of its log {server.log}:\n{tail}\nCommand: {server.command}"
 
 

@@ -26,6 +26,9 @@ def _global_options(
 
 
 BUILT_IN = ("run", "inspect", "backends")
+# Help text is Markdown, as in docs/cli.md, where brackets (`chainette-core[parquet]`) stay literal; typer's default,
+# rich markup, would take `[parquet]` for a style tag and drop it. Commands and groups plugins add inherit it.
+HELP_MARKUP = "markdown"
 EPILOG = "Plugins can add commands (chainette-vllm adds warmup, kill and ps): run `chainette COMMAND --help`."
 
 
@@ -33,7 +36,14 @@ def build_app(with_plugins: bool = True) -> typer.Typer:
     """The `chainette` app: the built-in commands, plus those plugins add through `register_commands`."""
     from chainette.cli import backends, inspect, run
 
-    app = typer.Typer(name="chainette", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, epilog=EPILOG)
+    app = typer.Typer(
+        name="chainette",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+        epilog=EPILOG,
+        rich_markup_mode=HELP_MARKUP,
+    )
     app.callback()(_global_options)
     app.command("run")(run.run_command)
     app.command("inspect")(inspect.inspect_command)
@@ -71,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print_error(message: str) -> None:
+    """Print `message` on stderr after a red `Error:`, as it is (brackets are not markup), with engine secrets redacted."""
     from rich.console import Console
+    from rich.text import Text
 
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]Error:[/] {message}", markup=True)
+    from chainette.secrets import redact, registered_secrets
+
+    shown = Text.assemble(("Error:", "bold red"), " ", redact(message, registered_secrets()))
+    Console(stderr=True, highlight=False, soft_wrap=True).print(shown)

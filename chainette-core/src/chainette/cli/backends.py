@@ -28,13 +28,14 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON 
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table()
     for column in ("backend", "aliases", "distribution", "version", "status"):
         table.add_column(column)
     for info in found:
-        status = "[green]ok[/]" if info.error is None else f"[red]{info.status}[/]"
-        table.add_row(info.name, ", ".join(info.aliases), info.distribution, info.version, status)
+        status = Text(info.status, style="green" if info.error is None else "red")
+        table.add_row(*map(Text, (info.name, ", ".join(info.aliases), info.distribution, info.version)), status)
     Console().print(table)
 
 

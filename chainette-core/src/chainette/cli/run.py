@@ -26,6 +26,7 @@ def run_command(
     columns: str | None = typer.Option(
         None, "--columns", help="Input fields to keep, renamed with =: 'text,label' or 'review=text,stars'."
     ),
+    durable: bool = typer.Option(False, "--durable", help="fsync every write, so that even a power loss loses no finished row."),
     output_format: str = typer.Option("jsonl", "--format", help="Output files: jsonl or parquet (needs chainette-core[parquet])."),
 ) -> None:
     """Run CHAIN over INPUTS and write every step's outputs, the errors and the run's metadata to OUTPUT.
@@ -50,6 +51,7 @@ def run_command(
         reporter=_reporter(console, json_logs, quiet),
         columns=columns,
         output_format=output_format,
+        durable=durable,
     )
     if not json_logs:
         console.print(summary(result.stats, str(output)))

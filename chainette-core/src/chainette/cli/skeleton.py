@@ -82,7 +82,8 @@ SAMPLING_FIELDS: dict[str, str] = {}
 class ${Title}Options(EngineOptions):
     """Options of the $name backend, besides those every backend takes (timeout, max_retries, ...)."""
 
-    # TODO: add the options users pass to register_engine(); unknown ones are refused.
+    # TODO: add the options users pass to register_engine(); unknown ones are refused. Type one that can hold a
+    # secret (a token, a header value) as pydantic's SecretStr, even inside a dict or list: chainette then never shows it.
     max_concurrency: int = Field(16, ge=1, description="Requests in flight at once for this engine.")
 
 

@@ -46,7 +46,7 @@ def render_state(state: RunState, now: float) -> Group:
     for node in state.nodes.values():
         table.add_row(*_row(node, now))
     header = Text.assemble(("chainette ", "bold"), (state.chain, "bold cyan"), f" → {state.output_dir}")
-    log = Panel("\n".join(state.engine_log) or "no engine events yet", title="engines", title_align="left", border_style="dim")
+    log = Panel(Text("\n".join(state.engine_log) or "no engine events yet"), title="engines", title_align="left", border_style="dim")
     return Group(header, table, log)
 
 
@@ -65,10 +65,16 @@ def _row(node: NodeView, now: float) -> list[Any]:
     return [
         label,
         bar,
-        f"{node.done}/{node.total if node.total is not None else '?'}",
+        _rows(node),
         f"{rate:,.0f} rows/s" if rate is not None else "",
         Text(f"{failed} errors", style="red" if failed else "dim"),
         "done" if node.finished else f"ETA {duration(node.eta(now))}",
         tokens,
         money(stats.get("cost_usd")) if node.kind == "step" and stats.get("cost_usd") is not None else "",
     ]
+
+
+def _rows(node: NodeView) -> str:
+    """`done/total`, and the rows in flight beside them while there are any."""
+    shown = f"{node.done}/{node.total if node.total is not None else '?'}"
+    return f"{shown} (+{node.in_flight} in flight)" if node.in_flight and not node.finished else shown

@@ -50,7 +50,9 @@ class PlainLines:
                     total = "?" if node.total is None else node.total
                     failed = node.stats.get("failed", 0)
                     self._line(
-                        event.at, f"{node.id} {node.done}/{total} rows, {rate:,.0f} rows/s, {failed} errors, ETA {duration(node.eta(now))}"
+                        event.at,
+                        f"{node.id} {node.done}/{total} rows ({node.in_flight} in flight), {rate:,.0f} rows/s, {failed} errors, "
+                        f"ETA {duration(node.eta(now))}",
                     )
 
     def _line(self, at: str, text: str) -> None:

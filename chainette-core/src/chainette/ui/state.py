@@ -12,7 +12,7 @@ from chainette.events import EngineChanged, Event, NodeFinished, NodeStarted, Pr
 
 @dataclass
 class NodeView:
-    """One node as shown: its place in the tree, counts, and when it started."""
+    """One node as shown: its place in the tree, figures, and when this session started it."""
 
     id: str
     kind: str
@@ -20,21 +20,26 @@ class NodeView:
     total: int | None = None
     stats: dict[str, Any] = field(default_factory=dict)
     started: float | None = None
-    done_at_start: int = 0
     finished: bool = False
 
     @property
     def done(self) -> int:
+        """Rows decided (answered, failed or filtered) over the whole run: never rows merely sent."""
         return int(self.stats.get("rows_in", 0))
 
+    @property
+    def in_flight(self) -> int:
+        return int(self.stats.get("in_flight", 0))
+
     def rate(self, now: float) -> float | None:
-        """Rows per second: over the node's own time once it finished, else since it started."""
+        """Rows per second this session: over the node's own time once it finished, else since it started."""
+        rows = self.stats.get("session", {}).get("rows", 0)
         if self.finished:
-            seconds = self.stats.get("seconds") or 0.0
-            return (self.done - self.done_at_start) / seconds if seconds > 0 else None
+            seconds = self.stats.get("session", {}).get("seconds") or 0.0
+            return rows / seconds if seconds > 0 else None
         if self.started is None or now <= self.started:
             return None
-        return (self.done - self.done_at_start) / (now - self.started)
+        return rows / (now - self.started)
 
     def eta(self, now: float) -> float | None:
         rate = self.rate(now)
@@ -60,7 +65,7 @@ class RunState:
             self.nodes = {n["id"]: NodeView(n["id"], n["kind"], n["label"]) for n in event.nodes}
         elif isinstance(event, NodeStarted) and event.node in self.nodes:
             node = self.nodes[event.node]
-            node.total, node.started, node.done_at_start = event.total, time.monotonic(), node.done
+            node.total, node.started = event.total, time.monotonic()
         elif isinstance(event, NodeFinished) and event.node in self.nodes:
             node = self.nodes[event.node]
             node.stats, node.finished = event.stats, True

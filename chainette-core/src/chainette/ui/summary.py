@@ -12,8 +12,8 @@ from chainette.ui.state import duration, money
 
 
 def summary(stats: dict[str, Any], output_dir: str) -> Group:
-    """A rich renderable of a run's `run.json` counts."""
-    title = f"{stats['chain']}: {stats['status']} in {duration(stats['seconds'])}"
+    """A rich renderable of a run's `run.json` counts; names and paths are shown as they are, never read as markup."""
+    title = Text(f"{stats['chain']}: {stats['status']} in {duration(stats['seconds'])}", style="table.title")
     table = Table(title=title, title_justify="left")
     table.add_column("node")
     for column in ("in", "ok", "failed", "filtered", "tokens in/out", "cost", "time"):
@@ -24,7 +24,7 @@ def summary(stats: dict[str, Any], output_dir: str) -> Group:
         tokens = f"{node['input_tokens']}/{node['output_tokens']}" if node["kind"] == "step" else ""
         cost = money(node.get("cost_usd")) if node["kind"] == "step" else ""
         counts = (node["rows_in"], node["ok"], node["failed"], node["filtered"])
-        table.add_row(node_id, *map(str, counts), tokens, cost, f"{node['seconds']:.1f}s")
+        table.add_row(Text(node_id), *map(str, counts), tokens, cost, f"{node['seconds']:.1f}s")
     total = f"   total cost {money(stats.get('cost_usd'))}" if stats.get("cost_usd") is not None else ""
     where = Text(f"Outputs: {output_dir}/<node>/   flattened: {output_dir}/flattened/   errors: {output_dir}/errors.jsonl{total}")
     return Group(table, where)

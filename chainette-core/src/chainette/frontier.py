@@ -1,0 +1,71 @@
+"""Frontier records: how rows travel from node to node, and what a node's commit log holds.
+
+A node reads its input rows from the previous node's frontier and appends one `Commit` per input
+row it passes or filters out: the rows it produced from it (one, several when an apply fans a row
+out, none when it filters it). A row that fails is committed to the errors file instead. One line
+per input row makes a fan-out atomic: a crash can cut a line, never a group of children.
+
+Each line is `{"n": <rows>, "source": ..., "rows": [...]}`: the keys are the record's own, never
+user data, and `n` comes first so that a frontier's rows can be counted without decoding them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+
+@dataclass(slots=True)
+class Row:
+    """A row between two nodes: `ctx` holds the chain input and every earlier output by id, `direct` names
+    the entry that is the next node's direct input, `origin` the row a parallel group's branches started from."""
+
+    row_id: str
+    ctx: dict[str, Any]
+    direct: str
+    origin: str | None = None
+
+
+@dataclass(slots=True)
+class Commit:
+    """What a node did with its input row `source`: the rows it produced from it (none: filtered out)."""
+
+    source: str
+    rows: list[Row] = field(default_factory=list)
+
+    def encode(self) -> bytes:
+        """The commit as one JSONL line."""
+        return orjson.dumps({"n": len(self.rows), "source": self.source, "rows": self.rows}, option=orjson.OPT_APPEND_NEWLINE)
+
+    @classmethod
+    def decode(cls, line: bytes) -> Commit:
+        record = orjson.loads(line)
+        return cls(record["source"], [Row(**row) for row in record["rows"]])
+
+
+def commits(path: Path) -> Iterator[Commit]:
+    """Every commit of a frontier file (nothing if it does not exist)."""
+    if not path.exists():
+        return
+    with open(path, "rb") as file:
+        for line in file:
+            yield Commit.decode(line)
+
+
+def rows(path: Path) -> Iterator[Row]:
+    """The rows a frontier passes on, in commit order."""
+    for commit in commits(path):
+        yield from commit.rows
+
+
+def count_rows(path: Path) -> int:
+    """How many rows a frontier passes on, read from each line's leading `n` without decoding the rest."""
+    if not path.exists():
+        return 0
+    prefix = len(b'{"n":')
+    with open(path, "rb") as file:
+        return sum(int(line[prefix : line.index(b",", prefix)]) for line in file)

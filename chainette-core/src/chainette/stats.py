@@ -1,0 +1,137 @@
+"""A run's figures: rows decided per node (from the files, so true after any crash), what each session
+spent (requests, retries, repairs, tokens, seconds), and cost.
+
+Row counts cover the whole run. Spending is kept per session in `.chainette/sessions.json`,
+rewritten whole about once a second and when the session ends, so that a resumed run reports
+totals across sessions; a SIGKILL loses at most the last second of a session's spending.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+import json
+from pathlib import Path
+import time
+from typing import Any
+
+from chainette.store import write_atomically
+
+SESSIONS = "sessions.json"
+
+
+@dataclass
+class Spent:
+    """What one session did for a node: rows it decided, requests it sent (retries and repair requests among
+    them), tokens the server counted for them (failed requests too), and seconds."""
+
+    rows: int = 0
+    requests: int = 0
+    retries: int = 0
+    repairs: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+
+    def add_usage(self, input_tokens: int, output_tokens: int) -> None:
+        self.input_tokens += input_tokens
+        self.output_tokens += output_tokens
+
+    def __add__(self, other: Spent) -> Spent:
+        return Spent(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(Spent)})
+
+
+@dataclass
+class NodeStats:
+    """One node's figures: rows passed (ok), failed and filtered out over the whole run, rows in flight now,
+    and what this session and the earlier ones spent."""
+
+    kind: str
+    ok: int = 0
+    failed: int = 0
+    filtered: int = 0
+    in_flight: int = 0
+    session: Spent = field(default_factory=Spent)
+    earlier: Spent = field(default_factory=Spent)
+
+    @property
+    def rows_in(self) -> int:
+        """Rows decided so far (answered, failed or filtered): not those in flight."""
+        return self.ok + self.failed + self.filtered
+
+    def snapshot(self, price: tuple[float, float] | None) -> dict[str, Any]:
+        """The node's figures as run.json and the views show them: whole-run totals, plus this session's spending."""
+        total = self.earlier + self.session
+        figures = {"kind": self.kind, "rows_in": self.rows_in, "ok": self.ok, "failed": self.failed, "filtered": self.filtered}
+        figures.update({name: value for name, value in asdict(total).items() if name != "rows"})
+        figures["seconds"] = round(total.seconds, 3)
+        figures["cost_usd"] = cost(price, total) if self.kind == "step" else None
+        figures["in_flight"] = self.in_flight
+        figures["session"] = asdict(self.session)
+        return figures
+
+
+def cost(price: tuple[float, float] | None, spent: Spent) -> float | None:
+    """USD for the tokens spent at `price` (per million input and output tokens); None when the price is unknown."""
+    if price is None:
+        return None
+    return round((spent.input_tokens * price[0] + spent.output_tokens * price[1]) / 1_000_000, 6)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class SessionLog:
+    """The sessions of one run directory: earlier ones read back on resume, this one saved as it goes."""
+
+    def __init__(self, state: Path, *, resumed: bool):
+        self.path = state / SESSIONS
+        self.earlier = self._load() if resumed else []
+        self.number = len(self.earlier) + 1
+        self.started_at = now_iso()
+        self._clock = time.perf_counter()
+        self._saved_at = 0.0
+
+    def _load(self) -> list[dict[str, Any]]:
+        try:
+            sessions = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        for session in sessions:
+            if session["status"] == "running":
+                session["status"] = "killed"
+        return list(sessions)
+
+    def earlier_spent(self, node_id: str) -> Spent:
+        """What the earlier sessions spent on `node_id`, added up."""
+        total = Spent()
+        for session in self.earlier:
+            if node_id in session["nodes"]:
+                total = total + Spent(**session["nodes"][node_id])
+        return total
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self._clock
+
+    def records(self, stats: dict[str, NodeStats], status: str) -> list[dict[str, Any]]:
+        """Every session as run.json lists them, this one with `status`."""
+        this = {
+            "session": self.number,
+            "status": status,
+            "started_at": self.started_at,
+            "finished_at": now_iso(),
+            "seconds": round(self.seconds, 3),
+            "nodes": {node_id: {**asdict(node.session), "seconds": round(node.session.seconds, 3)} for node_id, node in stats.items()},
+        }
+        return [*self.earlier, this]
+
+    def save(self, stats: dict[str, NodeStats], status: str = "running", *, every: float = 0.0) -> list[dict[str, Any]]:
+        """Rewrite the sessions file with this session's figures (not more often than `every` seconds); return what it holds."""
+        records = self.records(stats, status)
+        now = time.monotonic()
+        if now - self._saved_at >= every:
+            self._saved_at = now
+            write_atomically(self.path, json.dumps(records).encode())
+        return records

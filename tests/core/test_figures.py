@@ -1,0 +1,93 @@
+"""Honest figures: tokens of failed requests count, run.json adds up every session of a resumed run, and
+input fields named like the executor's own words change nothing."""
+
+from __future__ import annotations
+
+import json
+
+from chainette import Chain, RetryableError, RowError, Step, register_engine
+from chainette.client import Usage
+from chainette.events import NodeStarted
+import chainette.policy
+
+from .conftest import Label, Text
+from .test_resume import simulate_kill_during_label, two_steps
+from .test_run import echo, label_step, rows
+
+
+def test_tokens_of_failed_retried_and_repaired_requests_are_counted(scripted, tmp_path, monkeypatch):
+    monkeypatch.setattr(chainette.policy, "BASE_DELAY", 0.001)
+
+    def answer(request, attempt):
+        if request.row_id == "0":
+            return RowError("cut off", kind="truncated", usage=Usage(100, 50))
+        if request.row_id == "1" and attempt == 1:
+            return RetryableError("busy", kind="http_503", usage=Usage(7, 0))
+        if request.row_id == "2" and attempt == 1:
+            return "not json"
+        return json.dumps({"label": request.row_id, "score": 0.5})
+
+    scripted(answer)
+    register_engine("s", backend="scripted", model="m")
+    step = Chain(name="c", steps=[label_step()]).run(rows(3), output_dir=tmp_path / "o").stats["steps"]["label"]
+    assert (step["ok"], step["failed"]) == (2, 1)
+    assert (step["requests"], step["retries"], step["repairs"]) == (5, 1, 1)
+    answered = 3  # row 1 after its retry, row 2's invalid answer and its repair: Usage(3, 2) each
+    assert step["input_tokens"] == 100 + 7 + answered * 3
+    assert step["output_tokens"] == 50 + answered * 2
+
+
+def test_a_resumed_run_reports_totals_over_every_session(scripted, tmp_path):
+    backend = scripted(echo)
+    register_engine("s", backend="scripted", model="m")
+    out = tmp_path / "out"
+    two_steps().run(rows(20), output_dir=out)
+    simulate_kill_during_label(out)
+    backend.requests.clear()
+
+    stats = two_steps().run(rows(20), output_dir=out).stats
+    label = stats["steps"]["label"]
+    assert label["ok"] == 20
+    assert label["requests"] == 20 + len([r for r in backend.requests if r.step_id == "label"]), "both sessions' requests"
+    assert label["input_tokens"] == 3 * label["requests"]
+    sessions = stats["sessions"]
+    assert [s["session"] for s in sessions] == [1, 2] and sessions[1]["status"] == "completed"
+    assert sessions[1]["nodes"]["label"]["rows"] == 12, "the second session decided only the rows not committed"
+    assert stats["seconds"] == round(sum(s["seconds"] for s in sessions), 3)
+    assert json.loads((out / ".chainette" / "sessions.json").read_text()) == sessions
+
+
+def test_input_fields_named_like_frontier_keys_change_nothing(scripted, tmp_path):
+    scripted(echo)
+    register_engine("s", backend="scripted", model="m")
+
+    class Odd(Text):
+        skip: int
+        ctx: str
+        direct: str
+        src: str
+        origin: str
+
+    data = [{"text": f"row{i}", "skip": 1, "ctx": "x", "direct": "y", "src": "z", "origin": "o"} for i in range(5)]
+    events = []
+    first = label_step(input_model=Odd)
+    second = Step(id="again", output_model=Label, engine_name="s", user_prompt="<<{{label.label}}!>>")
+    result = Chain(name="c", steps=[first, second]).run(data, output_dir=tmp_path / "o", reporter=events.append)
+    totals = {e.node: e.total for e in events if isinstance(e, NodeStarted)}
+    assert totals["label"] == totals["again"] == 5
+    assert [r.label for r in result["again"]] == [f"row{i}!" for i in range(5)]
+    assert result.flattened[0]["chain_input.skip"] == 1
+
+
+def test_progress_counts_rows_answered_not_sent(scripted, tmp_path):
+
+    scripted(echo)
+    register_engine("s", backend="scripted", model="m")
+    seen = []
+
+    def reporter(event):
+        if type(event).__name__ == "Progress" and "label" in event.nodes:
+            seen.append(event.nodes["label"])
+
+    Chain(name="c", steps=[label_step()]).run(rows(30), output_dir=tmp_path / "o", reporter=reporter)
+    assert all(s["rows_in"] == s["ok"] + s["failed"] + s["filtered"] for s in seen)

@@ -1,0 +1,92 @@
+"""What must hold in a run directory after any crash and after a resume (see chainette.store's docstring)."""
+
+from __future__ import annotations
+
+from collections import Counter
+import json
+import os
+from pathlib import Path
+import random
+
+from chainette.store import output_files, read_outputs
+
+from .torture_chain import TOPOLOGY
+
+NODES = [node for node, _ in TOPOLOGY]
+FOLDERS = [*NODES, "flattened"]
+
+
+def write_inputs(path: Path, count: int, seed: int = 0, size: int = 400) -> None:
+    """`count` rows of about `size` bytes, every 97th one invalid (no text)."""
+    rng = random.Random(seed)
+    with open(path, "w") as file:
+        for index in range(count):
+            row = {"text": f"row {index} " + "".join(rng.choice("abcdefgh ") for _ in range(size)), "skip": 1}
+            row.update({"ctx": "c", "direct": "d", "src": f"s{index}", "origin": "o"})
+            if index % 97 == 13:
+                del row["text"]
+            file.write(json.dumps(row) + "\n")
+
+
+def complete_lines(path: Path) -> list[bytes]:
+    """The complete lines of a file (a killed run may leave half a last line)."""
+    if not path.exists():
+        return []
+    return [line for line in path.read_bytes().splitlines(keepends=True) if line.endswith(b"\n")]
+
+
+def committed_rows(frontier: Path) -> list[str]:
+    """The row ids a frontier passes on, in commit order (complete lines only)."""
+    return [row["row_id"] for line in complete_lines(frontier) for row in json.loads(line)["rows"]]
+
+
+def journal_folder(out: Path, node: str, output_format: str) -> Path:
+    return out / ".chainette" / "outputs" / node if output_format == "parquet" else out / node
+
+
+def assert_commits_covered(out: Path, output_format: str) -> None:
+    """At any instant: each node's committed rows are exactly the first lines of its output journal, in order."""
+    for node in NODES:
+        committed = committed_rows(out / ".chainette" / f"{node}.jsonl")
+        written = [
+            json.loads(line)["row_id"] for path in output_files(journal_folder(out, node, output_format)) for line in complete_lines(path)
+        ]
+        assert written[: len(committed)] == committed, f"{node}: a committed row's output line is missing or out of place"
+
+
+def errors(out: Path) -> list[dict]:
+    return [json.loads(line) for line in complete_lines(out / "errors.jsonl")]
+
+
+def assert_every_row_once(out: Path, input_rows: int) -> None:
+    """After a completed run: every row a node received is decided exactly once (committed or in errors), and the
+    node's output folder holds exactly the rows its frontier passed."""
+    state = out / ".chainette"
+    failed = Counter((error["step_id"], error["row_id"]) for error in errors(out))
+    assert max(failed.values(), default=1) == 1, "a row is in errors.jsonl twice"
+    received = {"chain_input.jsonl": [str(i) for i in range(input_rows)]}
+    decided_input = [json.loads(line)["source"] for line in complete_lines(state / "chain_input.jsonl")]
+    decided_input += [row for step, row in failed if step == "chain_input"]
+    assert sorted(decided_input) == sorted(received["chain_input.jsonl"]), "input rows lost or duplicated"
+    for node, source in TOPOLOGY:
+        given = committed_rows(state / source)
+        decided = [json.loads(line)["source"] for line in complete_lines(state / f"{node}.jsonl")]
+        decided += [row for step, row in failed if step == node]
+        assert Counter(decided) == Counter(given), f"{node}: rows lost or decided twice"
+        outputs = [record["row_id"] for record in read_outputs(out / node)]
+        assert Counter(outputs) == Counter(committed_rows(state / f"{node}.jsonl")), f"{node}: outputs differ from its frontier"
+
+
+def snapshot(out: Path) -> dict[str, list]:
+    """Every user-facing result of a run, order-free: each output folder's records and the errors."""
+    view = {folder: sorted(read_outputs(out / folder), key=lambda r: r["row_id"]) for folder in FOLDERS}
+    view["errors"] = sorted(errors(out), key=lambda e: (e["step_id"], e["row_id"]))
+    return view
+
+
+def chain_file() -> str:
+    return f"{Path(__file__).with_name('torture_chain.py')}:chain"
+
+
+def environment(latency: float) -> dict[str, str]:
+    return {**os.environ, "TORTURE_LATENCY": str(latency), "CHAINETTE_LOAD_PLUGINS": "", "COLUMNS": "200"}

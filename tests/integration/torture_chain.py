@@ -1,0 +1,64 @@
+"""The chain the kill tests torture: a step, a sync apply that fans out, filters and fails some rows, a parallel
+group of two joined branches (one with an async apply), and a step reading both aliases. Fake backend, so every
+answer is deterministic; its latency comes from TORTURE_LATENCY. The input carries fields named like the
+executor's own words (skip, ctx, direct, src, origin) to show they change nothing."""
+
+import asyncio
+import os
+import zlib
+
+from pydantic import BaseModel
+
+from chainette import Branch, Chain, Step, apply, register_engine
+
+
+class Doc(BaseModel):
+    text: str
+    skip: int
+    ctx: str
+    direct: str
+    src: str
+    origin: str
+
+
+class Label(BaseModel):
+    label: str
+
+
+class Part(BaseModel):
+    part: str
+
+
+register_engine("llm", backend="fake", model="m", latency=float(os.environ.get("TORTURE_LATENCY", "0")), max_concurrency=32)
+
+
+def split(item: Label) -> list[Part]:
+    """Two parts per row; none (filtered) for one row in ten; an error for one in thirteen."""
+    digest = zlib.crc32(item.label.encode())
+    if digest % 13 == 0:
+        raise ValueError("unlucky row")
+    return [] if digest % 10 == 0 else [Part(part=f"{item.label}/a"), Part(part=f"{item.label}/b")]
+
+
+async def tag(item: Part) -> Part:
+    await asyncio.sleep(0)
+    return Part(part=f"{item.part}!")
+
+
+first = Step(id="first", input_model=Doc, output_model=Label, engine_name="llm", user_prompt="{{text}} {{skip}}")
+left = Branch(name="left", steps=[Step(id="left_step", output_model=Label, engine_name="llm", user_prompt="L {{part}}")]).join("l")
+right_step = Step(id="right_step", output_model=Label, engine_name="llm", user_prompt="R {{part}}")
+right = Branch(name="right", steps=[apply(tag, output_model=Part), right_step]).join("r")
+last = Step(id="last", output_model=Label, engine_name="llm", user_prompt="{{l.label}} | {{r.label}} | {{chain_input.src}}")
+
+chain = Chain(name="torture", steps=[first, apply(split, output_model=Part), [left, right], last])
+
+# Each node and the frontier file it reads, in order: what the invariant checks walk.
+TOPOLOGY = [
+    ("first", "chain_input.jsonl"),
+    ("split", "first.jsonl"),
+    ("left_step", "group0.tagged.jsonl"),
+    ("tag", "group0.tagged.jsonl"),
+    ("right_step", "tag.jsonl"),
+    ("last", "group0.joined.jsonl"),
+]
