@@ -111,5 +111,3 @@ def test_help_text_keeps_brackets_for_core_and_plugin_commands(install_plugin, c
     out = capsys.readouterr().out
     assert "(needs chainette-core[parquet])" in out
     assert "hf:name[:config]:split" in out
-    assert main(["hello", "--help"]) == 0
-    assert "Say hello (needs chainette-hello[extra])." in capsys.readouterr().out
