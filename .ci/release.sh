@@ -47,6 +47,7 @@ for name, wheel in wheels.items():
     with zipfile.ZipFile(wheel) as archive:
         info = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
         assert any(n.endswith(".dist-info/licenses/LICENSE") for n in archive.namelist()), f"{wheel.name} ships no LICENSE"
+        assert any(n.endswith("/py.typed") for n in archive.namelist()), f"{wheel.name} ships no py.typed"
         metadata[name] = HeaderParser().parsestr(archive.read(info).decode())
     assert metadata[name]["License-Expression"] == "MIT", f"{wheel.name}: License-Expression {metadata[name]['License-Expression']}"
 versions = {name: Version(meta["Version"]) for name, meta in metadata.items()}
@@ -65,7 +66,7 @@ for name, meta in sorted(metadata.items()):
     core_spec = f"{wheels['chainette-core']}{extras}" if lowest == core else f"chainette-core{extras}=={lowest}"
     print(name, wheels[name], core_spec, lowest, str(req.specifier).replace(" ", ""))
 PY
-phase "metadata checked: versions in step, LICENSE in every wheel and sdist"
+phase "metadata checked: versions in step, LICENSE in every wheel and sdist, py.typed in every wheel"
 
 while read -r dist wheel core_spec lowest range; do
   backend=${dist#chainette-}
