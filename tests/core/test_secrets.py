@@ -144,3 +144,19 @@ def test_a_secret_quoted_in_an_error_is_redacted_by_the_cli(tmp_path, capsys):
     assert code == 1
     assert f"the vault refused token {MASK}" in shown.err
     assert "PLANTED" not in shown.out + shown.err
+
+
+def test_events_and_run_json_never_quote_a_secret(scripted, tmp_path):
+    from chainette import Chain, RowError, Step
+
+    from .conftest import Label, Text
+
+    key = "sk-planted-in-an-error-0123"
+    scripted(lambda request, attempt: RowError(f"server says: bad key {key}", kind="http_400"))
+    register_engine("s", backend="scripted", model="m", api_key=key)
+    events = []
+    step = Step(id="label", input_model=Text, output_model=Label, engine_name="s", user_prompt="{{text}}")
+    Chain(name="c", steps=[step]).run([{"text": "a"}], output_dir=tmp_path / "o", reporter=events.append)
+    shown = "\n".join(json.dumps(event.to_json()) for event in events)
+    assert "server says: bad key" in shown and key not in shown
+    assert key not in (tmp_path / "o" / "run.json").read_text()

@@ -29,6 +29,7 @@ from chainette.inputs import Columns, ColumnSpec, hf_source
 from chainette.lifecycle import RunControl
 from chainette.nodes import Node, Parallel, Step
 from chainette.plugins import get_plugins
+from chainette.secrets import engine_secrets, redact_data
 from chainette.store import OutputFolder, RunDir, RunResult, Writer
 
 Inputs = str | os.PathLike[str] | Iterable[dict[str, Any] | BaseModel]
@@ -118,7 +119,8 @@ class Chain:
         identity = {"chain": graph.fingerprint(self.nodes), "inputs": input_fingerprint(inputs, picked)}
         run_dir = RunDir(output_dir or _default_output_dir(self.name), identity, overwrite=overwrite, output_format=output_format)
         run_dir.write_json("graph.json", self.describe())
-        bus = EventBus([reporter] if reporter else [])
+        secrets = frozenset().union(*(engine_secrets(config) for config in engines.values()))
+        bus = EventBus([reporter] if reporter else [], secrets)
         run = Run(self.nodes, run_dir, engines, retry_errors=retry_errors, durable=durable, bus=bus)
         status, error = "failed", None
         outline = [{"id": "chain_input", "kind": "input", "label": "input"}, *graph.outline(self.nodes)]
@@ -154,7 +156,7 @@ class Chain:
                 "sessions": sessions,
                 "versions": _versions(engines),
             }
-            run_dir.write_json("run.json", summary)
+            run_dir.write_json("run.json", redact_data(summary, secrets))
             bus.emit(RunFinished(status=status, summary=summary))
         return RunResult(run_dir.root, self._outputs())
 

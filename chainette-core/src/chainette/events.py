@@ -7,7 +7,7 @@ Every event turns into one JSON object with `to_json` for machine-readable logs.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 import re
 from typing import Any
@@ -86,11 +86,20 @@ Listener = Callable[[Event], None]
 
 
 class EventBus:
-    """Delivers each event to every listener, in order of subscription."""
+    """Delivers each event to every listener, in order of subscription, with every string in it cleared of `secrets`."""
 
-    def __init__(self, listeners: list[Listener] | None = None):
+    def __init__(self, listeners: list[Listener] | None = None, secrets: frozenset[str] = frozenset()):
         self.listeners = list(listeners or [])
+        self.secrets = secrets
 
     def emit(self, event: Event) -> None:
+        if self.secrets:
+            event = _redacted(event, self.secrets)
         for listener in self.listeners:
             listener(event)
+
+
+def _redacted(event: Event, secrets: frozenset[str]) -> Event:
+    from chainette.secrets import redact_data
+
+    return replace(event, **{f.name: redact_data(getattr(event, f.name), secrets) for f in fields(event) if f.name != "at"})
