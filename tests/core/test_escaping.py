@@ -88,25 +88,7 @@ def test_backends_table_keeps_brackets_in_errors(install_plugin, capsys):
     assert "error: import failed: RuntimeError: install chainette-needy[gpu]" in capsys.readouterr().out
 
 
-def test_help_text_keeps_brackets_for_core_and_plugin_commands(install_plugin, capsys):
-    install_plugin(
-        "chainette-hello",
-        "hello",
-        "hello_backend",
-        """
-        from chainette import hookimpl
-
-        @hookimpl
-        def make_client(config):
-            raise NotImplementedError
-
-        @hookimpl
-        def register_commands(app):
-            @app.command("hello")
-            def hello(name: str):
-                \"\"\"Say hello (needs chainette-hello[extra]).\"\"\"
-        """,
-    )
+def test_help_text_keeps_brackets(capsys):
     assert main(["run", "--help"]) == 0
     out = capsys.readouterr().out
     assert "(needs chainette-core[parquet])" in out
