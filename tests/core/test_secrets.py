@@ -146,7 +146,7 @@ def test_a_secret_quoted_in_an_error_is_redacted_by_the_cli(tmp_path, capsys):
     assert "PLANTED" not in shown.out + shown.err
 
 
-def test_events_and_run_json_never_quote_a_secret(scripted, tmp_path):
+def test_events_run_json_and_errors_never_quote_a_secret(scripted, tmp_path):
     from chainette import Chain, RowError, Step
 
     from .conftest import Label, Text
@@ -160,3 +160,5 @@ def test_events_and_run_json_never_quote_a_secret(scripted, tmp_path):
     shown = "\n".join(json.dumps(event.to_json()) for event in events)
     assert "server says: bad key" in shown and key not in shown
     assert key not in (tmp_path / "o" / "run.json").read_text()
+    errors = (tmp_path / "o" / "errors.jsonl").read_text()
+    assert "server says: bad key" in errors and key not in errors

@@ -32,6 +32,7 @@ from chainette.nodes import Apply, Node, Parallel, Step
 from chainette.policy import complete_with_retries
 from chainette.sampling import translate
 from chainette.schema import extract_json, format_instruction, json_schema, repair_messages
+from chainette.secrets import redact_data
 from chainette.stats import NodeStats, SessionLog
 from chainette.store import LineFile, OutputFolder, RunDir, Writer, recover_errors, recover_node, write_atomically, write_lines_atomically
 from chainette.templates import compile_template
@@ -137,6 +138,9 @@ class Run:
             raise self.control.interrupted()
 
     def record_error(self, row_id: str, node_id: str, kind: str, message: str, raw: Any = None) -> None:
+        """Append the row's failure to errors.jsonl (cleared of the engines' secrets) and announce it."""
+        if self.bus.secrets:
+            message, raw = redact_data([message, raw], self.bus.secrets)
         self.errors.write({"row_id": row_id, "step_id": node_id, "error_type": kind, "message": message, "raw": raw})
         self.bus.emit(RowFailed(node=node_id, row_id=row_id, error_type=kind, message=message))
 
