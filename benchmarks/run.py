@@ -1,7 +1,9 @@
 """Chainette's benchmark: every throughput, overhead, memory, start-up and scale-out goal, each
 against a baseline measured in the same run. Prints a table: figure, value, baseline, ratio, goal, met.
 
-Usage: python benchmarks/run.py [--quick]
+Usage: python benchmarks/run.py [--quick] [--strict]
+
+Exits 0 once the table is printed; with --strict, 1 when a goal is not met.
 """
 
 from __future__ import annotations
@@ -228,24 +230,35 @@ def write_inputs(path: Path, count: int) -> None:
             file.write(json.dumps({"text": f"review number {index}: it was fine"}) + "\n")
 
 
-def overhead(count: int) -> tuple[Row, str]:
-    """Goal 2: the fake backend with no latency, two steps, every output written (best of two); and where the time goes."""
+def overhead(count: int) -> tuple[list[Row], str]:
+    """Goal 2: the fake backend with no latency, two steps, every output written (best of two); what
+    --durable's fsyncs cost on this disk; and where the time goes."""
     namespace: dict[str, object] = {}
     exec(OVERHEAD_CHAIN, namespace)
     chain = namespace["chain"]
-    rate = baseline = 0.0
+    rate = baseline = durable = 0.0
     with tempfile.TemporaryDirectory() as folder:
         inputs = Path(folder) / "in.jsonl"
         write_inputs(inputs, count)
         for attempt in range(2):
-            started = time.perf_counter()
-            result = chain.run(inputs, output_dir=Path(folder) / f"out-{attempt}")
-            rate = max(rate, count / (time.perf_counter() - started))
-            assert result.stats["steps"]["second"]["ok"] == count
+            rate = max(rate, _chain_rate(chain, inputs, Path(folder) / f"out-{attempt}", count))
+            durable = max(durable, _chain_rate(chain, inputs, Path(folder) / f"durable-{attempt}", count, durable=True))
             baseline = max(baseline, _read_write_rate(inputs, Path(folder) / "copy.jsonl"))
         profile = _profile(chain, inputs, Path(folder) / "profiled", min(count, 20_000))
-    row = Row(f"2. fake backend, two steps, {count:,} rows", rate, baseline, ">= 10,000 rows/s", rate >= 10_000)
-    return row, profile
+    rows = [
+        Row(f"2. fake backend, two steps, {count:,} rows", rate, baseline, ">= 10,000 rows/s", rate >= 10_000),
+        Row("2. the same with --durable (fsync per flush) vs without", durable, rate, ">= 50% of without", durable >= 0.5 * rate),
+    ]
+    return rows, profile
+
+
+def _chain_rate(chain, inputs: Path, output: Path, count: int, durable: bool = False) -> float:
+    """Rows per second of one run of the overhead chain over `inputs`."""
+    started = time.perf_counter()
+    result = chain.run(inputs, output_dir=output, durable=durable)
+    elapsed = time.perf_counter() - started
+    assert result.stats["steps"]["second"]["ok"] == count
+    return count / elapsed
 
 
 def _read_write_rate(inputs: Path, copy: Path) -> float:
@@ -382,19 +395,22 @@ def scale_out(count: int) -> list[Row]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke test (goals may then not be met)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is not met (by default the table is the result)")
     args = parser.parse_args()
     os.environ.setdefault("CHAINETTE_LOAD_PLUGINS", "openai,vllm,ollama")
     requests, rows, big = (600, 10_000, 50_000) if args.quick else (3_000, 100_000, 1_000_000)
     table = throughput(requests)
-    row, profile = overhead(rows)
-    table.append(row)
+    rows_overhead, profile = overhead(rows)
+    table.extend(rows_overhead)
     table.append(memory(big))
     table.extend(start_up())
     table.extend(scale_out(requests // 2))
     _print(table)
     print(profile)
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
-    sys.exit(0 if all(row.met for row in table) else 1)
+    unmet = [row.figure for row in table if not row.met]
+    print(f"{len(table) - len(unmet)} of {len(table)} goals met" + "".join(f"\n  not met: {figure}" for figure in unmet))
+    sys.exit(1 if args.strict and unmet else 0)
 
 
 def _print(table: list[Row]) -> None:
