@@ -205,7 +205,7 @@ def throughput(count: int) -> list[Row]:
     ]
 
 
-OVERHEAD_CHAIN = """
+MODELS = """
 import json, sys, time
 from pydantic import BaseModel
 from chainette import Chain, Step, register_engine
@@ -218,10 +218,15 @@ class Label(BaseModel):
     score: float
 
 register_engine("fake", backend="fake", model="m")
+"""
+OVERHEAD_CHAIN = (
+    MODELS
+    + """
 first = Step(id="first", input_model=Text, output_model=Label, engine_name="fake", user_prompt="Classify {{text}}")
 second = Step(id="second", output_model=Label, engine_name="fake", user_prompt="Check {{label}} for {{chain_input.text}}")
 chain = Chain(name="overhead", steps=[first, second])
 """
+)
 
 
 def write_inputs(path: Path, count: int) -> None:
@@ -259,6 +264,35 @@ def _chain_rate(chain, inputs: Path, output: Path, count: int, durable: bool = F
     elapsed = time.perf_counter() - started
     assert result.stats["steps"]["second"]["ok"] == count
     return count / elapsed
+
+
+LONG_CHAIN = (
+    MODELS
+    + """
+def long_chain(length):
+    first = Step(id="s0", input_model=Text, output_model=Label, engine_name="fake", user_prompt="Classify {{text}}")
+    rest = [Step(id=f"s{i}", output_model=Label, engine_name="fake", user_prompt="Check {{label}}") for i in range(1, length)]
+    return Chain(name=f"long{length}", steps=[first, *rest])
+"""
+)
+
+
+def disk_per_row(count: int, length: int = 10) -> Row:
+    """Goal 2b: the run's state (frontiers) per row grows linearly with the number of steps: a `length`-step chain
+    against `length` times a one-step chain."""
+    namespace: dict[str, object] = {}
+    exec(LONG_CHAIN, namespace)
+    long_chain = namespace["long_chain"]
+    sizes = {}
+    with tempfile.TemporaryDirectory() as folder:
+        inputs = Path(folder) / "in.jsonl"
+        write_inputs(inputs, count)
+        for steps in (1, length):
+            out = Path(folder) / f"out-{steps}"
+            long_chain(steps).run(inputs, output_dir=out)
+            sizes[steps] = sum(path.stat().st_size for path in (out / ".chainette").glob("*.jsonl")) / count
+    figure = f"2. state on disk per row, {length} steps vs {length} x one step"
+    return Row(figure, sizes[length], length * sizes[1], "<= 1.0 x (linear)", sizes[length] <= length * sizes[1], unit="bytes")
 
 
 def _read_write_rate(inputs: Path, copy: Path) -> float:
@@ -402,6 +436,7 @@ def main() -> None:
     table = throughput(requests)
     rows_overhead, profile = overhead(rows)
     table.extend(rows_overhead)
+    table.append(disk_per_row(rows // 10))
     table.append(memory(big))
     table.extend(start_up())
     table.extend(scale_out(requests // 2))

@@ -96,3 +96,22 @@ def test_describe_has_nodes_edges_and_joins():
 def test_name_that_is_both_a_field_and_an_id_is_ambiguous():
     with pytest.raises(ConfigError, match=r"'\{\{label\}\}' is ambiguous.*'\{\{label.label\}\}'"):
         Chain(name="c", steps=[step("label", "{{text}}", input_model=Text), step("b", "{{label}}")])
+
+
+def test_errors_name_the_declared_node_and_its_key():
+    first = step("a", "{{text}}", input_model=Text)
+    inner = Branch(name="inner", steps=[step("deep", "{{label}}")])
+    joined = Branch(name="fr", steps=[step("to_fr", "{{label}}"), [inner]]).join("a")
+    expects_other = step("b", "{{other}}", input_model=Other)
+    unknown_name = step("b", "{{txt}}")
+    same_id = apply(lambda x: x, id="a")
+    cases = [
+        ([first, [joined]], joined, ("join",)),
+        ([first, expects_other], expects_other, ("input_model",)),
+        ([first, unknown_name], unknown_name, ("user_prompt",)),
+        ([first, same_id], same_id, ()),
+    ]
+    for steps, node, loc in cases:
+        with pytest.raises(ConfigError) as excinfo:
+            Chain(name="c", steps=steps)
+        assert excinfo.value.node is node and excinfo.value.loc == loc

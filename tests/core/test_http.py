@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import socket
 
+import httpx2
 import pytest
 
 from chainette import EngineError, RetryableError, RowError, register_engine
-from chainette.http import JsonHttpClient
+from chainette.http import CONNECT_TIMEOUT, JsonHttpClient, async_client, bearer, error_message
 from chainette.testing import FakeServer, Fault
 
 CHAT = {
@@ -80,3 +81,35 @@ async def test_error_message_comes_from_the_body(engine):
         with pytest.raises(RowError, match="HTTP 400: schema not supported"):
             await client.post("/chat/completions", CHAT)
         await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        (httpx2.Response(400, json={"error": {"message": "schema not supported", "type": "BadRequestError"}}), "schema not supported"),
+        (httpx2.Response(401, json={"error": "Unauthorized"}), "Unauthorized"),
+        (httpx2.Response(500, text="upstream exploded"), "upstream exploded"),
+        (httpx2.Response(502, text=""), "Bad Gateway"),
+        (httpx2.Response(422, json={"detail": "bad"}), "{'detail': 'bad'}"),
+    ],
+)
+def test_error_message_of_openai_vllm_and_plain_bodies(response, expected):
+    assert error_message(response) == expected
+
+
+def test_bearer_header():
+    assert bearer("sk-1") == {"Authorization": "Bearer sk-1"}
+    assert bearer(None) is None
+    assert bearer("") is None
+
+
+async def test_async_client_follows_the_engine_options():
+    config = register_engine("e", backend="fake", model="m", timeout=30.0, max_concurrency=7)
+    client = async_client(config.options, base_url="http://x.test/v1", headers=bearer("k"))
+    assert client.timeout == httpx2.Timeout(30.0, connect=CONNECT_TIMEOUT)
+    assert client.base_url == "http://x.test/v1/"
+    assert client.headers["Authorization"] == "Bearer k"
+    await client.aclose()
+    short = async_client(register_engine("s", backend="fake", model="m", timeout=2.0).options)
+    assert short.timeout == httpx2.Timeout(2.0)
+    await short.aclose()

@@ -16,6 +16,11 @@ from chainette import hookimpl
 def make_client(config):
     raise NotImplementedError
 """
+ALIASED = """
+@hookimpl
+def backend_aliases():
+    return ["good_old_name"]
+"""
 
 
 def test_fake_backend_is_built_in():
@@ -68,11 +73,17 @@ def test_empty_load_plugins_env_loads_no_entry_points(install_plugin, monkeypatc
 def test_unknown_backend_lists_installed_and_pip_line(monkeypatch):
     monkeypatch.setenv("CHAINETTE_LOAD_PLUGINS", "")
     with pytest.raises(ConfigError) as excinfo:
-        register_engine("e", backend="ollama_api", model="llama3")
+        register_engine("e", backend="ollama", model="llama3")
     message = str(excinfo.value)
-    assert "Unknown backend 'ollama_api'" in message
+    assert "Unknown backend 'ollama'" in message
     assert "Installed backends: fake" in message
     assert "pip install chainette-ollama" in message
+
+
+def test_a_backend_declares_its_own_aliases(install_plugin):
+    install_plugin("chainette-aliased", "aliased", "aliased_backend", WORKING + ALIASED)
+    assert get_plugins().resolve("good_old_name") == "aliased"
+    assert next(i for i in get_plugins().all() if i.name == "aliased").aliases == ["good_old_name"]
 
 
 def test_hooks_reach_only_their_own_backend(scripted):

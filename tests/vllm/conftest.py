@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from chainette_vllm import server
+from chainette_vllm import process, server
 
 FAKE_VLLM = Path(__file__).with_name("fake_vllm.py")
 
@@ -80,7 +80,7 @@ def fake_vllm(tmp_path, monkeypatch):
     monkeypatch.setenv("CHAINETTE_STATE_DIR", str(fake.state))
     for name in ("VLLM_API_KEY", "FAKE_VLLM_MODE", "FAKE_VLLM_LATENCY", "FAKE_VLLM_API_KEY", "CUDA_VISIBLE_DEVICES"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(server, "STOP_GRACE", 1.0)
+    monkeypatch.setattr(process, "STOP_GRACE", 1.0)
     yield fake
     server._stop_owned_servers()
     left = fake.left()

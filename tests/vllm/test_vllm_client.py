@@ -168,21 +168,19 @@ async def test_truncated_answer_is_a_row_error_with_the_usage():
     assert (info.value.usage.input_tokens, info.value.usage.output_tokens) == (12, 256)
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        completion({"role": "assistant", "content": None}),
-        completion({"role": "assistant"}),
-        {"choices": []},
-        {"choices": [{"index": 0, "message": None}]},
-        {"object": "chat.completion"},
-    ],
-)
-async def test_missing_content_is_a_bad_response(body):
+@pytest.mark.parametrize("body", [completion({"role": "assistant", "content": None}), completion({"role": "assistant"})])
+async def test_missing_content_is_an_empty_answer(body):
     with pytest.raises(RowError) as info:
         await Recorder(body).ask()
-    assert info.value.kind == "bad_response"
+    assert info.value.kind == "empty_answer"
     assert not isinstance(info.value, RetryableError)
+
+
+@pytest.mark.parametrize("body", [{"choices": []}, {"choices": [{"index": 0, "message": None}]}, {"object": "chat.completion"}])
+async def test_answer_without_a_message_is_a_retryable_bad_response(body):
+    with pytest.raises(RetryableError) as info:
+        await Recorder(body).ask()
+    assert info.value.kind == "bad_response"
 
 
 @pytest.mark.parametrize(

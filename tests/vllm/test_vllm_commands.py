@@ -76,7 +76,7 @@ def test_warmup_from_engines_yaml_starts_persistent_vllm_engines(fake_vllm, tmp_
     assert out.startswith("persistent  http://127.0.0.1:")
     assert "offline: skipped (backend fake, not vllm)" in err
 
-    assert main(["warmup", str(engines), "-e", "lazy", "-e", "remote", "-e", "persistent"]) == 0
+    assert main(["warmup", str(engines), "--engine", "lazy", "--engine", "remote", "--engine", "persistent"]) == 0
     out, err = capsys.readouterr()
     assert [s["argv"][1] for s in fake_vllm.starts()] == ["model-p", "model-l"]  # persistent was already warm
     assert [line.split()[0] for line in out.splitlines()] == ["lazy", "persistent"]
@@ -90,7 +90,7 @@ def test_warmup_from_engines_yaml_starts_persistent_vllm_engines(fake_vllm, tmp_
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["warmup", "ENGINES", "-e", "nope"], "has no engine named nope (its engines: lazy, offline, persistent, remote)"),
+        (["warmup", "ENGINES", "--engine", "nope"], "has no engine named nope (its engines: lazy, offline, persistent, remote)"),
         (["kill"], "Name the engines whose servers to stop, or pass --all"),
         (["kill", "ghost"], "No server started by warmup for ghost (warm engines: none)"),
     ],
@@ -107,4 +107,4 @@ def test_warmup_needs_persistent_engines_or_names(fake_vllm, tmp_path, capsys):
     engines = tmp_path / "engines.yaml"
     engines.write_text("engines:\n  - {name: lazy, backend: vllm, model: m}\n")
     assert main(["warmup", str(engines)]) == 1
-    assert "has lazy=False (lazy); name those to start with -e NAME" in " ".join(capsys.readouterr().err.split())
+    assert "has lazy=False (lazy); name those to start with --engine NAME" in " ".join(capsys.readouterr().err.split())

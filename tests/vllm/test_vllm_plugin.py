@@ -13,7 +13,8 @@ from chainette import Chain, SamplingParams, Step, register_engine
 from chainette.errors import ConfigError
 from chainette.plugins import get_plugins
 from chainette.sampling import UnsupportedSamplingWarning
-from chainette_vllm import VllmOptions, server
+from chainette_vllm import VllmOptions
+from chainette_vllm.spec import serve_spec
 
 
 class Text(BaseModel):
@@ -32,6 +33,7 @@ def test_entry_point_registers_backend_with_alias():
     assert info.distribution == "chainette-vllm"
     assert info.aliases == ["vllm_api"]
     assert set(info.hooks) == {
+        "backend_aliases",
         "engine_options",
         "ensure_running",
         "make_client",
@@ -124,10 +126,10 @@ def test_extra_env_may_not_set_what_an_option_sets(name, instead):
     ],
 )
 def test_enable_reasoning_picks_a_reasoning_parser(model, parser):
-    flags = server.serve_spec(register_engine("v", backend="vllm", model=model, enable_reasoning=True)).flags
+    flags = serve_spec(register_engine("v", backend="vllm", model=model, enable_reasoning=True)).flags
     assert flags == ("--reasoning-parser", parser)
     chosen = register_engine("v", backend="vllm", model=model, enable_reasoning=True, reasoning_parser="custom")
-    assert server.serve_spec(chosen).flags == ("--reasoning-parser", "custom")
+    assert serve_spec(chosen).flags == ("--reasoning-parser", "custom")
 
 
 def test_enable_reasoning_on_an_unknown_model_asks_for_the_parser(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+import threading
 import time
 
 import httpx2
@@ -12,6 +14,8 @@ from chainette import Chain, Step, register_engine
 from chainette.errors import EngineError
 from chainette.testing import FakeServer
 from chainette_vllm import server
+from chainette_vllm.process import Server, free_port
+from chainette_vllm.spec import serve_spec
 
 SECRET = "sk-very-secret-key"
 
@@ -21,7 +25,7 @@ class Text(BaseModel):
 
 
 def test_spawn_command_flags_and_environment(fake_vllm, tmp_path):
-    port = server.free_port()
+    port = free_port()
     config = register_engine(
         "qwen",
         backend="vllm",
@@ -113,6 +117,35 @@ def test_health_is_awaited(fake_vllm, tmp_path, monkeypatch):
     assert fake_vllm.left() == []
 
 
+def test_different_servers_start_concurrently_and_same_key_callers_share_one_start(tmp_path, monkeypatch):
+    """Each start blocks until another start is under way: with one lock for all servers the barrier breaks."""
+    monkeypatch.setenv("CHAINETTE_STATE_DIR", str(tmp_path / "state"))
+    two_starting = threading.Barrier(2, timeout=20)
+    started, stopped = [], []
+
+    def blocking_spawn(spec, logs, *, cancelled=None):
+        started.append(spec.model)
+        two_starting.wait()
+        return Server(url=f"http://{spec.model}/v1", pid=2**30 + len(started), command="", log=logs / "none.log")
+
+    monkeypatch.setattr(server, "spawn", blocking_spawn)
+    monkeypatch.setattr(server, "stop_group", lambda pid, process=None: stopped.append(pid))
+    configs = [register_engine(f"e{i}", backend="vllm", model=model) for i, model in enumerate("abab")]
+    try:
+        with ThreadPoolExecutor(len(configs)) as pool:
+            urls = list(pool.map(lambda config: server.ensure_running(config, tmp_path), configs))
+        assert urls == ["http://a/v1", "http://b/v1", "http://a/v1", "http://b/v1"]
+        assert sorted(started) == ["a", "b"]  # one start per server key
+        for config in configs[:2]:
+            server.release(config)
+        assert stopped == []  # e2 and e3 still use them
+        for config in configs[2:]:
+            server.release(config)
+        assert len(stopped) == 2
+    finally:
+        server._stop_owned_servers()
+
+
 def test_crash_at_start_fails_fast_with_log_and_command(fake_vllm, tmp_path):
     config = register_engine("bad", backend="vllm", model="m", extra_env={"FAKE_VLLM_MODE": "crash"}, max_model_len=99)
     started = time.monotonic()
@@ -128,13 +161,13 @@ def test_crash_at_start_fails_fast_with_log_and_command(fake_vllm, tmp_path):
     port = fake_vllm.starts()[0]["argv"][5]
     assert f"Command: {tmp_path / 'bin' / 'vllm'} serve m --host 127.0.0.1 --port {port} --max-model-len 99" in message
     assert fake_vllm.left() == []  # its child too
-    assert server._servers == {}
+    assert all(slot.server is None for slot in server._slots.values())
 
 
 def test_secrets_a_server_log_echoes_are_redacted_from_the_error(fake_vllm, tmp_path):
     token = "hf_PLANTED_5e1b9a"
     config = register_engine("bad", backend="vllm", model="m", api_key=SECRET, extra_env={"FAKE_VLLM_MODE": "crash", "EXTRA_TOKEN": token})
-    assert token not in repr(config) + repr(server.serve_spec(config))
+    assert token not in repr(config) + repr(serve_spec(config))
     with pytest.raises(EngineError) as info:
         server.ensure_running(config, tmp_path)
 
@@ -202,7 +235,7 @@ def test_endpoint_with_wrong_key_is_an_error(tmp_path):
 
 
 def test_dead_endpoint_is_an_error(tmp_path):
-    config = register_engine("ext", backend="vllm", model="m", endpoint=f"http://127.0.0.1:{server.free_port()}/v1")
+    config = register_engine("ext", backend="vllm", model="m", endpoint=f"http://127.0.0.1:{free_port()}/v1")
     with pytest.raises(EngineError, match=r"the vLLM endpoint http://127\.0\.0\.1:\d+/v1 does not answer \(ConnectError"):
         server.ensure_running(config, tmp_path)
 

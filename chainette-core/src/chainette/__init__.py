@@ -49,12 +49,27 @@ def __dir__() -> list[str]:
     return __all__
 
 
-if TYPE_CHECKING:
-    from chainette.chain import Chain
-    from chainette.client import Answer, Client, Request, Usage
-    from chainette.engines import EngineConfig, EngineOptions, get_engine, load_engines_from_yaml, register_engine
-    from chainette.errors import BackendError, ChainetteError, ConfigError, EngineError, RetryableError, RowError
-    from chainette.hookspecs import hookimpl
-    from chainette.nodes import Apply, Branch, Step, apply
-    from chainette.sampling import SamplingParams
-    from chainette.store import RunResult
+if TYPE_CHECKING:  # explicit re-exports (`X as X`), so that strict type checkers see the public API
+    from chainette.chain import Chain as Chain
+    from chainette.client import Answer as Answer
+    from chainette.client import Client as Client
+    from chainette.client import Request as Request
+    from chainette.client import Usage as Usage
+    from chainette.engines import EngineConfig as EngineConfig
+    from chainette.engines import EngineOptions as EngineOptions
+    from chainette.engines import get_engine as get_engine
+    from chainette.engines import load_engines_from_yaml as load_engines_from_yaml
+    from chainette.engines import register_engine as register_engine
+    from chainette.errors import BackendError as BackendError
+    from chainette.errors import ChainetteError as ChainetteError
+    from chainette.errors import ConfigError as ConfigError
+    from chainette.errors import EngineError as EngineError
+    from chainette.errors import RetryableError as RetryableError
+    from chainette.errors import RowError as RowError
+    from chainette.hookspecs import hookimpl as hookimpl
+    from chainette.nodes import Apply as Apply
+    from chainette.nodes import Branch as Branch
+    from chainette.nodes import Step as Step
+    from chainette.nodes import apply as apply
+    from chainette.sampling import SamplingParams as SamplingParams
+    from chainette.store import RunResult as RunResult

@@ -11,17 +11,15 @@ import difflib
 import importlib
 import os
 from pathlib import Path
-import re
 import sys
-import traceback
 from types import ModuleType
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from chainette.chain import Chain
-from chainette.engines import register_engine
-from chainette.errors import ConfigError
+from chainette.engines import EngineSpec, register_spec
+from chainette.errors import ConfigError, raised_at
 from chainette.nodes import Apply, Branch, Step, apply
 from chainette.sampling import SamplingParams
 from chainette.yamlfile import Loc, YamlFile, read_yaml
@@ -29,20 +27,6 @@ from chainette.yamlfile import Loc, YamlFile, read_yaml
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class EngineSpec(BaseModel):
-    """An entry of `engines:`; keys beyond these are backend options, checked by the backend."""
-
-    model_config = ConfigDict(extra="allow")
-
-    name: str
-    backend: str
-    model: str
-    endpoint: str | list[str] | None = None
-    api_key: str | None = None
-    api_key_env: str | None = None
-    lazy: bool = True
 
 
 class StepSpec(_Spec):
@@ -113,9 +97,12 @@ def load_chain_file(path: str | os.PathLike[str]) -> Chain:
     try:
         chain = Chain(name=spec.name, steps=steps)
     except ConfigError as exc:
-        raise source.at(builder.locate(str(exc)), str(exc)) from None
+        raise source.at((*builder.locs[exc.node], *exc.loc) if exc.node else exc.loc, str(exc)) from None
     for index, engine in enumerate(spec.engines):
-        _register(source, engine, ("engines", index))
+        try:
+            register_spec(engine)
+        except ConfigError as exc:
+            raise source.at(("engines", index, *exc.loc), str(exc)) from None
     return chain
 
 
@@ -139,12 +126,12 @@ def _import_roots(source: YamlFile, spec: ChainSpec) -> list[Path]:
 
 
 class _Builder:
-    """Turns the validated entries of `steps:` into Step, Apply and Branch objects, remembering where each id is."""
+    """Turns the validated entries of `steps:` into Step, Apply and Branch objects, remembering where each is declared."""
 
     def __init__(self, source: YamlFile, roots: list[Path]):
         self.source = source
         self.roots = roots
-        self.ids: dict[str, Loc] = {}
+        self.locs: dict[Step | Apply | Branch, Loc] = {}
 
     def node(self, item: Any, loc: Loc, *, in_parallel: bool = False) -> Any:
         if not isinstance(item, dict):
@@ -167,13 +154,13 @@ class _Builder:
     def branch(self, spec: BranchSpec, loc: Loc) -> Branch:
         steps = [self.node(item, (*loc, "steps", index)) for index, item in enumerate(spec.steps)]
         branch = Branch(name=spec.branch, steps=steps)
-        if spec.join is None:
-            return branch
-        self.ids[spec.join] = (*loc, "join")
-        try:
-            return branch.join(spec.join)
-        except ConfigError as exc:
-            raise self.source.at((*loc, "join"), str(exc)) from None
+        if spec.join is not None:
+            try:
+                branch = branch.join(spec.join)
+            except ConfigError as exc:
+                raise self.source.at((*loc, "join"), str(exc)) from None
+        self.locs[branch] = loc
+        return branch
 
     def step(self, spec: StepSpec, loc: Loc) -> Step:
         if spec.engine is not None and spec.engine_name is not None:
@@ -183,11 +170,10 @@ class _Builder:
             raise self.source.error(
                 loc, "missing required key 'engine' (the name of an engine declared under engines: or registered elsewhere)."
             )
-        input_model = self.model(spec.input_model, (*loc, "input_model"))
+        input_model = self.optional_model(spec.input_model, (*loc, "input_model"))
         output_model = self.model(spec.output_model, (*loc, "output_model"))
-        self.ids[spec.id] = loc
         try:
-            return Step(
+            step = Step(
                 id=spec.id,
                 name=spec.name,
                 input_model=input_model,
@@ -201,6 +187,8 @@ class _Builder:
             )
         except ConfigError as exc:
             raise self.source.at((*loc, "id"), str(exc)) from None
+        self.locs[step] = loc
+        return step
 
     def apply(self, spec: ApplySpec, loc: Loc) -> Apply:
         fn = self.reference(spec.apply, (*loc, "apply"), "function")
@@ -208,18 +196,20 @@ class _Builder:
             raise self.source.error(
                 (*loc, "apply"), f"'{spec.apply}' is not a function (it is {type(fn).__name__}); point at a function taking one item."
             )
-        input_model = self.model(spec.input_model, (*loc, "input_model"))
-        output_model = self.model(spec.output_model, (*loc, "output_model"))
+        input_model = self.optional_model(spec.input_model, (*loc, "input_model"))
+        output_model = self.optional_model(spec.output_model, (*loc, "output_model"))
         try:
             node = apply(fn, id=spec.id, input_model=input_model, output_model=output_model)
         except ConfigError as exc:
             raise self.source.at((*loc, "id" if spec.id else "apply"), f"{exc} Give the apply an id: key.") from None
-        self.ids[node.id] = loc
+        self.locs[node] = loc
         return node
 
-    def model(self, reference: str | None, loc: Loc) -> type[BaseModel] | None:
-        if reference is None:
-            return None
+    def optional_model(self, reference: str | None, loc: Loc) -> type[BaseModel] | None:
+        return None if reference is None else self.model(reference, loc)
+
+    def model(self, reference: str, loc: Loc) -> type[BaseModel]:
+        """The pydantic model class `module:Name` names."""
         value = self.reference(reference, loc, "Class")
         if not (isinstance(value, type) and issubclass(value, BaseModel)):
             raise self.source.error(
@@ -254,9 +244,9 @@ class _Builder:
                 raise self.source.error(
                     loc, f"cannot find the module '{name}'. Module references resolve from {folders}, then sys.path; check the spelling."
                 ) from None
-            raise self.source.error(loc, f"importing '{name}' failed{_where(exc, self.roots)}: {type(exc).__name__}: {exc}") from None
+            raise self.source.error(loc, f"importing '{name}' failed{raised_at(exc, self.roots)}: {type(exc).__name__}: {exc}") from None
         except Exception as exc:
-            raise self.source.error(loc, f"importing '{name}' failed{_where(exc, self.roots)}: {type(exc).__name__}: {exc}") from None
+            raise self.source.error(loc, f"importing '{name}' failed{raised_at(exc, self.roots)}: {type(exc).__name__}: {exc}") from None
 
     def _prefer_local(self, name: str) -> None:
         """Forget an imported module of the same name from elsewhere when the chain's folders hold one."""
@@ -269,46 +259,6 @@ class _Builder:
             return
         for key in [key for key in sys.modules if key == top or key.startswith(f"{top}.")]:
             del sys.modules[key]
-
-    def locate(self, message: str) -> Loc:
-        """Where the node a Chain check names is declared: its prompt, its input_model, or the node itself."""
-        for name in re.findall(r"'(\w+)'", message):
-            if name in self.ids:
-                loc = self.ids[name]
-                for marker, key in ((" user_prompt", "user_prompt"), (" system_prompt", "system_prompt"), (" expects ", "input_model")):
-                    if marker in message and (*loc, key) in self.source.lines:
-                        return (*loc, key)
-                return loc
-        return ()
-
-
-def _register(source: YamlFile, spec: EngineSpec, loc: Loc) -> None:
-    options = dict(spec.model_extra or {})
-    try:
-        register_engine(
-            spec.name,
-            backend=spec.backend,
-            model=spec.model,
-            endpoint=spec.endpoint,
-            api_key=spec.api_key,
-            api_key_env=spec.api_key_env,
-            lazy=spec.lazy,
-            **options,
-        )
-    except ConfigError as exc:
-        message = str(exc)
-        key = next((k for k in options if f"'{k}'" in message or f" {k}:" in message), "backend" if "ackend '" in message else None)
-        raise source.at((*loc, key) if key else loc, message) from None
-
-
-def _where(exc: BaseException, roots: list[Path]) -> str:
-    """' at file:line' of the failing line, in the chain's own folders when the traceback passes through them."""
-    if isinstance(exc, SyntaxError) and exc.filename:
-        return f" at {exc.filename}:{exc.lineno}"
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
-    own = [f for f in frames if any(Path(f.filename).resolve().is_relative_to(root) for root in roots)]
-    frame = (own or frames or [None])[-1]
-    return f" at {frame.filename}:{frame.lineno}" if frame else ""
 
 
 def _kind(value: Any) -> str:

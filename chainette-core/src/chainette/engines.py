@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import difflib
 import os
-from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from chainette.errors import ConfigError
+from chainette.errors import ConfigError, describe_validation_error
+from chainette.yamlfile import Loc, YamlFile, read_yaml
 
 
 class EngineOptions(BaseModel):
@@ -32,19 +32,38 @@ class EngineOptions(BaseModel):
     price_per_million_output: float | None = Field(None, ge=0, description="USD per million output tokens, for cost estimates.")
 
 
-class EngineConfig(BaseModel):
-    """A registered engine. `api_key` is a SecretStr: it is never printed or written anywhere."""
+OptionsT = TypeVar("OptionsT", bound=EngineOptions, covariant=True)
+
+
+class EngineConfig(BaseModel, Generic[OptionsT]):
+    """A registered engine. A backend annotates the configs it receives as `EngineConfig[ItsOptions]`.
+
+    `endpoint` is the one URL a backend talks to (None: the backend decides, e.g. it starts a server);
+    an engine registered with several URLs keeps the others in `replicas`, and the core gives each
+    backend hook a config per URL, so a backend never sees more than one. `api_key` is a SecretStr:
+    it is never printed or written anywhere.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     name: str
     backend: str
     model: str
-    endpoint: str | list[str] | None = None
+    endpoint: str | None = None
+    replicas: tuple[str, ...] = ()
     api_key: SecretStr | None = None
     api_key_env: str | None = None
     lazy: bool = True
-    options: EngineOptions = Field(default_factory=EngineOptions)
+    options: OptionsT
+
+    @property
+    def urls(self) -> list[str | None]:
+        """Every URL requests may go to: the endpoint and its replicas ([None] when the backend decides)."""
+        return [self.endpoint, *self.replicas]
+
+    def for_url(self, url: str | None) -> EngineConfig[OptionsT]:
+        """This config aimed at `url` alone, as a backend hook receives it."""
+        return self.model_copy(update={"endpoint": url, "replicas": ()})
 
     def resolve_api_key(self, default_env: str | None = None) -> str | None:
         """The key from `api_key`, else from the `api_key_env` (or `default_env`) environment variable."""
@@ -55,18 +74,19 @@ class EngineConfig(BaseModel):
 
     def public_dict(self) -> dict[str, Any]:
         """A description safe to write to disk: no key, no credentials in the endpoint, every SecretStr option as `**********`."""
+        shown = [public_url(url) for url in self.urls]
         return {
             "name": self.name,
             "backend": self.backend,
             "model": self.model,
-            "endpoint": [public_url(url) for url in self.endpoint] if isinstance(self.endpoint, list) else public_url(self.endpoint),
+            "endpoint": shown if self.replicas else shown[0],
             "api_key_env": self.api_key_env,
             "lazy": self.lazy,
             "options": self.options.model_dump(mode="json"),
         }
 
 
-_ENGINES: dict[str, EngineConfig] = {}
+_ENGINES: dict[str, EngineConfig[EngineOptions]] = {}
 
 
 def register_engine(
@@ -79,7 +99,7 @@ def register_engine(
     api_key_env: str | None = None,
     lazy: bool = True,
     **backend_options: Any,
-) -> EngineConfig:
+) -> EngineConfig[EngineOptions]:
     """Register (or replace) the engine `name`; its options are validated by its backend.
 
     `endpoint` may list several URLs (replicas): requests then go to the least busy one.
@@ -88,13 +108,17 @@ def register_engine(
 
     plugins = get_plugins()
     backend_name = plugins.resolve(backend)
-    options_model = plugins.call(backend_name, "engine_options") or EngineOptions
+    options_model = plugins.hooks(backend_name).engine_options() or EngineOptions
     options = _validate_options(name, backend_name, options_model, backend_options)
-    config = EngineConfig(
+    urls = [endpoint] if isinstance(endpoint, str) or endpoint is None else list(endpoint)
+    if not urls:
+        raise ConfigError(f"Engine '{name}': endpoint is an empty list; give one URL, several, or none.")
+    config: EngineConfig[EngineOptions] = EngineConfig(
         name=name,
         backend=backend_name,
         model=model,
-        endpoint=endpoint,
+        endpoint=urls[0],
+        replicas=tuple(urls[1:]),
         api_key=SecretStr(api_key) if api_key is not None else None,
         api_key_env=api_key_env,
         lazy=lazy,
@@ -104,32 +128,34 @@ def register_engine(
     return config
 
 
-def engine_price(config: EngineConfig) -> tuple[float, float] | None:
+def engine_price(config: EngineConfig[EngineOptions]) -> tuple[float, float] | None:
     """USD per million input and output tokens: the engine's price options, else its backend's table, else None."""
     options = config.options
     if options.price_per_million_input is not None or options.price_per_million_output is not None:
         return (options.price_per_million_input or 0.0, options.price_per_million_output or 0.0)
     from chainette.plugins import get_plugins
 
-    return get_plugins().call(config.backend, "model_price", config=config)
+    return get_plugins().hooks(config.backend).model_price(config)
 
 
 def _validate_options(name: str, backend: str, options_model: type[EngineOptions], given: dict[str, Any]) -> EngineOptions:
+    """`given` as an `options_model`, or a ConfigError whose `loc` is the option at fault (for a typo, naming the closest valid one)."""
     valid = sorted(options_model.model_fields)
     unknown = [key for key in given if key not in options_model.model_fields]
     if unknown:
         key = unknown[0]
         close = difflib.get_close_matches(key, valid, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"Engine '{name}': backend '{backend}' has no option '{key}'.{hint} Valid options: {', '.join(valid)}.")
+        message = f"Engine '{name}': backend '{backend}' has no option '{key}'.{hint} Valid options: {', '.join(valid)}."
+        raise ConfigError(message, (key,))
     try:
         return options_model(**given)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"Engine '{name}': invalid option for backend '{backend}': {problems}.") from None
+        message = f"Engine '{name}': invalid option for backend '{backend}': {describe_validation_error(exc)}."
+        raise ConfigError(message, tuple(exc.errors()[0]["loc"])) from None
 
 
-def get_engine(name: str) -> EngineConfig:
+def get_engine(name: str) -> EngineConfig[EngineOptions]:
     """The engine registered as `name`, or a ConfigError listing the registered ones."""
     try:
         return _ENGINES[name]
@@ -140,7 +166,7 @@ def get_engine(name: str) -> EngineConfig:
         ) from None
 
 
-def registered_engines() -> dict[str, EngineConfig]:
+def registered_engines() -> dict[str, EngineConfig[EngineOptions]]:
     """A copy of the registry, by name."""
     return dict(_ENGINES)
 
@@ -150,39 +176,55 @@ def clear_engines() -> None:
     _ENGINES.clear()
 
 
-def load_engines_from_yaml(path: str | os.PathLike[str]) -> list[EngineConfig]:
-    """Register every entry of `engines:` in a YAML file; errors name the file and line."""
-    import yaml
+class EngineSpec(BaseModel):
+    """An engine declared in YAML: the arguments of `register_engine`; keys beyond these are backend options."""
 
-    path = Path(path)
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    backend: str
+    model: str
+    endpoint: str | list[str] | None = None
+    api_key: str | None = None
+    api_key_env: str | None = None
+    lazy: bool = True
+
+
+def register_spec(spec: EngineSpec) -> EngineConfig[EngineOptions]:
+    """Register the engine `spec` declares; a ConfigError's `loc` is the key at fault (backend, an option) when known."""
+    from chainette.plugins import get_plugins
+
     try:
-        root = yaml.compose(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"Cannot read engines file {path}: {exc.strerror}.") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-    entries = _engine_nodes(path, root)
-    configs = []
-    for node in entries:
-        where = f"{path}:{node.start_mark.line + 1}"
-        entry = yaml.safe_load(yaml.serialize(node))
-        if not isinstance(entry, dict) or not {"name", "backend", "model"} <= entry.keys():
-            raise ConfigError(f"{where}: each engine needs at least 'name', 'backend' and 'model'.")
-        try:
-            configs.append(register_engine(**entry))
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-    return configs
+        get_plugins().resolve(spec.backend)
+    except ConfigError as exc:
+        raise ConfigError(str(exc), ("backend",)) from None
+    return register_engine(
+        spec.name,
+        backend=spec.backend,
+        model=spec.model,
+        endpoint=spec.endpoint,
+        api_key=spec.api_key,
+        api_key_env=spec.api_key_env,
+        lazy=spec.lazy,
+        **(spec.model_extra or {}),
+    )
 
 
-def _engine_nodes(path: Path, root: Any) -> list[Any]:
-    import yaml
+def load_engines_from_yaml(path: str | os.PathLike[str]) -> list[EngineConfig[EngineOptions]]:
+    """Register every entry of `engines:` in a YAML file; a ConfigError names the file and the line of the entry at fault."""
+    source = read_yaml(path)
+    entries = source.data.get("engines") if isinstance(source.data, dict) else None
+    if not isinstance(entries, list):
+        raise source.at(("engines",), "expected a top-level 'engines:' list of mappings (name, backend, model, ...).")
+    return [_register_entry(source, entry, ("engines", index)) for index, entry in enumerate(entries)]
 
-    if isinstance(root, yaml.MappingNode):
-        for key, value in root.value:
-            if key.value == "engines" and isinstance(value, yaml.SequenceNode):
-                return list(value.value)
-    raise ConfigError(f"{path}: expected a top-level 'engines:' list of mappings (name, backend, model, ...).")
+
+def _register_entry(source: YamlFile, entry: Any, loc: Loc) -> EngineConfig[EngineOptions]:
+    spec = source.validate(EngineSpec, entry, loc)
+    try:
+        return register_spec(spec)
+    except ConfigError as exc:
+        raise source.at(loc, str(exc)) from None
 
 
 def public_url(url: str | None) -> str | None:

@@ -1,14 +1,19 @@
-"""Error types: what the user must fix, and how a backend request failed."""
+"""Error types (what the user must fix, how a backend request failed) and the one-line descriptions errors quote."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 import time
+import traceback
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pydantic import ValidationError
+
     from chainette.client import Usage
+    from chainette.nodes import Apply, Branch, Step
 
 
 class ChainetteError(Exception):
@@ -18,7 +23,13 @@ class ChainetteError(Exception):
 
 
 class ConfigError(ChainetteError):
-    """A chain, engine or template is declared wrongly."""
+    """A chain, engine or template is declared wrongly; `loc` is the key path the problem is about (if known),
+    inside the declaration of `node` when one is given (the chain's Step, Apply or Branch at fault)."""
+
+    def __init__(self, message: str, loc: tuple[str | int, ...] = (), *, node: Step | Apply | Branch | None = None):
+        super().__init__(message)
+        self.loc = loc
+        self.node = node
 
 
 class InputError(ChainetteError):
@@ -106,3 +117,18 @@ def finish_error(reason: str | None, *, engine: str, text: str | None, usage: Us
         message = f"engine '{engine}': the answer was withheld by the content filter"
         return RowError(message, kind="content_filter", raw=text, usage=usage)
     return None
+
+
+def describe_validation_error(exc: ValidationError, loc_format: str = "{}") -> str:
+    """Every problem of `exc` on one line: `field.sub: message; other: message` (`loc_format` writes each location)."""
+    return "; ".join(f"{loc_format.format('.'.join(map(str, e['loc'])) or '(root)')}: {e['msg']}" for e in exc.errors(include_url=False))
+
+
+def raised_at(exc: BaseException, roots: Sequence[Path] = ()) -> str:
+    """' at file:line' of the line that raised `exc` (a SyntaxError's own), the innermost under `roots` if any is; '' if unknown."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f" at {exc.filename}:{exc.lineno}"
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
+    own = [f for f in frames if any(Path(f.filename).resolve().is_relative_to(root) for root in roots)]
+    chosen = own or frames
+    return f" at {chosen[-1].filename}:{chosen[-1].lineno}" if chosen else ""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 
 from chainette.errors import ConfigError
-from chainette.nodes import Apply, Branch, Node, Parallel, Step
+from chainette.nodes import INPUT_ID, Apply, Branch, Node, Parallel, Step
 from chainette.templates import referenced_names
 
 
@@ -20,12 +21,17 @@ def normalize(steps: list[Any]) -> list[Node]:
             result.append(item)
         elif isinstance(item, (list, tuple)):
             branches = [b if isinstance(b, Branch) else Branch(name=_node_id(b), steps=[b]) for b in item]
-            result.append(Parallel([Branch(b.name, normalize(b.steps), b.alias) for b in branches]))
+            result.append(Parallel([_normalize_branch(b) for b in branches]))
         elif isinstance(item, Branch):
             raise ConfigError(f"Branch '{item.name}' must be inside a list (a parallel group): steps=[..., [branch_a, branch_b], ...].")
         else:
             raise ConfigError(f"Unsupported item in steps: {item!r}. Use Step, apply(fn), or a list of Branch objects.")
     return result
+
+
+def _normalize_branch(branch: Branch) -> Branch:
+    """A copy of `branch` with normalized steps, remembering the branch declared (errors name that one)."""
+    return Branch(branch.name, normalize(branch.steps), branch.alias, declared=branch.declared or branch)
 
 
 def _node_id(item: Any) -> str:
@@ -44,7 +50,7 @@ def input_model(nodes: list[Node]) -> type[BaseModel] | None:
     return first.input_model
 
 
-def iter_nodes(nodes: list[Node]):
+def iter_nodes(nodes: list[Node]) -> Iterator[Step | Apply]:
     """Every Step and Apply, depth first, in execution order."""
     for node in nodes:
         if isinstance(node, Parallel):
@@ -71,29 +77,32 @@ class Scope:
 
 
 def check(nodes: list[Node]) -> None:
-    """Raise ConfigError for duplicate ids, incompatible models, or template variables that cannot exist."""
+    """Raise ConfigError for duplicate ids, incompatible models, or template variables that cannot exist;
+    its `node` is the declared Step, Apply or Branch at fault and `loc` the key of it (`()` for the node itself)."""
     _check_unique(nodes)
     first = input_model(nodes)
-    _check_sequence(nodes, Scope({"chain_input": first}, first))
+    _check_sequence(nodes, Scope({INPUT_ID: first}, first))
 
 
 def _check_unique(nodes: list[Node]) -> None:
     seen: set[str] = set()
 
-    def claim(name: str, what: str) -> None:
+    def claim(name: str, what: str, node: Step | Apply | Branch, loc: tuple[str, ...] = ()) -> None:
         if name in seen:
-            raise ConfigError(f"The id '{name}' is used twice ({what}); step ids, apply ids and join aliases must be unique.")
+            raise ConfigError(
+                f"The id '{name}' is used twice ({what}); step ids, apply ids and join aliases must be unique.", loc, node=node
+            )
         seen.add(name)
 
     for node in iter_nodes(nodes):
-        claim(node.id, "step" if isinstance(node, Step) else "apply")
+        claim(node.id, "step" if isinstance(node, Step) else "apply", node)
     for group in parallels(nodes):
         for branch in group.branches:
             if branch.alias:
-                claim(branch.alias, "join alias")
+                claim(branch.alias, "join alias", branch.declared or branch, ("join",))
 
 
-def parallels(nodes: list[Node]):
+def parallels(nodes: list[Node]) -> Iterator[Parallel]:
     """Every parallel group, nested ones included, in a fixed order."""
     for node in nodes:
         if isinstance(node, Parallel):
@@ -127,30 +136,40 @@ def _check_input_model(node: Step | Apply, direct: type[BaseModel] | None) -> No
     if missing:
         raise ConfigError(
             f"'{node.id}' expects {node.input_model.__name__} as input, but the node before it gives "
-            f"{direct.__name__}, which lacks the required field(s) {', '.join(missing)}."
+            f"{direct.__name__}, which lacks the required field(s) {', '.join(missing)}.",
+            ("input_model",),
+            node=node,
         )
 
 
 def _check_templates(step: Step, scope: Scope) -> None:
+    """Check both prompts of `step`; a problem is a ConfigError located at the prompt's key of `step`."""
+    for key, source in (("system_prompt", step.system_prompt), ("user_prompt", step.user_prompt)):
+        try:
+            _check_template(f"Step '{step.id}' {key}", source, scope)
+        except ConfigError as exc:
+            raise ConfigError(str(exc), (key,), node=step) from None
+
+
+def _check_template(where: str, source: str, scope: Scope) -> None:
+    """Raise ConfigError (its message starting with `where`) for a variable of `source` that cannot exist in `scope`."""
     direct_fields = set(scope.direct.model_fields) if scope.direct else None
     available = {"row_id", *scope.names}
-    for label, source in (("system_prompt", step.system_prompt), ("user_prompt", step.user_prompt)):
-        where = f"Step '{step.id}' {label}"
-        for name, attrs in referenced_names(source, where=where).items():
-            if name in available and direct_fields and name in direct_fields and not attrs:
-                raise ConfigError(
-                    f"{where}: '{{{{{name}}}}}' is ambiguous: '{name}' is both a field of the direct input and an earlier id. "
-                    f"Rename the step, or write '{{{{{_direct_name(scope)}.{name}}}}}'."
-                )
-            if name in available:
-                _check_attributes(where, name, attrs, scope.names.get(name))
-            elif direct_fields is not None and name not in direct_fields:
-                names = sorted(available | direct_fields)
-                raise ConfigError(f"{where}: template variable '{name}' cannot exist. Available names: {', '.join(names)}.")
+    for name, attrs in referenced_names(source, where=where).items():
+        if name in available and direct_fields and name in direct_fields and not attrs:
+            raise ConfigError(
+                f"{where}: '{{{{{name}}}}}' is ambiguous: '{name}' is both a field of the direct input and an earlier id. "
+                f"Rename the step, or write '{{{{{_direct_name(scope)}.{name}}}}}'."
+            )
+        if name in available:
+            _check_attributes(where, name, attrs, scope.names.get(name))
+        elif direct_fields is not None and name not in direct_fields:
+            names = sorted(available | direct_fields)
+            raise ConfigError(f"{where}: template variable '{name}' cannot exist. Available names: {', '.join(names)}.")
 
 
 def _direct_name(scope: Scope) -> str:
-    return next((name for name, model in reversed(scope.names.items()) if model is scope.direct), "chain_input")
+    return next((name for name, model in reversed(scope.names.items()) if model is scope.direct), INPUT_ID)
 
 
 def _check_attributes(where: str, name: str, attrs: set[str], model: type[BaseModel] | None) -> None:
@@ -207,8 +226,8 @@ def describe(nodes: list[Node], engines: dict[str, dict[str, Any]]) -> dict[str,
             previous = [node.id]
         return previous
 
-    walk(nodes, ["chain_input"], None)
-    return {"nodes": [{"id": "chain_input", "kind": "input"}, *out_nodes], "edges": edges, "engines": engines}
+    walk(nodes, [INPUT_ID], None)
+    return {"nodes": [{"id": INPUT_ID, "kind": "input"}, *out_nodes], "edges": edges, "engines": engines}
 
 
 def _node_data(node: Step | Apply, branch: str | None) -> dict[str, Any]:

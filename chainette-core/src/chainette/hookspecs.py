@@ -1,8 +1,12 @@
+# mypy: disable-error-code="empty-body"
+# Hookspecs only declare a hook's signature and document it: pluggy never calls their bodies.
 """The plugin contract. A backend is a module of `@hookimpl` functions named by an entry point.
 
 Chainette calls a backend's hooks only for engines whose `backend` is that entry point's name,
 so an implementation never has to check which backend a config belongs to. Hooks are called
-with keyword arguments; an implementation may accept a subset of them.
+with keyword arguments; an implementation may accept a subset of them. A backend annotates the
+configs it receives with its own options class, `EngineConfig[MyOptions]`: the core validated
+them with the model `engine_options` returned. `config.endpoint` is always one URL or None.
 """
 
 from __future__ import annotations
@@ -28,7 +32,12 @@ def engine_options() -> type[EngineOptions]:
 
 
 @hookspec(firstresult=True)
-def ensure_running(config: EngineConfig, run_dir: Path | None, cancelled: threading.Event) -> str | None:
+def backend_aliases() -> list[str]:
+    """Return other names engines may give as `backend` for this one (e.g. a name it was known by before)."""
+
+
+@hookspec(firstresult=True)
+def ensure_running(config: EngineConfig[EngineOptions], run_dir: Path | None, cancelled: threading.Event) -> str | None:
     """Make sure the engine can answer and return the base URL to use (None: the configured endpoint).
 
     Called (in a worker thread, so it may block) before the engine's first request. `run_dir` is
@@ -39,7 +48,7 @@ def ensure_running(config: EngineConfig, run_dir: Path | None, cancelled: thread
 
 
 @hookspec(firstresult=True)
-def server_key(config: EngineConfig) -> str | None:
+def server_key(config: EngineConfig[EngineOptions]) -> str | None:
     """A key naming the server this engine runs on; engines with equal keys share it (None: shares nothing).
 
     The core keeps a shared server's engines started while any of them is needed, so that the
@@ -48,12 +57,12 @@ def server_key(config: EngineConfig) -> str | None:
 
 
 @hookspec(firstresult=True)
-def make_client(config: EngineConfig) -> Client:
-    """Return a `Client` for the engine; `config.endpoint` holds the URL `ensure_running` gave."""
+def make_client(config: EngineConfig[EngineOptions]) -> Client:
+    """Return a `Client` for the engine; `config.endpoint` holds the URL `ensure_running` gave (or the configured one)."""
 
 
 @hookspec(firstresult=True)
-def translate_sampling(config: EngineConfig, sampling: SamplingParams) -> dict[str, Any]:
+def translate_sampling(config: EngineConfig[EngineOptions], sampling: SamplingParams) -> dict[str, Any]:
     """Return the wire fields for `sampling`; warn (see `chainette.sampling.map_sampling`) for what cannot be honoured.
 
     A backend without this hook gets the core's default, `chainette.sampling.DEFAULT_WIRE_NAMES`: temperature,
@@ -63,7 +72,7 @@ def translate_sampling(config: EngineConfig, sampling: SamplingParams) -> dict[s
 
 
 @hookspec(firstresult=True)
-def model_price(config: EngineConfig) -> tuple[float, float] | None:
+def model_price(config: EngineConfig[EngineOptions]) -> tuple[float, float] | None:
     """USD per million input and output tokens for the engine's model, if the backend knows it (None: unknown).
 
     An engine's `price_per_million_input` / `price_per_million_output` options take precedence.
@@ -71,7 +80,7 @@ def model_price(config: EngineConfig) -> tuple[float, float] | None:
 
 
 @hookspec
-def stop_engine(config: EngineConfig) -> None:
+def stop_engine(config: EngineConfig[EngineOptions]) -> None:
     """Release what `ensure_running` started (a server process, say). Called in a worker thread after the engine's last use."""
 
 

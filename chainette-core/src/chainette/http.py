@@ -2,6 +2,8 @@
 
 It sizes the connection pool to the engine's concurrency and turns every failure into the
 error classes the core's retry policy understands, so that a backend only builds payloads.
+A backend that talks through another client (an SDK over httpx2) shares `async_client`,
+`bearer` and `error_message`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 import httpx2
 import orjson
 
-from chainette.engines import EngineConfig
+from chainette.engines import EngineConfig, EngineOptions
 from chainette.errors import RetryableError, RowError, error_for_status, parse_retry_after
 
 CONNECT_TIMEOUT = 10.0
@@ -23,21 +25,14 @@ class JsonHttpClient:
 
     def __init__(
         self,
-        config: EngineConfig,
+        config: EngineConfig[EngineOptions],
         base_url: str,
         headers: dict[str, str] | None = None,
         transport: httpx2.AsyncBaseTransport | None = None,
     ):
         self.engine = config.name
         self.base_url = base_url.rstrip("/")
-        pool = config.options.max_concurrency
-        self._client = httpx2.AsyncClient(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=httpx2.Timeout(config.options.timeout, connect=min(CONNECT_TIMEOUT, config.options.timeout)),
-            limits=httpx2.Limits(max_connections=pool, max_keepalive_connections=pool),
-            transport=transport,
-        )
+        self._client = async_client(config.options, base_url=self.base_url, headers=headers, transport=transport)
 
     async def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         """POST `payload` as JSON and return the decoded JSON answer; failures raise BackendErrors."""
@@ -78,8 +73,31 @@ class JsonHttpClient:
         await self._client.aclose()
 
 
+def async_client(
+    options: EngineOptions,
+    *,
+    base_url: str = "",
+    headers: dict[str, str] | None = None,
+    transport: httpx2.AsyncBaseTransport | None = None,
+) -> httpx2.AsyncClient:
+    """An httpx2 client for one engine: `options.timeout` per request (at most CONNECT_TIMEOUT of it to connect), a pool of max_concurrency."""
+    pool = options.max_concurrency
+    return httpx2.AsyncClient(
+        base_url=base_url,
+        headers=headers,
+        timeout=httpx2.Timeout(options.timeout, connect=min(CONNECT_TIMEOUT, options.timeout)),
+        limits=httpx2.Limits(max_connections=pool, max_keepalive_connections=pool),
+        transport=transport,
+    )
+
+
+def bearer(key: str | None) -> dict[str, str] | None:
+    """The `Authorization: Bearer` header for an API key, or None without one."""
+    return {"Authorization": f"Bearer {key}"} if key else None
+
+
 def error_message(response: httpx2.Response) -> str:
-    """The server's error text: OpenAI's `{"error": {"message"}}`, Ollama's `{"error": "..."}`, or the body."""
+    """The server's error text: OpenAI's `{"error": {"message"}}`, a plain `{"error": "..."}` (vLLM, Ollama), or the body."""
     try:
         body = response.json()
     except ValueError:

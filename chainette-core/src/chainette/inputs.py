@@ -9,16 +9,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 import csv
 from dataclasses import dataclass
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from chainette import parquet
-from chainette.errors import InputError
+from chainette.errors import InputError, describe_validation_error
 
 HF_PREFIX = "hf:"
 ColumnSpec = str | Sequence[str] | Mapping[str, str] | None
@@ -280,11 +281,40 @@ def parse(row: RawRow, model: type[BaseModel] | None) -> dict[str, Any]:
     try:
         return model.model_validate(value).model_dump(mode="json")
     except Exception as exc:
-        raise ValueError(f"{row.where}: does not match {model.__name__}: {_validation_summary(exc)}") from None
+        problems = describe_validation_error(exc, "field '{}'") if isinstance(exc, ValidationError) else str(exc)
+        raise ValueError(f"{row.where}: does not match {model.__name__}: {problems}") from None
 
 
-def _validation_summary(exc: Exception) -> str:
-    errors = getattr(exc, "errors", None)
-    if not callable(errors):
-        return str(exc)
-    return "; ".join(f"field '{'.'.join(map(str, e['loc'])) or '(root)'}': {e['msg']}" for e in errors())
+Inputs = str | os.PathLike[str] | Iterable[dict[str, Any] | BaseModel]
+
+
+def open_rows(source: Inputs, columns: Columns | None) -> Iterable[RawRow]:
+    """The input rows; a file or dataset is opened now, so a missing file or column stops the run before it starts."""
+    if isinstance(source, (str, os.PathLike)):
+        return read_source(source, columns)
+    return from_objects(source, columns)
+
+
+def fingerprint(source: Inputs, columns: Columns | None = None) -> str | None:
+    """A hash of the inputs when they can be read twice (a file's bytes, a list, a dataset's name and split), with
+    the columns picked; None for a one-shot iterator."""
+    digest = hashlib.blake2b(digest_size=16)
+    dataset = hf_source(source)
+    if dataset is not None:
+        digest.update(dataset.identity.encode())
+    elif isinstance(source, (str, os.PathLike)):
+        try:
+            with open(source, "rb") as file:
+                while chunk := file.read(1 << 20):
+                    digest.update(chunk)
+        except OSError:
+            return None
+    elif isinstance(source, (list, tuple)):
+        for row in source:
+            data = row.model_dump(mode="json") if isinstance(row, BaseModel) else row
+            digest.update(json.dumps(data, sort_keys=True, default=str).encode())
+    else:
+        return None
+    if columns is not None:
+        digest.update(f"\0columns:{columns.describe()}".encode())
+    return digest.hexdigest()

@@ -15,7 +15,8 @@ from pydantic import BaseModel
 from chainette.errors import ConfigError
 from chainette.sampling import SamplingParams
 
-RESERVED_NAMES = frozenset({"chain_input", "row_id"})
+INPUT_ID = "chain_input"  # the id of the chain's input, as node outputs and templates name it
+RESERVED_NAMES = frozenset({INPUT_ID, "row_id"})
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -73,7 +74,8 @@ def apply(
     output_model: type[BaseModel] | None = None,
 ) -> Apply:
     """Wrap `fn` as a chain node; its id defaults to the function's name."""
-    return Apply(fn=fn, id=id or getattr(fn, "__name__", "apply"), input_model=input_model, output_model=output_model)
+    name: str = getattr(fn, "__name__", "apply")
+    return Apply(fn=fn, id=id or name, input_model=input_model, output_model=output_model)
 
 
 @dataclass(eq=False)
@@ -83,6 +85,7 @@ class Branch:
     name: str
     steps: list[Any] = field(default_factory=list)
     alias: str | None = None
+    declared: Branch | None = field(default=None, repr=False)  # the branch the user declared, when this is chainette's copy
 
     def join(self, alias: str) -> Branch:
         """A copy of this branch whose final output later steps read as `{{alias.field}}`."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+import json
 from typing import Any
 
-from chainette.client import Usage
+from chainette.client import Answer, Usage
+from chainette.errors import RetryableError, RowError, finish_error
 
 
 def parse_usage(report: Any) -> Usage:
@@ -13,3 +15,36 @@ def parse_usage(report: Any) -> Usage:
     if not isinstance(report, Mapping):
         return Usage()
     return Usage(input_tokens=report.get("prompt_tokens") or 0, output_tokens=report.get("completion_tokens") or 0)
+
+
+def parse_chat_completion(body: Any, *, engine: str) -> Answer:
+    """The Answer in a decoded chat-completion body: `choices[0].message.content`, its `reasoning` (or `reasoning_content`), the usage.
+
+    Every error raised carries the body's usage. A body without `choices[0].message` is a RetryableError (kind
+    bad_response): a malformed answer is most likely transient, like a body that is not JSON. A refusal, a finish
+    reason that makes the answer unusable (see `finish_error`) and an empty content are RowErrors.
+    """
+    fields: Mapping[str, Any] = body if isinstance(body, Mapping) else {}
+    usage = parse_usage(fields.get("usage"))
+    choices = fields.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    message = choice.get("message") if isinstance(choice, Mapping) else None
+    if not isinstance(choice, Mapping) or not isinstance(message, Mapping):
+        problem = f"engine '{engine}': the answer is not a chat completion (no choices[0].message)"
+        raise RetryableError(problem, kind="bad_response", raw=_raw(body), usage=usage)
+    refusal = message.get("refusal")
+    if refusal:
+        raise RowError(f"engine '{engine}': the model refused: {refusal}", kind="refusal", raw=str(refusal), usage=usage)
+    content = message.get("content")
+    text = content if isinstance(content, str) else None
+    error = finish_error(choice.get("finish_reason"), engine=engine, text=text, usage=usage)
+    if error is not None:
+        raise error
+    if not text:
+        raise RowError(f"engine '{engine}': the answer is empty", kind="empty_answer", raw=_raw(body), usage=usage)
+    reasoning = message.get("reasoning") or message.get("reasoning_content") or None
+    return Answer(text, reasoning=reasoning if isinstance(reasoning, str) else None, usage=usage)
+
+
+def _raw(body: Any) -> str:
+    return json.dumps(body, ensure_ascii=False, default=str)[:2000]

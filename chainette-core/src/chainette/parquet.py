@@ -37,7 +37,8 @@ def column_names(path: Path, error: type[ChainetteError] = ChainetteError) -> li
     pa = require(f"Reading {path}", error)
     try:
         with open(path, "rb") as handle:
-            return pa.parquet.ParquetFile(handle).schema_arrow.names
+            names: list[str] = pa.parquet.ParquetFile(handle).schema_arrow.names
+            return names
     except (OSError, pa.ArrowException) as exc:
         raise error(f"Cannot read {path} as a Parquet file: {exc}.") from None
 

@@ -11,16 +11,21 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import import_module, metadata
 import os
-from typing import Any
+from pathlib import Path
+import threading
+from typing import TYPE_CHECKING, Any, cast
 
 import pluggy
 
 from chainette import hookspecs
 from chainette.errors import ConfigError
 
+if TYPE_CHECKING:
+    from chainette.client import Client
+    from chainette.engines import EngineConfig, EngineOptions
+    from chainette.sampling import SamplingParams
+
 ENTRY_POINT_GROUP = "chainette.backends"
-ALIASES = {"vllm_api": "vllm", "ollama_api": "ollama"}
-FIRST_PARTY = {"openai": "chainette-openai", "vllm": "chainette-vllm", "ollama": "chainette-ollama"}
 DEFAULT_PLUGINS = {"fake": "chainette.backends.fake"}
 
 
@@ -90,8 +95,9 @@ class Plugins:
             return
         hooks = sorted(caller.name for caller in self.manager.get_hookcallers(plugin) or [])
         unknown = [h for h in hooks if not hasattr(hookspecs, h)]
-        aliases = sorted(alias for alias, target in ALIASES.items() if target == name)
-        info = PluginInfo(name, dist_name, version, aliases=aliases, hooks=hooks)
+        info = PluginInfo(name, dist_name, version, hooks=hooks)
+        if not unknown and "backend_aliases" in hooks:
+            info.aliases = sorted(self.call(name, "backend_aliases") or [])
         if unknown:
             self.manager.unregister(plugin)
             info.error = f"unknown hook(s) {', '.join(unknown)}; see chainette.hookspecs"
@@ -108,18 +114,28 @@ class Plugins:
         return sorted([*self.found.values(), *self.problems], key=lambda info: info.name)
 
     def resolve(self, backend: str) -> str:
-        """The canonical name of a working backend, or a ConfigError that says what to install."""
-        name = ALIASES.get(backend, backend)
-        self._load(name)
+        """The canonical name of a working backend (given by name or alias), or a ConfigError that says what to install."""
+        self._load(backend)
+        name = backend if backend in self.found else self._aliased(backend)
         info = self.found.get(name)
         if info is not None and info.error is None:
             return name
         if info is not None:
             raise ConfigError(f"Backend '{name}' ({info.distribution} {info.version}) is installed but failed to load: {info.error}")
-        self.load_all()
         working = ", ".join(n for n, i in sorted(self.found.items()) if i.error is None)
-        hint = f" Install it with: pip install {FIRST_PARTY[name]}" if name in FIRST_PARTY else ""
-        raise ConfigError(f"Unknown backend '{backend}'. Installed backends: {working}.{hint}")
+        raise ConfigError(
+            f"Unknown backend '{backend}'. Installed backends: {working}. A backend is a distribution of its own, "
+            f"usually named chainette-{backend} (pip install chainette-{backend}); `chainette backends list` shows what is installed."
+        )
+
+    def _aliased(self, alias: str) -> str:
+        """The backend that declares `alias` (every plugin is loaded to find it), else `alias` itself."""
+        self.load_all()
+        return next((info.name for info in self.found.values() if alias in info.aliases), alias)
+
+    def hooks(self, backend: str) -> BackendHooks:
+        """The typed hooks of the plugin that provides `backend` (a canonical name, see `resolve`)."""
+        return BackendHooks(self, backend)
 
     def implements(self, backend: str, hook: str) -> bool:
         """Whether the plugin that provides `backend` has an implementation of `hook`."""
@@ -147,6 +163,42 @@ class Plugins:
                 info = self.found.get(impl.plugin_name)
                 if info is not None:
                     info.error = f"register_commands failed: {type(exc).__name__}: {exc}"
+
+
+class BackendHooks:
+    """One backend's hooks as typed calls; a hook the backend lacks returns None (or does nothing)."""
+
+    def __init__(self, plugins: Plugins, backend: str):
+        self.plugins = plugins
+        self.backend = backend
+
+    def implements(self, hook: str) -> bool:
+        return self.plugins.implements(self.backend, hook)
+
+    def engine_options(self) -> type[EngineOptions] | None:
+        return cast("type[EngineOptions] | None", self.plugins.call(self.backend, "engine_options"))
+
+    def ensure_running(self, config: EngineConfig[EngineOptions], run_dir: Path | None, cancelled: threading.Event) -> str | None:
+        return cast("str | None", self.plugins.call(self.backend, "ensure_running", config=config, run_dir=run_dir, cancelled=cancelled))
+
+    def server_key(self, config: EngineConfig[EngineOptions]) -> str | None:
+        return cast("str | None", self.plugins.call(self.backend, "server_key", config=config))
+
+    def make_client(self, config: EngineConfig[EngineOptions]) -> Client:
+        """The backend's client for `config`; a ConfigError if the backend returns none."""
+        client = self.plugins.call(self.backend, "make_client", config=config)
+        if client is None:
+            raise ConfigError(f"Backend '{self.backend}' returned no client for engine '{config.name}'.")
+        return cast("Client", client)
+
+    def translate_sampling(self, config: EngineConfig[EngineOptions], sampling: SamplingParams) -> dict[str, Any]:
+        return cast("dict[str, Any]", self.plugins.call(self.backend, "translate_sampling", config=config, sampling=sampling))
+
+    def model_price(self, config: EngineConfig[EngineOptions]) -> tuple[float, float] | None:
+        return cast("tuple[float, float] | None", self.plugins.call(self.backend, "model_price", config=config))
+
+    def stop_engine(self, config: EngineConfig[EngineOptions]) -> None:
+        self.plugins.call(self.backend, "stop_engine", config=config)
 
 
 def _entry_points_by_name() -> dict[str, list[metadata.EntryPoint]]:

@@ -24,7 +24,7 @@ def backoff_delay(attempt: int, retry_after: float | None = None) -> float:
     """Seconds to wait before retry number `attempt + 1`; a server's Retry-After wins when given."""
     if retry_after is not None:
         return retry_after + random.uniform(0, BASE_DELAY)
-    return min(MAX_DELAY, BASE_DELAY * 2**attempt) * random.uniform(0.5, 1.0)
+    return min(MAX_DELAY, BASE_DELAY * 2.0**attempt) * random.uniform(0.5, 1.0)
 
 
 class TokenBucket:

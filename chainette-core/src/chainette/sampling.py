@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from chainette.plugins import get_plugins
 
 if TYPE_CHECKING:
-    from chainette.engines import EngineConfig
+    from chainette.engines import EngineConfig, EngineOptions
 
 
 class UnsupportedSamplingWarning(UserWarning):
@@ -74,11 +74,11 @@ def map_sampling(sampling: SamplingParams | None, names: Mapping[str, str], *, e
     return wire
 
 
-def translate(config: EngineConfig, sampling: SamplingParams | None) -> dict[str, Any]:
+def translate(config: EngineConfig[EngineOptions], sampling: SamplingParams | None) -> dict[str, Any]:
     """The wire fields for `sampling` on `config`'s engine: its backend's translate_sampling hook, else DEFAULT_WIRE_NAMES."""
     if sampling is None:
         return {}
-    plugins = get_plugins()
-    if plugins.implements(config.backend, "translate_sampling"):
-        return plugins.call(config.backend, "translate_sampling", config=config, sampling=sampling)
+    hooks = get_plugins().hooks(config.backend)
+    if hooks.implements("translate_sampling"):
+        return hooks.translate_sampling(config, sampling)
     return map_sampling(sampling, DEFAULT_WIRE_NAMES, engine=config.name)

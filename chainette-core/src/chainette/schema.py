@@ -21,7 +21,8 @@ def _cached_schema(model: type[BaseModel]) -> str:
 
 def json_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The JSON schema of `model` (a fresh copy each call, so callers may change it)."""
-    return json.loads(_cached_schema(model))
+    schema: dict[str, Any] = json.loads(_cached_schema(model))
+    return schema
 
 
 def format_instruction(model: type[BaseModel]) -> str:

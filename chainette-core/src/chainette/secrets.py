@@ -13,13 +13,13 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
-from chainette.engines import EngineConfig, registered_engines
+from chainette.engines import EngineConfig, EngineOptions, registered_engines
 
 MASK = str(SecretStr("secret"))  # pydantic's "**********", so that redacted text and dumped options look alike
 MIN_LENGTH = 4  # shorter values are not masked: replacing them would garble ordinary text
 
 
-def engine_secrets(config: EngineConfig, default_env: str | None = None) -> frozenset[str]:
+def engine_secrets(config: EngineConfig[EngineOptions], default_env: str | None = None) -> frozenset[str]:
     """Every secret value of `config`: each SecretStr in it (api_key, options) and the key read from `api_key_env` (or `default_env`)."""
     found = {secret.get_secret_value() for secret in secret_strs(config)}
     key = config.resolve_api_key(default_env)

@@ -15,6 +15,7 @@ from pathlib import Path
 import time
 from typing import Any
 
+from chainette.nodes import INPUT_ID
 from chainette.store import write_atomically
 
 SESSIONS = "sessions.json"
@@ -135,3 +136,16 @@ class SessionLog:
             self._saved_at = now
             write_atomically(self.path, json.dumps(records).encode())
         return records
+
+
+def run_figures(stats: dict[str, NodeStats], prices: dict[str, tuple[float, float] | None]) -> dict[str, Any]:
+    """run.json's figures: input rows, and per node rows, requests, tokens, cost (None when the price is unknown), time.
+    `stats` holds the input's figures under INPUT_ID; `prices` the price of each step's engine."""
+    steps = {node_id: node.snapshot(prices.get(node_id)) for node_id, node in stats.items() if node_id != INPUT_ID}
+    costs = [node["cost_usd"] for node in steps.values() if node["cost_usd"] is not None]
+    source = stats[INPUT_ID]
+    return {
+        "input": {"rows": source.rows_in, "invalid": source.failed},
+        "steps": steps,
+        "cost_usd": round(sum(costs), 6) if costs else None,
+    }

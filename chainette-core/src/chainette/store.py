@@ -28,7 +28,8 @@ import os
 from pathlib import Path
 import re
 import shutil
-from typing import Any
+import sqlite3
+from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel
@@ -326,6 +327,30 @@ def recover_errors(path: Path, *, keep_node: str | None = None) -> dict[str, set
     return failed
 
 
+IndexT = TypeVar("IndexT", bound="ScratchIndex")
+
+
+class ScratchIndex:
+    """An on-disk index for one pass over rows (no memory per row): a SQLite file with no journal and no fsync,
+    created afresh with `tables` and removed on exit. Nothing in it needs to survive a crash."""
+
+    def __init__(self, path: Path, tables: list[str]):
+        self.path = path
+        path.unlink(missing_ok=True)
+        self.db = sqlite3.connect(path)
+        self.db.execute("PRAGMA journal_mode=OFF")
+        self.db.execute("PRAGMA synchronous=OFF")
+        for table in tables:
+            self.db.execute(f"CREATE TABLE {table}")
+
+    def __enter__(self: IndexT) -> IndexT:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.db.close()
+        self.path.unlink(missing_ok=True)
+
+
 def row_order(row_id: str) -> tuple[int, ...]:
     """Sort key that puts "2" before "10" and "3-1" right after "3"."""
     return tuple(int(part) for part in re.findall(r"\d+", row_id))
@@ -435,7 +460,8 @@ class RunResult(Mapping[str, list[Any]]):
 
     @property
     def stats(self) -> dict[str, Any]:
-        return json.loads((self.output_dir / "run.json").read_text(encoding="utf-8"))
+        stats: dict[str, Any] = json.loads((self.output_dir / "run.json").read_text(encoding="utf-8"))
+        return stats
 
     def __repr__(self) -> str:
         return f"RunResult(output_dir={str(self.output_dir)!r}, steps={list(self._models)})"

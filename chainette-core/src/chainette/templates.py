@@ -74,7 +74,7 @@ def referenced_names(source: str, *, where: str) -> dict[str, set[str]]:
         raise ConfigError(f"{where}: template syntax error on line {exc.lineno}: {exc.message}.") from None
     names: dict[str, set[str]] = {name: set() for name in meta.find_undeclared_variables(tree)}
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        if not isinstance(node.node, nodes.Name) or node.node.name not in names:
+        if not isinstance(node, (nodes.Getattr, nodes.Getitem)) or not isinstance(node.node, nodes.Name) or node.node.name not in names:
             continue
         if isinstance(node, nodes.Getattr):
             names[node.node.name].add(node.attr)

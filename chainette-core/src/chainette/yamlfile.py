@@ -9,13 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 import difflib
+import os
 from pathlib import Path
 import typing
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from chainette.errors import ConfigError
+
+if TYPE_CHECKING:
+    from yaml import MarkedYAMLError
 
 Loc = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
@@ -61,7 +66,7 @@ class YamlFile:
             loc = loc[:-1]
         return loc
 
-    def _problem(self, model: type[BaseModel], data: Any, loc: Loc, error: dict[str, Any]) -> ConfigError:
+    def _problem(self, model: type[BaseModel], data: Any, loc: Loc, error: ErrorDetails) -> ConfigError:
         inner = tuple(error["loc"])
         if error["type"] == "extra_forbidden":
             valid = sorted(_model_at(model, inner[:-1]).model_fields)
@@ -115,34 +120,51 @@ def format_loc(loc: Loc) -> str:
     return text
 
 
-def read_yaml(path: str | Path) -> YamlFile:
-    """Parse `path`; a ConfigError names the file and line of a syntax error or a duplicate key."""
+def read_yaml(path: str | os.PathLike[str]) -> YamlFile:
+    """Parse `path`; a ConfigError names the file and line of a byte YAML cannot hold, a syntax error or a duplicate key."""
     import yaml
+    from yaml.reader import ReaderError
 
     path = Path(path)
+    text = _read_text(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"Cannot read {path}: {exc.strerror}.") from None
-    loader = yaml.SafeLoader(text)
+        loader = yaml.SafeLoader(text)
+    except ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError(f"{path}:{line}: the character #x{exc.character:04x} is not allowed in YAML; remove it.") from None
     try:
         node = loader.get_single_node()
         lines: dict[Loc, int] = {}
         if node is not None:
             _index(path, node, (), lines)
-        data = loader.construct_document(node) if node is not None else None
+        return YamlFile(path, loader.construct_document(node) if node is not None else None, lines)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        context = f" ({exc.context} on line {exc.context_mark.line + 1})" if exc.context and exc.context_mark else ""
-        line = mark.line + 1 if mark else 1
-        raise ConfigError(
-            f"{path}:{line}: invalid YAML: {exc.problem}{context}. Fix the syntax (indentation, ':' after keys, quotes)."
-        ) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        raise _syntax_error(path, exc) from None
     finally:
         loader.dispose()
-    return YamlFile(path, data, lines)
+
+
+def _read_text(path: Path) -> str:
+    """The file's text; a ConfigError when it cannot be read or is not UTF-8 (naming the line of the first bad byte)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {path}: {exc.strerror}.") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}:{line}: the file is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8.") from None
+
+
+def _syntax_error(path: Path, exc: MarkedYAMLError) -> ConfigError:
+    """`path:line: invalid YAML: problem` for a parser, scanner or constructor error, at the line of its mark."""
+    mark = exc.problem_mark or exc.context_mark
+    context = f" ({exc.context} on line {exc.context_mark.line + 1})" if exc.context and exc.context_mark and exc.problem else ""
+    line = mark.line + 1 if mark else 1
+    return ConfigError(
+        f"{path}:{line}: invalid YAML: {exc.problem or exc.context}{context}. Fix the syntax (indentation, ':' after keys, quotes)."
+    )
 
 
 def _index(path: Path, node: Any, loc: Loc, lines: dict[Loc, int]) -> None:

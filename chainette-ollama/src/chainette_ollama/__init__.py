@@ -65,12 +65,17 @@ def base_url(value: str | None, *, source: str = "OLLAMA_HOST") -> str:
 
 
 @hookimpl
+def backend_aliases() -> list[str]:
+    return ["ollama_api"]
+
+
+@hookimpl
 def engine_options() -> type[EngineOptions]:
     return OllamaOptions
 
 
 @hookimpl
-def ensure_running(config: EngineConfig) -> str:
+def ensure_running(config: EngineConfig[OllamaOptions]) -> str:
     """The server's URL: the engine's endpoint, else OLLAMA_HOST, else the local default. Reachability is not checked here."""
     if config.endpoint:
         return base_url(config.endpoint, source=f"engine '{config.name}' endpoint")
@@ -78,13 +83,13 @@ def ensure_running(config: EngineConfig) -> str:
 
 
 @hookimpl
-def make_client(config: EngineConfig) -> OllamaClient:
+def make_client(config: EngineConfig[OllamaOptions]) -> OllamaClient:
     from chainette_ollama.client import OllamaClient
 
     return OllamaClient(config)
 
 
 @hookimpl
-def translate_sampling(config: EngineConfig, sampling: SamplingParams) -> dict[str, Any]:
+def translate_sampling(config: EngineConfig[OllamaOptions], sampling: SamplingParams) -> dict[str, Any]:
     """Ollama's `options` object; SamplingParams.extra merges in last (e.g. num_ctx)."""
     return map_sampling(sampling, SAMPLING_NAMES, engine=config.name)

@@ -9,21 +9,19 @@ import httpx2
 from chainette.client import Answer, Request, Usage
 from chainette.engines import EngineConfig
 from chainette.errors import EngineError, RowError, finish_error
-from chainette.http import JsonHttpClient
-from chainette_ollama import DEFAULT_URL
+from chainette.http import JsonHttpClient, bearer
+from chainette_ollama import DEFAULT_URL, OllamaOptions
 
 
 class OllamaClient:
     """Sends chat requests for one engine; failures are classified by JsonHttpClient, a missing model gets a pull hint."""
 
-    def __init__(self, config: EngineConfig, transport: httpx2.AsyncBaseTransport | None = None):
+    def __init__(self, config: EngineConfig[OllamaOptions], transport: httpx2.AsyncBaseTransport | None = None):
         self.engine = config.name
         self.model = config.model
         self.think = config.options.think
         self.keep_alive = config.options.keep_alive
-        key = config.resolve_api_key()
-        headers = {"Authorization": f"Bearer {key}"} if key else None
-        self.http = JsonHttpClient(config, config.endpoint or DEFAULT_URL, headers=headers, transport=transport)
+        self.http = JsonHttpClient(config, config.endpoint or DEFAULT_URL, headers=bearer(config.resolve_api_key()), transport=transport)
 
     def payload(self, request: Request) -> dict[str, Any]:
         """The /api/chat body: streaming off, the schema as `format`, sampling as `options`."""
@@ -54,7 +52,8 @@ def parse_answer(body: dict[str, Any], *, engine: str) -> Answer:
     """The Answer in an /api/chat reply: content, thinking as reasoning, token counts (0 when absent; carried by its RowErrors)."""
     usage = Usage(input_tokens=body.get("prompt_eval_count") or 0, output_tokens=body.get("eval_count") or 0)
     message = body.get("message")
-    text = message.get("content") if isinstance(message, dict) else None
+    message = message if isinstance(message, dict) else {}
+    text = message.get("content")
     if not isinstance(text, str):
         raise RowError(f"engine '{engine}': the reply has no message content", kind="bad_response", raw=str(body)[:2000], usage=usage)
     error = finish_error(body.get("done_reason"), engine=engine, text=text, usage=usage)

@@ -61,19 +61,19 @@ def engine_options() -> type[EngineOptions]:
 
 
 @hookimpl
-def make_client(config: EngineConfig) -> OpenAIClient:
+def make_client(config: EngineConfig[OpenAIOptions]) -> OpenAIClient:
     from chainette_openai.client import OpenAIClient
 
     return OpenAIClient(config)
 
 
 @hookimpl
-def translate_sampling(config: EngineConfig, sampling: SamplingParams) -> dict[str, Any]:
+def translate_sampling(config: EngineConfig[OpenAIOptions], sampling: SamplingParams) -> dict[str, Any]:
     return map_sampling(sampling, SAMPLING_FIELDS, engine=config.name)
 
 
 @hookimpl
-def model_price(config: EngineConfig) -> tuple[float, float] | None:
+def model_price(config: EngineConfig[OpenAIOptions]) -> tuple[float, float] | None:
     """The price of the engine's model on the OpenAI API (a dated snapshot such as gpt-4o-2024-08-06 counts as gpt-4o)."""
     if config.endpoint:
         return None

@@ -2,8 +2,9 @@
 chainette starts, shares and stops itself when an engine has no `endpoint`.
 
 This module holds the options model and the hooks. The HTTP client (`chainette_vllm.client`), the
-process manager (`chainette_vllm.server`) and the CLI commands (`chainette_vllm.commands`) are
-imported only when used, so listing backends imports no HTTP or CLI library.
+servers in use (`chainette_vllm.server`, with `spec`, `process`, `probe` and `warm`) and the CLI
+commands (`chainette_vllm.commands`) are imported only when used, so listing backends imports no
+HTTP or CLI library.
 """
 
 from __future__ import annotations
@@ -135,12 +136,17 @@ class VllmOptions(EngineOptions):
 
 
 @hookimpl
+def backend_aliases() -> list[str]:
+    return ["vllm_api"]
+
+
+@hookimpl
 def engine_options() -> type[EngineOptions]:
     return VllmOptions
 
 
 @hookimpl
-def ensure_running(config: EngineConfig, run_dir: Path | None, cancelled: threading.Event) -> str:
+def ensure_running(config: EngineConfig[VllmOptions], run_dir: Path | None, cancelled: threading.Event) -> str:
     """Check the engine's endpoint, or start (or reuse) a `vllm serve` for it; return the base URL."""
     from chainette_vllm import server
 
@@ -148,17 +154,17 @@ def ensure_running(config: EngineConfig, run_dir: Path | None, cancelled: thread
 
 
 @hookimpl
-def server_key(config: EngineConfig) -> str | None:
+def server_key(config: EngineConfig[VllmOptions]) -> str | None:
     """Engines without an endpoint and with the same model and serve options share one server."""
     if config.endpoint:
         return None
-    from chainette_vllm import server
+    from chainette_vllm.spec import serve_spec
 
-    return server.serve_spec(config).key
+    return serve_spec(config).key
 
 
 @hookimpl
-def stop_engine(config: EngineConfig) -> None:
+def stop_engine(config: EngineConfig[VllmOptions]) -> None:
     if not config.endpoint:
         from chainette_vllm import server
 
@@ -166,14 +172,14 @@ def stop_engine(config: EngineConfig) -> None:
 
 
 @hookimpl
-def make_client(config: EngineConfig) -> VllmClient:
+def make_client(config: EngineConfig[VllmOptions]) -> VllmClient:
     from chainette_vllm.client import VllmClient
 
     return VllmClient(config)
 
 
 @hookimpl
-def translate_sampling(config: EngineConfig, sampling: SamplingParams) -> dict[str, Any]:
+def translate_sampling(config: EngineConfig[VllmOptions], sampling: SamplingParams) -> dict[str, Any]:
     """Every SamplingParams field is a top-level vLLM field of the same name; `extra` passes through.
 
     `guided_*` keys are refused: vLLM >= 0.12 ignores them silently and the answer would be unconstrained.

@@ -1,16 +1,17 @@
 """`chainette warmup`, `chainette kill` and `chainette ps`: vLLM servers that outlive a run, so that later runs reuse them.
 
-The process work is in `chainette_vllm.server`; this module only reads the command line and prints.
+The work is in `chainette_vllm.warm`; this module only reads the command line and prints.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import cast
 
 import typer
 
-from chainette.engines import EngineConfig, public_url
+from chainette.engines import EngineConfig, EngineOptions, public_url
 from chainette.errors import ConfigError
 
 
@@ -23,21 +24,24 @@ def add_commands(app: typer.Typer) -> None:
 def warmup_command(
     source: str = typer.Argument(..., help="A chain (path/to/file.py:attr or package.module:attr) or an engines YAML file."),
     names: list[str] | None = typer.Option(
-        None, "--engine", "-e", metavar="NAME", help="An engine to start (repeatable). Default: every lazy=False engine."
+        None, "--engine", metavar="NAME", help="An engine to start (repeatable). Default: every lazy=False engine."
     ),
-    engines: Path | None = typer.Option(None, "--engines", metavar="FILE", help="A YAML file of engines; replaces same-named engines."),
+    engines: Path | None = typer.Option(
+        None, "--engines", "-e", metavar="FILE", help="A YAML file of engines; replaces same-named engines (as in `chainette run`)."
+    ),
 ) -> None:
     """Start the vLLM servers of SOURCE's engines and leave them running; later runs reuse them (stop them with `chainette kill`)."""
-    from chainette_vllm import server
+    from chainette_vllm import VllmOptions
+    from chainette_vllm.warm import warm_up
 
     for config in _selected(source, names, engines):
-        if config.backend != "vllm":
+        if not isinstance(config.options, VllmOptions):
             typer.echo(f"{config.name}: skipped (backend {config.backend}, not vllm)", err=True)
         elif config.endpoint:
-            urls = config.endpoint if isinstance(config.endpoint, list) else [config.endpoint]
-            typer.echo(f"{config.name}: skipped (it uses its endpoint {', '.join(public_url(url) or '' for url in urls)})", err=True)
+            shown = ", ".join(public_url(url) or "" for url in config.urls)
+            typer.echo(f"{config.name}: skipped (it uses its endpoint {shown})", err=True)
         else:
-            typer.echo(f"{config.name}  {server.warm_up(config)}")
+            typer.echo(f"{config.name}  {warm_up(cast('EngineConfig[VllmOptions]', config))}")
 
 
 def kill_command(
@@ -45,11 +49,11 @@ def kill_command(
     everything: bool = typer.Option(False, "--all", help="Stop every server started by warmup."),
 ) -> None:
     """Stop servers started by `chainette warmup`."""
-    from chainette_vllm import server
+    from chainette_vllm.warm import stop_warm
 
     if not names and not everything:
         raise ConfigError("Name the engines whose servers to stop, or pass --all (`chainette ps` lists them).")
-    removed = server.stop_warm(None if everything else names)
+    removed = stop_warm(None if everything else names)
     for entry in removed:
         typer.echo(f"Stopped {entry['engine']} (pid {entry['pid']}, {entry['url']})")
     if not removed:
@@ -62,9 +66,9 @@ def ps_command() -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from chainette_vllm import server
+    from chainette_vllm.warm import list_warm
 
-    entries = server.list_warm()
+    entries = list_warm()
     if not entries:
         typer.echo("No vLLM server started by warmup is running.")
         return
@@ -77,7 +81,7 @@ def ps_command() -> None:
     Console().print(table)
 
 
-def _selected(source: str, names: list[str] | None, overlay: Path | None) -> list[EngineConfig]:
+def _selected(source: str, names: list[str] | None, overlay: Path | None) -> list[EngineConfig[EngineOptions]]:
     """The engines `names` of SOURCE (a chain or an engines YAML), or its lazy=False ones; `overlay` replaces same-named engines."""
     from chainette.cli.loading import load_chain
     from chainette.engines import get_engine, load_engines_from_yaml
@@ -96,7 +100,7 @@ def _selected(source: str, names: list[str] | None, overlay: Path | None) -> lis
     persistent = [config for config in configs.values() if not config.lazy]
     if not persistent:
         raise ConfigError(
-            f"None of the engines of {source} has lazy=False ({', '.join(sorted(configs)) or 'none'}); name those to start with -e NAME."
+            f"None of the engines of {source} has lazy=False ({', '.join(sorted(configs)) or 'none'}); name those to start with --engine NAME."
         )
     return persistent
 

@@ -31,7 +31,7 @@ class FakeOptions(EngineOptions):
 class FakeClient:
     """Answers every request with JSON that follows the request's schema, seeded by its messages."""
 
-    def __init__(self, config: EngineConfig):
+    def __init__(self, config: EngineConfig[FakeOptions]):
         self.latency = config.options.latency
         self.model = config.model
         self._makers: dict[int, tuple[dict[str, Any], Maker]] = {}
@@ -81,9 +81,11 @@ def _maker(node: dict[str, Any], defs: dict[str, Any], name: str) -> Maker:
     if "$ref" in node:
         return _maker(defs[node["$ref"].rsplit("/", 1)[-1]], defs, name)
     if "const" in node:
-        return lambda draws, value=node["const"]: value
+        const = node["const"]
+        return lambda draws: const
     if "enum" in node:
-        return lambda draws, options=node["enum"]: options[draws.below(len(options))]
+        choices = node["enum"]
+        return lambda draws: choices[draws.below(len(choices))]
     for key in ("anyOf", "oneOf", "allOf"):
         if key in node:
             options = [o for o in node[key] if o.get("type") != "null"] or node[key]
@@ -127,7 +129,7 @@ def engine_options() -> type[EngineOptions]:
 
 
 @hookimpl
-def make_client(config: EngineConfig) -> FakeClient:
+def make_client(config: EngineConfig[FakeOptions]) -> FakeClient:
     return FakeClient(config)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Final
 
 import typer
 
@@ -28,7 +29,7 @@ def _global_options(
 BUILT_IN = ("run", "inspect", "backends")
 # Help text is Markdown, as in docs/cli.md, where brackets (`chainette-core[parquet]`) stay literal; typer's default,
 # rich markup, would take `[parquet]` for a style tag and drop it. Commands and groups plugins add inherit it.
-HELP_MARKUP = "markdown"
+HELP_MARKUP: Final = "markdown"
 EPILOG = "Plugins can add commands (chainette-vllm adds warmup, kill and ps): run `chainette COMMAND --help`."
 
 

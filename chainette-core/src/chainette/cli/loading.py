@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import importlib
 import importlib.util
 from pathlib import Path
 import sys
-import traceback
 from types import ModuleType
+from typing import TypeVar
 
 from chainette.chain import Chain
-from chainette.errors import ChainetteError, ConfigError
+from chainette.errors import ChainetteError, ConfigError, raised_at
+
+T = TypeVar("T")
 
 
 def load_chain(reference: str) -> Chain:
@@ -46,9 +49,10 @@ def _import_file(path: Path) -> ModuleType:
         sys.path.insert(0, folder)
     spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None and spec.loader is not None
+    loader = spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[path.stem] = module
-    _run_user_code(lambda: spec.loader.exec_module(module), str(path))
+    _run_user_code(lambda: loader.exec_module(module), str(path), [path.resolve().parent])
     return module
 
 
@@ -56,16 +60,16 @@ def _import_module(name: str) -> ModuleType:
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")
     try:
-        return _run_user_code(lambda: importlib.import_module(name), name)
+        return _run_user_code(lambda: importlib.import_module(name), name, [])
     except ModuleNotFoundError as exc:
         raise ConfigError(f"Cannot import chain module '{name}': {exc}. Use path/to/file.py:attr or package.module:attr.") from None
 
 
-def _run_user_code(load, where: str):
+def _run_user_code(load: Callable[[], T], where: str, roots: list[Path]) -> T:
+    """`load()`; any other failure than a ChainetteError or a missing module is a ConfigError naming the user's line (under `roots`)."""
     try:
         return load()
     except (ChainetteError, ModuleNotFoundError):
         raise
     except Exception as exc:
-        frame = traceback.extract_tb(exc.__traceback__)[-1]
-        raise ConfigError(f"Loading {where} failed at {frame.filename}:{frame.lineno}: {type(exc).__name__}: {exc}") from exc
+        raise ConfigError(f"Loading {where} failed{raised_at(exc, roots)}: {type(exc).__name__}: {exc}") from exc

@@ -8,8 +8,8 @@ import re
 
 from chainette import graph
 from chainette.chain import Chain
-from chainette.engines import EngineConfig, registered_engines
-from chainette.nodes import Apply, Node, Parallel, Step
+from chainette.engines import EngineConfig, EngineOptions, registered_engines
+from chainette.nodes import INPUT_ID, Apply, Node, Parallel, Step
 
 _ESCAPES = {"#": "#35;", '"': "#quot;", "<": "#lt;", ">": "#gt;", "`": "#96;", "\n": " ", "\r": " "}
 
@@ -17,13 +17,13 @@ _ESCAPES = {"#": "#35;", '"': "#quot;", "<": "#lt;", ">": "#gt;", "`": "#96;", "
 def chain_mermaid(chain: Chain) -> str:
     """Mermaid `flowchart` source for the chain: one node declaration per node, then one line per edge."""
     model = chain.input_model.__name__ if chain.input_model else "any object"
-    lines = ["flowchart TD", f"    %% chain: {_label(chain.name)}", f'    {_id("chain_input")}(["{_label(f"input: {model}")}"])']
+    lines = ["flowchart TD", f"    %% chain: {_label(chain.name)}", f'    {_id(INPUT_ID)}(["{_label(f"input: {model}")}"])']
     lines.extend(_declare(chain.nodes, registered_engines(), count(), "    "))
     lines.extend(f"    {_id(source)} --> {_id(target)}" for source, target in graph.describe(chain.nodes, {})["edges"])
     return "\n".join(lines) + "\n"
 
 
-def _declare(nodes: list[Node], engines: dict[str, EngineConfig], groups: Iterator[int], pad: str) -> Iterator[str]:
+def _declare(nodes: list[Node], engines: dict[str, EngineConfig[EngineOptions]], groups: Iterator[int], pad: str) -> Iterator[str]:
     for node in nodes:
         if isinstance(node, Parallel):
             for branch in node.branches:

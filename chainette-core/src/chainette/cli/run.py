@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from chainette.cli.loading import load_chain
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from chainette.events import Listener
 
 
 def run_command(
@@ -57,7 +63,7 @@ def run_command(
         console.print(summary(result.stats, str(output)))
 
 
-def _reporter(console, json_logs: bool, quiet: bool):
+def _reporter(console: Console, json_logs: bool, quiet: bool) -> Listener | None:
     """The event listener the flags ask for: JSON lines, nothing, the live view in a terminal, or plain lines."""
     if json_logs:
         from chainette.ui.jsonlog import JsonLines

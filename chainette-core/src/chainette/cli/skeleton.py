@@ -90,7 +90,7 @@ class ${Title}Options(EngineOptions):
 class ${Title}Client:
     """Sends one engine's requests; complete() is called concurrently, up to max_concurrency."""
 
-    def __init__(self, config: EngineConfig):
+    def __init__(self, config: EngineConfig[${Title}Options]):
         # TODO: open the connection: config.endpoint, config.resolve_api_key(default_env="..."), config.options.
         # For a JSON-over-HTTP API, chainette.http.JsonHttpClient (chainette-core[http]) classifies every failure.
         self.model = config.model
@@ -136,12 +136,12 @@ def engine_options() -> type[EngineOptions]:
 
 
 @hookimpl
-def make_client(config: EngineConfig) -> ${Title}Client:
+def make_client(config: EngineConfig[${Title}Options]) -> ${Title}Client:
     return ${Title}Client(config)
 
 
 @hookimpl
-def translate_sampling(config: EngineConfig, sampling: SamplingParams) -> dict[str, Any]:
+def translate_sampling(config: EngineConfig[${Title}Options], sampling: SamplingParams) -> dict[str, Any]:
     return map_sampling(sampling, SAMPLING_FIELDS, engine=config.name)
 '''
 

@@ -206,7 +206,8 @@ class FakeServer:
             return early
         if body.get("model") not in self.models:
             return web.json_response({"error": f"model '{body.get('model')}' not found"}, status=404)
-        schema = body.get("format") if isinstance(body.get("format"), dict) else {"type": "object"}
+        wire_schema = body.get("format")
+        schema: dict[str, Any] = wire_schema if isinstance(wire_schema, dict) else {"type": "object"}
         message: dict[str, Any] = {"role": "assistant", "content": self._answer(body, schema, mangle)}
         if self.reasoning is not None:
             message["thinking"] = self.reasoning
@@ -248,6 +249,8 @@ class FakeServer:
         key = json.dumps(body, sort_keys=True)
         self.seen[key] += 1
         kind = self.plan.draw(body, self.seen[key])
+        if kind is None:
+            return None
         faults = {
             "rate_limit": Fault(status=429, retry_after=self.plan.retry_after),
             "server_error": Fault(status=500),
@@ -262,7 +265,8 @@ class FakeServer:
         if fault.hang:
             await asyncio.sleep(fault.hang)
         if fault.drop:
-            request.transport.close()
+            if request.transport is not None:  # None: the client has gone already
+                request.transport.close()
             return web.Response(status=500)
         headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
         body = fault.body if fault.body is not None else {"error": {"message": f"injected fault {fault.status}", "type": "server_error"}}

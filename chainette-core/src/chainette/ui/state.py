@@ -33,9 +33,9 @@ class NodeView:
 
     def rate(self, now: float) -> float | None:
         """Rows per second this session: over the node's own time once it finished, else since it started."""
-        rows = self.stats.get("session", {}).get("rows", 0)
+        rows: float = self.stats.get("session", {}).get("rows", 0)
         if self.finished:
-            seconds = self.stats.get("session", {}).get("seconds") or 0.0
+            seconds: float = self.stats.get("session", {}).get("seconds") or 0.0
             return rows / seconds if seconds > 0 else None
         if self.started is None or now <= self.started:
             return None

@@ -1,0 +1,12 @@
+"""Executing a chain's nodes over rows, in one session of a run (a run may take several sessions: each resume is one).
+
+The rooms, in the order a row meets them:
+
+- `executor`: the `Executor` of one session: orders the nodes, starts and stops engines, keeps figures.
+- `recovery`: reopening a node's files as the last session left them (crash repair, rows already decided).
+- `files`: a node's frontier and output folder, and the errors file.
+- one stage per node kind: `ingest` (input rows to the first frontier), `step` (LLM calls), `apply`
+  (Python functions), `group` (parallel branches and their join).
+- `flatten`: the final table, one line per row that made it through.
+- `stopping`: the run's stop signal (first Ctrl-C or SIGTERM) and its signal handlers.
+"""

@@ -1,0 +1,109 @@
+"""Engine lifecycle during a run: start an engine before the first node that needs it, stop it after the last."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+from chainette.balancer import BalancedClient, Endpoint
+from chainette.client import Client
+from chainette.engines import EngineConfig, EngineOptions, public_url
+from chainette.events import EngineChanged, EventBus
+from chainette.execution.stopping import StopSignal
+from chainette.plugins import get_plugins
+from chainette.policy import EngineGate
+
+
+@dataclass
+class RunningEngine:
+    """An engine ready for requests: its config, client (over every replica) and admission gate."""
+
+    config: EngineConfig[EngineOptions]
+    client: Client
+    gate: EngineGate
+
+
+class EnginePool:
+    """Starts and stops the engines of one run, following the plan of which top-level node uses which engine.
+
+    A lazy engine runs from the first node of each contiguous run of nodes that use its server
+    (engines whose backends report the same `server_key` share one) to the last; nodes that use
+    no engine (applies) do not break a run. An engine with `lazy=False` runs for the whole run.
+    """
+
+    def __init__(
+        self,
+        configs: dict[str, EngineConfig[EngineOptions]],
+        plan: list[set[str]],
+        run_dir: Path | None,
+        control: StopSignal,
+        bus: EventBus,
+    ):
+        self.configs = configs
+        self.plan = plan
+        self.run_dir = run_dir
+        self.control = control
+        self.bus = bus
+        self.running: dict[str, RunningEngine] = {}
+        plugins = get_plugins()
+        self.keys = {name: plugins.hooks(c.backend).server_key(c) or f"engine:{name}" for name, c in configs.items()}
+
+    async def start_persistent(self) -> None:
+        for name in sorted(set().union(*self.plan)):
+            if not self.configs[name].lazy:
+                await self.start(name)
+
+    async def before(self, position: int) -> None:
+        for name in sorted(self.plan[position]):
+            if name not in self.running:
+                await self.start(name)
+
+    async def after(self, position: int) -> None:
+        following = next((engines for engines in self.plan[position + 1 :] if engines), set())
+        needed = {self.keys[name] for name in following}
+        for name in sorted(self.running):
+            if self.configs[name].lazy and self.keys[name] not in needed:
+                await self.stop(name)
+
+    def get(self, name: str) -> RunningEngine:
+        return self.running[name]
+
+    async def start(self, name: str) -> RunningEngine:
+        config = self.configs[name]
+        self.bus.emit(EngineChanged(engine=name, state="starting", detail=f"{config.backend}: {config.model}"))
+        endpoints = [await self._connect(config.for_url(url)) for url in config.urls]
+        client = endpoints[0][1] if len(endpoints) == 1 else BalancedClient([Endpoint(url or "", client) for url, client in endpoints])
+        engine = RunningEngine(config, client, EngineGate(config.options))
+        self.running[name] = engine
+        self.bus.emit(EngineChanged(engine=name, state="ready", detail=", ".join(public_url(url) or "" for url, _ in endpoints)))
+        return engine
+
+    async def _connect(self, single: EngineConfig[EngineOptions]) -> tuple[str | None, Client]:
+        """Make sure the server at `single.endpoint` answers (the backend may start it); return its URL and client."""
+        hooks = get_plugins().hooks(single.backend)
+        with self.control.cancellable() as cancelled:
+            url = await asyncio.to_thread(hooks.ensure_running, single, self.run_dir, cancelled) or single.endpoint
+        return url, hooks.make_client(single.for_url(url))
+
+    async def stop(self, name: str) -> None:
+        engine = self.running.pop(name, None)
+        if engine is None:
+            return
+        try:
+            await engine.client.aclose()
+        finally:
+            config = self.configs[name]
+            await asyncio.to_thread(get_plugins().hooks(config.backend).stop_engine, config)
+            self.bus.emit(EngineChanged(engine=name, state="stopped"))
+
+    async def stop_all(self) -> None:
+        """Stop every running engine, even when one of them fails to stop (the first failure is raised)."""
+        failure: BaseException | None = None
+        for name in list(self.running):
+            try:
+                await self.stop(name)
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure

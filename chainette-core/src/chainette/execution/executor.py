@@ -1,0 +1,195 @@
+"""The executor of one session of a run: the nodes in order, each streaming rows from the previous node's
+frontier on disk through its stage, with its engines started before it and stopped after the last node
+that needs them.
+
+Each node commits one `frontier.Commit` per input row it passes or filters out, and a row that fails goes
+to the errors file. A node's frontier and the errors file are its commit log: a resumed node skips every
+row already committed there (see chainette.store for the write order that keeps outputs and commits
+consistent after a crash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from pathlib import Path
+import time
+from typing import Any
+
+from pydantic import BaseModel
+
+from chainette import graph, inputs
+from chainette.engines import EngineConfig, EngineOptions, engine_price
+from chainette.events import EventBus, NodeFinished, NodeStarted
+from chainette.execution.apply import ApplyStage
+from chainette.execution.context import kept_entries, own_entries
+from chainette.execution.engine_pool import EnginePool
+from chainette.execution.files import ErrorLog, NodeFiles
+from chainette.execution.flatten import Source
+from chainette.execution.group import join_branches, tag_rows
+from chainette.execution.ingest import ingest
+from chainette.execution.recovery import Counts, NodeState, Reopened, forget_finished
+from chainette.execution.step import StepStage
+from chainette.execution.stopping import StopSignal
+from chainette.frontier import count_rows, rows
+from chainette.nodes import INPUT_ID, Node, Parallel, Step
+from chainette.stats import NodeStats, SessionLog, run_figures
+from chainette.store import RunDir, Writer, recover_errors
+
+SAVE_EVERY = 1.0
+
+
+class Executor:
+    """Executes a chain's nodes into a run directory for one session (a first run or a resumption)."""
+
+    def __init__(
+        self,
+        nodes: list[Node],
+        run_dir: RunDir,
+        engines: dict[str, EngineConfig[EngineOptions]],
+        *,
+        retry_errors: bool = False,
+        durable: bool = False,
+        bus: EventBus | None = None,
+    ):
+        self.nodes = nodes
+        self.run_dir = run_dir
+        self.retry_errors = retry_errors
+        self.bus = bus or EventBus()
+        self.control = StopSignal()
+        self.writer = Writer(durable=durable)
+        self.input_model = graph.input_model(nodes)
+        self.models: dict[str, type[BaseModel] | None] = {INPUT_ID: self.input_model}
+        self.models.update({n.id: n.output_model for n in graph.iter_nodes(nodes)})
+        self.sessions = SessionLog(run_dir.state, resumed=run_dir.resumed)
+        self.stats = {INPUT_ID: NodeStats("input")}
+        self.stats.update({n.id: NodeStats("step" if isinstance(n, Step) else "apply") for n in graph.iter_nodes(nodes)})
+        self.running: dict[str, float] = {}
+        self.groups = {id(group): f"group{index}" for index, group in enumerate(graph.parallels(nodes))}
+        self.kept = kept_entries(nodes)
+        self.pool = EnginePool(engines, [graph.engines_used(n) for n in nodes], run_dir.root, self.control, self.bus)
+        self.prices = {n.id: engine_price(engines[n.engine_name]) for n in graph.iter_nodes(nodes) if isinstance(n, Step)}
+        self.errors = ErrorLog(self.writer, run_dir.root / "errors.jsonl", self.bus)
+        self.failed: dict[str, set[str]] = {}
+
+    async def execute(self, raw_rows: Iterable[inputs.RawRow]) -> Path:
+        """Run every node over `raw_rows`; return the final frontier (the rows that made it through)."""
+        self._recover()
+        saver = asyncio.ensure_future(self._save_sessions())
+        try:
+            source = self._ingest(raw_rows)
+            await self.pool.start_persistent()
+            for position, node in enumerate(self.nodes):
+                await self.pool.before(position)
+                source = await self._run_node(node, source)
+                self.control.check()
+                await self.pool.after(position)
+            return source
+        finally:
+            saver.cancel()
+            try:
+                await self.pool.stop_all()
+            finally:
+                self.writer.flush()
+                self.errors.close()
+
+    def _recover(self) -> None:
+        """Read back what earlier sessions spent and failed; with retry_errors, forget every failure but the input's."""
+        for node_id, stats in self.stats.items():
+            stats.earlier = self.sessions.earlier_spent(node_id)
+        if self.retry_errors:
+            forget_finished(self.run_dir, keep=INPUT_ID)
+        self.failed = recover_errors(self.errors.file.path, keep_node=INPUT_ID if self.retry_errors else None)
+
+    async def _save_sessions(self) -> None:
+        """Save this session's spending about once a second, so that a killed session's figures survive it."""
+        while True:
+            await asyncio.sleep(SAVE_EVERY)
+            self._tally_seconds()
+            self.sessions.save(self.stats)
+
+    def _tally_seconds(self) -> None:
+        """Move the time running nodes have spent so far into their session figures."""
+        now = time.perf_counter()
+        for node_id, since in self.running.items():
+            self.stats[node_id].session.seconds += now - since
+            self.running[node_id] = now
+
+    def save_session(self, status: str) -> list[dict[str, Any]]:
+        """Save this session as ended with `status`; return every session's record."""
+        self._tally_seconds()
+        return self.sessions.save(self.stats, status)
+
+    def summary(self) -> dict[str, Any]:
+        """The figures of run.json (see `stats.run_figures`)."""
+        return run_figures(self.stats, self.prices)
+
+    def _reopen(self, node_id: str, yield_output: bool, total: int | None) -> Reopened | None:
+        """Start the node: None when an earlier session finished it, else its files reopened. Its counts are restored."""
+        state = NodeState(self.run_dir, node_id)
+        finished = state.finished_counts()
+        reopened = None if finished else state.reopen(self.writer, yield_output, self.failed.get(node_id, set()))
+        counts = finished or (reopened.counts if reopened else Counts())
+        stats = self.stats[node_id]
+        stats.ok, stats.failed, stats.filtered = counts.ok, counts.failed, counts.filtered
+        self.running[node_id] = time.perf_counter()
+        self.bus.emit(NodeStarted(node=node_id, kind=stats.kind, total=total, done=stats.rows_in))
+        return reopened
+
+    def _finish(self, node_id: str, files: NodeFiles | None) -> Path:
+        """Close the node's files, record its time, and mark it done unless the run is stopping."""
+        if files is not None:
+            files.close()
+        self.writer.flush()
+        self._tally_seconds()
+        del self.running[node_id]
+        stats = self.stats[node_id]
+        self.bus.emit(NodeFinished(node=node_id, stats=stats.snapshot(self.prices.get(node_id))))
+        state = NodeState(self.run_dir, node_id)
+        if files is not None and not self.control.stopping:
+            state.mark_finished(Counts(stats.ok, stats.failed, stats.filtered))
+        return state.frontier
+
+    def _ingest(self, raw_rows: Iterable[inputs.RawRow]) -> Path:
+        reopened = self._reopen(INPUT_ID, False, None)
+        if reopened is not None:
+            ingest(raw_rows, self.input_model, reopened.decided, reopened.files, self.stats[INPUT_ID], self.errors)
+        return self._finish(INPUT_ID, reopened.files if reopened else None)
+
+    async def _run_node(self, node: Node, source: Path) -> Path:
+        if isinstance(node, Parallel):
+            return await self._run_group(node, source)
+        reopened = self._reopen(node.id, node.yield_output, count_rows(source))
+        if reopened is None:
+            return self._finish(node.id, None)
+        pending = (row for row in rows(source) if row.row_id not in reopened.decided)
+        tools = (reopened.files, self.stats[node.id], self.errors, self.control, self.kept[id(node)])
+        if isinstance(node, Step):
+            await StepStage(*tools, step=node, engine=self.pool.get(node.engine_name)).process(pending)
+        else:
+            await ApplyStage(*tools, node=node, models=self.models).process(pending)
+        return self._finish(node.id, reopened.files)
+
+    async def _run_group(self, group: Parallel, source: Path) -> Path:
+        tagged = tag_rows(source, self.run_dir.state / f"{self.groups[id(group)]}.tagged.jsonl")
+        finals = await asyncio.gather(*(self._run_branch(branch.steps, tagged) for branch in group.branches))
+        return join_branches(group, source, list(finals), self._joined(group), self.kept[id(group)])
+
+    def _joined(self, group: Parallel) -> Path:
+        return self.run_dir.state / f"{self.groups[id(group)]}.joined.jsonl"
+
+    def flattened_sources(self) -> list[Source]:
+        """Where the flattened table finds each entry: the input's frontier, each top-level node's, each joined group's."""
+        sources = [Source(NodeState(self.run_dir, INPUT_ID).frontier, (INPUT_ID,))]
+        for node in self.nodes:
+            entries = own_entries(node)
+            if isinstance(node, Parallel) and entries:
+                sources.append(Source(self._joined(node), entries))
+            elif not isinstance(node, Parallel) and node.yield_output:
+                sources.append(Source(NodeState(self.run_dir, node.id).frontier, entries))
+        return sources
+
+    async def _run_branch(self, nodes: list[Node], source: Path) -> Path:
+        for node in nodes:
+            source = await self._run_node(node, source)
+        return source

@@ -1,0 +1,109 @@
+"""The flattened table: one line per row that made it through the chain, with the input's fields and every
+top-level node's fields as `<node>.<field>` (join aliases likewise, and `<step>_reasoning` where a step
+captured reasoning).
+
+Rows carry only the context later nodes read (chainette.execution.context), so the entries are gathered from
+the frontier that first held each one, into a scratch SQLite index: no memory per row. A final row reads each
+entry from its own id or, past a fan-out, from the nearest ancestor's (`3-1` then `3`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+import shutil
+from typing import Any
+
+import orjson
+
+from chainette.frontier import rows
+from chainette.store import OutputFolder, RunDir, ScratchIndex, Writer
+
+
+@dataclass(frozen=True)
+class Source:
+    """A frontier and the context entries the flattened table takes from it, in column order."""
+
+    frontier: Path
+    entries: tuple[str, ...]
+
+
+def write_flattened(run_dir: RunDir, final: Path, sources: list[Source]) -> None:
+    """Write the `flattened` folder for the rows of the `final` frontier, replacing any earlier one."""
+    folder = run_dir.node_folder("flattened")
+    shutil.rmtree(folder, ignore_errors=True)
+    writer = OutputFolder(Writer(), folder)
+    try:
+        with EntryIndex(run_dir.state / "flattened.sqlite") as index:
+            for position, source in enumerate(sources):
+                index.add(position, source)
+            for row_id, ctx in index.gather(row.row_id for row in rows(final)):
+                writer.write(flatten(row_id, ctx))
+    finally:
+        writer.close()
+
+
+def flatten(row_id: str, ctx: dict[str, Any]) -> dict[str, Any]:
+    """One flattened line: each entry's fields as `<entry>.<field>`, an entry that is not an object as itself."""
+    line: dict[str, Any] = {"row_id": row_id}
+    for key, value in ctx.items():
+        if isinstance(value, dict):
+            line.update({f"{key}.{field}": v for field, v in value.items()})
+        else:
+            line[key] = value
+    return line
+
+
+def ancestors(row_id: str) -> list[str]:
+    """`row_id` and the ids of the rows it was fanned out from, nearest first ("3-1-0", "3-1", "3")."""
+    found = [row_id]
+    while "-" in found[-1]:
+        found.append(found[-1].rsplit("-", 1)[0])
+    return found
+
+
+class EntryIndex(ScratchIndex):
+    """Context entries by row id and source."""
+
+    def __init__(self, path: Path):
+        super().__init__(
+            path,
+            [
+                "entry (row_id TEXT, source INTEGER, place INTEGER, key TEXT, value BLOB)",
+                "wanted (position INTEGER, row_id TEXT, candidate TEXT)",
+            ],
+        )
+
+    def add(self, position: int, source: Source) -> None:
+        """Index the entries `source` provides; `position` orders the columns."""
+        entries = (
+            (row.row_id, position, place, key, orjson.dumps(row.ctx[key]))
+            for row in rows(source.frontier)
+            for place, key in enumerate(source.entries)
+            if key in row.ctx
+        )
+        self.db.executemany("INSERT INTO entry VALUES (?, ?, ?, ?, ?)", entries)
+
+    def gather(self, row_ids: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Each row id with its entries in column order, in the order given."""
+        self.db.execute("CREATE INDEX by_row ON entry (row_id)")
+        wanted = ((position, row_id, candidate) for position, row_id in enumerate(row_ids) for candidate in ancestors(row_id))
+        self.db.executemany("INSERT INTO wanted VALUES (?, ?, ?)", wanted)
+        found = self.db.execute(
+            "SELECT wanted.position, wanted.row_id, entry.source, entry.place, entry.key, entry.value"
+            " FROM wanted CROSS JOIN entry ON entry.row_id = wanted.candidate ORDER BY wanted.rowid"
+        )
+        current: tuple[int, str] | None = None
+        entries: list[tuple[int, int, str, bytes]] = []
+        for position, row_id, source, place, key, value in found:
+            if current is not None and current[0] != position:
+                yield current[1], _in_place_order(entries)
+                entries = []
+            current = (position, row_id)
+            entries.append((source, place, key, value))
+        if current is not None:
+            yield current[1], _in_place_order(entries)
+
+
+def _in_place_order(entries: list[tuple[int, int, str, bytes]]) -> dict[str, Any]:
+    return {key: orjson.loads(value) for _, _, key, value in sorted(entries, key=lambda entry: entry[:2])}

@@ -1,0 +1,133 @@
+"""The step stage: for each row, render the prompts, send one request through the engine (with the core's
+retry policy), validate the answer against the output model, and ask once for a repair when it does not fit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from chainette.client import Answer, Request
+from chainette.errors import BackendError, EngineError, RowError, describe_validation_error
+from chainette.execution.context import keep
+from chainette.execution.engine_pool import RunningEngine
+from chainette.execution.files import Stage
+from chainette.frontier import Commit, Row
+from chainette.nodes import Step
+from chainette.policy import complete_with_retries
+from chainette.sampling import translate
+from chainette.schema import extract_json, format_instruction, json_schema, repair_messages
+from chainette.templates import compile_template
+
+
+@dataclass
+class StepStage(Stage):
+    """Runs one Step over the rows of a frontier, keeping the engine's `max_concurrency` requests in flight."""
+
+    step: Step
+    engine: RunningEngine
+
+    def __post_init__(self) -> None:
+        step = self.step
+        self.system = compile_template(step.system_prompt) if step.system_prompt else None
+        self.user = compile_template(step.user_prompt)
+        instruction = step.output_format_instruction
+        self.instruction = format_instruction(step.output_model) if instruction is None else instruction
+        self.schema = json_schema(step.output_model)
+        self.sampling = translate(self.engine.config, step.sampling)
+
+    async def process(self, pending: Iterator[Row]) -> None:
+        """Answer every pending row until the rows run out or the run stops; an EngineError stops the step."""
+
+        async def worker() -> None:
+            for row in pending:
+                if self.control.stopping:
+                    return
+                await self._answer_row(row)
+
+        await gather_workers(self.engine.config.options.max_concurrency, worker)
+
+    async def _answer_row(self, row: Row) -> None:
+        self.stats.in_flight += 1
+        try:
+            data, answer = await self._answer(row)
+        except EngineError:
+            raise
+        except BackendError as exc:
+            self.stats.failed += 1
+            self.errors.record(row.row_id, self.step.id, exc.kind, str(exc), exc.raw)
+            return
+        finally:
+            self.stats.in_flight -= 1
+            self.stats.session.rows += 1
+        self.stats.ok += 1
+        ctx = keep({**row.ctx, self.step.id: data}, self.kept, self.step.id)
+        line = {**data, "row_id": row.row_id}
+        if answer.reasoning is not None:
+            key = f"{self.step.id}_reasoning"
+            ctx[key] = line[key] = answer.reasoning
+        if self.files.outputs is not None:
+            self.files.outputs.write(line)
+        self.files.frontier.commit(Commit(row.row_id, [Row(row.row_id, ctx, self.step.id, row.origin)]))
+
+    async def _answer(self, row: Row) -> tuple[dict[str, Any], Answer]:
+        """The validated answer to the row's request, after at most one repair request."""
+        request = self._request(row)
+        answer = await self._send(request)
+        try:
+            return self._validate(answer.text), answer
+        except ValidationError as exc:
+            first_error = describe_validation_error(exc)
+        repair = Request(
+            repair_messages(request.messages, answer.text, first_error),
+            request.schema,
+            request.schema_name,
+            request.sampling,
+            request.step_id,
+            request.row_id,
+        )
+        self.stats.session.repairs += 1
+        answer = await self._send(repair)
+        try:
+            return self._validate(answer.text), answer
+        except ValidationError as exc:
+            raise RowError(
+                f"the answer does not match {self.step.output_model.__name__} after one repair request: {describe_validation_error(exc)}",
+                kind="validation",
+                raw=answer.text,
+            ) from None
+
+    def _request(self, row: Row) -> Request:
+        direct = row.ctx[row.direct]
+        context = {**direct, **row.ctx, "row_id": row.row_id} if isinstance(direct, dict) else {**row.ctx, "row_id": row.row_id}
+        try:
+            system = self.system(context) if self.system else ""
+            user = self.user(context)
+        except Exception as exc:
+            raise RowError(f"cannot render the prompt: {exc}", kind="template") from None
+        if self.instruction:
+            system = f"{system}\n\n{self.instruction}" if system else self.instruction
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": user})
+        return Request(messages, self.schema, self.step.output_model.__name__, self.sampling, self.step.id, row.row_id)
+
+    async def _send(self, request: Request) -> Answer:
+        return await complete_with_retries(self.engine.client, request, self.engine.gate, self.stats.session)
+
+    def _validate(self, text: str) -> dict[str, Any]:
+        data: dict[str, Any] = self.step.output_model.model_validate_json(extract_json(text)).model_dump(mode="json")
+        return data
+
+
+async def gather_workers(count: int, worker: Callable[[], Awaitable[None]]) -> None:
+    """Run `count` copies of `worker` until all finish; the first failure cancels the others and is raised."""
+    tasks = [asyncio.ensure_future(worker()) for _ in range(count)]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,74 @@
+"""Checking a vLLM server the user runs: an engine's `endpoint=` must answer `GET /models` listing its model.
+
+`check_endpoint` returns the engine's endpoint unchanged once the server lists the model requests will
+name (`served_model_name`, else `model`), and raises EngineError saying what is wrong otherwise:
+unreachable, a rejected key, not a model list, another model. Serve options (SERVE_OPTIONS) only
+concern a server chainette starts, so setting them with an endpoint draws a warning. Shown URLs have
+their credentials removed (`public_url`) and the key travels only in the Authorization header.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import httpx2
+
+from chainette.engines import EngineConfig, public_url
+from chainette.errors import EngineError
+from chainette.http import bearer
+from chainette_vllm import API_KEY_ENV, SERVE_OPTIONS, VllmOptions
+
+
+def check_endpoint(config: EngineConfig[VllmOptions]) -> str:
+    """The engine's endpoint, once `GET {endpoint}/models` lists its model; EngineError saying what is wrong otherwise."""
+    assert config.endpoint is not None
+    ignored = sorted(SERVE_OPTIONS & config.options.model_fields_set)
+    if ignored:
+        warnings.warn(
+            f"Engine '{config.name}': {', '.join(ignored)} only apply to a server chainette starts; ignored because endpoint= is set.",
+            stacklevel=2,
+        )
+    url = config.endpoint.rstrip("/")
+    shown = public_url(url)
+    key = config.resolve_api_key(default_env=API_KEY_ENV)
+    headers = bearer(key) or {}
+    try:
+        response = httpx2.get(f"{url}/models", headers=headers, timeout=10.0)
+    except httpx2.HTTPError as exc:
+        raise EngineError(
+            f"Engine '{config.name}': the vLLM endpoint {shown} does not answer ({type(exc).__name__}: {exc}). "
+            "Start the server (see docs/vllm.md), fix endpoint=, or leave endpoint out so that chainette starts vLLM itself.",
+            kind="unreachable",
+        ) from None
+    if response.status_code in (401, 403):
+        raise EngineError(
+            f"Engine '{config.name}': {shown}/models answered HTTP {response.status_code}. Check the engine's api_key or api_key_env "
+            "against the server's key.",
+            kind="authentication",
+        )
+    served = _served_models(response)
+    if served is None:
+        raise EngineError(
+            f"Engine '{config.name}': {shown}/models answered HTTP {response.status_code} without a model list; "
+            "endpoint= must be a vLLM server's OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1.",
+            kind="bad_endpoint",
+        )
+    wanted = config.options.served_model_name or config.model
+    if wanted not in served:
+        raise EngineError(
+            f"Engine '{config.name}': the vLLM server at {shown} serves {', '.join(served) or 'no model'}, not '{wanted}'. "
+            "Set model= (or served_model_name=) to the name it serves, or point endpoint= at the right server.",
+            kind="not_found",
+        )
+    return config.endpoint
+
+
+def _served_models(response: httpx2.Response) -> list[str] | None:
+    """The model ids of a 200 `GET /models` answer; None when it is not a model list."""
+    if response.status_code != 200:
+        return None
+    try:
+        data = response.json().get("data")
+        return [str(model["id"]) for model in data]
+    except (ValueError, AttributeError, TypeError, KeyError):
+        return None

@@ -1,0 +1,123 @@
+"""Warm servers: vLLM servers started by `chainette warmup` that outlive it, recorded in a state file for later runs.
+
+The state folder is $CHAINETTE_STATE_DIR, else ~/.cache/chainette; `vllm-servers.json` in it lists one
+entry per (engine, server) with the server key, URL, pid (its process group), start time, log and the
+command shown (no secret). Every read-modify-write holds an flock on `vllm-servers.json.lock`, so
+chainette processes may run `warm_up`, `stop_warm` (`chainette kill`) and `list_warm` (`chainette ps`)
+at once. `warm_server` is how a run finds a recorded server with the key it needs, running and healthy,
+to use without owning it. Outside a run, server logs go to the state folder's `logs/`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+from chainette.engines import EngineConfig
+from chainette.errors import ConfigError
+from chainette_vllm import VllmOptions
+from chainette_vllm.process import Server, group_alive, healthy, spawn, stop_group, utc_now
+from chainette_vllm.spec import serve_spec
+
+STATE_FILE = "vllm-servers.json"
+
+
+def state_dir() -> Path:
+    """$CHAINETTE_STATE_DIR, else ~/.cache/chainette."""
+    return Path(os.environ.get("CHAINETTE_STATE_DIR") or Path.home() / ".cache" / "chainette")
+
+
+def log_dir(run_dir: Path | None) -> Path:
+    """Where server logs go: the run's `logs/` folder, or the state folder's outside a run."""
+    return (run_dir if run_dir is not None else state_dir()) / "logs"
+
+
+def warm_up(config: EngineConfig[VllmOptions]) -> str:
+    """Start (or find running) the server for `config` so that it outlives this process, record it, return its URL."""
+    spec = serve_spec(config)
+    server = warm_server(spec.key) or spawn(spec, log_dir(None))
+    with _state() as entries:
+        if not any(e["engine"] == config.name and e["pid"] == server.pid for e in entries):
+            entries.append(
+                {
+                    "engine": config.name,
+                    "model": config.model,
+                    "key": spec.key,
+                    "url": server.url,
+                    "pid": server.pid,
+                    "started_at": utc_now(),
+                    "log": str(server.log),
+                    "command": server.command,
+                }
+            )
+    return server.url
+
+
+def stop_warm(names: list[str] | None) -> list[dict[str, Any]]:
+    """Stop the warm servers of the engines `names` (None: all) and forget them; return the entries removed."""
+    with _state() as entries:
+        if names is not None:
+            unknown = sorted(set(names) - {e["engine"] for e in entries})
+            if unknown:
+                known = ", ".join(sorted({e["engine"] for e in entries})) or "none"
+                raise ConfigError(f"No server started by warmup for {', '.join(unknown)} (warm engines: {known}). See `chainette ps`.")
+        pids = {e["pid"] for e in entries if names is None or e["engine"] in names}
+        for pid in sorted(pids):
+            stop_group(pid)
+        removed = [e for e in entries if e["pid"] in pids]
+        entries[:] = [e for e in entries if e["pid"] not in pids]
+    return removed
+
+
+def list_warm() -> list[dict[str, Any]]:
+    """The recorded warm servers that are still running (dead ones are forgotten)."""
+    with _state() as entries:
+        entries[:] = [e for e in entries if group_alive(e["pid"])]
+        return list(entries)
+
+
+def warm_server(key: str) -> Server | None:
+    """A server `warmup` started for `key` that is running and healthy (its `process` is None: not our child)."""
+    with httpx2.Client(timeout=2.0, trust_env=False) as http:
+        for entry in _read_state():
+            if entry["key"] == key and group_alive(entry["pid"]) and healthy(http, entry["url"]):
+                return Server(url=entry["url"], pid=entry["pid"], command=entry["command"], log=Path(entry["log"]))
+    return None
+
+
+@contextmanager
+def _state() -> Iterator[list[dict[str, Any]]]:
+    """The state file's entries, locked against other chainette processes, written back when the block succeeds."""
+    import fcntl  # POSIX only, like starting servers; an endpoint engine works without it
+
+    folder = state_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{STATE_FILE}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        entries = _read_state()
+        yield entries
+        temporary = folder / f"{STATE_FILE}.tmp"
+        temporary.write_text(json.dumps(entries, indent=2) + "\n", encoding="utf-8")
+        os.replace(temporary, folder / STATE_FILE)
+
+
+def _read_state() -> list[dict[str, Any]]:
+    """The state file's entries ([] when there is none); ConfigError when it is unreadable or not a list."""
+    path = state_dir() / STATE_FILE
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"Cannot read {path} ({exc}). Delete it; servers it listed keep running until you stop them (their pids are in the file)."
+        ) from None
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path} is not a list of servers. Delete it; servers it listed keep running until you stop them.")
+    return entries
