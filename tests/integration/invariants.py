@@ -40,16 +40,16 @@ def committed_rows(frontier: Path) -> list[str]:
     return [row["row_id"] for line in complete_lines(frontier) for row in json.loads(line)["rows"]]
 
 
-def journal_folder(out: Path, node: str, output_format: str) -> Path:
+def jsonl_folder(out: Path, node: str, output_format: str) -> Path:
     return out / ".chainette" / "outputs" / node if output_format == "parquet" else out / node
 
 
 def assert_commits_covered(out: Path, output_format: str) -> None:
-    """At any instant: each node's committed rows are exactly the first lines of its output journal, in order."""
+    """At any instant: each node's committed rows are exactly the first lines of its JSONL output files, in order."""
     for node in NODES:
         committed = committed_rows(out / ".chainette" / f"{node}.jsonl")
         written = [
-            json.loads(line)["row_id"] for path in output_files(journal_folder(out, node, output_format)) for line in complete_lines(path)
+            json.loads(line)["row_id"] for path in output_files(jsonl_folder(out, node, output_format)) for line in complete_lines(path)
         ]
         assert written[: len(committed)] == committed, f"{node}: a committed row's output line is missing or out of place"
 

@@ -22,7 +22,7 @@ _EXPORTS = {
     "Request": "chainette.client",
     "RetryableError": "chainette.errors",
     "RowError": "chainette.errors",
-    "RunResult": "chainette.store",
+    "RunResult": "chainette.results",
     "SamplingParams": "chainette.sampling",
     "Step": "chainette.nodes",
     "Usage": "chainette.client",
@@ -71,5 +71,5 @@ if TYPE_CHECKING:  # explicit re-exports (`X as X`), so that strict type checker
     from chainette.nodes import Branch as Branch
     from chainette.nodes import Step as Step
     from chainette.nodes import apply as apply
+    from chainette.results import RunResult as RunResult
     from chainette.sampling import SamplingParams as SamplingParams
-    from chainette.store import RunResult as RunResult

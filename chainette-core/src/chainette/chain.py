@@ -21,8 +21,9 @@ from chainette.execution.stopping import stop_on_signals, with_resume_hint
 from chainette.inputs import Columns, ColumnSpec, Inputs, fingerprint, open_rows
 from chainette.nodes import INPUT_ID, Node, Step
 from chainette.plugins import get_plugins
+from chainette.results import RunResult
 from chainette.secrets import engine_secrets, redact_data
-from chainette.store import RunDir, RunResult
+from chainette.store import RunDir
 
 
 class Chain:

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    import typer
+
     from chainette.client import Client
     from chainette.engines import EngineConfig, EngineOptions
     from chainette.sampling import SamplingParams
@@ -85,5 +87,5 @@ def stop_engine(config: EngineConfig[EngineOptions]) -> None:
 
 
 @hookspec
-def register_commands(app: Any) -> None:
+def register_commands(app: typer.Typer) -> None:
     """Add commands to the `chainette` CLI (a typer app). Called for every plugin, backend or not."""

@@ -1,6 +1,6 @@
 """Parquet files, through pyarrow (the optional extra `chainette-core[parquet]`, imported only when used).
 
-Reading streams record batches. Exporting turns a folder of JSONL journal files into one Parquet
+Reading streams record batches. Exporting turns a folder of numbered JSONL output files into one Parquet
 file each, with one schema for the whole folder inferred from the rows in two streaming passes:
 per field, types are unified across batches (null → any type, int → float, struct fields merged);
 a field whose types cannot be unified (say a number in one row and text in another) is stored as
@@ -64,13 +64,13 @@ def export_folder(source: Path, target: Path) -> None:
     Parquet files in `target` that no longer match a JSONL file are removed; an empty JSONL file gives none.
     """
     pa = require("Writing Parquet outputs")
-    journals = sorted(source.glob("[0-9][0-9][0-9]*.jsonl"))
-    schema = _schema(pa, (batch for path in journals for batch in _batches(path)))
+    jsonl_files = sorted(source.glob("[0-9][0-9][0-9]*.jsonl"))
+    schema = _schema(pa, (batch for path in jsonl_files for batch in _batches(path)))
     written: set[Path] = set()
-    for journal in journals:
-        final = target / f"{journal.stem}.parquet"
+    for jsonl_file in jsonl_files:
+        final = target / f"{jsonl_file.stem}.parquet"
         temporary = target / f".{final.name}.tmp"
-        if _write(pa, journal, temporary, schema):
+        if _write(pa, jsonl_file, temporary, schema):
             temporary.replace(final)
             written.add(final)
     if target.exists():
@@ -79,11 +79,11 @@ def export_folder(source: Path, target: Path) -> None:
                 stale.unlink()
 
 
-def _write(pa: Any, journal: Path, path: Path, schema: Any) -> bool:
+def _write(pa: Any, jsonl_file: Path, path: Path, schema: Any) -> bool:
     """Stream one JSONL file into a Parquet file at `path`; False (and no file) when it holds no rows."""
     writer = None
     try:
-        for batch in _batches(journal):
+        for batch in _batches(jsonl_file):
             if writer is None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 writer = pa.parquet.ParquetWriter(path, schema)

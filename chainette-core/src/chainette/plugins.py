@@ -21,6 +21,8 @@ from chainette import hookspecs
 from chainette.errors import ConfigError
 
 if TYPE_CHECKING:
+    import typer
+
     from chainette.client import Client
     from chainette.engines import EngineConfig, EngineOptions
     from chainette.sampling import SamplingParams
@@ -153,7 +155,7 @@ class Plugins:
             self._callers[key] = caller
         return caller(**kwargs)
 
-    def add_commands(self, app: Any) -> None:
+    def add_commands(self, app: typer.Typer) -> None:
         """Let every plugin add its commands to the CLI; a plugin whose hook fails is recorded, the others still run."""
         self.load_all()
         for impl in self.manager.hook.register_commands.get_hookimpls():

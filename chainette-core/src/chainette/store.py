@@ -1,4 +1,4 @@
-"""The run directory: its files and their write order, recovery after a crash, run identity, and the result object.
+"""The run directory: its files and their write order, atomic whole-file writes, and the run's identity.
 
 Crash consistency rests on one invariant, kept by construction rather than by buffer sizes:
 
@@ -8,8 +8,9 @@ Crash consistency rests on one invariant, kept by construction rather than by bu
 All appends of a run wait in memory (`Writer`); once per event-loop iteration they are written
 out with plain `write` calls, every output file first, then every commit log. A node's output
 lines and its commits are appended in the same order, so after a SIGKILL at any instant the
-committed rows' outputs are exactly the first lines of the node's output folder; recovery cuts a
-half-written last line off every log and truncates the outputs to the lines the commits cover.
+committed rows' outputs are exactly the first lines of the node's output folder; recovery
+(chainette.execution.recovery) cuts a half-written last line off every log and truncates the outputs
+to the lines the commits cover.
 Files written whole (derived frontiers, markers, metadata) go to a temporary name and are renamed.
 
 A SIGKILL or a crash of the process needs no fsync: what was written is in the kernel's page
@@ -21,22 +22,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 import errno
 import json
 import os
 from pathlib import Path
-import re
 import shutil
 import sqlite3
 from typing import Any, TypeVar
 
 import orjson
-from pydantic import BaseModel
 
 from chainette import parquet
 from chainette.errors import ChainetteError, ConfigError
-from chainette.frontier import Commit, commits
+from chainette.frontier import Commit
 
 ROWS_PER_FILE = 100_000
 MAX_PENDING = 1 << 20
@@ -257,76 +255,6 @@ def read_outputs(folder: Path) -> Iterator[dict[str, Any]]:
         yield from parquet.read_rows(path)
 
 
-def drop_partial_line(path: Path) -> None:
-    """Cut a file that a killed run left mid-line back to its last complete line."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    with open(path, "rb+") as file:
-        file.seek(-1, os.SEEK_END)
-        if file.read(1) == b"\n":
-            return
-        file.seek(0)
-        data = file.read()
-        file.truncate(data.rfind(b"\n") + 1)
-
-
-@dataclass
-class Committed:
-    """What a node's frontier held after recovery: the input rows it decided, how many it passed and filtered, rows it produced."""
-
-    sources: set[str]
-    passed: int = 0
-    filtered: int = 0
-    rows: int = 0
-
-
-def recover_node(frontier: Path, outputs: Path | None) -> Committed:
-    """Repair what a crash left of a node's files and return its commits: the frontier loses a half-written
-    last line, the output folder every line after those its commits cover."""
-    drop_partial_line(frontier)
-    committed = Committed(set())
-    for commit in commits(frontier):
-        committed.sources.add(commit.source)
-        committed.rows += len(commit.rows)
-        if commit.rows:
-            committed.passed += 1
-        else:
-            committed.filtered += 1
-    if outputs is not None:
-        truncate_outputs(outputs, committed.rows)
-    return committed
-
-
-def truncate_outputs(folder: Path, keep: int) -> None:
-    """Keep the first `keep` lines of an output folder (across its numbered files) and drop the rest."""
-    for path in output_files(folder):
-        with open(path, "rb+") as file:
-            size = 0
-            for line in file:
-                if keep == 0 or not line.endswith(b"\n"):
-                    break
-                keep -= 1
-                size += len(line)
-            file.truncate(size)
-    if keep:
-        raise ChainetteError(
-            f"{folder} holds fewer output lines than its node committed: the run's files were changed by hand. "
-            "Pass --overwrite to start afresh."
-        )
-
-
-def recover_errors(path: Path, *, keep_node: str | None = None) -> dict[str, set[str]]:
-    """Repair the errors file after a crash and return its committed rows by node; with `keep_node`, first
-    forget every error of the other nodes (so that --retry-errors runs those rows again)."""
-    drop_partial_line(path)
-    if keep_node is not None and path.exists():
-        write_lines_atomically(path, (encode_line(e) for e in read_lines(path) if e["step_id"] == keep_node))
-    failed: dict[str, set[str]] = {}
-    for error in read_lines(path):
-        failed.setdefault(error["step_id"], set()).add(error["row_id"])
-    return failed
-
-
 IndexT = TypeVar("IndexT", bound="ScratchIndex")
 
 
@@ -351,16 +279,11 @@ class ScratchIndex:
         self.path.unlink(missing_ok=True)
 
 
-def row_order(row_id: str) -> tuple[int, ...]:
-    """Sort key that puts "2" before "10" and "3-1" right after "3"."""
-    return tuple(int(part) for part in re.findall(r"\d+", row_id))
-
-
 class RunDir:
     """The layout of one run's output directory, and whether it starts afresh or resumes.
 
     A directory holding a run of the same chain and inputs is resumed; one holding anything else
-    is refused unless `overwrite`. With `output_format="parquet"` the nodes' JSONL journals live
+    is refused unless `overwrite`. With `output_format="parquet"` the nodes' JSONL output files live
     under `.chainette/outputs/` and `export_parquet` writes the user-facing Parquet files.
     """
 
@@ -404,13 +327,13 @@ class RunDir:
         return False
 
     def node_folder(self, node_id: str) -> Path:
-        """Where a node's (or flattened's) JSONL journal of outputs lives: the user-facing folder, or under the state with Parquet."""
+        """Where a node's (or flattened's) JSONL output files live: the user-facing folder, or under the state with Parquet."""
         if self.output_format == "parquet":
             return self.state / "outputs" / node_id
         return self.root / node_id
 
     def export_parquet(self, names: Iterable[str]) -> None:
-        """Write each journal of `names` as Parquet files in its user-facing folder (a no-op for JSONL runs)."""
+        """Write the JSONL outputs of each of `names` as Parquet files in its user-facing folder (a no-op for JSONL runs)."""
         if self.output_format == "parquet":
             for name in names:
                 parquet.export_folder(self.node_folder(name), self.root / name)
@@ -418,54 +341,3 @@ class RunDir:
     def write_json(self, name: str, data: Any) -> None:
         """Write `name` in the run directory as indented JSON, whole (never half a file after a crash)."""
         write_atomically(self.root / name, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
-
-
-class RunResult(Mapping[str, list[Any]]):
-    """What a run produced, read back from its directory on demand.
-
-    `result[step_id]` is that step's outputs (model instances) in input order; `records(step_id)`
-    gives them as dicts with their `row_id`; `errors` lists the failed rows.
-    """
-
-    def __init__(self, output_dir: Path, models: Mapping[str, type[BaseModel] | None]):
-        self.output_dir = output_dir
-        self._models = dict(models)
-
-    def __getitem__(self, step_id: str) -> list[Any]:
-        if step_id not in self._models:
-            raise KeyError(f"{step_id!r} is not an output of this chain; outputs: {', '.join(self._models)}")
-        model = self._models[step_id]
-        rows = self.records(step_id)
-        if model is None:
-            return [{k: v for k, v in row.items() if k != "row_id"} for row in rows]
-        return [model.model_validate({k: v for k, v in row.items() if k in model.model_fields}) for row in rows]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._models)
-
-    def __len__(self) -> int:
-        return len(self._models)
-
-    def records(self, step_id: str) -> list[dict[str, Any]]:
-        """The step's output lines as written (with `row_id`), sorted in input order."""
-        return _sorted(read_outputs(self.output_dir / step_id))
-
-    @property
-    def errors(self) -> list[dict[str, Any]]:
-        return _sorted(read_lines(self.output_dir / "errors.jsonl"))
-
-    @property
-    def flattened(self) -> list[dict[str, Any]]:
-        return _sorted(read_outputs(self.output_dir / "flattened"))
-
-    @property
-    def stats(self) -> dict[str, Any]:
-        stats: dict[str, Any] = json.loads((self.output_dir / "run.json").read_text(encoding="utf-8"))
-        return stats
-
-    def __repr__(self) -> str:
-        return f"RunResult(output_dir={str(self.output_dir)!r}, steps={list(self._models)})"
-
-
-def _sorted(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(records, key=lambda r: row_order(r["row_id"]))

@@ -22,6 +22,8 @@ from chainette.hookspecs import hookimpl
 from chainette.sampling import SamplingParams, map_sampling
 
 if TYPE_CHECKING:
+    import typer
+
     from chainette_vllm.client import VllmClient
 
 API_KEY_ENV = "VLLM_API_KEY"
@@ -195,7 +197,7 @@ def translate_sampling(config: EngineConfig[VllmOptions], sampling: SamplingPara
 
 
 @hookimpl
-def register_commands(app: Any) -> None:
+def register_commands(app: typer.Typer) -> None:
     from chainette_vllm.commands import add_commands
 
     add_commands(app)

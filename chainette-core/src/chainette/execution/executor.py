@@ -28,13 +28,13 @@ from chainette.execution.files import ErrorLog, NodeFiles
 from chainette.execution.flatten import Source
 from chainette.execution.group import join_branches, tag_rows
 from chainette.execution.ingest import ingest
-from chainette.execution.recovery import Counts, NodeState, Reopened, forget_finished
+from chainette.execution.recovery import Counts, NodeState, Reopened, forget_finished, recover_errors
 from chainette.execution.step import StepStage
 from chainette.execution.stopping import StopSignal
 from chainette.frontier import count_rows, rows
 from chainette.nodes import INPUT_ID, Node, Parallel, Step
 from chainette.stats import NodeStats, SessionLog, run_figures
-from chainette.store import RunDir, Writer, recover_errors
+from chainette.store import RunDir, Writer
 
 SAVE_EVERY = 1.0
 

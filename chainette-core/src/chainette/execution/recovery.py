@@ -1,13 +1,18 @@
 """A node's state on disk as the last session left it: whether it finished (its done marker, with its row
-counts), and otherwise its files repaired after a crash, with the input rows it already decided."""
+counts), and otherwise its files repaired after a crash (see chainette.store for the write order this relies
+on), with the input rows it already decided; and the errors file repaired likewise."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 import json
+import os
+from pathlib import Path
 
+from chainette.errors import ChainetteError
 from chainette.execution.files import NodeFiles
-from chainette.store import RunDir, Writer, recover_node, write_atomically
+from chainette.frontier import commits
+from chainette.store import RunDir, Writer, encode_line, output_files, read_lines, write_atomically, write_lines_atomically
 
 
 @dataclass(frozen=True)
@@ -59,3 +64,73 @@ def forget_finished(run_dir: RunDir, keep: str) -> None:
     for marker in run_dir.state.glob("*.done"):
         if marker.stem != keep:
             marker.unlink()
+
+
+def drop_partial_line(path: Path) -> None:
+    """Cut a file that a killed run left mid-line back to its last complete line."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as file:
+        file.seek(-1, os.SEEK_END)
+        if file.read(1) == b"\n":
+            return
+        file.seek(0)
+        data = file.read()
+        file.truncate(data.rfind(b"\n") + 1)
+
+
+@dataclass
+class Committed:
+    """What a node's frontier held after recovery: the input rows it decided, how many it passed and filtered, rows it produced."""
+
+    sources: set[str]
+    passed: int = 0
+    filtered: int = 0
+    rows: int = 0
+
+
+def recover_node(frontier: Path, outputs: Path | None) -> Committed:
+    """Repair what a crash left of a node's files and return its commits: the frontier loses a half-written
+    last line, the output folder every line after those its commits cover."""
+    drop_partial_line(frontier)
+    committed = Committed(set())
+    for commit in commits(frontier):
+        committed.sources.add(commit.source)
+        committed.rows += len(commit.rows)
+        if commit.rows:
+            committed.passed += 1
+        else:
+            committed.filtered += 1
+    if outputs is not None:
+        truncate_outputs(outputs, committed.rows)
+    return committed
+
+
+def truncate_outputs(folder: Path, keep: int) -> None:
+    """Keep the first `keep` lines of an output folder (across its numbered files) and drop the rest."""
+    for path in output_files(folder):
+        with open(path, "rb+") as file:
+            size = 0
+            for line in file:
+                if keep == 0 or not line.endswith(b"\n"):
+                    break
+                keep -= 1
+                size += len(line)
+            file.truncate(size)
+    if keep:
+        raise ChainetteError(
+            f"{folder} holds fewer output lines than its node committed: the run's files were changed by hand. "
+            "Pass --overwrite to start afresh."
+        )
+
+
+def recover_errors(path: Path, *, keep_node: str | None = None) -> dict[str, set[str]]:
+    """Repair the errors file after a crash and return its committed rows by node; with `keep_node`, first
+    forget every error of the other nodes (so that --retry-errors runs those rows again)."""
+    drop_partial_line(path)
+    if keep_node is not None and path.exists():
+        write_lines_atomically(path, (encode_line(e) for e in read_lines(path) if e["step_id"] == keep_node))
+    failed: dict[str, set[str]] = {}
+    for error in read_lines(path):
+        failed.setdefault(error["step_id"], set()).add(error["row_id"])
+    return failed
