@@ -85,6 +85,17 @@ def test_retry_errors_runs_failed_rows_again(scripted, tmp_path):
     assert len(result.flattened) == 10
 
 
+def test_a_row_that_fails_again_on_retry_is_in_the_errors_file_once(scripted, tmp_path):
+    backend = scripted(lambda request, attempt: RowError("still busy", kind="http_400") if request.row_id == "2" else echo(request, attempt))
+    register_engine("s", backend="scripted", model="m")
+    out = tmp_path / "out"
+    two_steps().run(rows(4), output_dir=out)
+    backend.requests.clear()
+    result = two_steps().run(rows(4), output_dir=out, retry_errors=True)
+    assert [(r.step_id, r.row_id) for r in backend.requests] == [("label", "2")]
+    assert [(e["row_id"], e["step_id"], e["message"]) for e in result.errors] == [("2", "label", "still busy")]
+
+
 def test_interrupted_ingest_and_partial_errors_file_are_repaired(scripted, tmp_path):
     scripted(echo)
     register_engine("s", backend="scripted", model="m")

@@ -37,10 +37,13 @@ from chainette.stats import NodeStats, SessionLog, run_figures
 from chainette.store import RunDir, Writer
 
 SAVE_EVERY = 1.0
+ERRORS_FILE = "errors.jsonl"
 
 
 class Executor:
     """Executes a chain's nodes into a run directory for one session (a first run or a resumption)."""
+
+    errors: ErrorLog  # opened by `execute`, once the errors file is repaired
 
     def __init__(
         self,
@@ -69,7 +72,6 @@ class Executor:
         self.kept = kept_entries(nodes)
         self.pool = EnginePool(engines, [graph.engines_used(n) for n in nodes], run_dir.root, self.control, self.bus)
         self.prices = {n.id: engine_price(engines[n.engine_name]) for n in graph.iter_nodes(nodes) if isinstance(n, Step)}
-        self.errors = ErrorLog(self.writer, run_dir.root / "errors.jsonl", self.bus)
         self.failed: dict[str, set[str]] = {}
 
     async def execute(self, raw_rows: Iterable[inputs.RawRow]) -> Path:
@@ -94,12 +96,15 @@ class Executor:
                 self.errors.close()
 
     def _recover(self) -> None:
-        """Read back what earlier sessions spent and failed; with retry_errors, forget every failure but the input's."""
+        """Read back what earlier sessions spent and failed (with retry_errors, forget every failure but the
+        input's), then open the errors file: after its repair, which may replace it."""
         for node_id, stats in self.stats.items():
             stats.earlier = self.sessions.earlier_spent(node_id)
         if self.retry_errors:
             forget_finished(self.run_dir, keep=INPUT_ID)
-        self.failed = recover_errors(self.errors.file.path, keep_node=INPUT_ID if self.retry_errors else None)
+        path = self.run_dir.root / ERRORS_FILE
+        self.failed = recover_errors(path, keep_node=INPUT_ID if self.retry_errors else None)
+        self.errors = ErrorLog(self.writer, path, self.bus)
 
     async def _save_sessions(self) -> None:
         """Save this session's spending about once a second, so that a killed session's figures survive it."""
