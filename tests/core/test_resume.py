@@ -86,7 +86,9 @@ def test_retry_errors_runs_failed_rows_again(scripted, tmp_path):
 
 
 def test_a_row_that_fails_again_on_retry_is_in_the_errors_file_once(scripted, tmp_path):
-    backend = scripted(lambda request, attempt: RowError("still busy", kind="http_400") if request.row_id == "2" else echo(request, attempt))
+    backend = scripted(
+        lambda request, attempt: RowError("still busy", kind="http_400") if request.row_id == "2" else echo(request, attempt)
+    )
     register_engine("s", backend="scripted", model="m")
     out = tmp_path / "out"
     two_steps().run(rows(4), output_dir=out)

@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 
-from chainette.frontier import rows
 from chainette.store import OutputFolder, RunDir, ScratchIndex, Writer
 
 
@@ -29,16 +28,25 @@ class Source:
 
 
 def write_flattened(run_dir: RunDir, final: Path, sources: list[Source]) -> None:
-    """Write the `flattened` folder for the rows of the `final` frontier, replacing any earlier one."""
+    """Write the `flattened` folder for the rows of the `final` frontier, replacing any earlier one. Entries of
+    `final` itself come from its rows; those of the other sources through the index."""
     folder = run_dir.node_folder("flattened")
     shutil.rmtree(folder, ignore_errors=True)
     writer = OutputFolder(Writer(), folder)
+    own = [key for source in sources if source.frontier == final for key in source.entries]
     try:
         with EntryIndex(run_dir.state / "flattened.sqlite") as index:
             for position, source in enumerate(sources):
-                index.add(position, source)
-            for row_id, ctx in index.gather(row.row_id for row in rows(final)):
-                writer.write(flatten(row_id, ctx))
+                if source.frontier != final:
+                    index.add(position, source)
+            found = index.gather(row_id for row_id, _ in _contexts(final))
+            pending = next(found, None)
+            for position, (row_id, ctx) in enumerate(_contexts(final)):
+                entries: dict[str, Any] = {}
+                if pending is not None and pending[0] == position:
+                    entries, pending = pending[1], next(found, None)
+                entries.update({key: ctx[key] for key in own if key in ctx})
+                writer.write(flatten(row_id, entries))
     finally:
         writer.close()
 
@@ -70,39 +78,49 @@ class EntryIndex(ScratchIndex):
             path,
             [
                 "entry (row_id TEXT, source INTEGER, place INTEGER, key TEXT, value BLOB)",
-                "wanted (position INTEGER, row_id TEXT, candidate TEXT)",
+                "wanted (position INTEGER, candidate TEXT)",
             ],
         )
 
     def add(self, position: int, source: Source) -> None:
         """Index the entries `source` provides; `position` orders the columns."""
         entries = (
-            (row.row_id, position, place, key, orjson.dumps(row.ctx[key]))
-            for row in rows(source.frontier)
+            (row_id, position, place, key, orjson.dumps(ctx[key]))
+            for row_id, ctx in _contexts(source.frontier)
             for place, key in enumerate(source.entries)
-            if key in row.ctx
+            if key in ctx
         )
         self.db.executemany("INSERT INTO entry VALUES (?, ?, ?, ?, ?)", entries)
 
-    def gather(self, row_ids: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Each row id with its entries in column order, in the order given."""
+    def gather(self, row_ids: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+        """For each row id (by its position in `row_ids`) that has entries, those entries in column order."""
         self.db.execute("CREATE INDEX by_row ON entry (row_id)")
-        wanted = ((position, row_id, candidate) for position, row_id in enumerate(row_ids) for candidate in ancestors(row_id))
-        self.db.executemany("INSERT INTO wanted VALUES (?, ?, ?)", wanted)
+        wanted = ((position, candidate) for position, row_id in enumerate(row_ids) for candidate in ancestors(row_id))
+        self.db.executemany("INSERT INTO wanted VALUES (?, ?)", wanted)
         found = self.db.execute(
-            "SELECT wanted.position, wanted.row_id, entry.source, entry.place, entry.key, entry.value"
+            "SELECT wanted.position, entry.source, entry.place, entry.key, entry.value"
             " FROM wanted CROSS JOIN entry ON entry.row_id = wanted.candidate ORDER BY wanted.rowid"
         )
-        current: tuple[int, str] | None = None
+        current: int | None = None
         entries: list[tuple[int, int, str, bytes]] = []
-        for position, row_id, source, place, key, value in found:
-            if current is not None and current[0] != position:
-                yield current[1], _in_place_order(entries)
+        for position, source, place, key, value in found:
+            if current is not None and current != position:
+                yield current, _in_place_order(entries)
                 entries = []
-            current = (position, row_id)
+            current = position
             entries.append((source, place, key, value))
         if current is not None:
-            yield current[1], _in_place_order(entries)
+            yield current, _in_place_order(entries)
+
+
+def _contexts(frontier: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each row of a frontier as (row id, context), read without building Row objects."""
+    if not frontier.exists():
+        return
+    with open(frontier, "rb") as file:
+        for line in file:
+            for row in orjson.loads(line)["rows"]:
+                yield row["row_id"], row["ctx"]
 
 
 def _in_place_order(entries: list[tuple[int, int, str, bytes]]) -> dict[str, Any]:
