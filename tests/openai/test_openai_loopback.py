@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import threading
 
 from pydantic import BaseModel
 import pytest
@@ -13,6 +14,7 @@ from chainette import Branch, Chain, SamplingParams, Step, apply, register_engin
 from chainette.client import Request
 from chainette.engines import EngineConfig
 from chainette.errors import EngineError, RetryableError, RowError
+from chainette.plugins import get_plugins
 from chainette.testing import FakeServer
 from chainette.testing.server import Fault
 from chainette_openai import OpenAIOptions
@@ -205,3 +207,27 @@ def test_chain_over_the_fake_server(tmp_path):
     assert all(b["temperature"] == 0 and b["max_completion_tokens"] == 40 and b["top_k"] == 2 for b in final_bodies)
     assert not any("top_k" in b for b in bodies if b not in final_bodies)
     assert result.stats["steps"]["tag"]["input_tokens"] == 11 * (len(texts) + 1)
+
+
+def _start(url: str, model: str = "fake-model", api_key: str | None = KEY) -> None:
+    config = register_engine("probe", backend="openai", model=model, endpoint=url, api_key=api_key)
+    get_plugins().hooks("openai").ensure_running(config, None, threading.Event())
+
+
+def test_an_unreachable_endpoint_fails_before_the_first_row():
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(EngineError) as caught:
+        _start(f"http://127.0.0.1:{port}/v1")
+    assert caught.value.kind == "unreachable" and f"127.0.0.1:{port}/v1 does not answer" in str(caught.value)
+
+
+def test_a_refused_key_fails_before_the_first_row_and_a_missing_model_warns():
+    with FakeServer(api_key=KEY) as server:
+        with pytest.raises(EngineError) as caught:
+            _start(f"{server.base_url}/v1", api_key="sk-wrong-key-0000")
+        assert caught.value.kind == "authentication" and "sk-wrong" not in str(caught.value)
+        with pytest.warns(UserWarning, match="lists fake-model, not 'other-model'"):
+            _start(f"{server.base_url}/v1", model="other-model")
+        assert [r for r in server.requests] == [], "probing sends no chat request"

@@ -13,8 +13,8 @@ from typing import Any
 import httpx2
 import orjson
 
-from chainette.engines import EngineConfig, EngineOptions
-from chainette.errors import RetryableError, RowError, error_for_status, parse_retry_after
+from chainette.engines import EngineConfig, EngineOptions, public_url
+from chainette.errors import EngineError, RetryableError, RowError, error_for_status, parse_retry_after
 
 CONNECT_TIMEOUT = 10.0
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -106,3 +106,30 @@ def error_message(response: httpx2.Response) -> str:
     if isinstance(error, dict):
         return str(error.get("message") or error)
     return str(error or body)[:500]
+
+
+def list_models(config: EngineConfig[EngineOptions], headers: dict[str, str] | None = None) -> list[str] | None:
+    """The model ids `GET {endpoint}/models` lists, or None when the server has no such list (some compatible servers).
+
+    Raises EngineError at once when the endpoint does not answer, or refuses the key (401, 403): a run then
+    stops before its first row instead of retrying every request.
+    """
+    assert config.endpoint is not None
+    url, shown = config.endpoint.rstrip("/"), public_url(config.endpoint)
+    try:
+        response = httpx2.get(f"{url}/models", headers=headers, timeout=min(CONNECT_TIMEOUT, config.options.timeout))
+    except httpx2.HTTPError as exc:
+        raise EngineError(
+            f"Engine '{config.name}': the endpoint {shown} does not answer ({type(exc).__name__}: {exc}). Start the server, or fix endpoint=.",
+            kind="unreachable",
+        ) from None
+    if response.status_code in (401, 403):
+        raise EngineError(
+            f"Engine '{config.name}': {shown}/models answered HTTP {response.status_code}: {error_message(response)}. "
+            "Check the engine's api_key or api_key_env.",
+            kind="authentication",
+        )
+    try:
+        return [str(model["id"]) for model in response.json()["data"]] if response.status_code == 200 else None
+    except (ValueError, KeyError, TypeError):
+        return None

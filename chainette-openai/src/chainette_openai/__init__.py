@@ -5,8 +5,11 @@ This module only declares hooks and options; the SDK is imported when the first 
 
 from __future__ import annotations
 
+from pathlib import Path
 import re
+import threading
 from typing import TYPE_CHECKING, Any
+import warnings
 
 from pydantic import Field
 
@@ -18,6 +21,8 @@ if TYPE_CHECKING:
     from chainette_openai.client import OpenAIClient
 
 __version__ = "0.1.0"
+
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 
 SAMPLING_FIELDS = {
     "temperature": "temperature",
@@ -58,6 +63,25 @@ class OpenAIOptions(EngineOptions):
 @hookimpl
 def engine_options() -> type[EngineOptions]:
     return OpenAIOptions
+
+
+@hookimpl
+def ensure_running(config: EngineConfig[OpenAIOptions], run_dir: Path | None, cancelled: threading.Event) -> str | None:
+    """For an OpenAI-compatible server (an engine with endpoint=), check at once that it answers and takes the key;
+    warn when its model list lacks the engine's model. The OpenAI API itself is not probed."""
+    if not config.endpoint:
+        return None
+    from chainette.engines import public_url
+    from chainette.http import bearer, list_models
+
+    served = list_models(config, bearer(config.resolve_api_key(default_env=DEFAULT_KEY_ENV)))
+    if served is not None and config.model not in served:
+        warnings.warn(
+            f"Engine '{config.name}': the server at {public_url(config.endpoint)} lists {', '.join(served) or 'no model'}, not '{config.model}'; "
+            "requests may fail. Set model= to a name it serves.",
+            stacklevel=2,
+        )
+    return None
 
 
 @hookimpl

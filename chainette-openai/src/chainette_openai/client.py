@@ -19,9 +19,8 @@ from chainette.errors import BackendError, EngineError, RetryableError, error_fo
 from chainette.http import async_client, error_message
 from chainette.openai_format import parse_chat_completion
 from chainette.schema import strict_json_schema
-from chainette_openai import OpenAIOptions
+from chainette_openai import DEFAULT_KEY_ENV, OpenAIOptions
 
-DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 PLACEHOLDER_KEY = "not-needed"
 _CONTROL = {"self", "extra_headers", "extra_query", "extra_body", "timeout"}
 CREATE_FIELDS = frozenset(inspect.signature(AsyncCompletions.create).parameters) - _CONTROL
