@@ -18,13 +18,31 @@ SPECIAL = ["<s>", "</s>", "<unk>", "<|end|>", "<|system|>", "<|user|>", "<|assis
 
 def corpus() -> list[str]:
     """Text to train the byte-level BPE on: JSON-ish snippets, so that structured answers tokenize well."""
-    words = "label score positive negative neutral review text name age city true false null the a of and".split()
+    words = [
+        "label",
+        "score",
+        "positive",
+        "negative",
+        "neutral",
+        "review",
+        "text",
+        "name",
+        "age",
+        "city",
+        "true",
+        "false",
+        "null",
+        "the",
+        "a",
+        "of",
+        "and",
+    ]
     return [f'{{"{w}": "{v}", "n": {i}}}' for i, (w, v) in enumerate(zip(words, reversed(words), strict=True))] * 20
 
 
 def main(out: Path) -> None:
-    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    import torch
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     torch.manual_seed(0)

@@ -23,6 +23,9 @@ from chainette_openai.client import OpenAIClient
 KEY = "sk-test-LOOPBACK-9f8e7d6c5b4a"
 
 
+QUOTA = {"error": {"message": "You exceeded your current quota.", "type": "insufficient_quota", "code": "insufficient_quota"}}
+
+
 class Person(BaseModel):
     name: str
     age: int
@@ -83,6 +86,8 @@ async def test_unknown_model_is_an_engine_error(fake_server):
         (Fault(status=503), RetryableError, "http_503", None),
         (Fault(status=400), RowError, "http_400", None),
         (Fault(drop=True), RetryableError, "connection", None),
+        (Fault(status=429, body=QUOTA), EngineError, "quota", None),
+        (Fault(status=501), EngineError, "unsupported", None),
     ],
 )
 async def test_injected_faults(fake_server, fault, cls, kind, retry_after):

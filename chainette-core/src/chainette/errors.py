@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from email.utils import parsedate_to_datetime
+import json
 from pathlib import Path
 import time
 import traceback
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
 
     from chainette.client import Usage
     from chainette.nodes import Apply, Branch, Step
+
+QUOTA_CODE = "insufficient_quota"
 
 
 class ChainetteError(Exception):
@@ -96,16 +99,34 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
         return None
 
 
-def error_for_status(status: int, message: str, *, engine: str, retry_after: float | None = None) -> BackendError:
-    """Classify an HTTP error status into the error the core's retry policy understands."""
+def error_for_status(status: int, message: str, *, engine: str, retry_after: float | None = None, code: str | None = None) -> BackendError:
+    """Classify an HTTP error status, with the server's `message` and error `code` (see `error_code`), into the error
+    the core's retry policy understands: EngineError when no row can succeed, RetryableError, else RowError."""
     text = f"engine '{engine}': HTTP {status}: {message}"
     if status in (401, 403):
         return EngineError(f"{text}. Check the engine's api_key or api_key_env.", kind="authentication")
     if status == 404:
         return EngineError(f"{text}. Check the engine's model name and endpoint.", kind="not_found")
+    if status == 429 and (code == QUOTA_CODE or QUOTA_CODE in message):
+        advice = "The account has no credit or quota left: add some with the provider, or use another api_key"
+        return EngineError(f"{text}. {advice}; then run the same command again to resume.", kind="quota")
+    if status == 501:
+        advice = "The server does not implement this request: check the engine's endpoint, and that its server supports"
+        return EngineError(f"{text}. {advice} what the step asks for (structured output, reasoning).", kind="unsupported")
     if status in (408, 409, 429) or status >= 500:
         return RetryableError(text, kind=f"http_{status}", retry_after=retry_after)
     return RowError(text, kind=f"http_{status}")
+
+
+def error_code(body: str | bytes) -> str | None:
+    """The error code of an OpenAI-style error body (`{"error": {"code": ..., "type": ...}}`, code first), or None."""
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(error, dict):
+        return None
+    return next((value for value in (error.get("code"), error.get("type")) if isinstance(value, str)), None)
 
 
 def finish_error(reason: str | None, *, engine: str, text: str | None, usage: Usage | None = None) -> RowError | None:

@@ -14,7 +14,7 @@ import httpx2
 import orjson
 
 from chainette.engines import EngineConfig, EngineOptions, public_url
-from chainette.errors import EngineError, RetryableError, RowError, error_for_status, parse_retry_after
+from chainette.errors import EngineError, RetryableError, RowError, error_code, error_for_status, parse_retry_after
 
 CONNECT_TIMEOUT = 10.0
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -55,7 +55,11 @@ class JsonHttpClient:
             raise RetryableError(f"engine '{self.engine}': connection to {url} failed: {exc}", kind="transport") from None
         if response.status_code >= 400:
             raise error_for_status(
-                response.status_code, error_message(response), engine=self.engine, retry_after=parse_retry_after(response.headers)
+                response.status_code,
+                error_message(response),
+                engine=self.engine,
+                retry_after=parse_retry_after(response.headers),
+                code=error_code(response.content),
             )
         try:
             body = orjson.loads(response.content)

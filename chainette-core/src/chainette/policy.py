@@ -1,5 +1,6 @@
 """The one request policy every backend gets: admission (concurrency, requests and tokens per minute,
-a shared cool-down after a 429) and retries with exponential backoff and jitter, honouring Retry-After.
+a shared cool-down after a 429), retries with exponential backoff and jitter, honouring Retry-After,
+and the stop of a step whose first rows all fail with the same backend error (`SameErrorStop`).
 
 `clock` and `sleep` are module attributes so that tests can run the policy on a virtual clock."""
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 
 from chainette.client import Answer, Client, Request, Usage
@@ -16,6 +18,10 @@ from chainette.stats import Spent
 
 BASE_DELAY = 0.5
 MAX_DELAY = 30.0
+SAME_ERROR_ROWS = 5
+ANSWER_KINDS = frozenset({"validation", "truncated", "content_filter", "refusal"})
+UNSENT_KINDS = frozenset({"template"})
+ROW_SPECIFIC = re.compile(r"\w*\d\w*")
 clock = time.monotonic
 sleep = asyncio.sleep
 
@@ -131,3 +137,49 @@ async def complete_with_retries(client: Client, request: Request, gate: EngineGa
 def _count_usage(spent: Spent, usage: Usage | None) -> None:
     if usage is not None:
         spent.add_usage(usage.input_tokens, usage.output_tokens)
+
+
+class SameErrorStop:
+    """Watches one step's rows in a session: once its first `rows` decided rows all failed with the same backend
+    error (after their retries), the engine itself cannot serve the step, and `failed` returns the EngineError that
+    stops it. A success, an error about the model's answer (ANSWER_KINDS) or a different error disarms it for the
+    step; a row that sent no request (UNSENT_KINDS) does not count."""
+
+    def __init__(self, step: str, engine: str, backend: str, rows: int = SAME_ERROR_ROWS):
+        self.step, self.engine, self.backend, self.rows = step, engine, backend, rows
+        self.armed = True
+        self.signature: tuple[str, str] | None = None
+        self.count = 0
+        self.stop: EngineError | None = None
+
+    def succeeded(self) -> None:
+        """A row was answered: the engine can serve the step."""
+        self.armed = False
+
+    def failed(self, exc: BackendError) -> EngineError | None:
+        """Count a row's failure; the step's EngineError once the first rows all failed alike, and for every failure after."""
+        if self.stop is not None or not self.armed or exc.kind in UNSENT_KINDS:
+            return self.stop
+        signature = (exc.kind, same_error_key(str(exc)))
+        if exc.kind in ANSWER_KINDS or (self.count and signature != self.signature):
+            self.armed = False
+            return None
+        self.signature, self.count = signature, self.count + 1
+        if self.count >= self.rows:
+            self.stop = EngineError(self._explain(exc), kind="same_error")
+        return self.stop
+
+    def _explain(self, exc: BackendError) -> str:
+        return (
+            f"Step '{self.step}' stopped: its first {self.rows} rows all failed the same way on engine '{self.engine}' "
+            f"({exc.kind}), so the engine itself cannot serve this step: {str(exc).rstrip('.')}. Check the engine's model "
+            "name and endpoint, and that its server supports what the step asks for: structured output (response_format "
+            f"with a JSON schema) and any reasoning or sampling option it sets (see the options of backend '{self.backend}'). "
+            f"Those {self.rows} rows are in errors.jsonl and the step's other rows are left for later: once the engine is fixed, "
+            "run the same command again to resume, with --retry-errors to run those rows again too."
+        )
+
+
+def same_error_key(message: str) -> str:
+    """`message` with its row-specific parts (numbers, ids: any word holding a digit) replaced by '#', for comparison."""
+    return ROW_SPECIFIC.sub("#", message)

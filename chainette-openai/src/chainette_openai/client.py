@@ -15,7 +15,7 @@ from openai.resources.chat.completions import AsyncCompletions
 
 from chainette.client import Answer, Request
 from chainette.engines import EngineConfig, public_url
-from chainette.errors import BackendError, EngineError, RetryableError, error_for_status, parse_retry_after
+from chainette.errors import BackendError, EngineError, RetryableError, error_code, error_for_status, parse_retry_after
 from chainette.http import async_client, error_message
 from chainette.openai_format import parse_chat_completion
 from chainette.schema import strict_json_schema
@@ -90,7 +90,9 @@ class OpenAIClient:
             return RetryableError(self._scrub(f"engine '{self.engine}': cannot connect to {url}{cause}"), kind="connection")
         if isinstance(exc, openai.APIStatusError):
             retry_after = parse_retry_after(exc.response.headers)
-            return error_for_status(exc.status_code, self._scrub(error_message(exc.response)), engine=self.engine, retry_after=retry_after)
+            message = self._scrub(error_message(exc.response))
+            code = error_code(exc.response.content)
+            return error_for_status(exc.status_code, message, engine=self.engine, retry_after=retry_after, code=code)
         return RetryableError(self._scrub(f"engine '{self.engine}': {url} answered badly: {exc.message}"), kind="bad_response")
 
     def _scrub(self, text: str) -> str:

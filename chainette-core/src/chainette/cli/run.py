@@ -42,6 +42,7 @@ def run_command(
     from rich.console import Console
 
     from chainette.engines import load_engines_from_yaml
+    from chainette.outcome import exit_status
     from chainette.ui.summary import summary
 
     loaded = load_chain(chain)
@@ -61,6 +62,11 @@ def run_command(
     )
     if not json_logs:
         console.print(summary(result.stats, str(output)))
+    code, reason = exit_status(result.stats)
+    if reason and json_logs:
+        typer.echo(f"Exit status {code}: {reason}", err=True)
+    if code:
+        raise typer.Exit(code)
 
 
 def _reporter(console: Console, json_logs: bool, quiet: bool) -> Listener | None:

@@ -17,7 +17,7 @@ from chainette.execution.engine_pool import RunningEngine
 from chainette.execution.files import Stage
 from chainette.frontier import Commit, Row
 from chainette.nodes import Step
-from chainette.policy import complete_with_retries
+from chainette.policy import SameErrorStop, complete_with_retries
 from chainette.sampling import translate
 from chainette.schema import extract_json, format_instruction, json_schema, repair_messages
 from chainette.templates import compile_template
@@ -38,6 +38,7 @@ class StepStage(Stage):
         self.instruction = format_instruction(step.output_model) if instruction is None else instruction
         self.schema = json_schema(step.output_model)
         self.sampling = translate(self.engine.config, step.sampling)
+        self.same_error = SameErrorStop(step.id, self.engine.config.name, self.engine.config.backend)
 
     async def process(self, pending: Iterator[Row]) -> None:
         """Answer every pending row until the rows run out or the run stops; an EngineError stops the step."""
@@ -57,12 +58,12 @@ class StepStage(Stage):
         except EngineError:
             raise
         except BackendError as exc:
-            self.stats.failed += 1
-            self.errors.record(row.row_id, self.step.id, exc.kind, str(exc), exc.raw)
+            self._fail(row, exc)
             return
         finally:
             self.stats.in_flight -= 1
             self.stats.session.rows += 1
+        self.same_error.succeeded()
         self.stats.ok += 1
         ctx = keep({**row.ctx, self.step.id: data}, self.kept, self.step.id)
         line = {**data, "row_id": row.row_id}
@@ -72,6 +73,16 @@ class StepStage(Stage):
         if self.files.outputs is not None:
             self.files.outputs.write(line)
         self.files.frontier.commit(Commit(row.row_id, [Row(row.row_id, ctx, self.step.id, row.origin)]))
+
+    def _fail(self, row: Row, exc: BackendError) -> None:
+        """Send the row to the errors file, unless the step is stopping; raise the step's EngineError once its first
+        rows all failed alike (the rows failing after that are left undecided, for the resume)."""
+        if self.same_error.stop is None:
+            self.stats.failed += 1
+            self.errors.record(row.row_id, self.step.id, exc.kind, str(exc), exc.raw)
+        stop = self.same_error.failed(exc)
+        if stop is not None:
+            raise stop from None
 
     async def _answer(self, row: Row) -> tuple[dict[str, Any], Answer]:
         """The validated answer to the row's request, after at most one repair request."""

@@ -1,4 +1,5 @@
-"""The end-of-run table: per node rows in/ok/failed/filtered, tokens, cost and time, and where the outputs are."""
+"""The end-of-run table: per node rows in/ok/failed/filtered, tokens, cost and time, where the outputs are, and
+why the exit status is not 0 when it is not."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from chainette.outcome import exit_status
 from chainette.ui.state import duration, money
 
 
@@ -27,4 +29,5 @@ def summary(stats: dict[str, Any], output_dir: str) -> Group:
         table.add_row(Text(node_id), *map(str, counts), tokens, cost, f"{node['seconds']:.1f}s")
     total = f"   total cost {money(stats.get('cost_usd'))}" if stats.get("cost_usd") is not None else ""
     where = Text(f"Outputs: {output_dir}/<node>/   flattened: {output_dir}/flattened/   errors: {output_dir}/errors.jsonl{total}")
-    return Group(table, where)
+    code, reason = exit_status(stats)
+    return Group(table, where, Text(f"Exit status {code}: {reason}", style="bold red")) if reason else Group(table, where)
