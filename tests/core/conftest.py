@@ -36,6 +36,7 @@ class ScriptedBackend:
         self.answer = answer
         self.requests: list[Request] = []
         self.events: list[str] = []
+        self.stop_note: str | None = None  # what stop_engine says keeps running (None: it stopped everything)
 
     @hookimpl
     def make_client(self, config):
@@ -63,6 +64,7 @@ class ScriptedBackend:
     @hookimpl
     def stop_engine(self, config):
         self.events.append(f"stop {config.name}")
+        return self.stop_note
 
 
 @pytest.fixture

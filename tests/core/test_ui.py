@@ -133,3 +133,13 @@ def test_quiet_prints_only_the_summary_even_in_a_terminal(capsys, tmp_path, monk
     out = capsys.readouterr().out
     assert "reviews: completed" in out
     assert "engines" not in out and "rows/s" not in out, "no live view, no progress lines"
+
+
+def test_an_engine_whose_server_keeps_running_is_released_not_stopped(scripted, tmp_path):
+    backend = scripted(echo)
+    backend.stop_note = "its server, started by someone else, keeps running"
+    register_engine("s", backend="scripted", model="m")
+    events = []
+    Chain(name="c", steps=[label_step()]).run(rows(2), output_dir=tmp_path / "o", reporter=events.append)
+    last = [event for event in events if isinstance(event, EngineChanged)][-1]
+    assert (last.state, last.detail) == ("released", "its server, started by someone else, keeps running")

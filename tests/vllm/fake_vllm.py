@@ -1,15 +1,20 @@
 """A stand-in for the `vllm` executable: `vllm serve MODEL --host H --port P [--served-model-name N] ...`.
 
 It appends JSON events to $FAKE_VLLM_RECORD ("start" with its arguments, selected environment and
-child pid; "ready"; "term" or "term_ignored" on SIGTERM), starts one child process in its process
-group (so that tests see the whole group stopped), then behaves as $FAKE_VLLM_MODE says:
+child pid; "ready"; "term" or "term_ignored" on SIGTERM; "exit" before it exits by itself), starts one
+child process in its process group (so that tests see the whole group stopped), then behaves as
+$FAKE_VLLM_MODE says:
   ok             serve chainette.testing.FakeServer on the port after $FAKE_VLLM_DELAY seconds
   crash          print its environment (the key included, as a careless server might) and an error line,
                  and exit with status 3
   never_healthy  never listen
   ignore_term    like ok, but the process and its child ignore SIGTERM
-The fake server uses $FAKE_VLLM_API_KEY, else $VLLM_API_KEY (as vLLM does), and answers after
-$FAKE_VLLM_LATENCY seconds.
+  deaf_loading   like ok, but SIGTERM is ignored until the server is ready (vLLM's API server does so
+                 while it loads the model)
+On a SIGTERM it heeds, it kills its child and exits, as vLLM stops its workers. With
+$FAKE_VLLM_EXIT_AFTER=N, once N chat requests arrived it prints an error line naming the key and exits
+with status 7, leaving its child running (a crash mid-run). The fake server uses $FAKE_VLLM_API_KEY,
+else $VLLM_API_KEY (as vLLM does), and answers after $FAKE_VLLM_LATENCY seconds.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ import signal
 import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chainette.testing import FakeServer
 
 CHILD = (
     "import os, signal, time\n"
@@ -35,15 +44,32 @@ def record(event: str, **fields: object) -> None:
         out.write(json.dumps({"event": event, "pid": os.getpid(), **fields}) + "\n")
 
 
+READY: list[bool] = []  # set once the server listens
+CHILDREN: list[subprocess.Popen[bytes]] = []
+
+
 def on_sigterm(mode: str) -> None:
     def handler(signum: int, frame: object) -> None:
-        if mode == "ignore_term":
+        if mode == "ignore_term" or (mode == "deaf_loading" and not READY):
             record("term_ignored")
             return
         record("term")
+        for child in CHILDREN:
+            child.kill()
+            child.wait()
         os._exit(0)
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def serve_until_told_to_exit(server: FakeServer) -> None:
+    """Serve forever, or until $FAKE_VLLM_EXIT_AFTER chat requests arrived: then exit with status 7."""
+    limit = int(os.environ.get("FAKE_VLLM_EXIT_AFTER", "0"))
+    while not limit or len(server.chat_requests()) < limit:
+        time.sleep(0.05)
+    print(f"ERROR EngineCore died unexpectedly (fake); VLLM_API_KEY={os.environ.get('VLLM_API_KEY')}", flush=True)
+    record("exit", status=7)
+    os._exit(7)
 
 
 def main() -> None:
@@ -57,6 +83,7 @@ def main() -> None:
     parser.add_argument("--served-model-name")
     args, _ = parser.parse_known_args()
     child = subprocess.Popen([sys.executable, "-c", CHILD])
+    CHILDREN.append(child)
     env = {name: value for name, value in os.environ.items() if name.startswith(("CUDA_VISIBLE_DEVICES", "EXTRA_", "FAKE_VLLM_MODE"))}
     record("start", argv=sys.argv[1:], env=env, api_key_set="VLLM_API_KEY" in os.environ, child=child.pid, pgid=os.getpgid(0))
     print(f"INFO fake vllm serving {args.model} in mode {mode}", flush=True)
@@ -72,10 +99,10 @@ def main() -> None:
 
     key = os.environ.get("FAKE_VLLM_API_KEY") or os.environ.get("VLLM_API_KEY")
     latency = float(os.environ.get("FAKE_VLLM_LATENCY", "0"))
-    with FakeServer(models=(args.served_model_name or args.model,), port=args.port, api_key=key, latency=latency):
+    with FakeServer(models=(args.served_model_name or args.model,), port=args.port, api_key=key, latency=latency) as server:
+        READY.append(True)
         record("ready", port=args.port)
-        while True:
-            time.sleep(1)
+        serve_until_told_to_exit(server)
 
 
 if __name__ == "__main__":

@@ -140,17 +140,18 @@ def test_a_bad_serve_flag_fails_the_start_with_the_server_log(on_path, tmp_path)
     assert serve_processes() == []
 
 
-def test_sigterm_mid_run_stops_within_seconds_and_resumes(on_path, tmp_path):
+def chainette_run(tmp_path: Path, rows: list[dict[str, str]]) -> list[str]:
+    """The `chainette run` command of `chain()` over `rows`, its engine `llm` started by chainette (files in tmp_path)."""
     engines = tmp_path / "engines.yaml"
     options = {**SERVE_OPTIONS, "max_concurrency": 2}
     engines.write_text(json.dumps({"engines": [{"name": "llm", "backend": "vllm", "model": MODEL, **options}]}))
     inputs = tmp_path / "in.jsonl"
-    inputs.write_text("".join(json.dumps(row) + "\n" for row in ROWS * 20))
+    inputs.write_text("".join(json.dumps(row) + "\n" for row in rows))
     chain_file = tmp_path / "chain.py"
     chain_file.write_text(
         f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\nfrom test_real_vllm import chain as make\nchain = make()\n"
     )
-    command = [
+    return [
         sys.executable,
         "-m",
         "chainette",
@@ -163,12 +164,33 @@ def test_sigterm_mid_run_stops_within_seconds_and_resumes(on_path, tmp_path):
         "-e",
         str(engines),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_for_answers(tmp_path: Path, process: subprocess.Popen[bytes]) -> None:
+    """Wait until the run of `process` has answered rows (its state file is not empty)."""
     state = tmp_path / "out" / ".chainette" / "verdict.jsonl"
     deadline = time.monotonic() + STARTUP
     while not (state.exists() and state.stat().st_size) and time.monotonic() < deadline:
         assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
         time.sleep(0.5)
+
+
+def wait_until(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.25)
+    return bool(condition())
+
+
+def output_row_ids(tmp_path: Path) -> list[int]:
+    lines = [json.loads(line) for path in sorted((tmp_path / "out" / "verdict").glob("*.jsonl")) for line in path.read_text().splitlines()]
+    return sorted(int(line["row_id"]) for line in lines)
+
+
+def test_sigterm_mid_run_stops_within_seconds_and_resumes(on_path, tmp_path):
+    command = chainette_run(tmp_path, ROWS * 20)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_for_answers(tmp_path, process)
     process.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
     process.wait(timeout=60)
@@ -177,5 +199,59 @@ def test_sigterm_mid_run_stops_within_seconds_and_resumes(on_path, tmp_path):
     done = subprocess.run(command, capture_output=True, timeout=STARTUP)
     assert done.returncode == 0, done.stderr.decode()
     assert serve_processes() == []
-    lines = [json.loads(line) for path in sorted((tmp_path / "out" / "verdict").glob("*.jsonl")) for line in path.read_text().splitlines()]
-    assert sorted(int(line["row_id"]) for line in lines) == list(range(len(ROWS) * 20))
+    assert output_row_ids(tmp_path) == list(range(len(ROWS) * 20))
+
+
+def test_server_killed_mid_run_stops_the_run_within_seconds_and_resumes(on_path, tmp_path):
+    command = chainette_run(tmp_path, ROWS * 20)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_for_answers(tmp_path, process)
+    for pid in serve_processes():
+        os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    _, stderr = process.communicate(timeout=120)
+    assert time.monotonic() - killed < 20, "the run notices the dead server instead of retrying it"
+    message = " ".join(stderr.decode().split())
+    assert process.returncode == 1, message
+    assert "its vLLM server (pid" in message and "was killed by SIGKILL during the run" in message
+    assert "run the same command again to resume" in message
+    assert wait_until(lambda: serve_processes() == [], 30)
+    done = subprocess.run(command, capture_output=True, timeout=STARTUP)
+    assert done.returncode == 0, done.stderr.decode()
+    assert output_row_ids(tmp_path) == list(range(len(ROWS) * 20))
+
+
+def test_startup_timeout_while_the_model_loads_stops_the_server_within_seconds(on_path, tmp_path):
+    register_engine("llm", backend="vllm", model=MODEL or "", **{**SERVE_OPTIONS, "startup_timeout": 10})
+    started = time.monotonic()
+    with pytest.raises(EngineError, match="did not answer GET /health with 200 within 10 s"):
+        chain().run(ROWS, output_dir=tmp_path / "out")
+    assert time.monotonic() - started < 30, "a loading vLLM ignores SIGTERM: it is killed after a short grace, not 30 s"
+    assert serve_processes() == []
+
+
+def test_kill_9_of_chainette_takes_its_healthy_server_down(on_path, tmp_path):
+    process = subprocess.Popen(chainette_run(tmp_path, ROWS * 20), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_for_answers(tmp_path, process)
+    process.kill()
+    process.wait()
+    assert wait_until(lambda: serve_processes() == [], 60), "the server got SIGTERM when its chainette died"
+
+
+def test_kill_9_of_chainette_while_the_model_loads_leaves_a_survivor_that_the_next_run_deals_with(on_path, tmp_path, monkeypatch):
+    """A loading vLLM ignores the SIGTERM its chainette's death sends (and stays stuck): the next run kills it, or adopts it if healthy."""
+    monkeypatch.setenv("CHAINETTE_STATE_DIR", str(tmp_path / "state"))
+    command = chainette_run(tmp_path, ROWS)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert wait_until(lambda: serve_processes() != [], 60)
+    time.sleep(8)  # into the model load, when vLLM ignores SIGTERM
+    process.kill()
+    process.wait()
+    [survivor] = json.loads((tmp_path / "state" / "vllm-owned.json").read_text())
+    time.sleep(2)
+    assert survivor["pid"] in serve_processes(), "the loading server outlived its chainette"
+
+    done = subprocess.run(command, capture_output=True, timeout=STARTUP)
+    assert done.returncode == 0, done.stderr.decode()
+    assert serve_processes() == []
+    assert json.loads((tmp_path / "state" / "vllm-owned.json").read_text()) == []

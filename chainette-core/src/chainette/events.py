@@ -62,7 +62,7 @@ class RowFailed(Event):
 
 @dataclass(frozen=True)
 class EngineChanged(Event):
-    """An engine is `starting`, `ready` (with its URL), or `stopped`."""
+    """An engine is `starting`, `ready` (with its URL), `stopped`, or `released` (its server keeps running; `detail` says why)."""
 
     engine: str
     state: str

@@ -82,8 +82,11 @@ def model_price(config: EngineConfig[EngineOptions]) -> tuple[float, float] | No
 
 
 @hookspec
-def stop_engine(config: EngineConfig[EngineOptions]) -> None:
-    """Release what `ensure_running` started (a server process, say). Called in a worker thread after the engine's last use."""
+def stop_engine(config: EngineConfig[EngineOptions]) -> str | None:
+    """Release what `ensure_running` started (a server process, say). Called in a worker thread after the engine's last use.
+
+    Return a short note when what the engine used keeps running (a server someone else started), None when it was stopped.
+    """
 
 
 @hookspec

@@ -199,8 +199,10 @@ class BackendHooks:
     def model_price(self, config: EngineConfig[EngineOptions]) -> tuple[float, float] | None:
         return cast("tuple[float, float] | None", self.plugins.call(self.backend, "model_price", config=config))
 
-    def stop_engine(self, config: EngineConfig[EngineOptions]) -> None:
-        self.plugins.call(self.backend, "stop_engine", config=config)
+    def stop_engine(self, config: EngineConfig[EngineOptions]) -> str | None:
+        """The backend's note when what the engine used keeps running, else None (see the hook)."""
+        notes = self.plugins.call(self.backend, "stop_engine", config=config) or []
+        return next((str(note) for note in notes if note), None)
 
 
 def _entry_points_by_name() -> dict[str, list[metadata.EntryPoint]]:

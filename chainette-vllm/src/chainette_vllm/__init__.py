@@ -166,18 +166,22 @@ def server_key(config: EngineConfig[VllmOptions]) -> str | None:
 
 
 @hookimpl
-def stop_engine(config: EngineConfig[VllmOptions]) -> None:
-    if not config.endpoint:
-        from chainette_vllm import server
+def stop_engine(config: EngineConfig[VllmOptions]) -> str | None:
+    """Release the engine's server; returns a note when the server keeps running (warm, or shared with other engines)."""
+    if config.endpoint:
+        return None
+    from chainette_vllm import server
 
-        server.release(config)
+    return server.release(config)
 
 
 @hookimpl
 def make_client(config: EngineConfig[VllmOptions]) -> VllmClient:
+    """The client for the server at `config.endpoint`; for a server chainette started, it stops the run once that server exits."""
+    from chainette_vllm import server
     from chainette_vllm.client import VllmClient
 
-    return VllmClient(config)
+    return VllmClient(config, check_server=server.exit_check(config))
 
 
 @hookimpl

@@ -1,18 +1,21 @@
 """The vLLM client: one Request -> one POST /chat/completions with a json_schema response_format -> one Answer.
 
 Transport failures and HTTP error statuses are classified by `chainette.http.JsonHttpClient`, the answer
-is read by `chainette.openai_format.parse_chat_completion`; this module builds the payload.
+is read by `chainette.openai_format.parse_chat_completion`; this module builds the payload. A transient
+failure first runs `check_server` (given for a server chainette started), which raises EngineError once
+that server has exited, so that the run stops instead of retrying a dead server.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx2
 
 from chainette.client import Answer, Request
 from chainette.engines import EngineConfig
-from chainette.errors import ConfigError
+from chainette.errors import ConfigError, RetryableError
 from chainette.http import JsonHttpClient, bearer
 from chainette.openai_format import parse_chat_completion
 from chainette_vllm import API_KEY_ENV, VllmOptions
@@ -25,7 +28,12 @@ class VllmClient:
     model by `served_model_name` when set, else by the engine's model.
     """
 
-    def __init__(self, config: EngineConfig[VllmOptions], transport: httpx2.AsyncBaseTransport | None = None):
+    def __init__(
+        self,
+        config: EngineConfig[VllmOptions],
+        transport: httpx2.AsyncBaseTransport | None = None,
+        check_server: Callable[[], None] | None = None,
+    ):
         if not config.endpoint:
             raise ConfigError(f"Engine '{config.name}': the vLLM client needs the server's URL; start the engine through a run.")
         self.engine = config.name
@@ -33,6 +41,7 @@ class VllmClient:
         self.engine_fields = config.options.model_dump(include={"chat_template_kwargs", "include_reasoning"}, exclude_none=True)
         headers = bearer(config.resolve_api_key(default_env=API_KEY_ENV))
         self._http = JsonHttpClient(config, config.endpoint, headers=headers, transport=transport)
+        self._check_server = check_server
 
     def payload(self, request: Request) -> dict[str, Any]:
         """The JSON body for `request`; the request's sampling comes last so that `extra` can override engine fields."""
@@ -45,7 +54,12 @@ class VllmClient:
         }
 
     async def complete(self, request: Request) -> Answer:
-        body = await self._http.post("/chat/completions", self.payload(request))
+        try:
+            body = await self._http.post("/chat/completions", self.payload(request))
+        except RetryableError:
+            if self._check_server is not None:
+                self._check_server()
+            raise
         return parse_chat_completion(body, engine=self.engine)
 
     async def aclose(self) -> None:

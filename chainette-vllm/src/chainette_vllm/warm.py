@@ -2,10 +2,10 @@
 
 The state folder is $CHAINETTE_STATE_DIR, else ~/.cache/chainette; `vllm-servers.json` in it lists one
 entry per (engine, server) with the server key, URL, pid (its process group), start time, log and the
-command shown (no secret). Every read-modify-write holds an flock on `vllm-servers.json.lock`, so
-chainette processes may run `warm_up`, `stop_warm` (`chainette kill`) and `list_warm` (`chainette ps`)
-at once. `warm_server` is how a run finds a recorded server with the key it needs, running and healthy,
-to use without owning it. Outside a run, server logs go to the state folder's `logs/`.
+command shown (no secret). Every read-modify-write of a state file (`locked_state`, also used for
+`chainette_vllm.owned`'s file) holds an flock on `FILE.lock`, so chainette processes may run
+`warm_up`, `stop_warm` (`chainette kill`) and `list_warm` (`chainette ps`) at once. `warm_server` is
+how a run finds a recorded server with the key it needs, running and healthy, to use without owning it. Outside a run, server logs go to the state folder's `logs/`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import httpx2
 from chainette.engines import EngineConfig
 from chainette.errors import ConfigError
 from chainette_vllm import VllmOptions
-from chainette_vllm.process import Server, group_alive, healthy, spawn, stop_group, utc_now
+from chainette_vllm.process import Server, group_alive, healthy, spawn, stop_group
 from chainette_vllm.spec import serve_spec
 
 STATE_FILE = "vllm-servers.json"
@@ -42,7 +42,7 @@ def warm_up(config: EngineConfig[VllmOptions]) -> str:
     """Start (or find running) the server for `config` so that it outlives this process, record it, return its URL."""
     spec = serve_spec(config)
     server = warm_server(spec.key) or spawn(spec, log_dir(None))
-    with _state() as entries:
+    with locked_state(STATE_FILE) as entries:
         if not any(e["engine"] == config.name and e["pid"] == server.pid for e in entries):
             entries.append(
                 {
@@ -51,7 +51,7 @@ def warm_up(config: EngineConfig[VllmOptions]) -> str:
                     "key": spec.key,
                     "url": server.url,
                     "pid": server.pid,
-                    "started_at": utc_now(),
+                    "started_at": server.started_at,
                     "log": str(server.log),
                     "command": server.command,
                 }
@@ -61,7 +61,7 @@ def warm_up(config: EngineConfig[VllmOptions]) -> str:
 
 def stop_warm(names: list[str] | None) -> list[dict[str, Any]]:
     """Stop the warm servers of the engines `names` (None: all) and forget them; return the entries removed."""
-    with _state() as entries:
+    with locked_state(STATE_FILE) as entries:
         if names is not None:
             unknown = sorted(set(names) - {e["engine"] for e in entries})
             if unknown:
@@ -77,7 +77,7 @@ def stop_warm(names: list[str] | None) -> list[dict[str, Any]]:
 
 def list_warm() -> list[dict[str, Any]]:
     """The recorded warm servers that are still running (dead ones are forgotten)."""
-    with _state() as entries:
+    with locked_state(STATE_FILE) as entries:
         entries[:] = [e for e in entries if group_alive(e["pid"])]
         return list(entries)
 
@@ -85,31 +85,37 @@ def list_warm() -> list[dict[str, Any]]:
 def warm_server(key: str) -> Server | None:
     """A server `warmup` started for `key` that is running and healthy (its `process` is None: not our child)."""
     with httpx2.Client(timeout=2.0, trust_env=False) as http:
-        for entry in _read_state():
+        for entry in read_state(STATE_FILE):
             if entry["key"] == key and group_alive(entry["pid"]) and healthy(http, entry["url"]):
-                return Server(url=entry["url"], pid=entry["pid"], command=entry["command"], log=Path(entry["log"]))
+                return Server(entry["url"], entry["pid"], entry["command"], Path(entry["log"]), entry["started_at"])
     return None
 
 
 @contextmanager
-def _state() -> Iterator[list[dict[str, Any]]]:
-    """The state file's entries, locked against other chainette processes, written back when the block succeeds."""
+def locked_state(name: str) -> Iterator[list[dict[str, Any]]]:
+    """The entries of the state file `name`, locked against other chainette processes, written back when the block succeeds."""
     import fcntl  # POSIX only, like starting servers; an endpoint engine works without it
 
     folder = state_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{STATE_FILE}.lock", "w") as lock:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}.lock").touch()
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot write to chainette's state folder {folder} ({exc}). Set CHAINETTE_STATE_DIR to a writable folder."
+        ) from None
+    with open(folder / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        entries = _read_state()
+        entries = read_state(name)
         yield entries
-        temporary = folder / f"{STATE_FILE}.tmp"
+        temporary = folder / f"{name}.tmp"
         temporary.write_text(json.dumps(entries, indent=2) + "\n", encoding="utf-8")
-        os.replace(temporary, folder / STATE_FILE)
+        os.replace(temporary, folder / name)
 
 
-def _read_state() -> list[dict[str, Any]]:
-    """The state file's entries ([] when there is none); ConfigError when it is unreadable or not a list."""
-    path = state_dir() / STATE_FILE
+def read_state(name: str) -> list[dict[str, Any]]:
+    """The entries of the state file `name` ([] when there is none); ConfigError when it is unreadable or not a list."""
+    path = state_dir() / name
     try:
         entries = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

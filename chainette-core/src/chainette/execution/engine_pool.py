@@ -94,8 +94,8 @@ class EnginePool:
             await engine.client.aclose()
         finally:
             config = self.configs[name]
-            await asyncio.to_thread(get_plugins().hooks(config.backend).stop_engine, config)
-            self.bus.emit(EngineChanged(engine=name, state="stopped"))
+            note = await asyncio.to_thread(get_plugins().hooks(config.backend).stop_engine, config)
+            self.bus.emit(EngineChanged(engine=name, state="released" if note else "stopped", detail=note or ""))
 
     async def stop_all(self) -> None:
         """Stop every running engine, even when one of them fails to stop (the first failure is raised)."""
