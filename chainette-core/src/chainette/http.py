@@ -112,11 +112,17 @@ def error_message(response: httpx2.Response) -> str:
     return str(error or body)[:500]
 
 
-def list_models(config: EngineConfig[EngineOptions], headers: dict[str, str] | None = None) -> list[str] | None:
+def list_models(
+    config: EngineConfig[EngineOptions],
+    headers: dict[str, str] | None = None,
+    *,
+    server: str = "endpoint",
+    advice: str = "Start the server, or fix endpoint=.",
+) -> list[str] | None:
     """The model ids `GET {endpoint}/models` lists, or None when the server has no such list (some compatible servers).
 
-    Raises EngineError at once when the endpoint does not answer, or refuses the key (401, 403): a run then
-    stops before its first row instead of retrying every request.
+    Raises EngineError at once when the endpoint does not answer (the message calls it `server` and ends with
+    `advice`), or refuses the key (401, 403): a run then stops before its first row instead of retrying every request.
     """
     assert config.endpoint is not None
     url, shown = config.endpoint.rstrip("/"), public_url(config.endpoint)
@@ -124,7 +130,7 @@ def list_models(config: EngineConfig[EngineOptions], headers: dict[str, str] | N
         response = httpx2.get(f"{url}/models", headers=headers, timeout=min(CONNECT_TIMEOUT, config.options.timeout))
     except httpx2.HTTPError as exc:
         raise EngineError(
-            f"Engine '{config.name}': the endpoint {shown} does not answer ({type(exc).__name__}: {exc}). Start the server, or fix endpoint=.",
+            f"Engine '{config.name}': the {server} {shown} does not answer ({type(exc).__name__}: {exc}). {advice}",
             kind="unreachable",
         ) from None
     if response.status_code in (401, 403):

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import warnings
 
-import httpx2
-
 from chainette.engines import EngineConfig, public_url
 from chainette.errors import EngineError
-from chainette.http import bearer
+from chainette.http import bearer, list_models
 from chainette_vllm import API_KEY_ENV, SERVE_OPTIONS, VllmOptions
 
 
@@ -28,28 +26,13 @@ def check_endpoint(config: EngineConfig[VllmOptions]) -> str:
             f"Engine '{config.name}': {', '.join(ignored)} only apply to a server chainette starts; ignored because endpoint= is set.",
             stacklevel=2,
         )
-    url = config.endpoint.rstrip("/")
-    shown = public_url(url)
-    key = config.resolve_api_key(default_env=API_KEY_ENV)
-    headers = bearer(key) or {}
-    try:
-        response = httpx2.get(f"{url}/models", headers=headers, timeout=10.0)
-    except httpx2.HTTPError as exc:
-        raise EngineError(
-            f"Engine '{config.name}': the vLLM endpoint {shown} does not answer ({type(exc).__name__}: {exc}). "
-            "Start the server (see docs/vllm.md), fix endpoint=, or leave endpoint out so that chainette starts vLLM itself.",
-            kind="unreachable",
-        ) from None
-    if response.status_code in (401, 403):
-        raise EngineError(
-            f"Engine '{config.name}': {shown}/models answered HTTP {response.status_code}. Check the engine's api_key or api_key_env "
-            "against the server's key.",
-            kind="authentication",
-        )
-    served = _served_models(response)
+    shown = public_url(config.endpoint)
+    advice = "Start the server (see docs/vllm.md), fix endpoint=, or leave endpoint out so that chainette starts vLLM itself."
+    headers = bearer(config.resolve_api_key(default_env=API_KEY_ENV))
+    served = list_models(config, headers, server="vLLM endpoint", advice=advice)
     if served is None:
         raise EngineError(
-            f"Engine '{config.name}': {shown}/models answered HTTP {response.status_code} without a model list; "
+            f"Engine '{config.name}': {shown}/models answered without a model list; "
             "endpoint= must be a vLLM server's OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1.",
             kind="bad_endpoint",
         )
@@ -61,14 +44,3 @@ def check_endpoint(config: EngineConfig[VllmOptions]) -> str:
             kind="not_found",
         )
     return config.endpoint
-
-
-def _served_models(response: httpx2.Response) -> list[str] | None:
-    """The model ids of a 200 `GET /models` answer; None when it is not a model list."""
-    if response.status_code != 200:
-        return None
-    try:
-        data = response.json().get("data")
-        return [str(model["id"]) for model in data]
-    except (ValueError, AttributeError, TypeError, KeyError):
-        return None
