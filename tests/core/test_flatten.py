@@ -34,6 +34,8 @@ def test_flattened_takes_entries_from_ancestors_and_joins(scripted, tmp_path):
         assert line["fan.text"] == child and line["lj.label"] == child and line["rj.label"] == child
         assert line["last.label"] == f"{child}+{child}"
     assert "l.label" not in flat[0], "a branch's own steps are shown through their join alias, as before"
+    columns = [name.split(".")[0] for name in flat[0] if name != "row_id"]
+    assert list(dict.fromkeys(columns)) == ["chain_input", "first", "fan", "lj", "rj", "last"], "columns in chain order"
 
 
 def test_a_frontier_keeps_only_what_later_prompts_read(scripted, tmp_path):
@@ -49,4 +51,4 @@ def test_a_frontier_keeps_only_what_later_prompts_read(scripted, tmp_path):
 
     assert entries("s0") == [["chain_input", "s0"]] * 3, "the input is read by s2 later"
     assert entries("s1") == [["chain_input", "s1"]] * 3
-    assert entries("s2") == [["s2"]] * 3
+    assert entries("s2") == [["chain_input", "s1", "s2"]] * 3, "the last node keeps what it receives, for the flattened table"

@@ -120,7 +120,7 @@ class Chain:
         try:
             with stop_on_signals(run.control):
                 final = await run.execute(rows)
-            write_flattened(run_dir, final, run.flattened_sources())
+            write_flattened(run_dir, final, run.flattened_sources(final))
             run_dir.export_parquet([*self._outputs(), "flattened"])
             status = "completed"
         except BaseException as exc:

@@ -110,17 +110,18 @@ class Writer:
         return file
 
     def schedule(self, size: int) -> None:
-        """Note `size` more bytes waiting; flush at the end of this loop iteration, or now when no loop runs or
-        more than MAX_PENDING bytes wait (any moment is safe: a flush always writes outputs before commits)."""
+        """Note `size` more bytes waiting; flush at the end of this loop iteration (with no loop running, at the next
+        `flush` or close), or now when more than MAX_PENDING bytes wait. Any moment is safe: a flush always writes
+        outputs before commits."""
         self._pending += size
         if self._pending > MAX_PENDING:
             self.flush()
         elif not self._scheduled:
-            self._scheduled = True
             try:
                 asyncio.get_running_loop().call_soon(self.flush)
             except RuntimeError:
-                self.flush()
+                return
+            self._scheduled = True
 
     def flush(self) -> None:
         self._scheduled = False

@@ -1,15 +1,16 @@
 """What a row's context carries from node to node. A row's `ctx` holds the entries later nodes can read: the
 chain input and earlier outputs by id, join aliases, `<step>_reasoning`. Each node's output rows keep only its
 own entries, its direct input's, and those a later step's prompts name, so a frontier's size per row does not
-grow with the number of steps before it; the flattened table gathers every node's entries from their own
-frontiers (chainette.execution.flatten)."""
+grow with the number of steps before it. The last top-level node's rows also keep every top-level entry they
+receive: the flattened table (chainette.execution.flatten) reads those from the final frontier and gathers
+only the others from the frontiers that added them."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
 
-from chainette.nodes import Apply, Node, Parallel, Step
+from chainette.nodes import INPUT_ID, Apply, Node, Parallel, Step
 from chainette.templates import referenced_names
 
 
@@ -22,7 +23,19 @@ def kept_entries(nodes: list[Node]) -> dict[int, frozenset[str]]:
         kept[id(node)] = frozenset(later.union(own_entries(node)))
         if isinstance(node, Step):
             later |= _named(node)
+    if nodes:
+        last = id(nodes[-1])
+        kept[last] = kept[last].union([INPUT_ID], *(own_entries(node) for node in nodes))
     return kept
+
+
+def carried_to_end(nodes: list[Node], kept: dict[int, frozenset[str]]) -> frozenset[str]:
+    """The top-level entries (the input's among them) that the last top-level node's rows carry: those every
+    top-level node after the one that added them keeps."""
+    carried = frozenset([INPUT_ID])
+    for node in nodes:
+        carried = carried.union(own_entries(node)) & kept[id(node)]
+    return carried
 
 
 def own_entries(node: Node) -> tuple[str, ...]:

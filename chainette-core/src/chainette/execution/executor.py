@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 import time
 from typing import Any
@@ -22,7 +24,7 @@ from chainette import graph, inputs
 from chainette.engines import EngineConfig, EngineOptions, engine_price
 from chainette.events import EventBus, NodeFinished, NodeStarted
 from chainette.execution.apply import ApplyStage
-from chainette.execution.context import kept_entries, own_entries
+from chainette.execution.context import carried_to_end, kept_entries, own_entries
 from chainette.execution.engine_pool import EnginePool
 from chainette.execution.files import ErrorLog, NodeFiles
 from chainette.execution.flatten import Source
@@ -183,16 +185,18 @@ class Executor:
     def _joined(self, group: Parallel) -> Path:
         return self.run_dir.state / f"{self.groups[id(group)]}.joined.jsonl"
 
-    def flattened_sources(self) -> list[Source]:
-        """Where the flattened table finds each entry: the input's frontier, each top-level node's, each joined group's."""
-        sources = [Source(NodeState(self.run_dir, INPUT_ID).frontier, (INPUT_ID,))]
+    def flattened_sources(self, final: Path) -> list[Source]:
+        """Where the flattened table finds each entry, in column order: the `final` frontier for the entries its
+        rows carry, else the frontier that added it (the input's, a top-level node's, a joined group's)."""
+        added: list[tuple[Path, tuple[str, ...]]] = [(NodeState(self.run_dir, INPUT_ID).frontier, (INPUT_ID,))]
         for node in self.nodes:
-            entries = own_entries(node)
-            if isinstance(node, Parallel) and entries:
-                sources.append(Source(self._joined(node), entries))
-            elif not isinstance(node, Parallel) and node.yield_output:
-                sources.append(Source(NodeState(self.run_dir, node.id).frontier, entries))
-        return sources
+            if isinstance(node, Parallel):
+                added.append((self._joined(node), own_entries(node)))
+            elif node.yield_output:
+                added.append((NodeState(self.run_dir, node.id).frontier, own_entries(node)))
+        carried = carried_to_end(self.nodes, self.kept)
+        located = ((final if key in carried else frontier, key) for frontier, entries in added for key in entries)
+        return [Source(frontier, tuple(key for _, key in keys)) for frontier, keys in groupby(located, key=itemgetter(0))]
 
     async def _run_branch(self, nodes: list[Node], source: Path) -> Path:
         for node in nodes:

@@ -2,13 +2,14 @@
 top-level node's fields as `<node>.<field>` (join aliases likewise, and `<step>_reasoning` where a step
 captured reasoning).
 
-Rows carry only the context later nodes read (chainette.execution.context), so the entries are gathered from
-the frontier that first held each one, into a scratch SQLite index: no memory per row. A final row reads each
-entry from its own id or, past a fan-out, from the nearest ancestor's (`3-1` then `3`)."""
+Rows carry only the context later nodes read (chainette.execution.context), so an entry the final rows do not
+carry is gathered from the frontier that added it, into a scratch SQLite index: no memory per row. A final row
+reads such an entry from its own id or, past a fan-out, from the nearest ancestor's (`3-1` then `3`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 import shutil
@@ -29,24 +30,27 @@ class Source:
 
 def write_flattened(run_dir: RunDir, final: Path, sources: list[Source]) -> None:
     """Write the `flattened` folder for the rows of the `final` frontier, replacing any earlier one. Entries of
-    `final` itself come from its rows; those of the other sources through the index."""
+    `final` itself come from its rows; those of the other sources through the index (built only when needed)."""
     folder = run_dir.node_folder("flattened")
     shutil.rmtree(folder, ignore_errors=True)
     writer = OutputFolder(Writer(), folder)
-    own = [key for source in sources if source.frontier == final for key in source.entries]
+    columns = [(key, source.frontier == final) for source in sources for key in source.entries]
+    gathered = [(position, source) for position, source in enumerate(sources) if source.frontier != final]
     try:
-        with EntryIndex(run_dir.state / "flattened.sqlite") as index:
-            for position, source in enumerate(sources):
-                if source.frontier != final:
+        with contextlib.ExitStack() as stack:
+            found: Iterator[tuple[int, dict[str, Any]]] = iter(())
+            if gathered:
+                index = stack.enter_context(EntryIndex(run_dir.state / "flattened.sqlite"))
+                for position, source in gathered:
                     index.add(position, source)
-            found = index.gather(row_id for row_id, _ in _contexts(final))
+                found = index.gather(row_id for row_id, _ in _contexts(final))
             pending = next(found, None)
             for position, (row_id, ctx) in enumerate(_contexts(final)):
                 entries: dict[str, Any] = {}
                 if pending is not None and pending[0] == position:
                     entries, pending = pending[1], next(found, None)
-                entries.update({key: ctx[key] for key in own if key in ctx})
-                writer.write(flatten(row_id, entries))
+                values = ((key, ctx if own else entries) for key, own in columns)
+                writer.write(flatten(row_id, {key: where[key] for key, where in values if key in where}))
     finally:
         writer.close()
 

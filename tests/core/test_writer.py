@@ -1,0 +1,33 @@
+"""The run's writer: appends wait in memory and go out once per event-loop iteration, or at a flush or close
+when no loop runs (the flattened table is written that way, in a few large writes)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from chainette.store import LineFile, Writer
+
+
+def test_appends_go_out_at_the_end_of_the_loop_iteration(tmp_path):
+    path = tmp_path / "log.jsonl"
+
+    async def append_then_yield() -> tuple[bytes, bytes]:
+        file = LineFile(Writer(), path)
+        file.write({"i": 0})
+        before = path.read_bytes()
+        await asyncio.sleep(0)
+        after = path.read_bytes()
+        file.close()
+        return before, after
+
+    assert asyncio.run(append_then_yield()) == (b"", b'{"i":0}\n')
+
+
+def test_with_no_loop_appends_wait_for_the_close(tmp_path):
+    path = tmp_path / "table.jsonl"
+    file = LineFile(Writer(), path)
+    for index in range(3):
+        file.write({"i": index})
+    assert path.read_bytes() == b"", "one write per line would be one system call per line"
+    file.close()
+    assert path.read_text().splitlines() == ['{"i":0}', '{"i":1}', '{"i":2}']
