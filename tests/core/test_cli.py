@@ -89,6 +89,24 @@ def test_engines_yaml_replaces_engine_and_typos_name_the_line(tmp_path):
     assert json.loads((tmp_path / "o" / "graph.json").read_text())["engines"]["llm"]["model"] == "other-model"
 
 
+def test_an_engines_file_must_define_exactly_the_engines_the_steps_use(tmp_path):
+    """A misspelt engine name used to leave the steps on the chain file's fake default, exit 0."""
+    engines = tmp_path / "engines.yaml"
+    engines.write_text("engines:\n  - name: lm\n    backend: fake\n    model: other\n")
+    args = ["run", f"{EXAMPLE}/chain.py", "-i", str(EXAMPLE / "inputs.jsonl"), "-o", str(tmp_path / "o"), "-e", str(engines)]
+    done = chainette(*args)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "engines.yaml:2: engine 'lm' is used by no step (the steps use: llm). Did you mean 'llm'?" in done.stderr
+    assert not (tmp_path / "o" / "run.json").exists(), "nothing ran"
+    engines.write_text("engines:\n  - name: llm\n    backend: fake\n    model: m\n  - name: judge\n    backend: fake\n    model: m\n")
+    assert "engines.yaml:5: engine 'judge' is used by no step" in chainette(*args).stderr
+    engines.write_text("engines: []\n")
+    done = chainette(*args)
+    assert done.returncode == 1
+    assert "use engine 'llm', which this file does not define." in done.stderr
+    assert "steps 'sentiment', " in done.stderr
+
+
 def test_backends_list_json(capsys):
     assert main(["backends", "list", "--json"]) == 0
     found = {b["name"]: b for b in json.loads(capsys.readouterr().out)}

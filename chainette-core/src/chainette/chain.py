@@ -38,6 +38,14 @@ class Chain:
     def input_model(self) -> type[BaseModel] | None:
         return graph.input_model(self.nodes)
 
+    def engine_users(self) -> dict[str, list[str]]:
+        """Each engine name the chain's steps use, with the ids of those steps."""
+        users: dict[str, list[str]] = {}
+        for node in graph.iter_nodes(self.nodes):
+            if isinstance(node, Step):
+                users.setdefault(node.engine_name, []).append(node.id)
+        return users
+
     def engines(self) -> dict[str, EngineConfig[EngineOptions]]:
         """The engines the steps name, as registered now (ConfigError for one that is not)."""
         names = sorted({n.engine_name for n in graph.iter_nodes(self.nodes) if isinstance(n, Step)})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 import difflib
 import os
 from typing import Any, Generic, TypeVar
@@ -210,13 +211,42 @@ def register_spec(spec: EngineSpec) -> EngineConfig[EngineOptions]:
     )
 
 
-def load_engines_from_yaml(path: str | os.PathLike[str]) -> list[EngineConfig[EngineOptions]]:
-    """Register every entry of `engines:` in a YAML file; a ConfigError names the file and the line of the entry at fault."""
+def load_engines_from_yaml(path: str | os.PathLike[str], *, used: Mapping[str, Sequence[str]] | None = None) -> list[EngineConfig[EngineOptions]]:
+    """Register every entry of `engines:` in a YAML file; a ConfigError names the file and the line of the entry at fault.
+
+    With `used` (engine name -> the ids of the steps using it), the file must define exactly those engines: an
+    engine no step uses (a misspelt name, most often) or a step's engine the file leaves out is a ConfigError.
+    """
     source = read_yaml(path)
     entries = source.data.get("engines") if isinstance(source.data, dict) else None
     if not isinstance(entries, list):
         raise source.at(("engines",), "expected a top-level 'engines:' list of mappings (name, backend, model, ...).")
+    if used is not None:
+        _check_names(source, entries, used)
     return [_register_entry(source, entry, ("engines", index)) for index, entry in enumerate(entries)]
+
+
+def _check_names(source: YamlFile, entries: list[Any], used: Mapping[str, Sequence[str]]) -> None:
+    """Refuse an engines file that defines an engine no step uses, or leaves out one a step uses."""
+    defined = {entry.get("name"): index for index, entry in enumerate(entries) if isinstance(entry, dict)}
+    rule = "With --engines, the file defines every engine the chain's steps use, and only those."
+    for name, index in defined.items():
+        if name not in used:
+            hint = _closest(str(name), [n for n in used if n not in defined])
+            message = f"engine '{name}' is used by no step (the steps use: {', '.join(sorted(used))}).{hint} {rule}"
+            raise source.at(("engines", index, "name"), message)
+    for name, steps in sorted(used.items()):
+        if name not in defined:
+            hint = _closest(name, [str(n) for n in defined])
+            listed = ", ".join(f"'{step}'" for step in steps)
+            who = f"step {listed} uses" if len(steps) == 1 else f"steps {listed} use"
+            message = f"{source.path}: {who} engine '{name}', which this file does not define.{hint} {rule}"
+            raise ConfigError(message)
+
+
+def _closest(name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.5)
+    return f" Did you mean '{close[0]}'?" if close else ""
 
 
 def _register_entry(source: YamlFile, entry: Any, loc: Loc) -> EngineConfig[EngineOptions]:
