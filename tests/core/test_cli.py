@@ -107,6 +107,28 @@ def test_an_engines_file_must_define_exactly_the_engines_the_steps_use(tmp_path)
     assert "steps 'sentiment', " in done.stderr
 
 
+def test_some_rows_failed_exits_3_and_names_retry_errors(tmp_path):
+    chain = tmp_path / "flaky.py"
+    chain.write_text(
+        "from pydantic import BaseModel\n"
+        "from chainette import Chain, apply\n"
+        "class Text(BaseModel):\n    text: str\n"
+        "def check(item: Text) -> Text:\n"
+        "    if item.text == 'bad':\n        raise ValueError('bad row')\n    return item\n"
+        "chain = Chain(name='flaky', steps=[apply(check, id='check', input_model=Text, output_model=Text)])\n"
+    )
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text('{"text": "good"}\n{"text": "bad"}\n{"text": "fine"}\n')
+    done = chainette("run", f"{chain}:chain", "-i", str(inputs), "-o", str(tmp_path / "o"))
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "Exit status 3: 1 row failed: run the same command with --retry-errors" in done.stdout
+    inputs.write_text('{"text": "good"}\n{"txt": "typo"}\n')
+    done = chainette("run", f"{chain}:chain", "-i", str(inputs), "-o", str(tmp_path / "o2"))
+    assert done.returncode == 3 and "1 input row not valid" in done.stdout
+    inputs.write_text('{"txt": "typo"}\n')
+    assert chainette("run", f"{chain}:chain", "-i", str(inputs), "-o", str(tmp_path / "o3")).returncode == 1
+
+
 def test_backends_list_json(capsys):
     assert main(["backends", "list", "--json"]) == 0
     found = {b["name"]: b for b in json.loads(capsys.readouterr().out)}

@@ -108,7 +108,7 @@ def test_one_success_among_the_first_rows_disables_the_stop(scripted, tmp_path):
     assert result.stats["status"] == "completed"
     assert [r.label for r in result["label"]] == ["row2"]
     assert len(result.errors) == 19
-    assert exit_status(result.stats) == (0, None)
+    assert exit_status(result.stats)[0] == 3, "completed, some rows failed"
 
 
 def test_a_model_failing_validation_on_every_row_does_not_stop_the_step(scripted, tmp_path):
@@ -184,7 +184,11 @@ def test_exit_status_of_the_run_figures():
         return {"input": {"rows": ok + failed + filtered + invalid, "invalid": invalid}, "steps": {"n": node}}
 
     assert exit_status(figures(20, 0)) == (0, None)
-    assert exit_status(figures(1, 19)) == (0, None)
+    assert exit_status(figures(1, 19)) == (
+        3,
+        "19 rows failed: run the same command with --retry-errors to run them again (see errors.jsonl).",
+    )
+    assert exit_status(figures(5, 0, invalid=1)) == (3, "1 input row not valid: fix them in the input (see errors.jsonl).")
     assert exit_status(figures(0, 0, 20, kind="apply")) == (0, None)
     assert exit_status(figures(0, 20)) == (1, "step 'n' answered none of its 20 rows (20 failed): see errors.jsonl.")
     assert exit_status(figures(0, 0, invalid=3))[0] == 1

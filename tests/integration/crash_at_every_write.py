@@ -1,6 +1,7 @@
 """Deterministic crash injection, the way SQLite tests itself: for k = 1, 2, ... run `chainette run` in a forked
 child that writes half of its k-th write of the store and then SIGKILLs itself, then resume it in another child,
-until a run makes fewer than k writes. Usage: crash_at_every_write.py ROOT -- chainette run args (with OUT for
+until a run makes fewer than k writes (a whole run exits with EXIT_SOME_ROWS_FAILED: the torture chain fails
+some rows by design). Usage: crash_at_every_write.py ROOT -- chainette run args (with OUT for
 the output directory); each k runs in ROOT/<k>. Prints how many writes a whole run makes."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import signal
 import sys
 
 from chainette.cli.app import build_app, main
+from chainette.outcome import EXIT_SOME_ROWS_FAILED
 from chainette.plugins import get_plugins
 import chainette.store as store
 
@@ -60,13 +62,13 @@ def main_loop(root: Path, template: list[str]) -> int:
         args = [str(root / str(k)) if arg == "OUT" else arg for arg in template]
         status = in_child(args, k)
         if os.WIFEXITED(status):
-            if os.WEXITSTATUS(status) != 0:
+            if os.WEXITSTATUS(status) != EXIT_SOME_ROWS_FAILED:
                 raise SystemExit(f"run {k} failed with exit status {os.WEXITSTATUS(status)}")
             return k - 1
         if os.WTERMSIG(status) != signal.SIGKILL:
             raise SystemExit(f"run {k} died of signal {os.WTERMSIG(status)}")
         resumed = in_child(args, None)
-        if not (os.WIFEXITED(resumed) and os.WEXITSTATUS(resumed) == 0):
+        if not (os.WIFEXITED(resumed) and os.WEXITSTATUS(resumed) == EXIT_SOME_ROWS_FAILED):
             raise SystemExit(f"the resume after a crash at write {k} failed (status {resumed})")
         k += 1
 

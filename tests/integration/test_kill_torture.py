@@ -14,6 +14,8 @@ import time
 
 import pytest
 
+from chainette.outcome import EXIT_SOME_ROWS_FAILED
+
 from .invariants import assert_commits_covered, assert_every_row_once, chain_file, environment, snapshot, write_inputs
 
 ROWS = 2000
@@ -37,7 +39,7 @@ def reference(tmp_path_factory):
         out = root / output_format
         started = time.monotonic()
         done = subprocess.run(command(inputs, out, output_format), env=environment(LATENCY), capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
+        assert done.returncode == EXIT_SOME_ROWS_FAILED, done.stderr
         runs[output_format] = (snapshot(out), time.monotonic() - started)
     return inputs, runs
 
@@ -58,12 +60,12 @@ def test_random_kills_then_resume(reference, tmp_path, output_format, seed):
         time.sleep(rng.uniform(0.2, duration * 0.8))
         process.kill()
         _, stderr = process.communicate()
-        assert process.returncode in (0, -9), stderr.decode()
+        assert process.returncode in (EXIT_SOME_ROWS_FAILED, -9), stderr.decode()
         if out.exists():
             assert_commits_covered(out, output_format)
-        if process.returncode == 0:
+        if process.returncode == EXIT_SOME_ROWS_FAILED:
             shutil.rmtree(out)
     done = subprocess.run(command(inputs, out, output_format), env=environment(LATENCY), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == EXIT_SOME_ROWS_FAILED, done.stderr
     assert_every_row_once(out, ROWS)
     assert snapshot(out) == expected, "the resumed run's results differ from an uninterrupted run's"

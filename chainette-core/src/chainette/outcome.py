@@ -1,7 +1,8 @@
 """What a completed run's figures (run.json) mean for its caller: the exit status of `chainette run`, and why.
 
-0: every node that had rows passed some of them on; 1 (the status of every error the user can fix): a node
-passed none of its rows on and some of them failed, or no input row was valid.
+0: every row made it (answered, passed on or filtered out); 3: the run completed but some rows failed (they are
+in errors.jsonl; `--retry-errors` runs them again); 1 (the status of every error the user can fix): a node passed
+none of its rows on and some of them failed, or no input row was valid.
 """
 
 from __future__ import annotations
@@ -10,19 +11,33 @@ from typing import Any
 
 EXIT_OK = 0
 EXIT_NO_ROW_PASSED = 1
+EXIT_SOME_ROWS_FAILED = 3
 
 
 def exit_status(figures: dict[str, Any]) -> tuple[int, str | None]:
     """The exit status for a completed run's run.json `figures`, with a one-line reason when it is not 0."""
-    empty = [_no_row_passed(node_id, node) for node_id, node in figures["steps"].items() if node["failed"] and not node["ok"]]
+    nodes = figures["steps"]
+    empty = [_no_row_passed(node_id, node) for node_id, node in nodes.items() if node["failed"] and not node["ok"]]
     source = figures["input"]
     if source["rows"] and source["invalid"] == source["rows"]:
         empty.insert(0, f"none of the {source['rows']} input rows is valid")
     if empty:
         return EXIT_NO_ROW_PASSED, f"{'; '.join(empty)}: see errors.jsonl."
+    failed = sum(node["failed"] for node in nodes.values())
+    reasons = []
+    if failed:
+        reasons.append(f"{_rows(failed)} failed: run the same command with --retry-errors to run them again")
+    if source["invalid"]:
+        reasons.append(f"{_rows(source['invalid'], 'input row')} not valid: fix them in the input")
+    if reasons:
+        return EXIT_SOME_ROWS_FAILED, f"{'; '.join(reasons)} (see errors.jsonl)."
     return EXIT_OK, None
 
 
 def _no_row_passed(node_id: str, node: dict[str, Any]) -> str:
     verb = "answered" if node["kind"] == "step" else "passed on"
     return f"{node['kind']} '{node_id}' {verb} none of its {node['rows_in']} rows ({node['failed']} failed)"
+
+
+def _rows(count: int, noun: str = "row") -> str:
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")

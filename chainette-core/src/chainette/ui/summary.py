@@ -9,7 +9,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from chainette.outcome import exit_status
+from chainette.outcome import EXIT_SOME_ROWS_FAILED, exit_status
 from chainette.ui.state import duration, money
 
 
@@ -30,4 +30,6 @@ def summary(stats: dict[str, Any], output_dir: str) -> Group:
     total = f"   total cost {money(stats.get('cost_usd'))}" if stats.get("cost_usd") is not None else ""
     where = Text(f"Outputs: {output_dir}/<node>/   flattened: {output_dir}/flattened/   errors: {output_dir}/errors.jsonl{total}")
     code, reason = exit_status(stats)
-    return Group(table, where, Text(f"Exit status {code}: {reason}", style="bold red")) if reason else Group(table, where)
+    if reason is None:
+        return Group(table, where)
+    return Group(table, where, Text(f"Exit status {code}: {reason}", style="bold yellow" if code == EXIT_SOME_ROWS_FAILED else "bold red"))
