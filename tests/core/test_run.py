@@ -305,8 +305,9 @@ def test_output_dir_of_another_run_is_refused_unless_overwrite(scripted, tmp_pat
     chain.run(rows(2), output_dir=tmp_path / "o")
     assert len(chain.run(rows(2), output_dir=tmp_path / "o")["label"]) == 2
     assert len(backend.requests) == 2, "a finished run of the same chain and inputs is not requested again"
-    with pytest.raises(ChainetteError, match="holds a run of other inputs.*--overwrite"):
+    with pytest.raises(ChainetteError, match=r"holds a run of other inputs.*--overwrite \(overwrite=True\)") as refused:
         chain.run(rows(3), output_dir=tmp_path / "o")
+    assert refused.value.__context__ is None, "no 'During handling of RuntimeError: no running event loop' in the traceback"
     other = Chain(name="c", steps=[label_step(prompt="<<{{text}}>> again")])
     with pytest.raises(ChainetteError, match="holds a run of another chain"):
         other.run(rows(2), output_dir=tmp_path / "o")

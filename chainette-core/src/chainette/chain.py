@@ -92,9 +92,7 @@ class Chain:
             output_format=output_format,
             durable=durable,
         )
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
+        if not _loop_running():
             return asyncio.run(coroutine)
         with ThreadPoolExecutor(max_workers=1) as pool:
             return pool.submit(asyncio.run, coroutine).result()
@@ -191,3 +189,13 @@ def _versions(engines: dict[str, EngineConfig[EngineOptions]]) -> dict[str, str]
         info = found[config.backend]
         versions[info.distribution] = info.version
     return versions
+
+
+def _loop_running() -> bool:
+    """Whether this thread runs an event loop (Jupyter does): asked apart, so that no error of the run is
+    reported "during handling" of the RuntimeError that says there is none."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

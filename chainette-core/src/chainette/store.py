@@ -303,19 +303,19 @@ class RunDir:
         if self.root.exists() and not overwrite and any(entry.name != STATE_DIR or manifest.exists() for entry in self.root.iterdir()):
             if not manifest.exists():
                 raise ChainetteError(
-                    f"Output directory {self.root} is not empty and holds no chainette run. Choose another one, or pass --overwrite to replace it."
+                    f"Output directory {self.root} is not empty and holds no chainette run. Choose another one, or pass --overwrite (overwrite=True) to replace it."
                 )
             previous = json.loads(manifest.read_text(encoding="utf-8"))
             for key, what in (("chain", "another chain (or a changed one)"), ("inputs", "other inputs")):
                 if None not in (previous.get(key), identity.get(key)) and previous[key] != identity[key]:
                     raise ChainetteError(
-                        f"Output directory {self.root} holds a run of {what}. Choose another directory, or pass --overwrite to start afresh."
+                        f"Output directory {self.root} holds a run of {what}. Choose another directory, or pass --overwrite (overwrite=True) to start afresh."
                     )
             written = previous.get("format", "jsonl")
             if written != identity["format"]:
                 raise ChainetteError(
                     f"Output directory {self.root} holds a run written as {written}, not {identity['format']}. "
-                    f"Resume it with --format {written} (output_format='{written}'), choose another directory, or pass --overwrite to start afresh."
+                    f"Resume it with --format {written} (output_format='{written}'), choose another directory, or pass --overwrite (overwrite=True) to start afresh."
                 )
             return True
         if overwrite and self.root.exists():
