@@ -211,7 +211,9 @@ def register_spec(spec: EngineSpec) -> EngineConfig[EngineOptions]:
     )
 
 
-def load_engines_from_yaml(path: str | os.PathLike[str], *, used: Mapping[str, Sequence[str]] | None = None) -> list[EngineConfig[EngineOptions]]:
+def load_engines_from_yaml(
+    path: str | os.PathLike[str], *, used: Mapping[str, Sequence[str]] | None = None
+) -> list[EngineConfig[EngineOptions]]:
     """Register every entry of `engines:` in a YAML file; a ConfigError names the file and the line of the entry at fault.
 
     With `used` (engine name -> the ids of the steps using it), the file must define exactly those engines: an

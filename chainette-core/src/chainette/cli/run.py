@@ -24,7 +24,9 @@ def run_command(
         help="Input rows: a .jsonl, .json, .csv or .parquet file, or hf:name[:config]:split (a Hugging Face dataset).",
     ),
     output: Path = typer.Option(..., "--output", "-o", help="Output directory: new, empty, or holding a run of this chain to resume."),
-    engines: Path | None = typer.Option(None, "--engines", "-e", help="A YAML file defining every engine the chain uses (replacing the chain file's own)."),
+    engines: Path | None = typer.Option(
+        None, "--engines", "-e", help="A YAML file defining every engine the chain uses (replacing the chain file's own)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete what the output directory holds and start afresh."),
     retry_errors: bool = typer.Option(False, "--retry-errors", help="Run again the rows in the output directory's errors.jsonl."),
     json_logs: bool = typer.Option(False, "--json-logs", help="Print one JSON event per line instead of the live view."),
