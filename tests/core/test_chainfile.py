@@ -168,7 +168,7 @@ def test_yaml_chain_runs_like_the_same_chain_in_python(tmp_path):
     assert from_yaml.flattened == from_python.flattened
     assert from_yaml.flattened and all("fr.translation" in row and "summary.headline" in row for row in from_yaml.flattened)
     assert len(from_yaml.flattened) < len(rows)  # the apply filtered some rows out
-    assert from_yaml.records("label")[0].keys() == {"row_id", "label", "score"}
+    assert from_yaml.records("label")[0].keys() == {"row_id", "row_index", "label", "score"}
 
 
 def test_engines_declared_in_the_file_are_registered_and_the_nodes_are_built(tmp_path):

@@ -34,7 +34,7 @@ def test_flattened_takes_entries_from_ancestors_and_joins(scripted, tmp_path):
         assert line["fan.text"] == child and line["lj.label"] == child and line["rj.label"] == child
         assert line["last.label"] == f"{child}+{child}"
     assert "l.label" not in flat[0], "a branch's own steps are shown through their join alias, as before"
-    columns = [name.split(".")[0] for name in flat[0] if name != "row_id"]
+    columns = [name.split(".")[0] for name in flat[0] if name not in ("row_id", "row_index")]
     assert list(dict.fromkeys(columns)) == ["chain_input", "first", "fan", "lj", "rj", "last"], "columns in chain order"
 
 

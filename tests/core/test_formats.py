@@ -350,6 +350,7 @@ def test_types_that_drift_between_batches_are_unified_or_kept_as_json(tmp_path, 
         "mixed": pa.string(),
         "empty": pa.string(),
         "row_id": pa.string(),
+        "row_index": pa.int64(),
         "extra": pa.list_(pa.int64()),
     }
     assert [r["mixed"] for r in result.records("shape")] == ["s0", 1, "s2", 3, "s4"], "JSON-text fields read back as they were"

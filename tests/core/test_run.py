@@ -51,6 +51,7 @@ def test_output_layout_and_alignment(scripted, tmp_path):
     flat = result.flattened
     assert flat[3] == {
         "row_id": "3",
+        "row_index": 3,
         "chain_input.text": "row3",
         "label.label": "row3",
         "label.score": 0.5,

@@ -80,8 +80,8 @@ def test_live_view_snapshot():
     console.print(render_state(state, now=110.0))
     assert [line.rstrip() for line in console.export_text().splitlines()] == [
         "chainette reviews → runs/r",
-        "input        ━━━━━━━━━━━━━━━━━━━━━━━━                 400/400           0 errors    done",
-        "├─ sentiment ━━━━━━                   100/400 (+16 in flight) 10 rows/s 3 errors ETA 30s 5000/700 tok $0.0012",
+        "input        ━━━━━━━━━━━━━━━━━━━━━━━━                 400/400           0 errors     done",
+        "├─ sentiment ━━━━━━                   100/400 (+16 in flight) 10 rows/s 3 errors  ETA 30s 5000/700 tok $0.0012",
         "├─ parallel",
         "│  └─ to_fr  waiting",
         "└─ summary   waiting",
@@ -89,6 +89,22 @@ def test_live_view_snapshot():
         "│ 10:00:00 engine llm ready (http://127.0.0.1:8000/v1)                                                       │",
         "╰────────────────────────────────────────────────────────────────────────────────────────────────────────────╯",
     ]
+
+
+def test_live_view_says_resuming_and_shows_filtered_and_stopped_nodes():
+    state = RunState()
+    nodes = [{"id": "keep", "kind": "apply", "label": "keep"}, {"id": "label", "kind": "step", "label": "label"}]
+    state(RunStarted(chain="c", output_dir="o", resumed=True, nodes=nodes))
+    state(NodeStarted(node="keep", kind="apply", total=10))
+    state(NodeFinished(node="keep", stats={"kind": "apply", "rows_in": 10, "ok": 6, "failed": 0, "filtered": 4}))
+    state(NodeStarted(node="label", kind="step", total=6))
+    state(NodeFinished(node="label", stats={"kind": "step", "rows_in": 2, "ok": 2, "failed": 0}, complete=False))
+    console = Console(width=110, record=True, color_system=None, legacy_windows=False)
+    console.print(render_state(state, now=0.0))
+    lines = [line.rstrip() for line in console.export_text().splitlines()]
+    assert lines[0] == "chainette c → o (resuming)"
+    assert lines[1].startswith("keep") and "4 filtered" in lines[1] and lines[1].endswith("done")
+    assert lines[2].startswith("label") and "stopped" in lines[2] and "done" not in lines[2], "an interrupted step is not done"
 
 
 def test_rates_count_this_sessions_rows_and_answered_rows_only():

@@ -66,6 +66,7 @@ class Chain:
         progress: bool | None = None,
         reporter: Listener | None = None,
         columns: ColumnSpec = None,
+        id_column: str | None = None,
         output_format: str = "jsonl",
         durable: bool = False,
     ) -> RunResult:
@@ -73,7 +74,8 @@ class Chain:
 
         An `output_dir` holding an unfinished run of the same chain and inputs is resumed;
         `retry_errors` runs again the rows its errors file holds. `columns` picks and renames input
-        fields ("text,label", "review=text,stars"); `output_format` is "jsonl" or "parquet". `durable` fsyncs every
+        fields ("text,label", "review=text,stars"); `id_column` names the input column holding each row's own id (unique;
+        by default rows are numbered from 0); `output_format` is "jsonl" or "parquet". `durable` fsyncs every
         write, so that a power loss (not only a crash) loses no committed row. `progress` shows the live view
         (default: when in a terminal or a notebook); `reporter` receives every event instead.
         Works inside a running event loop too (Jupyter): the run then happens on a worker thread.
@@ -89,6 +91,7 @@ class Chain:
             retry_errors=retry_errors,
             reporter=reporter,
             columns=columns,
+            id_column=id_column,
             output_format=output_format,
             durable=durable,
         )
@@ -106,6 +109,7 @@ class Chain:
         retry_errors: bool = False,
         reporter: Listener | None = None,
         columns: ColumnSpec = None,
+        id_column: str | None = None,
         output_format: str = "jsonl",
         durable: bool = False,
     ) -> RunResult:
@@ -113,12 +117,12 @@ class Chain:
         engines = self.engines()
         picked = Columns.parse(columns)
         rows = open_rows(inputs, picked)
-        identity = {"chain": graph.fingerprint(self.nodes), "inputs": fingerprint(inputs, picked)}
+        identity = {"chain": graph.fingerprint(self.nodes), "inputs": fingerprint(inputs, picked, id_column)}
         run_dir = RunDir(output_dir or _default_output_dir(self.name), identity, overwrite=overwrite, output_format=output_format)
         run_dir.write_json("graph.json", self.describe())
         secrets = frozenset().union(*(engine_secrets(config) for config in engines.values()))
         bus = EventBus([reporter] if reporter else [], secrets)
-        run = Executor(self.nodes, run_dir, engines, retry_errors=retry_errors, durable=durable, bus=bus)
+        run = Executor(self.nodes, run_dir, engines, retry_errors=retry_errors, id_column=id_column, durable=durable, bus=bus)
         status, error = "failed", None
         outline = [{"id": INPUT_ID, "kind": "input", "label": "input"}, *graph.outline(self.nodes)]
         bus.emit(RunStarted(chain=self.name, output_dir=str(run_dir.root), resumed=run_dir.resumed, nodes=outline))

@@ -48,8 +48,11 @@ class NodeStarted(Event):
 
 @dataclass(frozen=True)
 class NodeFinished(Event):
+    """A node ends this session: `complete` when it decided all its rows, False when the run was stopped first."""
+
     node: str
     stats: dict[str, Any]
+    complete: bool = True
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,16 @@ import orjson
 @dataclass(slots=True)
 class Row:
     """A row between two nodes: `ctx` holds the chain input and every earlier output by id, `direct` names
-    the entry that is the next node's direct input, `origin` the row a parallel group's branches started from."""
+    the entry that is the next node's direct input, `origin` the row a parallel group's branches started from,
+    `index` the position of the input row it comes from, `up` the ids of the rows it was fanned out from
+    (nearest first; ids are the user's own with `id_column`, so they are never parsed)."""
 
     row_id: str
     ctx: dict[str, Any]
     direct: str
     origin: str | None = None
+    index: int = 0
+    up: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -264,6 +264,11 @@ def from_objects(rows: Iterable[Any], columns: Columns | None = None) -> Iterato
 
 def parse(row: RawRow, model: type[BaseModel] | None) -> dict[str, Any]:
     """The row as a JSON-ready dict (its columns picked), validated by `model` when given; ValueError says what is wrong and where."""
+    return validate(row, decode(row), model)
+
+
+def decode(row: RawRow) -> dict[str, Any]:
+    """The row's object as read (all its columns); ValueError for a row that could not be read or is not a JSON object."""
     if row.problem is not None:
         raise ValueError(f"{row.where}: {row.problem}")
     value = row.value
@@ -274,15 +279,33 @@ def parse(row: RawRow, model: type[BaseModel] | None) -> dict[str, Any]:
             raise ValueError(f"{row.where}: not valid JSON: {exc.msg} (column {exc.colno})") from None
     if not isinstance(value, dict):
         raise ValueError(f"{row.where}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def validate(row: RawRow, value: dict[str, Any], model: type[BaseModel] | None) -> dict[str, Any]:
+    """The decoded `value` of `row` with its columns picked, validated by `model` when given (ValueError otherwise).
+    Picked columns the model does not read are kept after its fields: the user asked for them."""
     if row.columns is not None:
         value = row.columns.select(value, row.where)
     if model is None:
         return value
     try:
-        return model.model_validate(value).model_dump(mode="json")
+        data = model.model_validate(value).model_dump(mode="json")
     except Exception as exc:
         problems = describe_validation_error(exc, "field '{}'") if isinstance(exc, ValidationError) else str(exc)
         raise ValueError(f"{row.where}: does not match {model.__name__}: {problems}") from None
+    if row.columns is not None:
+        data.update({key: field for key, field in value.items() if key not in data})
+    return data
+
+
+def row_id_of(row: RawRow, value: dict[str, Any], id_column: str) -> str:
+    """The user's own id of a decoded row, from its `id_column` (a non-empty string or an integer); ValueError otherwise."""
+    found = value.get(id_column)
+    if isinstance(found, bool) or not isinstance(found, (str, int)) or found == "":
+        got = "no such column" if id_column not in value else f"got {found!r}"
+        raise ValueError(f"{row.where}: the id column '{id_column}' needs a non-empty string or an integer ({got})")
+    return str(found)
 
 
 Inputs = str | os.PathLike[str] | Iterable[dict[str, Any] | BaseModel]
@@ -295,9 +318,9 @@ def open_rows(source: Inputs, columns: Columns | None) -> Iterable[RawRow]:
     return from_objects(source, columns)
 
 
-def fingerprint(source: Inputs, columns: Columns | None = None) -> str | None:
+def fingerprint(source: Inputs, columns: Columns | None = None, id_column: str | None = None) -> str | None:
     """A hash of the inputs when they can be read twice (a file's bytes, a list, a dataset's name and split), with
-    the columns picked; None for a one-shot iterator."""
+    the columns picked and the id column; None for a one-shot iterator."""
     digest = hashlib.blake2b(digest_size=16)
     dataset = hf_source(source)
     if dataset is not None:
@@ -317,4 +340,6 @@ def fingerprint(source: Inputs, columns: Columns | None = None) -> str | None:
         return None
     if columns is not None:
         digest.update(f"\0columns:{columns.describe()}".encode())
+    if id_column is not None:
+        digest.update(f"\0id_column:{id_column}".encode())
     return digest.hexdigest()

@@ -31,7 +31,7 @@ class RunResult(Mapping[str, list[Any]]):
         model = self._models[step_id]
         rows = self.records(step_id)
         if model is None:
-            return [{k: v for k, v in row.items() if k != "row_id"} for row in rows]
+            return [{k: v for k, v in row.items() if k not in ("row_id", "row_index")} for row in rows]
         return [model.model_validate({k: v for k, v in row.items() if k in model.model_fields}) for row in rows]
 
     def __iter__(self) -> Iterator[str]:
@@ -62,9 +62,9 @@ class RunResult(Mapping[str, list[Any]]):
 
 
 def _sorted(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(records, key=lambda r: row_order(r["row_id"]))
+    return sorted(records, key=lambda r: (r["row_index"], row_order(r["row_id"])))
 
 
 def row_order(row_id: str) -> tuple[int, ...]:
-    """Sort key that puts "2" before "10" and "3-1" right after "3"."""
+    """Sort key, among the rows of one input row, that puts "3-2" before "3-10" (the numbers in the id, in order)."""
     return tuple(int(part) for part in re.findall(r"\d+", row_id))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
 from chainette.cli.loading import load_chain
+
+NON_TERMINAL_WIDTH = 160
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -34,6 +37,9 @@ def run_command(
     columns: str | None = typer.Option(
         None, "--columns", help="Input fields to keep, renamed with =: 'text,label' or 'review=text,stars'."
     ),
+    id_column: str | None = typer.Option(
+        None, "--id-column", help="The input column holding each row's own id (unique), kept as row_id; by default rows are numbered."
+    ),
     durable: bool = typer.Option(False, "--durable", help="fsync every write, so that even a power loss loses no finished row."),
     output_format: str = typer.Option("jsonl", "--format", help="Output files: jsonl or parquet (needs chainette-core[parquet])."),
 ) -> None:
@@ -41,8 +47,6 @@ def run_command(
 
     Running the same command again on an unfinished run resumes it: rows already answered are not requested again.
     """
-    from rich.console import Console
-
     from chainette.engines import load_engines_from_yaml
     from chainette.outcome import exit_status
     from chainette.ui.summary import summary
@@ -50,7 +54,7 @@ def run_command(
     loaded = load_chain(chain)
     if engines is not None:
         load_engines_from_yaml(engines, used=loaded.engine_users())
-    console = Console()
+    console = _console()
     result = loaded.run(
         inputs,
         output_dir=output,
@@ -59,16 +63,28 @@ def run_command(
         progress=False,
         reporter=_reporter(console, json_logs, quiet),
         columns=columns,
+        id_column=id_column,
         output_format=output_format,
         durable=durable,
     )
     if not json_logs:
-        console.print(summary(result.stats, str(output)))
+        console.print(summary(result.stats, str(output)), soft_wrap=True)
     code, reason = exit_status(result.stats)
     if reason and json_logs:
         typer.echo(f"Exit status {code}: {reason}", err=True)
     if code:
         raise typer.Exit(code)
+
+
+def _console() -> Console:
+    """A console for the live view and the summary; off a terminal (a log file, CI), wide enough not to wrap the
+    summary at 80 columns, unless COLUMNS says otherwise."""
+    from rich.console import Console
+
+    console = Console()
+    if console.is_terminal or "COLUMNS" in os.environ:
+        return console
+    return Console(width=NON_TERMINAL_WIDTH)
 
 
 def _reporter(console: Console, json_logs: bool, quiet: bool) -> Listener | None:

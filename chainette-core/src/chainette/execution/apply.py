@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import inspect
 from typing import Any, cast
 
@@ -38,7 +38,7 @@ class ApplyStage(Stage):
                 results = await self._call(row)
             except Exception as exc:
                 self.stats.failed += 1
-                self.errors.record(row.row_id, self.node.id, "apply_error", f"{type(exc).__name__}: {exc}")
+                self.errors.record(row, self.node.id, "apply_error", f"{type(exc).__name__}: {exc}")
                 continue
             finally:
                 self.stats.in_flight -= 1
@@ -47,11 +47,14 @@ class ApplyStage(Stage):
 
     def _commit(self, row: Row, results: list[dict[str, Any]]) -> None:
         children = []
+        fanned = len(results) > 1
         for index, data in enumerate(results):
-            child_id = row.row_id if len(results) == 1 else f"{row.row_id}-{index}"
+            child_id = f"{row.row_id}-{index}" if fanned else row.row_id
             if self.files.outputs is not None:
-                self.files.outputs.write({**data, "row_id": child_id})
-            children.append(Row(child_id, keep({**row.ctx, self.node.id: data}, self.kept, self.node.id), self.node.id, row.origin))
+                self.files.outputs.write({**data, "row_id": child_id, "row_index": row.index})
+            ctx = keep({**row.ctx, self.node.id: data}, self.kept, self.node.id)
+            up = [row.row_id, *row.up] if fanned else row.up
+            children.append(replace(row, row_id=child_id, ctx=ctx, direct=self.node.id, up=up))
         self.files.frontier.commit(Commit(row.row_id, children))
         if children:
             self.stats.ok += 1

@@ -54,12 +54,14 @@ class Executor:
         engines: dict[str, EngineConfig[EngineOptions]],
         *,
         retry_errors: bool = False,
+        id_column: str | None = None,
         durable: bool = False,
         bus: EventBus | None = None,
     ):
         self.nodes = nodes
         self.run_dir = run_dir
         self.retry_errors = retry_errors
+        self.id_column = id_column
         self.bus = bus or EventBus()
         self.control = StopSignal()
         self.writer = Writer(durable=durable)
@@ -151,16 +153,18 @@ class Executor:
         self._tally_seconds()
         del self.running[node_id]
         stats = self.stats[node_id]
-        self.bus.emit(NodeFinished(node=node_id, stats=stats.snapshot(self.prices.get(node_id))))
+        complete = not self.control.stopping
+        self.bus.emit(NodeFinished(node=node_id, stats=stats.snapshot(self.prices.get(node_id)), complete=complete))
         state = NodeState(self.run_dir, node_id)
-        if files is not None and not self.control.stopping:
+        if files is not None and complete:
             state.mark_finished(Counts(stats.ok, stats.failed, stats.filtered))
         return state.frontier
 
     def _ingest(self, raw_rows: Iterable[inputs.RawRow]) -> Path:
         reopened = self._reopen(INPUT_ID, False, None)
         if reopened is not None:
-            ingest(raw_rows, self.input_model, reopened.decided, reopened.files, self.stats[INPUT_ID], self.errors)
+            files, stats = reopened.files, self.stats[INPUT_ID]
+            ingest(raw_rows, self.input_model, reopened.decided, files, stats, self.errors, self.id_column)
         return self._finish(INPUT_ID, reopened.files if reopened else None)
 
     async def _run_node(self, node: Node, source: Path) -> Path:

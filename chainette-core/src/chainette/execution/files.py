@@ -10,6 +10,7 @@ from typing import Any
 
 from chainette.events import EventBus, RowFailed
 from chainette.execution.stopping import StopSignal
+from chainette.frontier import Row
 from chainette.secrets import redact_data
 from chainette.stats import NodeStats
 from chainette.store import LineFile, OutputFolder, Writer
@@ -35,11 +36,13 @@ class ErrorLog:
         self.file = LineFile(writer, path)
         self.bus = bus
 
-    def record(self, row_id: str, node_id: str, kind: str, message: str, raw: Any = None) -> None:
+    def record(self, row: Row, node_id: str, kind: str, message: str, raw: Any = None) -> None:
+        """Write the failure of `row` at node `node_id`: its id and input position, the kind and reason, what was answered."""
         if self.bus.secrets:
             message, raw = redact_data([message, raw], self.bus.secrets)
-        self.file.write({"row_id": row_id, "step_id": node_id, "error_type": kind, "message": message, "raw": raw})
-        self.bus.emit(RowFailed(node=node_id, row_id=row_id, error_type=kind, message=message))
+        line = {"row_id": row.row_id, "row_index": row.index, "step_id": node_id, "error_type": kind, "message": message, "raw": raw}
+        self.file.write(line)
+        self.bus.emit(RowFailed(node=node_id, row_id=row.row_id, error_type=kind, message=message))
 
     def close(self) -> None:
         self.file.close()

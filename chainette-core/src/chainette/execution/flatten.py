@@ -43,21 +43,21 @@ def write_flattened(run_dir: RunDir, final: Path, sources: list[Source]) -> None
                 index = stack.enter_context(EntryIndex(run_dir.state / "flattened.sqlite"))
                 for position, source in gathered:
                     index.add(position, source)
-                found = index.gather(row_id for row_id, _ in _contexts(final))
+                found = index.gather(ancestors(row) for row in _contexts(final))
             pending = next(found, None)
-            for position, (row_id, ctx) in enumerate(_contexts(final)):
+            for position, row in enumerate(_contexts(final)):
                 entries: dict[str, Any] = {}
                 if pending is not None and pending[0] == position:
                     entries, pending = pending[1], next(found, None)
-                values = ((key, ctx if own else entries) for key, own in columns)
-                writer.write(flatten(row_id, {key: where[key] for key, where in values if key in where}))
+                values = ((key, row["ctx"] if own else entries) for key, own in columns)
+                line = {"row_id": row["row_id"], "row_index": row["index"]}
+                writer.write(flatten(line, {key: where[key] for key, where in values if key in where}))
     finally:
         writer.close()
 
 
-def flatten(row_id: str, ctx: dict[str, Any]) -> dict[str, Any]:
-    """One flattened line: each entry's fields as `<entry>.<field>`, an entry that is not an object as itself."""
-    line: dict[str, Any] = {"row_id": row_id}
+def flatten(line: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    """`line` (the row's id and index) with each entry's fields as `<entry>.<field>`, an entry that is not an object as itself."""
     for key, value in ctx.items():
         if isinstance(value, dict):
             line.update({f"{key}.{field}": v for field, v in value.items()})
@@ -66,12 +66,9 @@ def flatten(row_id: str, ctx: dict[str, Any]) -> dict[str, Any]:
     return line
 
 
-def ancestors(row_id: str) -> list[str]:
-    """`row_id` and the ids of the rows it was fanned out from, nearest first ("3-1-0", "3-1", "3")."""
-    found = [row_id]
-    while "-" in found[-1]:
-        found.append(found[-1].rsplit("-", 1)[0])
-    return found
+def ancestors(row: dict[str, Any]) -> list[str]:
+    """A frontier row's id and the ids of the rows it was fanned out from, nearest first ("3-1-0", "3-1", "3")."""
+    return [row["row_id"], *row["up"]]
 
 
 class EntryIndex(ScratchIndex):
@@ -89,17 +86,18 @@ class EntryIndex(ScratchIndex):
     def add(self, position: int, source: Source) -> None:
         """Index the entries `source` provides; `position` orders the columns."""
         entries = (
-            (row_id, position, place, key, orjson.dumps(ctx[key]))
-            for row_id, ctx in _contexts(source.frontier)
+            (row["row_id"], position, place, key, orjson.dumps(row["ctx"][key]))
+            for row in _contexts(source.frontier)
             for place, key in enumerate(source.entries)
-            if key in ctx
+            if key in row["ctx"]
         )
         self.db.executemany("INSERT INTO entry VALUES (?, ?, ?, ?, ?)", entries)
 
-    def gather(self, row_ids: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-        """For each row id (by its position in `row_ids`) that has entries, those entries in column order."""
+    def gather(self, lineages: Iterable[list[str]]) -> Iterator[tuple[int, dict[str, Any]]]:
+        """For each row (by its position in `lineages`, its id then its ancestors' ids) that has entries, those
+        entries in column order, each from the nearest id that has it."""
         self.db.execute("CREATE INDEX by_row ON entry (row_id)")
-        wanted = ((position, candidate) for position, row_id in enumerate(row_ids) for candidate in ancestors(row_id))
+        wanted = ((position, candidate) for position, lineage in enumerate(lineages) for candidate in lineage)
         self.db.executemany("INSERT INTO wanted VALUES (?, ?)", wanted)
         found = self.db.execute(
             "SELECT wanted.position, entry.source, entry.place, entry.key, entry.value"
@@ -117,15 +115,18 @@ class EntryIndex(ScratchIndex):
             yield current, _in_place_order(entries)
 
 
-def _contexts(frontier: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Each row of a frontier as (row id, context), read without building Row objects."""
+def _contexts(frontier: Path) -> Iterator[dict[str, Any]]:
+    """Each row of a frontier as its record (a dict with the fields of frontier.Row), read without building Row objects."""
     if not frontier.exists():
         return
     with open(frontier, "rb") as file:
         for line in file:
-            for row in orjson.loads(line)["rows"]:
-                yield row["row_id"], row["ctx"]
+            yield from orjson.loads(line)["rows"]
 
 
 def _in_place_order(entries: list[tuple[int, int, str, bytes]]) -> dict[str, Any]:
-    return {key: orjson.loads(value) for _, _, key, value in sorted(entries, key=lambda entry: entry[:2])}
+    """The entries by key in column order; where several ids of a lineage hold a key, the nearest's (listed first)."""
+    chosen: dict[str, bytes] = {}
+    for _, _, key, value in sorted(entries, key=lambda entry: entry[:2]):
+        chosen.setdefault(key, value)
+    return {key: orjson.loads(value) for key, value in chosen.items()}

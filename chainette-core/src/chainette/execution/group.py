@@ -5,6 +5,7 @@ on-disk index (no memory per row). A row reaches the group's output only if ever
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,7 @@ from chainette.store import ScratchIndex, write_lines_atomically
 
 def tag_rows(source: Path, tagged: Path) -> Path:
     """Copy `source` to `tagged` with each row's origin set to its own id; return `tagged`."""
-    write_lines_atomically(
-        tagged, (Commit(row.row_id, [Row(row.row_id, row.ctx, row.direct, row.row_id)]).encode() for row in rows(source))
-    )
+    write_lines_atomically(tagged, (Commit(row.row_id, [replace(row, origin=row.row_id)]).encode() for row in rows(source)))
     return tagged
 
 
@@ -42,7 +41,7 @@ def _joined_rows(source: Path, index: JoinIndex, aliases: list[str], kept: froze
         values = index.lookup(row.row_id)
         if all(alias in values for alias in aliases):
             ctx = keep({**row.ctx, **values}, kept, row.direct)
-            yield Commit(row.row_id, [Row(row.row_id, ctx, row.direct, row.origin)]).encode()
+            yield Commit(row.row_id, [replace(row, ctx=ctx)]).encode()
 
 
 class JoinIndex(ScratchIndex):

@@ -1,17 +1,29 @@
 """The input stage: each raw input row, parsed into the chain's input model, becomes a row of the first
-frontier; a row that does not parse goes to the errors file. Row ids are the rows' positions in the input."""
+frontier; a row that does not parse goes to the errors file. A row's id is its position in the input ("0",
+"1", …) or, with `id_column`, the user's own id from that column, checked unique over the whole input."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+import contextlib
+import itertools
+from pathlib import Path
+import re
+from typing import Any
 
 from pydantic import BaseModel
 
 from chainette import inputs
+from chainette.errors import InputError
 from chainette.execution.files import ErrorLog, NodeFiles
 from chainette.frontier import Commit, Row
 from chainette.nodes import INPUT_ID
 from chainette.stats import NodeStats
+from chainette.store import ScratchIndex
+
+CHILD_SUFFIX = re.compile(r"-\d+$")
+CHILD_SUFFIXES = re.compile(r"(?:-\d+)+")
+UNIQUE = "Row ids must be unique: fix the input, or leave out --id-column (id_column=) to number the rows instead."
 
 
 def ingest(
@@ -21,19 +33,79 @@ def ingest(
     files: NodeFiles,
     stats: NodeStats,
     errors: ErrorLog,
+    id_column: str | None = None,
 ) -> None:
-    """Commit every input row not in `decided` to the input frontier (or to the errors file)."""
-    for index, row in enumerate(raw_rows):
-        row_id = str(index)
-        if row_id in decided:
-            continue
-        stats.session.rows += 1
-        try:
-            data = inputs.parse(row, model)
-        except ValueError as exc:
-            stats.failed += 1
-            raw = row.value.rstrip("\n") if isinstance(row.value, str) else None
-            errors.record(row_id, INPUT_ID, "invalid_input", str(exc), raw)
-            continue
-        stats.ok += 1
-        files.frontier.commit(Commit(row_id, [Row(row_id, {INPUT_ID: data}, INPUT_ID)]))
+    """Commit every input row not in `decided` to the input frontier (or to the errors file); InputError for an
+    id that appears twice."""
+    with contextlib.ExitStack() as stack:
+        seen = stack.enter_context(SeenIds(files.frontier.path.with_name("ids.sqlite"))) if id_column else None
+        for index, raw in enumerate(raw_rows):
+            row_id, value = _identify(raw, index, id_column)
+            if seen is not None:
+                seen.claim(row_id, raw.where, id_column or "")
+            if row_id in decided:
+                continue
+            stats.session.rows += 1
+            try:
+                if isinstance(value, ValueError):
+                    raise value
+                data = inputs.validate(raw, value, model)
+            except ValueError as exc:
+                stats.failed += 1
+                text = raw.value.rstrip("\n") if isinstance(raw.value, str) else None
+                errors.record(Row(row_id, {}, INPUT_ID, index=index), INPUT_ID, "invalid_input", str(exc), text)
+                continue
+            stats.ok += 1
+            files.frontier.commit(Commit(row_id, [Row(row_id, {INPUT_ID: data}, INPUT_ID, index=index)]))
+
+
+def _identify(raw: inputs.RawRow, index: int, id_column: str | None) -> tuple[str, dict[str, Any] | ValueError]:
+    """The row's id, and its decoded object or why it cannot be read (a row with no usable id is named by where it is)."""
+    try:
+        value = inputs.decode(raw)
+        return (inputs.row_id_of(raw, value, id_column) if id_column else str(index)), value
+    except ValueError as exc:
+        return (raw.where if id_column else str(index)), exc
+
+
+class SeenIds(ScratchIndex):
+    """The ids read so far in this pass over the input, with where each was read. Fan-out children are named
+    `<id>-<n>`, so an id that is another one followed by `-<number>` (`a` and `a-0`) is refused too."""
+
+    def __init__(self, path: Path):
+        super().__init__(path, ["seen (row_id TEXT PRIMARY KEY, place TEXT) WITHOUT ROWID"])
+
+    def claim(self, row_id: str, where: str, column: str) -> None:
+        """Note `row_id`, read at `where`; InputError when it was read before, or when it or an earlier id could
+        be the other's fan-out child."""
+        clash = self._place(row_id)
+        if clash is not None:
+            raise InputError(f"{where}: the id '{row_id}' (column '{column}') was already used at {clash}. {UNIQUE}")
+        related = next(itertools.chain(self._stems(row_id), self._children(row_id)), None)
+        if related is not None:
+            other, place = related
+            raise InputError(
+                f"{where}: the ids '{row_id}' and '{other}' (column '{column}', {place}) differ only by a '-<number>' ending, "
+                f"which is how chainette names the rows an apply fans out. {UNIQUE}"
+            )
+        self.db.execute("INSERT INTO seen VALUES (?, ?)", (row_id, where))
+
+    def _place(self, row_id: str) -> str | None:
+        found = self.db.execute("SELECT place FROM seen WHERE row_id = ?", (row_id,)).fetchone()
+        return None if found is None else str(found[0])
+
+    def _stems(self, row_id: str) -> Iterator[tuple[str, str]]:
+        """Earlier ids that `row_id` would be a fan-out child of."""
+        stem = row_id
+        while (cut := CHILD_SUFFIX.search(stem)) is not None:
+            stem = stem[: cut.start()]
+            place = self._place(stem)
+            if place is not None:
+                yield stem, place
+
+    def _children(self, row_id: str) -> Iterator[tuple[str, str]]:
+        """Earlier ids that would be fan-out children of `row_id` (`-:` sorts right after `-9`)."""
+        found = self.db.execute("SELECT row_id, place FROM seen WHERE row_id >= ? AND row_id < ?", (f"{row_id}-0", f"{row_id}-:"))
+        for other, place in found:
+            if CHILD_SUFFIXES.fullmatch(other[len(row_id) :]):
+                yield other, place

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -66,20 +66,20 @@ class StepStage(Stage):
         self.same_error.succeeded()
         self.stats.ok += 1
         ctx = keep({**row.ctx, self.step.id: data}, self.kept, self.step.id)
-        line = {**data, "row_id": row.row_id}
+        line = {**data, "row_id": row.row_id, "row_index": row.index}
         if answer.reasoning is not None:
             key = f"{self.step.id}_reasoning"
             ctx[key] = line[key] = answer.reasoning
         if self.files.outputs is not None:
             self.files.outputs.write(line)
-        self.files.frontier.commit(Commit(row.row_id, [Row(row.row_id, ctx, self.step.id, row.origin)]))
+        self.files.frontier.commit(Commit(row.row_id, [replace(row, ctx=ctx, direct=self.step.id)]))
 
     def _fail(self, row: Row, exc: BackendError) -> None:
         """Send the row to the errors file, unless the step is stopping; raise the step's EngineError once its first
         rows all failed alike (the rows failing after that are left undecided, for the resume)."""
         if self.same_error.stop is None:
             self.stats.failed += 1
-            self.errors.record(row.row_id, self.step.id, exc.kind, str(exc), exc.raw)
+            self.errors.record(row, self.step.id, exc.kind, str(exc), exc.raw)
         stop = self.same_error.failed(exc)
         if stop is not None:
             raise stop from None

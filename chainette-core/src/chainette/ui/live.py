@@ -41,37 +41,44 @@ class LiveView:
 def render_state(state: RunState, now: float) -> Group:
     """The whole view for `state` at time `now` (a pure function, so it can be snapshotted in tests)."""
     table = Table.grid(padding=(0, 1))
-    for column in ("node", "bar", "rows", "rate", "errors", "eta", "tokens", "cost"):
+    for column in ("node", "bar", "rows", "rate", "errors", "filtered", "eta", "tokens", "cost"):
         table.add_column(column, justify="left" if column in ("node", "bar") else "right", no_wrap=True)
     for node in state.nodes.values():
         table.add_row(*_row(node, now))
-    header = Text.assemble(("chainette ", "bold"), (state.chain, "bold cyan"), f" → {state.output_dir}")
+    header = Text.assemble(("chainette ", "bold"), (state.chain, "bold cyan"), f" → {state.output_dir}", " (resuming)" if state.resumed else "")
     log = Panel(Text("\n".join(state.engine_log) or "no engine events yet"), title="engines", title_align="left", border_style="dim")
     return Group(header, table, log)
 
 
 def _row(node: NodeView, now: float) -> list[Any]:
-    label = Text(node.label, style="bold" if not node.finished else "green")
+    label = Text(node.label, style="yellow" if node.stopped else "green" if node.finished else "bold")
     if node.kind == "parallel":
-        return [label, "", "", "", "", "", "", ""]
+        return [label, *[""] * 8]
     if node.started is None:
-        return [label, Text("waiting", style="dim"), "", "", "", "", "", ""]
+        return [label, Text("waiting", style="dim"), *[""] * 7]
     total = node.total if node.total is not None else max(node.done, 1)
     bar = ProgressBar(total=max(total, 1), completed=min(node.done, max(total, 1)), width=24, finished_style="green")
     stats = node.stats
     rate = node.rate(now)
     tokens = f"{stats.get('input_tokens', 0)}/{stats.get('output_tokens', 0)} tok" if node.kind == "step" else ""
-    failed = stats.get("failed", 0)
+    failed, filtered = stats.get("failed", 0), stats.get("filtered", 0)
     return [
         label,
         bar,
         _rows(node),
         f"{rate:,.0f} rows/s" if rate is not None else "",
         Text(f"{failed} errors", style="red" if failed else "dim"),
-        "done" if node.finished else f"ETA {duration(node.eta(now))}",
+        Text(f"{filtered} filtered", style="dim") if filtered else "",
+        _status(node, now),
         tokens,
         money(stats.get("cost_usd")) if node.kind == "step" and stats.get("cost_usd") is not None else "",
     ]
+
+
+def _status(node: NodeView, now: float) -> Text | str:
+    if node.stopped:
+        return Text("stopped", style="yellow")
+    return "done" if node.finished else f"ETA {duration(node.eta(now))}"
 
 
 def _rows(node: NodeView) -> str:

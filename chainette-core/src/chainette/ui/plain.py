@@ -35,7 +35,8 @@ class PlainLines:
             self._line(event.at, f"{event.node} started ({total} rows)")
         elif isinstance(event, NodeFinished):
             stats = event.stats
-            self._line(event.at, f"{event.node} finished: {stats['ok']} ok, {stats['failed']} failed, {stats['filtered']} filtered")
+            verb = "finished" if event.complete else "stopped"
+            self._line(event.at, f"{event.node} {verb}: {stats['ok']} ok, {stats['failed']} failed, {stats['filtered']} filtered")
         elif isinstance(event, EngineChanged):
             self._line(event.at, f"engine {event.engine} {event.state}" + (f" ({event.detail})" if event.detail else ""))
         elif isinstance(event, RowFailed) and self.errors_shown < MAX_ERROR_LINES:

@@ -21,6 +21,7 @@ class NodeView:
     stats: dict[str, Any] = field(default_factory=dict)
     started: float | None = None
     finished: bool = False
+    stopped: bool = False
 
     @property
     def done(self) -> int:
@@ -54,6 +55,7 @@ class RunState:
     def __init__(self, log_lines: int = 6):
         self.chain = ""
         self.output_dir = ""
+        self.resumed = False
         self.nodes: dict[str, NodeView] = {}
         self.engine_log: deque[str] = deque(maxlen=log_lines)
         self.errors = 0
@@ -61,14 +63,14 @@ class RunState:
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, RunStarted):
-            self.chain, self.output_dir = event.chain, event.output_dir
+            self.chain, self.output_dir, self.resumed = event.chain, event.output_dir, event.resumed
             self.nodes = {n["id"]: NodeView(n["id"], n["kind"], n["label"]) for n in event.nodes}
         elif isinstance(event, NodeStarted) and event.node in self.nodes:
             node = self.nodes[event.node]
             node.total, node.started = event.total, time.monotonic()
         elif isinstance(event, NodeFinished) and event.node in self.nodes:
             node = self.nodes[event.node]
-            node.stats, node.finished = event.stats, True
+            node.stats, node.finished, node.stopped = event.stats, True, not event.complete
             if node.total is None:
                 node.total = node.done
         elif isinstance(event, Progress):
