@@ -178,6 +178,7 @@ def test_every_sampling_field_maps_to_the_same_top_level_name_without_warning():
         presence_penalty=0.1,
         frequency_penalty=0.3,
         repetition_penalty=1.1,
+        n=2,
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

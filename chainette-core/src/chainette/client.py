@@ -28,11 +28,14 @@ class Usage:
 
 @dataclass(slots=True)
 class Answer:
-    """The model's raw answer text (validated by the core), its reasoning text if any, and usage."""
+    """The model's raw answer text (validated by the core), its reasoning text if any, and usage; `alternatives`
+    holds the other candidates when the request asked the server for several (`n` on the wire), `usage` then
+    counting the whole request."""
 
     text: str
     reasoning: str | None = None
     usage: Usage = field(default_factory=Usage)
+    alternatives: list[Answer] = field(default_factory=list)
 
 
 @runtime_checkable

@@ -18,20 +18,31 @@ def parse_usage(report: Any) -> Usage:
 
 
 def parse_chat_completion(body: Any, *, engine: str) -> Answer:
-    """The Answer in a decoded chat-completion body: `choices[0].message.content`, its `reasoning` (or `reasoning_content`), the usage.
+    """The Answer in a decoded chat-completion body: `choices[0].message.content`, its `reasoning` (or
+    `reasoning_content`), the usage, and the other choices as `alternatives` (a request with `n`).
 
     Every error raised carries the body's usage. A body without `choices[0].message` is a RetryableError (kind
     bad_response): a malformed answer is most likely transient, like a body that is not JSON. A refusal, a finish
-    reason that makes the answer unusable (see `finish_error`) and an empty content are RowErrors.
+    reason that makes the answer unusable (see `finish_error`) and an empty content, in any choice, are RowErrors.
     """
     fields: Mapping[str, Any] = body if isinstance(body, Mapping) else {}
     usage = parse_usage(fields.get("usage"))
     choices = fields.get("choices")
-    choice = choices[0] if isinstance(choices, list) and choices else None
-    message = choice.get("message") if isinstance(choice, Mapping) else None
-    if not isinstance(choice, Mapping) or not isinstance(message, Mapping):
+    if (
+        not isinstance(choices, list)
+        or not choices
+        or not all(isinstance(c, Mapping) and isinstance(c.get("message"), Mapping) for c in choices)
+    ):
         problem = f"engine '{engine}': the answer is not a chat completion (no choices[0].message)"
         raise RetryableError(problem, kind="bad_response", raw=_raw(body), usage=usage)
+    first, *others = (_choice(choice, engine, usage, body) for choice in choices)
+    first.usage, first.alternatives = usage, others
+    return first
+
+
+def _choice(choice: Mapping[str, Any], engine: str, usage: Usage, body: Any) -> Answer:
+    """One choice's answer (no usage: the request's is the first answer's); a RowError when it cannot be used."""
+    message: Mapping[str, Any] = choice["message"]
     refusal = message.get("refusal")
     if refusal:
         raise RowError(f"engine '{engine}': the model refused: {refusal}", kind="refusal", raw=str(refusal), usage=usage)
@@ -43,7 +54,7 @@ def parse_chat_completion(body: Any, *, engine: str) -> Answer:
     if not text:
         raise RowError(f"engine '{engine}': the answer is empty", kind="empty_answer", raw=_raw(body), usage=usage)
     reasoning = message.get("reasoning") or message.get("reasoning_content") or None
-    return Answer(text, reasoning=reasoning if isinstance(reasoning, str) else None, usage=usage)
+    return Answer(text, reasoning=reasoning if isinstance(reasoning, str) else None)
 
 
 def _raw(body: Any) -> str:

@@ -33,6 +33,7 @@ class SamplingParams(BaseModel):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     repetition_penalty: float | None = None
+    n: int | None = Field(None, ge=1, description="Candidates per row: a step fans each row out into n children.")
     extra: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -52,7 +53,8 @@ _warned: set[tuple[str, str]] = set()
 
 
 def map_sampling(sampling: SamplingParams | None, names: Mapping[str, str], *, engine: str) -> dict[str, Any]:
-    """Rename each set field by `names` (field → wire key); warn once per engine for a set field `names` lacks.
+    """Rename each set field by `names` (field → wire key); warn once per engine for a set field `names` lacks,
+    except `n`, which the core sends as n requests when the backend does not send it.
 
     `extra` is merged last, so it can override anything.
     """
@@ -62,7 +64,7 @@ def map_sampling(sampling: SamplingParams | None, names: Mapping[str, str], *, e
     for name, value in sampling.model_dump(exclude={"extra"}, exclude_none=True).items():
         if name in names:
             wire[names[name]] = value
-        elif (engine, name) not in _warned:
+        elif name != "n" and (engine, name) not in _warned:
             _warned.add((engine, name))
             warnings.warn(
                 f"engine '{engine}' cannot honour sampling field '{name}'; it is not sent. "

@@ -32,6 +32,7 @@ SAMPLING_FIELDS = {
     "seed": "seed",
     "presence_penalty": "presence_penalty",
     "frequency_penalty": "frequency_penalty",
+    "n": "n",
 }
 
 

@@ -40,6 +40,7 @@ SAMPLING_FIELDS = {
         "presence_penalty",
         "frequency_penalty",
         "repetition_penalty",
+        "n",
     )
 }
 # Options passed to `vllm serve` as flags, in this order.

@@ -38,6 +38,8 @@ class StepStage(Stage):
         self.instruction = format_instruction(step.output_model) if instruction is None else instruction
         self.schema = json_schema(step.output_model)
         self.sampling = translate(self.engine.config, step.sampling)
+        self.samples = (step.sampling.n if step.sampling else None) or 1
+        self.single_sampling = {key: value for key, value in self.sampling.items() if key != "n"}
         self.same_error = SameErrorStop(step.id, self.engine.config.name, self.engine.config.backend)
 
     async def process(self, pending: Iterator[Row]) -> None:
@@ -54,7 +56,7 @@ class StepStage(Stage):
     async def _answer_row(self, row: Row) -> None:
         self.stats.in_flight += 1
         try:
-            data, answer = await self._answer(row)
+            answers = await self._answers(row)
         except EngineError:
             raise
         except BackendError as exc:
@@ -65,14 +67,24 @@ class StepStage(Stage):
             self.stats.session.rows += 1
         self.same_error.succeeded()
         self.stats.ok += 1
-        ctx = keep({**row.ctx, self.step.id: data}, self.kept, self.step.id)
-        line = {**data, "row_id": row.row_id, "row_index": row.index}
-        if answer.reasoning is not None:
-            key = f"{self.step.id}_reasoning"
-            ctx[key] = line[key] = answer.reasoning
-        if self.files.outputs is not None:
-            self.files.outputs.write(line)
-        self.files.frontier.commit(Commit(row.row_id, [replace(row, ctx=ctx, direct=self.step.id)]))
+        self._commit(row, answers)
+
+    def _commit(self, row: Row, answers: list[tuple[dict[str, Any], Answer]]) -> None:
+        """Write the row's output lines and commit it: one row, or with `n` candidates, one child per candidate."""
+        fanned = self.samples > 1
+        children = []
+        for index, (data, answer) in enumerate(answers):
+            child_id = f"{row.row_id}-{index}" if fanned else row.row_id
+            ctx = keep({**row.ctx, self.step.id: data}, self.kept, self.step.id)
+            line = {**data, "row_id": child_id, "row_index": row.index}
+            if answer.reasoning is not None:
+                key = f"{self.step.id}_reasoning"
+                ctx[key] = line[key] = answer.reasoning
+            if self.files.outputs is not None:
+                self.files.outputs.write(line)
+            up = [row.row_id, *row.up] if fanned else row.up
+            children.append(replace(row, row_id=child_id, ctx=ctx, direct=self.step.id, up=up))
+        self.files.frontier.commit(Commit(row.row_id, children))
 
     def _fail(self, row: Row, exc: BackendError) -> None:
         """Send the row to the errors file, unless the step is stopping; raise the step's EngineError once its first
@@ -84,31 +96,34 @@ class StepStage(Stage):
         if stop is not None:
             raise stop from None
 
-    async def _answer(self, row: Row) -> tuple[dict[str, Any], Answer]:
-        """The validated answer to the row's request, after at most one repair request."""
+    async def _answers(self, row: Row) -> list[tuple[dict[str, Any], Answer]]:
+        """The row's `samples` validated candidates: those one request returns (a server that honours `n`), then one
+        request each for the rest; each candidate gets at most one repair request, and one that still fails fails the row."""
         request = self._request(row)
-        answer = await self._send(request)
+        first = await self._send(request)
+        candidates = [first, *first.alternatives][: self.samples]
+        if len(candidates) < self.samples:
+            single = replace(request, sampling=self.single_sampling)
+            candidates += await asyncio.gather(*(self._send(single) for _ in range(self.samples - len(candidates))))
+        return [await self._validated(request, answer) for answer in candidates]
+
+    async def _validated(self, request: Request, answer: Answer) -> tuple[dict[str, Any], Answer]:
+        """The answer's data and the answer it came from, after at most one repair request."""
         try:
             return self._validate(answer.text), answer
         except ValidationError as exc:
             first_error = describe_validation_error(exc)
-        repair = Request(
-            repair_messages(request.messages, answer.text, first_error),
-            request.schema,
-            request.schema_name,
-            request.sampling,
-            request.step_id,
-            request.row_id,
-        )
+        messages = repair_messages(request.messages, answer.text, first_error)
+        repair = replace(request, messages=messages, sampling=self.single_sampling)
         self.stats.session.repairs += 1
-        answer = await self._send(repair)
+        repaired = await self._send(repair)
         try:
-            return self._validate(answer.text), answer
+            return self._validate(repaired.text), repaired
         except ValidationError as exc:
             raise RowError(
                 f"the answer does not match {self.step.output_model.__name__} after one repair request: {describe_validation_error(exc)}",
                 kind="validation",
-                raw=answer.text,
+                raw=repaired.text,
             ) from None
 
     def _request(self, row: Row) -> Request:

@@ -195,7 +195,14 @@ class FakeServer:
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": body["model"],
-                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                "choices": [
+                    {
+                        "index": index,
+                        "message": {**message, "content": self._answer(body, schema, mangle) if index else text},
+                        "finish_reason": "stop",
+                    }
+                    for index in range(body.get("n") or 1)
+                ],
                 "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
             }
         )

@@ -10,6 +10,8 @@ import re
 from typing import Any
 import warnings
 
+import pytest
+
 from chainette import sampling as sampling_module
 from chainette.chain import Chain
 from chainette.client import Answer, Client, Usage
@@ -21,6 +23,7 @@ from chainette.testing.conformance.harness import (
     CHAT_PATHS,
     ENGINE,
     EXTRA,
+    NO_SERVER,
     SAMPLING,
     SERVER_USAGE,
     Harness,
@@ -103,7 +106,7 @@ class ContractChecks(Harness):
             sent = server.chat_requests()[-1]
             assert contains(sent, "passed-through"), f"SamplingParams.extra did not reach the wire: {sent}"
         warned = " ".join(str(w.message) for w in caught if issubclass(w.category, UnsupportedSamplingWarning))
-        for name in SamplingParams.model_fields.keys() - {"extra"}:
+        for name in SamplingParams.model_fields.keys() - {"extra", "n"}:  # n: the core sends n requests itself if need be
             value = getattr(SAMPLING, name)
             assert contains(sent, value) or re.search(rf"\b{name}\b", warned), (
                 f"sampling field {name}={value!r} was silently dropped: it is not on the wire ({sent}) and no "
@@ -122,3 +125,16 @@ class ContractChecks(Harness):
             assert counts == SERVER_USAGE, f"usage {counts}: the server reported (input, output) = {SERVER_USAGE}"
         elif self.reports_usage:
             assert sum(counts) > 0, "usage is 0 (set reports_usage = False if the backend cannot count tokens)"
+
+    def test_several_candidates_come_back_when_n_is_sent(self, server: FakeServer | None) -> None:
+        """A backend whose translate_sampling sends `n` returns every candidate: the first as the answer, the others
+        as `alternatives` (a backend that does not send `n` is skipped: the core then sends one request per candidate)."""
+        config = self.register(server)
+        wire = sampling_module.translate(config, SamplingParams(n=3))
+        if 3 not in wire.values():
+            pytest.skip("the backend does not send n; the core sends one request per candidate")
+        if server is None:
+            pytest.skip(NO_SERVER)
+        answer = run(self.complete(config, replace(request(Text, "three candidates"), sampling=wire)))
+        assert len(answer.alternatives) == 2, f"n=3 gave {1 + len(answer.alternatives)} candidates"
+        assert all(isinstance(a, Answer) and a.text for a in answer.alternatives)
