@@ -45,7 +45,9 @@ def render_state(state: RunState, now: float) -> Group:
         table.add_column(column, justify="left" if column in ("node", "bar") else "right", no_wrap=True)
     for node in state.nodes.values():
         table.add_row(*_row(node, now))
-    header = Text.assemble(("chainette ", "bold"), (state.chain, "bold cyan"), f" → {state.output_dir}", " (resuming)" if state.resumed else "")
+    header = Text.assemble(
+        ("chainette ", "bold"), (state.chain, "bold cyan"), f" → {state.output_dir}", " (resuming)" if state.resumed else ""
+    )
     log = Panel(Text("\n".join(state.engine_log) or "no engine events yet"), title="engines", title_align="left", border_style="dim")
     return Group(header, table, log)
 
