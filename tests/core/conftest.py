@@ -30,9 +30,10 @@ def install_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[
 
 
 class ScriptedBackend:
-    """A backend plugin whose answers come from `answer(request, attempt)`; records every request."""
+    """A backend plugin whose answers come from `answer(request, attempt)` (a text, an Answer, or an exception to
+    raise); records every request."""
 
-    def __init__(self, answer: Callable[[Request, int], str | Exception]):
+    def __init__(self, answer: Callable[[Request, int], str | Answer | Exception]):
         self.answer = answer
         self.requests: list[Request] = []
         self.events: list[str] = []
@@ -50,7 +51,7 @@ class ScriptedBackend:
                 result = backend.answer(request, attempt)
                 if isinstance(result, Exception):
                     raise result
-                return Answer(text=result, usage=Usage(3, 2))
+                return result if isinstance(result, Answer) else Answer(text=result, usage=Usage(3, 2))
 
             async def aclose(self) -> None:
                 backend.events.append(f"close {config.name}")
@@ -71,7 +72,7 @@ class ScriptedBackend:
 def scripted() -> Callable[..., ScriptedBackend]:
     """Register a ScriptedBackend as backend 'scripted' and return it."""
 
-    def make(answer: Callable[[Request, int], str | Exception]) -> ScriptedBackend:
+    def make(answer: Callable[[Request, int], str | Answer | Exception]) -> ScriptedBackend:
         backend = ScriptedBackend(answer)
         get_plugins().register("scripted", backend)
         return backend

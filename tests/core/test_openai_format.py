@@ -81,18 +81,21 @@ def test_a_body_that_is_not_an_object_is_retryable(answer):
     assert (info.value.usage.input_tokens, info.value.usage.output_tokens) == (0, 0)
 
 
-@pytest.mark.parametrize(("reason", "kind"), [("length", "truncated"), ("content_filter", "content_filter")])
-def test_unusable_finish_reason_is_a_row_error_with_the_text_and_usage(reason, kind):
-    error = row_error(body('{"a": "cut', finish_reason=reason))
-    assert error.kind == kind
+def test_the_content_filter_is_a_row_error_with_the_text_and_usage():
+    error = row_error(body('{"a": "cut', finish_reason="content_filter"))
+    assert error.kind == "content_filter"
     assert error.raw == '{"a": "cut'
     assert (error.usage.input_tokens, error.usage.output_tokens) == (12, 34)
 
 
-def test_truncated_without_content():
-    error = row_error(body(None, finish_reason="length"))
-    assert error.kind == "truncated"
-    assert error.raw is None
+def test_an_answer_cut_off_at_the_token_limit_is_marked_for_the_step_to_judge():
+    answer = parse_chat_completion(body('{"a": "complete"}', finish_reason="length"), engine="e")
+    assert answer.cut_off and answer.text == '{"a": "complete"}', "a complete answer may end exactly at max_tokens"
+    assert not parse_chat_completion(body('{"a": 1}'), engine="e").cut_off
+
+
+def test_cut_off_without_content_is_an_empty_answer():
+    assert row_error(body(None, finish_reason="length")).kind == "empty_answer"
 
 
 @pytest.mark.parametrize("content", [None, "", 5])

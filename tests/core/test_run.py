@@ -11,6 +11,7 @@ from pydantic import BaseModel
 import pytest
 
 from chainette import Branch, Chain, ChainetteError, EngineError, RetryableError, RowError, Step, apply, register_engine
+from chainette.client import Answer
 from chainette.errors import ConfigError
 import chainette.policy
 
@@ -463,3 +464,26 @@ def test_an_apply_between_two_steps_does_not_restart_their_engine(scripted, tmp_
     steps = [label_step("a"), apply(lambda item: item, id="keep"), label_step("b", prompt="<<{{chain_input.text}}>>", input_model=None)]
     Chain(name="c", steps=steps).run(rows(2), output_dir=tmp_path / "o")
     assert backend.events == ["start s", "close s", "stop s"]
+
+
+def test_an_answer_cut_off_at_max_tokens_is_kept_when_valid_and_failed_without_a_repair_when_not(scripted, tmp_path):
+    def answer(request, attempt):
+        text = re.search(r"<<(.*?)>>", request.messages[-1]["content"]).group(1)
+        return Answer('{"label": "whole", "score": 1}' if text == "row0" else '{"label": "cu', cut_off=True)
+
+    backend = scripted(answer)
+    register_engine("s", backend="scripted", model="m")
+    result = Chain(name="c", steps=[label_step()]).run(rows(2), output_dir=tmp_path / "o")
+    assert [r.label for r in result["label"]] == ["whole"], "a complete answer that ends at the limit is kept"
+    [error] = result.errors
+    assert (error["row_id"], error["error_type"], error["raw"]) == ("1", "truncated", '{"label": "cu')
+    assert "raise max_tokens" in error["message"]
+    assert len([r for r in backend.requests if r.row_id == "1"]) == 1, "no repair request: it would be cut off again"
+
+
+def test_raw_control_characters_inside_strings_are_read_as_they_are(scripted, tmp_path):
+    scripted(lambda request, attempt: '{"label": "line one\nline two\tend", "score": 0.5}')
+    register_engine("s", backend="scripted", model="m")
+    result = Chain(name="c", steps=[label_step()]).run(rows(1), output_dir=tmp_path / "o")
+    assert result.errors == []
+    assert result["label"][0].label == "line one\nline two\tend"

@@ -125,13 +125,10 @@ def test_absent_counts_and_empty_thinking_give_zero_and_none():
     assert (answer.usage.input_tokens, answer.usage.output_tokens) == (0, 0)
 
 
-def test_truncated_answer_is_a_row_error_with_the_text_and_usage():
-    with pytest.raises(RowError) as caught:
-        parse_answer({**REPLY, "done_reason": "length", "message": {"content": '{"value": "cut'}}, engine="local")
-    assert caught.value.kind == "truncated"
-    assert caught.value.raw == '{"value": "cut'
-    assert "max_tokens" in str(caught.value)
-    assert (caught.value.usage.input_tokens, caught.value.usage.output_tokens) == (21, 9)
+def test_an_answer_cut_off_at_the_token_limit_is_marked_with_its_usage():
+    answer = parse_answer({**REPLY, "done_reason": "length", "message": {"content": '{"value": "cut'}}, engine="local")
+    assert answer.cut_off and answer.text == '{"value": "cut'
+    assert (answer.usage.input_tokens, answer.usage.output_tokens) == (21, 9)
 
 
 @pytest.mark.parametrize("body", [{"done": True}, {"message": "oops"}, {"message": {"role": "assistant"}}])

@@ -177,14 +177,20 @@ async def test_refusal_is_a_row_error_with_the_usage():
     assert (error.usage.input_tokens, error.usage.output_tokens) == (21, 6)
 
 
-@pytest.mark.parametrize(("reason", "kind"), [("length", "truncated"), ("content_filter", "content_filter")])
-async def test_unusable_finish_reasons_are_row_errors_with_the_usage(reason, kind):
+async def test_the_content_filter_is_a_row_error_with_the_usage():
     usage = {"prompt_tokens": 21, "completion_tokens": 512, "total_tokens": 533}
-    error = await error_for(httpx2.Response(200, json=completion('{"name": "Ad', finish_reason=reason, usage=usage)))
+    error = await error_for(httpx2.Response(200, json=completion('{"name": "Ad', finish_reason="content_filter", usage=usage)))
     assert isinstance(error, RowError)
-    assert error.kind == kind
+    assert error.kind == "content_filter"
     assert error.raw == '{"name": "Ad'
     assert (error.usage.input_tokens, error.usage.output_tokens) == (21, 512)
+
+
+async def test_an_answer_cut_off_at_max_tokens_is_marked_with_its_usage():
+    usage = {"prompt_tokens": 21, "completion_tokens": 512, "total_tokens": 533}
+    answer = await answer_for(httpx2.Response(200, json=completion('{"name": "Ad', finish_reason="length", usage=usage)))
+    assert answer.cut_off and answer.text == '{"name": "Ad'
+    assert (answer.usage.input_tokens, answer.usage.output_tokens) == (21, 512)
 
 
 @pytest.mark.parametrize("content", [None, ""])

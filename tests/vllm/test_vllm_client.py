@@ -158,14 +158,11 @@ async def test_absent_usage_counts_zero():
     assert (answer.usage.input_tokens, answer.usage.output_tokens) == (0, 0)
 
 
-async def test_truncated_answer_is_a_row_error_with_the_usage():
+async def test_an_answer_cut_off_at_max_tokens_is_marked_with_its_usage():
     usage = {"prompt_tokens": 12, "completion_tokens": 256}
-    handler = Recorder(completion({"content": '{"value": "cut'}, finish_reason="length", usage=usage))
-    with pytest.raises(RowError) as info:
-        await handler.ask()
-    assert info.value.kind == "truncated"
-    assert info.value.raw == '{"value": "cut'
-    assert (info.value.usage.input_tokens, info.value.usage.output_tokens) == (12, 256)
+    answer = await Recorder(completion({"content": '{"value": "cut'}, finish_reason="length", usage=usage)).ask()
+    assert answer.cut_off and answer.text == '{"value": "cut'
+    assert (answer.usage.input_tokens, answer.usage.output_tokens) == (12, 256)
 
 
 @pytest.mark.parametrize("body", [completion({"role": "assistant", "content": None}), completion({"role": "assistant"})])

@@ -30,12 +30,14 @@ class Usage:
 class Answer:
     """The model's raw answer text (validated by the core), its reasoning text if any, and usage; `alternatives`
     holds the other candidates when the request asked the server for several (`n` on the wire), `usage` then
-    counting the whole request."""
+    counting the whole request. `cut_off`: the server stopped at the token limit, so the core keeps the answer only
+    if it is valid as it is (a complete answer may end exactly at the limit)."""
 
     text: str
     reasoning: str | None = None
     usage: Usage = field(default_factory=Usage)
     alternatives: list[Answer] = field(default_factory=list)
+    cut_off: bool = False
 
 
 @runtime_checkable

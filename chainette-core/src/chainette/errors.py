@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
-    from chainette.client import Usage
+    from chainette.client import Answer, Usage
     from chainette.nodes import Apply, Branch, Step
 
 QUOTA_CODE = "insufficient_quota"
@@ -129,15 +129,22 @@ def error_code(body: str | bytes) -> str | None:
     return next((value for value in (error.get("code"), error.get("type")) if isinstance(value, str)), None)
 
 
+CUT_OFF = "length"  # the finish reason of an answer stopped at the token limit: kept only if valid as it is
+
+
 def finish_error(reason: str | None, *, engine: str, text: str | None, usage: Usage | None = None) -> RowError | None:
-    """The row error (carrying `usage`) for a finish reason that makes an answer unusable (truncation, content filter), else None."""
-    if reason == "length":
-        message = f"engine '{engine}': the answer was cut off at the token limit; raise max_tokens"
-        return RowError(message, kind="truncated", raw=text, usage=usage)
+    """The row error (carrying `usage`) for a finish reason that makes an answer unusable (the content filter), else
+    None. A cut-off answer (CUT_OFF) is not an error here: the step keeps it if it validates (`truncated` otherwise)."""
     if reason == "content_filter":
         message = f"engine '{engine}': the answer was withheld by the content filter"
         return RowError(message, kind="content_filter", raw=text, usage=usage)
     return None
+
+
+def truncated(engine: str, answer: Answer, exc: ValidationError) -> RowError:
+    """The row error for a cut-off answer that is not valid as it is (a repair would be cut off again)."""
+    message = f"engine '{engine}': the answer was cut off at the token limit and is not valid as it is ({describe_validation_error(exc)}); raise max_tokens"
+    return RowError(message, kind="truncated", raw=answer.text, usage=answer.usage)
 
 
 def describe_validation_error(exc: ValidationError, loc_format: str = "{}") -> str:

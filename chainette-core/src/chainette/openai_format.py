@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from chainette.client import Answer, Usage
-from chainette.errors import RetryableError, RowError, finish_error
+from chainette.errors import CUT_OFF, RetryableError, RowError, finish_error
 
 
 def parse_usage(report: Any) -> Usage:
@@ -23,7 +23,8 @@ def parse_chat_completion(body: Any, *, engine: str) -> Answer:
 
     Every error raised carries the body's usage. A body without `choices[0].message` is a RetryableError (kind
     bad_response): a malformed answer is most likely transient, like a body that is not JSON. A refusal, a finish
-    reason that makes the answer unusable (see `finish_error`) and an empty content, in any choice, are RowErrors.
+    reason that makes the answer unusable (see `finish_error`) and an empty content, in any choice, are RowErrors; a
+    choice cut off at the token limit is an Answer marked `cut_off`.
     """
     fields: Mapping[str, Any] = body if isinstance(body, Mapping) else {}
     usage = parse_usage(fields.get("usage"))
@@ -54,7 +55,7 @@ def _choice(choice: Mapping[str, Any], engine: str, usage: Usage, body: Any) -> 
     if not text:
         raise RowError(f"engine '{engine}': the answer is empty", kind="empty_answer", raw=_raw(body), usage=usage)
     reasoning = message.get("reasoning") or message.get("reasoning_content") or None
-    return Answer(text, reasoning=reasoning if isinstance(reasoning, str) else None)
+    return Answer(text, reasoning=reasoning if isinstance(reasoning, str) else None, cut_off=choice.get("finish_reason") == CUT_OFF)
 
 
 def _raw(body: Any) -> str:

@@ -7,9 +7,11 @@ import copy
 from functools import lru_cache
 import json
 import re
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 
@@ -56,6 +58,22 @@ def _make_strict(node: Any) -> None:
         for child in node.get(key, []):
             _make_strict(child)
     _make_strict(node.get("items"))
+
+
+def parse_answer(model: type[M], text: str) -> M:
+    """The answer `text` as a `model` (ValidationError otherwise): its JSON object found by `extract_json`; raw
+    control characters inside strings (a newline or tab some grammars let through) are read as the characters they are."""
+    found = extract_json(text)
+    try:
+        return model.model_validate_json(found)
+    except ValidationError as exc:
+        if exc.errors()[0]["type"] != "json_invalid":
+            raise
+        try:
+            lenient = json.loads(found, strict=False)
+        except ValueError:
+            raise exc from None
+        return model.model_validate(lenient)
 
 
 def extract_json(text: str) -> str:

@@ -8,7 +8,7 @@ import httpx2
 
 from chainette.client import Answer, Request, Usage
 from chainette.engines import EngineConfig
-from chainette.errors import EngineError, RowError, finish_error
+from chainette.errors import CUT_OFF, EngineError, RowError, finish_error
 from chainette.http import JsonHttpClient, bearer
 from chainette_ollama import DEFAULT_URL, OllamaOptions
 
@@ -59,4 +59,5 @@ def parse_answer(body: dict[str, Any], *, engine: str) -> Answer:
     error = finish_error(body.get("done_reason"), engine=engine, text=text, usage=usage)
     if error is not None:
         raise error
-    return Answer(text=text, reasoning=message.get("thinking") or None, usage=usage)
+    reason = body.get("done_reason")
+    return Answer(text=text, reasoning=message.get("thinking") or None, usage=usage, cut_off=reason == CUT_OFF)

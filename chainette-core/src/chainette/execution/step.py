@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from chainette.client import Answer, Request
-from chainette.errors import BackendError, EngineError, RowError, describe_validation_error
+from chainette.errors import BackendError, EngineError, RowError, describe_validation_error, truncated
 from chainette.execution.context import keep
 from chainette.execution.engine_pool import RunningEngine
 from chainette.execution.files import Stage
@@ -19,7 +19,7 @@ from chainette.frontier import Commit, Row
 from chainette.nodes import Step
 from chainette.policy import SameErrorStop, complete_with_retries
 from chainette.sampling import translate
-from chainette.schema import extract_json, format_instruction, json_schema, repair_messages
+from chainette.schema import format_instruction, json_schema, parse_answer, repair_messages
 from chainette.templates import compile_template
 
 
@@ -112,6 +112,8 @@ class StepStage(Stage):
         try:
             return self._validate(answer.text), answer
         except ValidationError as exc:
+            if answer.cut_off:
+                raise truncated(self.engine.config.name, answer, exc) from None
             first_error = describe_validation_error(exc)
         messages = repair_messages(request.messages, answer.text, first_error)
         repair = replace(request, messages=messages, sampling=self.single_sampling)
@@ -120,6 +122,8 @@ class StepStage(Stage):
         try:
             return self._validate(repaired.text), repaired
         except ValidationError as exc:
+            if repaired.cut_off:
+                raise truncated(self.engine.config.name, repaired, exc) from None
             raise RowError(
                 f"the answer does not match {self.step.output_model.__name__} after one repair request: {describe_validation_error(exc)}",
                 kind="validation",
@@ -144,7 +148,7 @@ class StepStage(Stage):
         return await complete_with_retries(self.engine.client, request, self.engine.gate, self.stats.session)
 
     def _validate(self, text: str) -> dict[str, Any]:
-        data: dict[str, Any] = self.step.output_model.model_validate_json(extract_json(text)).model_dump(mode="json")
+        data: dict[str, Any] = parse_answer(self.step.output_model, text).model_dump(mode="json")
         return data
 
 
