@@ -132,7 +132,9 @@ def test_some_rows_failed_exits_3_and_names_retry_errors(tmp_path):
 def test_summary_off_a_terminal_does_not_wrap_at_80_columns(tmp_path):
     env = {key: value for key, value in os.environ.items() if key != "COLUMNS"}
     args = ["run", f"{EXAMPLE}/chain.py:chain", "-i", str(EXAMPLE / "inputs.jsonl"), "-o", str(tmp_path / "a-rather-long-output-dir")]
-    done = subprocess.run([sys.executable, "-m", "chainette", *args], capture_output=True, text=True, env={**env, "CHAINETTE_LOAD_PLUGINS": ""})
+    done = subprocess.run(
+        [sys.executable, "-m", "chainette", *args], capture_output=True, text=True, env={**env, "CHAINETTE_LOAD_PLUGINS": ""}
+    )
     assert done.returncode == 0, done.stderr
     [outputs] = [line for line in done.stdout.splitlines() if line.startswith("Outputs: ")]
     assert "errors.jsonl" in outputs and len(outputs) > 80, "the outputs line is whole, not wrapped"

@@ -12,7 +12,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_docs_images_are_captured_from_a_real_run(tmp_path):
     script = ROOT / "scripts" / "docs_images.py"
     done = subprocess.run(
-        [sys.executable, str(script), "--out", str(tmp_path), "--rows", "60", "--latency", "0.01"], capture_output=True, text=True, timeout=120
+        [sys.executable, str(script), "--out", str(tmp_path), "--rows", "60", "--latency", "0.01"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     live, summary = (tmp_path / "live-view.svg").read_text(), (tmp_path / "summary.svg").read_text()

@@ -45,9 +45,7 @@ def test_own_ids_with_dashes_stay_aligned_past_a_fan_out(scripted, tmp_path):
     assert [r["row_id"] for r in result.records("first")] == ids, "the user's ids, in input order"
 
 
-@pytest.mark.parametrize(
-    ("first", "second"), [("a", "a-0"), ("a-0", "a"), ("a-1-0", "a"), ("a", "a-1-0"), ("3", "3-12")]
-)
+@pytest.mark.parametrize(("first", "second"), [("a", "a-0"), ("a-0", "a"), ("a-1-0", "a"), ("a", "a-1-0"), ("3", "3-12")])
 def test_ids_that_a_fan_out_could_confuse_are_refused(scripted, tmp_path, first, second):
     scripted(echo)
     register_engine("s", backend="scripted", model="m")

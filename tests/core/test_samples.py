@@ -66,7 +66,9 @@ def test_servers_that_take_n_get_one_request_per_row(tmp_path, backend):
     answers = random.Random(3)
     with FakeServer(models=("m",), respond=lambda body: json.dumps({"label": f"x{answers.random():.6f}", "score": 0.5})) as server:
         register_engine("llm", backend=backend, model="m", endpoint=f"{server.base_url}/v1", api_key="sk-test")
-        step = Step(id="draft", input_model=Text, output_model=Label, engine_name="llm", user_prompt="{{text}}", sampling=SamplingParams(n=4))
+        step = Step(
+            id="draft", input_model=Text, output_model=Label, engine_name="llm", user_prompt="{{text}}", sampling=SamplingParams(n=4)
+        )
         result = Chain(name="c", steps=[step]).run([{"text": "a"}, {"text": "b"}], output_dir=tmp_path / "o")
         bodies = server.chat_requests()
     assert len(bodies) == 2 and all(body["n"] == 4 for body in bodies)
