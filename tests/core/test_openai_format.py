@@ -116,3 +116,10 @@ def test_missing_or_malformed_usage_counts_zero(usage):
     answer = parse_chat_completion(body(usage=usage), engine="e")
     assert (answer.usage.input_tokens, answer.usage.output_tokens) == (0, 0)
     assert parse_usage(usage) == answer.usage
+
+
+def test_vllm_finish_reasons_abort_is_retryable_and_repetition_is_a_cut_off():
+    with pytest.raises(RetryableError) as info:
+        parse_chat_completion(body('{"a": 1}', finish_reason="abort"), engine="e")
+    assert info.value.kind == "aborted"
+    assert parse_chat_completion(body('{"a": "again again', finish_reason="repetition"), engine="e").cut_off

@@ -198,3 +198,8 @@ async def test_make_client_hook_uses_the_resolved_endpoint():
         assert client.http.base_url == "http://10.0.0.5:11434"
     finally:
         await client.aclose()
+
+
+def test_think_takes_max_too():
+    config = register_engine("local", backend="ollama", model="m", think="max")
+    assert config.options.think == "max"

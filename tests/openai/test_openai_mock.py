@@ -9,8 +9,9 @@ import httpx2
 import pytest
 
 from chainette.client import Request
-from chainette.engines import EngineConfig
-from chainette.errors import EngineError, RetryableError, RowError
+from chainette.engines import EngineConfig, register_engine
+from chainette.errors import ConfigError, EngineError, RetryableError, RowError
+from chainette.sampling import SamplingParams, translate
 from chainette_openai import OpenAIOptions
 import chainette_openai.client as client_module
 from chainette_openai.client import OpenAIClient
@@ -283,3 +284,12 @@ async def test_the_key_never_appears_in_errors(response):
     assert KEY not in str(error)
     assert KEY not in repr(error)
     assert KEY not in str(error.raw)
+
+
+def test_more_than_four_stop_strings_are_refused_for_the_openai_api_before_any_request():
+    config = register_engine("gpt", backend="openai", model="gpt-4o-mini", api_key="sk-test")
+    with pytest.raises(ConfigError, match="at most 4 stop strings; the step gives 5"):
+        translate(config, SamplingParams(stop=["a", "b", "c", "d", "e"]))
+    served = register_engine("local", backend="openai", model="m", endpoint="http://127.0.0.1:9/v1", api_key="x")
+    assert translate(served, SamplingParams(stop=["a", "b", "c", "d", "e"]))["stop"] == ["a", "b", "c", "d", "e"], "other servers decide"
+    assert "stop" not in translate(config, SamplingParams(stop=[])), "an empty list is not sent"

@@ -30,8 +30,8 @@ class Usage:
 class Answer:
     """The model's raw answer text (validated by the core), its reasoning text if any, and usage; `alternatives`
     holds the other candidates when the request asked the server for several (`n` on the wire), `usage` then
-    counting the whole request. `cut_off`: the server stopped at the token limit, so the core keeps the answer only
-    if it is valid as it is (a complete answer may end exactly at the limit)."""
+    counting the whole request. `cut_off`: the server stopped it before its end (the token limit, a repetition check),
+    so the core keeps the answer only if it is valid as it is (a complete answer may end exactly at the limit)."""
 
     text: str
     reasoning: str | None = None

@@ -129,12 +129,17 @@ def error_code(body: str | bytes) -> str | None:
     return next((value for value in (error.get("code"), error.get("type")) if isinstance(value, str)), None)
 
 
-CUT_OFF = "length"  # the finish reason of an answer stopped at the token limit: kept only if valid as it is
+# Finish reasons of an answer stopped before its end: at the token limit, or by vLLM's repetition check. Such an
+# answer is kept only if it is valid as it is.
+CUT_OFF = frozenset({"length", "repetition"})
 
 
-def finish_error(reason: str | None, *, engine: str, text: str | None, usage: Usage | None = None) -> RowError | None:
-    """The row error (carrying `usage`) for a finish reason that makes an answer unusable (the content filter), else
-    None. A cut-off answer (CUT_OFF) is not an error here: the step keeps it if it validates (`truncated` otherwise)."""
+def finish_error(reason: str | None, *, engine: str, text: str | None, usage: Usage | None = None) -> BackendError | None:
+    """The error (carrying `usage`) for a finish reason that makes an answer unusable, else None: the content filter
+    (a RowError), a request the server aborted (vLLM's `abort`: retryable). A cut-off answer (CUT_OFF) is not an
+    error here: the step keeps it if it validates (`truncated` otherwise)."""
+    if reason == "abort":
+        return RetryableError(f"engine '{engine}': the server aborted the request", kind="aborted", raw=text, usage=usage)
     if reason == "content_filter":
         message = f"engine '{engine}': the answer was withheld by the content filter"
         return RowError(message, kind="content_filter", raw=text, usage=usage)
@@ -143,7 +148,10 @@ def finish_error(reason: str | None, *, engine: str, text: str | None, usage: Us
 
 def truncated(engine: str, answer: Answer, exc: ValidationError) -> RowError:
     """The row error for a cut-off answer that is not valid as it is (a repair would be cut off again)."""
-    message = f"engine '{engine}': the answer was cut off at the token limit and is not valid as it is ({describe_validation_error(exc)}); raise max_tokens"
+    message = (
+        f"engine '{engine}': the answer was cut off (at the token limit, or by the server's repetition check) and is not "
+        f"valid as it is ({describe_validation_error(exc)}); raise max_tokens"
+    )
     return RowError(message, kind="truncated", raw=answer.text, usage=answer.usage)
 
 

@@ -55,7 +55,7 @@ def _choice(choice: Mapping[str, Any], engine: str, usage: Usage, body: Any) -> 
     if not text:
         raise RowError(f"engine '{engine}': the answer is empty", kind="empty_answer", raw=_raw(body), usage=usage)
     reasoning = message.get("reasoning") or message.get("reasoning_content") or None
-    return Answer(text, reasoning=reasoning if isinstance(reasoning, str) else None, cut_off=choice.get("finish_reason") == CUT_OFF)
+    return Answer(text, reasoning=reasoning if isinstance(reasoning, str) else None, cut_off=choice.get("finish_reason") in CUT_OFF)
 
 
 def _raw(body: Any) -> str:

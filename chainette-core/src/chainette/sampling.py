@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 import warnings
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chainette.plugins import get_plugins
 
@@ -35,6 +35,12 @@ class SamplingParams(BaseModel):
     repetition_penalty: float | None = None
     n: int | None = Field(None, ge=1, description="Candidates per row: a step fans each row out into n children.")
     extra: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("stop")
+    @classmethod
+    def _no_empty_stop(cls, stop: list[str] | None) -> list[str] | None:
+        """An empty list means no stop strings: it is not sent (some servers refuse `stop: []`)."""
+        return stop or None
 
 
 # The wire names a backend without a translate_sampling hook gets: the OpenAI chat-completions names most

@@ -39,7 +39,7 @@ class OllamaOptions(EngineOptions):
     """Options of the `ollama` backend."""
 
     max_concurrency: int = Field(4, ge=1, description="Requests in flight; Ollama serves few at once, the rest queue.")
-    think: bool | Literal["low", "medium", "high"] | None = Field(None, description="Thinking on/off, or its effort level.")
+    think: bool | Literal["low", "medium", "high", "max"] | None = Field(None, description="Thinking on/off, or its effort level.")
     keep_alive: str | int | None = Field(None, description="How long the model stays loaded ('5m', seconds, 0, -1).")
 
 

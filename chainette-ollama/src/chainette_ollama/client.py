@@ -60,4 +60,4 @@ def parse_answer(body: dict[str, Any], *, engine: str) -> Answer:
     if error is not None:
         raise error
     reason = body.get("done_reason")
-    return Answer(text=text, reasoning=message.get("thinking") or None, usage=usage, cut_off=reason == CUT_OFF)
+    return Answer(text=text, reasoning=message.get("thinking") or None, usage=usage, cut_off=reason in CUT_OFF)

@@ -14,6 +14,7 @@ import warnings
 from pydantic import Field
 
 from chainette.engines import EngineConfig, EngineOptions
+from chainette.errors import ConfigError
 from chainette.hookspecs import hookimpl
 from chainette.sampling import SamplingParams, map_sampling
 
@@ -35,6 +36,7 @@ SAMPLING_FIELDS = {
     "n": "n",
 }
 
+MAX_STOP = 4  # the OpenAI API's limit on stop sequences
 
 # USD per million input and output tokens, from OpenAI's price list (standard tier, 2025).
 # Engines override them with price_per_million_input/output; unknown models get no cost estimate.
@@ -94,6 +96,12 @@ def make_client(config: EngineConfig[OpenAIOptions]) -> OpenAIClient:
 
 @hookimpl
 def translate_sampling(config: EngineConfig[OpenAIOptions], sampling: SamplingParams) -> dict[str, Any]:
+    """The wire fields; the OpenAI API (no endpoint) takes at most 4 stop strings, so more is a ConfigError at start."""
+    if not config.endpoint and sampling.stop and len(sampling.stop) > MAX_STOP:
+        raise ConfigError(
+            f"Engine '{config.name}': the OpenAI API takes at most {MAX_STOP} stop strings; the step gives {len(sampling.stop)}. "
+            "Keep the 4 that matter most."
+        )
     return map_sampling(sampling, SAMPLING_FIELDS, engine=config.name)
 
 

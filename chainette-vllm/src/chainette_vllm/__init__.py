@@ -28,20 +28,22 @@ if TYPE_CHECKING:
 
 API_KEY_ENV = "VLLM_API_KEY"
 SAMPLING_FIELDS = {
-    name: name
-    for name in (
-        "temperature",
-        "top_p",
-        "top_k",
-        "min_p",
-        "max_tokens",
-        "stop",
-        "seed",
-        "presence_penalty",
-        "frequency_penalty",
-        "repetition_penalty",
-        "n",
-    )
+    "max_tokens": "max_completion_tokens",  # vLLM 0.33 deprecates max_tokens
+    **{
+        name: name
+        for name in (
+            "temperature",
+            "top_p",
+            "top_k",
+            "min_p",
+            "stop",
+            "seed",
+            "presence_penalty",
+            "frequency_penalty",
+            "repetition_penalty",
+            "n",
+        )
+    },
 }
 # Options passed to `vllm serve` as flags, in this order.
 SERVE_FLAGS = {
