@@ -13,7 +13,7 @@ from chainette.chainfile import load_chain_file
 from chainette.cli.loading import load_chain
 from chainette.engines import get_engine, load_engines_from_yaml
 from chainette.errors import ConfigError, describe_validation_error, raised_at
-from chainette.inputs import RawRow, parse
+from chainette.inputs import RawRow, decode, validate
 
 MODELS = """
 from pydantic import BaseModel
@@ -267,7 +267,8 @@ def test_input_rows_describe_their_validation_errors():
     with pytest.raises(
         ValueError, match=r"^in.jsonl:3: does not match Outer: field 'name': Field required; field 'inner': Field required$"
     ):
-        parse(RawRow("in.jsonl:3", "{}"), Outer)
+        row = RawRow("in.jsonl:3", "{}")
+        validate(row, decode(row), Outer)
 
 
 def test_raised_at_prefers_the_users_own_line_and_a_syntax_errors_own(tmp_path):

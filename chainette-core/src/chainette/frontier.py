@@ -33,6 +33,13 @@ class Row:
     index: int = 0
     up: list[str] = field(default_factory=list)
 
+    def passed_on(self, ctx: dict[str, Any], direct: str, child: int | None = None) -> Row:
+        """This row as a node passes it on with `ctx` and its output `direct`: itself, or its `child`-th fan-out child
+        (`<row_id>-<child>`, this row first in its lineage)."""
+        if child is None:
+            return Row(self.row_id, ctx, direct, self.origin, self.index, self.up)
+        return Row(f"{self.row_id}-{child}", ctx, direct, self.origin, self.index, [self.row_id, *self.up])
+
 
 @dataclass(slots=True)
 class Commit:

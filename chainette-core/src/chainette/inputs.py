@@ -262,11 +262,6 @@ def from_objects(rows: Iterable[Any], columns: Columns | None = None) -> Iterato
         yield RawRow(f"inputs[{index}]", row, columns)
 
 
-def parse(row: RawRow, model: type[BaseModel] | None) -> dict[str, Any]:
-    """The row as a JSON-ready dict (its columns picked), validated by `model` when given; ValueError says what is wrong and where."""
-    return validate(row, decode(row), model)
-
-
 def decode(row: RawRow) -> dict[str, Any]:
     """The row's object as read (all its columns); ValueError for a row that could not be read or is not a JSON object."""
     if row.problem is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 import inspect
 from typing import Any, cast
 
@@ -49,12 +49,11 @@ class ApplyStage(Stage):
         children = []
         fanned = len(results) > 1
         for index, data in enumerate(results):
-            child_id = f"{row.row_id}-{index}" if fanned else row.row_id
-            if self.files.outputs is not None:
-                self.files.outputs.write({**data, "row_id": child_id, "row_index": row.index})
             ctx = keep({**row.ctx, self.node.id: data}, self.kept, self.node.id)
-            up = [row.row_id, *row.up] if fanned else row.up
-            children.append(replace(row, row_id=child_id, ctx=ctx, direct=self.node.id, up=up))
+            child = row.passed_on(ctx, self.node.id, index if fanned else None)
+            if self.files.outputs is not None:
+                self.files.outputs.write({**data, "row_id": child.row_id, "row_index": row.index})
+            children.append(child)
         self.files.frontier.commit(Commit(row.row_id, children))
         if children:
             self.stats.ok += 1

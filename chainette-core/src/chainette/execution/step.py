@@ -71,19 +71,17 @@ class StepStage(Stage):
 
     def _commit(self, row: Row, answers: list[tuple[dict[str, Any], Answer]]) -> None:
         """Write the row's output lines and commit it: one row, or with `n` candidates, one child per candidate."""
-        fanned = self.samples > 1
         children = []
         for index, (data, answer) in enumerate(answers):
-            child_id = f"{row.row_id}-{index}" if fanned else row.row_id
             ctx = keep({**row.ctx, self.step.id: data}, self.kept, self.step.id)
-            line = {**data, "row_id": child_id, "row_index": row.index}
+            child = row.passed_on(ctx, self.step.id, index if self.samples > 1 else None)
+            line = {**data, "row_id": child.row_id, "row_index": row.index}
             if answer.reasoning is not None:
                 key = f"{self.step.id}_reasoning"
                 ctx[key] = line[key] = answer.reasoning
             if self.files.outputs is not None:
                 self.files.outputs.write(line)
-            up = [row.row_id, *row.up] if fanned else row.up
-            children.append(replace(row, row_id=child_id, ctx=ctx, direct=self.step.id, up=up))
+            children.append(child)
         self.files.frontier.commit(Commit(row.row_id, children))
 
     def _fail(self, row: Row, exc: BackendError) -> None:
