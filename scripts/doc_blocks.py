@@ -9,8 +9,8 @@ A block's marker is an HTML comment (invisible on the site) on the line right be
   <!-- doc-test: continues PATH -->       a python block run after the code of PATH (a file of the scratch folder)
 
 Snippet lines (`--8<-- "FILE"`, `--8<-- "FILE:SECTION"`) are expanded as pymdownx.snippets does, so that a page's
-blocks run in the order it shows them; only blocks written in README.md and docs/ are tested (not those a page includes
-from elsewhere, such as a distribution's README). Standard library only: CI runs it with a bare python3.
+blocks run in the order it shows them; the blocks written in README.md, docs/ and the distributions' READMEs are tested
+(not those of other included files, such as CHANGELOG.md). Standard library only: CI runs it with a bare python3.
 Command line: `python3 scripts/doc_blocks.py files PAGE DEST` writes PAGE's file blocks under DEST.
 """
 
@@ -87,9 +87,10 @@ class Block:
 
 
 def doc_pages(root: Path = ROOT) -> list[Path]:
-    """README.md and every page under docs/, except the generated ones (NOT_TESTED)."""
-    pages = [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
-    return [page for page in pages if in_scope(page.relative_to(root).as_posix())]
+    """README.md, every page under docs/ except the generated ones (NOT_TESTED), and chainette-core's README (the
+    backends' READMEs are tested through the docs/backends/ pages that include them)."""
+    pages = [root / "README.md", *sorted((root / "docs").rglob("*.md")), root / "chainette-core" / "README.md"]
+    return [page for page in pages if page.exists() and in_scope(page.relative_to(root).as_posix())]
 
 
 def page_blocks(page: Path, root: Path = ROOT) -> list[Block]:
@@ -103,8 +104,10 @@ def page_blocks(page: Path, root: Path = ROOT) -> list[Block]:
 
 
 def in_scope(source: str) -> bool:
-    """Whether the blocks written in `source` (a path relative to the root) are doc tests: README.md and docs/, but NOT_TESTED."""
-    return (source == "README.md" or source.startswith("docs/")) and source not in NOT_TESTED
+    """Whether the blocks written in `source` (a path relative to the root) are doc tests: README.md, docs/ (but NOT_TESTED)
+    and the distributions' READMEs."""
+    readme = source == "README.md" or (source.count("/") == 1 and source.startswith("chainette-") and source.endswith("/README.md"))
+    return (readme or source.startswith("docs/")) and source not in NOT_TESTED
 
 
 def expand(path: Path, root: Path, depth: int = 0) -> list[Line]:

@@ -198,3 +198,33 @@ def test_a_plugin_whose_commands_fail_is_shown_broken_and_the_cli_works(install_
     found = {b["name"]: b for b in json.loads(capsys.readouterr().out)}
     assert found["badcmd"]["status"] == "error: register_commands failed: RuntimeError: no commands today"
     assert found["fake"]["status"] == "ok"
+
+
+def _help_screens() -> dict[tuple[str, ...], str]:
+    """Each command path of the app, plugins' commands included, and the help it prints."""
+    import typer
+    from typer.testing import CliRunner
+
+    from chainette.cli.app import build_app
+
+    app = build_app(with_plugins=True)
+    runner = CliRunner()
+    screens = {}
+
+    def walk(command, names):
+        screens[names] = runner.invoke(app, [*names, "--help"], terminal_width=120).output
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, (*names, name))
+
+    walk(typer.main.get_command(app), ())
+    return screens
+
+
+def test_help_shows_flags_without_a_type_and_arguments_in_capitals():
+    screens = _help_screens()
+    assert {("run",), ("push",), ("backends", "new")} <= set(screens)
+    for names, text in screens.items():
+        usage = next(line for line in text.splitlines() if "Usage:" in line)
+        assert "<bool>" not in text and "{" not in usage, (names, text)
+    assert "Usage: chainette run [OPTIONS] CHAIN " in screens[("run",)]
+    assert "Usage: chainette push [OPTIONS] OUT REPO " in screens[("push",)]

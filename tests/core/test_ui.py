@@ -159,3 +159,33 @@ def test_an_engine_whose_server_keeps_running_is_released_not_stopped(scripted, 
     Chain(name="c", steps=[label_step()]).run(rows(2), output_dir=tmp_path / "o", reporter=events.append)
     last = [event for event in events if isinstance(event, EngineChanged)][-1]
     assert (last.state, last.detail) == ("released", "its server, started by someone else, keeps running")
+
+
+def test_live_view_in_a_terminal_does_not_echo_keys_and_restores_the_terminal(scripted, tmp_path, monkeypatch):
+    """An echoed ^C shifts the live view, which then redraws its header a line lower: keys are not echoed while it is up."""
+    import os
+    import pty
+    import termios
+
+    from chainette.ui.live import LiveView
+
+    leader, follower = pty.openpty()
+    with os.fdopen(follower, "r") as terminal_in:
+        monkeypatch.setattr("sys.stdin", terminal_in)
+        echoed = termios.ECHO | termios.ECHOCTL
+        before = termios.tcgetattr(follower)[3]
+        assert before & echoed
+        seen = []
+
+        def on_progress(event):
+            seen.append(termios.tcgetattr(follower)[3] & echoed)
+
+        scripted(echo)
+        register_engine("s", backend="scripted", model="m")
+        view = LiveView(Console(file=io.StringIO(), force_terminal=True))
+        Chain(name="t", steps=[label_step()]).run(
+            rows(3), output_dir=tmp_path / "o", reporter=lambda event: (view(event), on_progress(event))
+        )
+        assert seen[0] == 0 and seen[-1] == before & echoed
+        assert termios.tcgetattr(follower)[3] == before
+    os.close(leader)

@@ -39,6 +39,12 @@ def load_doc_blocks() -> ModuleType:
     return sys.modules[name]
 
 
+def _without_comments(code: str) -> str:
+    """`code` without what follows a `#` that starts a comment (at a line's start or after a space): a comment that
+    names a command does not run it."""
+    return "\n".join(re.sub(r"(^|\s)#.*", "", line) for line in code.splitlines())
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What became of one block: skipped (with the reason), failed (with what went wrong), or neither: it passed."""
@@ -89,7 +95,7 @@ class PageRun:
         block = self.blocks[index]
         if block.problem or index in self.problems:
             return str(block.problem or self.problems[index])
-        unsafe = UNSAFE.search(block.text)
+        unsafe = UNSAFE.search(_without_comments(block.text))
         if unsafe and (block.marker is None or block.marker.kind not in ("skip", "file")):
             return f"{block.id}: the block installs packages or starts a server ({unsafe[0]!r}): mark it instead of running it."
         return None

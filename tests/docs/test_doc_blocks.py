@@ -45,10 +45,12 @@ def test_doc_block(page: str, index: int, page_run: Callable[[str], PageRun]) ->
 
 
 def test_the_docs_have_runnable_blocks() -> None:
-    """The collection finds the pages and their blocks (not docs/cli.md), and many of the blocks run."""
-    assert {"README.md", "docs/getting-started.md", "docs/writing-a-backend.md"} <= set(PAGES)
+    """The collection finds the pages and their blocks (not docs/cli.md, yes every distribution's README), and many run."""
+    assert {"README.md", "docs/getting-started.md", "docs/writing-a-backend.md", "chainette-core/README.md"} <= set(PAGES)
     assert "docs/cli.md" not in PAGES
     blocks = [block for blocks in PAGES.values() for block in blocks]
+    readmes = {f"chainette-{name}/README.md" for name in ("core", "openai", "vllm", "ollama")}
+    assert readmes <= {block.source for block in blocks}
     running = [block for block in blocks if block.marker is None or block.marker.kind == "continues"]
     assert len(blocks) > 30 and len(running) > 10, [block.id for block in running]
 

@@ -36,6 +36,7 @@ EPILOG = "Plugins can add commands (chainette-vllm adds warmup, kill and ps): ru
 def build_app(with_plugins: bool = True) -> typer.Typer:
     """The `chainette` app: the built-in commands, plus those plugins add through `register_commands`."""
     from chainette.cli import backends, inspect, push, run
+    from chainette.cli.help import use_plain_help
 
     app = typer.Typer(
         name="chainette",
@@ -54,6 +55,7 @@ def build_app(with_plugins: bool = True) -> typer.Typer:
         from chainette.plugins import get_plugins
 
         get_plugins().add_commands(app)
+    use_plain_help(app)
     return app
 
 

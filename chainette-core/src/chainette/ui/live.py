@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+import sys
 import time
 from typing import Any
 
@@ -25,17 +27,44 @@ class LiveView:
         self.state = RunState()
         self.console = console or Console()
         self.live = Live(console=self.console, refresh_per_second=4, transient=False, get_renderable=self.render)
+        self._echo_on: Callable[[], None] = _nothing
 
     def __call__(self, event: Event) -> None:
         self.state(event)
         if self.state.finished is None and not self.live.is_started:
+            if self.console.is_terminal:
+                self._echo_on = echo_off()
             self.live.start()
         elif self.state.finished is not None and self.live.is_started:
             self.live.refresh()
             self.live.stop()
+            self._echo_on()
+            self._echo_on = _nothing
 
     def render(self) -> Group:
         return render_state(self.state, time.monotonic())
+
+
+def _nothing() -> None:
+    """Nothing to undo."""
+
+
+def echo_off() -> Callable[[], None]:
+    """Stop the terminal echoing keys while the view is drawn (an echoed ^C shifts it, and it redraws its header lower);
+    returns the function that restores the terminal. A no-op where stdin is not a terminal, or without termios."""
+    try:
+        import termios
+    except ImportError:
+        return _nothing
+    try:
+        fd = sys.stdin.fileno()
+        saved = termios.tcgetattr(fd)
+    except (OSError, ValueError, termios.error):
+        return _nothing
+    quiet = list(saved)
+    quiet[3] &= ~(termios.ECHO | termios.ECHOCTL)
+    termios.tcsetattr(fd, termios.TCSANOW, quiet)
+    return lambda: termios.tcsetattr(fd, termios.TCSANOW, saved)
 
 
 def render_state(state: RunState, now: float) -> Group:
