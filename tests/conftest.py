@@ -1,5 +1,5 @@
-"""Fixtures shared by every test: a clean engine registry, plugin cache and warning memo; the loopback fake server;
-every byte a run wrote, to search for planted secrets."""
+"""Fixtures shared by every test: a clean engine registry, plugin cache and warning memo; a response cache of the
+test's own (never the user's); the loopback fake server; every byte a run wrote, to search for planted secrets."""
 
 from __future__ import annotations
 
@@ -24,6 +24,14 @@ def _clean_registry():
     _reset()
     yield
     _reset()
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path_factory, monkeypatch) -> Path:
+    """The folder of this test's response cache, empty when the test starts (CHAINETTE_CACHE_DIR, for subprocesses too)."""
+    folder = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("CHAINETTE_CACHE_DIR", str(folder))
+    return folder
 
 
 @pytest.fixture

@@ -272,7 +272,7 @@ def test_relative_path_from_another_working_directory(tmp_path, monkeypatch):
         (
             '            engine: llm\n            user_prompt: "German',
             '            engine: llm\n            temperature: 0\n            user_prompt: "German',
-            "chain.yaml:31: steps[2].parallel[1].steps[0].temperature: unknown key; valid keys: engine, engine_name, id,",
+            "chain.yaml:31: steps[2].parallel[1].steps[0].temperature: unknown key; valid keys: cache, engine, engine_name, id,",
         ),
     ],
 )

@@ -398,12 +398,12 @@ def test_parquet_run_resumed_after_a_kill_has_every_row_once(engine, tmp_path):
     import pyarrow.parquet as pq
 
     out = tmp_path / "out"
-    two_steps().run(rows(20), output_dir=out, output_format="parquet")
+    two_steps().run(rows(20), output_dir=out, output_format="parquet", cache=False)  # the resume is tested, not the cache
     simulate_kill_during_label_with_parquet(out)
     committed = {json.loads(line)["source"] for line in lines(out / ".chainette" / "label.jsonl")[:8]}
     engine.requests.clear()
 
-    result = two_steps().run(rows(20), output_dir=out, output_format="parquet")
+    result = two_steps().run(rows(20), output_dir=out, output_format="parquet", cache=False)
     assert {r.row_id for r in engine.requests if r.step_id == "label"} == {str(i) for i in range(20)} - committed
     everyone = sorted(str(i) for i in range(20))
     for folder in ("label", "again", "flattened"):

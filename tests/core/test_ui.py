@@ -70,24 +70,25 @@ def test_live_view_snapshot():
         "input_tokens": 5000,
         "output_tokens": 700,
         "cost_usd": 0.0012,
+        "cached": 40,
         "in_flight": 16,
         "session": {"rows": 100},
     }
     state(Progress(nodes={"sentiment": stats}))
     state(EngineChanged(engine="llm", state="ready", detail="http://127.0.0.1:8000/v1", at="2026-01-01T10:00:00.000+00:00"))
     state.nodes["sentiment"].started = 100.0
-    console = Console(width=110, record=True, color_system=None, legacy_windows=False)
+    console = Console(width=120, record=True, color_system=None, legacy_windows=False)
     console.print(render_state(state, now=110.0))
     assert [line.rstrip() for line in console.export_text().splitlines()] == [
         "chainette reviews → runs/r",
-        "input        ━━━━━━━━━━━━━━━━━━━━━━━━                 400/400           0 errors     done",
-        "├─ sentiment ━━━━━━                   100/400 (+16 in flight) 10 rows/s 3 errors  ETA 30s 5000/700 tok $0.0012",
+        "input        ━━━━━━━━━━━━━━━━━━━━━━━━                 400/400           0 errors              done",
+        "├─ sentiment ━━━━━━                   100/400 (+16 in flight) 10 rows/s 3 errors 40 cached ETA 30s 5000/700 tok $0.0012",
         "├─ parallel",
         "│  └─ to_fr  waiting",
         "└─ summary   waiting",
-        "╭─ engines ──────────────────────────────────────────────────────────────────────────────────────────────────╮",
-        "│ 10:00:00 engine llm ready (http://127.0.0.1:8000/v1)                                                       │",
-        "╰────────────────────────────────────────────────────────────────────────────────────────────────────────────╯",
+        "╭─ log " + "─" * 112 + "╮",
+        "│ 10:00:00 engine llm ready (http://127.0.0.1:8000/v1)" + " " * 65 + "│",
+        "╰" + "─" * 118 + "╯",
     ]
 
 

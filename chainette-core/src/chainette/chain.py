@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from chainette import graph
+from chainette.cache import CacheSetting
 from chainette.engines import EngineConfig, EngineOptions, get_engine
 from chainette.events import EventBus, Listener, Progress, RunFinished, RunStarted
 from chainette.execution.executor import Executor
@@ -69,6 +70,8 @@ class Chain:
         id_column: str | None = None,
         output_format: str = "jsonl",
         durable: bool = False,
+        cache: CacheSetting = True,
+        cache_dir: str | os.PathLike[str] | None = None,
     ) -> RunResult:
         """Run the chain over `inputs` (a JSONL, JSON, CSV or Parquet file, `hf:name[:config]:split`, or dicts/models).
 
@@ -77,7 +80,9 @@ class Chain:
         fields ("text,label", "review=text,stars"); `id_column` names the input column holding each row's own id (unique;
         by default rows are numbered from 0); `output_format` is "jsonl" or "parquet". `durable` fsyncs every
         write, so that a power loss (not only a crash) loses no committed row. `progress` shows the live view
-        (default: when in a terminal or a notebook); `reporter` receives every event instead.
+        (default: when in a terminal or a notebook); `reporter` receives every event instead. `cache`: answer
+        from the response cache and store the new answers there (True), only store them ("refresh"), or neither
+        (False); `cache_dir` replaces $CHAINETTE_CACHE_DIR (see chainette.cache).
         Works inside a running event loop too (Jupyter): the run then happens on a worker thread.
         """
         if reporter is None and (progress if progress is not None else _interactive()):
@@ -94,6 +99,8 @@ class Chain:
             id_column=id_column,
             output_format=output_format,
             durable=durable,
+            cache=cache,
+            cache_dir=cache_dir,
         )
         if not _loop_running():
             return asyncio.run(coroutine)
@@ -112,6 +119,8 @@ class Chain:
         id_column: str | None = None,
         output_format: str = "jsonl",
         durable: bool = False,
+        cache: CacheSetting = True,
+        cache_dir: str | os.PathLike[str] | None = None,
     ) -> RunResult:
         """Async form of `run` (no live view unless a `reporter` is given)."""
         engines = self.engines()
@@ -122,7 +131,17 @@ class Chain:
         run_dir.write_json("graph.json", self.describe())
         secrets = frozenset().union(*(engine_secrets(config) for config in engines.values()))
         bus = EventBus([reporter] if reporter else [], secrets)
-        run = Executor(self.nodes, run_dir, engines, retry_errors=retry_errors, id_column=id_column, durable=durable, bus=bus)
+        run = Executor(
+            self.nodes,
+            run_dir,
+            engines,
+            retry_errors=retry_errors,
+            id_column=id_column,
+            durable=durable,
+            cache=cache,
+            cache_dir=cache_dir,
+            bus=bus,
+        )
         status, error = "failed", None
         outline = [{"id": INPUT_ID, "kind": "input", "label": "input"}, *graph.outline(self.nodes)]
         bus.emit(RunStarted(chain=self.name, output_dir=str(run_dir.root), resumed=run_dir.resumed, nodes=outline))

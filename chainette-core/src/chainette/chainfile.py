@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 import sys
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,6 +43,7 @@ class StepSpec(_Spec):
     sampling: SamplingParams | None = None
     output_format_instruction: str | None = None
     yield_output: bool = True
+    cache: bool | Literal["refresh"] = True
 
 
 class ApplySpec(_Spec):
@@ -184,6 +185,7 @@ class _Builder:
                 sampling=spec.sampling,
                 output_format_instruction=spec.output_format_instruction,
                 yield_output=spec.yield_output,
+                cache=spec.cache,
             )
         except ConfigError as exc:
             raise self.source.at((*loc, "id"), str(exc)) from None

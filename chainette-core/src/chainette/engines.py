@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 import difflib
 import os
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -19,9 +19,25 @@ class EngineOptions(BaseModel):
 
     An option that can hold a secret is typed `SecretStr` (also inside containers, e.g. `dict[str, SecretStr]`):
     its value is then masked in graph.json, `chainette inspect` and repr, and redacted from errors (chainette.secrets).
+
+    Every option is part of the response cache's keys (chainette.cache) unless `cache_neutral` names it: a backend
+    adds there the options that cannot change an answer (ports, timeouts, environment variables).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    cache_neutral: ClassVar[frozenset[str]] = frozenset(
+        {
+            "max_concurrency",
+            "timeout",
+            "max_retries",
+            "retry_budget",
+            "requests_per_minute",
+            "tokens_per_minute",
+            "price_per_million_input",
+            "price_per_million_output",
+            "cache",
+        }
+    )
 
     max_concurrency: int = Field(16, ge=1, description="Requests in flight at once for this engine.")
     timeout: float = Field(120.0, gt=0, description="Seconds one request may take.")
@@ -31,6 +47,7 @@ class EngineOptions(BaseModel):
     tokens_per_minute: int | None = Field(None, ge=1, description="Token rate limit (estimated before, corrected after each request).")
     price_per_million_input: float | None = Field(None, ge=0, description="USD per million input tokens, for cost estimates.")
     price_per_million_output: float | None = Field(None, ge=0, description="USD per million output tokens, for cost estimates.")
+    cache: bool = Field(True, description="Answer from the response cache, and store answers there (see docs/cache.md).")
 
 
 OptionsT = TypeVar("OptionsT", bound=EngineOptions, covariant=True)

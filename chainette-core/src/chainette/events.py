@@ -73,6 +73,13 @@ class EngineChanged(Event):
 
 
 @dataclass(frozen=True)
+class Notice(Event):
+    """Something the user should know that stops nothing, such as the response cache turned off (`message` says why)."""
+
+    message: str
+
+
+@dataclass(frozen=True)
 class Progress(Event):
     """A snapshot of every node's figures (see chainette.stats.NodeStats.snapshot), sent periodically."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -44,9 +44,12 @@ class Step:
     system_prompt: str = ""
     output_format_instruction: str | None = None
     yield_output: bool = True
+    cache: bool | Literal["refresh"] = True
 
     def __post_init__(self) -> None:
         check_identifier("Step id", self.id)
+        if self.cache not in (True, False, "refresh"):
+            raise ConfigError(f"Step '{self.id}': cache must be True, False or 'refresh', not {self.cache!r}.")
         if not (isinstance(self.output_model, type) and issubclass(self.output_model, BaseModel)):
             raise ConfigError(f"Step '{self.id}': output_model must be a pydantic BaseModel class, not {self.output_model!r}.")
         self.name = self.name or self.id

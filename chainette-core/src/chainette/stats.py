@@ -24,7 +24,8 @@ SESSIONS = "sessions.json"
 @dataclass
 class Spent:
     """What one session did for a node: rows it decided, requests it sent (retries and repair requests among
-    them), tokens the server counted for them (failed requests too), and seconds."""
+    them), tokens the server counted for them (failed requests too), and seconds; rows answered from the response
+    cache without a request (`cached`), and the tokens the cached answers cost when they were first requested."""
 
     rows: int = 0
     requests: int = 0
@@ -33,6 +34,9 @@ class Spent:
     input_tokens: int = 0
     output_tokens: int = 0
     seconds: float = 0.0
+    cached: int = 0
+    saved_input_tokens: int = 0
+    saved_output_tokens: int = 0
 
     def add_usage(self, input_tokens: int, output_tokens: int) -> None:
         self.input_tokens += input_tokens
@@ -66,17 +70,19 @@ class NodeStats:
         figures = {"kind": self.kind, "rows_in": self.rows_in, "ok": self.ok, "failed": self.failed, "filtered": self.filtered}
         figures.update({name: value for name, value in asdict(total).items() if name != "rows"})
         figures["seconds"] = round(total.seconds, 3)
-        figures["cost_usd"] = cost(price, total) if self.kind == "step" else None
+        step = self.kind == "step"
+        figures["cost_usd"] = cost(price, total.input_tokens, total.output_tokens) if step else None
+        figures["saved_usd"] = cost(price, total.saved_input_tokens, total.saved_output_tokens) if step else None
         figures["in_flight"] = self.in_flight
         figures["session"] = asdict(self.session)
         return figures
 
 
-def cost(price: tuple[float, float] | None, spent: Spent) -> float | None:
-    """USD for the tokens spent at `price` (per million input and output tokens); None when the price is unknown."""
+def cost(price: tuple[float, float] | None, input_tokens: int, output_tokens: int) -> float | None:
+    """USD for the tokens at `price` (per million input and output tokens); None when the price is unknown."""
     if price is None:
         return None
-    return round((spent.input_tokens * price[0] + spent.output_tokens * price[1]) / 1_000_000, 6)
+    return round((input_tokens * price[0] + output_tokens * price[1]) / 1_000_000, 6)
 
 
 def now_iso() -> str:
@@ -139,13 +145,20 @@ class SessionLog:
 
 
 def run_figures(stats: dict[str, NodeStats], prices: dict[str, tuple[float, float] | None]) -> dict[str, Any]:
-    """run.json's figures: input rows, and per node rows, requests, tokens, cost (None when the price is unknown), time.
+    """run.json's figures: input rows, and per node rows, requests, tokens, cost and what the cache saved (None when
+    the price is unknown), time.
     `stats` holds the input's figures under INPUT_ID; `prices` the price of each step's engine."""
     steps = {node_id: node.snapshot(prices.get(node_id)) for node_id, node in stats.items() if node_id != INPUT_ID}
-    costs = [node["cost_usd"] for node in steps.values() if node["cost_usd"] is not None]
     source = stats[INPUT_ID]
     return {
         "input": {"rows": source.rows_in, "invalid": source.failed},
         "steps": steps,
-        "cost_usd": round(sum(costs), 6) if costs else None,
+        "cost_usd": _total(steps, "cost_usd"),
+        "saved_usd": _total(steps, "saved_usd"),
     }
+
+
+def _total(steps: dict[str, dict[str, Any]], figure: str) -> float | None:
+    """The sum of the steps' `figure` (a USD amount) over the priced steps; None when none is priced."""
+    amounts = [node[figure] for node in steps.values() if node[figure] is not None]
+    return round(sum(amounts), 6) if amounts else None

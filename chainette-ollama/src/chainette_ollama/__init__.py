@@ -6,7 +6,7 @@ This module holds the hooks and the options model only; the HTTP client is impor
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field
@@ -37,6 +37,8 @@ SAMPLING_NAMES = {
 
 class OllamaOptions(EngineOptions):
     """Options of the `ollama` backend."""
+
+    cache_neutral: ClassVar[frozenset[str]] = EngineOptions.cache_neutral | {"keep_alive"}
 
     max_concurrency: int = Field(4, ge=1, description="Requests in flight; Ollama serves few at once, the rest queue.")
     think: bool | Literal["low", "medium", "high", "max"] | None = Field(None, description="Thinking on/off, or its effort level.")

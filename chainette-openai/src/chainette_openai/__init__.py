@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 import re
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 import warnings
 
 from pydantic import Field
@@ -57,6 +57,8 @@ PRICES = {
 
 class OpenAIOptions(EngineOptions):
     """Options of the openai backend."""
+
+    cache_neutral: ClassVar[frozenset[str]] = EngineOptions.cache_neutral | {"organization", "project"}
 
     max_concurrency: int = Field(32, ge=1, description="Requests in flight at once for this engine.")
     organization: str | None = Field(None, description="OpenAI organization id sent with every request (OpenAI-Organization).")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_core import PydanticCustomError
@@ -86,6 +86,18 @@ SERVE_OPTIONS = {
 
 class VllmOptions(EngineOptions):
     """Options of the vllm backend: the client's, then those of the `vllm serve` process chainette starts."""
+
+    cache_neutral: ClassVar[frozenset[str]] = EngineOptions.cache_neutral | {
+        "port",
+        "startup_timeout",
+        "gpu_memory_utilization",
+        "tensor_parallel_size",
+        "pipeline_parallel_size",
+        "data_parallel_size",
+        "served_model_name",
+        "gpu_ids",
+        "extra_env",
+    }
 
     max_concurrency: int = Field(256, ge=1, description="Requests in flight at once; vLLM batches them, so keep it high.")
     chat_template_kwargs: dict[str, Any] | None = Field(None, description='Sent as is, e.g. {"enable_thinking": False}.')

@@ -23,10 +23,10 @@ def _global_options(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-paragraph errors (anywhere on the line)."),
     version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
-    """Typed LLM pipelines: run a chain over input rows, inspect it, manage backends."""
+    """Typed LLM pipelines: run a chain over input rows, inspect it, manage backends and the response cache."""
 
 
-BUILT_IN = ("run", "inspect", "push", "backends")
+BUILT_IN = ("run", "inspect", "push", "backends", "cache")
 # Help text is Markdown, as in docs/cli.md, where brackets (`chainette-core[parquet]`) stay literal; typer's default,
 # rich markup, would take `[parquet]` for a style tag and drop it. Commands and groups plugins add inherit it.
 HELP_MARKUP: Final = "markdown"
@@ -35,7 +35,7 @@ EPILOG = "Plugins can add commands (chainette-vllm adds warmup, kill and ps): ru
 
 def build_app(with_plugins: bool = True) -> typer.Typer:
     """The `chainette` app: the built-in commands, plus those plugins add through `register_commands`."""
-    from chainette.cli import backends, inspect, push, run
+    from chainette.cli import backends, cache, inspect, push, run
     from chainette.cli.help import use_plain_help
 
     app = typer.Typer(
@@ -51,6 +51,7 @@ def build_app(with_plugins: bool = True) -> typer.Typer:
     app.command("inspect")(inspect.inspect_command)
     app.command("push")(push.push_command)
     app.add_typer(backends.app, name="backends")
+    app.add_typer(cache.app, name="cache")
     if with_plugins:
         from chainette.plugins import get_plugins
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from chainette.cli.loading import load_chain
+from chainette.errors import ConfigError
 
 NON_TERMINAL_WIDTH = 160
 
@@ -42,6 +43,13 @@ def run_command(
     ),
     durable: bool = typer.Option(False, "--durable", help="fsync every write, so that even a power loss loses no finished row."),
     output_format: str = typer.Option("jsonl", "--format", help="Output files: jsonl or parquet (needs chainette-core[parquet])."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither answer from the response cache nor store answers in it."),
+    refresh_cache: bool = typer.Option(
+        False, "--refresh-cache", help="Request every row again (fresh samples) and replace the cached answers with the new ones."
+    ),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="The response cache's folder (default: $CHAINETTE_CACHE_DIR, else the user cache folder)."
+    ),
 ) -> None:
     """Run CHAIN over INPUTS and write every step's outputs, the errors and the run's metadata to OUTPUT.
 
@@ -51,6 +59,8 @@ def run_command(
     from chainette.outcome import exit_status
     from chainette.ui.summary import summary
 
+    if no_cache and refresh_cache:
+        raise ConfigError("--no-cache and --refresh-cache contradict each other: give one of them.")
     loaded = load_chain(chain)
     if engines is not None:
         load_engines_from_yaml(engines, used=loaded.engine_users())
@@ -66,6 +76,8 @@ def run_command(
         id_column=id_column,
         output_format=output_format,
         durable=durable,
+        cache=False if no_cache else "refresh" if refresh_cache else True,
+        cache_dir=cache_dir,
     )
     if not json_logs:
         console.print(summary(result.stats, str(output)), soft_wrap=True)

@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import Iterable
 from itertools import groupby
 from operator import itemgetter
+import os
 from pathlib import Path
 import time
 from typing import Any
@@ -21,8 +22,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from chainette import graph, inputs
+from chainette.cache import CacheSetting, ResponseCache, open_cache
 from chainette.engines import EngineConfig, EngineOptions, engine_price
-from chainette.events import EventBus, NodeFinished, NodeStarted
+from chainette.events import EventBus, NodeFinished, NodeStarted, Notice
 from chainette.execution.apply import ApplyStage
 from chainette.execution.context import carried_to_end, kept_entries, own_entries
 from chainette.execution.engine_pool import EnginePool
@@ -56,6 +58,8 @@ class Executor:
         retry_errors: bool = False,
         id_column: str | None = None,
         durable: bool = False,
+        cache: CacheSetting = True,
+        cache_dir: str | os.PathLike[str] | None = None,
         bus: EventBus | None = None,
     ):
         self.nodes = nodes
@@ -77,10 +81,15 @@ class Executor:
         self.pool = EnginePool(engines, [graph.engines_used(n) for n in nodes], run_dir.root, self.control, self.bus)
         self.prices = {n.id: engine_price(engines[n.engine_name]) for n in graph.iter_nodes(nodes) if isinstance(n, Step)}
         self.failed: dict[str, set[str]] = {}
+        self.cache_setting = cache
+        self.cache_dir = cache_dir
+        self.store: ResponseCache | None = None
 
     async def execute(self, raw_rows: Iterable[inputs.RawRow]) -> Path:
         """Run every node over `raw_rows`; return the final frontier (the rows that made it through)."""
         self._recover()
+        if self.cache_setting is not False and any(isinstance(n, Step) for n in graph.iter_nodes(self.nodes)):
+            self.store = open_cache(self.cache_dir, lambda message: self.bus.emit(Notice(message)))
         saver = asyncio.ensure_future(self._save_sessions())
         try:
             source = self._ingest(raw_rows)
@@ -98,6 +107,8 @@ class Executor:
             finally:
                 self.writer.flush()
                 self.errors.close()
+                if self.store is not None:
+                    self.store.close()
 
     def _recover(self) -> None:
         """Read back what earlier sessions spent and failed (with retry_errors, forget every failure but the
@@ -150,6 +161,8 @@ class Executor:
         if files is not None:
             files.close()
         self.writer.flush()
+        if self.store is not None:
+            self.store.flush()
         self._tally_seconds()
         del self.running[node_id]
         stats = self.stats[node_id]
@@ -176,7 +189,8 @@ class Executor:
         pending = (row for row in rows(source) if row.row_id not in reopened.decided)
         tools = (reopened.files, self.stats[node.id], self.errors, self.control, self.kept[id(node)])
         if isinstance(node, Step):
-            await StepStage(*tools, step=node, engine=self.pool.get(node.engine_name)).process(pending)
+            engine = self.pool.get(node.engine_name)
+            await StepStage(*tools, step=node, engine=engine, store=self.store, cache_setting=self.cache_setting).process(pending)
         else:
             await ApplyStage(*tools, node=node, models=self.models).process(pending)
         return self._finish(node.id, reopened.files)

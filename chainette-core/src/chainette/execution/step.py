@@ -1,5 +1,6 @@
-"""The step stage: for each row, render the prompts, send one request through the engine (with the core's
-retry policy), validate the answer against the output model, and ask once for a repair when it does not fit."""
+"""The step stage: for each row, render the prompts, look the request up in the response cache, else send it
+through the engine (with the core's retry policy), validate the answer against the output model, ask once for a
+repair when it does not fit, and store the valid answer in the cache."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from chainette.client import Answer, Request
+from chainette.cache import CacheSetting, ResponseCache, step_cache
+from chainette.client import Answer, Request, Usage
 from chainette.errors import BackendError, EngineError, RowError, describe_validation_error, truncated
 from chainette.execution.context import keep
 from chainette.execution.engine_pool import RunningEngine
@@ -22,6 +24,8 @@ from chainette.sampling import translate
 from chainette.schema import format_instruction, json_schema, parse_answer, repair_messages
 from chainette.templates import compile_template
 
+YIELD_EVERY = 64
+
 
 @dataclass
 class StepStage(Stage):
@@ -29,6 +33,8 @@ class StepStage(Stage):
 
     step: Step
     engine: RunningEngine
+    store: ResponseCache | None = None
+    cache_setting: CacheSetting = True
 
     def __post_init__(self) -> None:
         step = self.step
@@ -41,15 +47,18 @@ class StepStage(Stage):
         self.samples = (step.sampling.n if step.sampling else None) or 1
         self.single_sampling = {key: value for key, value in self.sampling.items() if key != "n"}
         self.same_error = SameErrorStop(step.id, self.engine.config.name, self.engine.config.backend)
+        self.cache = step_cache(self.store, self.cache_setting, self.engine.config, step, self.schema, self.single_sampling)
 
     async def process(self, pending: Iterator[Row]) -> None:
         """Answer every pending row until the rows run out or the run stops; an EngineError stops the step."""
 
         async def worker() -> None:
-            for row in pending:
+            for count, row in enumerate(pending):
                 if self.control.stopping:
                     return
                 await self._answer_row(row)
+                if count % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # rows answered from the cache never wait: let signals and progress in
 
         await gather_workers(self.engine.config.options.max_concurrency, worker)
 
@@ -95,18 +104,48 @@ class StepStage(Stage):
             raise stop from None
 
     async def _answers(self, row: Row) -> list[tuple[dict[str, Any], Answer]]:
-        """The row's `samples` validated candidates: those one request returns (a server that honours `n`), then one
-        request each for the rest; each candidate gets at most one repair request, and one that still fails fails the row."""
+        """The row's `samples` validated candidates: from the cache where it has them, else requested (and then stored)."""
         request = self._request(row)
-        first = await self._send(request)
-        candidates = [first, *first.alternatives][: self.samples]
-        if len(candidates) < self.samples:
-            single = replace(request, sampling=self.single_sampling)
-            candidates += await asyncio.gather(*(self._send(single) for _ in range(self.samples - len(candidates))))
+        if self.cache is None:
+            return await self._requested(request, self.samples)
+        keys = [self.cache.key(request, sample, row.row_id) for sample in range(self.samples)]
+        found = [self._cached(key) for key in keys]
+        missing = [sample for sample, hit in enumerate(found) if hit is None]
+        if not missing:
+            self.stats.session.cached += 1
+            return [hit for hit in found if hit is not None]
+        for sample, fresh in zip(missing, await self._requested(request, len(missing)), strict=True):
+            self.cache.save(keys[sample], fresh[1])
+            found[sample] = fresh
+        return [hit for hit in found if hit is not None]
+
+    def _cached(self, key: bytes) -> tuple[dict[str, Any], Answer] | None:
+        """The stored answer under `key`, validated again (the output model's validators may have changed); else None."""
+        assert self.cache is not None
+        hit = self.cache.lookup(key)
+        if hit is None:
+            return None
+        try:
+            data = self._validate(hit.text)
+        except ValidationError:
+            return None
+        self.stats.session.saved_input_tokens += hit.input_tokens
+        self.stats.session.saved_output_tokens += hit.output_tokens
+        return data, Answer(hit.text, hit.reasoning, Usage(hit.input_tokens, hit.output_tokens))
+
+    async def _requested(self, request: Request, count: int) -> list[tuple[dict[str, Any], Answer]]:
+        """`count` validated candidates: those one request returns (a server that honours `n`, when all the row's are
+        wanted), then one request each for the rest; each candidate gets at most one repair request, and one that
+        still fails fails the row."""
+        single = replace(request, sampling=self.single_sampling)
+        first = await self._send(request if count == self.samples else single)
+        candidates = [first, *first.alternatives][:count]
+        if len(candidates) < count:
+            candidates += await asyncio.gather(*(self._send(single) for _ in range(count - len(candidates))))
         return [await self._validated(request, answer) for answer in candidates]
 
     async def _validated(self, request: Request, answer: Answer) -> tuple[dict[str, Any], Answer]:
-        """The answer's data and the answer it came from, after at most one repair request."""
+        """The answer's data and the answer it came from, after at most one repair request (its usage then counting both)."""
         try:
             return self._validate(answer.text), answer
         except ValidationError as exc:
@@ -117,8 +156,9 @@ class StepStage(Stage):
         repair = replace(request, messages=messages, sampling=self.single_sampling)
         self.stats.session.repairs += 1
         repaired = await self._send(repair)
+        usage = Usage(answer.usage.input_tokens + repaired.usage.input_tokens, answer.usage.output_tokens + repaired.usage.output_tokens)
         try:
-            return self._validate(repaired.text), repaired
+            return self._validate(repaired.text), replace(repaired, usage=usage)
         except ValidationError as exc:
             if repaired.cut_off:
                 raise truncated(self.engine.config.name, repaired, exc) from None

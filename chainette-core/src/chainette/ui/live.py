@@ -70,14 +70,14 @@ def echo_off() -> Callable[[], None]:
 def render_state(state: RunState, now: float) -> Group:
     """The whole view for `state` at time `now` (a pure function, so it can be snapshotted in tests)."""
     table = Table.grid(padding=(0, 1))
-    for column in ("node", "bar", "rows", "rate", "errors", "filtered", "eta", "tokens", "cost"):
+    for column in ("node", "bar", "rows", "rate", "errors", "skipped", "eta", "tokens", "cost"):
         table.add_column(column, justify="left" if column in ("node", "bar") else "right", no_wrap=True)
     for node in state.nodes.values():
         table.add_row(*_row(node, now))
     header = Text.assemble(
         ("chainette ", "bold"), (state.chain, "bold cyan"), f" → {state.output_dir}", " (resuming)" if state.resumed else ""
     )
-    log = Panel(Text("\n".join(state.engine_log) or "no engine events yet"), title="engines", title_align="left", border_style="dim")
+    log = Panel(Text("\n".join(state.log) or "no engine events yet"), title="log", title_align="left", border_style="dim")
     return Group(header, table, log)
 
 
@@ -92,18 +92,27 @@ def _row(node: NodeView, now: float) -> list[Any]:
     stats = node.stats
     rate = node.rate(now)
     tokens = f"{stats.get('input_tokens', 0)}/{stats.get('output_tokens', 0)} tok" if node.kind == "step" else ""
-    failed, filtered = stats.get("failed", 0), stats.get("filtered", 0)
+    failed, filtered, cached = stats.get("failed", 0), stats.get("filtered", 0), stats.get("cached", 0)
     return [
         label,
         bar,
         _rows(node),
         f"{rate:,.0f} rows/s" if rate is not None else "",
         Text(f"{failed} errors", style="red" if failed else "dim"),
-        Text(f"{filtered} filtered", style="dim") if filtered else "",
+        _skipped(filtered, cached),
         _status(node, now),
         tokens,
         money(stats.get("cost_usd")) if node.kind == "step" and stats.get("cost_usd") is not None else "",
     ]
+
+
+def _skipped(filtered: int, cached: int) -> Text:
+    """The rows that cost no request: `N cached` (answered from the response cache), `N filtered`."""
+    return Text.assemble(
+        (f"{cached} cached", "cyan") if cached else "",
+        " " if cached and filtered else "",
+        (f"{filtered} filtered", "dim") if filtered else "",
+    )
 
 
 def _status(node: NodeView, now: float) -> Text | str:

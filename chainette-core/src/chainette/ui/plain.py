@@ -6,7 +6,7 @@ import sys
 import time
 from typing import TextIO
 
-from chainette.events import EngineChanged, Event, NodeFinished, NodeStarted, Progress, RowFailed, RunStarted
+from chainette.events import EngineChanged, Event, NodeFinished, NodeStarted, Notice, Progress, RowFailed, RunStarted
 from chainette.ui.state import RunState, duration
 
 MAX_ERROR_LINES = 20
@@ -39,6 +39,8 @@ class PlainLines:
             self._line(event.at, f"{event.node} {verb}: {stats['ok']} ok, {stats['failed']} failed, {stats['filtered']} filtered")
         elif isinstance(event, EngineChanged):
             self._line(event.at, f"engine {event.engine} {event.state}" + (f" ({event.detail})" if event.detail else ""))
+        elif isinstance(event, Notice):
+            self._line(event.at, event.message)
         elif isinstance(event, RowFailed) and self.errors_shown < MAX_ERROR_LINES:
             self.errors_shown += 1
             more = " (further errors only counted)" if self.errors_shown == MAX_ERROR_LINES else ""

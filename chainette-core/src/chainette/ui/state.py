@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import time
 from typing import Any
 
-from chainette.events import EngineChanged, Event, NodeFinished, NodeStarted, Progress, RowFailed, RunFinished, RunStarted
+from chainette.events import EngineChanged, Event, NodeFinished, NodeStarted, Notice, Progress, RowFailed, RunFinished, RunStarted
 
 
 @dataclass
@@ -57,7 +57,7 @@ class RunState:
         self.output_dir = ""
         self.resumed = False
         self.nodes: dict[str, NodeView] = {}
-        self.engine_log: deque[str] = deque(maxlen=log_lines)
+        self.log: deque[str] = deque(maxlen=log_lines)
         self.errors = 0
         self.finished: RunFinished | None = None
 
@@ -81,7 +81,9 @@ class RunState:
             self.errors += 1
         elif isinstance(event, EngineChanged):
             detail = f" ({event.detail})" if event.detail else ""
-            self.engine_log.append(f"{event.at[11:19]} engine {event.engine} {event.state}{detail}")
+            self.log.append(f"{event.at[11:19]} engine {event.engine} {event.state}{detail}")
+        elif isinstance(event, Notice):
+            self.log.append(f"{event.at[11:19]} {event.message}")
         elif isinstance(event, RunFinished):
             self.finished = event
 

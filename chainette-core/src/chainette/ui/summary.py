@@ -1,11 +1,11 @@
-"""The end-of-run table: per node rows in/ok/failed/filtered, tokens, cost and time, where the outputs are, and
-why the exit status is not 0 when it is not."""
+"""The end-of-run table: per node rows in/ok/failed/filtered, rows answered from the cache, tokens, cost and time,
+where the outputs are, what the cache saved, and why the exit status is not 0 when it is not."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -18,18 +18,32 @@ def summary(stats: dict[str, Any], output_dir: str) -> Group:
     title = Text(f"{stats['chain']}: {stats['status']} in {duration(stats['seconds'])}", style="table.title")
     table = Table(title=title, title_justify="left")
     table.add_column("node")
-    for column in ("in", "ok", "failed", "filtered", "tokens in/out", "cost", "time"):
+    for column in ("in", "ok", "failed", "filtered", "cached", "tokens in/out", "cost", "time"):
         table.add_column(column, justify="right")
     rows = stats["input"]
-    table.add_row("(input)", str(rows["rows"]), str(rows["rows"] - rows["invalid"]), str(rows["invalid"]), "", "", "", "")
+    table.add_row("(input)", str(rows["rows"]), str(rows["rows"] - rows["invalid"]), str(rows["invalid"]), "", "", "", "", "")
     for node_id, node in stats["steps"].items():
         tokens = f"{node['input_tokens']}/{node['output_tokens']}" if node["kind"] == "step" else ""
         cost = money(node.get("cost_usd")) if node["kind"] == "step" else ""
         counts = (node["rows_in"], node["ok"], node["failed"], node["filtered"])
-        table.add_row(Text(node_id), *map(str, counts), tokens, cost, f"{node['seconds']:.1f}s")
+        cached = str(node.get("cached", 0)) if node["kind"] == "step" else ""
+        table.add_row(Text(node_id), *map(str, counts), cached, tokens, cost, f"{node['seconds']:.1f}s")
     total = f"   total cost {money(stats.get('cost_usd'))}" if stats.get("cost_usd") is not None else ""
     where = Text(f"Outputs: {output_dir}/<node>/   flattened: {output_dir}/flattened/   errors: {output_dir}/errors.jsonl{total}")
+    lines: list[RenderableType] = [table, where, *_cache_line(stats)]
     code, reason = exit_status(stats)
-    if reason is None:
-        return Group(table, where)
-    return Group(table, where, Text(f"Exit status {code}: {reason}", style="bold yellow" if code == EXIT_SOME_ROWS_FAILED else "bold red"))
+    if reason is not None:
+        lines.append(Text(f"Exit status {code}: {reason}", style="bold yellow" if code == EXIT_SOME_ROWS_FAILED else "bold red"))
+    return Group(*lines)
+
+
+def _cache_line(stats: dict[str, Any]) -> list[Text]:
+    """`Cache: N of M rows answered without a request, saving T tokens ($X)`, when the cache answered any row."""
+    steps = [node for node in stats["steps"].values() if node["kind"] == "step"]
+    cached = sum(node.get("cached", 0) for node in steps)
+    if not cached:
+        return []
+    answered = sum(node["ok"] for node in steps)
+    tokens = sum(node.get("saved_input_tokens", 0) + node.get("saved_output_tokens", 0) for node in steps)
+    saved = f" ({money(stats['saved_usd'])})" if stats.get("saved_usd") is not None else ""
+    return [Text(f"Cache: {cached} of {answered} step rows answered without a request, saving {tokens} tokens{saved}.", style="cyan")]

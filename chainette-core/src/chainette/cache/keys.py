@@ -1,0 +1,50 @@
+"""What a response cache key is made of: what the server would see, in a canonical form, hashed.
+
+A key covers the backend, the model, the engine options that shape answers (not the endpoint, keys, limits or
+timeouts: two replicas of one model share their answers), the rendered messages, the schema, the translated
+sampling fields and the sample's index. When sampling is not deterministic (a temperature other than 0 and no
+seed), the row's id is in the key too: each row keeps its own sample, and rows whose prompts render alike do
+not all get one answer on the next run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+from chainette.engines import EngineConfig, EngineOptions
+from chainette.sampling import SamplingParams
+
+
+def canonical(data: Any) -> bytes:
+    """`data` as JSON with sorted keys: equal data, equal bytes."""
+    return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+
+
+def engine_identity(config: EngineConfig[EngineOptions]) -> dict[str, Any]:
+    """The backend, the model and the options that shape answers (those the options class does not call `cache_neutral`)."""
+    options = config.options
+    neutral = type(options).cache_neutral
+    shaping = {name: value for name, value in options.model_dump(mode="json").items() if name not in neutral}
+    return {"backend": config.backend, "model": config.model, "options": shaping}
+
+
+def deterministic(sampling: SamplingParams | None) -> bool:
+    """Whether a request gets the same answer each time it is sent: temperature 0, or a seed."""
+    return sampling is not None and (sampling.temperature == 0 or sampling.seed is not None)
+
+
+class RequestKeys:
+    """The keys of one step's requests: the part every row shares (engine, schema, sampling) is hashed once."""
+
+    def __init__(self, identity: dict[str, Any], schema: dict[str, Any], schema_name: str, sampling: dict[str, Any], per_row: bool):
+        self.shared = hashlib.sha256(canonical([identity, schema, schema_name, sampling]))
+        self.per_row = per_row
+
+    def key(self, messages: list[dict[str, str]], sample: int, row_id: str) -> bytes:
+        """The key of sample `sample` of the request with `messages`, made for the row `row_id`."""
+        digest = self.shared.copy()
+        digest.update(canonical([messages, sample, row_id if self.per_row else None]))
+        return digest.digest()

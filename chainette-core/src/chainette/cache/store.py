@@ -1,0 +1,229 @@
+"""The response cache's store: one SQLite file in WAL mode (standard library), shared by every run of the user.
+
+Writes are buffered and committed in batches (every `FLUSH_EVERY` answers or `FLUSH_SECONDS`, and at each
+`flush`), each batch one transaction: a kill -9 loses the answers of the batch in progress, never the file. Two runs may use
+the file at once (WAL: readers never wait; a writer waits up to `BUSY_SECONDS` for the other). Entries
+carry when they were last used, and the least recently used go once the file holds more than its size cap.
+A store that cannot be read or written any more is turned off, with one `notice`, and the run goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+import sqlite3
+import time
+from typing import Any
+
+import orjson
+
+APPLICATION_ID = 0x43484E54  # "CHNT": marks the file as chainette's response cache
+SCHEMA_VERSION = 1
+BUSY_SECONDS = 10.0
+FLUSH_EVERY = 512
+FLUSH_SECONDS = 1.0
+EVICT_TO = 0.9  # eviction stops at this share of the size cap
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS answers (
+  id INTEGER PRIMARY KEY,
+  key BLOB NOT NULL UNIQUE,
+  backend TEXT NOT NULL,
+  model TEXT NOT NULL,
+  created REAL NOT NULL,
+  used REAL NOT NULL,
+  hits INTEGER NOT NULL DEFAULT 0,
+  size INTEGER NOT NULL,
+  answer BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS answers_by_use ON answers (used);
+CREATE TABLE IF NOT EXISTS totals (id INTEGER PRIMARY KEY CHECK (id = 0), bytes INTEGER NOT NULL);
+INSERT OR IGNORE INTO totals VALUES (0, 0);
+CREATE TRIGGER IF NOT EXISTS answer_added AFTER INSERT ON answers
+  BEGIN UPDATE totals SET bytes = bytes + new.size; END;
+CREATE TRIGGER IF NOT EXISTS answer_replaced AFTER UPDATE OF size ON answers
+  BEGIN UPDATE totals SET bytes = bytes + new.size - old.size; END;
+CREATE TRIGGER IF NOT EXISTS answer_removed AFTER DELETE ON answers
+  BEGIN UPDATE totals SET bytes = bytes - old.size; END;
+"""
+
+UPSERT = """
+INSERT INTO answers (key, backend, model, created, used, size, answer) VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET created = excluded.created, used = excluded.used, size = excluded.size, answer = excluded.answer
+"""
+
+
+class CacheUnavailable(Exception):
+    """The cache file cannot be used (not a database, someone else's, unreadable); the message says which and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    """A stored answer: its text (valid for the step's output model when stored), reasoning, and the tokens it cost."""
+
+    text: str
+    reasoning: str | None
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
+class ModelFigures:
+    """One model's share of the cache, for `chainette cache info`."""
+
+    backend: str
+    model: str
+    entries: int
+    hits: int
+    bytes: int
+
+
+class ResponseCache:
+    """The store at `path`, opened for one run (or one `chainette cache` command). Not thread-safe: one event loop uses it."""
+
+    def __init__(self, path: Path, *, max_bytes: int, notice: Callable[[str], None] = lambda message: None):
+        self.path = path
+        self.max_bytes = max_bytes
+        self.notice = notice
+        self.writable = True
+        self._pending: list[tuple[Any, ...]] = []
+        self._hits: dict[bytes, int] = {}
+        self._flushed_at = time.monotonic()
+        self.db: sqlite3.Connection | None = _connect(path)
+
+    def get(self, key: bytes) -> CachedAnswer | None:
+        """The answer stored under `key`, or None; a hit is counted (written with the next batch)."""
+        if self.db is None:
+            return None
+        try:
+            found = self.db.execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            self._turn_off(f"cannot read it ({exc})")
+            return None
+        if found is None:
+            return None
+        self._hits[key] = self._hits.get(key, 0) + 1
+        text, reasoning, input_tokens, output_tokens = orjson.loads(found[0])
+        return CachedAnswer(text, reasoning, input_tokens, output_tokens)
+
+    def put(self, key: bytes, backend: str, model: str, answer: CachedAnswer) -> None:
+        """Store `answer` under `key` with the next batch (replacing what the key held)."""
+        if self.db is None or not self.writable:
+            return
+        blob = orjson.dumps([answer.text, answer.reasoning, answer.input_tokens, answer.output_tokens])
+        now = time.time()
+        self._pending.append((key, backend, model, now, now, len(blob) + len(key), blob))
+        if len(self._pending) >= FLUSH_EVERY or time.monotonic() - self._flushed_at >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the buffered answers and hits in one transaction, then evict if the file is over its cap."""
+        if self.db is None or not (self._pending or self._hits):
+            return
+        pending, hits = self._pending, self._hits
+        self._pending, self._hits = [], {}
+        self._flushed_at = time.monotonic()
+        if not self.writable:
+            return
+        now = time.time()
+        try:
+            with self._transaction() as db:
+                db.executemany(UPSERT, pending)
+                db.executemany("UPDATE answers SET used = ?, hits = hits + ? WHERE key = ?", [(now, n, k) for k, n in hits.items()])
+                self._evict(db)
+        except sqlite3.OperationalError as exc:
+            self.writable = False
+            self.notice(f"response cache {self.path}: answers are no longer stored ({exc}); the run goes on without storing them.")
+        except sqlite3.Error as exc:
+            self._turn_off(f"cannot write it ({exc})")
+
+    def close(self) -> None:
+        """Flush, then close the file."""
+        self.flush()
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+    def _evict(self, db: sqlite3.Connection) -> None:
+        """Delete the least recently used answers while the file holds more than its cap."""
+        (stored,) = db.execute("SELECT bytes FROM totals").fetchone()
+        while stored > self.max_bytes:
+            target = int(self.max_bytes * EVICT_TO)
+            db.execute(
+                "DELETE FROM answers WHERE id IN (SELECT id FROM answers ORDER BY used LIMIT "
+                "(SELECT MAX(1, COUNT(*) * (? - ?) / MAX(?, 1)) FROM answers))",
+                (stored, target, stored),
+            )
+            (stored,) = db.execute("SELECT bytes FROM totals").fetchone()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        assert self.db is not None
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.rollback()
+            raise
+        self.db.commit()
+
+    def _turn_off(self, why: str) -> None:
+        self.notice(f"response cache {self.path}: {why}; the run goes on without the cache.")
+        if self.db is not None:
+            self.db.close()
+        self.db = None
+
+    def figures(self) -> list[ModelFigures]:
+        """Entries, hits and bytes per backend and model, most used first."""
+        assert self.db is not None
+        query = "SELECT backend, model, COUNT(*), SUM(hits), SUM(size) FROM answers GROUP BY backend, model ORDER BY SUM(hits) DESC, model"
+        return [ModelFigures(*row) for row in self.db.execute(query)]
+
+    def clear(self, *, model: str | None = None, unused_for: float | None = None) -> int:
+        """Delete the answers of `model` (every model when None) not used for `unused_for` seconds (any when None); return how many."""
+        assert self.db is not None
+        where: list[str] = ["1"]
+        values: list[str | float] = []
+        if model is not None:
+            where.append("model = ?")
+            values.append(model)
+        if unused_for is not None:
+            where.append("used < ?")
+            values.append(time.time() - unused_for)
+        with self._transaction() as db:
+            removed = db.execute(f"DELETE FROM answers WHERE {' AND '.join(where)}", values).rowcount
+        with suppress(sqlite3.OperationalError):  # another run has the file open: its pages are reused instead
+            self.db.execute("VACUUM")
+        return int(removed)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Open (creating when missing) the cache file at `path`, checked to be chainette's; CacheUnavailable if it cannot be."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False)
+    except (OSError, sqlite3.Error) as exc:
+        raise CacheUnavailable(f"cannot open {path} ({exc})") from None
+    try:
+        (application,) = db.execute("PRAGMA application_id").fetchone()
+        (tables,) = db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        if tables and application != APPLICATION_ID:
+            raise CacheUnavailable(f"{path} is an SQLite file but not chainette's response cache")
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        if tables and version != SCHEMA_VERSION:
+            raise CacheUnavailable(f"{path} is a cache of another chainette version (format {version}, this one reads {SCHEMA_VERSION})")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        if not tables:
+            db.executescript(
+                f"BEGIN IMMEDIATE; PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION}; {SCHEMA} COMMIT;"
+            )
+    except sqlite3.Error as exc:
+        db.close()
+        raise CacheUnavailable(f"cannot read {path} ({exc})") from None
+    except CacheUnavailable:
+        db.close()
+        raise
+    return db
