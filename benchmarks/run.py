@@ -1,5 +1,7 @@
-"""Chainette's benchmark: every throughput, overhead, memory, start-up and scale-out goal, each
+"""Chainette's benchmark: every throughput, overhead, memory, start-up, scale-out and cache goal, each
 against a baseline measured in the same run. Prints a table: figure, value, baseline, ratio, goal, met.
+Every run starts with an empty response cache of its own (never the user's), so that no figure is a cache hit
+but those of goal 6.
 
 Usage: python benchmarks/run.py [--quick] [--strict]
 
@@ -138,8 +140,24 @@ async def bare_openai(url: str, count: int) -> float:
         await client.close()
 
 
-def chain_run(backend: str, endpoint: str | list[str], count: int, concurrency: int = IN_FLIGHT) -> tuple[float, int]:
-    """rows/s and rows answered of a one-step chain over `count` rows on `backend` (the whole run: reading, writing, validating)."""
+@contextlib.contextmanager
+def fresh_cache():
+    """Within the block, runs use an empty response cache of their own (CHAINETTE_CACHE_DIR)."""
+    before = os.environ.get("CHAINETTE_CACHE_DIR")
+    with tempfile.TemporaryDirectory() as folder:
+        os.environ["CHAINETTE_CACHE_DIR"] = folder
+        try:
+            yield Path(folder)
+        finally:
+            if before is None:
+                del os.environ["CHAINETTE_CACHE_DIR"]
+            else:
+                os.environ["CHAINETTE_CACHE_DIR"] = before
+
+
+def chain_run(backend: str, endpoint: str | list[str], count: int, concurrency: int = IN_FLIGHT, cache: bool = True) -> tuple[float, int]:
+    """rows/s and rows answered of a one-step chain over `count` rows on `backend` (the whole run: reading, writing,
+    validating, and with `cache`, looking every request up in an empty response cache and storing its answer)."""
     from pydantic import BaseModel
 
     from chainette import Chain, Step, register_engine
@@ -161,14 +179,14 @@ def chain_run(backend: str, endpoint: str | list[str], count: int, concurrency: 
         output_format_instruction="",
     )
     chain = Chain(name="bench", steps=[step])
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, fresh_cache():
         started = time.perf_counter()
-        result = chain.run([{"index": i} for i in range(count)], output_dir=Path(folder) / "out")
+        result = chain.run([{"index": i} for i in range(count)], output_dir=Path(folder) / "out", cache=cache)
         return count / (time.perf_counter() - started), result.stats["steps"]["label"]["ok"]
 
 
-def chain_rate(backend: str, endpoint: str | list[str], count: int, concurrency: int = IN_FLIGHT) -> float:
-    rate, answered = chain_run(backend, endpoint, count, concurrency)
+def chain_rate(backend: str, endpoint: str | list[str], count: int, concurrency: int = IN_FLIGHT, cache: bool = True) -> float:
+    rate, answered = chain_run(backend, endpoint, count, concurrency, cache)
     assert answered == count, f"{backend}: {answered} of {count} rows answered"
     return rate
 
@@ -257,13 +275,51 @@ def overhead(count: int) -> tuple[list[Row], str]:
     return rows, profile
 
 
-def _chain_rate(chain, inputs: Path, output: Path, count: int, durable: bool = False) -> float:
-    """Rows per second of one run of the overhead chain over `inputs`."""
-    started = time.perf_counter()
-    result = chain.run(inputs, output_dir=output, durable=durable)
-    elapsed = time.perf_counter() - started
+def _chain_rate(chain, inputs: Path, output: Path, count: int, durable: bool = False, fresh: bool = True, cached: int = 0) -> float:
+    """Rows per second of one run of the overhead chain over `inputs`, in an empty response cache unless not `fresh`
+    (then in the current one); `cached`: how many rows the cache must have answered."""
+    with fresh_cache() if fresh else contextlib.nullcontext():
+        started = time.perf_counter()
+        result = chain.run(inputs, output_dir=output, durable=durable)
+        elapsed = time.perf_counter() - started
     assert result.stats["steps"]["second"]["ok"] == count
+    assert result.stats["steps"]["second"]["cached"] == cached, result.stats["steps"]["second"]
     return count / elapsed
+
+
+def cache_costs(requests: int, count: int) -> list[Row]:
+    """Goal 6: what looking up and storing every request costs a run kept at about 1,000 rows/s by the server (an empty
+    cache against none, rounds interleaved, best of three); and a rerun of the overhead chain answered wholly from
+    the cache, against the run that filled it."""
+    best = {True: 0.0, False: 0.0}
+    with server(IN_FLIGHT / 1000) as url:
+        for _ in range(3):
+            for cache in (False, True):
+                best[cache] = max(best[cache], chain_rate("vllm", f"{url}/v1", requests, cache=cache))
+    namespace: dict[str, object] = {}
+    exec(OVERHEAD_CHAIN, namespace)
+    chain = namespace["chain"]
+    with tempfile.TemporaryDirectory() as folder, fresh_cache():
+        inputs = Path(folder) / "in.jsonl"
+        write_inputs(inputs, count)
+        filling = _chain_rate(chain, inputs, Path(folder) / "fill", count, fresh=False)
+        rerun = _chain_rate(chain, inputs, Path(folder) / "rerun", count, fresh=False, cached=count)
+    return [
+        Row(
+            "6. cache lookups and stores at ~1,000 rows/s (vllm, fake server) vs no cache",
+            best[True],
+            best[False],
+            ">= 95% of baseline",
+            best[True] >= 0.95 * best[False],
+        ),
+        Row(
+            f"6. fully cached rerun, two steps, {count:,} rows vs the run that filled the cache",
+            rerun,
+            filling,
+            ">= 10,000 rows/s",
+            rerun >= 10_000,
+        ),
+    ]
 
 
 LONG_CHAIN = (
@@ -315,9 +371,10 @@ def _profile(chain, inputs: Path, output: Path, count: int) -> str:
         for _, line in zip(range(count), source, strict=False):
             target.write(line)
     profiler = cProfile.Profile()
-    profiler.enable()
-    chain.run(subset, output_dir=output)
-    profiler.disable()
+    with fresh_cache():
+        profiler.enable()
+        chain.run(subset, output_dir=output)
+        profiler.disable()
     stats = pstats.Stats(profiler)
     by_area: dict[str, float] = {}
     for (filename, _, _), (_, _, own, _, _) in stats.stats.items():
@@ -426,13 +483,8 @@ def scale_out(count: int) -> list[Row]:
     ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke test (goals may then not be met)")
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is not met (by default the table is the result)")
-    args = parser.parse_args()
-    os.environ.setdefault("CHAINETTE_LOAD_PLUGINS", "openai,vllm,ollama")
-    requests, rows, big = (600, 10_000, 50_000) if args.quick else (3_000, 100_000, 1_000_000)
+def measure(requests: int, rows: int, big: int) -> tuple[list[Row], str]:
+    """Every goal's row, and the overhead run's profile."""
     table = throughput(requests)
     rows_overhead, profile = overhead(rows)
     table.extend(rows_overhead)
@@ -440,6 +492,19 @@ def main() -> None:
     table.append(memory(big))
     table.extend(start_up())
     table.extend(scale_out(requests // 2))
+    table.extend(cache_costs(requests, rows))
+    return table, profile
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke test (goals may then not be met)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is not met (by default the table is the result)")
+    args = parser.parse_args()
+    os.environ.setdefault("CHAINETTE_LOAD_PLUGINS", "openai,vllm,ollama")
+    requests, rows, big = (600, 10_000, 50_000) if args.quick else (3_000, 100_000, 1_000_000)
+    with fresh_cache():
+        table, profile = measure(requests, rows, big)
     _print(table)
     print(profile)
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")

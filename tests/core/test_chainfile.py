@@ -509,3 +509,15 @@ def test_cli_errors_are_one_paragraph_with_file_and_line(tmp_path):
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert f"{path}:15: steps[0].user_promt: unknown key; did you mean user_prompt?" in done.stderr
+
+
+def test_a_yaml_step_can_turn_the_response_cache_off_or_refresh_it(tmp_path):
+    from chainette import graph
+
+    chain = CHAIN.replace('    user_prompt: "Review: {{text}}"\n', '    user_prompt: "Review: {{text}}"\n    cache: false\n', 1)
+    assert chain != CHAIN
+    steps = {node.id: node for node in graph.iter_nodes(load_chain_file(write(tmp_path / "off", chain)).nodes) if hasattr(node, "cache")}
+    assert steps["label"].cache is False and steps["summary"].cache is True
+    refreshed = CHAIN.replace('    user_prompt: "Review: {{text}}"\n', '    user_prompt: "Review: {{text}}"\n    cache: refresh\n', 1)
+    steps = {node.id: node for node in graph.iter_nodes(load_chain_file(write(tmp_path / "re", refreshed)).nodes) if hasattr(node, "cache")}
+    assert steps["label"].cache == "refresh"

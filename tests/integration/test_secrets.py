@@ -29,7 +29,7 @@ chain = Chain(name="secret", steps=[Step(id="s", input_model=Text, output_model=
 
 
 @pytest.mark.parametrize("backend", ["openai", "vllm"])
-def test_planted_key_is_never_written(tmp_path, backend, every_byte):
+def test_planted_key_is_never_written(tmp_path, backend, every_byte, cache_dir):
     pytest.importorskip(f"chainette_{backend}")
     plan = FaultPlan(seed=3, server_error=0.2, malformed=0.1, rate_limit=0.1, retry_after=0.01)
     with FakeServer(respond=echo, api_key=KEY, plan=plan) as server:
@@ -44,6 +44,14 @@ def test_planted_key_is_never_written(tmp_path, backend, every_byte):
         server.api_key = "sk-another-key"
         refused = project.run("--debug", "--overwrite")
     assert refused.returncode != 0 and "401" in refused.stderr and "Traceback" in refused.stderr
-    written = every_byte(project.out) + ran.stdout.encode() + ran.stderr.encode() + refused.stdout.encode() + refused.stderr.encode()
+    assert every_byte(cache_dir), "answers were cached"
+    written = (
+        every_byte(project.out)
+        + every_byte(cache_dir)
+        + ran.stdout.encode()
+        + ran.stderr.encode()
+        + refused.stdout.encode()
+        + refused.stderr.encode()
+    )
     assert KEY.encode() not in written
     assert KEY[-8:].encode() not in written

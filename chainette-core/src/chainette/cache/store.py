@@ -25,6 +25,7 @@ BUSY_SECONDS = 10.0
 FLUSH_EVERY = 512
 FLUSH_SECONDS = 1.0
 EVICT_TO = 0.9  # eviction stops at this share of the size cap
+CHECKPOINT_PAGES = 10_000  # the write-ahead log is copied into the file past 40 MB (SQLite's default: 4 MB)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -38,15 +39,6 @@ CREATE TABLE IF NOT EXISTS answers (
   size INTEGER NOT NULL,
   answer BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS answers_by_use ON answers (used);
-CREATE TABLE IF NOT EXISTS totals (id INTEGER PRIMARY KEY CHECK (id = 0), bytes INTEGER NOT NULL);
-INSERT OR IGNORE INTO totals VALUES (0, 0);
-CREATE TRIGGER IF NOT EXISTS answer_added AFTER INSERT ON answers
-  BEGIN UPDATE totals SET bytes = bytes + new.size; END;
-CREATE TRIGGER IF NOT EXISTS answer_replaced AFTER UPDATE OF size ON answers
-  BEGIN UPDATE totals SET bytes = bytes + new.size - old.size; END;
-CREATE TRIGGER IF NOT EXISTS answer_removed AFTER DELETE ON answers
-  BEGIN UPDATE totals SET bytes = bytes - old.size; END;
 """
 
 UPSERT = """
@@ -92,6 +84,7 @@ class ResponseCache:
         self._hits: dict[bytes, int] = {}
         self._flushed_at = time.monotonic()
         self.db: sqlite3.Connection | None = _connect(path)
+        self._stored = _stored_bytes(self.db)
 
     def get(self, key: bytes) -> CachedAnswer | None:
         """The answer stored under `key`, or None; a hit is counted (written with the next batch)."""
@@ -120,19 +113,18 @@ class ResponseCache:
 
     def flush(self) -> None:
         """Commit the buffered answers and hits in one transaction, then evict if the file is over its cap."""
-        if self.db is None or not (self._pending or self._hits):
-            return
         pending, hits = self._pending, self._hits
         self._pending, self._hits = [], {}
         self._flushed_at = time.monotonic()
-        if not self.writable:
+        if self.db is None or not self.writable or not (pending or hits):
             return
-        now = time.time()
         try:
-            with self._transaction() as db:
+            with _transaction(self.db) as db:
                 db.executemany(UPSERT, pending)
-                db.executemany("UPDATE answers SET used = ?, hits = hits + ? WHERE key = ?", [(now, n, k) for k, n in hits.items()])
-                self._evict(db)
+                db.executemany("UPDATE answers SET used = ?, hits = hits + ? WHERE key = ?", [(time.time(), n, k) for k, n in hits.items()])
+                self._stored += sum(entry[5] for entry in pending)
+                if self._stored > self.max_bytes:
+                    self._evict(db)
         except sqlite3.OperationalError as exc:
             self.writable = False
             self.notice(f"response cache {self.path}: answers are no longer stored ({exc}); the run goes on without storing them.")
@@ -147,27 +139,13 @@ class ResponseCache:
             self.db = None
 
     def _evict(self, db: sqlite3.Connection) -> None:
-        """Delete the least recently used answers while the file holds more than its cap."""
-        (stored,) = db.execute("SELECT bytes FROM totals").fetchone()
-        while stored > self.max_bytes:
-            target = int(self.max_bytes * EVICT_TO)
-            db.execute(
-                "DELETE FROM answers WHERE id IN (SELECT id FROM answers ORDER BY used LIMIT "
-                "(SELECT MAX(1, COUNT(*) * (? - ?) / MAX(?, 1)) FROM answers))",
-                (stored, target, stored),
-            )
-            (stored,) = db.execute("SELECT bytes FROM totals").fetchone()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        assert self.db is not None
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.rollback()
-            raise
-        self.db.commit()
+        """Delete the least recently used answers while the file holds more than its cap (other runs' answers counted)."""
+        self._stored = _stored_bytes(db)
+        while self._stored > self.max_bytes:
+            (entries,) = db.execute("SELECT COUNT(*) FROM answers").fetchone()
+            share = (self._stored - self.max_bytes * EVICT_TO) / self._stored
+            db.execute("DELETE FROM answers WHERE id IN (SELECT id FROM answers ORDER BY used LIMIT ?)", (max(1, int(entries * share)),))
+            self._stored = _stored_bytes(db)
 
     def _turn_off(self, why: str) -> None:
         self.notice(f"response cache {self.path}: {why}; the run goes on without the cache.")
@@ -192,11 +170,29 @@ class ResponseCache:
         if unused_for is not None:
             where.append("used < ?")
             values.append(time.time() - unused_for)
-        with self._transaction() as db:
+        with _transaction(self.db) as db:
             removed = db.execute(f"DELETE FROM answers WHERE {' AND '.join(where)}", values).rowcount
         with suppress(sqlite3.OperationalError):  # another run has the file open: its pages are reused instead
             self.db.execute("VACUUM")
         return int(removed)
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A write transaction on `db`, taken at once (BEGIN IMMEDIATE), committed at the end of the block or rolled back."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.rollback()
+        raise
+    db.commit()
+
+
+def _stored_bytes(db: sqlite3.Connection) -> int:
+    """The bytes of every stored answer."""
+    (stored,) = db.execute("SELECT COALESCE(SUM(size), 0) FROM answers").fetchone()
+    return int(stored)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -216,6 +212,7 @@ def _connect(path: Path) -> sqlite3.Connection:
             raise CacheUnavailable(f"{path} is a cache of another chainette version (format {version}, this one reads {SCHEMA_VERSION})")
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")
+        db.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
         if not tables:
             db.executescript(
                 f"BEGIN IMMEDIATE; PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION}; {SCHEMA} COMMIT;"

@@ -84,6 +84,8 @@ class ${Title}Options(EngineOptions):
 
     # TODO: add the options users pass to register_engine(); unknown ones are refused. Type one that can hold a
     # secret (a token, a header value) as pydantic's SecretStr, even inside a dict or list: chainette then never shows it.
+    # Every option is part of the response cache's keys: add those that cannot change an answer (headers, ports) to the
+    # `cache_neutral` class variable, as docs/writing-a-backend.md shows.
     max_concurrency: int = Field(16, ge=1, description="Requests in flight at once for this engine.")
 
 

@@ -137,7 +137,7 @@ class StepStage(Stage):
         """`count` validated candidates: those one request returns (a server that honours `n`, when all the row's are
         wanted), then one request each for the rest; each candidate gets at most one repair request, and one that
         still fails fails the row."""
-        single = replace(request, sampling=self.single_sampling)
+        single = request if self.samples == 1 else replace(request, sampling=self.single_sampling)
         first = await self._send(request if count == self.samples else single)
         candidates = [first, *first.alternatives][:count]
         if len(candidates) < count:

@@ -1,0 +1,161 @@
+"""The response cache's parts: keys (what is and is not in them), the switches, the size setting, the file's
+place, and the `chainette cache` commands."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chainette import Chain, SamplingParams, register_engine
+from chainette.cache import cache_path, max_size, step_cache
+from chainette.cache.keys import RequestKeys, deterministic, engine_identity
+from chainette.cache.store import ResponseCache
+from chainette.cli import main
+from chainette.errors import ConfigError
+
+from .test_run import echo, label_step, rows
+
+MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+def keys(config, sampling=None, schema=None) -> RequestKeys:
+    return RequestKeys(engine_identity(config), schema or {"type": "object"}, "Label", sampling or {}, per_row=False)
+
+
+def test_the_key_leaves_out_endpoint_secrets_and_options_that_cannot_change_an_answer():
+    base = register_engine("a", backend="fake", model="m", endpoint="http://one:1/v1", api_key="sk-one")
+    moved = register_engine("b", backend="fake", model="m", endpoint="http://two:2/v1", api_key="sk-two", max_concurrency=3, timeout=9)
+    other_model = register_engine("c", backend="fake", model="n")
+    identity = json.dumps(engine_identity(base))
+    assert "sk-one" not in identity and "one:1" not in identity
+    assert keys(base).key(MESSAGES, 0, "0") == keys(moved).key(MESSAGES, 0, "0")
+    assert keys(base).key(MESSAGES, 0, "0") != keys(other_model).key(MESSAGES, 0, "0")
+
+
+def test_the_key_holds_messages_schema_sampling_and_sample():
+    config = register_engine("a", backend="fake", model="m")
+    key = keys(config).key(MESSAGES, 0, "0")
+    assert key != keys(config).key([{"role": "user", "content": "hello!"}], 0, "0")
+    assert key != keys(config, schema={"type": "array"}).key(MESSAGES, 0, "0")
+    assert key != keys(config, sampling={"temperature": 0.5}).key(MESSAGES, 0, "0")
+    assert key != keys(config).key(MESSAGES, 1, "0")
+    assert key == keys(config).key(MESSAGES, 0, "another row"), "deterministic sampling: rows share"
+    per_row = RequestKeys(engine_identity(config), {"type": "object"}, "Label", {}, per_row=True)
+    assert per_row.key(MESSAGES, 0, "0") != per_row.key(MESSAGES, 0, "1")
+
+
+def test_backend_options_that_shape_answers_are_in_the_key_and_neutral_ones_are_not():
+    pytest.importorskip("chainette_vllm")
+    plain = register_engine("a", backend="vllm", model="m", endpoint="http://x/v1")
+    thinking = register_engine("b", backend="vllm", model="m", endpoint="http://x/v1", chat_template_kwargs={"enable_thinking": False})
+    elsewhere = register_engine(
+        "c", backend="vllm", model="m", endpoint="http://x/v1", port=9000, gpu_ids=[1], extra_env={"HF_TOKEN": "hf_x"}
+    )
+    assert engine_identity(plain) != engine_identity(thinking)
+    assert engine_identity(plain) == engine_identity(elsewhere)
+    assert "hf_x" not in json.dumps(engine_identity(elsewhere))
+
+
+@pytest.mark.parametrize(
+    ("sampling", "expected"),
+    [(None, False), (SamplingParams(temperature=0.7), False), (SamplingParams(temperature=0), True), (SamplingParams(seed=3), True)],
+)
+def test_sampling_is_deterministic_at_temperature_0_or_with_a_seed(sampling, expected):
+    assert deterministic(sampling) is expected
+
+
+@pytest.mark.parametrize(
+    ("run", "engine", "step", "reads"),
+    [
+        (True, True, True, True),
+        ("refresh", True, True, False),
+        (True, True, "refresh", False),
+        (False, True, True, None),
+        (True, False, True, None),
+        (True, True, False, None),
+    ],
+)
+def test_the_run_the_engine_and_the_step_decide_together(tmp_path, run, engine, step, reads):
+    config = register_engine("s", backend="fake", model="m", cache=engine)
+    store = ResponseCache(tmp_path / "c.sqlite", max_bytes=10**6)
+    used = step_cache(store, run, config, label_step(cache=step), {"type": "object"}, {})
+    assert (used.read if used else None) is reads
+    store.close()
+
+
+def test_a_step_refuses_a_cache_setting_it_does_not_know():
+    with pytest.raises(ConfigError, match="cache must be True, False or 'refresh'"):
+        label_step(cache="sometimes")
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("", 20 * 1000**3), ("500MB", 500 * 1000**2), ("2GiB", 2 * 1024**3), ("1234", 1234), ("1.5 GB", 1_500_000_000)]
+)
+def test_the_size_cap_reads_units(monkeypatch, text, size):
+    monkeypatch.setenv("CHAINETTE_CACHE_MAX_SIZE", text)
+    assert max_size() == size
+
+
+def test_a_size_cap_that_is_not_a_size_says_how_to_write_one(monkeypatch):
+    monkeypatch.setenv("CHAINETTE_CACHE_MAX_SIZE", "lots")
+    with pytest.raises(ConfigError, match="CHAINETTE_CACHE_MAX_SIZE='lots' is not a size: .* such as 500MB"):
+        max_size()
+
+
+def test_the_file_is_in_the_cache_dir_the_environment_or_the_platforms_folder(monkeypatch, tmp_path, cache_dir):
+    assert cache_path() == cache_dir / "responses.sqlite"
+    assert cache_path(tmp_path) == tmp_path / "responses.sqlite"
+    monkeypatch.delenv("CHAINETTE_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_path() == tmp_path / "xdg" / "chainette" / "responses.sqlite"
+
+
+def test_cache_info_and_clear(scripted, tmp_path, capsys, cache_dir):
+    scripted(echo)
+    register_engine("s", backend="scripted", model="m")
+    Chain(name="c", steps=[label_step(), label_step("again", prompt="again <<{{label.label}}>>", input_model=None)]).run(
+        rows(4), output_dir=tmp_path / "o"
+    )
+    assert main(["cache", "info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["path"] == str(cache_dir / "responses.sqlite") and info["entries"] == 8
+    assert [(model["backend"], model["model"], model["entries"], model["hits"]) for model in info["models"]] == [("scripted", "m", 8, 0)]
+    Chain(name="c", steps=[label_step()]).run(rows(4), output_dir=tmp_path / "o2")
+    assert main(["cache", "info"]) == 0
+    shown = capsys.readouterr().out
+    assert "responses.sqlite: 8 answers" in shown and "scripted" in shown
+    assert main(["cache", "info", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["models"][0]["hits"] == 4, "the second run's 4 rows came from the cache"
+
+    assert main(["cache", "clear", "--model", "other"]) == 0
+    assert "Removed 0 answers" in capsys.readouterr().out
+    assert main(["cache", "clear", "--older-than", "1d"]) == 0
+    assert "Removed 0 answers" in capsys.readouterr().out
+    assert main(["cache", "clear", "--older-than", "soon"]) == 1
+    assert "--older-than 'soon' is not an age" in capsys.readouterr().err
+    assert main(["cache", "clear", "--model", "m"]) == 0
+    assert "Removed 8 answers" in capsys.readouterr().out
+    assert main(["cache", "info", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["entries"] == 0
+
+
+def test_clearing_everything_asks_first_unless_told_yes(scripted, tmp_path, capsys):
+    scripted(echo)
+    register_engine("s", backend="scripted", model="m")
+    Chain(name="c", steps=[label_step()]).run(rows(3), output_dir=tmp_path / "o")
+    from typer.testing import CliRunner
+
+    from chainette.cli.app import build_app
+
+    refused = CliRunner().invoke(build_app(with_plugins=False), ["cache", "clear"], input="n\n")
+    assert refused.exit_code == 1 and "Delete every answer" in refused.output
+    assert main(["cache", "clear", "--yes"]) == 0
+    assert "Removed 3 answers" in capsys.readouterr().out
+
+
+def test_cache_info_on_a_file_that_is_not_a_cache_is_one_paragraph(tmp_path, capsys, cache_dir):
+    (cache_dir / "responses.sqlite").write_text("hello")
+    assert main(["cache", "info"]) == 1
+    err = capsys.readouterr().err
+    assert "The response cache cannot be read" in err and "responses.sqlite" in err and "Traceback" not in err
