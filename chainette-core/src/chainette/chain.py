@@ -72,6 +72,8 @@ class Chain:
         durable: bool = False,
         cache: CacheSetting = True,
         cache_dir: str | os.PathLike[str] | None = None,
+        batch: bool = False,
+        cancel_batches: bool = False,
     ) -> RunResult:
         """Run the chain over `inputs` (a JSONL, JSON, CSV or Parquet file, `hf:name[:config]:split`, or dicts/models).
 
@@ -82,7 +84,8 @@ class Chain:
         write, so that a power loss (not only a crash) loses no committed row. `progress` shows the live view
         (default: when in a terminal or a notebook); `reporter` receives every event instead. `cache`: answer
         from the response cache and store the new answers there (True), only store them ("refresh"), or neither
-        (False); `cache_dir` replaces $CHAINETTE_CACHE_DIR (see chainette.cache).
+        (False); `cache_dir` replaces $CHAINETTE_CACHE_DIR (see chainette.cache). `batch` runs every step whose
+        backend can as offline batch jobs (docs/batch.md); `cancel_batches` cancels those in flight on a stop.
         Works inside a running event loop too (Jupyter): the run then happens on a worker thread.
         """
         if reporter is None and (progress if progress is not None else _interactive()):
@@ -101,6 +104,8 @@ class Chain:
             durable=durable,
             cache=cache,
             cache_dir=cache_dir,
+            batch=batch,
+            cancel_batches=cancel_batches,
         )
         if not _loop_running():
             return asyncio.run(coroutine)
@@ -121,6 +126,8 @@ class Chain:
         durable: bool = False,
         cache: CacheSetting = True,
         cache_dir: str | os.PathLike[str] | None = None,
+        batch: bool = False,
+        cancel_batches: bool = False,
     ) -> RunResult:
         """Async form of `run` (no live view unless a `reporter` is given)."""
         engines = self.engines()
@@ -140,6 +147,8 @@ class Chain:
             durable=durable,
             cache=cache,
             cache_dir=cache_dir,
+            batch=batch,
+            cancel_batches=cancel_batches,
             bus=bus,
         )
         status, error = "failed", None

@@ -36,6 +36,8 @@ class EngineOptions(BaseModel):
             "price_per_million_input",
             "price_per_million_output",
             "cache",
+            "batch",
+            "batch_poll_seconds",
         }
     )
 
@@ -48,6 +50,8 @@ class EngineOptions(BaseModel):
     price_per_million_input: float | None = Field(None, ge=0, description="USD per million input tokens, for cost estimates.")
     price_per_million_output: float | None = Field(None, ge=0, description="USD per million output tokens, for cost estimates.")
     cache: bool = Field(True, description="Answer from the response cache, and store answers there (see docs/cache.md).")
+    batch: bool = Field(False, description="Answer the steps as offline batch jobs, where the backend can (see docs/batch.md).")
+    batch_poll_seconds: float = Field(60.0, gt=0, description="The longest wait between two looks at a batch's state.")
 
 
 OptionsT = TypeVar("OptionsT", bound=EngineOptions, covariant=True)

@@ -73,6 +73,18 @@ class EngineChanged(Event):
 
 
 @dataclass(frozen=True)
+class BatchChanged(Event):
+    """A step's batch job (`batch`: its id) is in a new `state` (validating, in_progress, completed, ...), with counts."""
+
+    node: str
+    batch: str
+    state: str
+    completed: int = 0
+    failed: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True)
 class Notice(Event):
     """Something the user should know that stops nothing, such as the response cache turned off (`message` says why)."""
 

@@ -20,6 +20,7 @@ import pluggy
 if TYPE_CHECKING:
     import typer
 
+    from chainette.batch import BatchClient
     from chainette.client import Client
     from chainette.engines import EngineConfig, EngineOptions
     from chainette.sampling import SamplingParams
@@ -61,6 +62,12 @@ def server_key(config: EngineConfig[EngineOptions]) -> str | None:
 @hookspec(firstresult=True)
 def make_client(config: EngineConfig[EngineOptions]) -> Client:
     """Return a `Client` for the engine; `config.endpoint` holds the URL `ensure_running` gave (or the configured one)."""
+
+
+@hookspec(firstresult=True)
+def make_batch_client(config: EngineConfig[EngineOptions]) -> BatchClient:
+    """Return a `chainette.batch.BatchClient` for the engine: a backend that implements this hook can answer a step
+    as offline batches (an engine with `batch=True`, or `chainette run --batch`); see docs/batch.md."""
 
 
 @hookspec(firstresult=True)

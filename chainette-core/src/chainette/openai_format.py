@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from chainette.client import Answer, Usage
-from chainette.errors import CUT_OFF, RetryableError, RowError, finish_error
+from chainette.errors import CUT_OFF, BackendError, RetryableError, RowError, error_for_status, finish_error
 
 
 def parse_usage(report: Any) -> Usage:
@@ -60,3 +60,26 @@ def _choice(choice: Mapping[str, Any], engine: str, usage: Usage, body: Any) -> 
 
 def _raw(body: Any) -> str:
     return json.dumps(body, ensure_ascii=False, default=str)[:2000]
+
+
+def parse_batch_result(line: Mapping[str, Any], *, engine: str) -> tuple[str, Answer | BackendError]:
+    """One line of an OpenAI-format batch output or error file (the OpenAI Batch API's, `vllm run-batch`'s): its
+    custom_id, and the Answer in its response or the error it got (a line the batch never ran is retryable)."""
+    key = str(line.get("custom_id"))
+    error = line.get("error")
+    response = line.get("response")
+    if error or not isinstance(response, Mapping):
+        reason = error.get("message") or error.get("code") if isinstance(error, Mapping) else "no response"
+        code = error.get("code") if isinstance(error, Mapping) else None
+        return key, RetryableError(f"engine '{engine}': the batch did not answer this request: {reason}", kind=str(code or "batch_error"))
+    status = response.get("status_code")
+    body = response.get("body")
+    if status != 200:
+        detail = body.get("error") if isinstance(body, Mapping) else None
+        message = str(detail.get("message")) if isinstance(detail, Mapping) else json.dumps(body)
+        code = detail.get("code") if isinstance(detail, Mapping) and isinstance(detail.get("code"), str) else None
+        return key, error_for_status(int(status or 0), message, engine=engine, code=code)
+    try:
+        return key, parse_chat_completion(body, engine=engine)
+    except BackendError as exc:
+        return key, exc

@@ -23,6 +23,7 @@ from chainette.errors import ConfigError
 if TYPE_CHECKING:
     import typer
 
+    from chainette.batch import BatchClient
     from chainette.client import Client
     from chainette.engines import EngineConfig, EngineOptions
     from chainette.sampling import SamplingParams
@@ -193,6 +194,13 @@ class BackendHooks:
             raise ConfigError(f"Backend '{self.backend}' returned no client for engine '{config.name}'.")
         return cast("Client", client)
 
+    def make_batch_client(self, config: EngineConfig[EngineOptions]) -> BatchClient:
+        """The backend's batch client for `config`; a ConfigError naming what to do when the backend has none."""
+        client = self.plugins.call(self.backend, "make_batch_client", config=config)
+        if client is None:
+            raise no_batch_client(config)
+        return cast("BatchClient", client)
+
     def translate_sampling(self, config: EngineConfig[EngineOptions], sampling: SamplingParams) -> dict[str, Any]:
         return cast("dict[str, Any]", self.plugins.call(self.backend, "translate_sampling", config=config, sampling=sampling))
 
@@ -203,6 +211,14 @@ class BackendHooks:
         """The backend's note when what the engine used keeps running, else None (see the hook)."""
         notes = self.plugins.call(self.backend, "stop_engine", config=config) or []
         return next((str(note) for note in notes if note), None)
+
+
+def no_batch_client(config: EngineConfig[EngineOptions]) -> ConfigError:
+    """The error for an engine that asks for batch jobs its backend cannot run."""
+    return ConfigError(
+        f"Engine '{config.name}': backend '{config.backend}' cannot run batch jobs. Drop batch=True from the engine, "
+        "or use a backend that can, such as openai."
+    )
 
 
 def _entry_points_by_name() -> dict[str, list[metadata.EntryPoint]]:

@@ -19,6 +19,7 @@ from chainette.hookspecs import hookimpl
 from chainette.sampling import SamplingParams, map_sampling
 
 if TYPE_CHECKING:
+    from chainette_openai.batch import OpenAIBatchClient
     from chainette_openai.client import OpenAIClient
 
 __version__ = "0.1.0"
@@ -37,6 +38,7 @@ SAMPLING_FIELDS = {
 }
 
 MAX_STOP = 4  # the OpenAI API's limit on stop sequences
+BATCH_DISCOUNT = 0.5  # the Batch API costs half the price of online requests
 
 # USD per million input and output tokens, from OpenAI's price list (standard tier, 2025).
 # Engines override them with price_per_million_input/output; unknown models get no cost estimate.
@@ -97,6 +99,13 @@ def make_client(config: EngineConfig[OpenAIOptions]) -> OpenAIClient:
 
 
 @hookimpl
+def make_batch_client(config: EngineConfig[OpenAIOptions]) -> OpenAIBatchClient:
+    from chainette_openai.batch import OpenAIBatchClient
+
+    return OpenAIBatchClient(config)
+
+
+@hookimpl
 def translate_sampling(config: EngineConfig[OpenAIOptions], sampling: SamplingParams) -> dict[str, Any]:
     """The wire fields; the OpenAI API (no endpoint) takes at most 4 stop strings, so more is a ConfigError at start."""
     if not config.endpoint and sampling.stop and len(sampling.stop) > MAX_STOP:
@@ -113,4 +122,7 @@ def model_price(config: EngineConfig[OpenAIOptions]) -> tuple[float, float] | No
     if config.endpoint:
         return None
     model = re.sub(r"-\d{4}-\d{2}-\d{2}$", "", config.model)
-    return PRICES.get(model)
+    price = PRICES.get(model)
+    if price is None or not config.options.batch:
+        return price
+    return price[0] * BATCH_DISCOUNT, price[1] * BATCH_DISCOUNT

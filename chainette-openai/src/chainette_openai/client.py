@@ -54,13 +54,7 @@ class OpenAIClient:
         self._formats: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
 
     async def complete(self, request: Request) -> Answer:
-        kwargs: dict[str, Any] = {"model": self.model, "messages": request.messages, "response_format": self._response_format(request)}
-        extra_body = {}
-        for key, value in request.sampling.items():
-            if key in CREATE_FIELDS:
-                kwargs[key] = value
-            else:
-                extra_body[key] = value
+        kwargs, extra_body = self._arguments(request)
         try:
             completion = await self._client.chat.completions.create(**kwargs, extra_body=extra_body or None)
         except openai.APIError as exc:
@@ -72,6 +66,17 @@ class OpenAIClient:
             if exc.raw:
                 exc.raw = self._scrub(exc.raw)
             raise
+
+    def _arguments(self, request: Request) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The `chat.completions.create` arguments for `request`, and the fields the SDK does not know (its extra_body)."""
+        kwargs: dict[str, Any] = {"model": self.model, "messages": request.messages, "response_format": self._response_format(request)}
+        extra_body = {}
+        for key, value in request.sampling.items():
+            if key in CREATE_FIELDS:
+                kwargs[key] = value
+            else:
+                extra_body[key] = value
+        return kwargs, extra_body
 
     def _response_format(self, request: Request) -> dict[str, Any]:
         """The response_format for the request's schema, built once per schema object (kept alive so its id stays unique)."""

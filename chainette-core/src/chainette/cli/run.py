@@ -50,6 +50,12 @@ def run_command(
     cache_dir: Path | None = typer.Option(
         None, "--cache-dir", help="The response cache's folder (default: $CHAINETTE_CACHE_DIR, else the user cache folder)."
     ),
+    batch: bool = typer.Option(
+        False, "--batch", help="Answer every step whose backend can as offline batch jobs (half the price on OpenAI)."
+    ),
+    cancel_batches: bool = typer.Option(
+        False, "--cancel-batches", help="On Ctrl-C or SIGTERM, cancel the batch jobs in flight instead of leaving them running."
+    ),
 ) -> None:
     """Run CHAIN over INPUTS and write every step's outputs, the errors and the run's metadata to OUTPUT.
 
@@ -78,6 +84,8 @@ def run_command(
         durable=durable,
         cache=False if no_cache else "refresh" if refresh_cache else True,
         cache_dir=cache_dir,
+        batch=batch,
+        cancel_batches=cancel_batches,
     )
     if not json_logs:
         console.print(summary(result.stats, str(output)), soft_wrap=True)

@@ -24,8 +24,10 @@ from pydantic import BaseModel
 from chainette import graph, inputs
 from chainette.cache import CacheSetting, ResponseCache, open_cache
 from chainette.engines import EngineConfig, EngineOptions, engine_price
+from chainette.errors import ConfigError
 from chainette.events import EventBus, NodeFinished, NodeStarted, Notice
 from chainette.execution.apply import ApplyStage
+from chainette.execution.batching import BatchStage
 from chainette.execution.context import carried_to_end, kept_entries, own_entries
 from chainette.execution.engine_pool import EnginePool
 from chainette.execution.files import ErrorLog, NodeFiles
@@ -37,6 +39,7 @@ from chainette.execution.step import StepStage
 from chainette.execution.stopping import StopSignal
 from chainette.frontier import count_rows, rows
 from chainette.nodes import INPUT_ID, Node, Parallel, Step
+from chainette.plugins import get_plugins, no_batch_client
 from chainette.stats import NodeStats, SessionLog, run_figures
 from chainette.store import RunDir, Writer
 
@@ -60,6 +63,8 @@ class Executor:
         durable: bool = False,
         cache: CacheSetting = True,
         cache_dir: str | os.PathLike[str] | None = None,
+        batch: bool = False,
+        cancel_batches: bool = False,
         bus: EventBus | None = None,
     ):
         self.nodes = nodes
@@ -78,6 +83,8 @@ class Executor:
         self.running: dict[str, float] = {}
         self.groups = {id(group): f"group{index}" for index, group in enumerate(graph.parallels(nodes))}
         self.kept = kept_entries(nodes)
+        engines = batch_engines(engines, [n.engine_name for n in graph.iter_nodes(nodes) if isinstance(n, Step)], forced=batch)
+        self.cancel_batches = cancel_batches
         self.pool = EnginePool(engines, [graph.engines_used(n) for n in nodes], run_dir.root, self.control, self.bus)
         self.prices = {n.id: engine_price(engines[n.engine_name]) for n in graph.iter_nodes(nodes) if isinstance(n, Step)}
         self.failed: dict[str, set[str]] = {}
@@ -189,11 +196,27 @@ class Executor:
         pending = (row for row in rows(source) if row.row_id not in reopened.decided)
         tools = (reopened.files, self.stats[node.id], self.errors, self.control, self.kept[id(node)])
         if isinstance(node, Step):
-            engine = self.pool.get(node.engine_name)
-            await StepStage(*tools, step=node, engine=engine, store=self.store, cache_setting=self.cache_setting).process(pending)
+            await self._step_stage(node, tools).process(pending)
         else:
             await ApplyStage(*tools, node=node, models=self.models).process(pending)
         return self._finish(node.id, reopened.files)
+
+    def _step_stage(self, step: Step, tools: tuple[NodeFiles, NodeStats, ErrorLog, StopSignal, frozenset[str]]) -> StepStage:
+        """The stage answering `step`: through batch jobs when its engine says so, else a request per row."""
+        engine = self.pool.get(step.engine_name)
+        if not engine.config.options.batch:
+            return StepStage(*tools, step=step, engine=engine, store=self.store, cache_setting=self.cache_setting)
+        return BatchStage(
+            *tools,
+            step=step,
+            engine=engine,
+            store=self.store,
+            cache_setting=self.cache_setting,
+            batches=get_plugins().hooks(engine.config.backend).make_batch_client(engine.config),
+            folder=self.run_dir.state / "batches" / step.id,
+            bus=self.bus,
+            cancel_on_stop=self.cancel_batches,
+        )
 
     async def _run_group(self, group: Parallel, source: Path) -> Path:
         tagged = tag_rows(source, self.run_dir.state / f"{self.groups[id(group)]}.tagged.jsonl")
@@ -220,3 +243,23 @@ class Executor:
         for node in nodes:
             source = await self._run_node(node, source)
         return source
+
+
+def batch_engines(
+    engines: dict[str, EngineConfig[EngineOptions]], used: list[str], *, forced: bool
+) -> dict[str, EngineConfig[EngineOptions]]:
+    """`engines`, with `batch` on for those whose backend can run batch jobs when `forced` (`--batch`); a ConfigError
+    when an engine asks for batches its backend cannot run, or when `forced` finds no step that can."""
+    plugins = get_plugins()
+    capable = {name for name in used if plugins.hooks(engines[name].backend).implements("make_batch_client")}
+    for name in used:
+        if engines[name].options.batch and name not in capable:
+            raise no_batch_client(engines[name])
+    if not forced:
+        return engines
+    if not capable:
+        raise ConfigError("--batch: no step's engine can run batch jobs (the openai backend can); run without --batch.")
+    batched = {
+        name: engines[name].model_copy(update={"options": engines[name].options.model_copy(update={"batch": True})}) for name in capable
+    }
+    return {**engines, **batched}

@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from chainette.backends.fake import synthesize
+from chainette.testing.batches import FakeBatches
 
 Responder = Callable[[dict[str, Any]], str]
 
@@ -99,6 +100,7 @@ class FakeServer:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self.port = port
+        self.batches = FakeBatches(self)
 
     @property
     def base_url(self) -> str:
@@ -147,6 +149,7 @@ class FakeServer:
                 web.get("/api/tags", self._ollama_tags),
                 web.get("/api/version", self._ollama_version),
                 web.post("/api/chat", self._ollama_chat),
+                *self.batches.routes(),
             ]
         )
         runner = web.AppRunner(app, access_log=None)
@@ -184,28 +187,25 @@ class FakeServer:
             return web.json_response(
                 {"error": {"message": f"The model `{body.get('model')}` does not exist.", "type": "NotFoundError", "code": 404}}, status=404
             )
+        return web.json_response(self.completion(body, mangle))
+
+    def completion(self, body: dict[str, Any], mangle: str | None = None) -> dict[str, Any]:
+        """The chat completion answering `body` (with its `n` choices)."""
         schema = (body.get("response_format") or {}).get("json_schema", {}).get("schema", {"type": "object"})
-        text = self._answer(body, schema, mangle)
-        message: dict[str, Any] = {"role": "assistant", "content": text}
+        message: dict[str, Any] = {"role": "assistant"}
         if self.reasoning is not None:
             message["reasoning"] = self.reasoning
-        return web.json_response(
-            {
-                "id": f"chatcmpl-{len(self.requests)}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body["model"],
-                "choices": [
-                    {
-                        "index": index,
-                        "message": {**message, "content": self._answer(body, schema, mangle) if index else text},
-                        "finish_reason": "stop",
-                    }
-                    for index in range(body.get("n") or 1)
-                ],
-                "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
-            }
-        )
+        return {
+            "id": f"chatcmpl-{len(self.requests)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body["model"],
+            "choices": [
+                {"index": index, "message": {**message, "content": self._answer(body, schema, mangle)}, "finish_reason": "stop"}
+                for index in range(body.get("n") or 1)
+            ],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+        }
 
     async def _ollama_chat(self, request: web.Request) -> web.StreamResponse:
         body, early, mangle = await self._receive(request)

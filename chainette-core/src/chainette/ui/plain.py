@@ -6,8 +6,8 @@ import sys
 import time
 from typing import TextIO
 
-from chainette.events import EngineChanged, Event, NodeFinished, NodeStarted, Notice, Progress, RowFailed, RunStarted
-from chainette.ui.state import RunState, duration
+from chainette.events import BatchChanged, EngineChanged, Event, NodeFinished, NodeStarted, Notice, Progress, RowFailed, RunStarted
+from chainette.ui.state import RunState, batch_line, duration
 
 MAX_ERROR_LINES = 20
 
@@ -41,6 +41,8 @@ class PlainLines:
             self._line(event.at, f"engine {event.engine} {event.state}" + (f" ({event.detail})" if event.detail else ""))
         elif isinstance(event, Notice):
             self._line(event.at, event.message)
+        elif isinstance(event, BatchChanged):
+            self._line(event.at, batch_line(event))
         elif isinstance(event, RowFailed) and self.errors_shown < MAX_ERROR_LINES:
             self.errors_shown += 1
             more = " (further errors only counted)" if self.errors_shown == MAX_ERROR_LINES else ""

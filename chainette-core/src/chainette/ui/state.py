@@ -7,7 +7,18 @@ from dataclasses import dataclass, field
 import time
 from typing import Any
 
-from chainette.events import EngineChanged, Event, NodeFinished, NodeStarted, Notice, Progress, RowFailed, RunFinished, RunStarted
+from chainette.events import (
+    BatchChanged,
+    EngineChanged,
+    Event,
+    NodeFinished,
+    NodeStarted,
+    Notice,
+    Progress,
+    RowFailed,
+    RunFinished,
+    RunStarted,
+)
 
 
 @dataclass
@@ -84,6 +95,8 @@ class RunState:
             self.log.append(f"{event.at[11:19]} engine {event.engine} {event.state}{detail}")
         elif isinstance(event, Notice):
             self.log.append(f"{event.at[11:19]} {event.message}")
+        elif isinstance(event, BatchChanged):
+            self.log.append(f"{event.at[11:19]} {batch_line(event)}")
         elif isinstance(event, RunFinished):
             self.finished = event
 
@@ -100,3 +113,9 @@ def duration(seconds: float | None) -> str:
 
 def money(cost: float | None) -> str:
     return "-" if cost is None else f"${cost:.4f}"
+
+
+def batch_line(event: BatchChanged) -> str:
+    """`label batch batch_abc in_progress: 1200/5000 answered, 3 failed`."""
+    failed = f", {event.failed} failed" if event.failed else ""
+    return f"{event.node} batch {event.batch} {event.state}: {event.completed}/{event.total} answered{failed}"

@@ -1,0 +1,178 @@
+"""Batch jobs: the contract a backend implements to answer a step's requests as offline batches (the OpenAI Batch
+API, say), the ids that carry a row through them, and the journal that lets a run re-attach to them after a kill.
+
+A batch line's `custom_id` is `KIND-SAMPLE-ROW_ID`: KIND `q` for a row's question, `r` for a repair re-ask of
+candidate SAMPLE. The journal (one JSON object per line, each written and fsynced before the step goes on) records
+each chunk of lines when written, its uploaded file's id, its batch's id, its last known state, and its end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import json
+import os
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from chainette.client import Answer, Request
+from chainette.errors import BackendError
+
+FINISHED = frozenset({"completed", "failed", "expired", "cancelled"})
+
+
+@dataclass(frozen=True)
+class BatchStatus:
+    """What the provider says of one batch: its `state` (validating, in_progress, finalizing, completed, failed,
+    expired, cancelling, cancelled), its request counts, why it failed, and the files its results are in."""
+
+    state: str
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    detail: str = ""
+    result_files: tuple[str, ...] = ()
+
+    @property
+    def finished(self) -> bool:
+        """Nothing more will change: the results it has (maybe none) can be read."""
+        return self.state in FINISHED
+
+
+@runtime_checkable
+class BatchClient(Protocol):
+    """What `make_batch_client` returns. Calls come from the event loop; failures raise `BackendError`s."""
+
+    max_requests: int  # lines per batch file
+    max_bytes: int  # bytes per batch file
+
+    def line(self, custom_id: str, request: Request) -> dict[str, Any]:
+        """The batch file line (a JSON object) asking `request` under `custom_id`."""
+        ...
+
+    async def upload(self, path: Path) -> str:
+        """Upload the batch file at `path`; return its file id."""
+        ...
+
+    async def create(self, file_id: str) -> str:
+        """Start the batch of the uploaded file `file_id`; return the batch's id."""
+        ...
+
+    async def status(self, batch_id: str) -> BatchStatus:
+        """The batch's state and counts now."""
+        ...
+
+    async def results(self, status: BatchStatus) -> list[tuple[str, Answer | BackendError]]:
+        """Each answered line of a finished batch: its custom_id and its answer, or the error it got."""
+        ...
+
+    async def cancel(self, batch_id: str) -> None:
+        """Ask the provider to stop the batch (what it answered already stays readable)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections. Called once, after the step's last call."""
+        ...
+
+
+def custom_id(kind: str, sample: int, row_id: str) -> str:
+    return f"{kind}-{sample}-{row_id}"
+
+
+def parse_custom_id(value: str) -> tuple[str, int, str]:
+    """(kind, sample, row_id) of a custom_id made by `custom_id`; ValueError for anything else."""
+    kind, sample, row_id = value.split("-", 2)
+    if kind not in ("q", "r"):
+        raise ValueError(f"not a chainette custom_id: {value!r}")
+    return kind, int(sample), row_id
+
+
+@dataclass
+class Chunk:
+    """One batch file of a step, as the journal knows it."""
+
+    name: str
+    round: int
+    path: Path
+    lines: int
+    file_id: str | None = None
+    batch_id: str | None = None
+    state: str = "written"
+    done: bool = False
+
+
+class BatchJournal:
+    """The journal of one step's batches (see the module docstring), read back whole when opened."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.path = folder / "journal.jsonl"
+        self.chunks: dict[str, Chunk] = {}
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            for text in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    self._apply(json.loads(text))
+                except (ValueError, KeyError):
+                    continue  # a line cut by a kill: the state before it holds
+
+    def _apply(self, record: dict[str, Any]) -> None:
+        name = record["chunk"]
+        if "path" in record:
+            self.chunks[name] = Chunk(name, record["round"], self.folder / record["path"], record["lines"])
+            return
+        chunk = self.chunks[name]
+        for key in ("file_id", "batch_id", "state", "done"):
+            if key in record:
+                setattr(chunk, key, record[key])
+
+    def record(self, chunk: Chunk, **change: Any) -> None:
+        """Write `change` (file_id, batch_id, state, done) to the journal, then apply it to `chunk`."""
+        self._append({"chunk": chunk.name, **change})
+        for key, value in change.items():
+            setattr(chunk, key, value)
+
+    def _append(self, record: dict[str, Any]) -> None:
+        """Add `record` to the journal, on disk (fsynced) before this returns."""
+        with open(self.path, "a", encoding="utf-8") as journal:
+            journal.write(json.dumps(record) + "\n")
+            journal.flush()
+            os.fsync(journal.fileno())
+
+    def add(self, round: int, lines: list[dict[str, Any]]) -> Chunk:
+        """Write `lines` as a new chunk's batch file, then journal it."""
+        name = f"{round:03d}-{len(self.chunks):05d}"
+        path = self.folder / f"{name}.jsonl"
+        path.write_bytes(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
+        self._append({"chunk": name, "path": path.name, "round": round, "lines": len(lines)})
+        chunk = self.chunks[name] = Chunk(name, round, path, len(lines))
+        return chunk
+
+    def open_chunks(self) -> list[Chunk]:
+        return [chunk for chunk in self.chunks.values() if not chunk.done]
+
+    @property
+    def last_round(self) -> int:
+        return max((chunk.round for chunk in self.chunks.values()), default=-1)
+
+
+def chunk_lines(lines: list[dict[str, Any]], max_requests: int, max_bytes: int) -> list[list[dict[str, Any]]]:
+    """`lines` split into files of at most `max_requests` lines and `max_bytes` bytes (a longer line goes alone)."""
+    chunks: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for line in lines:
+        length = len(json.dumps(line)) + 1
+        if chunks[-1] and (len(chunks[-1]) >= max_requests or size + length > max_bytes):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(line)
+        size += length
+    return [chunk for chunk in chunks if chunk]
+
+
+def row_ids_of(chunk: Chunk) -> set[str]:
+    """The rows a chunk's batch file asks about."""
+    ids = set()
+    with open(chunk.path, encoding="utf-8") as lines:
+        for text in lines:
+            ids.add(parse_custom_id(json.loads(text)["custom_id"])[2])
+    return ids

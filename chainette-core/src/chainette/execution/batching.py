@@ -1,0 +1,273 @@
+"""The batch step stage: a step answered through offline batch jobs (chainette.batch) instead of a request per row.
+
+Rows are rendered and looked up in the response cache as online; the others become batch lines, written to batch
+files, uploaded and submitted, every file and batch id journaled as soon as it exists. The stage polls the batches
+with a growing interval, then reads each finished one back into the online flow: answers validated and committed
+(and cached), invalid ones re-asked as repair lines of a follow-up batch, transient failures and unanswered lines
+asked again, row errors to errors.jsonl. A resumed run re-attaches to the batches the journal lists as open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from chainette.batch import BatchClient, BatchJournal, BatchStatus, Chunk, chunk_lines, custom_id, parse_custom_id, row_ids_of
+from chainette.client import Answer
+from chainette.errors import BackendError, EngineError, RetryableError, RowError, describe_validation_error, truncated
+from chainette.events import BatchChanged, EventBus, Notice
+from chainette.execution.step import StepStage
+from chainette.frontier import Row
+from chainette.policy import backoff_delay, sleep
+from chainette.schema import repair_messages
+
+FIRST_POLL = 1.0
+T = TypeVar("T")
+
+
+@dataclass
+class BatchStage(StepStage):
+    """Runs one Step over the rows of a frontier as batch jobs of `batches`, journaled in `folder`."""
+
+    batches: BatchClient | None = None
+    folder: Path = Path()
+    bus: EventBus = field(default_factory=EventBus)
+    cancel_on_stop: bool = False
+
+    async def process(self, pending: Iterator[Row]) -> None:
+        """Answer every pending row through batches, until none is left or the run stops."""
+        assert self.batches is not None
+        journal = BatchJournal(self.folder)
+        waiting = set().union(*(row_ids_of(chunk) for chunk in journal.open_chunks()))
+        self.rows: dict[str, Row] = {}
+        self.tries: dict[str, int] = {}
+        self.candidates: dict[str, dict[int, tuple[dict[str, Any], Answer]]] = {}
+        questions = []
+        for row in pending:
+            self.rows[row.row_id] = row
+            if row.row_id not in waiting:
+                questions += self._question(row)
+        self._write(journal, journal.last_round + 1, questions)
+        try:
+            await self._run(journal)
+        finally:
+            self.stats.in_flight = 0
+            await self.batches.aclose()
+
+    async def _run(self, journal: BatchJournal) -> None:
+        """Submit, poll and read back the open chunks (new ones come with each follow-up round) until none is left."""
+        longest = self.engine.config.options.batch_poll_seconds
+        delay = first = min(FIRST_POLL, longest)
+        while journal.open_chunks():
+            if self.control.stopping:
+                await self._leave(journal)
+                return
+            for chunk in journal.open_chunks():
+                await self._submit(journal, chunk)
+                status = await self._call(partial(self._status, chunk))
+                if status.state != chunk.state:
+                    journal.record(chunk, state=status.state)
+                    self._announce(chunk, status)
+                if status.finished:
+                    await self._collect(journal, chunk, status)
+                    delay = first
+            self.stats.in_flight = sum(chunk.lines for chunk in journal.open_chunks())
+            if journal.open_chunks():
+                await self._pause(delay)
+                delay = min(delay * 2, longest)
+
+    async def _status(self, chunk: Chunk) -> BatchStatus:
+        assert self.batches is not None and chunk.batch_id is not None
+        return await self.batches.status(chunk.batch_id)
+
+    async def _submit(self, journal: BatchJournal, chunk: Chunk) -> None:
+        """Upload the chunk's file and create its batch, whichever is not done yet, journaling each id at once."""
+        batches = self.batches
+        assert batches is not None
+        if chunk.file_id is None:
+            journal.record(chunk, file_id=await self._call(lambda: batches.upload(chunk.path)))
+        if chunk.batch_id is None:
+            file_id = chunk.file_id
+            assert file_id is not None
+            journal.record(chunk, batch_id=await self._call(lambda: batches.create(file_id)), state="submitted")
+            self.stats.session.requests += chunk.lines
+
+    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()`, retried with backoff while it fails transiently (up to the engine's max_retries)."""
+        for attempt in range(self.engine.config.options.max_retries + 1):
+            try:
+                return await call()
+            except RetryableError as exc:
+                if attempt == self.engine.config.options.max_retries:
+                    raise EngineError(f"{exc} (gave up after {attempt + 1} attempts)", kind=exc.kind) from None
+                self.stats.session.retries += 1
+                await sleep(backoff_delay(attempt, exc.retry_after))
+        raise AssertionError("unreachable")
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait `seconds`, or less when the run stops meanwhile."""
+        with self.control.cancellable() as stopped:
+            await asyncio.get_running_loop().run_in_executor(None, stopped.wait, seconds)
+
+    def _question(self, row: Row) -> list[dict[str, Any]]:
+        """The row's batch line, or none: a prompt that cannot render fails it, and the cache may answer it."""
+        try:
+            request = self._request(row)
+        except RowError as exc:
+            self._decide(row, exc)
+            return []
+        if self.cache is not None:
+            found = [self._cached(self.cache.key(request, sample, row.row_id)) for sample in range(self.samples)]
+            if all(found):
+                self.stats.session.cached += 1
+                self._decide(row, [hit for hit in found if hit is not None])
+                return []
+        self.tries[row.row_id] = self.tries.get(row.row_id, 0) + 1
+        self.candidates[row.row_id] = {}
+        assert self.batches is not None
+        return [self.batches.line(custom_id("q", 0, row.row_id), request)]
+
+    def _write(self, journal: BatchJournal, round: int, lines: list[dict[str, Any]]) -> None:
+        assert self.batches is not None
+        for part in chunk_lines(lines, self.batches.max_requests, self.batches.max_bytes):
+            journal.add(round, part)
+
+    async def _collect(self, journal: BatchJournal, chunk: Chunk, status: BatchStatus) -> None:
+        """Read a finished batch back: decide its rows or ask again, mark it done, then write the follow-up lines."""
+        batches = self.batches
+        assert batches is not None
+        results = await self._call(lambda: batches.results(status)) if status.result_files else []
+        follow_up: list[dict[str, Any]] = []
+        answered = set()
+        for key, outcome in results:
+            try:
+                kind, sample, row_id = parse_custom_id(key)
+            except ValueError:
+                continue
+            row = self.rows.get(row_id)
+            if row is not None:
+                answered.add(row_id)
+                follow_up += self._receive(row, kind, sample, outcome)
+        for row_id in row_ids_of(chunk) - answered:
+            row = self.rows.get(row_id)
+            if row is not None:
+                follow_up += self._unanswered(row, status)
+        journal.record(chunk, done=True)
+        self._write(journal, chunk.round + 1, follow_up)
+
+    def _unanswered(self, row: Row, status: BatchStatus) -> list[dict[str, Any]]:
+        """A row the batch gave no answer for: asked again, unless the batch itself failed (it would fail again)."""
+        if status.state == "failed":
+            self._decide(
+                row,
+                RowError(
+                    f"engine '{self.engine.config.name}': the batch failed: {status.detail or 'no reason given'}", kind="batch_failed"
+                ),
+            )
+            return []
+        return self._again(
+            row,
+            RetryableError(
+                f"engine '{self.engine.config.name}': the batch ended {status.state} without answering it", kind=f"batch_{status.state}"
+            ),
+        )
+
+    def _again(self, row: Row, error: BackendError) -> list[dict[str, Any]]:
+        """The row asked afresh in the next round, or failed with `error` once it was asked max_retries + 1 times."""
+        if self.tries.get(row.row_id, 0) > self.engine.config.options.max_retries:
+            self._decide(row, error)
+            return []
+        return self._question(row)
+
+    def _receive(self, row: Row, kind: str, sample: int, outcome: Answer | BackendError) -> list[dict[str, Any]]:
+        """Take one answered line of `row`: the follow-up lines it needs (a repair, the question again), if any."""
+        if isinstance(outcome, RetryableError):
+            return self._again(row, outcome)
+        if isinstance(outcome, BackendError):
+            self._decide(row, outcome)
+            return []
+        self.stats.session.add_usage(outcome.usage.input_tokens, outcome.usage.output_tokens)
+        candidates = [(sample, outcome)] if kind == "r" else list(enumerate([outcome, *outcome.alternatives][: self.samples]))
+        if kind == "q" and len(candidates) < self.samples:
+            self._decide(
+                row, RowError(f"the batch answered {len(candidates)} of the {self.samples} candidates asked for", kind="bad_response")
+            )
+            return []
+        repairs = []
+        for index, answer in candidates:
+            try:
+                self.candidates.setdefault(row.row_id, {})[index] = (self._validate(answer.text), answer)
+            except ValidationError as exc:
+                problem = self._invalid(answer, exc, repaired=kind == "r")
+                if isinstance(problem, RowError):
+                    self._decide(row, problem)
+                    return []
+                repairs.append(self._repair(row, index, answer, problem))
+        if not repairs and len(self.candidates[row.row_id]) == self.samples:
+            self._decide(row, [self.candidates[row.row_id][index] for index in range(self.samples)])
+        return repairs
+
+    def _invalid(self, answer: Answer, exc: ValidationError, repaired: bool) -> RowError | str:
+        """Why an invalid answer fails its row (cut off, or invalid after its repair), else the error a repair quotes."""
+        if answer.cut_off:
+            return truncated(self.engine.config.name, answer, exc)
+        if repaired:
+            return RowError(
+                f"the answer does not match {self.step.output_model.__name__} after one repair request: {describe_validation_error(exc)}",
+                kind="validation",
+                raw=answer.text,
+            )
+        return describe_validation_error(exc)
+
+    def _repair(self, row: Row, sample: int, answer: Answer, error: str) -> dict[str, Any]:
+        """The repair line for candidate `sample` of `row`: the question, the answer, and what is wrong with it."""
+        assert self.batches is not None
+        request = self._request(row)
+        messages = repair_messages(request.messages, answer.text, error)
+        self.stats.session.repairs += 1
+        return self.batches.line(custom_id("r", sample, row.row_id), replace(request, messages=messages, sampling=self.single_sampling))
+
+    def _decide(self, row: Row, outcome: list[tuple[dict[str, Any], Answer]] | BackendError) -> None:
+        """Commit the row with its candidates (storing fresh ones in the cache), or fail it; either way it is done."""
+        del self.rows[row.row_id]
+        self.candidates.pop(row.row_id, None)
+        self.stats.session.rows += 1
+        if isinstance(outcome, BackendError):
+            self._fail(row, outcome)
+            return
+        if self.cache is not None and self.tries.get(row.row_id):
+            request = self._request(row)
+            for sample, (_, answer) in enumerate(outcome):
+                self.cache.save(self.cache.key(request, sample, row.row_id), answer)
+        self.same_error.succeeded()
+        self.stats.ok += 1
+        self._commit(row, outcome)
+
+    async def _leave(self, journal: BatchJournal) -> None:
+        """On a stop: cancel the batches in flight when asked to, else leave them running; say how to go on."""
+        submitted = [chunk for chunk in journal.open_chunks() if chunk.batch_id is not None]
+        if self.cancel_on_stop:
+            for chunk in submitted:
+                assert self.batches is not None and chunk.batch_id is not None
+                await self.batches.cancel(chunk.batch_id)
+                journal.record(chunk, state="cancelling")
+        verb = "cancelled (their answers so far are kept)" if self.cancel_on_stop else "left running on the server"
+        self.bus.emit(Notice(f"{self.step.id}: {len(submitted)} batches {verb}; run the same command again to collect their answers."))
+
+    def _announce(self, chunk: Chunk, status: BatchStatus) -> None:
+        self.bus.emit(
+            BatchChanged(
+                node=self.step.id,
+                batch=chunk.batch_id or chunk.name,
+                state=status.state,
+                completed=status.completed,
+                failed=status.failed,
+                total=status.total or chunk.lines,
+            )
+        )

@@ -1,0 +1,78 @@
+"""The openai backend's batch client: a step's requests as OpenAI Batch API jobs (files upload, batches create,
+retrieve and cancel, output and error files), through the SDK, with the client's request body and error handling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Final
+
+import openai
+
+from chainette.batch import BatchStatus
+from chainette.client import Answer, Request
+from chainette.errors import BackendError
+from chainette.openai_format import parse_batch_result
+from chainette_openai.client import OpenAIClient
+
+ENDPOINT: Final = "/v1/chat/completions"
+MAX_REQUESTS = 50_000  # the Batch API's limits per input file
+MAX_BYTES = 200 * 1024 * 1024
+
+
+class OpenAIBatchClient(OpenAIClient):
+    """Batches for one engine: each line is the body `complete` would send."""
+
+    max_requests = MAX_REQUESTS
+    max_bytes = MAX_BYTES
+
+    def line(self, custom_id: str, request: Request) -> dict[str, Any]:
+        kwargs, extra_body = self._arguments(request)
+        return {"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": {**kwargs, **extra_body}}
+
+    async def upload(self, path: Path) -> str:
+        try:
+            uploaded = await self._client.files.create(file=(path.name, path.read_bytes()), purpose="batch")
+        except openai.APIError as exc:
+            raise self._classify(exc) from None
+        return uploaded.id
+
+    async def create(self, file_id: str) -> str:
+        try:
+            batch = await self._client.batches.create(input_file_id=file_id, endpoint=ENDPOINT, completion_window="24h")
+        except openai.APIError as exc:
+            raise self._classify(exc) from None
+        return batch.id
+
+    async def status(self, batch_id: str) -> BatchStatus:
+        try:
+            batch = await self._client.batches.retrieve(batch_id)
+        except openai.APIError as exc:
+            raise self._classify(exc) from None
+        counts = batch.request_counts
+        problems = "; ".join(str(error.message) for error in (batch.errors.data or [])) if batch.errors else ""
+        files = tuple(file_id for file_id in (batch.output_file_id, batch.error_file_id) if file_id)
+        return BatchStatus(
+            batch.status,
+            total=counts.total if counts else 0,
+            completed=counts.completed if counts else 0,
+            failed=counts.failed if counts else 0,
+            detail=self._scrub(problems),
+            result_files=files,
+        )
+
+    async def results(self, status: BatchStatus) -> list[tuple[str, Answer | BackendError]]:
+        answered = []
+        for file_id in status.result_files:
+            try:
+                content = await self._client.files.content(file_id)
+            except openai.APIError as exc:
+                raise self._classify(exc) from None
+            answered += [parse_batch_result(json.loads(text), engine=self.engine) for text in content.text.splitlines() if text.strip()]
+        return answered
+
+    async def cancel(self, batch_id: str) -> None:
+        try:
+            await self._client.batches.cancel(batch_id)
+        except openai.APIError as exc:
+            raise self._classify(exc) from None

@@ -1,0 +1,107 @@
+"""Batch jobs across processes: kill -9 while a batch is in flight and the same command re-attaches to it instead of
+submitting it again; Ctrl-C leaves the batches running (or cancels them with --cancel-batches) and says how to go on."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from chainette.testing import FakeServer
+
+from .conftest import echo, wait_for
+
+pytest.importorskip("chainette_openai")
+
+CHAIN = """
+import os
+from pydantic import BaseModel
+from chainette import Chain, Step, register_engine
+
+class Text(BaseModel):
+    text: str
+
+class Label(BaseModel):
+    label: str
+
+register_engine("llm", backend="openai", model="fake-model", endpoint=os.environ["FAKE_URL"] + "/v1", api_key="sk-batch",
+                batch=True, batch_poll_seconds=0.05)
+first = Step(id="label", input_model=Text, output_model=Label, engine_name="llm", user_prompt="A <<{{text}}>>")
+second = Step(id="again", output_model=Label, engine_name="llm", user_prompt="B <<{{label.label}}>>")
+chain = Chain(name="batched", steps=[first, second])
+"""
+ROWS = 40
+
+
+class BatchProject:
+    def __init__(self, root: Path, url: str):
+        self.chain = root / "chain.py"
+        self.chain.write_text(textwrap.dedent(CHAIN))
+        self.inputs = root / "in.jsonl"
+        self.inputs.write_text("".join(json.dumps({"text": f"row{i}"}) + "\n" for i in range(ROWS)))
+        self.out = root / "out"
+        self.env = {**os.environ, "FAKE_URL": url, "CHAINETTE_LOAD_PLUGINS": "openai", "COLUMNS": "200"}
+
+    def args(self, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "chainette", "run", f"{self.chain}:chain", "-i", str(self.inputs), "-o", str(self.out), *extra]
+
+    def start(self, *extra: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(self.args(*extra), env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def run(self, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.args(*extra), env=self.env, capture_output=True, text=True, timeout=120)
+
+    def submitted(self) -> bool:
+        journal = self.out / ".chainette" / "batches" / "label" / "journal.jsonl"
+        return journal.exists() and '"batch_id"' in journal.read_text()
+
+    def labels(self) -> dict[str, str]:
+        lines = [json.loads(line) for path in sorted((self.out / "again").glob("*.jsonl")) for line in path.read_text().splitlines()]
+        return {line["row_id"]: line["label"] for line in lines}
+
+
+@pytest.fixture
+def server():
+    with FakeServer(respond=echo) as running:
+        running.batches.polls_to_finish = 10**6
+        yield running
+
+
+def test_kill_9_while_a_batch_runs_and_the_rerun_re_attaches_to_it(server, tmp_path):
+    project = BatchProject(tmp_path, server.base_url)
+    process = project.start()
+    wait_for(project.submitted)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert len(server.batches.created) == 1
+
+    server.batches.polls_to_finish = 1
+    done = project.run()
+    assert done.returncode == 0, done.stderr
+    assert len(server.batches.created) == 2, "label's batch re-attached, then one for again"
+    assert project.labels() == {str(i): f"row{i}" for i in range(ROWS)}
+
+
+@pytest.mark.parametrize("cancel", [False, True])
+def test_ctrl_c_leaves_the_batches_running_or_cancels_them(server, tmp_path, cancel):
+    project = BatchProject(tmp_path, server.base_url)
+    process = project.start(*(["--cancel-batches"] if cancel else []))
+    wait_for(project.submitted)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    said = "cancelled" if cancel else "left running on the server"
+    assert f"label: 1 batches {said}" in out and "run the same command again" in out
+    assert server.batches.cancelled == (server.batches.created[:1] if cancel else [])
+
+    server.batches.polls_to_finish = 1
+    done = project.run()
+    assert done.returncode == 0, done.stderr
+    assert project.labels() == {str(i): f"row{i}" for i in range(ROWS)}
+    assert len(server.batches.created) == (3 if cancel else 2), "a cancelled batch's rows are asked again"

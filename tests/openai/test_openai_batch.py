@@ -1,0 +1,188 @@
+"""Batch mode on the openai backend, against the loopback server's Files and Batches endpoints: answers aligned and
+validated as online, partial errors, expiry, a failed batch, a failed upload, repairs as a follow-up batch, the
+discount, the cache, and the refusals."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from pydantic import BaseModel
+import pytest
+
+from chainette import Chain, Step, register_engine
+from chainette.errors import ConfigError
+import chainette.policy
+from chainette.testing import FakeServer
+
+KEY = "sk-batch-test"
+
+
+class Text(BaseModel):
+    text: str
+
+
+class Label(BaseModel):
+    label: str
+
+
+def echo(body: dict) -> str:
+    user = next(message["content"] for message in body["messages"] if message["role"] == "user")
+    return json.dumps({"label": re.search(r"<<(.*?)>>", user).group(1)})
+
+
+@pytest.fixture(autouse=True)
+def fast(monkeypatch):
+    monkeypatch.setattr(chainette.policy, "BASE_DELAY", 0.001)
+
+
+@pytest.fixture
+def server():
+    with FakeServer(respond=echo, api_key=KEY) as running:
+        yield running
+
+
+def engine(server, **options) -> None:
+    options = {"batch": True, "batch_poll_seconds": 0.01, **options}
+    register_engine("llm", backend="openai", model="fake-model", endpoint=f"{server.base_url}/v1", api_key=KEY, **options)
+
+
+def chain() -> Chain:
+    first = Step(id="label", input_model=Text, output_model=Label, engine_name="llm", user_prompt="<<{{text}}>>")
+    return Chain(
+        name="batched", steps=[first, Step(id="again", output_model=Label, engine_name="llm", user_prompt="again <<{{label.label}}>>")]
+    )
+
+
+def rows(n: int) -> list[dict]:
+    return [{"text": f"row{i}"} for i in range(n)]
+
+
+def labels(result, step: str = "again") -> dict[str, str]:
+    return {record["row_id"]: record["label"] for record in result.records(step)}
+
+
+def test_a_chain_answered_through_batches_keeps_every_row_aligned(server, tmp_path):
+    engine(server)
+    result = chain().run(rows(30), output_dir=tmp_path / "out")
+    assert labels(result) == {str(i): f"row{i}" for i in range(30)}
+    assert server.chat_requests() == [], "no online request"
+    assert len(server.batches.created) == 2, "one batch per step"
+    first_file = server.batches.files[server.batches.batches[server.batches.created[0]]["input_file_id"]].decode().splitlines()
+    line = json.loads(first_file[0])
+    assert line["custom_id"] == "q-0-0" and line["url"] == "/v1/chat/completions" and line["method"] == "POST"
+    assert line["body"]["model"] == "fake-model" and line["body"]["response_format"]["type"] == "json_schema"
+    figures = result.stats["steps"]["label"]
+    assert figures["ok"] == 30 and figures["requests"] == 30 and figures["input_tokens"] == 30 * 11
+
+
+def test_the_batch_discount_halves_the_price(server, tmp_path):
+    from chainette.engines import engine_price
+
+    register_engine("online", backend="openai", model="gpt-4o-mini", api_key=KEY)
+    register_engine("offline", backend="openai", model="gpt-4o-mini", api_key=KEY, batch=True)
+    from chainette.engines import get_engine
+
+    online, offline = engine_price(get_engine("online")), engine_price(get_engine("offline"))
+    assert online is not None and offline == (online[0] / 2, online[1] / 2)
+
+
+def test_lines_that_fail_transiently_or_expire_are_asked_again_and_row_errors_are_recorded(server, tmp_path):
+    engine(server)
+    seen: dict[str, int] = {}
+
+    def status(custom_id: str) -> int | None:
+        seen[custom_id] = seen.get(custom_id, 0) + 1
+        if custom_id == "q-0-3":
+            return 400
+        return 500 if custom_id.endswith(("-5", "-7")) and seen[custom_id] == 1 else None
+
+    server.batches.line_status = status
+    result = chain().run(rows(10), output_dir=tmp_path / "out")
+    assert set(labels(result, "label")) == {str(i) for i in range(10)} - {"3"}
+    [error] = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
+    assert error["row_id"] == "3" and error["error_type"] == "http_400" and error["step_id"] == "label"
+    assert len(server.batches.created) == 3, "label, its follow-up for rows 5 and 7, then again"
+
+    server.batches.line_status = lambda custom_id: None
+    server.batches.outcome = "expired"
+    expired = chain().run(rows(10), output_dir=tmp_path / "expired", cache=False)
+    assert labels(expired) == {str(i): f"row{i}" for i in range(10)}, "half answered each round, the rest asked again"
+
+
+def test_a_failed_batch_fails_its_rows_with_the_providers_reason(server, tmp_path):
+    engine(server)
+    server.batches.outcome = "failed"
+    result = chain().run(rows(4), output_dir=tmp_path / "out")
+    errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
+    assert {e["error_type"] for e in errors} == {"batch_failed"} and len(errors) == 4
+    assert "injected validation failure" in errors[0]["message"]
+    assert result.stats["steps"]["label"]["failed"] == 4
+
+
+def test_a_failed_upload_is_retried(server, tmp_path):
+    engine(server)
+    server.batches.failed_uploads = 2
+    result = chain().run(rows(5), output_dir=tmp_path / "out")
+    assert len(labels(result)) == 5 and result.stats["steps"]["label"]["retries"] == 2
+
+
+def test_an_invalid_answer_is_repaired_in_a_follow_up_batch(tmp_path):
+    def answer(body: dict) -> str:
+        repairing = len(body["messages"]) > 2
+        return echo(body) if repairing else "not json at all"
+
+    with FakeServer(respond=answer, api_key=KEY) as server:
+        engine(server)
+        one = Chain(name="b", steps=[Step(id="label", input_model=Text, output_model=Label, engine_name="llm", user_prompt="<<{{text}}>>")])
+        result = one.run(rows(6), output_dir=tmp_path / "out")
+        assert labels(result, "label") == {str(i): f"row{i}" for i in range(6)}
+        assert len(server.batches.created) == 2
+        repair = json.loads(
+            server.batches.files[server.batches.batches[server.batches.created[1]]["input_file_id"]].decode().splitlines()[0]
+        )
+        assert repair["custom_id"].startswith("r-0-") and "not json at all" in json.dumps(repair["body"]["messages"])
+        assert result.stats["steps"]["label"]["repairs"] == 6
+
+
+def test_batch_answers_are_cached_and_a_rerun_submits_nothing(server, tmp_path):
+    engine(server)
+    chain().run(rows(8), output_dir=tmp_path / "one")
+    created = len(server.batches.created)
+    again = chain().run(rows(8), output_dir=tmp_path / "two")
+    assert len(server.batches.created) == created and again.stats["steps"]["label"]["cached"] == 8
+
+
+def test_batch_needs_a_backend_that_can(tmp_path):
+    register_engine("llm", backend="fake", model="m", batch=True)
+    with pytest.raises(ConfigError, match="backend 'fake' cannot run batch jobs"):
+        Chain(name="f", steps=[Step(id="label", input_model=Text, output_model=Label, engine_name="llm", user_prompt="x")]).run(
+            rows(1), output_dir=tmp_path / "o"
+        )
+    register_engine("llm", backend="fake", model="m")
+    with pytest.raises(ConfigError, match="--batch: no step's engine can run batch jobs"):
+        Chain(name="f", steps=[Step(id="label", input_model=Text, output_model=Label, engine_name="llm", user_prompt="x")]).run(
+            rows(1), output_dir=tmp_path / "o2", batch=True
+        )
+
+
+def test_batch_forced_for_a_run_on_an_online_engine(server, tmp_path):
+    engine(server, batch=False)
+    result = chain().run(rows(3), output_dir=tmp_path / "out", batch=True)
+    assert len(labels(result)) == 3 and server.chat_requests() == [] and len(server.batches.created) == 2
+
+
+def test_chainette_batches_lists_a_runs_batches(server, tmp_path, capsys):
+    from chainette.cli import main
+
+    engine(server)
+    chain().run(rows(3), output_dir=tmp_path / "out")
+    assert main(["batches", str(tmp_path / "out"), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(entry["step"], entry["batch_id"], entry["state"], entry["collected"]) for entry in listed] == [
+        ("again", server.batches.created[1], "completed", True),
+        ("label", server.batches.created[0], "completed", True),
+    ]
+    assert main(["batches", str(tmp_path / "out")]) == 0
+    assert server.batches.created[0] in capsys.readouterr().out
+    assert main(["batches", str(tmp_path / "missing")]) == 1
