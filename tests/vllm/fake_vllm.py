@@ -1,4 +1,5 @@
-"""A stand-in for the `vllm` executable: `vllm serve MODEL --host H --port P [--served-model-name N] ...`.
+"""A stand-in for the `vllm` executable: `vllm serve MODEL --host H --port P [--served-model-name N] ...`, and
+`vllm run-batch -i IN -o OUT --model MODEL ...` (below).
 
 It appends JSON events to $FAKE_VLLM_RECORD ("start" with its arguments, selected environment and
 child pid; "ready"; "term" or "term_ignored" on SIGTERM; "exit" before it exits by itself), starts one
@@ -72,9 +73,39 @@ def serve_until_told_to_exit(server: FakeServer) -> None:
     os._exit(7)
 
 
+def run_batch(mode: str) -> None:
+    """`vllm run-batch`: after $FAKE_VLLM_DELAY seconds, answer every line of -i into -o as FakeServer answers a chat
+    request (mode ok); exit with status 3 after an error line (crash); or run until stopped (never_healthy)."""
+    parser = argparse.ArgumentParser(prog="vllm")
+    parser.add_argument("command", choices=["run-batch"])
+    parser.add_argument("-i", dest="input", required=True)
+    parser.add_argument("-o", dest="output", required=True)
+    parser.add_argument("--model", required=True)
+    args, _ = parser.parse_known_args()
+    record("start", argv=sys.argv[1:], child=os.getpid(), pgid=os.getpgid(0))  # no child process of its own
+    if mode == "crash":
+        print("ERROR torch.OutOfMemoryError: CUDA out of memory (fake run-batch)", flush=True)
+        sys.exit(3)
+    while mode == "never_healthy":
+        time.sleep(1)
+    time.sleep(float(os.environ.get("FAKE_VLLM_DELAY", "0")))
+    from chainette.testing import FakeServer
+
+    answering = FakeServer(models=(args.model,))
+    with open(args.input, encoding="utf-8") as lines, open(args.output, "w", encoding="utf-8") as out:
+        for text in lines:
+            line = json.loads(text)
+            response = {"status_code": 200, "request_id": "fake", "body": answering.completion(line["body"])}
+            out.write(json.dumps({"id": "vllm-fake", "custom_id": line["custom_id"], "response": response, "error": None}) + "\n")
+    record("exit", status=0)
+
+
 def main() -> None:
     mode = os.environ.get("FAKE_VLLM_MODE", "ok")
     on_sigterm(mode)
+    if sys.argv[1:2] == ["run-batch"]:
+        run_batch(mode)
+        return
     parser = argparse.ArgumentParser(prog="vllm")
     parser.add_argument("command", choices=["serve"])
     parser.add_argument("model")

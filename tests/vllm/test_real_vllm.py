@@ -132,6 +132,19 @@ def test_spawn_mode_starts_runs_and_stops_the_server(on_path, tmp_path):
     assert serve_processes() == [], "no vllm serve is left running"
 
 
+def test_batch_mode_answers_a_step_through_vllm_run_batch(on_path, tmp_path):
+    options = {key: value for key, value in SERVE_OPTIONS.items() if key != "startup_timeout"}
+    register_engine("llm", backend="vllm", model=MODEL or "", batch=True, batch_poll_seconds=2.0, **options)
+    result = chain().run(ROWS, output_dir=tmp_path / "out")
+    assert len(result["verdict"]) == len(ROWS) and result.errors == []
+    stats = result.stats["steps"]["verdict"]
+    assert stats["requests"] == len(ROWS) and stats["input_tokens"] > 0
+    answers = list((tmp_path / "out" / ".chainette" / "batches" / "verdict").glob("*.answers.jsonl"))
+    assert len(answers) == 1 and len(answers[0].read_text().splitlines()) == len(ROWS)
+    log = (tmp_path / "out" / "logs" / "vllm-llm.log").read_text()
+    assert "run-batch" in log and serve_processes() == []
+
+
 def test_a_bad_serve_flag_fails_the_start_with_the_server_log(on_path, tmp_path):
     register_engine("llm", backend="vllm", model=MODEL or "", **{**SERVE_OPTIONS, "extra_serve_flags": ["--no-such-flag"]})
     with pytest.raises(EngineError) as caught:

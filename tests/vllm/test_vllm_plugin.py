@@ -37,6 +37,7 @@ def test_entry_point_registers_backend_with_alias():
         "engine_options",
         "ensure_running",
         "make_client",
+        "make_batch_client",
         "register_commands",
         "server_key",
         "stop_engine",

@@ -65,9 +65,11 @@ def make_client(config: EngineConfig[EngineOptions]) -> Client:
 
 
 @hookspec(firstresult=True)
-def make_batch_client(config: EngineConfig[EngineOptions]) -> BatchClient:
+def make_batch_client(config: EngineConfig[EngineOptions], run_dir: Path | None) -> BatchClient:
     """Return a `chainette.batch.BatchClient` for the engine: a backend that implements this hook can answer a step
-    as offline batches (an engine with `batch=True`, or `chainette run --batch`); see docs/batch.md."""
+    as offline batches (an engine with `batch=True`, or `chainette run --batch`); see docs/batch.md. Called instead of
+    `ensure_running` and `make_client` for such an engine; `run_dir` is the run's output directory, for logs. The
+    client's `aclose` ends whatever it started (a process, say)."""
 
 
 @hookspec(firstresult=True)

@@ -194,9 +194,9 @@ class BackendHooks:
             raise ConfigError(f"Backend '{self.backend}' returned no client for engine '{config.name}'.")
         return cast("Client", client)
 
-    def make_batch_client(self, config: EngineConfig[EngineOptions]) -> BatchClient:
+    def make_batch_client(self, config: EngineConfig[EngineOptions], run_dir: Path | None) -> BatchClient:
         """The backend's batch client for `config`; a ConfigError naming what to do when the backend has none."""
-        client = self.plugins.call(self.backend, "make_batch_client", config=config)
+        client = self.plugins.call(self.backend, "make_batch_client", config=config, run_dir=run_dir)
         if client is None:
             raise no_batch_client(config)
         return cast("BatchClient", client)

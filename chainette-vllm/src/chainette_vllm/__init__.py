@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import typer
 
     from chainette_vllm.client import VllmClient
+    from chainette_vllm.run_batch import RunBatchClient
 
 API_KEY_ENV = "VLLM_API_KEY"
 SAMPLING_FIELDS = {
@@ -197,6 +198,19 @@ def make_client(config: EngineConfig[VllmOptions]) -> VllmClient:
     from chainette_vllm.client import VllmClient
 
     return VllmClient(config, check_server=server.exit_check(config))
+
+
+@hookimpl
+def make_batch_client(config: EngineConfig[VllmOptions], run_dir: Path | None) -> RunBatchClient:
+    """Batch jobs as `vllm run-batch` processes, for an engine without an endpoint (a server has no batch endpoint)."""
+    if config.endpoint:
+        raise ConfigError(
+            f"Engine '{config.name}': batch=True runs `vllm run-batch` on this machine, so the engine must not have an endpoint; "
+            "remove endpoint=, or drop batch=True to use the server online."
+        )
+    from chainette_vllm.run_batch import RunBatchClient
+
+    return RunBatchClient(config, run_dir)
 
 
 @hookimpl

@@ -21,6 +21,27 @@ from chainette.openai_format import parse_chat_completion
 from chainette_vllm import API_KEY_ENV, VllmOptions
 
 
+def request_model(config: EngineConfig[VllmOptions]) -> str:
+    """The model name requests give: `served_model_name` when set, else the engine's model."""
+    return config.options.served_model_name or config.model
+
+
+def engine_fields(config: EngineConfig[VllmOptions]) -> dict[str, Any]:
+    """The request fields an engine's options add (chat_template_kwargs, include_reasoning), when set."""
+    return config.options.model_dump(include={"chat_template_kwargs", "include_reasoning"}, exclude_none=True)
+
+
+def chat_payload(model: str, fields: dict[str, Any], request: Request) -> dict[str, Any]:
+    """The chat-completions body for `request`; its sampling comes last so that `extra` can override engine `fields`."""
+    return {
+        "model": model,
+        "messages": request.messages,
+        "response_format": {"type": "json_schema", "json_schema": {"name": request.schema_name, "schema": request.schema}},
+        **fields,
+        **request.sampling,
+    }
+
+
 class VllmClient:
     """Sends chat requests for one engine; safe to call concurrently (the pool is sized to max_concurrency).
 
@@ -37,21 +58,13 @@ class VllmClient:
         if not config.endpoint:
             raise ConfigError(f"Engine '{config.name}': the vLLM client needs the server's URL; start the engine through a run.")
         self.engine = config.name
-        self.model = config.options.served_model_name or config.model
-        self.engine_fields = config.options.model_dump(include={"chat_template_kwargs", "include_reasoning"}, exclude_none=True)
+        self.model, self.engine_fields = request_model(config), engine_fields(config)
         headers = bearer(config.resolve_api_key(default_env=API_KEY_ENV))
         self._http = JsonHttpClient(config, config.endpoint, headers=headers, transport=transport)
         self._check_server = check_server
 
     def payload(self, request: Request) -> dict[str, Any]:
-        """The JSON body for `request`; the request's sampling comes last so that `extra` can override engine fields."""
-        return {
-            "model": self.model,
-            "messages": request.messages,
-            "response_format": {"type": "json_schema", "json_schema": {"name": request.schema_name, "schema": request.schema}},
-            **self.engine_fields,
-            **request.sampling,
-        }
+        return chat_payload(self.model, self.engine_fields, request)
 
     async def complete(self, request: Request) -> Answer:
         try:

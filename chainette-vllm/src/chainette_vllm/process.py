@@ -77,6 +77,18 @@ def launch(spec: ServeSpec, logs: Path, *, tied: bool) -> Server:
 
     `tied`: on Linux the server gets SIGTERM when this process dies (see `_parent_death_signal`).
     """
+    port = spec.port or free_port()
+    return _start(spec, logs, lambda executable: spec.command(executable, port), f"http://{HOST}:{port}/v1", tied=tied)
+
+
+def launch_batch(spec: ServeSpec, logs: Path, batch_file: Path, output: Path) -> Server:
+    """Start `vllm run-batch` over `batch_file` into `output` with `spec`'s model, flags and environment, as `launch`
+    starts a server (its own process group, tied to this process, the same log); its `url` is empty."""
+    return _start(spec, logs, lambda executable: spec.batch_command(executable, batch_file, output), "", tied=True)
+
+
+def _start(spec: ServeSpec, logs: Path, command_for: Callable[[str], list[str]], url: str, *, tied: bool) -> Server:
+    """Run `command_for(the vllm executable)` in its own process group, its output appended to the engine's log."""
     executable = shutil.which("vllm")
     if executable is None:
         raise EngineError(
@@ -86,8 +98,7 @@ def launch(spec: ServeSpec, logs: Path, *, tied: bool) -> Server:
             "or run vLLM yourself and set endpoint=.",
             kind="server_missing",
         )
-    port = spec.port or free_port()
-    command = spec.command(executable, port)
+    command = command_for(executable)
     shown = spec.shown(command)
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"vllm-{spec.engine}.log"
@@ -104,7 +115,7 @@ def launch(spec: ServeSpec, logs: Path, *, tied: bool) -> Server:
             start_new_session=True,
             preexec_fn=_parent_death_signal() if tied else None,
         )
-    return Server(url=f"http://{HOST}:{port}/v1", pid=process.pid, command=shown, log=log, started_at=started_at, process=process)
+    return Server(url=url, pid=process.pid, command=shown, log=log, started_at=started_at, process=process)
 
 
 def wait_until_healthy(server: Server, spec: ServeSpec, cancelled: threading.Event) -> None:
@@ -117,7 +128,7 @@ def wait_until_healthy(server: Server, spec: ServeSpec, cancelled: threading.Eve
             if ended is not None:
                 raise EngineError(
                     f"The vLLM server for engine '{spec.engine}' {ended} before it was ready; "
-                    f"fix the cause its log shows and run again. {_log_excerpt(server, spec.secrets)}",
+                    f"fix the cause its log shows and run again. {log_excerpt(server, spec.secrets)}",
                     kind="server_exited",
                 )
             if healthy(http, server.url):
@@ -130,7 +141,7 @@ def wait_until_healthy(server: Server, spec: ServeSpec, cancelled: threading.Eve
                 raise EngineError(
                     f"The vLLM server for engine '{spec.engine}' did not answer GET /health with 200 within "
                     f"{spec.startup_timeout:g} s, so it was stopped. If the model needs longer to load, raise the engine's "
-                    f"startup_timeout. {_log_excerpt(server, spec.secrets)}",
+                    f"startup_timeout. {log_excerpt(server, spec.secrets)}",
                     kind="server_timeout",
                 )
             time.sleep(HEALTH_INTERVAL)
@@ -144,7 +155,7 @@ def exit_error(server: Server, engine: str, secrets: frozenset[str]) -> EngineEr
     return EngineError(
         f"Engine '{engine}': its vLLM server (pid {server.pid}) {ended} during the run, so the run stopped. Every finished row "
         "is saved: fix the cause its log shows, then run the same command again to resume (a new server is started). "
-        f"{_log_excerpt(server, secrets)}",
+        f"{log_excerpt(server, secrets)}",
         kind="server_exited",
     )
 
@@ -249,7 +260,7 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _log_excerpt(server: Server, secrets: frozenset[str]) -> str:
+def log_excerpt(server: Server, secrets: frozenset[str]) -> str:
     """The last lines of the server's log and its command, for an error message; `secrets` are redacted from them."""
     try:
         with open(server.log, "rb") as log:

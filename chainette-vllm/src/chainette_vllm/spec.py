@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import hashlib
 import json
 import os
+from pathlib import Path
 import shlex
 
 from chainette.engines import EngineConfig
@@ -47,6 +48,10 @@ class ServeSpec:
 
     def command(self, executable: str, port: int) -> list[str]:
         return [executable, "serve", self.model, "--host", HOST, "--port", str(port), *self.flags]
+
+    def batch_command(self, executable: str, batch_file: Path, output: Path) -> list[str]:
+        """`vllm run-batch` over `batch_file` into `output`, with the model and flags `vllm serve` would get."""
+        return [executable, "run-batch", "-i", str(batch_file), "-o", str(output), "--model", self.model, *self.flags]
 
     def shown(self, command: list[str]) -> str:
         """The command as a shell line, with CUDA_VISIBLE_DEVICES when set (never the key or extra_env values)."""

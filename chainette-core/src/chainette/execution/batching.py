@@ -33,16 +33,19 @@ T = TypeVar("T")
 
 @dataclass
 class BatchStage(StepStage):
-    """Runs one Step over the rows of a frontier as batch jobs of `batches`, journaled in `folder`."""
+    """Runs one Step over the rows of a frontier as batch jobs of its engine's batch client, journaled in `folder`."""
 
-    batches: BatchClient | None = None
     folder: Path = Path()
     bus: EventBus = field(default_factory=EventBus)
     cancel_on_stop: bool = False
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        assert self.engine.batches is not None, "a batch stage needs an engine with batch=True"
+        self.batches: BatchClient = self.engine.batches
+
     async def process(self, pending: Iterator[Row]) -> None:
         """Answer every pending row through batches, until none is left or the run stops."""
-        assert self.batches is not None
         journal = BatchJournal(self.folder)
         waiting = set().union(*(row_ids_of(chunk) for chunk in journal.open_chunks()))
         self.rows: dict[str, Row] = {}
@@ -58,7 +61,6 @@ class BatchStage(StepStage):
             await self._run(journal)
         finally:
             self.stats.in_flight = 0
-            await self.batches.aclose()
 
     async def _run(self, journal: BatchJournal) -> None:
         """Submit, poll and read back the open chunks (new ones come with each follow-up round) until none is left."""
@@ -83,13 +85,12 @@ class BatchStage(StepStage):
                 delay = min(delay * 2, longest)
 
     async def _status(self, chunk: Chunk) -> BatchStatus:
-        assert self.batches is not None and chunk.batch_id is not None
+        assert chunk.batch_id is not None
         return await self.batches.status(chunk.batch_id)
 
     async def _submit(self, journal: BatchJournal, chunk: Chunk) -> None:
         """Upload the chunk's file and create its batch, whichever is not done yet, journaling each id at once."""
         batches = self.batches
-        assert batches is not None
         if chunk.file_id is None:
             journal.record(chunk, file_id=await self._call(lambda: batches.upload(chunk.path)))
         if chunk.batch_id is None:
@@ -130,18 +131,15 @@ class BatchStage(StepStage):
                 return []
         self.tries[row.row_id] = self.tries.get(row.row_id, 0) + 1
         self.candidates[row.row_id] = {}
-        assert self.batches is not None
         return [self.batches.line(custom_id("q", 0, row.row_id), request)]
 
     def _write(self, journal: BatchJournal, round: int, lines: list[dict[str, Any]]) -> None:
-        assert self.batches is not None
         for part in chunk_lines(lines, self.batches.max_requests, self.batches.max_bytes):
             journal.add(round, part)
 
     async def _collect(self, journal: BatchJournal, chunk: Chunk, status: BatchStatus) -> None:
         """Read a finished batch back: decide its rows or ask again, mark it done, then write the follow-up lines."""
         batches = self.batches
-        assert batches is not None
         results = await self._call(lambda: batches.results(status)) if status.result_files else []
         follow_up: list[dict[str, Any]] = []
         answered = set()
@@ -227,7 +225,6 @@ class BatchStage(StepStage):
 
     def _repair(self, row: Row, sample: int, answer: Answer, error: str) -> dict[str, Any]:
         """The repair line for candidate `sample` of `row`: the question, the answer, and what is wrong with it."""
-        assert self.batches is not None
         request = self._request(row)
         messages = repair_messages(request.messages, answer.text, error)
         self.stats.session.repairs += 1
@@ -254,7 +251,7 @@ class BatchStage(StepStage):
         submitted = [chunk for chunk in journal.open_chunks() if chunk.batch_id is not None]
         if self.cancel_on_stop:
             for chunk in submitted:
-                assert self.batches is not None and chunk.batch_id is not None
+                assert chunk.batch_id is not None
                 await self.batches.cancel(chunk.batch_id)
                 journal.record(chunk, state="cancelling")
         verb = "cancelled (their answers so far are kept)" if self.cancel_on_stop else "left running on the server"

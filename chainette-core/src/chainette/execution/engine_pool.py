@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chainette.balancer import BalancedClient, Endpoint
+from chainette.batch import BatchClient
 from chainette.client import Client
 from chainette.engines import EngineConfig, EngineOptions, public_url
 from chainette.events import EngineChanged, EventBus
@@ -17,11 +18,13 @@ from chainette.policy import EngineGate
 
 @dataclass
 class RunningEngine:
-    """An engine ready for requests: its config, client (over every replica) and admission gate."""
+    """An engine ready for requests: its config, client (over every replica) and admission gate; or, for an engine
+    answering through batch jobs (`batch=True`), its batch client instead of a client (no server is started for it)."""
 
     config: EngineConfig[EngineOptions]
-    client: Client
+    client: Client | None
     gate: EngineGate
+    batches: BatchClient | None = None
 
 
 class EnginePool:
@@ -47,7 +50,9 @@ class EnginePool:
         self.bus = bus
         self.running: dict[str, RunningEngine] = {}
         plugins = get_plugins()
-        self.keys = {name: plugins.hooks(c.backend).server_key(c) or f"engine:{name}" for name, c in configs.items()}
+        self.keys = {
+            name: (None if c.options.batch else plugins.hooks(c.backend).server_key(c)) or f"engine:{name}" for name, c in configs.items()
+        }
 
     async def start_persistent(self) -> None:
         for name in sorted(set().union(*self.plan)):
@@ -72,6 +77,11 @@ class EnginePool:
     async def start(self, name: str) -> RunningEngine:
         config = self.configs[name]
         self.bus.emit(EngineChanged(engine=name, state="starting", detail=f"{config.backend}: {config.model}"))
+        if config.options.batch:
+            batches = get_plugins().hooks(config.backend).make_batch_client(config, self.run_dir)
+            engine = self.running[name] = RunningEngine(config, None, EngineGate(config.options), batches)
+            self.bus.emit(EngineChanged(engine=name, state="ready", detail="batch jobs"))
+            return engine
         endpoints = [await self._connect(config.for_url(url)) for url in config.urls]
         client = endpoints[0][1] if len(endpoints) == 1 else BalancedClient([Endpoint(url or "", client) for url, client in endpoints])
         engine = RunningEngine(config, client, EngineGate(config.options))
@@ -90,8 +100,13 @@ class EnginePool:
         engine = self.running.pop(name, None)
         if engine is None:
             return
+        if engine.batches is not None:
+            await engine.batches.aclose()
+            self.bus.emit(EngineChanged(engine=name, state="stopped"))
+            return
         try:
-            await engine.client.aclose()
+            if engine.client is not None:
+                await engine.client.aclose()
         finally:
             config = self.configs[name]
             note = await asyncio.to_thread(get_plugins().hooks(config.backend).stop_engine, config)

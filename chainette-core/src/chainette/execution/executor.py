@@ -212,7 +212,6 @@ class Executor:
             engine=engine,
             store=self.store,
             cache_setting=self.cache_setting,
-            batches=get_plugins().hooks(engine.config.backend).make_batch_client(engine.config),
             folder=self.run_dir.state / "batches" / step.id,
             bus=self.bus,
             cancel_on_stop=self.cancel_batches,

@@ -183,6 +183,7 @@ class StepStage(Stage):
         return Request(messages, self.schema, self.step.output_model.__name__, self.sampling, self.step.id, row.row_id)
 
     async def _send(self, request: Request) -> Answer:
+        assert self.engine.client is not None, "an engine answering through batch jobs has a batch stage"
         return await complete_with_retries(self.engine.client, request, self.engine.gate, self.stats.session)
 
     def _validate(self, text: str) -> dict[str, Any]:

@@ -1,0 +1,43 @@
+"""chainette.batch: custom ids, splitting lines into files at a provider's limits, and the journal read back after a
+kill (a line cut short is ignored)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chainette.batch import BatchJournal, chunk_lines, custom_id, parse_custom_id, row_ids_of
+
+
+def test_custom_ids_carry_the_row_even_with_dashes_in_its_id():
+    assert parse_custom_id(custom_id("q", 0, "a-1-b")) == ("q", 0, "a-1-b")
+    assert parse_custom_id(custom_id("r", 3, "7")) == ("r", 3, "7")
+    with pytest.raises(ValueError):
+        parse_custom_id("x-0-7")
+
+
+def test_lines_are_split_at_the_request_and_byte_limits():
+    lines = [{"custom_id": str(i), "body": "x" * 50} for i in range(10)]
+    assert [len(part) for part in chunk_lines(lines, 4, 10**6)] == [4, 4, 2]
+    size = len(json.dumps(lines[0])) + 1
+    assert [len(part) for part in chunk_lines(lines, 100, 3 * size)] == [3, 3, 3, 1]
+    assert [len(part) for part in chunk_lines(lines[:2], 100, 1)] == [1, 1], "a line longer than the limit goes alone"
+    assert chunk_lines([], 4, 100) == []
+
+
+def test_the_journal_reads_back_every_chunk_and_ignores_a_line_cut_by_a_kill(tmp_path):
+    journal = BatchJournal(tmp_path / "step")
+    chunk = journal.add(0, [{"custom_id": custom_id("q", 0, str(i))} for i in range(3)])
+    journal.record(chunk, file_id="file-1")
+    journal.record(chunk, batch_id="batch_1", state="submitted")
+    second = journal.add(1, [{"custom_id": custom_id("r", 0, "2")}])
+    journal.record(second, done=True)
+    with open(journal.path, "a") as cut:
+        cut.write('{"chunk": "001-00001", "batch_')
+
+    again = BatchJournal(tmp_path / "step")
+    [open_chunk] = again.open_chunks()
+    assert (open_chunk.name, open_chunk.file_id, open_chunk.batch_id, open_chunk.state) == (chunk.name, "file-1", "batch_1", "submitted")
+    assert row_ids_of(open_chunk) == {"0", "1", "2"}
+    assert again.last_round == 1 and again.chunks[second.name].done
