@@ -190,3 +190,25 @@ def test_live_view_in_a_terminal_does_not_echo_keys_and_restores_the_terminal(sc
         assert seen[0] == 0 and seen[-1] == before & echoed
         assert termios.tcgetattr(follower)[3] == before
     os.close(leader)
+
+
+def test_a_step_waiting_for_batches_shows_their_state_and_counts_and_logs_each_change_once():
+    from chainette.events import BatchChanged
+
+    state = RunState()
+    state(RunStarted(chain="b", output_dir="runs/b", resumed=False, nodes=[{"id": "label", "kind": "step", "label": "label"}]))
+    state(NodeStarted(node="label", kind="step", total=10))
+    for completed in (0, 3, 6):
+        state(BatchChanged(node="label", batch="batch_1", state="in_progress", completed=completed, total=10))
+    state(BatchChanged(node="label", batch="batch_2", state="validating", total=5))
+    assert state.nodes["label"].waiting_batches == "2 batches in_progress, validating, 6/15 answered"
+    assert [line[9:] for line in state.log] == [
+        "label batch batch_1 in_progress: 0/10 answered",
+        "label batch batch_2 validating: 0/5 answered",
+    ]
+    console = Console(width=160, record=True, color_system=None)
+    console.print(render_state(state, now=0.0))
+    assert "2 batches in_progress, validating, 6/15 answered" in console.export_text()
+    state(BatchChanged(node="label", batch="batch_1", state="completed", completed=10, total=10))
+    state(BatchChanged(node="label", batch="batch_2", state="completed", completed=5, total=5))
+    assert state.nodes["label"].waiting_batches is None

@@ -105,3 +105,26 @@ def test_ctrl_c_leaves_the_batches_running_or_cancels_them(server, tmp_path, can
     assert done.returncode == 0, done.stderr
     assert project.labels() == {str(i): f"row{i}" for i in range(ROWS)}
     assert len(server.batches.created) == (3 if cancel else 2), "a cancelled batch's rows are asked again"
+
+
+@pytest.mark.parametrize("answer", ["y", "n"])
+def test_ctrl_c_in_a_terminal_asks_whether_to_cancel_the_batches(server, tmp_path, answer):
+    import pty
+
+    project = BatchProject(tmp_path, server.base_url)
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(project.args(), env=project.env, stdin=follower, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    os.close(follower)
+    try:
+        wait_for(project.submitted)
+        process.send_signal(signal.SIGINT)
+        os.write(leader, f"{answer}\n".encode())
+        _, err = process.communicate(timeout=60)
+    finally:
+        os.close(leader)
+    assert process.returncode == 130
+    assert "1 batch jobs keep running on the provider. Cancel them?" in err
+    if answer == "y":
+        assert server.batches.cancelled == server.batches.created[:1] and "Cancelled 1 batch jobs" in err
+    else:
+        assert server.batches.cancelled == [] and "They keep running" in err

@@ -44,6 +44,7 @@ class BatchClient(Protocol):
 
     max_requests: int  # lines per batch file
     max_bytes: int  # bytes per batch file
+    detached: bool  # whether a batch goes on without chainette (the OpenAI Batch API's) or ends with it (a local process)
 
     def line(self, custom_id: str, request: Request) -> dict[str, Any]:
         """The batch file line (a JSON object) asking `request` under `custom_id`."""

@@ -24,6 +24,7 @@ class OpenAIBatchClient(OpenAIClient):
     """Batches for one engine: each line is the body `complete` would send."""
 
     max_requests = MAX_REQUESTS
+    detached = True
     max_bytes = MAX_BYTES
 
     def line(self, custom_id: str, request: Request) -> dict[str, Any]:

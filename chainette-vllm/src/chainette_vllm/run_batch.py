@@ -30,6 +30,7 @@ class RunBatchClient:
     """`vllm run-batch` jobs for one engine without an endpoint; their logs go to `run_dir`/logs."""
 
     max_requests = 100_000
+    detached = False
     max_bytes = 1024**3
 
     def __init__(self, config: EngineConfig[VllmOptions], run_dir: Path | None):

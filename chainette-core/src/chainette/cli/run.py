@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+import sys
 from typing import TYPE_CHECKING
 
 import typer
 
 from chainette.cli.loading import load_chain
-from chainette.errors import ConfigError
+from chainette.errors import ConfigError, RunInterrupted
 
 NON_TERMINAL_WIDTH = 160
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from chainette.chain import Chain
     from chainette.events import Listener
 
 
@@ -53,8 +55,10 @@ def run_command(
     batch: bool = typer.Option(
         False, "--batch", help="Answer every step whose backend can as offline batch jobs (half the price on OpenAI)."
     ),
-    cancel_batches: bool = typer.Option(
-        False, "--cancel-batches", help="On Ctrl-C or SIGTERM, cancel the batch jobs in flight instead of leaving them running."
+    cancel_batches: bool | None = typer.Option(
+        None,
+        "--cancel-batches/--keep-batches",
+        help="On Ctrl-C or SIGTERM, cancel the batch jobs in flight, or leave them running; by default a terminal asks, else they are kept.",
     ),
 ) -> None:
     """Run CHAIN over INPUTS and write every step's outputs, the errors and the run's metadata to OUTPUT.
@@ -71,22 +75,27 @@ def run_command(
     if engines is not None:
         load_engines_from_yaml(engines, used=loaded.engine_users())
     console = _console()
-    result = loaded.run(
-        inputs,
-        output_dir=output,
-        overwrite=overwrite,
-        retry_errors=retry_errors,
-        progress=False,
-        reporter=_reporter(console, json_logs, quiet),
-        columns=columns,
-        id_column=id_column,
-        output_format=output_format,
-        durable=durable,
-        cache=False if no_cache else "refresh" if refresh_cache else True,
-        cache_dir=cache_dir,
-        batch=batch,
-        cancel_batches=cancel_batches,
-    )
+    try:
+        result = loaded.run(
+            inputs,
+            output_dir=output,
+            overwrite=overwrite,
+            retry_errors=retry_errors,
+            progress=False,
+            reporter=_reporter(console, json_logs, quiet),
+            columns=columns,
+            id_column=id_column,
+            output_format=output_format,
+            durable=durable,
+            cache=False if no_cache else "refresh" if refresh_cache else True,
+            cache_dir=cache_dir,
+            batch=batch,
+            cancel_batches=cancel_batches is True,
+        )
+    except RunInterrupted:
+        if cancel_batches is None:
+            _offer_to_cancel(loaded, output, batch)
+        raise
     if not json_logs:
         console.print(summary(result.stats, str(output)), soft_wrap=True)
     code, reason = exit_status(result.stats)
@@ -94,6 +103,27 @@ def run_command(
         typer.echo(f"Exit status {code}: {reason}", err=True)
     if code:
         raise typer.Exit(code)
+
+
+def _offer_to_cancel(chain: Chain, output: Path, batch: bool) -> None:
+    """After a stop, in a terminal: ask whether to cancel the batch jobs the run left running, and do so if told."""
+    import asyncio
+
+    from chainette import graph
+    from chainette.execution.batching import cancel_left_running, left_running
+    from chainette.execution.executor import batch_engines
+    from chainette.nodes import Step
+
+    running = left_running(output)
+    if not running or not sys.stdin.isatty():
+        return
+    if not typer.confirm(f"{running} batch jobs keep running on the provider. Cancel them?", default=False, err=True):
+        typer.echo("They keep running: run the same command again to collect their answers.", err=True)
+        return
+    steps = {node.id: node.engine_name for node in graph.iter_nodes(chain.nodes) if isinstance(node, Step)}
+    engines = batch_engines(chain.engines(), list(steps.values()), forced=batch)
+    cancelled = asyncio.run(cancel_left_running(output, engines, steps))
+    typer.echo(f"Cancelled {cancelled} batch jobs; the next run asks their rows again.", err=True)
 
 
 def _console() -> Console:

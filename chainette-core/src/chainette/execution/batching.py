@@ -20,10 +20,12 @@ from pydantic import ValidationError
 
 from chainette.batch import BatchClient, BatchJournal, BatchStatus, Chunk, chunk_lines, custom_id, parse_custom_id, row_ids_of
 from chainette.client import Answer
+from chainette.engines import EngineConfig, EngineOptions
 from chainette.errors import BackendError, EngineError, RetryableError, RowError, describe_validation_error, truncated
 from chainette.events import BatchChanged, EventBus, Notice
 from chainette.execution.step import StepStage
 from chainette.frontier import Row
+from chainette.plugins import get_plugins
 from chainette.policy import backoff_delay, sleep
 from chainette.schema import repair_messages
 
@@ -75,7 +77,7 @@ class BatchStage(StepStage):
                 status = await self._call(partial(self._status, chunk))
                 if status.state != chunk.state:
                     journal.record(chunk, state=status.state)
-                    self._announce(chunk, status)
+                self._announce(chunk, status)
                 if status.finished:
                     await self._collect(journal, chunk, status)
                     delay = first
@@ -247,14 +249,14 @@ class BatchStage(StepStage):
         self._commit(row, outcome)
 
     async def _leave(self, journal: BatchJournal) -> None:
-        """On a stop: cancel the batches in flight when asked to, else leave them running; say how to go on."""
+        """On a stop: cancel the batches in flight when asked to, else leave them running where they outlive the run;
+        say how to go on."""
         submitted = [chunk for chunk in journal.open_chunks() if chunk.batch_id is not None]
-        if self.cancel_on_stop:
-            for chunk in submitted:
-                assert chunk.batch_id is not None
-                await self.batches.cancel(chunk.batch_id)
-                journal.record(chunk, state="cancelling")
-        verb = "cancelled (their answers so far are kept)" if self.cancel_on_stop else "left running on the server"
+        if self.cancel_on_stop or not self.batches.detached:
+            await cancel(self.batches, journal)
+            verb = "cancelled (their answers so far are kept)" if self.batches.detached else "stopped"
+        else:
+            verb = "left running on the server"
         self.bus.emit(Notice(f"{self.step.id}: {len(submitted)} batches {verb}; run the same command again to collect their answers."))
 
     def _announce(self, chunk: Chunk, status: BatchStatus) -> None:
@@ -268,3 +270,37 @@ class BatchStage(StepStage):
                 total=status.total or chunk.lines,
             )
         )
+
+
+async def cancel(batches: BatchClient, journal: BatchJournal) -> int:
+    """Cancel the submitted batches `journal` lists as open; return how many."""
+    submitted = [chunk for chunk in journal.open_chunks() if chunk.batch_id is not None]
+    for chunk in submitted:
+        assert chunk.batch_id is not None
+        await batches.cancel(chunk.batch_id)
+        journal.record(chunk, state="cancelling")
+    return len(submitted)
+
+
+async def cancel_left_running(run_dir: Path, engines: dict[str, EngineConfig[EngineOptions]], steps: dict[str, str]) -> int:
+    """Cancel every batch a stopped run left running on the provider's side (`steps`: step id -> engine name); return
+    how many. For a `chainette run` that a Ctrl-C stopped, once the user said so."""
+    cancelled = 0
+    for step_id, engine in steps.items():
+        folder = run_dir / ".chainette" / "batches" / step_id
+        config = engines[engine]
+        if not (folder / "journal.jsonl").exists() or not config.options.batch:
+            continue
+        batches = get_plugins().hooks(config.backend).make_batch_client(config, run_dir)
+        try:
+            if batches.detached:
+                cancelled += await cancel(batches, BatchJournal(folder))
+        finally:
+            await batches.aclose()
+    return cancelled
+
+
+def left_running(run_dir: Path) -> int:
+    """How many submitted batches of the run in `run_dir` its journals list as not collected yet."""
+    journals = (BatchJournal(path.parent) for path in (run_dir / ".chainette" / "batches").glob("*/journal.jsonl"))
+    return sum(1 for journal in journals for chunk in journal.open_chunks() if chunk.batch_id is not None and chunk.state != "cancelling")

@@ -118,6 +118,9 @@ def _skipped(filtered: int, cached: int) -> Text:
 def _status(node: NodeView, now: float) -> Text | str:
     if node.stopped:
         return Text("stopped", style="yellow")
+    waiting = node.waiting_batches
+    if waiting is not None and not node.finished:
+        return Text(waiting, style="cyan")
     return "done" if node.finished else f"ETA {duration(node.eta(now))}"
 
 

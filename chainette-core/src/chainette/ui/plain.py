@@ -24,6 +24,7 @@ class PlainLines:
         self.every = every
         self.last = 0.0
         self.errors_shown = 0
+        self.batch_states: dict[str, str] = {}
 
     def __call__(self, event: Event) -> None:
         self.state(event)
@@ -41,7 +42,8 @@ class PlainLines:
             self._line(event.at, f"engine {event.engine} {event.state}" + (f" ({event.detail})" if event.detail else ""))
         elif isinstance(event, Notice):
             self._line(event.at, event.message)
-        elif isinstance(event, BatchChanged):
+        elif isinstance(event, BatchChanged) and self.batch_states.get(event.batch) != event.state:
+            self.batch_states[event.batch] = event.state
             self._line(event.at, batch_line(event))
         elif isinstance(event, RowFailed) and self.errors_shown < MAX_ERROR_LINES:
             self.errors_shown += 1
@@ -54,10 +56,11 @@ class PlainLines:
                     rate = node.rate(now) or 0.0
                     total = "?" if node.total is None else node.total
                     failed = node.stats.get("failed", 0)
+                    waiting = node.waiting_batches
                     self._line(
                         event.at,
                         f"{node.id} {node.done}/{total} rows ({node.in_flight} in flight), {rate:,.0f} rows/s, {failed} errors, "
-                        f"ETA {duration(node.eta(now))}",
+                        + (waiting or f"ETA {duration(node.eta(now))}"),
                     )
 
     def _line(self, at: str, text: str) -> None:

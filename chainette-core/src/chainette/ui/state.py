@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import time
 from typing import Any
 
+from chainette.batch import FINISHED
 from chainette.events import (
     BatchChanged,
     EngineChanged,
@@ -33,6 +34,17 @@ class NodeView:
     started: float | None = None
     finished: bool = False
     stopped: bool = False
+    batches: dict[str, BatchChanged] = field(default_factory=dict)  # the last news of each of its batch jobs
+
+    @property
+    def waiting_batches(self) -> str | None:
+        """`2 batches in_progress, 1200/5000 answered` while the node waits for batch jobs, else None."""
+        running = [news for news in self.batches.values() if news.state not in FINISHED]
+        if not running:
+            return None
+        states = ", ".join(sorted({news.state for news in running}))
+        answered, total = sum(news.completed for news in running), sum(news.total for news in running)
+        return f"{len(running)} batch{'es' if len(running) > 1 else ''} {states}, {answered}/{total} answered"
 
     @property
     def done(self) -> int:
@@ -96,9 +108,17 @@ class RunState:
         elif isinstance(event, Notice):
             self.log.append(f"{event.at[11:19]} {event.message}")
         elif isinstance(event, BatchChanged):
-            self.log.append(f"{event.at[11:19]} {batch_line(event)}")
+            self._batch_news(event)
         elif isinstance(event, RunFinished):
             self.finished = event
+
+    def _batch_news(self, event: BatchChanged) -> None:
+        """Keep a batch job's latest counts on its node; a new state also goes to the log."""
+        batches = self.nodes[event.node].batches if event.node in self.nodes else {}
+        before = batches.get(event.batch)
+        if before is None or before.state != event.state:
+            self.log.append(f"{event.at[11:19]} {batch_line(event)}")
+        batches[event.batch] = event
 
 
 def duration(seconds: float | None) -> str:
