@@ -8,14 +8,14 @@ import os
 from pathlib import Path
 import signal
 import subprocess
-import sys
 import textwrap
+import time
 
 import pytest
 
 from chainette.testing import FakeServer
 
-from .conftest import echo, wait_for
+from .conftest import Project, echo, wait_for
 
 pytest.importorskip("chainette_openai")
 
@@ -37,33 +37,23 @@ second = Step(id="again", output_model=Label, engine_name="llm", user_prompt="B 
 chain = Chain(name="batched", steps=[first, second])
 """
 ROWS = 40
+SOAK = int(os.environ.get("CHAINETTE_SOAK", "1"))
 
 
-class BatchProject:
+class BatchProject(Project):
+    """The two-step project of conftest, its engine answering through batch jobs on the openai backend."""
+
     def __init__(self, root: Path, url: str):
-        self.chain = root / "chain.py"
+        super().__init__(root, url, ROWS)
         self.chain.write_text(textwrap.dedent(CHAIN))
-        self.inputs = root / "in.jsonl"
-        self.inputs.write_text("".join(json.dumps({"text": f"row{i}"}) + "\n" for i in range(ROWS)))
-        self.out = root / "out"
-        self.env = {**os.environ, "FAKE_URL": url, "CHAINETTE_LOAD_PLUGINS": "openai", "COLUMNS": "200"}
-
-    def args(self, *extra: str) -> list[str]:
-        return [sys.executable, "-m", "chainette", "run", f"{self.chain}:chain", "-i", str(self.inputs), "-o", str(self.out), *extra]
-
-    def start(self, *extra: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(self.args(*extra), env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def run(self, *extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.args(*extra), env=self.env, capture_output=True, text=True, timeout=120)
+        self.env["CHAINETTE_LOAD_PLUGINS"] = "openai"
 
     def submitted(self) -> bool:
         journal = self.out / ".chainette" / "batches" / "label" / "journal.jsonl"
         return journal.exists() and '"batch_id"' in journal.read_text()
 
     def labels(self) -> dict[str, str]:
-        lines = [json.loads(line) for path in sorted((self.out / "again").glob("*.jsonl")) for line in path.read_text().splitlines()]
-        return {line["row_id"]: line["label"] for line in lines}
+        return {line["row_id"]: line["label"] for line in self.outputs("again")}
 
 
 @pytest.fixture
@@ -128,3 +118,28 @@ def test_ctrl_c_in_a_terminal_asks_whether_to_cancel_the_batches(server, tmp_pat
         assert server.batches.cancelled == server.batches.created[:1] and "Cancelled 1 batch jobs" in err
     else:
         assert server.batches.cancelled == [] and "They keep running" in err
+
+
+@pytest.mark.parametrize("seed", range(3 * SOAK))
+def test_kill_9_at_random_instants_of_a_batch_run_loses_and_repeats_no_row(server, tmp_path, seed):
+    """Batches that expire half answered (so each step takes rounds of follow-ups) and invalid first answers (repair
+    batches); the run is killed twice at random instants, then finished: every row once, each its own answer."""
+    import random
+
+    rng = random.Random(seed)
+    server.batches.polls_to_finish = 2
+    server.batches.outcome = "expired"
+    server.respond = lambda body: echo(body) if len(body["messages"]) > 2 or rng.random() < 0.7 else "not json"
+    project = BatchProject(tmp_path, server.base_url)
+    for _ in range(2):
+        process = project.start()
+        time.sleep(rng.uniform(0.3, 2.5))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    done = project.run()
+    assert done.returncode in (0, 3), done.stderr
+    answered = project.outputs("again")
+    errors_file = project.out / "errors.jsonl"
+    errors = [json.loads(line) for line in errors_file.read_text().splitlines()] if errors_file.exists() else []
+    assert sorted([row["row_index"] for row in answered] + [error["row_index"] for error in errors]) == list(range(ROWS))
+    assert all(row["label"] == f"row{row['row_id']}" for row in answered)

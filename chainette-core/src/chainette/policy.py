@@ -7,9 +7,11 @@ and the stop of a step whose first rows all fail with the same backend error (`S
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 import random
 import re
 import time
+from typing import TypeVar
 
 from chainette.client import Answer, Client, Request, Usage
 from chainette.engines import EngineOptions
@@ -24,6 +26,7 @@ UNSENT_KINDS = frozenset({"template"})
 ROW_SPECIFIC = re.compile(r"\w*\d\w*")
 clock = time.monotonic
 sleep = asyncio.sleep
+T = TypeVar("T")
 
 
 def backoff_delay(attempt: int, retry_after: float | None = None) -> float:
@@ -132,6 +135,21 @@ async def complete_with_retries(client: Client, request: Request, gate: EngineGa
             _count_usage(spent, answer.usage)
             gate.settle(estimate, answer.usage)
             return answer
+
+
+async def call_with_retries(call: Callable[[], Awaitable[T]], options: EngineOptions, spent: Spent) -> T:
+    """`call()`, a call that is not a row's request (a batch job's upload, its status), retried with backoff while it
+    fails transiently, up to the engine's max_retries (each retry counted in `spent`); then an EngineError: no row can
+    go on without it."""
+    for attempt in range(options.max_retries + 1):
+        try:
+            return await call()
+        except RetryableError as exc:
+            if attempt == options.max_retries:
+                raise EngineError(f"{exc} (gave up after {attempt + 1} attempts)", kind=exc.kind) from None
+            spent.retries += 1
+            await sleep(backoff_delay(attempt, exc.retry_after))
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _count_usage(spent: Spent, usage: Usage | None) -> None:

@@ -21,12 +21,12 @@ from pydantic import ValidationError
 from chainette.batch import BatchClient, BatchJournal, BatchStatus, Chunk, chunk_lines, custom_id, parse_custom_id, row_ids_of
 from chainette.client import Answer
 from chainette.engines import EngineConfig, EngineOptions
-from chainette.errors import BackendError, EngineError, RetryableError, RowError, describe_validation_error, truncated
+from chainette.errors import BackendError, RetryableError, RowError, describe_validation_error, truncated
 from chainette.events import BatchChanged, EventBus, Notice
 from chainette.execution.step import StepStage
 from chainette.frontier import Row
 from chainette.plugins import get_plugins
-from chainette.policy import backoff_delay, sleep
+from chainette.policy import call_with_retries
 from chainette.schema import repair_messages
 
 FIRST_POLL = 1.0
@@ -68,7 +68,7 @@ class BatchStage(StepStage):
         """Submit, poll and read back the open chunks (new ones come with each follow-up round) until none is left."""
         longest = self.engine.config.options.batch_poll_seconds
         delay = first = min(FIRST_POLL, longest)
-        while journal.open_chunks():
+        while journal.open_chunks() or self._ask_the_rest(journal):
             if self.control.stopping:
                 await self._leave(journal)
                 return
@@ -86,6 +86,14 @@ class BatchStage(StepStage):
                 await self._pause(delay)
                 delay = min(delay * 2, longest)
 
+    def _ask_the_rest(self, journal: BatchJournal) -> bool:
+        """Once no batch is open, ask again the rows still undecided (a repair answer whose other candidates a kill
+        lost, say); whether there were any. Each row is asked at most max_retries + 1 times, so this ends."""
+        undecided = list(self.rows.values())
+        error = RowError("the batches gave no usable answer for this row", kind="batch_no_answer")
+        self._write(journal, journal.last_round + 1, [line for row in undecided for line in self._again(row, error)])
+        return bool(undecided)
+
     async def _status(self, chunk: Chunk) -> BatchStatus:
         assert chunk.batch_id is not None
         return await self.batches.status(chunk.batch_id)
@@ -102,16 +110,7 @@ class BatchStage(StepStage):
             self.stats.session.requests += chunk.lines
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
-        """`call()`, retried with backoff while it fails transiently (up to the engine's max_retries)."""
-        for attempt in range(self.engine.config.options.max_retries + 1):
-            try:
-                return await call()
-            except RetryableError as exc:
-                if attempt == self.engine.config.options.max_retries:
-                    raise EngineError(f"{exc} (gave up after {attempt + 1} attempts)", kind=exc.kind) from None
-                self.stats.session.retries += 1
-                await sleep(backoff_delay(attempt, exc.retry_after))
-        raise AssertionError("unreachable")
+        return await call_with_retries(call, self.engine.config.options, self.stats.session)
 
     async def _pause(self, seconds: float) -> None:
         """Wait `seconds`, or less when the run stops meanwhile."""
