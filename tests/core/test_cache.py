@@ -159,3 +159,19 @@ def test_cache_info_on_a_file_that_is_not_a_cache_is_one_paragraph(tmp_path, cap
     assert main(["cache", "info"]) == 1
     err = capsys.readouterr().err
     assert "The response cache cannot be read" in err and "responses.sqlite" in err and "Traceback" not in err
+
+
+def test_an_entry_that_cannot_be_read_is_a_miss(tmp_path):
+    import sqlite3
+
+    from chainette.cache.store import CachedAnswer
+
+    store = ResponseCache(tmp_path / "c.sqlite", max_bytes=10**6)
+    store.put(b"k" * 32, "fake", "m", CachedAnswer("{}", None, 1, 2))
+    store.put(b"j" * 32, "fake", "m", CachedAnswer("{}", None, 1, 2))
+    store.close()
+    with sqlite3.connect(tmp_path / "c.sqlite") as db:
+        db.execute("UPDATE answers SET answer = ? WHERE key = ?", (b"not json", b"k" * 32))
+    store = ResponseCache(tmp_path / "c.sqlite", max_bytes=10**6)
+    assert store.get(b"k" * 32) is None and store.get(b"j" * 32) == CachedAnswer("{}", None, 1, 2)
+    store.close()

@@ -97,8 +97,11 @@ class ResponseCache:
             return None
         if found is None:
             return None
+        try:
+            text, reasoning, input_tokens, output_tokens = orjson.loads(found[0])
+        except (ValueError, TypeError):
+            return None  # an entry this version cannot read is a miss: the answer is asked again and replaced
         self._hits[key] = self._hits.get(key, 0) + 1
-        text, reasoning, input_tokens, output_tokens = orjson.loads(found[0])
         return CachedAnswer(text, reasoning, input_tokens, output_tokens)
 
     def put(self, key: bytes, backend: str, model: str, answer: CachedAnswer) -> None:

@@ -110,8 +110,7 @@ def _offer_to_cancel(chain: Chain, output: Path, batch: bool) -> None:
     import asyncio
 
     from chainette import graph
-    from chainette.execution.batching import cancel_left_running, left_running
-    from chainette.execution.executor import batch_engines
+    from chainette.execution.batching import batch_engines, cancel_left_running, left_running
     from chainette.nodes import Step
 
     running = left_running(output)

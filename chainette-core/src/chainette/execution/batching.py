@@ -21,11 +21,11 @@ from pydantic import ValidationError
 from chainette.batch import BatchClient, BatchJournal, BatchStatus, Chunk, chunk_lines, custom_id, parse_custom_id, row_ids_of
 from chainette.client import Answer
 from chainette.engines import EngineConfig, EngineOptions
-from chainette.errors import BackendError, RetryableError, RowError, describe_validation_error, truncated
+from chainette.errors import BackendError, ConfigError, RetryableError, RowError, describe_validation_error, truncated
 from chainette.events import BatchChanged, EventBus, Notice
 from chainette.execution.step import StepStage
 from chainette.frontier import Row
-from chainette.plugins import get_plugins
+from chainette.plugins import get_plugins, no_batch_client
 from chainette.policy import call_with_retries
 from chainette.schema import repair_messages
 
@@ -303,3 +303,23 @@ def left_running(run_dir: Path) -> int:
     """How many submitted batches of the run in `run_dir` its journals list as not collected yet."""
     journals = (BatchJournal(path.parent) for path in (run_dir / ".chainette" / "batches").glob("*/journal.jsonl"))
     return sum(1 for journal in journals for chunk in journal.open_chunks() if chunk.batch_id is not None and chunk.state != "cancelling")
+
+
+def batch_engines(
+    engines: dict[str, EngineConfig[EngineOptions]], used: list[str], *, forced: bool
+) -> dict[str, EngineConfig[EngineOptions]]:
+    """`engines`, with `batch` on for those whose backend can run batch jobs when `forced` (`--batch`); a ConfigError
+    when an engine asks for batches its backend cannot run, or when `forced` finds no step that can."""
+    plugins = get_plugins()
+    capable = {name for name in used if plugins.hooks(engines[name].backend).implements("make_batch_client")}
+    for name in used:
+        if engines[name].options.batch and name not in capable:
+            raise no_batch_client(engines[name])
+    if not forced:
+        return engines
+    if not capable:
+        raise ConfigError("--batch: no step's engine can run batch jobs (the openai backend can); run without --batch.")
+    batched = {
+        name: engines[name].model_copy(update={"options": engines[name].options.model_copy(update={"batch": True})}) for name in capable
+    }
+    return {**engines, **batched}

@@ -24,10 +24,9 @@ from pydantic import BaseModel
 from chainette import graph, inputs
 from chainette.cache import CacheSetting, ResponseCache, open_cache
 from chainette.engines import EngineConfig, EngineOptions, engine_price
-from chainette.errors import ConfigError
 from chainette.events import EventBus, NodeFinished, NodeStarted, Notice
 from chainette.execution.apply import ApplyStage
-from chainette.execution.batching import BatchStage
+from chainette.execution.batching import BatchStage, batch_engines
 from chainette.execution.context import carried_to_end, kept_entries, own_entries
 from chainette.execution.engine_pool import EnginePool
 from chainette.execution.files import ErrorLog, NodeFiles
@@ -39,7 +38,6 @@ from chainette.execution.step import StepStage
 from chainette.execution.stopping import StopSignal
 from chainette.frontier import count_rows, rows
 from chainette.nodes import INPUT_ID, Node, Parallel, Step
-from chainette.plugins import get_plugins, no_batch_client
 from chainette.stats import NodeStats, SessionLog, run_figures
 from chainette.store import RunDir, Writer
 
@@ -242,23 +240,3 @@ class Executor:
         for node in nodes:
             source = await self._run_node(node, source)
         return source
-
-
-def batch_engines(
-    engines: dict[str, EngineConfig[EngineOptions]], used: list[str], *, forced: bool
-) -> dict[str, EngineConfig[EngineOptions]]:
-    """`engines`, with `batch` on for those whose backend can run batch jobs when `forced` (`--batch`); a ConfigError
-    when an engine asks for batches its backend cannot run, or when `forced` finds no step that can."""
-    plugins = get_plugins()
-    capable = {name for name in used if plugins.hooks(engines[name].backend).implements("make_batch_client")}
-    for name in used:
-        if engines[name].options.batch and name not in capable:
-            raise no_batch_client(engines[name])
-    if not forced:
-        return engines
-    if not capable:
-        raise ConfigError("--batch: no step's engine can run batch jobs (the openai backend can); run without --batch.")
-    batched = {
-        name: engines[name].model_copy(update={"options": engines[name].options.model_copy(update={"batch": True})}) for name in capable
-    }
-    return {**engines, **batched}
