@@ -121,3 +121,45 @@ def test_warmup_needs_persistent_engines_or_names(fake_vllm, tmp_path, capsys):
     engines.write_text("engines:\n  - {name: lazy, backend: vllm, model: m}\n")
     assert main(["warmup", str(engines)]) == 1
     assert "has lazy=False (lazy); name those to start with --engine NAME" in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_recorded_pid_now_held_by_another_process_is_never_stopped(fake_vllm):
+    """The system may give a dead warm server's pid to another process: `ps` forgets the entry, `kill` does not kill it."""
+    from chainette_vllm.warm import STATE_FILE, locked_state
+
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        with locked_state(STATE_FILE) as entries:
+            entries.append(
+                {
+                    "engine": "old",
+                    "model": "m",
+                    "key": "k",
+                    "url": "http://127.0.0.1:9/v1",
+                    "pid": stranger.pid,
+                    "server_id": "another-boot:1",
+                    "started_at": "2026-01-01T00:00:00+00:00",
+                    "log": "/dev/null",
+                    "command": "vllm serve m",
+                }
+            )
+        assert stop_warm(["old"])[0]["pid"] == stranger.pid, "the entry is forgotten"
+        assert stranger.poll() is None, "the process that now has the pid is left alone"
+        with locked_state(STATE_FILE) as entries:
+            entries.append(
+                {
+                    "engine": "old",
+                    "model": "m",
+                    "key": "k",
+                    "url": "",
+                    "pid": stranger.pid,
+                    "server_id": "another-boot:1",
+                    "started_at": "",
+                    "log": "",
+                    "command": "",
+                }
+            )
+        assert list_warm() == []
+    finally:
+        stranger.kill()
+        stranger.wait()

@@ -1,8 +1,8 @@
 """Warm servers: vLLM servers started by `chainette warmup` that outlive it, recorded in a state file for later runs.
 
 The state folder is $CHAINETTE_STATE_DIR, else ~/.cache/chainette; `vllm-servers.json` in it lists one
-entry per (engine, server) with the server key, URL, pid (its process group), start time, log and the
-command shown (no secret). Every read-modify-write of a state file (`locked_state`, also used for
+entry per (engine, server) with the server key, URL, pid (its process group), the process's identity (so that a pid
+the system gave to another process since is never stopped), start time, log and the command shown (no secret). Every read-modify-write of a state file (`locked_state`, also used for
 `chainette_vllm.owned`'s file) holds an flock on `FILE.lock`, so chainette processes may run
 `warm_up`, `stop_warm` (`chainette kill`) and `list_warm` (`chainette ps`) at once. `warm_server` is
 how a run finds a recorded server with the key it needs, running and healthy, to use without owning it. Outside a run, server logs go to the state folder's `logs/`.
@@ -22,7 +22,7 @@ import httpx2
 from chainette.engines import EngineConfig
 from chainette.errors import ConfigError
 from chainette_vllm import VllmOptions
-from chainette_vllm.process import Server, group_alive, healthy, spawn, stop_group
+from chainette_vllm.process import Server, group_alive, healthy, identity, spawn, stop_group
 from chainette_vllm.spec import serve_spec
 
 STATE_FILE = "vllm-servers.json"
@@ -51,6 +51,7 @@ def warm_up(config: EngineConfig[VllmOptions]) -> str:
                     "key": spec.key,
                     "url": server.url,
                     "pid": server.pid,
+                    "server_id": identity(server.pid),
                     "started_at": server.started_at,
                     "log": str(server.log),
                     "command": server.command,
@@ -67,8 +68,9 @@ def stop_warm(names: list[str] | None) -> list[dict[str, Any]]:
             if unknown:
                 known = ", ".join(sorted({e["engine"] for e in entries})) or "none"
                 raise ConfigError(f"No server started by warmup for {', '.join(unknown)} (warm engines: {known}). See `chainette ps`.")
-        pids = {e["pid"] for e in entries if names is None or e["engine"] in names}
-        for pid in sorted(pids):
+        chosen = [e for e in entries if names is None or e["engine"] in names]
+        pids = {e["pid"] for e in chosen}
+        for pid in sorted({e["pid"] for e in chosen if still_running(e)}):
             stop_group(pid)
         removed = [e for e in entries if e["pid"] in pids]
         entries[:] = [e for e in entries if e["pid"] not in pids]
@@ -78,7 +80,7 @@ def stop_warm(names: list[str] | None) -> list[dict[str, Any]]:
 def list_warm() -> list[dict[str, Any]]:
     """The recorded warm servers that are still running (dead ones are forgotten)."""
     with locked_state(STATE_FILE) as entries:
-        entries[:] = [e for e in entries if group_alive(e["pid"])]
+        entries[:] = [e for e in entries if still_running(e)]
         return list(entries)
 
 
@@ -86,9 +88,16 @@ def warm_server(key: str) -> Server | None:
     """A server `warmup` started for `key` that is running and healthy (its `process` is None: not our child)."""
     with httpx2.Client(timeout=2.0, trust_env=False) as http:
         for entry in read_state(STATE_FILE):
-            if entry["key"] == key and group_alive(entry["pid"]) and healthy(http, entry["url"]):
+            if entry["key"] == key and still_running(entry) and healthy(http, entry["url"]):
                 return Server(entry["url"], entry["pid"], entry["command"], Path(entry["log"]), entry["started_at"])
     return None
+
+
+def still_running(entry: dict[str, Any]) -> bool:
+    """Whether the recorded server still runs: its process group is alive and its leader is the process recorded (an
+    entry from before identities were recorded is trusted on its pid alone)."""
+    recorded = entry.get("server_id")
+    return group_alive(entry["pid"]) and (recorded is None or identity(entry["pid"]) == recorded)
 
 
 @contextmanager

@@ -56,7 +56,7 @@ def info_command(
     from rich.table import Table
 
     console = Console(highlight=False)
-    console.print(f"{store.path}: {entries} answers, {_size(size)} on disk (cap {_size(store.max_bytes)})", markup=False)
+    console.print(f"{store.path}: {entries} answers, {_size(size)} on disk (cap {_size(store.max_bytes)})", markup=False, soft_wrap=True)
     if figures:
         table = Table("backend", "model", "entries", "hits", "size")
         for figure in figures:
