@@ -163,3 +163,34 @@ def test_a_recorded_pid_now_held_by_another_process_is_never_stopped(fake_vllm):
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_a_warmup_killed_while_the_model_loads_leaves_a_server_that_ps_lists_and_kill_stops(fake_vllm, tmp_path, monkeypatch):
+    import signal
+    import time
+
+    monkeypatch.setenv("FAKE_VLLM_DELAY", "30")
+    (tmp_path / "chain.py").write_text(CHAIN_FILE)
+    warmup = subprocess.Popen(
+        [sys.executable, "-m", "chainette", "warmup", f"{tmp_path}/chain.py:chain"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    fake_vllm.wait_for("start")
+    deadline = time.monotonic() + 10
+    while not list_warm():
+        assert time.monotonic() < deadline, "the loading server was never recorded"
+        time.sleep(0.05)
+    warmup.send_signal(signal.SIGKILL)
+    warmup.communicate()
+    [start] = fake_vllm.starts()
+    assert [entry["pid"] for entry in list_warm()] == [start["pid"]], "the loading server is listed"
+    assert [entry["pid"] for entry in stop_warm(["A"])] == [start["pid"]]
+    assert fake_vllm.left() == []
+
+
+def test_a_warmup_that_fails_forgets_its_server(fake_vllm, monkeypatch):
+    from chainette.errors import EngineError
+
+    monkeypatch.setenv("FAKE_VLLM_MODE", "crash")
+    with pytest.raises(EngineError):
+        warm_up(register_engine("broken", backend="vllm", model="m"))
+    assert list_warm() == [] and fake_vllm.left() == []

@@ -1,10 +1,12 @@
-"""One `vllm serve` process group: start it for a ServeSpec, wait until it is healthy, stop it, quote its log.
+"""One `vllm serve` (or `vllm run-batch`) process group: start it for a ServeSpec, wait until it is healthy, stop it,
+quote its log.
 
 `launch` starts the server in its own process group (`start_new_session`), bound to 127.0.0.1, with its
 output appended to a log file; a server tied to this process gets SIGTERM when this process dies (Linux).
+`launch_batch` starts `vllm run-batch` the same way, always tied.
 `wait_until_healthy` returns once `GET /health` answers 200 and raises EngineError, quoting the log's
 last lines with the engine's secrets redacted, when the process exits, `startup_timeout` runs out or
-`cancelled` is set; `spawn` does both and stops the server on failure. `stop_group` sends SIGTERM to
+`cancelled` is set. `stop_group` sends SIGTERM to
 the group, waits a grace period for all of it to exit (`STOP_GRACE`; `LOADING_GRACE` through
 `stop_loading` for a server that never became healthy: vLLM ignores SIGTERM while it loads), then
 SIGKILLs it, and returns once none of it is left. `exit_error` says how a server ended once it has. Knows nothing of which servers are in use or
@@ -59,17 +61,6 @@ class Server:
             return None if process_alive(self.pid) else "exited"
         status = self.process.poll()
         return None if status is None else describe_exit(status)
-
-
-def spawn(spec: ServeSpec, logs: Path, *, cancelled: threading.Event | None = None) -> Server:
-    """Start `vllm serve` for `spec`, not tied to this process, and wait until it is healthy; on any failure it is stopped."""
-    server = launch(spec, logs, tied=False)
-    try:
-        wait_until_healthy(server, spec, cancelled or threading.Event())
-    except BaseException:
-        stop_loading(server)
-        raise
-    return server
 
 
 def launch(spec: ServeSpec, logs: Path, *, tied: bool) -> Server:

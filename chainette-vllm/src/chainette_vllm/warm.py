@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import json
 import os
 from pathlib import Path
+import threading
 from typing import Any
 
 import httpx2
@@ -22,7 +23,7 @@ import httpx2
 from chainette.engines import EngineConfig
 from chainette.errors import ConfigError
 from chainette_vllm import VllmOptions
-from chainette_vllm.process import Server, group_alive, healthy, identity, spawn, stop_group
+from chainette_vllm.process import Server, group_alive, healthy, identity, launch, stop_group, stop_loading, wait_until_healthy
 from chainette_vllm.spec import serve_spec
 
 STATE_FILE = "vllm-servers.json"
@@ -39,16 +40,36 @@ def log_dir(run_dir: Path | None) -> Path:
 
 
 def warm_up(config: EngineConfig[VllmOptions]) -> str:
-    """Start (or find running) the server for `config` so that it outlives this process, record it, return its URL."""
+    """Start (or find running) the server for `config` so that it outlives this process, record it, return its URL.
+
+    A server it starts is recorded as soon as its process exists, so that a warmup killed while the model loads
+    leaves a server that `chainette ps` lists and `chainette kill` stops; a start that fails forgets it again."""
     spec = serve_spec(config)
-    server = warm_server(spec.key) or spawn(spec, log_dir(None))
+    found = warm_server(spec.key)
+    if found is not None:
+        _record(config, spec.key, found)
+        return found.url
+    server = launch(spec, log_dir(None), tied=False)
+    _record(config, spec.key, server)
+    try:
+        wait_until_healthy(server, spec, threading.Event())
+    except BaseException:
+        stop_loading(server)
+        with locked_state(STATE_FILE) as entries:
+            entries[:] = [e for e in entries if e["pid"] != server.pid]
+        raise
+    return server.url
+
+
+def _record(config: EngineConfig[VllmOptions], key: str, server: Server) -> None:
+    """Add `server` to the state file as the warm server of engine `config.name` (once)."""
     with locked_state(STATE_FILE) as entries:
         if not any(e["engine"] == config.name and e["pid"] == server.pid for e in entries):
             entries.append(
                 {
                     "engine": config.name,
                     "model": config.model,
-                    "key": spec.key,
+                    "key": key,
                     "url": server.url,
                     "pid": server.pid,
                     "server_id": identity(server.pid),
@@ -57,7 +78,6 @@ def warm_up(config: EngineConfig[VllmOptions]) -> str:
                     "command": server.command,
                 }
             )
-    return server.url
 
 
 def stop_warm(names: list[str] | None) -> list[dict[str, Any]]:
