@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from chainette.batch import BatchJournal, chunk_lines, custom_id, parse_custom_id, row_ids_of
+from chainette.batch import BatchJournal, ChunkWriter, custom_id, parse_custom_id, row_ids_of
 
 
 def test_custom_ids_carry_the_row_even_with_dashes_in_its_id():
@@ -17,21 +17,30 @@ def test_custom_ids_carry_the_row_even_with_dashes_in_its_id():
         parse_custom_id("x-0-7")
 
 
-def test_lines_are_split_at_the_request_and_byte_limits():
+def sizes(tmp_path, lines, max_requests, max_bytes) -> list[int]:
+    """The line counts of the files a ChunkWriter makes of `lines`."""
+    journal = BatchJournal(tmp_path / f"w{max_requests}-{max_bytes}-{len(lines)}")
+    out = ChunkWriter(journal, 0, max_requests, max_bytes)
+    out.write(lines)
+    out.close()
+    return [len(chunk.path.read_text().splitlines()) for chunk in out.chunks]
+
+
+def test_lines_are_split_at_the_request_and_byte_limits(tmp_path):
     lines = [{"custom_id": str(i), "body": "x" * 50} for i in range(10)]
-    assert [len(part) for part in chunk_lines(lines, 4, 10**6)] == [4, 4, 2]
+    assert sizes(tmp_path, lines, 4, 10**6) == [4, 4, 2]
     size = len(json.dumps(lines[0])) + 1
-    assert [len(part) for part in chunk_lines(lines, 100, 3 * size)] == [3, 3, 3, 1]
-    assert [len(part) for part in chunk_lines(lines[:2], 100, 1)] == [1, 1], "a line longer than the limit goes alone"
-    assert chunk_lines([], 4, 100) == []
+    assert sizes(tmp_path, lines, 100, 3 * size) == [3, 3, 3, 1]
+    assert sizes(tmp_path, lines[:2], 100, 1) == [1, 1], "a line longer than the limit goes alone"
+    assert sizes(tmp_path, [], 4, 100) == []
 
 
 def test_the_journal_reads_back_every_chunk_and_ignores_a_line_cut_by_a_kill(tmp_path):
     journal = BatchJournal(tmp_path / "step")
-    chunk = journal.add(0, [{"custom_id": custom_id("q", 0, str(i))} for i in range(3)])
+    chunk = journal.add(0, [json.dumps({"custom_id": custom_id("q", 0, str(i))}).encode() + b"\n" for i in range(3)])
     journal.record(chunk, file_id="file-1")
     journal.record(chunk, batch_id="batch_1", state="submitted")
-    second = journal.add(1, [{"custom_id": custom_id("r", 0, "2")}])
+    second = journal.add(1, [json.dumps({"custom_id": custom_id("r", 0, "2")}).encode() + b"\n"])
     journal.record(second, done=True)
     with open(journal.path, "a") as cut:
         cut.write('{"chunk": "001-00001", "batch_')

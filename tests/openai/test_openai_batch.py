@@ -186,3 +186,21 @@ def test_chainette_batches_lists_a_runs_batches(server, tmp_path, capsys):
     assert main(["batches", str(tmp_path / "out")]) == 0
     assert server.batches.created[0] in capsys.readouterr().out
     assert main(["batches", str(tmp_path / "missing")]) == 1
+
+
+def test_several_samples_per_row_each_repaired_in_the_same_follow_up_batch(tmp_path):
+    from chainette import SamplingParams
+
+    def answer(body: dict) -> str:
+        return echo(body) if len(body["messages"]) > 2 else "not json"
+
+    with FakeServer(respond=answer, api_key=KEY) as server:
+        engine(server)
+        sampled = Step(
+            id="label", input_model=Text, output_model=Label, engine_name="llm", user_prompt="<<{{text}}>>", sampling=SamplingParams(n=2)
+        )
+        result = Chain(name="n", steps=[sampled]).run(rows(3), output_dir=tmp_path / "out")
+        assert sorted(record["row_id"] for record in result.records("label")) == [f"{i}-{k}" for i in range(3) for k in range(2)]
+        assert len(server.batches.created) == 2, "the question, then one batch with every candidate's repair"
+        repairs = server.batches.files[server.batches.batches[server.batches.created[1]]["input_file_id"]].decode().splitlines()
+        assert sorted(json.loads(line)["custom_id"] for line in repairs) == sorted(f"r-{k}-{i}" for i in range(3) for k in range(2))

@@ -100,8 +100,26 @@ def run_batch(mode: str) -> None:
     record("exit", status=0)
 
 
+HELP_ALL = """usage: vllm serve [model_tag] [options]
+
+options:
+  --host HOST           Host name. (default: None)
+  --port PORT           Port number. (default: 8000)
+  --tensor-parallel-size TENSOR_PARALLEL_SIZE, -tp TENSOR_PARALLEL_SIZE
+                        Number of tensor parallel groups. (default: 1)
+  --gpu-memory-utilization GPU_MEMORY_UTILIZATION, --device-memory-utilization GPU_MEMORY_UTILIZATION
+                        The fraction of device memory to be used. (default: 0.9)
+  --enforce-eager, --no-enforce-eager
+                        Always use eager-mode PyTorch. (default: False)
+"""
+
+
 def main() -> None:
     mode = os.environ.get("FAKE_VLLM_MODE", "ok")
+    if sys.argv[1:] == ["serve", "--help=all"]:
+        record("help", child=os.getpid())
+        print(HELP_ALL)
+        return
     on_sigterm(mode)
     if sys.argv[1:2] == ["run-batch"]:
         run_batch(mode)

@@ -145,6 +145,16 @@ def test_batch_mode_answers_a_step_through_vllm_run_batch(on_path, tmp_path):
     assert "run-batch" in log and serve_processes() == []
 
 
+def test_an_alias_vllms_own_parser_knows_is_refused_before_a_server_starts(on_path, tmp_path):
+    from chainette.errors import ConfigError
+
+    flags = [*SERVE_OPTIONS["extra_serve_flags"], "--device-memory-utilization", "0.5"]
+    register_engine("llm", backend="vllm", model=MODEL or "", **{**SERVE_OPTIONS, "extra_serve_flags": flags})
+    with pytest.raises(ConfigError, match="--device-memory-utilization, which vLLM reads as --gpu-memory-utilization"):
+        chain().run(ROWS[:1], output_dir=tmp_path / "out")
+    assert serve_processes() == []
+
+
 def test_a_bad_serve_flag_fails_the_start_with_the_server_log(on_path, tmp_path):
     register_engine("llm", backend="vllm", model=MODEL or "", **{**SERVE_OPTIONS, "extra_serve_flags": ["--no-such-flag"]})
     with pytest.raises(EngineError) as caught:

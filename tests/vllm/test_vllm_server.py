@@ -332,3 +332,27 @@ def test_serve_options_with_an_endpoint_are_warned_about(tmp_path):
         )
         with pytest.warns(UserWarning, match=r"dtype, port only apply to a server chainette starts"):
             server.ensure_running(config, tmp_path)
+
+
+def test_an_alias_of_a_flag_chainette_sets_is_refused_as_vllm_itself_names_it(fake_vllm, tmp_path):
+    """`--device-memory-utilization` is vLLM's other name of `--gpu-memory-utilization`: no list could know them all."""
+    from chainette import Chain, Step
+    from chainette.errors import ConfigError
+    from chainette_vllm.flags import option_groups
+
+    register_engine("llm", backend="vllm", model="m", extra_serve_flags=["--device-memory-utilization", "0.5", "--enforce-eager"])
+    step = Step(id="s", input_model=Text, output_model=Text, engine_name="llm", user_prompt="{{text}}")
+    with pytest.raises(
+        ConfigError,
+        match=r"--device-memory-utilization, which vLLM reads as --gpu-memory-utilization: use the option gpu_memory_utilization=",
+    ):
+        Chain(name="c", steps=[step]).run([{"text": "a"}], output_dir=tmp_path / "out")
+    assert fake_vllm.starts() == [], "no server started"
+    with pytest.raises(ConfigError):
+        Chain(name="c", steps=[step]).run([{"text": "a"}], output_dir=tmp_path / "again")
+    assert sum(e["event"] == "help" for e in fake_vllm.events()) == 1, "vLLM's names are read once per executable"
+
+    register_engine("ok", backend="vllm", model="m", extra_serve_flags=["--enforce-eager"])
+    good = Step(id="s", input_model=Text, output_model=Text, engine_name="ok", user_prompt="{{text}}")
+    assert len(Chain(name="c", steps=[good]).run([{"text": "a"}], output_dir=tmp_path / "good")["s"]) == 1
+    assert option_groups("  --a A, -b A  help\n      --not-an-option\n  --c\n") == [["--a", "-b"], ["--c"]]

@@ -139,14 +139,18 @@ class BatchJournal:
             journal.flush()
             os.fsync(journal.fileno())
 
-    def add(self, round: int, lines: list[dict[str, Any]]) -> Chunk:
-        """Write `lines` as a new chunk's batch file, then journal it."""
+    def add(self, round: int, lines: list[bytes]) -> Chunk:
+        """Write `lines` (encoded JSON lines) as a new chunk's batch file, then journal it."""
         name = f"{round:03d}-{len(self.chunks):05d}"
         path = self.folder / f"{name}.jsonl"
-        path.write_bytes(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
+        path.write_bytes(b"".join(lines))
         self._append({"chunk": name, "path": path.name, "round": round, "lines": len(lines)})
         chunk = self.chunks[name] = Chunk(name, round, path, len(lines))
         return chunk
+
+    def writer(self, round: int, client: BatchClient) -> ChunkWriter:
+        """A ChunkWriter of round `round`, within `client`'s limits per file."""
+        return ChunkWriter(self, round, client.max_requests, client.max_bytes)
 
     def open_chunks(self) -> list[Chunk]:
         return [chunk for chunk in self.chunks.values() if not chunk.done]
@@ -156,18 +160,33 @@ class BatchJournal:
         return max((chunk.round for chunk in self.chunks.values()), default=-1)
 
 
-def chunk_lines(lines: list[dict[str, Any]], max_requests: int, max_bytes: int) -> list[list[dict[str, Any]]]:
-    """`lines` split into files of at most `max_requests` lines and `max_bytes` bytes (a longer line goes alone)."""
-    chunks: list[list[dict[str, Any]]] = [[]]
-    size = 0
-    for line in lines:
-        length = len(json.dumps(line)) + 1
-        if chunks[-1] and (len(chunks[-1]) >= max_requests or size + length > max_bytes):
-            chunks.append([])
-            size = 0
-        chunks[-1].append(line)
-        size += length
-    return [chunk for chunk in chunks if chunk]
+class ChunkWriter:
+    """Writes lines into a journal's batch files of one round as they come, starting a new file at `max_requests`
+    lines or `max_bytes` bytes (a longer line goes alone), so that a step's requests never sit in memory together.
+    `close` writes the last file; `chunks` lists those written."""
+
+    def __init__(self, journal: BatchJournal, round: int, max_requests: int, max_bytes: int):
+        self.journal, self.round = journal, round
+        self.max_requests, self.max_bytes = max_requests, max_bytes
+        self.lines: list[bytes] = []
+        self.size = 0
+        self.chunks: list[Chunk] = []
+
+    def write(self, lines: list[dict[str, Any]]) -> None:
+        for line in lines:
+            encoded = json.dumps(line).encode() + b"\n"
+            if self.lines and (len(self.lines) >= self.max_requests or self.size + len(encoded) > self.max_bytes):
+                self._flush()
+            self.lines.append(encoded)
+            self.size += len(encoded)
+
+    def close(self) -> None:
+        if self.lines:
+            self._flush()
+
+    def _flush(self) -> None:
+        self.chunks.append(self.journal.add(self.round, self.lines))
+        self.lines, self.size = [], 0
 
 
 def row_ids_of(chunk: Chunk) -> set[str]:

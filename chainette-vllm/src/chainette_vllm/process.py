@@ -34,6 +34,7 @@ import httpx2
 
 from chainette.errors import EngineError
 from chainette.secrets import redact
+from chainette_vllm.flags import check_aliases
 from chainette_vllm.spec import HOST, ServeSpec
 
 STOP_GRACE = 30.0  # seconds a healthy server gets to exit after SIGTERM (it may finish requests) before its group is killed
@@ -89,6 +90,7 @@ def _start(spec: ServeSpec, logs: Path, command_for: Callable[[str], list[str]],
             "or run vLLM yourself and set endpoint=.",
             kind="server_missing",
         )
+    check_aliases(spec, executable)
     command = command_for(executable)
     shown = spec.shown(command)
     logs.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,7 @@ class ServeSpec:
     port: int | None
     startup_timeout: float
     secrets: frozenset[str] = field(repr=False)  # redacted from the log lines errors quote
+    extra_flags: tuple[str, ...] = ()  # the engine's extra_serve_flags (the end of `flags`), checked against vLLM's aliases
 
     @property
     def key(self) -> str:
@@ -88,6 +89,7 @@ def serve_spec(config: EngineConfig[VllmOptions]) -> ServeSpec:
         port=options.port,
         startup_timeout=options.startup_timeout,
         secrets=engine_secrets(config, default_env=API_KEY_ENV),
+        extra_flags=tuple(options.extra_serve_flags),
     )
 
 

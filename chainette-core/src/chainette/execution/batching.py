@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from chainette.batch import BatchClient, BatchJournal, BatchStatus, Chunk, chunk_lines, custom_id, parse_custom_id, row_ids_of
+from chainette.batch import BatchClient, BatchJournal, BatchStatus, Chunk, custom_id, parse_custom_id, row_ids_of
 from chainette.client import Answer
 from chainette.engines import EngineConfig, EngineOptions
 from chainette.errors import BackendError, ConfigError, RetryableError, RowError, describe_validation_error, truncated
@@ -40,6 +40,7 @@ class BatchStage(StepStage):
     folder: Path = Path()
     bus: EventBus = field(default_factory=EventBus)
     cancel_on_stop: bool = False
+    reread: Callable[[], Iterator[Row]] = lambda: iter(())  # the pending rows again, read from the source frontier
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -47,22 +48,28 @@ class BatchStage(StepStage):
         self.batches: BatchClient = self.engine.batches
 
     async def process(self, pending: Iterator[Row]) -> None:
-        """Answer every pending row through batches, until none is left or the run stops."""
+        """Answer every pending row through batches, until none is left or the run stops. Only the ids of the rows
+        waiting are kept in memory: their rows are read again from the source frontier when their answers come."""
         journal = BatchJournal(self.folder)
         waiting = set().union(*(row_ids_of(chunk) for chunk in journal.open_chunks()))
-        self.rows: dict[str, Row] = {}
-        self.tries: dict[str, int] = {}
+        self.undecided: set[str] = set()
+        self.tries: dict[str, int] = {}  # rows asked more than once: how many times
         self.candidates: dict[str, dict[int, tuple[dict[str, Any], Answer]]] = {}
-        questions = []
+        out = journal.writer(journal.last_round + 1, self.batches)
         for row in pending:
-            self.rows[row.row_id] = row
+            self.undecided.add(row.row_id)
             if row.row_id not in waiting:
-                questions += self._question(row)
-        self._write(journal, journal.last_round + 1, questions)
+                out.write(self._question(row))
+        out.close()
         try:
             await self._run(journal)
         finally:
             self.stats.in_flight = 0
+
+    def _rows(self, wanted: set[str]) -> dict[str, Row]:
+        """The undecided rows among `wanted`, read from the source frontier."""
+        wanted = wanted & self.undecided
+        return {row.row_id: row for row in self.reread() if row.row_id in wanted} if wanted else {}
 
     async def _run(self, journal: BatchJournal) -> None:
         """Submit, poll and read back the open chunks (new ones come with each follow-up round) until none is left."""
@@ -89,10 +96,14 @@ class BatchStage(StepStage):
     def _ask_the_rest(self, journal: BatchJournal) -> bool:
         """Once no batch is open, ask again the rows still undecided (a repair answer whose other candidates a kill
         lost, say); whether there were any. Each row is asked at most max_retries + 1 times, so this ends."""
-        undecided = list(self.rows.values())
+        if not self.undecided:
+            return False
         error = RowError("the batches gave no usable answer for this row", kind="batch_no_answer")
-        self._write(journal, journal.last_round + 1, [line for row in undecided for line in self._again(row, error)])
-        return bool(undecided)
+        out = journal.writer(journal.last_round + 1, self.batches)
+        for row in self._rows(set(self.undecided)).values():
+            out.write(self._again(row, error))
+        out.close()
+        return True
 
     async def _status(self, chunk: Chunk) -> BatchStatus:
         assert chunk.batch_id is not None
@@ -128,37 +139,31 @@ class BatchStage(StepStage):
             found = [self._cached(self.cache.key(request, sample, row.row_id)) for sample in range(self.samples)]
             if all(found):
                 self.stats.session.cached += 1
-                self._decide(row, [hit for hit in found if hit is not None])
+                self._decide(row, [hit for hit in found if hit is not None], fresh=False)
                 return []
-        self.tries[row.row_id] = self.tries.get(row.row_id, 0) + 1
-        self.candidates[row.row_id] = {}
+        self.candidates.pop(row.row_id, None)
         return [self.batches.line(custom_id("q", 0, row.row_id), request)]
 
-    def _write(self, journal: BatchJournal, round: int, lines: list[dict[str, Any]]) -> None:
-        for part in chunk_lines(lines, self.batches.max_requests, self.batches.max_bytes):
-            journal.add(round, part)
-
     async def _collect(self, journal: BatchJournal, chunk: Chunk, status: BatchStatus) -> None:
-        """Read a finished batch back: decide its rows or ask again, mark it done, then write the follow-up lines."""
+        """Read a finished batch back: decide its rows or ask again (the next round's lines), then mark it done."""
         batches = self.batches
         results = await self._call(lambda: batches.results(status)) if status.result_files else []
-        follow_up: list[dict[str, Any]] = []
+        rows = self._rows(row_ids_of(chunk))
+        out = journal.writer(chunk.round + 1, batches)
         answered = set()
         for key, outcome in results:
             try:
                 kind, sample, row_id = parse_custom_id(key)
             except ValueError:
                 continue
-            row = self.rows.get(row_id)
-            if row is not None:
+            if row_id in rows and row_id in self.undecided:
                 answered.add(row_id)
-                follow_up += self._receive(row, kind, sample, outcome)
-        for row_id in row_ids_of(chunk) - answered:
-            row = self.rows.get(row_id)
-            if row is not None:
-                follow_up += self._unanswered(row, status)
+                out.write(self._receive(rows[row_id], kind, sample, outcome))
+        for row_id, row in rows.items():
+            if row_id not in answered and row_id in self.undecided:
+                out.write(self._unanswered(row, status))
+        out.close()
         journal.record(chunk, done=True)
-        self._write(journal, chunk.round + 1, follow_up)
 
     def _unanswered(self, row: Row, status: BatchStatus) -> list[dict[str, Any]]:
         """A row the batch gave no answer for: asked again, unless the batch itself failed (it would fail again)."""
@@ -179,9 +184,11 @@ class BatchStage(StepStage):
 
     def _again(self, row: Row, error: BackendError) -> list[dict[str, Any]]:
         """The row asked afresh in the next round, or failed with `error` once it was asked max_retries + 1 times."""
-        if self.tries.get(row.row_id, 0) > self.engine.config.options.max_retries:
+        asked = self.tries.get(row.row_id, 1)
+        if asked > self.engine.config.options.max_retries:
             self._decide(row, error)
             return []
+        self.tries[row.row_id] = asked + 1
         return self._question(row)
 
     def _receive(self, row: Row, kind: str, sample: int, outcome: Answer | BackendError) -> list[dict[str, Any]]:
@@ -231,15 +238,16 @@ class BatchStage(StepStage):
         self.stats.session.repairs += 1
         return self.batches.line(custom_id("r", sample, row.row_id), replace(request, messages=messages, sampling=self.single_sampling))
 
-    def _decide(self, row: Row, outcome: list[tuple[dict[str, Any], Answer]] | BackendError) -> None:
-        """Commit the row with its candidates (storing fresh ones in the cache), or fail it; either way it is done."""
-        del self.rows[row.row_id]
+    def _decide(self, row: Row, outcome: list[tuple[dict[str, Any], Answer]] | BackendError, fresh: bool = True) -> None:
+        """Commit the row with its candidates (storing `fresh` ones in the cache), or fail it; either way it is done."""
+        self.undecided.discard(row.row_id)
         self.candidates.pop(row.row_id, None)
+        self.tries.pop(row.row_id, None)
         self.stats.session.rows += 1
         if isinstance(outcome, BackendError):
             self._fail(row, outcome)
             return
-        if self.cache is not None and self.tries.get(row.row_id):
+        if self.cache is not None and fresh:
             request = self._request(row)
             for sample, (_, answer) in enumerate(outcome):
                 self.cache.save(self.cache.key(request, sample, row.row_id), answer)

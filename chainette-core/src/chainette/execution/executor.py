@@ -11,7 +11,7 @@ consistent after a crash).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from itertools import groupby
 from operator import itemgetter
 import os
@@ -36,7 +36,7 @@ from chainette.execution.ingest import ingest
 from chainette.execution.recovery import Counts, NodeState, Reopened, forget_finished, recover_errors
 from chainette.execution.step import StepStage
 from chainette.execution.stopping import StopSignal
-from chainette.frontier import count_rows, rows
+from chainette.frontier import Row, count_rows, rows
 from chainette.nodes import INPUT_ID, Node, Parallel, Step
 from chainette.stats import NodeStats, SessionLog, run_figures
 from chainette.store import RunDir, Writer
@@ -191,16 +191,23 @@ class Executor:
         reopened = self._reopen(node.id, node.yield_output, count_rows(source))
         if reopened is None:
             return self._finish(node.id, None)
-        pending = (row for row in rows(source) if row.row_id not in reopened.decided)
+        decided = reopened.decided
+
+        def pending() -> Iterator[Row]:
+            return (row for row in rows(source) if row.row_id not in decided)
+
         tools = (reopened.files, self.stats[node.id], self.errors, self.control, self.kept[id(node)])
         if isinstance(node, Step):
-            await self._step_stage(node, tools).process(pending)
+            await self._step_stage(node, tools, pending).process(pending())
         else:
-            await ApplyStage(*tools, node=node, models=self.models).process(pending)
+            await ApplyStage(*tools, node=node, models=self.models).process(pending())
         return self._finish(node.id, reopened.files)
 
-    def _step_stage(self, step: Step, tools: tuple[NodeFiles, NodeStats, ErrorLog, StopSignal, frozenset[str]]) -> StepStage:
-        """The stage answering `step`: through batch jobs when its engine says so, else a request per row."""
+    def _step_stage(
+        self, step: Step, tools: tuple[NodeFiles, NodeStats, ErrorLog, StopSignal, frozenset[str]], pending: Callable[[], Iterator[Row]]
+    ) -> StepStage:
+        """The stage answering `step`: through batch jobs when its engine says so (`pending` reads its rows again
+        when their answers come), else a request per row."""
         engine = self.pool.get(step.engine_name)
         if not engine.config.options.batch:
             return StepStage(*tools, step=step, engine=engine, store=self.store, cache_setting=self.cache_setting)
@@ -213,6 +220,7 @@ class Executor:
             folder=self.run_dir.state / "batches" / step.id,
             bus=self.bus,
             cancel_on_stop=self.cancel_batches,
+            reread=pending,
         )
 
     async def _run_group(self, group: Parallel, source: Path) -> Path:
