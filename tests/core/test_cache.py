@@ -175,3 +175,21 @@ def test_an_entry_that_cannot_be_read_is_a_miss(tmp_path):
     store = ResponseCache(tmp_path / "c.sqlite", max_bytes=10**6)
     assert store.get(b"k" * 32) is None and store.get(b"j" * 32) == CachedAnswer("{}", None, 1, 2)
     store.close()
+
+
+def test_no_cache_and_refresh_cache_together_are_refused(tmp_path, capsys):
+    from .test_cli import EXAMPLE
+
+    args = [
+        "run",
+        f"{EXAMPLE}/chain.py:chain",
+        "-i",
+        str(EXAMPLE / "inputs.jsonl"),
+        "-o",
+        str(tmp_path / "o"),
+        "--no-cache",
+        "--refresh-cache",
+    ]
+    assert main(args) == 1
+    assert "--no-cache and --refresh-cache contradict each other" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
