@@ -78,7 +78,8 @@ class ContractChecks(Harness):
         self.register(server)
         step = Step(id="verdict", input_model=Text, output_model=Verdict, engine_name=ENGINE, user_prompt="Judge this: {{text}}")
         rows = [{"text": f"row number {index}"} for index in range(4)]
-        result = Chain(name="conformance", steps=[step]).run(rows, output_dir=tmp_path / "run", progress=False)
+        # cache=False: every row must reach the backend, whatever earlier runs left in the user's response cache
+        result = Chain(name="conformance", steps=[step]).run(rows, output_dir=tmp_path / "run", progress=False, cache=False)
         assert result.errors == [], f"rows failed: {result.errors}"
         verdicts = result["verdict"]
         assert len(verdicts) == len(rows) and all(isinstance(v, Verdict) for v in verdicts)
