@@ -159,17 +159,14 @@ async def bare_client(base: str, model: str, rows: int, in_flight: int = 256) ->
 def _wait_healthy(url: str, server: subprocess.Popen[bytes]) -> None:
     import httpx2
 
+    from chainette_vllm.process import healthy
+
     deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit("vllm serve exited while starting")
-        try:
-            if httpx2.get(f"{url}/health", timeout=2.0).status_code == 200:
-                return
-        except httpx2.HTTPError:
-            pass
-        time.sleep(1.0)
-    raise SystemExit("vllm serve did not become healthy")
+    with httpx2.Client(timeout=2.0, trust_env=False) as http:
+        while not healthy(http, url):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("vllm serve exited or did not become healthy while starting")
+            time.sleep(1.0)
 
 
 def main() -> None:

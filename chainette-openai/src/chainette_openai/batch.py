@@ -3,9 +3,10 @@ retrieve and cancel, output and error files), through the SDK, with the client's
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 import json
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import openai
 
@@ -18,6 +19,7 @@ from chainette_openai.client import OpenAIClient
 ENDPOINT: Final = "/v1/chat/completions"
 MAX_REQUESTS = 50_000  # the Batch API's limits per input file
 MAX_BYTES = 200 * 1024 * 1024
+T = TypeVar("T")
 
 
 class OpenAIBatchClient(OpenAIClient):
@@ -32,24 +34,13 @@ class OpenAIBatchClient(OpenAIClient):
         return {"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": {**kwargs, **extra_body}}
 
     async def upload(self, path: Path) -> str:
-        try:
-            uploaded = await self._client.files.create(file=(path.name, path.read_bytes()), purpose="batch")
-        except openai.APIError as exc:
-            raise self._classify(exc) from None
-        return uploaded.id
+        return (await self._sdk(self._client.files.create(file=(path.name, path.read_bytes()), purpose="batch"))).id
 
     async def create(self, file_id: str) -> str:
-        try:
-            batch = await self._client.batches.create(input_file_id=file_id, endpoint=ENDPOINT, completion_window="24h")
-        except openai.APIError as exc:
-            raise self._classify(exc) from None
-        return batch.id
+        return (await self._sdk(self._client.batches.create(input_file_id=file_id, endpoint=ENDPOINT, completion_window="24h"))).id
 
     async def status(self, batch_id: str) -> BatchStatus:
-        try:
-            batch = await self._client.batches.retrieve(batch_id)
-        except openai.APIError as exc:
-            raise self._classify(exc) from None
+        batch = await self._sdk(self._client.batches.retrieve(batch_id))
         counts = batch.request_counts
         problems = "; ".join(str(error.message) for error in (batch.errors.data or [])) if batch.errors else ""
         files = tuple(file_id for file_id in (batch.output_file_id, batch.error_file_id) if file_id)
@@ -65,15 +56,16 @@ class OpenAIBatchClient(OpenAIClient):
     async def results(self, status: BatchStatus) -> list[tuple[str, Answer | BackendError]]:
         answered = []
         for file_id in status.result_files:
-            try:
-                content = await self._client.files.content(file_id)
-            except openai.APIError as exc:
-                raise self._classify(exc) from None
+            content = await self._sdk(self._client.files.content(file_id))
             answered += [parse_batch_result(json.loads(text), engine=self.engine) for text in content.text.splitlines() if text.strip()]
         return answered
 
     async def cancel(self, batch_id: str) -> None:
+        await self._sdk(self._client.batches.cancel(batch_id))
+
+    async def _sdk(self, call: Awaitable[T]) -> T:
+        """What an SDK call returns; its failure as the chainette BackendError `complete` would raise."""
         try:
-            await self._client.batches.cancel(batch_id)
+            return await call
         except openai.APIError as exc:
             raise self._classify(exc) from None
