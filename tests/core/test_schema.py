@@ -1,38 +1,28 @@
-"""Schema helpers: strict form, JSON extraction, repair conversation."""
+"""Schema helpers: schema names, JSON extraction, repair conversation."""
 
 from __future__ import annotations
 
+import re
+from typing import Generic, TypeVar
+
 from pydantic import BaseModel
 
-from chainette.schema import extract_json, json_schema, repair_messages, strict_json_schema
+from chainette.schema import extract_json, repair_messages, schema_name
+
+T = TypeVar("T")
 
 
-class Inner(BaseModel):
-    default: str = "x"
-    n: int | None = None
+class Box(BaseModel, Generic[T]):
+    item: T
 
 
-class Outer(BaseModel):
-    inner: Inner
-    tags: list[Inner] = []
-
-
-def test_strict_schema_closes_every_object_and_requires_every_field():
-    strict = strict_json_schema(json_schema(Outer))
-    assert strict["additionalProperties"] is False
-    assert strict["required"] == ["inner", "tags"]
-    inner = strict["$defs"]["Inner"]
-    assert inner["additionalProperties"] is False
-    assert inner["required"] == ["default", "n"]
-    assert "default" in inner["properties"], "a field named 'default' must survive"
-    assert "default" not in inner["properties"]["default"]
-    assert "default" not in strict["properties"]["tags"]
-
-
-def test_strict_schema_leaves_original_untouched():
-    schema = json_schema(Outer)
-    strict_json_schema(schema)
-    assert "additionalProperties" not in schema
+def test_schema_name_follows_openai_name_rule():
+    """Every schema name a request gives matches ^[a-zA-Z0-9_-]{1,64}$, generics and long names included."""
+    long = type("N" * 80, (BaseModel,), {"__annotations__": {"x": int}})
+    for model in (Box[int], Box[dict[str, list[int]]], long, Box):
+        name = schema_name(model)
+        assert re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", name), name
+    assert schema_name(Box[int]) == "Box_int_"
 
 
 def test_extract_json_from_fences_and_prose():

@@ -76,6 +76,17 @@ def test_a_chain_answered_through_batches_keeps_every_row_aligned(server, tmp_pa
     assert figures["ok"] == 30 and figures["requests"] == 30 and figures["input_tokens"] == 30 * 11
 
 
+def test_batches_on_the_responses_api(server, tmp_path):
+    """An engine on the Responses API sends its lines to /v1/responses, and reads the Responses answers back."""
+    engine(server, api="responses", profile="openai")
+    result = chain().run(rows(6), output_dir=tmp_path / "out")
+    assert labels(result) == {str(i): f"row{i}" for i in range(6)}
+    batch = server.batches.batches[server.batches.created[0]]
+    line = json.loads(server.batches.files[batch["input_file_id"]].decode().splitlines()[0])
+    assert batch["endpoint"] == line["url"] == "/v1/responses"
+    assert line["body"]["text"]["format"]["strict"] is True and line["body"]["store"] is False
+
+
 def test_the_batch_discount_halves_the_price(server, tmp_path):
     from chainette.engines import engine_price
 

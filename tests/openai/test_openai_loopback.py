@@ -39,7 +39,7 @@ def client_for(url: str, *, api_key: str | None = KEY, **options) -> OpenAIClien
 
 
 def person_request() -> Request:
-    return Request([{"role": "user", "content": "a person"}], Person.model_json_schema(), "Person")
+    return Request([{"role": "user", "content": "a person"}], Person.model_json_schema(), "Person", output_model=Person)
 
 
 async def test_answer_usage_and_reasoning_over_http():
@@ -52,8 +52,21 @@ async def test_answer_usage_and_reasoning_over_http():
     assert (answer.usage.input_tokens, answer.usage.output_tokens) == (11, 7)
     sent = server.requests[0]
     assert sent["headers"]["Authorization"] == f"Bearer {KEY}"
-    assert sent["body"]["response_format"]["json_schema"]["strict"] is True
-    assert sent["body"]["response_format"]["json_schema"]["schema"]["additionalProperties"] is False
+    assert sent["body"]["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "Person", "schema": Person.model_json_schema()},
+    }, "a compatible server (the generic profile) gets the schema as it is, without OpenAI's strict mode"
+
+
+async def test_the_openai_profile_on_a_compatible_server_sends_the_strict_schema():
+    with FakeServer(api_key=KEY) as server:
+        client = client_for(f"{server.base_url}/v1", profile="openai")
+        answer = await client.complete(person_request())
+        await client.aclose()
+    assert Person.model_validate_json(answer.text)
+    sent = server.chat_requests()[0]
+    assert sent["response_format"]["json_schema"]["strict"] is True
+    assert sent["response_format"]["json_schema"]["schema"]["additionalProperties"] is False
 
 
 async def test_wrong_key_is_an_engine_error_without_the_key():
@@ -168,7 +181,9 @@ def test_chain_over_the_fake_server(tmp_path):
     with FakeServer(api_key=KEY, respond=respond) as server:
         upper = Step(id="upper", output_model=Word, engine_name="gpt", user_prompt="Upper: {{ tag.tag }}")
         lower = Step(id="lower", output_model=Word, engine_name="gpt", user_prompt="Lower: {{ tag.tag }}")
-        register_engine("gpt", backend="openai", model="fake-model", endpoint=f"{server.base_url}/v1", api_key=KEY, max_concurrency=4)
+        register_engine(
+            "gpt", backend="openai", model="fake-model", endpoint=f"{server.base_url}/v1", api_key=KEY, max_concurrency=4, profile="openai"
+        )
         chain = Chain(
             name="aligned",
             steps=[

@@ -1,4 +1,5 @@
-"""The openai client against a mocked transport: the request on the wire, answer parsing, error classification."""
+"""The openai client's Chat Completions path against a mocked transport: the request on the wire, answer parsing,
+error classification (the Responses API path: test_openai_responses.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 from typing import Any
 
 import httpx2
+from pydantic import BaseModel
 import pytest
 
 from chainette.client import Request
@@ -17,12 +19,14 @@ import chainette_openai.client as client_module
 from chainette_openai.client import OpenAIClient
 
 KEY = "sk-test-PLANTEDKEY-0123456789abcdef"
-SCHEMA = {
-    "title": "Person",
-    "type": "object",
-    "properties": {"name": {"type": "string"}, "age": {"anyOf": [{"type": "integer"}, {"type": "null"}], "default": None}},
-    "required": ["name"],
-}
+
+
+class Person(BaseModel):
+    name: str
+    age: int | None = None
+
+
+SCHEMA = Person.model_json_schema()
 
 
 def completion(content: Any = '{"name": "Ada"}', *, finish_reason: str = "stop", usage: dict | None = None, **message: Any) -> dict:
@@ -57,7 +61,7 @@ class Recorder:
 
 
 def make(recorder: Recorder, **config: Any) -> OpenAIClient:
-    options = OpenAIOptions(**config.pop("options", {}))
+    options = OpenAIOptions(**{"api": "chat", **config.pop("options", {})})
     settings = {"name": "mock", "backend": "openai", "model": "gpt-test", "api_key": KEY, "options": options, **config}
     return OpenAIClient(EngineConfig(**settings), transport=httpx2.MockTransport(recorder))
 
@@ -67,6 +71,7 @@ def request(**overrides: Any) -> Request:
         "messages": [{"role": "system", "content": "sys"}, {"role": "user", "content": "hello"}],
         "schema": SCHEMA,
         "schema_name": "Person",
+        "output_model": Person,
     }
     return Request(**{**values, **overrides})
 
@@ -108,7 +113,10 @@ async def test_payload_on_the_wire():
             "schema": {
                 "title": "Person",
                 "type": "object",
-                "properties": {"name": {"type": "string"}, "age": {"anyOf": [{"type": "integer"}, {"type": "null"}]}},
+                "properties": {
+                    "name": {"title": "Name", "type": "string"},
+                    "age": {"title": "Age", "anyOf": [{"type": "integer"}, {"type": "null"}]},
+                },
                 "required": ["name", "age"],
                 "additionalProperties": False,
             },
@@ -128,26 +136,36 @@ async def test_endpoint_is_the_base_url():
     assert str(recorder.requests[0].url) == "http://vllm.internal:8000/v1/chat/completions"
 
 
-async def test_strict_schema_is_computed_once_per_schema(monkeypatch):
+async def test_strict_schema_is_computed_once_per_model(monkeypatch):
     calls = []
 
-    def counting(schema):
-        calls.append(schema)
+    def counting(model):
+        calls.append(model)
         return {"counted": len(calls)}
 
-    monkeypatch.setattr(client_module, "strict_json_schema", counting)
+    class Other(BaseModel):
+        x: int
+
+    monkeypatch.setattr(client_module, "strict_schema", counting)
     recorder = Recorder(httpx2.Response(200, json=completion()))
     client = make(recorder)
-    other = {"type": "object", "properties": {"x": {"type": "integer"}}}
     for _ in range(3):
         await client.complete(request())
-    await client.complete(request(schema=other, schema_name="Other"))
+    await client.complete(request(schema=Other.model_json_schema(), schema_name="Other", output_model=Other))
     await client.complete(request())
     await client.aclose()
-    assert calls == [SCHEMA, other]
+    assert calls == [Person, Other]
     names = [b["response_format"]["json_schema"]["name"] for b in recorder.bodies()]
     assert names == ["Person", "Person", "Person", "Other", "Person"]
     assert [b["response_format"]["json_schema"]["schema"] for b in recorder.bodies()][3] == {"counted": 2}
+
+
+async def test_a_request_without_a_model_asks_for_its_schema_without_strict_mode():
+    recorder = Recorder(httpx2.Response(200, json=completion()))
+    client = make(recorder)
+    await client.complete(request(output_model=None))
+    await client.aclose()
+    assert recorder.bodies()[0]["response_format"] == {"type": "json_schema", "json_schema": {"name": "Person", "schema": SCHEMA}}
 
 
 async def test_answer_text_and_usage():
@@ -287,7 +305,7 @@ async def test_the_key_never_appears_in_errors(response):
 
 
 def test_more_than_four_stop_strings_are_refused_for_the_openai_api_before_any_request():
-    config = register_engine("gpt", backend="openai", model="gpt-4o-mini", api_key="sk-test")
+    config = register_engine("gpt", backend="openai", model="gpt-4o-mini", api_key="sk-test", api="chat")
     with pytest.raises(ConfigError, match="at most 4 stop strings; the step gives 5"):
         translate(config, SamplingParams(stop=["a", "b", "c", "d", "e"]))
     served = register_engine("local", backend="openai", model="m", endpoint="http://127.0.0.1:9/v1", api_key="x")

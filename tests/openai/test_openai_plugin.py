@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 import warnings
 
 import pytest
@@ -40,20 +41,40 @@ def test_option_typo_is_rejected_with_the_valid_options():
     assert f"Valid options: {', '.join(sorted(OpenAIOptions.model_fields))}." in message
 
 
-def _translate(engine: str, sampling: SamplingParams) -> dict:
-    config = register_engine(engine, backend="openai", model="gpt-test")
+def _translate(engine: str, sampling: SamplingParams, **options: Any) -> dict:
+    config = register_engine(engine, backend="openai", model="gpt-test", **options)
     return get_plugins().call("openai", "translate_sampling", config=config, sampling=sampling)
 
 
-def test_sampling_fields_are_renamed_for_the_api():
+def test_sampling_fields_are_renamed_for_the_responses_api():
+    """The Responses API (the default on the OpenAI API) takes temperature, top_p and max_output_tokens; the fields
+    it has no place for warn once and are not sent."""
+    sampling = SamplingParams(temperature=0, top_p=0.9, max_tokens=64, stop=["END"], seed=7)
+    with pytest.warns(UnsupportedSamplingWarning) as record:
+        wire = _translate("sampling-responses", sampling)
+    assert wire == {"temperature": 0, "top_p": 0.9, "max_output_tokens": 64}
+    assert sorted(field for field in ("stop", "seed") for w in record if f"'{field}'" in str(w.message)) == ["seed", "stop"]
+
+
+@pytest.mark.parametrize(
+    ("options", "limit"),
+    [
+        ({"api": "chat"}, "max_completion_tokens"),
+        ({"endpoint": "http://127.0.0.1:9/v1"}, "max_tokens"),
+        ({"endpoint": "http://127.0.0.1:9/v1", "profile": "vllm"}, "max_completion_tokens"),
+        ({"endpoint": "http://127.0.0.1:9/v1", "profile": "vllm", "token_limit": "max_tokens"}, "max_tokens"),
+        ({"api": "chat", "token_limit": "max_tokens"}, "max_tokens"),
+    ],
+)
+def test_chat_sampling_fields_and_the_token_limit_of_the_profile(options, limit):
     sampling = SamplingParams(temperature=0, top_p=0.9, max_tokens=64, stop=["END"], seed=7, presence_penalty=0.5, frequency_penalty=-0.5)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        wire = _translate("sampling-renamed", sampling)
+        wire = _translate(f"sampling-chat-{len(str(options))}", sampling, **options)
     assert wire == {
         "temperature": 0,
         "top_p": 0.9,
-        "max_completion_tokens": 64,
+        limit: 64,
         "stop": ["END"],
         "seed": 7,
         "presence_penalty": 0.5,

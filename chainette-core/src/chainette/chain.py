@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from chainette import graph
 from chainette.cache import CacheSetting
 from chainette.engines import EngineConfig, EngineOptions, get_engine
+from chainette.errors import ConfigError
 from chainette.events import EventBus, Listener, Progress, RunFinished, RunStarted
 from chainette.execution.executor import Executor
 from chainette.execution.flatten import write_flattened
@@ -131,6 +132,7 @@ class Chain:
     ) -> RunResult:
         """Async form of `run` (no live view unless a `reporter` is given)."""
         engines = self.engines()
+        _check_output_models(self.nodes, engines)
         picked = Columns.parse(columns)
         rows = open_rows(inputs, picked)
         identity = {"chain": graph.fingerprint(self.nodes), "inputs": fingerprint(inputs, picked, id_column)}
@@ -210,6 +212,18 @@ def _interactive() -> bool:
 
 def _default_output_dir(name: str) -> Path:
     return Path("chainette-runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _check_output_models(nodes: list[Node], engines: dict[str, EngineConfig[EngineOptions]]) -> None:
+    """Let each step's backend refuse, before any request, an output model its engine cannot be asked for."""
+    for node in graph.iter_nodes(nodes):
+        if isinstance(node, Step):
+            config = engines[node.engine_name]
+            try:
+                get_plugins().hooks(config.backend).check_output_model(config, node.output_model)
+            except ConfigError as exc:
+                exc.node = exc.node or node
+                raise
 
 
 def _versions(engines: dict[str, EngineConfig[EngineOptions]]) -> dict[str, str]:

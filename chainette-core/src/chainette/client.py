@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 
 @dataclass(slots=True)
 class Request:
-    """One chat request: rendered messages, the JSON schema the answer must follow, translated sampling."""
+    """One chat request: rendered messages, the JSON schema the answer must follow, translated sampling.
+
+    `output_model` is the pydantic model `schema` was made from, for a backend whose SDK converts models itself
+    (the openai backend's strict schemas); None when a request is built from a bare schema."""
 
     messages: list[dict[str, str]]
     schema: dict[str, Any]
@@ -16,6 +22,7 @@ class Request:
     sampling: dict[str, Any] = field(default_factory=dict)
     step_id: str = ""
     row_id: str = ""
+    output_model: type[BaseModel] | None = None
 
 
 @dataclass(slots=True)

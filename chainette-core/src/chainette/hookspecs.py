@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
     import typer
 
     from chainette.batch import BatchClient
@@ -80,6 +81,13 @@ def translate_sampling(config: EngineConfig[EngineOptions], sampling: SamplingPa
     top_p, max_tokens, stop, seed, presence_penalty and frequency_penalty under their OpenAI chat-completions
     names, `extra` merged last, and an `UnsupportedSamplingWarning` for top_k, min_p and repetition_penalty.
     """
+
+
+@hookspec
+def check_output_model(config: EngineConfig[EngineOptions], model: type[BaseModel]) -> None:
+    """Raise `ConfigError` when the engine cannot be asked for answers following `model` (a schema its structured
+    output cannot express, say), naming the field and what to do. Called for every step at the start of a run,
+    before any request."""
 
 
 @hookspec(firstresult=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 import json
 from typing import Any
 
@@ -62,9 +62,12 @@ def _raw(body: Any) -> str:
     return json.dumps(body, ensure_ascii=False, default=str)[:2000]
 
 
-def parse_batch_result(line: Mapping[str, Any], *, engine: str) -> tuple[str, Answer | BackendError]:
+def parse_batch_result(
+    line: Mapping[str, Any], *, engine: str, parse: Callable[[Any], Answer] | None = None
+) -> tuple[str, Answer | BackendError]:
     """One line of an OpenAI-format batch output or error file (the OpenAI Batch API's, `vllm run-batch`'s): its
-    custom_id, and the Answer in its response or the error it got (a line the batch never ran is retryable)."""
+    custom_id, and the Answer in its response (read by `parse`; chat completions by default) or the error it got
+    (a line the batch never ran is retryable)."""
     key = str(line.get("custom_id"))
     error = line.get("error")
     response = line.get("response")
@@ -80,6 +83,6 @@ def parse_batch_result(line: Mapping[str, Any], *, engine: str) -> tuple[str, An
         code = detail.get("code") if isinstance(detail, Mapping) and isinstance(detail.get("code"), str) else None
         return key, error_for_status(int(status or 0), message, engine=engine, code=code)
     try:
-        return key, parse_chat_completion(body, engine=engine)
+        return key, parse(body) if parse is not None else parse_chat_completion(body, engine=engine)
     except BackendError as exc:
         return key, exc

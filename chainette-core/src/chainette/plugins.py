@@ -21,6 +21,7 @@ from chainette import hookspecs
 from chainette.errors import ConfigError
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
     import typer
 
     from chainette.batch import BatchClient
@@ -203,6 +204,9 @@ class BackendHooks:
 
     def translate_sampling(self, config: EngineConfig[EngineOptions], sampling: SamplingParams) -> dict[str, Any]:
         return cast("dict[str, Any]", self.plugins.call(self.backend, "translate_sampling", config=config, sampling=sampling))
+
+    def check_output_model(self, config: EngineConfig[EngineOptions], model: type[BaseModel]) -> None:
+        self.plugins.call(self.backend, "check_output_model", config=config, model=model)
 
     def model_price(self, config: EngineConfig[EngineOptions]) -> tuple[float, float] | None:
         return cast("tuple[float, float] | None", self.plugins.call(self.backend, "model_price", config=config))

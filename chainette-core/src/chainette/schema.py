@@ -3,7 +3,6 @@ extracting JSON from an answer, and the repair request after a failed validation
 
 from __future__ import annotations
 
-import copy
 from functools import lru_cache
 import json
 import re
@@ -14,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 M = TypeVar("M", bound=BaseModel)
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+_NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
 
 
 @lru_cache(maxsize=256)
@@ -32,32 +32,10 @@ def format_instruction(model: type[BaseModel]) -> str:
     return "Answer with a single JSON object and nothing else. It must follow this JSON schema:\n" + _cached_schema(model)
 
 
-def strict_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """A copy of `schema` in the strict form OpenAI requires: every object closed, every property required.
-
-    Optional fields stay nullable through their own `anyOf`; defaults are dropped.
-    """
-    result = copy.deepcopy(schema)
-    _make_strict(result)
-    return result
-
-
-def _make_strict(node: Any) -> None:
-    if not isinstance(node, dict):
-        return
-    node.pop("default", None)
-    if node.get("type") == "object" or "properties" in node:
-        node["additionalProperties"] = False
-        node["required"] = list(node.get("properties", {}))
-    if "$ref" in node and len(node) > 1:
-        node["allOf"] = [{"$ref": node.pop("$ref")}]
-    for key in ("properties", "$defs", "definitions"):
-        for child in node.get(key, {}).values():
-            _make_strict(child)
-    for key in ("anyOf", "allOf", "oneOf", "prefixItems"):
-        for child in node.get(key, []):
-            _make_strict(child)
-    _make_strict(node.get("items"))
+def schema_name(model: type[BaseModel]) -> str:
+    """The name a request gives `model`'s schema: its class name with every character outside `[a-zA-Z0-9_-]`
+    replaced by '_' and cut at 64 (the rule OpenAI's `json_schema.name` follows; `Box[int]` becomes `Box_int_`)."""
+    return _NAME_UNSAFE.sub("_", model.__name__)[:64] or "Output"
 
 
 def parse_answer(model: type[M], text: str) -> M:

@@ -8,17 +8,20 @@ from __future__ import annotations
 from pathlib import Path
 import re
 import threading
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import warnings
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from chainette.engines import EngineConfig, EngineOptions
 from chainette.errors import ConfigError
 from chainette.hookspecs import hookimpl
 from chainette.sampling import SamplingParams, map_sampling
+from chainette_openai.profiles import ProfileName, StructuredOutput, TokenLimit, profile_name, resolve
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from chainette_openai.batch import OpenAIBatchClient
     from chainette_openai.client import OpenAIClient
 
@@ -26,16 +29,17 @@ __version__ = "0.1.0"
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 
-SAMPLING_FIELDS = {
+CHAT_FIELDS = {
     "temperature": "temperature",
     "top_p": "top_p",
-    "max_tokens": "max_completion_tokens",
     "stop": "stop",
     "seed": "seed",
     "presence_penalty": "presence_penalty",
     "frequency_penalty": "frequency_penalty",
     "n": "n",
 }
+# The Responses API has no stop strings, seed, penalties or n (the core then sends n requests).
+RESPONSES_FIELDS = {"temperature": "temperature", "top_p": "top_p", "max_tokens": "max_output_tokens"}
 
 MAX_STOP = 4  # the OpenAI API's limit on stop sequences
 BATCH_DISCOUNT = 0.5  # the Batch API costs half the price of online requests
@@ -65,6 +69,38 @@ class OpenAIOptions(EngineOptions):
     max_concurrency: int = Field(32, ge=1, description="Requests in flight at once for this engine.")
     organization: str | None = Field(None, description="OpenAI organization id sent with every request (OpenAI-Organization).")
     project: str | None = Field(None, description="OpenAI project id sent with every request (OpenAI-Project).")
+    api: Literal["responses", "chat"] | None = Field(
+        None,
+        description="'responses' (the Responses API) or 'chat' (Chat Completions). Default: responses on the OpenAI API, "
+        "chat on a compatible server (endpoint=).",
+    )
+    profile: ProfileName | None = Field(
+        None,
+        description="How the server wants the schema and the token limit: openai, generic, vllm, sglang, lm-studio, ollama, "
+        "llama-cpp, tgi, or auto (probe the server at start). Default: openai on the OpenAI API, generic on a compatible server.",
+    )
+    structured_output: StructuredOutput | None = Field(
+        None,
+        description="Overrides the profile: json_schema (response_format.json_schema), json_object (the schema in "
+        "response_format.schema), json_object_value (in response_format.value), or prompt (the schema only in the prompt).",
+    )
+    token_limit: TokenLimit | None = Field(
+        None, description="Overrides the profile: the field that carries max_tokens, max_completion_tokens or max_tokens."
+    )
+    strict: bool | None = Field(
+        None, description="Overrides the profile: OpenAI's strict mode for json_schema (on with the openai profile, off otherwise)."
+    )
+
+    @model_validator(mode="after")
+    def _responses_take_json_schema(self) -> OpenAIOptions:
+        if self.api == "responses" and self.structured_output in ("json_object", "json_object_value"):
+            raise ValueError(f"structured_output={self.structured_output!r} is a Chat Completions form: use api='chat' with it")
+        return self
+
+
+def api_of(config: EngineConfig[OpenAIOptions]) -> str:
+    """The API an engine's requests use: its `api` option, else responses on the OpenAI API and chat on a compatible server."""
+    return config.options.api or ("chat" if config.endpoint else "responses")
 
 
 @hookimpl
@@ -75,20 +111,35 @@ def engine_options() -> type[EngineOptions]:
 @hookimpl
 def ensure_running(config: EngineConfig[OpenAIOptions], run_dir: Path | None, cancelled: threading.Event) -> str | None:
     """For an OpenAI-compatible server (an engine with endpoint=), check at once that it answers and takes the key;
-    warn when its model list lacks the engine's model. The OpenAI API itself is not probed."""
+    warn when its model list lacks the engine's model; with profile auto, probe it. The OpenAI API itself is not probed."""
     if not config.endpoint:
         return None
     from chainette.engines import public_url
     from chainette.http import bearer, list_models
 
-    served = list_models(config, bearer(config.resolve_api_key(default_env=DEFAULT_KEY_ENV)))
+    headers = bearer(config.resolve_api_key(default_env=DEFAULT_KEY_ENV))
+    served = list_models(config, headers)
     if served is not None and config.model not in served:
         warnings.warn(
             f"Engine '{config.name}': the server at {public_url(config.endpoint)} lists {', '.join(served) or 'no model'}, not '{config.model}'; "
             "requests may fail. Set model= to a name it serves.",
             stacklevel=2,
         )
+    if profile_name(config) == "auto":
+        from chainette_openai.probe import probe_once
+
+        probe_once(config, headers)
     return None
+
+
+@hookimpl
+def check_output_model(config: EngineConfig[OpenAIOptions], model: type[BaseModel]) -> None:
+    """With strict mode, refuse an output model strict mode cannot express (see `chainette_openai.strict`)."""
+    profile = resolve(config)
+    if profile.strict and profile.structured_output == "json_schema":
+        from chainette_openai.strict import check_strict
+
+        check_strict(config, model)
 
 
 @hookimpl
@@ -107,13 +158,16 @@ def make_batch_client(config: EngineConfig[OpenAIOptions]) -> OpenAIBatchClient:
 
 @hookimpl
 def translate_sampling(config: EngineConfig[OpenAIOptions], sampling: SamplingParams) -> dict[str, Any]:
-    """The wire fields; the OpenAI API (no endpoint) takes at most 4 stop strings, so more is a ConfigError at start."""
+    """The wire fields of the engine's API; the token limit under the profile's name on Chat Completions. The OpenAI
+    API (no endpoint) takes at most 4 stop strings, so more is a ConfigError at start."""
+    if api_of(config) == "responses":
+        return map_sampling(sampling, RESPONSES_FIELDS, engine=config.name)
     if not config.endpoint and sampling.stop and len(sampling.stop) > MAX_STOP:
         raise ConfigError(
             f"Engine '{config.name}': the OpenAI API takes at most {MAX_STOP} stop strings; the step gives {len(sampling.stop)}. "
             "Keep the 4 that matter most."
         )
-    return map_sampling(sampling, SAMPLING_FIELDS, engine=config.name)
+    return map_sampling(sampling, {**CHAT_FIELDS, "max_tokens": resolve(config).token_limit}, engine=config.name)
 
 
 @hookimpl

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 import json
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import openai
 
@@ -16,14 +16,17 @@ from chainette.errors import BackendError
 from chainette.openai_format import parse_batch_result
 from chainette_openai.client import OpenAIClient
 
-ENDPOINT: Final = "/v1/chat/completions"
+ENDPOINTS: Final[dict[str, Literal["/v1/chat/completions", "/v1/responses"]]] = {
+    "chat": "/v1/chat/completions",
+    "responses": "/v1/responses",
+}
 MAX_REQUESTS = 50_000  # the Batch API's limits per input file
 MAX_BYTES = 200 * 1024 * 1024
 T = TypeVar("T")
 
 
 class OpenAIBatchClient(OpenAIClient):
-    """Batches for one engine: each line is the body `complete` would send."""
+    """Batches for one engine, on its API's endpoint: each line is the body `complete` would send."""
 
     max_requests = MAX_REQUESTS
     detached = True
@@ -31,13 +34,15 @@ class OpenAIBatchClient(OpenAIClient):
 
     def line(self, custom_id: str, request: Request) -> dict[str, Any]:
         kwargs, extra_body = self._arguments(request)
-        return {"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": {**kwargs, **extra_body}}
+        return {"custom_id": custom_id, "method": "POST", "url": ENDPOINTS[self.api], "body": {**kwargs, **extra_body}}
 
     async def upload(self, path: Path) -> str:
         return (await self._sdk(self._client.files.create(file=(path.name, path.read_bytes()), purpose="batch"))).id
 
     async def create(self, file_id: str) -> str:
-        return (await self._sdk(self._client.batches.create(input_file_id=file_id, endpoint=ENDPOINT, completion_window="24h"))).id
+        return (
+            await self._sdk(self._client.batches.create(input_file_id=file_id, endpoint=ENDPOINTS[self.api], completion_window="24h"))
+        ).id
 
     async def status(self, batch_id: str) -> BatchStatus:
         batch = await self._sdk(self._client.batches.retrieve(batch_id))
@@ -57,7 +62,11 @@ class OpenAIBatchClient(OpenAIClient):
         answered = []
         for file_id in status.result_files:
             content = await self._sdk(self._client.files.content(file_id))
-            answered += [parse_batch_result(json.loads(text), engine=self.engine) for text in content.text.splitlines() if text.strip()]
+            answered += [
+                parse_batch_result(json.loads(text), engine=self.engine, parse=self.parse)
+                for text in content.text.splitlines()
+                if text.strip()
+            ]
         return answered
 
     async def cancel(self, batch_id: str) -> None:

@@ -1,7 +1,9 @@
-"""The openai backend's client: a Request becomes one `chat.completions.create` call with a strict JSON schema.
+"""The openai backend's client: a Request becomes one Responses API call (`responses.create`) or one Chat
+Completions call (`chat.completions.create`), its schema asked for as the engine's profile says.
 
 The SDK's own retries are off (the core retries), every SDK failure becomes a chainette BackendError
-whose message and raw text never contain the API key, and the answer is read by `parse_chat_completion`.
+whose message and raw text never contain the API key, and the answer is read by `parse_response` or
+`parse_chat_completion`. Strict schemas come from the SDK's own conversion (`chainette_openai.strict`).
 """
 
 from __future__ import annotations
@@ -12,26 +14,35 @@ from typing import Any
 import httpx2
 import openai
 from openai.resources.chat.completions import AsyncCompletions
+from openai.resources.responses import AsyncResponses
+from pydantic import BaseModel
 
 from chainette.client import Answer, Request
 from chainette.engines import EngineConfig, public_url
 from chainette.errors import BackendError, EngineError, RetryableError, error_code, error_for_status, parse_retry_after
 from chainette.http import async_client, error_message
 from chainette.openai_format import parse_chat_completion
-from chainette.schema import strict_json_schema
-from chainette_openai import DEFAULT_KEY_ENV, OpenAIOptions
+from chainette_openai import DEFAULT_KEY_ENV, OpenAIOptions, api_of
+from chainette_openai.profiles import resolve, response_format
+from chainette_openai.responses import parse_response, text_format
+from chainette_openai.strict import strict_schema
 
 PLACEHOLDER_KEY = "not-needed"
 _CONTROL = {"self", "extra_headers", "extra_query", "extra_body", "timeout"}
-CREATE_FIELDS = frozenset(inspect.signature(AsyncCompletions.create).parameters) - _CONTROL
+CREATE_FIELDS = {
+    "chat": frozenset(inspect.signature(AsyncCompletions.create).parameters) - _CONTROL,
+    "responses": frozenset(inspect.signature(AsyncResponses.create).parameters) - _CONTROL,
+}
 
 
 class OpenAIClient:
-    """Sends chat completions for one engine; `transport` replaces the network (tests)."""
+    """Sends requests for one engine through its API (`api_of`); `transport` replaces the network (tests)."""
 
     def __init__(self, config: EngineConfig[OpenAIOptions], transport: httpx2.AsyncBaseTransport | None = None):
         self.engine = config.name
         self.model = config.model
+        self.api = api_of(config)
+        self.profile = resolve(config)
         self._key = config.resolve_api_key(default_env=DEFAULT_KEY_ENV)
         if not self._key and not config.endpoint:
             env = config.api_key_env or DEFAULT_KEY_ENV
@@ -51,40 +62,60 @@ class OpenAIClient:
             timeout=http_client.timeout,
             http_client=http_client,
         )
-        self._formats: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._strict: dict[type[BaseModel], dict[str, Any]] = {}
 
     async def complete(self, request: Request) -> Answer:
         kwargs, extra_body = self._arguments(request)
         try:
-            completion = await self._client.chat.completions.create(**kwargs, extra_body=extra_body or None)
+            if self.api == "responses":
+                reply: Any = await self._client.responses.create(**kwargs, extra_body=extra_body or None)
+            else:
+                reply = await self._client.chat.completions.create(**kwargs, extra_body=extra_body or None)
         except openai.APIError as exc:
             raise self._classify(exc) from None
-        body = completion.to_dict(warnings=False) if isinstance(completion, openai.BaseModel) else completion
+        body = reply.to_dict(warnings=False) if isinstance(reply, openai.BaseModel) else reply
         try:
-            return parse_chat_completion(body, engine=self.engine)
+            return self.parse(body)
         except BackendError as exc:
             if exc.raw:
                 exc.raw = self._scrub(exc.raw)
             raise
 
+    def parse(self, body: Any) -> Answer:
+        """The Answer in a decoded reply of the engine's API."""
+        if self.api == "responses":
+            return parse_response(body, engine=self.engine)
+        return parse_chat_completion(body, engine=self.engine)
+
     def _arguments(self, request: Request) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The `chat.completions.create` arguments for `request`, and the fields the SDK does not know (its extra_body)."""
-        kwargs: dict[str, Any] = {"model": self.model, "messages": request.messages, "response_format": self._response_format(request)}
+        """The SDK call's arguments for `request`, and the fields the SDK does not know (its extra_body)."""
+        strict = self._strict_schema(request)
+        if self.api == "responses":
+            kwargs: dict[str, Any] = {"model": self.model, "input": request.messages, "store": False}
+            if self.profile.structured_output != "prompt":
+                kwargs["text"] = {"format": text_format(request, strict)}
+        else:
+            kwargs = {"model": self.model, "messages": request.messages}
+            wanted = response_format(self.profile, request, strict)
+            if wanted is not None:
+                kwargs["response_format"] = wanted
         extra_body = {}
+        known = CREATE_FIELDS[self.api]
         for key, value in request.sampling.items():
-            if key in CREATE_FIELDS:
+            if key in known:
                 kwargs[key] = value
             else:
                 extra_body[key] = value
         return kwargs, extra_body
 
-    def _response_format(self, request: Request) -> dict[str, Any]:
-        """The response_format for the request's schema, built once per schema object (kept alive so its id stays unique)."""
-        cached = self._formats.get(id(request.schema))
-        if cached is None or cached[0] is not request.schema:
-            strict = {"name": request.schema_name, "schema": strict_json_schema(request.schema), "strict": True}
-            cached = self._formats[id(request.schema)] = (request.schema, {"type": "json_schema", "json_schema": strict})
-        return cached[1]
+    def _strict_schema(self, request: Request) -> dict[str, Any] | None:
+        """The request's schema in strict form (made once per model), when the profile is strict and the request has a model."""
+        model = request.output_model
+        if not self.profile.strict or model is None or self.profile.structured_output != "json_schema":
+            return None
+        if model not in self._strict:
+            self._strict[model] = strict_schema(model)
+        return self._strict[model]
 
     def _classify(self, exc: openai.APIError) -> BackendError:
         url = public_url(str(exc.request.url))

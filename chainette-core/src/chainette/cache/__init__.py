@@ -21,6 +21,7 @@ from chainette.client import Answer, Request
 from chainette.engines import EngineConfig, EngineOptions
 from chainette.errors import ConfigError
 from chainette.nodes import Step
+from chainette.schema import schema_name
 
 __all__ = ["CacheSetting", "CachedAnswer", "ResponseCache", "StepCache", "cache_path", "max_size", "open_cache", "step_cache"]
 
@@ -110,5 +111,5 @@ def step_cache(
     if store is None or False in settings:
         return None
     per_row = not deterministic(step.sampling)
-    keys = RequestKeys(engine_identity(config), schema, step.output_model.__name__, sampling, per_row)
+    keys = RequestKeys(engine_identity(config), schema, schema_name(step.output_model), sampling, per_row)
     return StepCache(store, keys, config.backend, config.model, read="refresh" not in settings)

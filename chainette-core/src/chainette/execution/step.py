@@ -21,7 +21,7 @@ from chainette.frontier import Commit, Row
 from chainette.nodes import Step
 from chainette.policy import SameErrorStop, complete_with_retries
 from chainette.sampling import translate
-from chainette.schema import format_instruction, json_schema, parse_answer, repair_messages
+from chainette.schema import format_instruction, json_schema, parse_answer, repair_messages, schema_name
 from chainette.templates import compile_template
 
 YIELD_EVERY = 64
@@ -42,7 +42,7 @@ class StepStage(Stage):
         self.user = compile_template(step.user_prompt)
         instruction = step.output_format_instruction
         self.instruction = format_instruction(step.output_model) if instruction is None else instruction
-        self.schema = json_schema(step.output_model)
+        self.schema, self.schema_name = json_schema(step.output_model), schema_name(step.output_model)
         self.sampling = translate(self.engine.config, step.sampling)
         self.samples = (step.sampling.n if step.sampling else None) or 1
         self.single_sampling = {key: value for key, value in self.sampling.items() if key != "n"}
@@ -180,7 +180,7 @@ class StepStage(Stage):
             system = f"{system}\n\n{self.instruction}" if system else self.instruction
         messages = [{"role": "system", "content": system}] if system else []
         messages.append({"role": "user", "content": user})
-        return Request(messages, self.schema, self.step.output_model.__name__, self.sampling, self.step.id, row.row_id)
+        return Request(messages, self.schema, self.schema_name, self.sampling, self.step.id, row.row_id, self.step.output_model)
 
     async def _send(self, request: Request) -> Answer:
         assert self.engine.client is not None, "an engine answering through batch jobs has a batch stage"

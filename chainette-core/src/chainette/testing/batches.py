@@ -76,8 +76,12 @@ class FakeBatches:
             return web.json_response({"error": {"message": "No such file", "type": "invalid_request_error"}}, status=400)
         batch_id = f"batch_{next(self._ids)}"
         lines = self.files[body["input_file_id"]].decode().splitlines()
+        if any(json.loads(line)["url"] != body.get("endpoint") for line in lines):
+            message = f"The batch's lines must all be for its endpoint {body.get('endpoint')}"
+            return web.json_response({"error": {"message": message, "type": "invalid_request_error"}}, status=400)
         self.batches[batch_id] = {
             "id": batch_id,
+            "endpoint": body.get("endpoint"),
             "input_file_id": body["input_file_id"],
             "status": "validating",
             "polls": 0,
@@ -116,7 +120,8 @@ class FakeBatches:
         for line in answered:
             status = self.line_status(line["custom_id"])
             if status is None:
-                outputs.append(self._result(line, 200, self.server.completion(line["body"])))
+                answer = self.server.response if line["url"] == "/v1/responses" else self.server.completion
+                outputs.append(self._result(line, 200, answer(line["body"])))
             else:
                 errors.append(self._result(line, status, {"error": {"message": f"injected line failure {status}", "type": "server_error"}}))
         errors += [
@@ -154,7 +159,7 @@ class FakeBatches:
         return {
             "id": batch_id,
             "object": "batch",
-            "endpoint": "/v1/chat/completions",
+            "endpoint": batch["endpoint"],
             "input_file_id": batch["input_file_id"],
             "completion_window": "24h",
             "status": batch["status"],

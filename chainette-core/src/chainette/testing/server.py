@@ -1,4 +1,4 @@
-"""A loopback fake LLM server speaking the OpenAI chat-completions (vLLM) and Ollama wire formats.
+"""A loopback fake LLM server speaking the OpenAI chat-completions (vLLM), OpenAI Responses and Ollama wire formats.
 
 It runs on 127.0.0.1 on a free port in a background thread, answers with JSON synthesised from
 the request's schema, records every request, and can be told to fail, slow down or answer badly.
@@ -23,6 +23,8 @@ from chainette.backends.fake import synthesize
 from chainette.testing.batches import FakeBatches
 
 Responder = Callable[[dict[str, Any]], str]
+CHAT_PATHS = ("/v1/chat/completions", "/v1/responses", "/api/chat")
+ANSWER_TOKENS = 7
 
 
 @dataclass
@@ -68,7 +70,10 @@ class FakeServer:
     """Use as a context manager; `base_url` is `http://127.0.0.1:PORT` (a free port unless `port` is given).
 
     `latency` is the seconds each chat request takes; `capacity` (optional) how many it serves at
-    once, the others queueing, like a GPU server's batch.
+    once, the others queueing, like a GPU server's batch. To stand in for a compatible server that is not
+    vLLM: `rejects` holds the response_format types it answers with HTTP 500 (llama-cpp-python rejects
+    `json_schema`), and `token_fields` the token-limit fields it reads, first found first (a limit below the
+    answer's 7 tokens stops it there, `finish_reason` "length").
     """
 
     def __init__(
@@ -82,6 +87,8 @@ class FakeServer:
         port: int = 0,
         plan: FaultPlan | None = None,
         capacity: int | None = None,
+        rejects: tuple[str, ...] = (),
+        token_fields: tuple[str, ...] = ("max_completion_tokens", "max_tokens"),
     ):
         self.models = models
         self.latency = latency
@@ -90,6 +97,8 @@ class FakeServer:
         self.respond = respond
         self.plan = plan
         self.capacity = capacity
+        self.rejects = rejects
+        self.token_fields = token_fields
         self.seen: Counter[str] = Counter()
         self.requests: list[dict[str, Any]] = []
         self.faults: list[Fault] = []
@@ -113,7 +122,7 @@ class FakeServer:
 
     def chat_requests(self) -> list[dict[str, Any]]:
         """The JSON bodies received on the chat endpoints."""
-        return [r["body"] for r in self.requests if r["path"] in ("/v1/chat/completions", "/api/chat")]
+        return [r["body"] for r in self.requests if r["path"] in CHAT_PATHS]
 
     def __enter__(self) -> FakeServer:
         self._thread = threading.Thread(target=self._serve, name="chainette-fake-server", daemon=True)
@@ -146,6 +155,7 @@ class FakeServer:
                 web.get("/health", self._health),
                 web.get("/v1/models", self._openai_models),
                 web.post("/v1/chat/completions", self._openai_chat),
+                web.post("/v1/responses", self._openai_responses),
                 web.get("/api/tags", self._ollama_tags),
                 web.get("/api/version", self._ollama_version),
                 web.post("/api/chat", self._ollama_chat),
@@ -176,36 +186,75 @@ class FakeServer:
         return web.json_response({"version": "0.0.0-fake"})
 
     async def _openai_chat(self, request: web.Request) -> web.StreamResponse:
-        if not self._authorized(request):
-            return web.json_response(
-                {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}}, status=401
-            )
-        body, early, mangle = await self._receive(request)
+        body, early, mangle = await self._openai_receive(request)
         if early is not None:
             return early
-        if body.get("model") not in self.models:
-            return web.json_response(
-                {"error": {"message": f"The model `{body.get('model')}` does not exist.", "type": "NotFoundError", "code": 404}}, status=404
-            )
+        wanted = (body.get("response_format") or {}).get("type")
+        if wanted in self.rejects:
+            message = f"1 validation error: response_format.type: Input should be 'text' or 'json_object', got {wanted!r}"
+            return web.json_response({"error": {"message": message, "type": "internal_server_error"}}, status=500)
         return web.json_response(self.completion(body, mangle))
+
+    async def _openai_responses(self, request: web.Request) -> web.StreamResponse:
+        body, early, mangle = await self._openai_receive(request)
+        if early is not None:
+            return early
+        return web.json_response(self.response(body, mangle))
+
+    async def _openai_receive(self, request: web.Request) -> tuple[dict[str, Any], web.StreamResponse | None, str | None]:
+        """The body of an OpenAI-format request, or the early answer: a fault, a refused key, an unknown model."""
+        if not self._authorized(request):
+            error: dict[str, Any] = {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}
+            return {}, web.json_response({"error": error}, status=401), None
+        body, early, mangle = await self._receive(request)
+        if early is None and body.get("model") not in self.models:
+            error = {"message": f"The model `{body.get('model')}` does not exist.", "type": "NotFoundError", "code": 404}
+            return body, web.json_response({"error": error}, status=404), None
+        return body, early, mangle
 
     def completion(self, body: dict[str, Any], mangle: str | None = None) -> dict[str, Any]:
         """The chat completion answering `body` (with its `n` choices)."""
-        schema = (body.get("response_format") or {}).get("json_schema", {}).get("schema", {"type": "object"})
+        wanted = body.get("response_format") or {}
+        schema = wanted.get("json_schema", {}).get("schema") or wanted.get("schema") or wanted.get("value") or {"type": "object"}
         message: dict[str, Any] = {"role": "assistant"}
         if self.reasoning is not None:
             message["reasoning"] = self.reasoning
+        limit = self._token_limit(body)
+        finish = "length" if limit < ANSWER_TOKENS else "stop"
         return {
             "id": f"chatcmpl-{len(self.requests)}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body["model"],
             "choices": [
-                {"index": index, "message": {**message, "content": self._answer(body, schema, mangle)}, "finish_reason": "stop"}
+                {"index": index, "message": {**message, "content": self._answer(body, schema, mangle)}, "finish_reason": finish}
                 for index in range(body.get("n") or 1)
             ],
-            "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+            "usage": {"prompt_tokens": 11, "completion_tokens": min(limit, ANSWER_TOKENS), "total_tokens": 11 + min(limit, ANSWER_TOKENS)},
         }
+
+    def response(self, body: dict[str, Any], mangle: str | None = None) -> dict[str, Any]:
+        """The Responses API answer to `body`: one message, a reasoning summary when the server has `reasoning`."""
+        schema = ((body.get("text") or {}).get("format") or {}).get("schema") or {"type": "object"}
+        output: list[dict[str, Any]] = []
+        if self.reasoning is not None:
+            output.append({"type": "reasoning", "id": "rs_0", "summary": [{"type": "summary_text", "text": self.reasoning}]})
+        text = self._answer({**body, "messages": body.get("input")}, schema, mangle)
+        content = [{"type": "output_text", "text": text, "annotations": []}]
+        output.append({"type": "message", "id": "msg_0", "role": "assistant", "status": "completed", "content": content})
+        return {
+            "id": f"resp_{len(self.requests)}",
+            "object": "response",
+            "created_at": int(time.time()),
+            "model": body["model"],
+            "status": "completed",
+            "output": output,
+            "usage": {"input_tokens": 11, "output_tokens": ANSWER_TOKENS, "total_tokens": 11 + ANSWER_TOKENS},
+        }
+
+    def _token_limit(self, body: dict[str, Any]) -> int:
+        """The answer's token limit: the first of `token_fields` the body gives (no limit: the whole answer)."""
+        return next((int(body[field]) for field in self.token_fields if body.get(field) is not None), ANSWER_TOKENS)
 
     async def _ollama_chat(self, request: web.Request) -> web.StreamResponse:
         body, early, mangle = await self._receive(request)

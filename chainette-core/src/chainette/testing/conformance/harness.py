@@ -18,6 +18,7 @@ from chainette.client import Answer, Client, Request
 from chainette.engines import EngineConfig, EngineOptions, clear_engines, register_engine
 from chainette.plugins import get_plugins, reset_plugins
 from chainette.sampling import SamplingParams
+from chainette.schema import schema_name
 from chainette.testing.server import FakeServer
 
 ENGINE = "conformance"
@@ -160,7 +161,8 @@ def run(awaitable: Awaitable[T]) -> T:
 def request(model: type[BaseModel], prompt: str) -> Request:
     """A request for `model`'s JSON schema with `prompt` as the user message."""
     messages = [{"role": "system", "content": "Answer with JSON."}, {"role": "user", "content": prompt}]
-    return Request(messages=messages, schema=model.model_json_schema(), schema_name=model.__name__, step_id="conformance", row_id="0")
+    schema = model.model_json_schema()
+    return Request(messages=messages, schema=schema, schema_name=schema_name(model), step_id="conformance", row_id="0", output_model=model)
 
 
 def last_user_message(body: dict[str, Any]) -> str:

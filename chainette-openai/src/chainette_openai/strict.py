@@ -1,0 +1,74 @@
+"""OpenAI strict structured output: a model's schema through the openai SDK's own strict conversion (the one
+`client.chat.completions.parse` and `client.responses.parse` use), then fitted to what strict mode accepts.
+
+Strict mode takes a subset of JSON Schema. Keywords outside it that only narrow a value (a string's length,
+unique items, some formats) are left out of what is sent: the core validates every answer against the model
+anyway and asks for a repair. A field strict mode cannot express at all (an object with free keys, such as
+`dict[str, X]`) is refused before any request by `check_strict`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from openai.lib._pydantic import to_strict_json_schema
+from pydantic import BaseModel
+
+from chainette.engines import EngineConfig, EngineOptions
+from chainette.errors import ConfigError
+
+# Keywords strict mode rejects that only narrow a value: dropped from the schema sent, checked by validation.
+NARROWING_KEYWORDS = frozenset(
+    {"minLength", "maxLength", "uniqueItems", "minProperties", "maxProperties", "propertyNames", "contains", "minContains", "maxContains"}
+)
+FORMATS = frozenset({"date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid"})
+
+
+def strict_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """`model`'s schema as strict mode takes it: the SDK's conversion (every object closed, every field required,
+    described references inlined), without the narrowing keywords and formats strict mode does not know."""
+    schema = to_strict_json_schema(model)
+    for _, node in _subschemas(schema, model.__name__):
+        for keyword in NARROWING_KEYWORDS & node.keys():
+            del node[keyword]
+        if node.get("format") not in (None, *FORMATS):
+            del node["format"]
+    return schema
+
+
+def open_objects(schema: dict[str, Any]) -> list[str]:
+    """The places in a strict `schema` (`Model.field` paths) holding an object with free keys, which strict mode
+    cannot express: it only takes objects whose every key is declared."""
+    found = []
+    for path, node in _subschemas(schema, schema.get("title", "output")):
+        if node.get("type") == "object" and node.get("additionalProperties") is not False:
+            found.append(path)
+    return found
+
+
+def check_strict(config: EngineConfig[EngineOptions], model: type[BaseModel]) -> None:
+    """A ConfigError naming the fields of `model` that the engine's strict mode cannot express, if any."""
+    places = open_objects(strict_schema(model))
+    if places:
+        raise ConfigError(
+            f"Engine '{config.name}': OpenAI's strict structured output cannot express {', '.join(places)} in {model.__name__}: "
+            "an object with free keys (a dict field, or a model that allows extra fields), where strict mode needs every key "
+            "declared. Make it a list of key/value models, or set strict=False on the engine to send the schema without "
+            "strict mode (answers are still validated against the model, and repaired once)."
+        )
+
+
+def _subschemas(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every schema object inside `node` with a readable path: `Model.field`, `[]` for items, the $defs' own names."""
+    yield path, node
+    for name, child in node.get("$defs", {}).items():
+        yield from _subschemas(child, name)
+    for name, child in node.get("properties", {}).items():
+        yield from _subschemas(child, f"{path}.{name}")
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            yield from _subschemas(node[key], f"{path}[]" if key == "items" else f"{path}{{}}")
+    for key in ("anyOf", "allOf", "oneOf", "prefixItems"):
+        for child in node.get(key, []):
+            yield from _subschemas(child, path)
