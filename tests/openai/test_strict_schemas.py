@@ -10,6 +10,8 @@ import json
 import re
 from typing import Any, Generic, Literal, TypeVar
 
+import httpx2
+import openai
 from pydantic import BaseModel, Field
 import pytest
 
@@ -198,3 +200,19 @@ def test_the_refusal_also_holds_for_the_openai_api_itself():
     step = Step(id="out", output_model=Box[dict[str, Inner]], engine_name="api", user_prompt="{{ text }}")
     with pytest.raises(ConfigError, match=r"Box\[dict\[str, Inner\]\]\.item"):
         Chain(name="matrix", steps=[step]).run([{"text": "a"}], cache=False)
+
+
+@pytest.mark.parametrize("model", [m for m in MODELS if m is not Constrained], ids=lambda m: m.__name__)
+async def test_the_schema_is_what_the_sdks_own_parse_sends(model):
+    """`client.responses.parse(text_format=Model)`, the SDK's public structured-output path, sends the same schema."""
+    sent: list[dict[str, Any]] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        sent.append(json.loads(request.content))
+        return httpx2.Response(500, json={"error": {"message": "captured"}})
+
+    client = openai.AsyncOpenAI(api_key=KEY, max_retries=0, http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(handler)))
+    with pytest.raises(openai.InternalServerError):
+        await client.responses.parse(model="gpt-test", input="hi", text_format=model)
+    await client.close()
+    assert sent[0]["text"]["format"]["schema"] == strict_schema(model)
