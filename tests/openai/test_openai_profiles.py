@@ -120,7 +120,9 @@ def test_a_rejected_form_stops_the_step_after_its_first_rows(tmp_path):
         with pytest.raises(EngineError) as info:
             chain.run(ROWS, output_dir=tmp_path / "run", cache=False)
         errors = (tmp_path / "run" / "errors.jsonl").read_text().splitlines()
-        assert "engine 'local'" in str(info.value) and "HTTP 500" in str(info.value) and "'text' or 'json_object'" in str(info.value)
+        message = str(info.value)
+        assert "engine 'local'" in message and "HTTP 500" in message and "'text' or 'json_object'" in message
+        assert "set the engine's profile= to the server's preset" in message, "the backend's own advice"
         assert len(errors) == 5 < len(ROWS)
         register_engine("local", backend="openai", model="fake-model", endpoint=f"{server.base_url}/v1", profile="llama-cpp")
         result = chain.run(ROWS, output_dir=tmp_path / "run", cache=False, retry_errors=True)

@@ -149,6 +149,6 @@ def test_a_json_schema_request_it_rejects_stops_the_step_fast(server, tmp_path):
     with pytest.raises(EngineError) as info:
         chain("generic").run(ROWS, output_dir=tmp_path / "run", cache=False)
     message = str(info.value)
-    assert "engine 'generic'" in message and "HTTP 500" in message and "json_object" in message
+    assert "engine 'generic'" in message and "HTTP 500" in message and "json_object" in message and "profile=" in message
     errors = (tmp_path / "run" / "errors.jsonl").read_text().splitlines()
     assert len(errors) < len(ROWS)

@@ -22,9 +22,12 @@ class EngineOptions(BaseModel):
 
     Every option is part of the response cache's keys (chainette.cache) unless `cache_neutral` names it: a backend
     adds there the options that cannot change an answer (ports, timeouts, environment variables).
+    `same_error_advice` is the backend's own advice for a step stopped because its first rows all failed alike
+    (chainette.policy.SameErrorStop): which of its options to look at first.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    same_error_advice: ClassVar[str] = ""
     cache_neutral: ClassVar[frozenset[str]] = frozenset(
         {
             "max_concurrency",

@@ -160,11 +160,11 @@ def _count_usage(spent: Spent, usage: Usage | None) -> None:
 class SameErrorStop:
     """Watches one step's rows in a session: once its first `rows` decided rows all failed with the same backend
     error (after their retries), the engine itself cannot serve the step, and `failed` returns the EngineError that
-    stops it. A success, an error about the model's answer (ANSWER_KINDS) or a different error disarms it for the
+    stops it (its paragraph ends with the backend's `advice`, from its options' `same_error_advice`). A success, an error about the model's answer (ANSWER_KINDS) or a different error disarms it for the
     step; a row that sent no request (UNSENT_KINDS) does not count."""
 
-    def __init__(self, step: str, engine: str, backend: str, rows: int = SAME_ERROR_ROWS):
-        self.step, self.engine, self.backend, self.rows = step, engine, backend, rows
+    def __init__(self, step: str, engine: str, backend: str, rows: int = SAME_ERROR_ROWS, advice: str = ""):
+        self.step, self.engine, self.backend, self.rows, self.advice = step, engine, backend, rows, advice
         self.armed = True
         self.signature: tuple[str, str] | None = None
         self.count = 0
@@ -193,7 +193,7 @@ class SameErrorStop:
             f"({exc.kind}), so the engine itself cannot serve this step: {str(exc).rstrip('.')}. Check the engine's model "
             "name and endpoint, and that its server supports what the step asks for: structured output (response_format "
             f"with a JSON schema) and any reasoning or sampling option it sets (see the options of backend '{self.backend}'). "
-            f"Those {self.rows} rows are in errors.jsonl and the step's other rows are left for later: once the engine is fixed, "
+            f"{self.advice + ' ' if self.advice else ''}Those {self.rows} rows are in errors.jsonl and the step's other rows are left for later: once the engine is fixed, "
             "run the same command again to resume, with --retry-errors to run those rows again too."
         )
 

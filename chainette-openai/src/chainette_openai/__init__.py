@@ -65,6 +65,10 @@ class OpenAIOptions(EngineOptions):
     """Options of the openai backend."""
 
     cache_neutral: ClassVar[frozenset[str]] = EngineOptions.cache_neutral | {"organization", "project"}
+    same_error_advice: ClassVar[str] = (
+        "On an OpenAI-compatible server, set the engine's profile= to the server's preset (llama-cpp, ollama, tgi, ...) "
+        "or to 'auto' to probe it."
+    )
 
     max_concurrency: int = Field(32, ge=1, description="Requests in flight at once for this engine.")
     organization: str | None = Field(None, description="OpenAI organization id sent with every request (OpenAI-Organization).")

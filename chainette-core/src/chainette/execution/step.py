@@ -46,7 +46,8 @@ class StepStage(Stage):
         self.sampling = translate(self.engine.config, step.sampling)
         self.samples = (step.sampling.n if step.sampling else None) or 1
         self.single_sampling = {key: value for key, value in self.sampling.items() if key != "n"}
-        self.same_error = SameErrorStop(step.id, self.engine.config.name, self.engine.config.backend)
+        config = self.engine.config
+        self.same_error = SameErrorStop(step.id, config.name, config.backend, advice=config.options.same_error_advice)
         self.cache = step_cache(self.store, self.cache_setting, self.engine.config, step, self.schema, self.single_sampling)
 
     async def process(self, pending: Iterator[Row]) -> None:
