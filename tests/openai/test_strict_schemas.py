@@ -19,6 +19,7 @@ from chainette import Chain, Step, register_engine
 from chainette.backends.fake import synthesize
 from chainette.errors import ConfigError
 from chainette.testing import FakeServer
+from chainette_openai import check_output_model
 from chainette_openai.strict import strict_schema
 
 T = TypeVar("T")
@@ -178,7 +179,8 @@ def test_a_dict_field_is_refused_before_any_request_naming_the_field(tmp_path):
         with pytest.raises(ConfigError) as info:
             Chain(name="matrix", steps=[step]).run([{"text": "a"}], output_dir=tmp_path / "run", cache=False)
     message = str(info.value)
-    assert "Mapping.counts" in message and "strict=False" in message and "Engine 'gpt'" in message
+    assert message.startswith("Step 'out': Engine 'gpt': ")
+    assert "Mapping.counts" in message and "strict=False" in message
     assert server.chat_requests() == []
 
 
@@ -216,3 +218,23 @@ async def test_the_schema_is_what_the_sdks_own_parse_sends(model):
         await client.responses.parse(model="gpt-test", input="hi", text_format=model)
     await client.close()
     assert sent[0]["text"]["format"]["schema"] == strict_schema(model)
+
+
+def nested(levels: int) -> type[BaseModel]:
+    """A model whose objects nest `levels` deep."""
+    model = type("Level1", (BaseModel,), {"__annotations__": {"leaf": str}})
+    for level in range(2, levels + 1):
+        model = type(f"Level{level}", (BaseModel,), {"__annotations__": {"child": model}})
+    return model
+
+
+def test_strict_modes_size_limits_are_checked_before_any_request():
+    """Ten levels of nesting pass, eleven are refused; so are more than 1000 enum values (recursion is not depth)."""
+    config = register_engine("api", backend="openai", model="gpt-4o-mini", api_key=KEY)
+    check_output_model(config, nested(10))
+    check_output_model(config, Tree)
+    with pytest.raises(ConfigError, match=r"11 levels of nested objects \(at most 10\)"):
+        check_output_model(config, nested(11))
+    many = Enum("Many", {f"v{i}": f"v{i}" for i in range(1001)})
+    with pytest.raises(ConfigError, match=r"1001 enum values \(at most 1000\)"):
+        check_output_model(config, type("Wide", (BaseModel,), {"__annotations__": {"value": many}}))

@@ -215,15 +215,15 @@ def _default_output_dir(name: str) -> Path:
 
 
 def _check_output_models(nodes: list[Node], engines: dict[str, EngineConfig[EngineOptions]]) -> None:
-    """Let each step's backend refuse, before any request, an output model its engine cannot be asked for."""
+    """Let each step's backend refuse, before any request, an output model its engine cannot be asked for (the
+    ConfigError then names the step)."""
     for node in graph.iter_nodes(nodes):
         if isinstance(node, Step):
             config = engines[node.engine_name]
             try:
                 get_plugins().hooks(config.backend).check_output_model(config, node.output_model)
             except ConfigError as exc:
-                exc.node = exc.node or node
-                raise
+                raise ConfigError(f"Step '{node.id}': {exc}", exc.loc, node=node) from None
 
 
 def _versions(engines: dict[str, EngineConfig[EngineOptions]]) -> dict[str, str]:

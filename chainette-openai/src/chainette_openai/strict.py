@@ -23,6 +23,8 @@ NARROWING_KEYWORDS = frozenset(
     {"minLength", "maxLength", "uniqueItems", "minProperties", "maxProperties", "propertyNames", "contains", "minContains", "maxContains"}
 )
 FORMATS = frozenset({"date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid"})
+# Strict mode's limits on one schema (OpenAI's Structured Outputs guide, "Supported schemas").
+MAX_DEPTH, MAX_PROPERTIES, MAX_ENUM_VALUES = 10, 5000, 1000
 
 
 def strict_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -47,9 +49,34 @@ def open_objects(schema: dict[str, Any]) -> list[str]:
     return found
 
 
+def over_limits(schema: dict[str, Any]) -> list[str]:
+    """What makes a strict `schema` larger than strict mode takes: its object nesting (a recursive reference does
+    not count), its properties in all, its enum values in all."""
+    found = []
+    depth = _depth(schema, schema.get("$defs", {}), frozenset())
+    if depth > MAX_DEPTH:
+        found.append(f"{depth} levels of nested objects (at most {MAX_DEPTH})")
+    nodes = [node for _, node in _subschemas(schema, "")]
+    properties = sum(len(node.get("properties", {})) for node in nodes)
+    if properties > MAX_PROPERTIES:
+        found.append(f"{properties} properties (at most {MAX_PROPERTIES})")
+    values = sum(len(node.get("enum", [])) for node in nodes)
+    if values > MAX_ENUM_VALUES:
+        found.append(f"{values} enum values (at most {MAX_ENUM_VALUES})")
+    return found
+
+
 def check_strict(config: EngineConfig[EngineOptions], model: type[BaseModel]) -> None:
-    """A ConfigError naming the fields of `model` that the engine's strict mode cannot express, if any."""
-    places = open_objects(strict_schema(model))
+    """A ConfigError naming what of `model` the engine's strict mode cannot express, if anything."""
+    schema = strict_schema(model)
+    too_big = over_limits(schema)
+    if too_big:
+        raise ConfigError(
+            f"Engine '{config.name}': {model.__name__} is larger than OpenAI's strict structured output takes: "
+            f"{', '.join(too_big)}. Split the step into smaller output models, or set strict=False on the engine to send "
+            "the schema without strict mode (answers are still validated against the model, and repaired once)."
+        )
+    places = open_objects(schema)
     if places:
         raise ConfigError(
             f"Engine '{config.name}': OpenAI's strict structured output cannot express {', '.join(places)} in {model.__name__}: "
@@ -57,6 +84,19 @@ def check_strict(config: EngineConfig[EngineOptions], model: type[BaseModel]) ->
             "declared. Make it a list of key/value models, or set strict=False on the engine to send the schema without "
             "strict mode (answers are still validated against the model, and repaired once)."
         )
+
+
+def _depth(node: dict[str, Any], defs: dict[str, Any], entered: frozenset[str]) -> int:
+    """The object nesting below `node`, following references except into a definition already `entered`."""
+    ref = node.get("$ref")
+    if isinstance(ref, str):
+        name = ref.rsplit("/", 1)[-1]
+        return 0 if name in entered or name not in defs else _depth(defs[name], defs, entered | {name})
+    children = [*node.get("properties", {}).values(), *node.get("anyOf", []), *node.get("prefixItems", [])]
+    if isinstance(node.get("items"), dict):
+        children.append(node["items"])
+    below = max((_depth(child, defs, entered) for child in children), default=0)
+    return below + (1 if "properties" in node else 0)
 
 
 def _subschemas(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
