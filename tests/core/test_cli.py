@@ -52,6 +52,27 @@ def test_debug_shows_the_traceback(tmp_path):
     assert "Traceback" in done.stderr
 
 
+WARNING_CHAIN = """import warnings
+from pydantic import BaseModel
+from chainette import Chain, Step, register_engine
+warnings.warn("mind the gap", UserWarning)
+class Row(BaseModel):
+    text: str
+register_engine("llm", backend="fake", model="m")
+chain = Chain(name="w", steps=[Step(id="s", input_model=Row, output_model=Row, engine_name="llm", user_prompt="{{text}}")])
+"""
+
+
+def test_warnings_show_their_kind_and_message_and_with_debug_where_they_come_from(tmp_path):
+    (tmp_path / "warning_chain.py").write_text(WARNING_CHAIN)
+    plain = chainette("inspect", "warning_chain.py:chain", cwd=tmp_path)
+    assert plain.returncode == 0, plain.stderr
+    assert "UserWarning: mind the gap\n" in plain.stderr
+    assert "warning_chain.py" not in plain.stderr
+    debug = chainette("--debug", "inspect", "warning_chain.py:chain", cwd=tmp_path)
+    assert "warning_chain.py:4: UserWarning: mind the gap" in debug.stderr
+
+
 def test_bad_template_in_user_chain_is_reported(tmp_path):
     path = tmp_path / "bad_chain.py"
     path.write_text(

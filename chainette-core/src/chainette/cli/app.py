@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from typing import Final
+import warnings
 
 import typer
 
@@ -20,7 +21,11 @@ def _show_version(value: bool) -> None:
 
 
 def _global_options(
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-paragraph errors (anywhere on the line)."),
+    debug: bool = typer.Option(
+        False,
+        "--debug",
+        help="Show full tracebacks instead of one-paragraph errors, and the source line of each warning (anywhere on the line).",
+    ),
     version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
     """Typed LLM pipelines: run a chain over input rows, inspect it, manage backends and the response cache."""
@@ -70,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     state["debug"] = "--debug" in args
     args = [arg for arg in args if arg != "--debug"]
+    shown_as = warnings.formatwarning
+    if not state["debug"]:
+        warnings.formatwarning = _plain_warning
     try:
         command = _command(args)
         build_app(with_plugins=command is not None and command not in BUILT_IN)(args=args, prog_name="chainette")
@@ -83,7 +91,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _print_error(str(exc))
         return exc.exit_code
+    finally:
+        warnings.formatwarning = shown_as
     return 0
+
+
+def _plain_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:
+    """A warning as the CLI shows it: its kind and message, without the source file and line (those with --debug)."""
+    return f"{category.__name__}: {message}\n"
 
 
 def _print_error(message: str) -> None:
