@@ -10,9 +10,11 @@ import httpx2
 from pydantic import BaseModel
 import pytest
 
+from chainette import Chain, SamplingParams, Step, register_engine
 from chainette.client import Request
 from chainette.engines import EngineConfig
 from chainette.errors import RetryableError, RowError
+from chainette.testing import FakeServer
 from chainette_openai import OpenAIOptions
 from chainette_openai.client import OpenAIClient
 from chainette_openai.strict import strict_schema
@@ -136,3 +138,14 @@ async def test_the_prompt_mode_sends_no_text_format():
 def test_a_chat_completions_format_is_refused_on_the_responses_api():
     with pytest.raises(ValueError, match="use api='chat'"):
         OpenAIOptions(api="responses", structured_output="json_object")
+
+
+def test_n_samples_are_asked_as_n_requests_on_the_responses_api(tmp_path):
+    """The Responses API has no `n`: a step's n=3 becomes three requests per row, each row keeping its three samples."""
+    with FakeServer(api_key=KEY) as server:
+        register_engine("gpt", backend="openai", model="fake-model", endpoint=f"{server.base_url}/v1", api_key=KEY, api="responses")
+        sampling = SamplingParams(n=3, temperature=1)
+        step = Step(id="person", output_model=Person, engine_name="gpt", user_prompt="{{ text }}", sampling=sampling)
+        result = Chain(name="samples", steps=[step]).run([{"text": "a"}, {"text": "b"}], output_dir=tmp_path / "run", cache=False)
+    assert len(result["person"]) == 6
+    assert len(server.chat_requests()) == 6 and all("n" not in body for body in server.chat_requests())
