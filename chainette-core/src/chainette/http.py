@@ -89,10 +89,15 @@ def async_client(
     return httpx2.AsyncClient(
         base_url=base_url,
         headers=headers,
-        timeout=httpx2.Timeout(options.timeout, connect=min(CONNECT_TIMEOUT, options.timeout)),
+        timeout=request_timeout(options),
         limits=httpx2.Limits(max_connections=pool, max_keepalive_connections=pool),
         transport=transport,
     )
+
+
+def request_timeout(options: EngineOptions) -> httpx2.Timeout:
+    """`options.timeout` per request, at most CONNECT_TIMEOUT of it to connect."""
+    return httpx2.Timeout(options.timeout, connect=min(CONNECT_TIMEOUT, options.timeout))
 
 
 def bearer(key: str | None) -> dict[str, str] | None:

@@ -35,14 +35,15 @@ def parse_chat_completion(body: Any, *, engine: str) -> Answer:
         or not all(isinstance(c, Mapping) and isinstance(c.get("message"), Mapping) for c in choices)
     ):
         problem = f"engine '{engine}': the answer is not a chat completion (no choices[0].message)"
-        raise RetryableError(problem, kind="bad_response", raw=_raw(body), usage=usage)
-    first, *others = (_choice(choice, engine, usage, body) for choice in choices)
+        raise RetryableError(problem, kind="bad_response", raw=raw_body(body), usage=usage)
+    first, *others = (read_choice(choice, engine=engine, usage=usage, body=body) for choice in choices)
     first.usage, first.alternatives = usage, others
     return first
 
 
-def _choice(choice: Mapping[str, Any], engine: str, usage: Usage, body: Any) -> Answer:
-    """One choice's answer (no usage: the request's is the first answer's); a RowError when it cannot be used."""
+def read_choice(choice: Mapping[str, Any], *, engine: str, usage: Usage, body: Any) -> Answer:
+    """One chat-completion choice's answer (no usage: the request's is the first answer's); a RowError, carrying
+    `usage` and `body` as its raw text, when it cannot be used."""
     message: Mapping[str, Any] = choice["message"]
     refusal = message.get("refusal")
     if refusal:
@@ -53,12 +54,13 @@ def _choice(choice: Mapping[str, Any], engine: str, usage: Usage, body: Any) -> 
     if error is not None:
         raise error
     if not text:
-        raise RowError(f"engine '{engine}': the answer is empty", kind="empty_answer", raw=_raw(body), usage=usage)
+        raise RowError(f"engine '{engine}': the answer is empty", kind="empty_answer", raw=raw_body(body), usage=usage)
     reasoning = message.get("reasoning") or message.get("reasoning_content") or None
     return Answer(text, reasoning=reasoning if isinstance(reasoning, str) else None, cut_off=choice.get("finish_reason") in CUT_OFF)
 
 
-def _raw(body: Any) -> str:
+def raw_body(body: Any) -> str:
+    """`body` as the raw text an error keeps: its JSON, cut at 2,000 characters."""
     return json.dumps(body, ensure_ascii=False, default=str)[:2000]
 
 

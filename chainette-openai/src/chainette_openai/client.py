@@ -15,7 +15,6 @@ import httpx2
 import openai
 from openai.resources.chat.completions import AsyncCompletions
 from openai.resources.responses import AsyncResponses
-from pydantic import BaseModel
 
 from chainette.client import Answer, Request
 from chainette.engines import EngineConfig, public_url
@@ -62,15 +61,13 @@ class OpenAIClient:
             timeout=http_client.timeout,
             http_client=http_client,
         )
-        self._strict: dict[type[BaseModel], dict[str, Any]] = {}
+        self._create: Any = self._client.responses.create if self.api == "responses" else self._client.chat.completions.create
+        self._formats: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
 
     async def complete(self, request: Request) -> Answer:
         kwargs, extra_body = self._arguments(request)
         try:
-            if self.api == "responses":
-                reply: Any = await self._client.responses.create(**kwargs, extra_body=extra_body or None)
-            else:
-                reply = await self._client.chat.completions.create(**kwargs, extra_body=extra_body or None)
+            reply = await self._create(**kwargs, extra_body=extra_body or None)
         except openai.APIError as exc:
             raise self._classify(exc) from None
         body = reply.to_dict(warnings=False) if isinstance(reply, openai.BaseModel) else reply
@@ -89,16 +86,10 @@ class OpenAIClient:
 
     def _arguments(self, request: Request) -> tuple[dict[str, Any], dict[str, Any]]:
         """The SDK call's arguments for `request`, and the fields the SDK does not know (its extra_body)."""
-        strict = self._strict_schema(request)
         if self.api == "responses":
-            kwargs: dict[str, Any] = {"model": self.model, "input": request.messages, "store": False}
-            if self.profile.structured_output != "prompt":
-                kwargs["text"] = {"format": text_format(request, strict)}
+            kwargs: dict[str, Any] = {"model": self.model, "input": request.messages, "store": False, **self._format(request)}
         else:
-            kwargs = {"model": self.model, "messages": request.messages}
-            wanted = response_format(self.profile, request, strict)
-            if wanted is not None:
-                kwargs["response_format"] = wanted
+            kwargs = {"model": self.model, "messages": request.messages, **self._format(request)}
         extra_body = {}
         known = CREATE_FIELDS[self.api]
         for key, value in request.sampling.items():
@@ -108,14 +99,21 @@ class OpenAIClient:
                 extra_body[key] = value
         return kwargs, extra_body
 
-    def _strict_schema(self, request: Request) -> dict[str, Any] | None:
-        """The request's schema in strict form (made once per model), when the profile is strict and the request has a model."""
-        model = request.output_model
-        if not self.profile.strict or model is None or self.profile.structured_output != "json_schema":
-            return None
-        if model not in self._strict:
-            self._strict[model] = strict_schema(model)
-        return self._strict[model]
+    def _format(self, request: Request) -> dict[str, Any]:
+        """The arguments that ask for the request's schema as the profile says (`text` or `response_format`, or
+        none), made once per schema object (kept alive, so that its id stays unique); a strict schema is the SDK's
+        conversion of the request's model."""
+        cached = self._formats.get(id(request.schema))
+        if cached is None or cached[0] is not request.schema:
+            profile, model = self.profile, request.output_model
+            strict = strict_schema(model) if profile.strict and model is not None and profile.structured_output == "json_schema" else None
+            if self.api == "responses":
+                wanted = {} if profile.structured_output == "prompt" else {"text": {"format": text_format(request, strict)}}
+            else:
+                found = response_format(profile, request, strict)
+                wanted = {} if found is None else {"response_format": found}
+            cached = self._formats[id(request.schema)] = (request.schema, wanted)
+        return cached[1]
 
     def _classify(self, exc: openai.APIError) -> BackendError:
         url = public_url(str(exc.request.url))

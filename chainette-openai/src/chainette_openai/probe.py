@@ -16,7 +16,7 @@ import warnings
 import httpx2
 
 from chainette.engines import EngineConfig, public_url
-from chainette.http import CONNECT_TIMEOUT
+from chainette.http import request_timeout
 from chainette_openai import OpenAIOptions
 from chainette_openai.profiles import Profile, StructuredOutput, TokenLimit, probed
 
@@ -34,8 +34,8 @@ class ServerProfileWarning(UserWarning):
     """What the probe found, so that the engine can name it and skip the probe next time."""
 
 
-def probe_once(config: EngineConfig[OpenAIOptions], headers: dict[str, str] | None) -> Profile:
-    """The profile of the engine's server, probed on first use in this process and kept in `profiles.probed`."""
+def probe_once(config: EngineConfig[OpenAIOptions], headers: dict[str, str] | None) -> None:
+    """Probe the engine's server on its first use in this process; what it takes is kept in `profiles.probed`."""
     key = (config.endpoint or "", config.model)
     if key not in probed:
         found = Profile(_structured_output(config, headers), _token_limit(config, headers))
@@ -46,7 +46,6 @@ def probe_once(config: EngineConfig[OpenAIOptions], headers: dict[str, str] | No
             ServerProfileWarning,
             stacklevel=2,
         )
-    return probed[key]
 
 
 def _structured_output(config: EngineConfig[OpenAIOptions], headers: dict[str, str] | None) -> StructuredOutput:
@@ -70,9 +69,8 @@ def _ask(config: EngineConfig[OpenAIOptions], headers: dict[str, str] | None, fi
     """The decoded answer of one chat request, or None when the server refuses it or does not answer well."""
     assert config.endpoint is not None
     url = f"{config.endpoint.rstrip('/')}/chat/completions"
-    timeout = httpx2.Timeout(config.options.timeout, connect=min(CONNECT_TIMEOUT, config.options.timeout))
     try:
-        response = httpx2.post(url, json={"model": config.model, **fields}, headers=headers, timeout=timeout)
+        response = httpx2.post(url, json={"model": config.model, **fields}, headers=headers, timeout=request_timeout(config.options))
         body = response.json() if response.status_code == 200 else None
     except (httpx2.HTTPError, ValueError):
         return None
