@@ -19,18 +19,6 @@ from chainette_vllm import process, server
 FAKE_VLLM = Path(__file__).with_name("fake_vllm.py")
 
 
-def alive(pid: int) -> bool:
-    """Whether process `pid` exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @dataclass
 class FakeVllm:
     """What the fake executable recorded, and helpers to check that none of its processes is left."""
@@ -56,7 +44,7 @@ class FakeVllm:
         return [pid for e in self.starts() for pid in (e["pid"], e["child"])]
 
     def left(self) -> list[int]:
-        return [pid for pid in self.pids() if alive(pid)]
+        return [pid for pid in self.pids() if process.process_running(pid)]
 
     def wait_for(self, event: str, count: int = 1, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout

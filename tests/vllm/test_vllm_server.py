@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 import os
+from pathlib import Path
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -276,6 +279,31 @@ def test_server_ignoring_sigterm_is_killed(fake_vllm, tmp_path):
 
     assert [e["event"] for e in fake_vllm.events()] == ["start", "ready", "term_ignored"]
     assert fake_vllm.left() == []
+
+
+ZOMBIE_LEADER = """
+import ctypes, sys, threading, time
+threading.Thread(target=time.sleep, args=(600,)).start()
+print("ready", flush=True)
+ctypes.CDLL(None).pthread_exit(None)
+"""
+
+
+def test_a_process_whose_leader_is_a_zombie_still_runs_while_its_other_threads_do():
+    """A killed multi-threaded server shows its leader as a zombie before its other threads have exited."""
+    leader = subprocess.Popen([sys.executable, "-c", ZOMBIE_LEADER], stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        assert leader.stdout is not None and leader.stdout.readline() == b"ready\n"
+        deadline = time.monotonic() + 20
+        while (Path(f"/proc/{leader.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert process.process_running(leader.pid)
+        assert process.group_alive(leader.pid)
+    finally:
+        process.stop_group(leader.pid, leader)
+    assert not process.process_running(leader.pid)
+    assert not process.group_alive(leader.pid)
 
 
 def test_missing_executable_says_what_to_install(fake_vllm, tmp_path, monkeypatch):

@@ -197,10 +197,26 @@ def group_alive(pgid: int) -> bool:
         return True
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            state, _, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+            group = int(stat.read_text().rsplit(")", 1)[1].split()[2])
         except (OSError, IndexError, ValueError):
             continue
-        if int(group) == pgid and state != "Z":
+        if group == pgid and process_running(int(stat.parent.name)):
+            return True
+    return False
+
+
+def process_running(pid: int) -> bool:
+    """Whether process `pid` has a thread that is not a zombie, from Linux /proc.
+
+    Every thread counts: a killed multi-threaded process can show its leader as a zombie while its
+    other threads still exit, holding its sockets and memory.
+    """
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            state = stat.read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
             return True
     return False
 
