@@ -194,7 +194,7 @@ def test_startup_timeout_stops_the_server(fake_vllm, tmp_path):
     with pytest.raises(EngineError, match=r"did not answer GET /health with 200 within 1 s, so it was stopped") as info:
         server.ensure_running(config, tmp_path)
 
-    assert 1 <= time.monotonic() - started < 6
+    assert 1 <= time.monotonic() - started < 15, "stopped after the 1 s timeout and a 1 s grace, not left to load"
     assert "raise the engine's startup_timeout" in str(info.value)
     assert "INFO fake vllm serving m in mode **********" in str(info.value), "extra_env values are secrets, redacted from the log"
     assert fake_vllm.left() == []
