@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 import os
@@ -20,12 +21,12 @@ from chainette.events import EventBus, Listener, Progress, RunFinished, RunStart
 from chainette.execution.executor import Executor
 from chainette.execution.flatten import write_flattened
 from chainette.execution.stopping import stop_on_signals, with_resume_hint
-from chainette.inputs import Columns, ColumnSpec, Inputs, fingerprint, open_rows
+from chainette.inputs import Columns, ColumnSpec, Inputs, RawRow, fingerprint, open_rows
 from chainette.nodes import INPUT_ID, Node, Step
 from chainette.plugins import get_plugins
 from chainette.results import RunResult
 from chainette.secrets import engine_secrets, redact_data
-from chainette.store import RunDir
+from chainette.store import FLATTENED, GRAPH_FILE, RUN_FILE, RunDir
 
 
 class Chain:
@@ -136,8 +137,43 @@ class Chain:
         picked = Columns.parse(columns)
         rows = open_rows(inputs, picked)
         identity = {"chain": graph.fingerprint(self.nodes), "inputs": fingerprint(inputs, picked, id_column)}
-        run_dir = RunDir(output_dir or _default_output_dir(self.name), identity, overwrite=overwrite, output_format=output_format)
-        run_dir.write_json("graph.json", self.describe())
+        run_dir = RunDir(
+            _default_output_dir(self.name) if output_dir is None else output_dir, identity, overwrite=overwrite, output_format=output_format
+        )
+        try:
+            return await self._run_in(
+                run_dir,
+                engines,
+                rows,
+                retry_errors=retry_errors,
+                reporter=reporter,
+                id_column=id_column,
+                durable=durable,
+                cache=cache,
+                cache_dir=cache_dir,
+                batch=batch,
+                cancel_batches=cancel_batches,
+            )
+        finally:
+            run_dir.close()
+
+    async def _run_in(
+        self,
+        run_dir: RunDir,
+        engines: dict[str, EngineConfig[EngineOptions]],
+        rows: Iterable[RawRow],
+        *,
+        retry_errors: bool,
+        reporter: Listener | None,
+        id_column: str | None,
+        durable: bool,
+        cache: CacheSetting,
+        cache_dir: str | os.PathLike[str] | None,
+        batch: bool,
+        cancel_batches: bool,
+    ) -> RunResult:
+        """Run the chain over `rows` in `run_dir`, which this process owns meanwhile; run.json records how it ended."""
+        run_dir.write_json(GRAPH_FILE, self.describe())
         secrets = frozenset().union(*(engine_secrets(config) for config in engines.values()))
         bus = EventBus([reporter] if reporter else [], secrets)
         run = Executor(
@@ -161,7 +197,7 @@ class Chain:
             with stop_on_signals(run.control):
                 final = await run.execute(rows)
             write_flattened(run_dir, final, run.flattened_sources(final))
-            run_dir.export_parquet([*self._outputs(), "flattened"])
+            run_dir.export_parquet([*self._outputs(), FLATTENED])
             status = "completed"
         except BaseException as exc:
             if run.control.stopping or isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
@@ -187,7 +223,7 @@ class Chain:
                 "sessions": sessions,
                 "versions": _versions(engines),
             }
-            run_dir.write_json("run.json", redact_data(summary, secrets))
+            run_dir.write_json(RUN_FILE, redact_data(summary, secrets))
             bus.emit(RunFinished(status=status, summary=summary))
         return RunResult(run_dir.root, self._outputs())
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from chainette.errors import ConfigError
 from chainette.nodes import INPUT_ID, Apply, Branch, Node, Parallel, Step
+from chainette.store import RUN_DIR_ENTRIES
 from chainette.templates import referenced_names
 
 
@@ -88,6 +89,13 @@ def _check_unique(nodes: list[Node]) -> None:
     seen: set[str] = set()
 
     def claim(name: str, what: str, node: Step | Apply | Branch, loc: tuple[str, ...] = ()) -> None:
+        if name in RUN_DIR_ENTRIES:
+            raise ConfigError(
+                f"The {what} '{name}' has a name the run directory keeps for its own entry (OUT/{name}), which would mix with "
+                f"or replace its outputs: rename the {what}.",
+                loc,
+                node=node,
+            )
         if name in seen:
             raise ConfigError(
                 f"The id '{name}' is used twice ({what}); step ids, apply ids and join aliases must be unique.", loc, node=node

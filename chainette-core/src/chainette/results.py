@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from chainette.store import read_lines, read_outputs
+from chainette.store import ERRORS_FILE, FLATTENED, RUN_FILE, read_lines, read_outputs
 
 
 class RunResult(Mapping[str, list[Any]]):
@@ -46,15 +46,15 @@ class RunResult(Mapping[str, list[Any]]):
 
     @property
     def errors(self) -> list[dict[str, Any]]:
-        return _sorted(read_lines(self.output_dir / "errors.jsonl"))
+        return _sorted(read_lines(self.output_dir / ERRORS_FILE))
 
     @property
     def flattened(self) -> list[dict[str, Any]]:
-        return _sorted(read_outputs(self.output_dir / "flattened"))
+        return _sorted(read_outputs(self.output_dir / FLATTENED))
 
     @property
     def stats(self) -> dict[str, Any]:
-        stats: dict[str, Any] = json.loads((self.output_dir / "run.json").read_text(encoding="utf-8"))
+        stats: dict[str, Any] = json.loads((self.output_dir / RUN_FILE).read_text(encoding="utf-8"))
         return stats
 
     def __repr__(self) -> str:

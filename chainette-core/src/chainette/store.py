@@ -12,6 +12,8 @@ committed rows' outputs are exactly the first lines of the node's output folder;
 (chainette.execution.recovery) cuts a half-written last line off every log and truncates the outputs
 to the lines the commits cover.
 Files written whole (derived frontiers, markers, metadata) go to a temporary name and are renamed.
+A run holds its directory's lock (chainette.runlock) from the moment it opens it until it ends, so no other
+process writes into it meanwhile.
 
 A SIGKILL or a crash of the process needs no fsync: what was written is in the kernel's page
 cache. Surviving a power loss or a kernel crash needs `durable=True`, which fsyncs the outputs
@@ -35,12 +37,24 @@ import orjson
 from chainette import parquet
 from chainette.errors import ChainetteError, ConfigError
 from chainette.frontier import Commit
+from chainette.runlock import RunLock
 
 ROWS_PER_FILE = 100_000
 MAX_PENDING = 1 << 20
+OUTPUT_FORMATS = ("jsonl", "parquet")
+
+# The entries a run directory holds besides its nodes' output folders. MANIFEST marks a folder as a run directory:
+# --overwrite deletes nothing else. Backends write the logs of the servers they start in LOGS_DIR.
 STATE_DIR = ".chainette"
 MANIFEST = "manifest.json"
-OUTPUT_FORMATS = ("jsonl", "parquet")
+FLATTENED = "flattened"
+ERRORS_FILE = "errors.jsonl"
+GRAPH_FILE = "graph.json"
+RUN_FILE = "run.json"
+LOGS_DIR = "logs"
+# A node id or join alias equal to one of these would clash with the run directory's own entry (ids are identifiers,
+# so only the folders can clash; the files are listed too, so that a new entry cannot be forgotten).
+RUN_DIR_ENTRIES = frozenset({STATE_DIR, FLATTENED, ERRORS_FILE, GRAPH_FILE, RUN_FILE, LOGS_DIR})
 
 
 def encode_line(record: Mapping[str, Any]) -> bytes:
@@ -280,12 +294,23 @@ class ScratchIndex:
         self.path.unlink(missing_ok=True)
 
 
-class RunDir:
-    """The layout of one run's output directory, and whether it starts afresh or resumes.
+def output_path(value: str | os.PathLike[str], what: str = "Output directory") -> Path:
+    """`value` as a path, refusing an empty one (which would mean the current directory to some and nothing to others)."""
+    if not os.fspath(value).strip():
+        raise ConfigError(
+            f"{what} is empty (''): give the path of a directory, new, empty or holding a run (an unset shell variable in -o \"$OUT\" gives '')."
+        )
+    return Path(value)
 
-    A directory holding a run of the same chain and inputs is resumed; one holding anything else
-    is refused unless `overwrite`. With `output_format="parquet"` the nodes' JSONL output files live
-    under `.chainette/outputs/` and `export_parquet` writes the user-facing Parquet files.
+
+class RunDir:
+    """The layout of one run's output directory, whether it starts afresh or resumes, and its lock.
+
+    A directory holding a run of the same chain and inputs is resumed; one holding another run is refused
+    unless `overwrite`, and one holding anything but a run (its MANIFEST) is refused even then. The run owns the
+    directory (runlock.RunLock) from here to `close`: a second process is refused. With `output_format="parquet"`
+    the nodes' JSONL output files live under `.chainette/outputs/` and `export_parquet` writes the user-facing
+    Parquet files.
     """
 
     def __init__(self, root: str | os.PathLike[str], identity: dict[str, Any], *, overwrite: bool = False, output_format: str = "jsonl"):
@@ -293,18 +318,24 @@ class RunDir:
             raise ConfigError(f"Output format '{output_format}' is not one of: {', '.join(OUTPUT_FORMATS)}.")
         if output_format == "parquet":
             parquet.require("--format parquet (output_format='parquet')")
-        self.root = Path(root)
+        self.root = output_path(root)
         self.state = self.root / STATE_DIR
         self.output_format = output_format
-        self.resumed = self._prepare({**identity, "format": output_format}, overwrite)
+        _check_place(self.root, overwrite)
+        self._lock = RunLock(self.state, "a chainette run")
+        try:
+            self.resumed = self._prepare({**identity, "format": output_format}, overwrite)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Let go of the directory: another run may use it from now on."""
+        self._lock.release()
 
     def _prepare(self, identity: dict[str, Any], overwrite: bool) -> bool:
         manifest = self.state / MANIFEST
-        if self.root.exists() and not overwrite and any(entry.name != STATE_DIR or manifest.exists() for entry in self.root.iterdir()):
-            if not manifest.exists():
-                raise ChainetteError(
-                    f"Output directory {self.root} is not empty and holds no chainette run. Choose another one, or pass --overwrite (overwrite=True) to replace it."
-                )
+        if manifest.exists() and not overwrite:
             previous = json.loads(manifest.read_text(encoding="utf-8"))
             for key, what in (("chain", "another chain (or a changed one)"), ("inputs", "other inputs")):
                 if None not in (previous.get(key), identity.get(key)) and previous[key] != identity[key]:
@@ -318,13 +349,12 @@ class RunDir:
                     f"Resume it with --format {written} (output_format='{written}'), choose another directory, or pass --overwrite (overwrite=True) to start afresh."
                 )
             return True
-        if overwrite and self.root.exists():
-            shutil.rmtree(self.root)
         try:
-            self.state.mkdir(parents=True, exist_ok=True)
+            if overwrite:
+                _empty_run_dir(self.root, keep=self._lock.path)
             write_atomically(manifest, json.dumps(identity).encode())
         except OSError as exc:
-            raise ChainetteError(f"Output directory {self.root} is not writable: {exc.strerror}.") from None
+            raise ChainetteError(f"Output directory {self.root} is not writable: {exc.strerror} ({exc.filename}).") from None
         return False
 
     def node_folder(self, node_id: str) -> Path:
@@ -342,3 +372,50 @@ class RunDir:
     def write_json(self, name: str, data: Any) -> None:
         """Write `name` in the run directory as indented JSON, whole (never half a file after a crash)."""
         write_atomically(self.root / name, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
+
+
+def _check_place(root: Path, overwrite: bool) -> None:
+    """Refuse, before anything is created or deleted, an output path that is no directory, a link to overwrite
+    through, or a directory that is neither empty nor a run (with `overwrite` too: it deletes runs only)."""
+    try:
+        if root.is_symlink() and overwrite:
+            raise ChainetteError(
+                f"Output directory {root} is a symbolic link (to {os.readlink(root)}): --overwrite (overwrite=True) does not "
+                "delete through a link, and nothing was deleted. Pass the directory it points to if that is the run to replace."
+            )
+        if root.is_symlink() and not root.exists():
+            raise ChainetteError(
+                f"Output directory {root} is a symbolic link to {os.readlink(root)}, which does not exist: create it, or choose another directory."
+            )
+        if root.exists() and not root.is_dir():
+            raise ChainetteError(
+                f"Output directory {root} is not a directory: choose a directory (new, empty, or holding a run of this chain to resume)."
+            )
+        if root.is_dir() and not (root / STATE_DIR / MANIFEST).exists() and any(entry.name != STATE_DIR for entry in root.iterdir()):
+            if overwrite:
+                raise ChainetteError(
+                    f"Output directory {root} is not empty and holds no chainette run (no {STATE_DIR}/{MANIFEST}): --overwrite "
+                    "(overwrite=True) deletes only a run directory, and nothing was deleted. Choose a new or empty directory."
+                )
+            raise ChainetteError(f"Output directory {root} is not empty and holds no chainette run. Choose a new or empty directory.")
+    except OSError as exc:
+        raise ChainetteError(f"Cannot use output directory {root}: {exc.strerror} ({exc.filename}).") from None
+
+
+def _empty_run_dir(root: Path, keep: Path) -> None:
+    """Delete everything in the run directory `root` but its state folder's file `keep`: the lock the caller holds
+    (deleted, a new lock file there would let a second run in)."""
+    for entry in root.iterdir():
+        if entry.name == STATE_DIR and not entry.is_symlink():
+            for inner in entry.iterdir():
+                if inner != keep:
+                    _delete(inner)
+        else:
+            _delete(entry)
+
+
+def _delete(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import typer
 
@@ -11,18 +10,25 @@ from chainette.errors import ConfigError
 
 
 def batches_command(
-    output: Path = typer.Argument(..., metavar="OUT", help="A run's output directory (the -o OUT of `chainette run`)."),
+    run_dir: str = typer.Argument(..., metavar="OUT", help="A run's output directory (the -o OUT of `chainette run`)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List the batch jobs of the run in OUT: step, batch id, rows asked, last state seen, and whether its answers are in.
 
-    Running the same `chainette run` command again collects the answers of those still open.
+    Running the same `chainette run` command again collects the answers of those still open. While a run works in
+    OUT, a note on stderr names it: the states are then those its journals saw last, and may change.
     """
     from chainette.batch import BatchJournal
+    from chainette.runlock import holder
+    from chainette.store import STATE_DIR, output_path
 
-    folder = output / ".chainette" / "batches"
+    output = output_path(run_dir, "The run directory")
+    folder = output / STATE_DIR / "batches"
     if not output.is_dir():
         raise ConfigError(f"{output} is not a directory: give the output directory of a run (the -o of chainette run).")
+    working = holder(output / STATE_DIR)
+    if working is not None:
+        typer.echo(f"{working.describe()} is working in {output}: the states below may change.", err=True)
     journals = {path.parent.name: BatchJournal(path.parent) for path in sorted(folder.glob("*/journal.jsonl"))}
     chunks = [(step, chunk) for step, journal in journals.items() for chunk in journal.chunks.values()]
     if as_json:

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 
 def push_command(
-    output: Path = typer.Argument(..., metavar="OUT", help="A completed run's output directory (the -o OUT of `chainette run`)."),
+    output: str = typer.Argument(..., metavar="OUT", help="A completed run's output directory (the -o OUT of `chainette run`)."),
     repo: str = typer.Argument(..., help="The dataset repository: org/name or hf:org/name (created if it does not exist)."),
     private: bool = typer.Option(
         False, "--private", help="Create the repository private. An existing public repository is refused, not changed."
     ),
-    dry_run: Path | None = typer.Option(
+    dry_run: str | None = typer.Option(
         None, "--dry-run", metavar="DIR", help="Write the card and the files to DIR (new or empty) instead: no upload, no token."
     ),
     include_errors: bool = typer.Option(

@@ -29,11 +29,17 @@ def run_command(
         "-i",
         help="Input rows: a .jsonl, .json, .csv or .parquet file, or hf:name[:config]:split (a Hugging Face dataset).",
     ),
-    output: Path = typer.Option(..., "--output", "-o", help="Output directory: new, empty, or holding a run of this chain to resume."),
+    output_dir: str = typer.Option(
+        ..., "--output", "-o", metavar="OUTPUT", help="Output directory: new, empty, or holding a run of this chain to resume."
+    ),
     engines: Path | None = typer.Option(
         None, "--engines", "-e", help="A YAML file defining every engine the chain uses (replacing the chain file's own)."
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Delete what the output directory holds and start afresh."),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Delete the run the output directory holds and start afresh (a directory holding no run is never deleted).",
+    ),
     retry_errors: bool = typer.Option(False, "--retry-errors", help="Run again the rows in the output directory's errors.jsonl."),
     json_logs: bool = typer.Option(False, "--json-logs", help="Print one JSON event per line instead of the live view."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final summary."),
@@ -67,10 +73,12 @@ def run_command(
     """
     from chainette.engines import load_engines_from_yaml
     from chainette.outcome import exit_status
+    from chainette.store import output_path
     from chainette.ui.summary import summary
 
     if no_cache and refresh_cache:
         raise ConfigError("--no-cache and --refresh-cache contradict each other: give one of them.")
+    output = output_path(output_dir, "The output directory (-o)")
     loaded = load_chain(chain)
     if engines is not None:
         load_engines_from_yaml(engines, used=loaded.engine_users())
@@ -112,6 +120,8 @@ def _offer_to_cancel(chain: Chain, output: Path, batch: bool) -> None:
     from chainette import graph
     from chainette.execution.batching import batch_engines, cancel_left_running, left_running
     from chainette.nodes import Step
+    from chainette.runlock import RunLock
+    from chainette.store import STATE_DIR
 
     running = left_running(output)
     if not running or not sys.stdin.isatty():
@@ -121,7 +131,8 @@ def _offer_to_cancel(chain: Chain, output: Path, batch: bool) -> None:
         return
     steps = {node.id: node.engine_name for node in graph.iter_nodes(chain.nodes) if isinstance(node, Step)}
     engines = batch_engines(chain.engines(), list(steps.values()), forced=batch)
-    cancelled = asyncio.run(cancel_left_running(output, engines, steps))
+    with RunLock(output / STATE_DIR, "chainette run (cancelling its batch jobs)"):
+        cancelled = asyncio.run(cancel_left_running(output, engines, steps))
     typer.echo(f"Cancelled {cancelled} batch jobs; the next run asks their rows again.", err=True)
 
 

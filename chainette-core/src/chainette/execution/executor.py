@@ -39,10 +39,9 @@ from chainette.execution.stopping import StopSignal
 from chainette.frontier import Row, count_rows, rows
 from chainette.nodes import INPUT_ID, Node, Parallel, Step
 from chainette.stats import NodeStats, SessionLog, run_figures
-from chainette.store import RunDir, Writer
+from chainette.store import ERRORS_FILE, RunDir, Writer
 
 SAVE_EVERY = 1.0
-ERRORS_FILE = "errors.jsonl"
 
 
 class Executor:

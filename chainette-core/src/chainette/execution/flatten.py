@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from chainette.store import OutputFolder, RunDir, ScratchIndex, Writer
+from chainette.store import FLATTENED, OutputFolder, RunDir, ScratchIndex, Writer
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Source:
 def write_flattened(run_dir: RunDir, final: Path, sources: list[Source]) -> None:
     """Write the `flattened` folder for the rows of the `final` frontier, replacing any earlier one. Entries of
     `final` itself come from its rows; those of the other sources through the index (built only when needed)."""
-    folder = run_dir.node_folder("flattened")
+    folder = run_dir.node_folder(FLATTENED)
     shutil.rmtree(folder, ignore_errors=True)
     writer = OutputFolder(Writer(), folder)
     columns = [(key, source.frontier == final) for source in sources for key in source.entries]

@@ -14,6 +14,7 @@ The package: `layout` reads the run and lays out the dataset (and checks it for 
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 import os
 from pathlib import Path
 import re
@@ -24,6 +25,8 @@ from chainette.hub.card import graph_mermaid, render_card
 from chainette.hub.constants import CARD, ERRORS_CONFIG, ERRORS_FILE, FLATTENED, RECORDS
 from chainette.hub.layout import TOKEN_ENV, Config, Dataset, Pushed, Run, build_dataset, known_secrets, read_run, write_folder
 from chainette.hub.upload import INSTALL, upload
+from chainette.runlock import RunLock
+from chainette.store import STATE_DIR, output_path
 
 if TYPE_CHECKING:
     from chainette.chain import Chain
@@ -72,12 +75,21 @@ def push(
     its prompts and output schemas. ChainetteError for anything the user must fix; no secret in any of it.
     """
     repo_id = parse_repo(repo)
-    run = read_run(output_dir)
-    secrets = known_secrets(run.graph)
-    dataset = build_dataset(run, repo_id, include_errors=include_errors, chain=chain, secrets=secrets)
-    if dry_run is not None:
-        return write_folder(dataset, Path(dry_run))
-    return upload(dataset, run, private=private, message=message or _default_message(run, dataset), secrets=secrets)
+    root = output_path(output_dir, "The run directory")
+    with _owning(root):
+        run = read_run(root)
+        secrets = known_secrets(run.graph)
+        dataset = build_dataset(run, repo_id, include_errors=include_errors, chain=chain, secrets=secrets)
+        if dry_run is not None:
+            return write_folder(dataset, output_path(dry_run, "The dry run's folder (--dry-run)"))
+        return upload(dataset, run, private=private, message=message or _default_message(run, dataset), secrets=secrets)
+
+
+def _owning(root: Path) -> AbstractContextManager[object]:
+    """The run directory's lock for as long as a push reads it: a run working in it refuses the push, and a run
+    started meanwhile is refused. A directory without a state folder needs none: no run can start in it."""
+    state = root / STATE_DIR
+    return RunLock(state, "chainette push") if state.is_dir() else nullcontext()
 
 
 def parse_repo(repo: str) -> str:

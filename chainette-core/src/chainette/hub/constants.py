@@ -3,8 +3,9 @@ the run's two records, the default config, and the config and file of the failed
 
 from __future__ import annotations
 
+from chainette.store import ERRORS_FILE, FLATTENED, GRAPH_FILE, RUN_FILE
+
 CARD = "README.md"
-RECORDS = ("graph.json", "run.json")
-FLATTENED = "flattened"
+RECORDS = (GRAPH_FILE, RUN_FILE)
 ERRORS_CONFIG = "errors"
-ERRORS_FILE = "errors.jsonl"
+__all__ = ["CARD", "ERRORS_CONFIG", "ERRORS_FILE", "FLATTENED", "RECORDS"]

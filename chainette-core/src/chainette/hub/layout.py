@@ -21,7 +21,7 @@ from chainette.hub.card import render_card
 from chainette.hub.constants import CARD, ERRORS_CONFIG, ERRORS_FILE, FLATTENED, RECORDS
 from chainette.nodes import Apply, Step
 from chainette.secrets import MIN_LENGTH, redact, registered_secrets
-from chainette.store import MANIFEST, STATE_DIR, output_files
+from chainette.store import MANIFEST, STATE_DIR, output_files, output_path
 
 if TYPE_CHECKING:
     from chainette.chain import Chain
@@ -85,7 +85,7 @@ class Pushed:
 
 def read_run(output_dir: str | os.PathLike[str]) -> Run:
     """The run in `output_dir`, which must hold graph.json and a run.json whose status is "completed"."""
-    root = Path(output_dir)
+    root = output_path(output_dir, "The run directory")
     if not root.is_dir():
         raise ChainetteError(f"{root} is not a directory: pass the output directory of a `chainette run` (its -o OUT).")
     missing = [name for name in RECORDS if not (root / name).is_file()]
