@@ -81,11 +81,12 @@ class Project:
     def run(self, gate: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.command(*extra), env=self.env(gate), capture_output=True, text=True, timeout=120)
 
-    def wait_until_held(self, process: subprocess.Popen[str]) -> None:
+    def wait_until_working(self, process: subprocess.Popen[str]) -> None:
+        """Until the run has written outputs of its first step (its rows then wait at the gate)."""
         deadline = time.monotonic() + 60
-        while holder(self.out / STATE_DIR) is None:
+        while not any(path.stat().st_size for path in (self.out / "first").glob("*.jsonl")):
             assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the first run never took its directory"
+            assert time.monotonic() < deadline, "the first run never got to work"
             time.sleep(0.01)
 
     def row_ids(self, node: str) -> list[str]:
@@ -98,7 +99,7 @@ def test_a_second_run_on_a_directory_in_use_is_refused_naming_the_holder(tmp_pat
     opened.touch()
     first = project.start(closed)
     try:
-        project.wait_until_held(first)
+        project.wait_until_working(first)
         second = project.run(opened)
         assert second.returncode == 1, second.stdout
         assert f"Output directory {project.out} is in use by a chainette run (pid {first.pid} on host" in second.stderr
@@ -122,7 +123,8 @@ def test_after_kill_9_of_the_holder_the_next_run_resumes(tmp_path):
     closed, opened = tmp_path / "gate", tmp_path / "open"
     opened.touch()
     first = project.start(closed)
-    project.wait_until_held(first)
+    project.wait_until_working(first)
+    assert holder(project.out / STATE_DIR) is not None
     first.send_signal(signal.SIGKILL)
     first.communicate(timeout=60)
     assert holder(project.out / STATE_DIR) is None, "the kernel dropped the lock of the killed process"
