@@ -281,3 +281,29 @@ def test_a_node_cannot_take_a_name_the_run_directory_uses(tmp_path):
     with pytest.raises(ConfigError, match=r"The join alias 'flattened' has a name") as refused:
         Chain(name="c", steps=[[Branch(name="b", steps=[step("label")]).join("flattened")]])
     assert refused.value.loc == ("join",)
+
+
+def test_a_holder_that_has_not_written_itself_down_yet_is_still_refused(tmp_path):
+    import fcntl
+
+    state = tmp_path / "out" / STATE_DIR
+    state.mkdir(parents=True)
+    with open(state / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with pytest.raises(ChainetteError, match=r"is in use by another chainette process \(which has just started\)"):
+            RunLock(state, "a chainette run")
+        assert holder(state) is not None
+
+
+def test_a_file_system_that_refuses_locks_refuses_the_run(tmp_path, monkeypatch):
+    import errno
+
+    import chainette.runlock
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(chainette.runlock.fcntl, "flock", no_locks)
+    with pytest.raises(ChainetteError, match=r"Cannot lock output directory .*this file system refused the lock"):
+        label_chain().run([{"text": "a"}], output_dir=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "label").exists()

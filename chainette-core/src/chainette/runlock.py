@@ -30,7 +30,7 @@ _HELD = (errno.EWOULDBLOCK, errno.EAGAIN)
 
 @dataclass(frozen=True)
 class Holder:
-    """Who holds a run directory's lock, as the holder wrote it down."""
+    """Who holds a run directory's lock, as the holder wrote it down (pid 0: it has not yet)."""
 
     pid: int
     host: str
@@ -38,9 +38,17 @@ class Holder:
     command: str
 
     def describe(self) -> str:
-        """`a chainette run (pid 12, host h, since 2026-01-02 03:04:05 UTC)`."""
+        """`a chainette run (pid 12 on host h, since 2026-01-02 03:04:05 UTC)`."""
+        if not self.pid:
+            return self.command
         started = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(self.since))
         return f"{self.command} (pid {self.pid} on host {self.host}, since {started})"
+
+    def how_to_stop(self) -> str:
+        return f" (on host {self.host}: kill {self.pid})" if self.pid else ""
+
+
+UNRECORDED = Holder(0, "", 0.0, "another chainette process (which has just started)")
 
 
 class RunLock:
@@ -96,30 +104,28 @@ def holder(state: Path) -> Holder | None:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError as exc:
         if exc.errno in _HELD:
-            return read_holder(state / LOCK_FILE) or Holder(0, "?", time.time(), "a process that did not record itself yet")
+            return read_holder(state / LOCK_FILE)
         return None
     finally:
         os.close(fd)
     return None
 
 
-def read_holder(path: Path) -> Holder | None:
-    """The holder a lock file records, or None when it records none (yet)."""
+def read_holder(path: Path) -> Holder:
+    """The holder a held lock file records (UNRECORDED while the holder has not written itself down yet)."""
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
         return Holder(int(record["pid"]), str(record["host"]), float(record["since"]), str(record["command"]))
     except (OSError, ValueError, KeyError, TypeError):
-        return None
+        return UNRECORDED
 
 
-def in_use(root: Path, found: Holder | None) -> ChainetteError:
+def in_use(root: Path, found: Holder) -> ChainetteError:
     """The refusal of a directory another process holds."""
-    who = found.describe() if found is not None else "another chainette process (which has just started)"
-    stop = f" (on host {found.host}: kill {found.pid})" if found is not None else ""
     return ChainetteError(
-        f"Output directory {root} is in use by {who}: two processes writing one run directory would corrupt it, so "
-        f"this one did not start and changed nothing. Wait for that one to end, or stop it{stop}, then run this command "
-        "again; or choose another output directory."
+        f"Output directory {root} is in use by {found.describe()}: two processes writing one run directory would corrupt "
+        f"it, so this one did not start and changed nothing. Wait for that one to end, or stop it{found.how_to_stop()}, "
+        "then run this command again; or choose another output directory."
     )
 
 
