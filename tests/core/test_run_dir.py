@@ -169,7 +169,7 @@ def test_a_push_holds_the_directory_while_it_reads_it(tmp_path, monkeypatch):
     seen = []
 
     def write_folder(dataset, folder):
-        with pytest.raises(ChainetteError, match=r"is in use by chainette push"):
+        with pytest.raises(ChainetteError, match=r"is in use by a chainette push"):
             chain.run([{"text": "a"}], output_dir=out, progress=False)
         seen.append(folder)
 

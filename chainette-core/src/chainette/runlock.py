@@ -123,7 +123,7 @@ def read_holder(path: Path) -> Holder:
 def in_use(root: Path, found: Holder) -> ChainetteError:
     """The refusal of a directory another process holds."""
     return ChainetteError(
-        f"Output directory {root} is in use by {found.describe()}: two processes writing one run directory would corrupt "
+        f"Output directory {root} is in use by {found.describe()}: two processes working in one run directory could corrupt "
         f"it, so this one did not start and changed nothing. Wait for that one to end, or stop it{found.how_to_stop()}, "
         "then run this command again; or choose another output directory."
     )

@@ -131,7 +131,7 @@ def _offer_to_cancel(chain: Chain, output: Path, batch: bool) -> None:
         return
     steps = {node.id: node.engine_name for node in graph.iter_nodes(chain.nodes) if isinstance(node, Step)}
     engines = batch_engines(chain.engines(), list(steps.values()), forced=batch)
-    with RunLock(output / STATE_DIR, "chainette run (cancelling its batch jobs)"):
+    with RunLock(output / STATE_DIR, "a chainette run cancelling its batch jobs"):
         cancelled = asyncio.run(cancel_left_running(output, engines, steps))
     typer.echo(f"Cancelled {cancelled} batch jobs; the next run asks their rows again.", err=True)
 

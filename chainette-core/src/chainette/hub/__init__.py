@@ -89,7 +89,7 @@ def _owning(root: Path) -> AbstractContextManager[object]:
     """The run directory's lock for as long as a push reads it: a run working in it refuses the push, and a run
     started meanwhile is refused. A directory without a state folder needs none: no run can start in it."""
     state = root / STATE_DIR
-    return RunLock(state, "chainette push") if state.is_dir() else nullcontext()
+    return RunLock(state, "a chainette push") if state.is_dir() else nullcontext()
 
 
 def parse_repo(repo: str) -> str:
