@@ -307,3 +307,13 @@ def test_a_file_system_that_refuses_locks_refuses_the_run(tmp_path, monkeypatch)
     with pytest.raises(ChainetteError, match=r"Cannot lock output directory .*this file system refused the lock"):
         label_chain().run([{"text": "a"}], output_dir=tmp_path / "out", progress=False)
     assert not (tmp_path / "out" / "label").exists()
+
+
+def test_a_run_dir_this_process_may_not_write_to_is_pushed_when_no_run_holds_it(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    label_chain().run([{"text": "a"}], output_dir=out, progress=False)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # a read-only copy (chmod binds no root)
+    with RunLock(out / STATE_DIR, "a chainette run"), pytest.raises(ChainetteError, match="is in use by a chainette run"):
+        push(out, "org/name", dry_run=tmp_path / "dry")
+    assert "flattened" in push(out, "org/name", dry_run=tmp_path / "dry").configs
+    assert "a chainette push" not in (out / STATE_DIR / "lock").read_text(), "no lock was taken"

@@ -25,7 +25,7 @@ from chainette.hub.card import graph_mermaid, render_card
 from chainette.hub.constants import CARD, ERRORS_CONFIG, ERRORS_FILE, FLATTENED, RECORDS
 from chainette.hub.layout import TOKEN_ENV, Config, Dataset, Pushed, Run, build_dataset, known_secrets, read_run, write_folder
 from chainette.hub.upload import INSTALL, upload
-from chainette.runlock import RunLock
+from chainette.runlock import RunLock, holder, in_use
 from chainette.store import STATE_DIR, output_path
 
 if TYPE_CHECKING:
@@ -87,9 +87,15 @@ def push(
 
 def _owning(root: Path) -> AbstractContextManager[object]:
     """The run directory's lock for as long as a push reads it: a run working in it refuses the push, and a run
-    started meanwhile is refused. A directory without a state folder needs none: no run can start in it."""
+    started meanwhile is refused. Without a state folder no run can start in the directory: no lock. A state folder
+    this process may not write to (a read-only copy, another user's run) is only checked for a holder."""
     state = root / STATE_DIR
-    return RunLock(state, "a chainette push") if state.is_dir() else nullcontext()
+    if state.is_dir() and os.access(state, os.W_OK):
+        return RunLock(state, "a chainette push")
+    found = holder(state) if state.is_dir() else None
+    if found is not None:
+        raise in_use(root, found)
+    return nullcontext()
 
 
 def parse_repo(repo: str) -> str:
