@@ -46,7 +46,8 @@ class OllamaOptions(EngineOptions):
 
 
 def base_url(value: str | None, *, source: str = "OLLAMA_HOST") -> str:
-    """A full `scheme://host:port[/path]` URL from an Ollama address that may lack the scheme or port, as OLLAMA_HOST may."""
+    """A full `scheme://[userinfo@]host:port[/path][?query]` URL from an Ollama address that may lack the scheme or port,
+    as OLLAMA_HOST may; credentials and query string are kept (they go with every request)."""
     value = (value or "").strip()
     if not value:
         return DEFAULT_URL
@@ -62,8 +63,10 @@ def base_url(value: str | None, *, source: str = "OLLAMA_HOST") -> str:
     host = parts.hostname or "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
+    userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
     path = parts.path.rstrip("/")
-    return f"{scheme}://{host}:{port}{path}"
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{scheme}://{userinfo}{host}:{port}{path}{query}"
 
 
 @hookimpl

@@ -19,7 +19,7 @@ from openai.resources.responses import AsyncResponses
 from chainette.client import Answer, Request
 from chainette.engines import EngineConfig, public_url
 from chainette.errors import BackendError, EngineError, RetryableError, error_code, error_for_status, parse_retry_after
-from chainette.http import async_client, error_message
+from chainette.http import async_client, error_message, split_query
 from chainette.openai_format import parse_chat_completion
 from chainette_openai import DEFAULT_KEY_ENV, OpenAIOptions, api_of
 from chainette_openai.profiles import resolve, response_format
@@ -52,9 +52,11 @@ class OpenAIClient:
                 kind="authentication",
             )
         http_client = async_client(config.options, transport=transport)
+        base_url, query = split_query(config.endpoint) if config.endpoint else (None, {})
         self._client = openai.AsyncOpenAI(
             api_key=self._key or PLACEHOLDER_KEY,
-            base_url=config.endpoint,
+            base_url=base_url,
+            default_query=query or None,
             organization=config.options.organization,
             project=config.options.project,
             max_retries=0,
