@@ -44,9 +44,8 @@ class OpenAIClient:
         self.profile = resolve(config)
         self._key = config.resolve_api_key(default_env=DEFAULT_KEY_ENV)
         if not self._key and not config.endpoint:
-            env = config.api_key_env or DEFAULT_KEY_ENV
             raise EngineError(
-                f"engine '{self.engine}': no OpenAI API key (the environment variable {env} is not set). Provide it with "
+                f"engine '{self.engine}': no OpenAI API key (the environment variable {DEFAULT_KEY_ENV} is not set). Provide it with "
                 f"register_engine(api_key=...), with api_key_env='VAR' naming the environment variable that holds it, or by setting "
                 f"{DEFAULT_KEY_ENV}. An OpenAI-compatible server that needs no key only needs endpoint=....",
                 kind="authentication",
