@@ -12,7 +12,7 @@ import pytest
 from chainette import hookimpl, register_engine
 from chainette.backends.fake import FakeClient, FakeOptions
 from chainette.cli import main
-from chainette.engines import public_url
+from chainette.engines import check_keys, public_url
 from chainette.errors import ConfigError, EngineError
 from chainette.plugins import get_plugins
 from chainette.secrets import MASK, engine_secrets, redact, redact_data
@@ -250,8 +250,12 @@ def test_a_backend_default_key_variable_is_redacted_and_may_be_unset(monkeypatch
     config = register_engine("llm", backend="openai", model="m", endpoint="http://127.0.0.1:9/v1")
     monkeypatch.delenv(openai.DEFAULT_KEY_ENV, raising=False)
     assert config.resolve_api_key(default_env=openai.DEFAULT_KEY_ENV) is None, "a local server needs no key"
+    check_keys({"llm": config})
     monkeypatch.setenv(openai.DEFAULT_KEY_ENV, f"{KEY}\n")
     assert KEY in engine_secrets(config)
+    monkeypatch.setenv(openai.DEFAULT_KEY_ENV, f"{KEY}\nsk-other")
+    with pytest.raises(ConfigError, match="Engine 'llm': the environment variable OPENAI_API_KEY holds a control character"):
+        check_keys({"llm": config})
 
 
 def test_public_url_hides_credentials_and_query_values():
@@ -259,6 +263,7 @@ def test_public_url_hides_credentials_and_query_values():
     assert public_url(url) == f"http://h:8000/v1?api-key={MASK}&{MASK}&flag={MASK}"
     config = register_engine(**vault_engine(endpoint=[url, f"http://{TOKEN}@h2/v1?k={quote_plus(HEADER + ' x')}"]))
     assert {PASSWORD, TOKEN, SPARE, HEADER + " x"} <= engine_secrets(config)
+    assert "me" not in engine_secrets(config), "a user name alone is not masked everywhere"
     assert "PLANTED" not in json.dumps(config.public_dict())
 
 

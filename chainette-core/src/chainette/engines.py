@@ -178,9 +178,10 @@ def _secret_key(engine: str, api_key: str | None) -> SecretStr | None:
 
 
 def check_keys(engines: Mapping[str, EngineConfig[EngineOptions]]) -> None:
-    """Refuse, before any request, an engine whose `api_key_env` variable is unset or blank, or whose key is unusable."""
+    """Refuse, before any request, an engine whose `api_key_env` variable is unset or blank, or whose key (also one from
+    its backend's default variable, `key_env`) is unusable."""
     for config in engines.values():
-        config.resolve_api_key()
+        config.resolve_api_key(default_env=config.options.key_env)
 
 
 def engine_price(config: EngineConfig[EngineOptions]) -> tuple[float, float] | None:

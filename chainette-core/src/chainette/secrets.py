@@ -72,15 +72,16 @@ def registered_secrets() -> frozenset[str]:
 
 
 def url_secrets(url: str | None) -> set[str]:
-    """The secrets a URL holds: its userinfo (`user:password@`, whole and in parts) and the value of each query-string
-    parameter (a bare `?token` whole), each as written and decoded."""
+    """The secrets a URL holds: its userinfo (`user:password@` whole, the password alone; a bare `token@` whole) and the
+    value of each query-string parameter (a bare `?token` whole), each as written and decoded. A user name alone is not
+    one: masking it (`admin`) everywhere would garble ordinary text, and shown URLs drop the userinfo anyway."""
     if not url:
         return set()
     parts = urlsplit(url)
     found = set()
     if "@" in parts.netloc:
         userinfo = parts.netloc.rsplit("@", 1)[0]
-        found |= {userinfo, *userinfo.split(":", 1)}
+        found |= {userinfo, userinfo.partition(":")[2]}
     for segment in parts.query.split("&"):
         found.add(segment.split("=", 1)[1] if "=" in segment else segment)
     return {form for value in found if value for form in (value, unquote(value), unquote_plus(value))}

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
-from chainette.engines import EngineConfig, EngineOptions
+from chainette.engines import EngineConfig, EngineOptions, public_url
 from chainette.errors import ConfigError
 from chainette.hookspecs import hookimpl
 from chainette.sampling import SamplingParams, map_sampling
@@ -59,7 +59,9 @@ def base_url(value: str | None, *, source: str = "OLLAMA_HOST") -> str:
         parts = urlsplit(f"{scheme}://{rest}")
         port = parts.port or port
     except ValueError:
-        raise ConfigError(f"{source} {value!r} is not a valid Ollama address; expected host, host:port or http(s)://host:port.") from None
+        raise ConfigError(
+            f"{source} {public_url(value)!r} is not a valid Ollama address; expected host, host:port or http(s)://host:port."
+        ) from None
     host = parts.hostname or "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
