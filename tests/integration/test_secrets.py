@@ -121,7 +121,7 @@ def test_a_token_in_the_endpoint_query_string_is_sent_and_never_written(tmp_path
             )
         )
         project.env["PLANTED_KEY"] = "unused-key"
-        ran = project.run("--debug")
+        ran = project.run("--debug", "--json-logs")
         inspected = subprocess.run(
             [sys.executable, "-m", "chainette", "inspect", f"{project.chain}:chain", "-f", "json"],
             env=project.env,
@@ -136,3 +136,4 @@ def test_a_token_in_the_endpoint_query_string_is_sent_and_never_written(tmp_path
     shown = every_byte(project.out) + (ran.stdout + ran.stderr + inspected.stdout + inspected.stderr).encode()
     assert KEY[-8:].encode() not in shown
     assert "api-key=**********" in (project.out / "graph.json").read_text()
+    assert "api-key=**********" in ran.stdout, "the JSON log names the endpoint, masked"

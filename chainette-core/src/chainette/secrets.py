@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 MASK = str(SecretStr("secret"))  # pydantic's "**********", so that redacted text and dumped options look alike
 MIN_LENGTH = 4  # shorter values are not masked: replacing them would garble ordinary text
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_PERCENT = re.compile(r"%[0-9A-F]{2}")
 
 
 def clean_key(value: object, source: str) -> str:
@@ -131,19 +132,21 @@ _ENCODINGS: tuple[Callable[[str], str], ...] = (
 
 
 def secret_forms(secret: str) -> set[str]:
-    """`secret` as it is and in every form the encodings give, applied once or twice (JSON of a repr, say)."""
+    """`secret` as it is and in every form the encodings give, applied once or twice (JSON of a repr, say); a
+    percent-encoded form also with lower-case hex digits (`%2f`), as some encoders write them."""
     once = {secret, *(encode(secret) for encode in _ENCODINGS)}
-    return once | {encode(form) for form in once for encode in _ENCODINGS}
+    twice = once | {encode(form) for form in once for encode in _ENCODINGS}
+    return twice | {_PERCENT.sub(lambda escape: escape.group().lower(), form) for form in twice}
 
 
 @lru_cache(maxsize=64)
 def _pattern(secrets: frozenset[str]) -> re.Pattern[str] | None:
     """One regular expression matching every form of every secret of at least MIN_LENGTH characters, longest first
-    (so that none is left in part); case-insensitive, so that `%2f` matches as `%2F` does. Built once per set."""
+    (so that none is left in part). Built once per set of secrets."""
     forms = {form for secret in secrets if len(secret) >= MIN_LENGTH for form in secret_forms(secret)}
     if not forms:
         return None
-    return re.compile("|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True)), re.IGNORECASE)
+    return re.compile("|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True)))
 
 
 def redact(text: str, secrets: Collection[str]) -> str:
