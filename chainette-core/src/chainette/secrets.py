@@ -58,7 +58,7 @@ def engine_secrets(config: EngineConfig[EngineOptions], default_env: str | None 
     Never raises (it feeds redaction)."""
     found = {secret.get_secret_value() for secret in secret_strs(config)}
     variable = config.api_key_env or default_env or config.options.key_env
-    raw = os.environ.get(variable, "") if variable and config.api_key is None else ""
+    raw = os.environ.get(variable, "") if variable else ""
     found |= {raw, raw.strip()}
     for url in config.urls:
         found |= url_secrets(url)

@@ -25,7 +25,8 @@ def _global_options(
     debug: bool = typer.Option(
         False,
         "--debug",
-        help="Show full tracebacks instead of one-paragraph errors, and the source line of each warning (anywhere on the line).",
+        help="Show full tracebacks (engine secrets redacted, as everywhere) instead of one-paragraph errors, and the source line "
+        "of each warning (anywhere on the line).",
     ),
     version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
