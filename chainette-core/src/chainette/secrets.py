@@ -47,11 +47,6 @@ def clean_key(value: object, source: str) -> str:
     return key
 
 
-def env_key(variable: str) -> str | None:
-    """The key in the environment variable `variable`, stripped (see `clean_key`); None when it is unset or blank."""
-    return clean_key(os.environ.get(variable, ""), f"The environment variable {variable}") or None
-
-
 def engine_secrets(config: EngineConfig[EngineOptions], default_env: str | None = None) -> frozenset[str]:
     """Every secret value of `config`: each SecretStr in it (api_key, options), the key in `api_key_env` (else `default_env`,
     else its backend's `key_env`) as read and as stripped, and the credentials and query-string values of its URLs.
