@@ -113,3 +113,11 @@ async def test_async_client_follows_the_engine_options():
     short = async_client(register_engine("s", backend="fake", model="m", timeout=2.0).options)
     assert short.timeout == httpx2.Timeout(2.0)
     await short.aclose()
+
+
+def test_paths_join_before_an_endpoint_query_string():
+    from chainette.http import join_url, split_query
+
+    assert join_url("http://h/v1/?api-key=T&x=1", "/models") == "http://h/v1/models?api-key=T&x=1"
+    assert join_url("http://u:p@h:8000", "/api/chat") == "http://u:p@h:8000/api/chat"
+    assert split_query("http://h/v1?api-key=a%2Bb&flag=") == ("http://h/v1", {"api-key": "a+b", "flag": ""})

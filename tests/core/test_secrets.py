@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+import re
+from urllib.parse import quote, quote_plus
 
 from pydantic import BaseModel, Field, SecretStr
 import pytest
@@ -11,7 +13,8 @@ import pytest
 from chainette import hookimpl, register_engine
 from chainette.backends.fake import FakeClient, FakeOptions
 from chainette.cli import main
-from chainette.errors import EngineError
+from chainette.engines import check_keys, public_url
+from chainette.errors import ConfigError, EngineError
 from chainette.plugins import get_plugins
 from chainette.secrets import MASK, engine_secrets, redact, redact_data
 
@@ -38,10 +41,12 @@ class VaultOptions(FakeOptions):
     login: Login | None = None
     region: str = "eu"
     refuse: bool = False
+    crash: bool = False
 
 
 class VaultBackend:
-    """Answers like the fake backend; with refuse=True its start fails with a message that quotes the token (careless)."""
+    """Answers like the fake backend; with refuse=True its start fails with a message that quotes the token (careless),
+    with crash=True it fails with an unexpected error quoting it in every escaped and encoded form."""
 
     @hookimpl
     def engine_options(self):
@@ -49,8 +54,11 @@ class VaultBackend:
 
     @hookimpl
     def ensure_running(self, config):
+        token = config.options.token.get_secret_value()
         if config.options.refuse:
-            raise EngineError(f"the vault refused token {config.options.token.get_secret_value()}", kind="authentication")
+            raise EngineError(f"the vault refused token {token}", kind="authentication")
+        if config.options.crash:
+            raise RuntimeError(f"{token!r} {token.encode()!r} {json.dumps(token)} {quote(token, safe='')} {quote_plus(token)}")
 
     @hookimpl
     def make_client(self, config):
@@ -162,3 +170,118 @@ def test_events_run_json_and_errors_never_quote_a_secret(scripted, tmp_path):
     assert key not in (tmp_path / "o" / "run.json").read_text()
     errors = (tmp_path / "o" / "errors.jsonl").read_text()
     assert "server says: bad key" in errors and key not in errors
+
+
+ODD = "tok PLANTED/'\"+é\\x\n"  # a secret every escaping and encoding changes
+
+
+@pytest.mark.parametrize(
+    "shown",
+    [
+        ODD,
+        repr(ODD),
+        repr(ODD.encode()),
+        json.dumps(ODD),
+        json.dumps(ODD, ensure_ascii=False),
+        quote(ODD, safe=""),
+        quote(ODD),
+        re.sub("%[0-9A-F]{2}", lambda escape: escape.group().lower(), quote(ODD)),
+        quote_plus(ODD),
+        json.dumps(repr(ODD)),
+        repr(json.dumps(ODD)),
+    ],
+)
+def test_redact_finds_every_form_of_a_secret(shown):
+    redacted = redact(f"error: {shown}!", [ODD])
+    assert "PLANTED" not in redacted and MASK in redacted
+    assert len(redacted) <= len(f"error: {MASK}!") + 4, f"no part of the secret is left (at most its quotes): {redacted}"
+
+
+@pytest.mark.parametrize("debug", [[], ["--debug"]])
+def test_an_unexpected_error_quoting_a_secret_shows_a_redacted_traceback(tmp_path, capsys, debug):
+    engines = write_engines(tmp_path, vault_engine(token=ODD, crash=True))
+    code = main(
+        [*debug, "run", f"{EXAMPLE}/chain.py:chain", "-i", str(EXAMPLE / "inputs.jsonl"), "-o", str(tmp_path / "out"), "-e", str(engines)]
+    )
+    shown = capsys.readouterr()
+    assert code == 1
+    assert "Traceback" in shown.err and "RuntimeError" in shown.err and MASK in shown.err
+    assert "PLANTED" not in shown.out + shown.err
+    assert "PLANTED" not in (tmp_path / "out" / "run.json").read_text()
+
+
+def test_debug_shows_a_redacted_traceback_of_an_error_quoting_a_secret(tmp_path, capsys):
+    engines = write_engines(tmp_path, vault_engine(refuse=True))
+    code = main(
+        [
+            "--debug",
+            "run",
+            f"{EXAMPLE}/chain.py:chain",
+            "-i",
+            str(EXAMPLE / "inputs.jsonl"),
+            "-o",
+            str(tmp_path / "out"),
+            "-e",
+            str(engines),
+        ]
+    )
+    shown = capsys.readouterr()
+    assert code == 1
+    assert "Traceback" in shown.err and f"the vault refused token {MASK}" in shown.err
+    assert "PLANTED" not in shown.out + shown.err
+
+
+def test_keys_are_stripped_and_a_control_character_inside_is_refused_naming_the_option(monkeypatch):
+    assert register_engine(**vault_engine(api_key=f" {KEY}\n")).resolve_api_key() == KEY
+    monkeypatch.setenv("VAULT_KEY", f"{KEY}\r\n")
+    from_env = register_engine(**vault_engine(api_key=None, api_key_env="VAULT_KEY"))
+    assert from_env.resolve_api_key() == KEY
+    assert KEY in engine_secrets(from_env) and f"{KEY}\r\n" in engine_secrets(from_env)
+    with pytest.raises(ConfigError, match="Engine 'llm': api_key holds a control character") as refused:
+        register_engine(**vault_engine(api_key=f"{KEY}\nsk-other"))
+    assert "PLANTED" not in str(refused.value)
+    monkeypatch.setenv("VAULT_KEY", f"{KEY}\x7fx")
+    with pytest.raises(ConfigError, match="Engine 'llm': the environment variable VAULT_KEY holds a control character") as refused:
+        from_env.resolve_api_key()
+    assert "PLANTED" not in str(refused.value)
+
+
+def test_a_backend_default_key_variable_is_redacted_and_may_be_unset(monkeypatch):
+    openai = pytest.importorskip("chainette_openai")
+    config = register_engine("llm", backend="openai", model="m", endpoint="http://127.0.0.1:9/v1")
+    monkeypatch.delenv(openai.DEFAULT_KEY_ENV, raising=False)
+    assert config.resolve_api_key(default_env=openai.DEFAULT_KEY_ENV) is None, "a local server needs no key"
+    check_keys({"llm": config})
+    monkeypatch.setenv(openai.DEFAULT_KEY_ENV, f"{KEY}\n")
+    assert KEY in engine_secrets(config)
+    monkeypatch.setenv(openai.DEFAULT_KEY_ENV, f"{KEY}\nsk-other")
+    with pytest.raises(ConfigError, match="Engine 'llm': the environment variable OPENAI_API_KEY holds a control character"):
+        check_keys({"llm": config})
+
+
+def test_public_url_hides_credentials_and_query_values():
+    url = f"http://me:{PASSWORD}@h:8000/v1?api-key={TOKEN}&{SPARE}&flag="
+    assert public_url(url) == f"http://h:8000/v1?api-key={MASK}&{MASK}&flag={MASK}"
+    config = register_engine(**vault_engine(endpoint=[url, f"http://{TOKEN}@h2/v1?k={quote_plus(HEADER + ' x')}"]))
+    assert {PASSWORD, TOKEN, SPARE, HEADER + " x"} <= engine_secrets(config)
+    assert "me" not in engine_secrets(config), "a user name alone is not masked everywhere"
+    assert "PLANTED" not in json.dumps(config.public_dict())
+
+
+@pytest.mark.parametrize("where", ["engines", "chain", "option"])
+def test_a_secret_field_s_validation_error_never_echoes_the_value(tmp_path, capsys, where):
+    if where in ("engines", "option"):
+        field = "api_key" if where == "engines" else "token"
+        engines = write_engines(tmp_path, {**vault_engine(), field: 31415926})
+        code = main(["inspect", f"{EXAMPLE}/chain.py:chain", "-e", str(engines)])
+    else:
+        chain = tmp_path / "chain.yaml"
+        chain.write_text(json.dumps({"name": "c", "engines": [{**vault_engine(), "api_key": 31415926}], "steps": []}))
+        code = main(["inspect", str(chain)])
+    shown = capsys.readouterr()
+    assert code == 1
+    if where == "option":
+        assert "token: Input should be a valid string" in shown.err
+    else:
+        assert "api_key: Input should be a valid string (the value is not shown: it is secret" in shown.err
+    assert "31415926" not in shown.out + shown.err

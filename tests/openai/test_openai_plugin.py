@@ -114,7 +114,14 @@ def test_missing_key_without_endpoint_fails_before_any_request(monkeypatch):
 def test_missing_key_names_the_configured_variable(monkeypatch):
     monkeypatch.delenv("MY_OPENAI_KEY", raising=False)
     config = register_engine("nokey", backend="openai", model="gpt-test", api_key_env="MY_OPENAI_KEY")
-    with pytest.raises(EngineError, match="MY_OPENAI_KEY"):
+    with pytest.raises(ConfigError, match="Engine 'nokey': api_key_env names the environment variable MY_OPENAI_KEY, which is not set"):
+        get_plugins().call("openai", "make_client", config=config)
+
+
+def test_missing_default_key_without_endpoint_names_it(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    config = register_engine("nokey", backend="openai", model="gpt-test")
+    with pytest.raises(EngineError, match="the environment variable OPENAI_API_KEY is not set"):
         get_plugins().call("openai", "make_client", config=config)
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from chainette import graph
 from chainette.cache import CacheSetting
-from chainette.engines import EngineConfig, EngineOptions, get_engine
+from chainette.engines import EngineConfig, EngineOptions, check_keys, get_engine
 from chainette.errors import ConfigError
 from chainette.events import EventBus, Listener, Progress, RunFinished, RunStarted
 from chainette.execution.executor import Executor
@@ -134,6 +134,7 @@ class Chain:
         """Async form of `run` (no live view unless a `reporter` is given)."""
         engines = self.engines()
         _check_output_models(self.nodes, engines)
+        check_keys(engines)
         picked = Columns.parse(columns)
         rows = open_rows(inputs, picked)
         identity = {"chain": graph.fingerprint(self.nodes), "inputs": fingerprint(inputs, picked, id_column)}

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from chainette.errors import ConfigError, describe_validation_error
+from chainette.secrets import MASK, clean_key
 from chainette.yamlfile import Loc, YamlFile, read_yaml
 
 
@@ -23,11 +24,13 @@ class EngineOptions(BaseModel):
     Every option is part of the response cache's keys (chainette.cache) unless `cache_neutral` names it: a backend
     adds there the options that cannot change an answer (ports, timeouts, environment variables).
     `same_error_advice` is the backend's own advice for a step stopped because its first rows all failed alike
-    (chainette.policy.SameErrorStop): which of its options to look at first.
+    (chainette.policy.SameErrorStop): which of its options to look at first. `key_env` is the environment variable the
+    backend reads a key from when an engine names none (api_key_env), so that its value is redacted too.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     same_error_advice: ClassVar[str] = ""
+    key_env: ClassVar[str | None] = None
     cache_neutral: ClassVar[frozenset[str]] = frozenset(
         {
             "max_concurrency",
@@ -66,7 +69,7 @@ class EngineConfig(BaseModel, Generic[OptionsT]):
     `endpoint` is the one URL a backend talks to (None: the backend decides, e.g. it starts a server);
     an engine registered with several URLs keeps the others in `replicas`, and the core gives each
     backend hook a config per URL, so a backend never sees more than one. `api_key` is a SecretStr:
-    it is never printed or written anywhere.
+    it is never printed or written anywhere; nor are the credentials and query-string values of the URLs.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -91,11 +94,26 @@ class EngineConfig(BaseModel, Generic[OptionsT]):
         return self.model_copy(update={"endpoint": url, "replicas": ()})
 
     def resolve_api_key(self, default_env: str | None = None) -> str | None:
-        """The key from `api_key`, else from the `api_key_env` (or `default_env`) environment variable."""
+        """The key from `api_key`, else from the `api_key_env` (or the backend's `default_env`) environment variable,
+        stripped of surrounding whitespace; None without one. A ConfigError names the variable when `api_key_env`'s is
+        unset or blank (a missing `default_env` is no error: a local server needs no key) or the key is unusable."""
         if self.api_key is not None:
-            return self.api_key.get_secret_value()
-        env = self.api_key_env or default_env
-        return os.environ.get(env) if env else None
+            return self.api_key.get_secret_value() or None
+        if self.api_key_env:
+            key = self._env_key(self.api_key_env)
+            if key is None:
+                state = "empty" if self.api_key_env in os.environ else "not set"
+                raise ConfigError(
+                    f"Engine '{self.name}': api_key_env names the environment variable {self.api_key_env}, which is {state}. "
+                    f"Set it to the API key before the run (export {self.api_key_env}=...), or remove api_key_env if the "
+                    "engine's server needs no key."
+                )
+            return key
+        return self._env_key(default_env) if default_env else None
+
+    def _env_key(self, variable: str) -> str | None:
+        source = f"Engine '{self.name}': the environment variable {variable}"
+        return clean_key(os.environ.get(variable, ""), source) or None
 
     def public_dict(self) -> dict[str, Any]:
         """A description safe to write to disk: no key, no credentials in the endpoint, every SecretStr option as `**********`."""
@@ -144,13 +162,26 @@ def register_engine(
         model=model,
         endpoint=urls[0],
         replicas=tuple(urls[1:]),
-        api_key=SecretStr(api_key) if api_key is not None else None,
+        api_key=_secret_key(name, api_key),
         api_key_env=api_key_env,
         lazy=lazy,
         options=options,
     )
     _ENGINES[name] = config
     return config
+
+
+def _secret_key(engine: str, api_key: str | None) -> SecretStr | None:
+    """`api_key` stripped (see chainette.secrets.clean_key) as a SecretStr; None for no key or a blank one."""
+    key = None if api_key is None else clean_key(api_key, f"Engine '{engine}': api_key")
+    return SecretStr(key) if key else None
+
+
+def check_keys(engines: Mapping[str, EngineConfig[EngineOptions]]) -> None:
+    """Refuse, before any request, an engine whose `api_key_env` variable is unset or blank, or whose key (also one from
+    its backend's default variable, `key_env`) is unusable."""
+    for config in engines.values():
+        config.resolve_api_key(default_env=config.options.key_env)
 
 
 def engine_price(config: EngineConfig[EngineOptions]) -> tuple[float, float] | None:
@@ -210,7 +241,7 @@ class EngineSpec(BaseModel):
     backend: str
     model: str
     endpoint: str | list[str] | None = None
-    api_key: str | None = None
+    api_key: SecretStr | None = None
     api_key_env: str | None = None
     lazy: bool = True
 
@@ -228,7 +259,7 @@ def register_spec(spec: EngineSpec) -> EngineConfig[EngineOptions]:
         backend=spec.backend,
         model=spec.model,
         endpoint=spec.endpoint,
-        api_key=spec.api_key,
+        api_key=None if spec.api_key is None else spec.api_key.get_secret_value(),
         api_key_env=spec.api_key_env,
         lazy=spec.lazy,
         **(spec.model_extra or {}),
@@ -284,10 +315,17 @@ def _register_entry(source: YamlFile, entry: Any, loc: Loc) -> EngineConfig[Engi
 
 
 def public_url(url: str | None) -> str | None:
-    """`url` without `user:password@` credentials, safe to show or write."""
+    """`url` safe to show or write: without `user:password@` credentials, each query-string value as MASK
+    (`?api-key=**********`; a bare `?token` is MASK whole)."""
     if not url:
         return url
     parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    query = "&".join(_masked(segment) for segment in parts.query.split("&")) if parts.query else ""
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1], query=query))
+
+
+def _masked(segment: str) -> str:
+    """One `name=value` of a query string with its value masked (a bare value masked whole, an empty one kept)."""
+    if "=" in segment:
+        return f"{segment.split('=', 1)[0]}={MASK}"
+    return MASK if segment else segment

@@ -3,12 +3,14 @@
 It sizes the connection pool to the engine's concurrency and turns every failure into the
 error classes the core's retry policy understands, so that a backend only builds payloads.
 A backend that talks through another client (an SDK over httpx2) shares `async_client`,
-`bearer` and `error_message`.
+`bearer` and `error_message`. An endpoint may carry a query string (`http://h/v1?api-key=TOKEN`): it is
+sent with every request (`split_query`, `join_url`), never shown (`chainette.engines.public_url`).
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx2
 import orjson
@@ -31,8 +33,9 @@ class JsonHttpClient:
         transport: httpx2.AsyncBaseTransport | None = None,
     ):
         self.engine = config.name
-        self.base_url = base_url.rstrip("/")
-        self._client = async_client(config.options, base_url=self.base_url, headers=headers, transport=transport)
+        base, query = split_query(base_url)
+        self.base_url = base.rstrip("/")
+        self._client = async_client(config.options, base_url=self.base_url, headers=headers, params=query, transport=transport)
 
     async def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         """POST `payload` as JSON and return the decoded JSON answer; failures raise BackendErrors."""
@@ -82,13 +85,16 @@ def async_client(
     *,
     base_url: str = "",
     headers: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
     transport: httpx2.AsyncBaseTransport | None = None,
 ) -> httpx2.AsyncClient:
-    """An httpx2 client for one engine: `options.timeout` per request (at most CONNECT_TIMEOUT of it to connect), a pool of max_concurrency."""
+    """An httpx2 client for one engine: `options.timeout` per request (at most CONNECT_TIMEOUT of it to connect), a pool of
+    max_concurrency; `params` are added to every request's query string."""
     pool = options.max_concurrency
     return httpx2.AsyncClient(
         base_url=base_url,
         headers=headers,
+        params=params,
         timeout=request_timeout(options),
         limits=httpx2.Limits(max_connections=pool, max_keepalive_connections=pool),
         transport=transport,
@@ -98,6 +104,18 @@ def async_client(
 def request_timeout(options: EngineOptions) -> httpx2.Timeout:
     """`options.timeout` per request, at most CONNECT_TIMEOUT of it to connect."""
     return httpx2.Timeout(options.timeout, connect=min(CONNECT_TIMEOUT, options.timeout))
+
+
+def split_query(url: str) -> tuple[str, dict[str, str]]:
+    """`url` without its query string (and fragment), and the query's parameters: a base URL that paths can be added to."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(query="", fragment="")), dict(parse_qsl(parts.query, keep_blank_values=True))
+
+
+def join_url(base_url: str, path: str) -> str:
+    """`path` (`/models`) added to the path of `base_url`, its query string kept at the end (`http://h/v1/models?api-key=T`)."""
+    parts = urlsplit(base_url)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + path, fragment=""))
 
 
 def bearer(key: str | None) -> dict[str, str] | None:
@@ -130,9 +148,10 @@ def list_models(
     `advice`), or refuses the key (401, 403): a run then stops before its first row instead of retrying every request.
     """
     assert config.endpoint is not None
-    url, shown = config.endpoint.rstrip("/"), public_url(config.endpoint)
+    url = join_url(config.endpoint, "/models")
+    shown, listing = public_url(config.endpoint), public_url(url)
     try:
-        response = httpx2.get(f"{url}/models", headers=headers, timeout=min(CONNECT_TIMEOUT, config.options.timeout))
+        response = httpx2.get(url, headers=headers, timeout=min(CONNECT_TIMEOUT, config.options.timeout))
     except httpx2.HTTPError as exc:
         raise EngineError(
             f"Engine '{config.name}': the {server} {shown} does not answer ({type(exc).__name__}: {exc}). {advice}",
@@ -140,7 +159,7 @@ def list_models(
         ) from None
     if response.status_code in (401, 403):
         raise EngineError(
-            f"Engine '{config.name}': {shown}/models answered HTTP {response.status_code}: {error_message(response)}. "
+            f"Engine '{config.name}': {listing} answered HTTP {response.status_code}: {error_message(response)}. "
             "Check the engine's api_key or api_key_env.",
             kind="authentication",
         )

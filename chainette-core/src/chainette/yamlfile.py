@@ -14,7 +14,7 @@ from pathlib import Path
 import typing
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_core import ErrorDetails
 
 from chainette.errors import ConfigError
@@ -76,7 +76,11 @@ class YamlFile:
         if error["type"] == "missing":
             return self.error(loc + inner[:-1], f"missing required key '{inner[-1]}'{_typo_hint(model, data, inner)}.")
         given = error.get("input")
-        got = "" if isinstance(given, (dict, list)) else f" (got {given!r})"
+        if _is_secret(model, inner):
+            quote = "; quote it in YAML ('...'), or better, keep it in an environment variable" if error["type"] == "string_type" else ""
+            got = f" (the value is not shown: it is secret{quote})"
+        else:
+            got = "" if isinstance(given, (dict, list)) else f" (got {given!r})"
         return self.error(self._known(loc + inner), f"{error['msg']}{got}.")
 
 
@@ -86,6 +90,23 @@ def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel]:
         if isinstance(part, str) and part in model.model_fields:
             model = _find_model(model.model_fields[part].annotation) or model
     return model
+
+
+def _is_secret(model: type[BaseModel], loc: Loc) -> bool:
+    """Whether a key path inside `model` goes through a field declared secret (a `SecretStr` in its type)."""
+    for part in loc:
+        field_info = model.model_fields.get(part) if isinstance(part, str) else None
+        if field_info is None:
+            continue
+        if _mentions(field_info.annotation, SecretStr):
+            return True
+        model = _find_model(field_info.annotation) or model
+    return False
+
+
+def _mentions(annotation: Any, wanted: type) -> bool:
+    """Whether the type `annotation` is `wanted` or holds it (`wanted | None`, `dict[str, wanted]`, ...)."""
+    return annotation is wanted or any(_mentions(arg, wanted) for arg in typing.get_args(annotation))
 
 
 def _find_model(annotation: Any) -> type[BaseModel] | None:

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
-from chainette.engines import EngineConfig, EngineOptions
+from chainette.engines import EngineConfig, EngineOptions, public_url
 from chainette.errors import ConfigError
 from chainette.hookspecs import hookimpl
 from chainette.sampling import SamplingParams, map_sampling
@@ -46,7 +46,8 @@ class OllamaOptions(EngineOptions):
 
 
 def base_url(value: str | None, *, source: str = "OLLAMA_HOST") -> str:
-    """A full `scheme://host:port[/path]` URL from an Ollama address that may lack the scheme or port, as OLLAMA_HOST may."""
+    """A full `scheme://[userinfo@]host:port[/path][?query]` URL from an Ollama address that may lack the scheme or port,
+    as OLLAMA_HOST may; credentials and query string are kept (they go with every request)."""
     value = (value or "").strip()
     if not value:
         return DEFAULT_URL
@@ -58,12 +59,16 @@ def base_url(value: str | None, *, source: str = "OLLAMA_HOST") -> str:
         parts = urlsplit(f"{scheme}://{rest}")
         port = parts.port or port
     except ValueError:
-        raise ConfigError(f"{source} {value!r} is not a valid Ollama address; expected host, host:port or http(s)://host:port.") from None
+        raise ConfigError(
+            f"{source} {public_url(value)!r} is not a valid Ollama address; expected host, host:port or http(s)://host:port."
+        ) from None
     host = parts.hostname or "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
+    userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
     path = parts.path.rstrip("/")
-    return f"{scheme}://{host}:{port}{path}"
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{scheme}://{userinfo}{host}:{port}{path}{query}"
 
 
 @hookimpl

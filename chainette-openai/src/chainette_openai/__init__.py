@@ -64,6 +64,7 @@ PRICES = {
 class OpenAIOptions(EngineOptions):
     """Options of the openai backend."""
 
+    key_env: ClassVar[str | None] = DEFAULT_KEY_ENV
     cache_neutral: ClassVar[frozenset[str]] = EngineOptions.cache_neutral | {"organization", "project"}
     same_error_advice: ClassVar[str] = (
         "On an OpenAI-compatible server, set the engine's profile= to the server's preset (llama-cpp, ollama, tgi, ...) "

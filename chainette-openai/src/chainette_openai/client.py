@@ -19,7 +19,7 @@ from openai.resources.responses import AsyncResponses
 from chainette.client import Answer, Request
 from chainette.engines import EngineConfig, public_url
 from chainette.errors import BackendError, EngineError, RetryableError, error_code, error_for_status, parse_retry_after
-from chainette.http import async_client, error_message
+from chainette.http import async_client, error_message, split_query
 from chainette.openai_format import parse_chat_completion
 from chainette_openai import DEFAULT_KEY_ENV, OpenAIOptions, api_of
 from chainette_openai.profiles import resolve, response_format
@@ -44,17 +44,18 @@ class OpenAIClient:
         self.profile = resolve(config)
         self._key = config.resolve_api_key(default_env=DEFAULT_KEY_ENV)
         if not self._key and not config.endpoint:
-            env = config.api_key_env or DEFAULT_KEY_ENV
             raise EngineError(
-                f"engine '{self.engine}': no OpenAI API key (the environment variable {env} is not set). Provide it with "
+                f"engine '{self.engine}': no OpenAI API key (the environment variable {DEFAULT_KEY_ENV} is not set). Provide it with "
                 f"register_engine(api_key=...), with api_key_env='VAR' naming the environment variable that holds it, or by setting "
                 f"{DEFAULT_KEY_ENV}. An OpenAI-compatible server that needs no key only needs endpoint=....",
                 kind="authentication",
             )
         http_client = async_client(config.options, transport=transport)
+        base_url, query = split_query(config.endpoint) if config.endpoint else (None, {})
         self._client = openai.AsyncOpenAI(
             api_key=self._key or PLACEHOLDER_KEY,
-            base_url=config.endpoint,
+            base_url=base_url,
+            default_query=query or None,
             organization=config.options.organization,
             project=config.options.project,
             max_retries=0,

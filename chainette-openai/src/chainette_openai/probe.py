@@ -16,7 +16,7 @@ import warnings
 import httpx2
 
 from chainette.engines import EngineConfig, public_url
-from chainette.http import request_timeout
+from chainette.http import join_url, request_timeout
 from chainette_openai import OpenAIOptions
 from chainette_openai.profiles import Profile, StructuredOutput, TokenLimit, probed
 
@@ -68,7 +68,7 @@ def _token_limit(config: EngineConfig[OpenAIOptions], headers: dict[str, str] | 
 def _ask(config: EngineConfig[OpenAIOptions], headers: dict[str, str] | None, fields: dict[str, Any]) -> dict[str, Any] | None:
     """The decoded answer of one chat request, or None when the server refuses it or does not answer well."""
     assert config.endpoint is not None
-    url = f"{config.endpoint.rstrip('/')}/chat/completions"
+    url = join_url(config.endpoint, "/chat/completions")
     try:
         response = httpx2.post(url, json={"model": config.model, **fields}, headers=headers, timeout=request_timeout(config.options))
         body = response.json() if response.status_code == 200 else None

@@ -88,6 +88,7 @@ SERVE_OPTIONS = {
 class VllmOptions(EngineOptions):
     """Options of the vllm backend: the client's, then those of the `vllm serve` process chainette starts."""
 
+    key_env: ClassVar[str | None] = API_KEY_ENV
     cache_neutral: ClassVar[frozenset[str]] = EngineOptions.cache_neutral | {
         "port",
         "startup_timeout",

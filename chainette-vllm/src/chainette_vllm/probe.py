@@ -13,7 +13,7 @@ import warnings
 
 from chainette.engines import EngineConfig, public_url
 from chainette.errors import EngineError
-from chainette.http import bearer, list_models
+from chainette.http import bearer, join_url, list_models
 from chainette_vllm import API_KEY_ENV, SERVE_OPTIONS, VllmOptions
 
 
@@ -32,7 +32,7 @@ def check_endpoint(config: EngineConfig[VllmOptions]) -> str:
     served = list_models(config, headers, server="vLLM endpoint", advice=advice)
     if served is None:
         raise EngineError(
-            f"Engine '{config.name}': {shown}/models answered without a model list; "
+            f"Engine '{config.name}': {public_url(join_url(config.endpoint, '/models'))} answered without a model list; "
             "endpoint= must be a vLLM server's OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1.",
             kind="bad_endpoint",
         )

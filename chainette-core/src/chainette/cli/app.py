@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import sys
 from typing import Final
 import warnings
@@ -24,7 +25,8 @@ def _global_options(
     debug: bool = typer.Option(
         False,
         "--debug",
-        help="Show full tracebacks instead of one-paragraph errors, and the source line of each warning (anywhere on the line).",
+        help="Show full tracebacks (engine secrets redacted, as everywhere) instead of one-paragraph errors, and the source line "
+        "of each warning (anywhere on the line).",
     ),
     version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
@@ -76,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     state["debug"] = "--debug" in args
     args = [arg for arg in args if arg != "--debug"]
     shown_as = warnings.formatwarning
-    if not state["debug"]:
-        warnings.formatwarning = _plain_warning
+    warnings.formatwarning = _redacted_warning(shown_as if state["debug"] else _plain_warning)
     try:
         command = _command(args)
         build_app(with_plugins=command is not None and command not in BUILT_IN)(args=args, prog_name="chainette")
@@ -88,9 +89,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except ChainetteError as exc:
         if state["debug"]:
-            raise
-        _print_error(str(exc))
+            _print_traceback(exc)
+        else:
+            _print_error(str(exc))
         return exc.exit_code
+    except Exception as exc:
+        _print_traceback(exc)
+        return 1
     finally:
         warnings.formatwarning = shown_as
     return 0
@@ -99,6 +104,28 @@ def main(argv: list[str] | None = None) -> int:
 def _plain_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:
     """A warning as the CLI shows it: its kind and message, without the source file and line (those with --debug)."""
     return f"{category.__name__}: {message}\n"
+
+
+def _redacted_warning(shown_as: Callable[..., str]) -> Callable[..., str]:
+    """`shown_as` (a `warnings.formatwarning`) with engine secrets redacted from the text it makes."""
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:
+        from chainette.secrets import redact, registered_secrets
+
+        return redact(shown_as(message, category, filename, lineno, line), registered_secrets())
+
+    return show
+
+
+def _print_traceback(exc: BaseException) -> None:
+    """Print the traceback of `exc` (its causes included) on stderr, as Python would, with engine secrets redacted:
+    an unexpected error, or any error under --debug."""
+    import traceback
+
+    from chainette.secrets import redact, registered_secrets
+
+    sys.stderr.write(redact("".join(traceback.format_exception(exc)), registered_secrets()))
+    sys.stderr.flush()
 
 
 def _print_error(message: str) -> None:

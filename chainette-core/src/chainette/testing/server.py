@@ -282,7 +282,7 @@ class FakeServer:
     async def _receive(self, request: web.Request) -> tuple[dict[str, Any], web.StreamResponse | None, str | None]:
         body = await request.json()
         with self._lock:
-            self.requests.append({"path": request.path, "body": body, "headers": dict(request.headers)})
+            self.requests.append({"path": request.path, "query": request.query_string, "body": body, "headers": dict(request.headers)})
             fault = self.faults.pop(0) if self.faults else self._planned(body)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
