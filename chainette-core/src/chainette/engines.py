@@ -131,6 +131,7 @@ def register_engine(
     """
     from chainette.plugins import get_plugins
 
+    check_engine_name(name)
     plugins = get_plugins()
     backend_name = plugins.resolve(backend)
     options_model = plugins.hooks(backend_name).engine_options() or EngineOptions
@@ -151,6 +152,18 @@ def register_engine(
     )
     _ENGINES[name] = config
     return config
+
+
+def check_engine_name(name: object) -> None:
+    """ConfigError (at the key `name`) for a name that cannot be part of a file name: a backend may name files after its
+    engines (a vLLM server's log is vllm-NAME.log), so `/`, `\\`, control characters, `.` and `..` are refused."""
+    if isinstance(name, str) and name not in ("", ".", "..") and not any(c in "/\\" or not c.isprintable() for c in name):
+        return
+    raise ConfigError(
+        f"Engine name {name!r} cannot be used: engine names become parts of file names (a vLLM server's log is "
+        "vllm-NAME.log), so give a name without '/', '\\' or control characters, such as llm or llama-3.1-8b.",
+        ("name",),
+    )
 
 
 def engine_price(config: EngineConfig[EngineOptions]) -> tuple[float, float] | None:
