@@ -523,3 +523,66 @@ def test_cli_format_parquet_with_columns_end_to_end(tmp_path):
 
 def test_import_chainette_loads_no_table_library():
     assert imported_after("import chainette\nimport chainette.chain").isdisjoint({"pyarrow", "datasets", "pandas"})
+
+
+# NaN and Infinity: refused as invalid rows in every format, naming the field
+
+
+class Scored(BaseModel):
+    text: str
+    score: float
+
+
+NON_FINITE = "not a finite number: outputs are JSON, which has no NaN or Infinity, so it is refused rather than written as null"
+
+
+def write_scores(path: Path) -> Path:
+    """Rows a (1.5), b (NaN), c (Infinity), d (-Infinity) in the format of `path`'s extension."""
+    scores = [1.5, float("nan"), float("inf"), float("-inf")]
+    records = [{"text": text, "score": score} for text, score in zip("abcd", scores, strict=True)]
+    if path.suffix == ".parquet":
+        return write_parquet(path, records)
+    if path.suffix == ".csv":
+        path.write_text("text,score\na,1.5\nb,nan\nc,inf\nd,-Infinity\n")
+    elif path.suffix == ".json":
+        path.write_text(json.dumps(records))
+    else:
+        path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    return path
+
+
+@pytest.mark.parametrize("name", ["in.csv", "in.json", "in.jsonl", "in.parquet"])
+def test_nan_and_infinity_are_invalid_rows_in_every_file_format(engine, tmp_path, name):
+    path = write_scores(tmp_path / name)
+    result = one_step(input_model=Scored).run(path, output_dir=tmp_path / "o")
+    assert labels(result) == ["a"] and result.flattened[0]["chain_input.score"] == 1.5
+    messages = [error["message"] for error in result.errors]
+    assert all(
+        f"field 'score' is {value}, {NON_FINITE}" in message for value, message in zip(["nan", "inf", "-inf"], messages, strict=True)
+    )
+    places = {".csv": [f"{path}:{line}" for line in (3, 4, 5)], ".jsonl": [f"{path}:{line}" for line in (2, 3, 4)]}
+    assert [message.split(": field")[0] for message in messages] == places.get(path.suffix, [f"{path}[{index}]" for index in (1, 2, 3)])
+
+
+def test_nan_and_infinity_are_invalid_rows_from_python_objects_and_datasets(engine, tmp_path, monkeypatch):
+    objects = [{"text": "a", "score": 1.5}, {"text": "b", "score": float("nan")}, Scored(text="c", score=float("inf"))]
+    result = one_step(input_model=Scored).run(objects, output_dir=tmp_path / "python")
+    assert labels(result) == ["a"]
+    assert [error["message"].split(",")[0] for error in result.errors] == [
+        "inputs[1]: field 'score' is nan",
+        "inputs[2]: field 'score' is inf",
+    ]
+    dataset = FakeStream([{"text": "a", "score": 2.0}, {"text": "b", "score": float("nan")}])
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=lambda *a, **k: dataset))
+    result = one_step(input_model=Scored).run("hf:some/set", output_dir=tmp_path / "hf")
+    assert labels(result) == ["a"]
+    [error] = result.errors
+    assert error["message"].startswith(f"hf:some/set[train][1]: field 'score' is nan, {NON_FINITE}")
+
+
+def test_a_non_finite_number_nested_in_a_picked_column_is_refused_but_one_the_run_does_not_keep_is_not(engine, tmp_path):
+    rows = [{"text": "a", "extra": {"p": [1.0, float("nan")]}}, {"text": "b", "unused": float("nan")}]
+    result = one_step().run(rows, output_dir=tmp_path / "nested", columns="text,extra")
+    assert result.errors[0]["message"].startswith(f"inputs[0]: field 'extra.p[1]' is nan, {NON_FINITE}")
+    assert result.errors[1]["message"] == "inputs[1]: no column 'extra' (the row has: text, unused)"
+    assert labels(one_step().run(rows, output_dir=tmp_path / "dropped")) == ["a", "b"]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import hashlib
 import io
 import json
+import math
 import os
 from pathlib import Path
 import re
@@ -373,16 +374,27 @@ def decode(row: RawRow) -> dict[str, Any]:
     """The row's object as read (all its columns); ValueError for a row that could not be read or is not a JSON object."""
     if row.problem is not None:
         raise ValueError(f"{row.where}: {row.problem}")
-    value = row.value
-    if isinstance(value, str):
-        try:
-            value = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            raise ValueError(f"{row.where}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+    value = _json_line(row.where, row.value) if isinstance(row.value, str) else row.value
     if not isinstance(value, dict):
         raise ValueError(f"{row.where}: expected a JSON object, got {type(value).__name__}")
     if _too_deep(value):
         raise ValueError(f"{row.where}: nested more than {MAX_DEPTH} levels deep (lists and objects inside each other); check the row")
+    return value
+
+
+def _json_line(where: str, text: str) -> Any:
+    """The value of one JSONL line; ValueError naming the column of a syntax error. NaN and Infinity, which orjson
+    refuses, are read (by the json module) so that `validate` judges them as it does in every other format."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        problem = f"{where}: not valid JSON: {exc.msg} (column {exc.colno})"
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ValueError(problem) from None
+    if _non_finite(value) is None:
+        raise ValueError(problem)
     return value
 
 
@@ -391,8 +403,18 @@ def validate(row: RawRow, value: dict[str, Any], model: type[BaseModel] | None) 
     Picked columns the model does not read are kept after its fields: the user asked for them."""
     if row.columns is not None:
         value = row.columns.select(value, row.where)
-    if model is None:
-        return value
+    data = value if model is None else _validated(row, value, model)
+    found = _non_finite(data)
+    if found is not None:
+        field, number = found
+        raise ValueError(
+            f"{row.where}: field '{field}' is {number}, not a finite number: outputs are JSON, which has no NaN or "
+            "Infinity, so it is refused rather than written as null; give a number (or null, where the input model allows it)"
+        )
+    return data
+
+
+def _validated(row: RawRow, value: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
     try:
         data = model.model_validate(value).model_dump(mode="json")
     except Exception as exc:
@@ -401,6 +423,20 @@ def validate(row: RawRow, value: dict[str, Any], model: type[BaseModel] | None) 
     if row.columns is not None:
         data.update({key: field for key, field in value.items() if key not in data})
     return data
+
+
+def _non_finite(value: Any) -> tuple[str, float] | None:
+    """The place (`score`, `scores[2]`, `meta.p`) and value of the first NaN or infinite number in `value`, or None."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        place, item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return place, item
+        if isinstance(item, dict):
+            stack.extend((f"{place}.{key}" if place else str(key), child) for key, child in reversed(item.items()))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((f"{place}[{index}]", child) for index, child in reversed(list(enumerate(item))))
+    return None
 
 
 def _too_deep(value: Any) -> bool:
