@@ -152,6 +152,13 @@ def test_a_bad_byte_far_into_the_file_names_its_line(engine, tmp_path, extension
         one_step().run(path, output_dir=tmp_path / "o")
 
 
+def test_a_file_ending_inside_a_character_names_its_last_line(engine, tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"text": "a"}\n{"text": "caf\xc3')
+    with pytest.raises(InputError, match=r"in\.jsonl:2: the file is not UTF-8 text: byte 0xc3 at offset 27 starts a character"):
+        one_step().run(path, output_dir=tmp_path / "o")
+
+
 def test_json_nested_too_deep_is_refused_naming_file_and_line(engine, tmp_path):
     deep = "[" * 100_000 + "]" * 100_000
     (tmp_path / "in.json").write_text(f'[{{"text": "a"}},\n {{"text": {deep}}}]')

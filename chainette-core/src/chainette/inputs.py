@@ -177,16 +177,22 @@ def _encoding_problem(path: Path, file: BinaryIO, whole: bool) -> InputError | N
                 )
         bad, reason, pending = _first_bad_byte(data)
         if bad is not None:
-            return InputError(
-                f"{path}:{line + data.count(NEWLINE, 0, bad)}: the file is not UTF-8 text: byte 0x{data[bad]:02x} at offset "
-                f"{offset + bad} {reason}. Give the file saved as UTF-8, for example: "
-                f"iconv -f {'UTF-16' if data[bad] == 0 else 'WINDOWS-1252'} -t UTF-8 {path} > {path.stem}-utf8{path.suffix}"
-            )
+            return _not_utf8(path, line + data.count(NEWLINE, 0, bad), offset + bad, data[bad], reason)
         read = len(data) - len(pending)
         offset, line = offset + read, line + data.count(NEWLINE, 0, read)
         if not whole:
-            break
+            return None
+    if pending:
+        return _not_utf8(path, line, offset, pending[0], "starts a character that the file ends before completing")
     return None
+
+
+def _not_utf8(path: Path, line: int, offset: int, byte: int, reason: str) -> InputError:
+    source = "UTF-16" if byte == 0 else "WINDOWS-1252"
+    return InputError(
+        f"{path}:{line}: the file is not UTF-8 text: byte 0x{byte:02x} at offset {offset} {reason}. Give the file saved as "
+        f"UTF-8, for example: iconv -f {source} -t UTF-8 {path} > {path.stem}-utf8{path.suffix}"
+    )
 
 
 def _first_bad_byte(data: bytes) -> tuple[int | None, str, bytes]:
