@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import os
 from pathlib import Path
@@ -521,3 +522,48 @@ def test_a_yaml_step_can_turn_the_response_cache_off_or_refresh_it(tmp_path):
     refreshed = CHAIN.replace('    user_prompt: "Review: {{text}}"\n', '    user_prompt: "Review: {{text}}"\n    cache: refresh\n', 1)
     steps = {node.id: node for node in graph.iter_nodes(load_chain_file(write(tmp_path / "re", refreshed)).nodes) if hasattr(node, "cache")}
     assert steps["label"].cache == "refresh"
+
+
+def alias_bomb(levels: int) -> str:
+    """A 'billion laughs' chain file: each level is a list of nine aliases to the level before (9**levels values)."""
+    names = "abcdefghijk"[: levels + 1]
+    lines = ["name: bomb", f"{names[0]}: &{names[0]} [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"{name}: &{name} [{', '.join([f'*{before}'] * 9)}]" for before, name in itertools.pairwise(names)]
+    return "\n".join([*lines, "steps: []", ""])
+
+
+@pytest.mark.parametrize("levels", [7, 9])
+def test_an_alias_bomb_is_refused_naming_the_line(tmp_path, levels):
+    assert "chain.yaml:7: this value expands, through its aliases (*name), to more than 100,000 values" in error_for(
+        tmp_path, alias_bomb(levels)
+    )
+
+
+def test_an_alias_inside_its_own_anchor_and_deep_nesting_are_refused(tmp_path):
+    assert "chain.yaml:2: this value holds an alias to itself" in error_for(tmp_path, "name: x\nsteps: &s [1, *s]\n")
+    assert "chain.yaml:2: the YAML is nested too deep" in error_for(tmp_path, "name: x\nsteps: " + "[" * 5000 + "]" * 5000 + "\n")
+
+
+def test_an_alias_bomb_in_an_engines_file_is_refused(tmp_path):
+    from chainette import load_engines_from_yaml
+
+    path = tmp_path / "engines.yaml"
+    path.write_text(alias_bomb(8).replace("steps: []", "engines: []"))
+    with pytest.raises(ConfigError, match=r"engines.yaml:7: this value expands"):
+        load_engines_from_yaml(path)
+
+
+def test_anchors_aliases_and_merge_keys_still_work(tmp_path):
+    chain = edit("  - id: label\n", "  - &step_defaults\n    id: label\n")
+    chain = edit("    sampling:\n", "    sampling: &sampling\n", chain)
+    chain = edit(
+        "          - id: to_de\n            output_model: models:Translation\n            engine: llm\n",
+        "          - <<: *step_defaults\n            id: to_de\n            input_model: null\n            output_model: models:Translation\n"
+        "            sampling: *sampling\n",
+        chain,
+    )
+    from chainette import graph
+
+    steps = {node.id: node for node in graph.iter_nodes(load_chain_file(write(tmp_path, chain)).nodes)}
+    assert steps["to_de"].engine_name == "llm" and steps["to_de"].system_prompt == "You label reviews."
+    assert steps["to_de"].sampling == steps["label"].sampling and steps["to_de"].sampling.max_tokens == 64

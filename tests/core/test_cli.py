@@ -8,6 +8,8 @@ from pathlib import Path
 import subprocess
 import sys
 
+import pytest
+
 from chainette.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -249,3 +251,26 @@ def test_help_shows_flags_without_a_type_and_arguments_in_capitals():
         assert "<bool>" not in text and "{" not in usage, (names, text)
     assert "Usage: chainette run [OPTIONS] CHAIN " in screens[("run",)]
     assert "Usage: chainette push [OPTIONS] OUT REPO " in screens[("push",)]
+
+
+@pytest.mark.parametrize(
+    ("reference", "expected"),
+    [
+        ("chain.txt:chain", "Chain 'chain.txt' is neither a .py nor a .yaml file: name it as path/to/file.py:attr"),
+        ("foo.pyx:chain", "Chain 'foo.pyx' is neither a .py nor a .yaml file"),
+        ("./chain.txt", "Chain './chain.txt' is neither a .py nor a .yaml file"),
+        ("", "No chain given: name it as path/to/file.py:attr, package.module:attr or chain.yaml."),
+        ("missing.py:chain", "Chain file missing.py does not exist."),
+        ("missing.yaml", "Cannot read missing.yaml: No such file or directory."),
+        ("holder.py:nope", "holder.py has no Chain named 'nope' (Chains found: chain)."),
+        ("holder.py:number", "holder.py:number is of type int, not a Chain (Chains found: chain)."),
+        ("holder:Chain", "holder:Chain is the class Chain, not a Chain (Chains found: chain)."),
+    ],
+)
+def test_a_chain_reference_that_is_not_a_chain_is_one_paragraph(tmp_path, reference, expected):
+    (tmp_path / "chain.txt").write_text("x = 1\n")
+    (tmp_path / "foo.pyx").write_text("x = 1\n")
+    (tmp_path / "holder.py").write_text(WARNING_CHAIN.replace('warnings.warn("mind the gap", UserWarning)', "number = 1"))
+    done = chainette("inspect", reference, cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"Error: {expected}") and done.stderr.count("\n") == 1, done.stderr

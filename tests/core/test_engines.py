@@ -86,3 +86,23 @@ def test_yaml_without_engines_list(tmp_path):
     path.write_text("models: []\n")
     with pytest.raises(ConfigError, match="top-level 'engines:' list"):
         load_engines_from_yaml(path)
+
+
+@pytest.mark.parametrize("name", ["org/model", "a\\b", "", "..", "tab\there"])
+def test_an_engine_name_that_cannot_be_part_of_a_file_name_is_refused(name):
+    with pytest.raises(ConfigError, match=r"Engine name .* cannot be used: engine names become parts of file names"):
+        register_engine(name, backend="fake", model="m")
+
+
+@pytest.mark.parametrize("name", ["llm", "gpt-4o", "llama-3.1-8b", "llm[eu]", "Qwen2.5 7B"])
+def test_engine_names_in_use_stay_valid(name):
+    assert register_engine(name, backend="fake", model="m").name == name
+
+
+def test_an_engine_name_with_a_slash_in_yaml_names_its_line(tmp_path):
+    path = tmp_path / "engines.yaml"
+    path.write_text(
+        "engines:\n  - name: llm\n    backend: fake\n    model: m\n  - name: meta-llama/Llama-3\n    backend: fake\n    model: m\n"
+    )
+    with pytest.raises(ConfigError, match=r"engines.yaml:5: Engine name 'meta-llama/Llama-3' cannot be used"):
+        load_engines_from_yaml(path)

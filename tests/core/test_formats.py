@@ -13,7 +13,7 @@ import types
 from pydantic import BaseModel
 import pytest
 
-from chainette import Chain, ChainetteError, apply, register_engine
+from chainette import Chain, ChainetteError, apply, inputs, register_engine
 from chainette.errors import InputError
 from chainette.inputs import Columns, hf_source
 
@@ -101,6 +101,88 @@ def test_csv_with_a_byte_order_mark(engine, tmp_path):
     path = tmp_path / "in.csv"
     path.write_bytes("\ufefftext\nhello\n".encode())
     assert labels(one_step().run(path, output_dir=tmp_path / "o")) == ["hello"]
+
+
+ROWS_AS_TEXT = {
+    "jsonl": '{"text": "caf\u00e9"}\n{"text": "b"}\n',
+    "json": '[{"text": "caf\u00e9"},\n {"text": "b"}]\n',
+    "csv": "text\ncaf\u00e9\nb\n",
+}
+
+
+@pytest.mark.parametrize("extension", ROWS_AS_TEXT)
+def test_utf8_with_or_without_a_byte_order_mark_is_read(engine, tmp_path, extension):
+    for encoding in ("utf-8", "utf-8-sig"):
+        path = tmp_path / f"{encoding}.{extension}"
+        path.write_bytes(ROWS_AS_TEXT[extension].encode(encoding))
+        assert labels(one_step().run(path, output_dir=tmp_path / encoding)) == ["caf\u00e9", "b"]
+
+
+@pytest.mark.parametrize("extension", ROWS_AS_TEXT)
+@pytest.mark.parametrize(
+    ("encode", "expected"),
+    [
+        (lambda text: text.encode("utf-16"), r"in\.{ext}: the file is UTF-16 text .*iconv -f UTF-16 -t UTF-8 "),
+        (lambda text: text.encode("utf-16-le"), r"in\.{ext}:1: the file is not UTF-8 text: byte 0x00 at offset 1 is a NUL byte"),
+        (lambda text: text.encode("latin-1"), r"in\.{ext}:{line}: the file is not UTF-8 text: byte 0xe9 at offset \d+ .*Windows-1252"),
+        (lambda text: bytes(range(256)) * 4, r"in\.{ext}:1: the file is not UTF-8 text: byte 0x00 at offset 0"),
+    ],
+    ids=["utf-16", "utf-16-without-bom", "latin-1", "binary"],
+)
+def test_a_file_that_is_not_utf8_is_one_paragraph_naming_file_and_line(tmp_path, extension, encode, expected):
+    (tmp_path / f"in.{extension}").write_bytes(encode(ROWS_AS_TEXT[extension]))
+    done = chainette("run", f"{EXAMPLE}/chain.py:chain", "-i", f"in.{extension}", "-o", "out", cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    line = 2 if extension == "csv" else 1
+    assert re.search(expected.format(ext=extension, line=line), done.stderr), done.stderr
+
+
+@pytest.mark.parametrize("extension", ["jsonl", "csv"])
+def test_a_bad_byte_far_into_the_file_names_its_line(engine, tmp_path, extension):
+    path = tmp_path / f"in.{extension}"
+    texts = ["\u00e9" * i + "x" for i in range(400)]
+    good = (
+        "text\n" + "".join(f"{text}\n" for text in texts)
+        if extension == "csv"
+        else "".join(json.dumps({"text": text}) + "\n" for text in texts)
+    )
+    assert len(good.encode()) > 2 * inputs.TEXT_CHUNK
+    path.write_bytes(good.encode() + b"caf\xe9\n")
+    with pytest.raises(InputError, match=rf"in\.{extension}:{good.count(chr(10)) + 1}: the file is not UTF-8 text: byte 0xe9"):
+        one_step().run(path, output_dir=tmp_path / "o")
+
+
+def test_a_file_ending_inside_a_character_names_its_last_line(engine, tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"text": "a"}\n{"text": "caf\xc3')
+    with pytest.raises(InputError, match=r"in\.jsonl:2: the file is not UTF-8 text: byte 0xc3 at offset 27 starts a character"):
+        one_step().run(path, output_dir=tmp_path / "o")
+
+
+def test_json_nested_too_deep_is_refused_naming_file_and_line(engine, tmp_path):
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "in.json").write_text(f'[{{"text": "a"}},\n {{"text": {deep}}}]')
+    done = chainette("run", f"{EXAMPLE}/chain.py:chain", "-i", "in.json", "-o", "out", cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "in.json:2: the JSON is nested more than 200 levels deep" in done.stderr
+    (tmp_path / "in.jsonl").write_text(f'{{"text": "a"}}\n{{"text": {deep}}}\n')
+    done = chainette("run", f"{EXAMPLE}/chain.py:chain", "-i", "in.jsonl", "-o", "jsonl", cwd=tmp_path)
+    assert done.returncode == 3 and "Traceback" not in done.stderr
+    [error] = [json.loads(line) for line in (tmp_path / "jsonl" / "errors.jsonl").read_text().splitlines()]
+    assert error["message"] == "in.jsonl:2: not valid JSON: depth limit exceeded (column 1034)"
+
+
+@pytest.mark.parametrize("extension", ["jsonl", "json"])
+def test_a_row_nested_deeper_than_json_can_be_written_is_an_invalid_row(engine, tmp_path, extension):
+    nested = "[" * 200 + "]" * 200
+    path = tmp_path / f"in.{extension}"
+    text = f'{{"text": "a", "x": {nested[1:-1]}}}\n{{"text": "b", "x": {nested}}}'
+    path.write_text(text if extension == "jsonl" else f"[{text.replace(chr(10), ',')}]")
+    result = one_step().run(path, output_dir=tmp_path / "o", columns="text,x")
+    assert labels(result) == ["a"]
+    [error] = result.errors
+    where = f"{path}:2" if extension == "jsonl" else f"{path}[1]"
+    assert error["message"] == f"{where}: nested more than 200 levels deep (lists and objects inside each other); check the row"
 
 
 def test_parquet_input_streamed_with_row_index(engine, tmp_path, monkeypatch):
@@ -448,3 +530,66 @@ def test_cli_format_parquet_with_columns_end_to_end(tmp_path):
 
 def test_import_chainette_loads_no_table_library():
     assert imported_after("import chainette\nimport chainette.chain").isdisjoint({"pyarrow", "datasets", "pandas"})
+
+
+# NaN and Infinity: refused as invalid rows in every format, naming the field
+
+
+class Scored(BaseModel):
+    text: str
+    score: float
+
+
+NON_FINITE = "not a finite number: outputs are JSON, which has no NaN or Infinity, so it is refused rather than written as null"
+
+
+def write_scores(path: Path) -> Path:
+    """Rows a (1.5), b (NaN), c (Infinity), d (-Infinity) in the format of `path`'s extension."""
+    scores = [1.5, float("nan"), float("inf"), float("-inf")]
+    records = [{"text": text, "score": score} for text, score in zip("abcd", scores, strict=True)]
+    if path.suffix == ".parquet":
+        return write_parquet(path, records)
+    if path.suffix == ".csv":
+        path.write_text("text,score\na,1.5\nb,nan\nc,inf\nd,-Infinity\n")
+    elif path.suffix == ".json":
+        path.write_text(json.dumps(records))
+    else:
+        path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    return path
+
+
+@pytest.mark.parametrize("name", ["in.csv", "in.json", "in.jsonl", "in.parquet"])
+def test_nan_and_infinity_are_invalid_rows_in_every_file_format(engine, tmp_path, name):
+    path = write_scores(tmp_path / name)
+    result = one_step(input_model=Scored).run(path, output_dir=tmp_path / "o")
+    assert labels(result) == ["a"] and result.flattened[0]["chain_input.score"] == 1.5
+    messages = [error["message"] for error in result.errors]
+    assert all(
+        f"field 'score' is {value}, {NON_FINITE}" in message for value, message in zip(["nan", "inf", "-inf"], messages, strict=True)
+    )
+    places = {".csv": [f"{path}:{line}" for line in (3, 4, 5)], ".jsonl": [f"{path}:{line}" for line in (2, 3, 4)]}
+    assert [message.split(": field")[0] for message in messages] == places.get(path.suffix, [f"{path}[{index}]" for index in (1, 2, 3)])
+
+
+def test_nan_and_infinity_are_invalid_rows_from_python_objects_and_datasets(engine, tmp_path, monkeypatch):
+    objects = [{"text": "a", "score": 1.5}, {"text": "b", "score": float("nan")}, Scored(text="c", score=float("inf"))]
+    result = one_step(input_model=Scored).run(objects, output_dir=tmp_path / "python")
+    assert labels(result) == ["a"]
+    assert [error["message"].split(",")[0] for error in result.errors] == [
+        "inputs[1]: field 'score' is nan",
+        "inputs[2]: field 'score' is inf",
+    ]
+    dataset = FakeStream([{"text": "a", "score": 2.0}, {"text": "b", "score": float("nan")}])
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=lambda *a, **k: dataset))
+    result = one_step(input_model=Scored).run("hf:some/set", output_dir=tmp_path / "hf")
+    assert labels(result) == ["a"]
+    [error] = result.errors
+    assert error["message"].startswith(f"hf:some/set[train][1]: field 'score' is nan, {NON_FINITE}")
+
+
+def test_a_non_finite_number_nested_in_a_picked_column_is_refused_but_one_the_run_does_not_keep_is_not(engine, tmp_path):
+    rows = [{"text": "a", "extra": {"p": [1.0, float("nan")]}}, {"text": "b", "unused": float("nan")}]
+    result = one_step().run(rows, output_dir=tmp_path / "nested", columns="text,extra")
+    assert result.errors[0]["message"].startswith(f"inputs[0]: field 'extra.p[1]' is nan, {NON_FINITE}")
+    assert result.errors[1]["message"] == "inputs[1]: no column 'extra' (the row has: text, unused)"
+    assert labels(one_step().run(rows, output_dir=tmp_path / "dropped")) == ["a", "b"]

@@ -4,11 +4,12 @@ input position) beside `row_id` everywhere, so results sort and join back to the
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import random
 
 import pytest
 
-from chainette import Chain, apply, register_engine
+from chainette import Branch, Chain, apply, register_engine
 from chainette.errors import ChainetteError, InputError
 
 from .conftest import Label, Text
@@ -120,3 +121,67 @@ def test_cli_id_column(tmp_path):
     assert sorted((line["chain_input.text"], line["chain_input.id"]) for line in flat) == [("bad", "r-2"), ("good", "r-1")], (
         "a picked column the input model has no field for still reaches flattened/"
     )
+
+
+def every_kind_of_row_chain() -> Chain:
+    """A step, an apply that fans out, a joined parallel group and a last step."""
+    fr = Branch(name="fr", steps=[label_step("to_fr", prompt="<<fr {{text}}>>", input_model=None)]).join("fr")
+    de = Branch(name="de", steps=[label_step("to_de", prompt="<<de {{chain_input.text}}>>", input_model=None)]).join("de")
+    fan = apply(split, id="fan", output_model=Text)
+    return Chain(name="kinds", steps=[label_step(id="first"), fan, [fr, de], label_step(id="last", input_model=None)])
+
+
+def answer_or_fail(request, attempt):
+    """The echo answer, except for the row 'broken', whose answers never parse."""
+    return "not json" if "<<broken>>" in str(request.messages) else echo(request, attempt)
+
+
+KINDS_INPUT = [{"text": "a"}, {"text": "b"}, {"nope": 1}, {"text": "broken"}]
+
+
+def test_row_id_is_a_json_string_in_every_file(scripted, tmp_path):
+    scripted(answer_or_fail)
+    register_engine("s", backend="scripted", model="m")
+    every_kind_of_row_chain().run(KINDS_INPUT, output_dir=tmp_path / "out")
+    files = sorted(path.relative_to(tmp_path / "out").as_posix() for path in (tmp_path / "out").glob("**/*.jsonl"))
+    files = [name for name in files if not name.startswith(".chainette/")]
+    assert files == ["errors.jsonl", *(f"{node}/000.jsonl" for node in ("fan", "first", "flattened", "last", "to_de", "to_fr"))]
+    for name in files:
+        lines = [json.loads(line) for line in (tmp_path / "out" / name).read_text().splitlines()]
+        assert lines and all(type(line["row_id"]) is str and type(line["row_index"]) is int for line in lines), name
+    errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
+    assert sorted((error["row_id"], error["step_id"]) for error in errors) == [("2", "chain_input"), ("3", "first")]
+
+
+def test_row_id_is_a_string_column_in_parquet_outputs(scripted, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    scripted(answer_or_fail)
+    register_engine("s", backend="scripted", model="m")
+    every_kind_of_row_chain().run(KINDS_INPUT, output_dir=tmp_path / "out", output_format="parquet")
+    files = sorted((tmp_path / "out").glob("*/000.parquet"))
+    assert len(files) == 6
+    assert {str(pq.read_schema(path).field("row_id").type) for path in files} == {"string"}
+
+
+def test_outputs_and_errors_merge_on_row_id_in_pandas_as_the_docs_read_them(scripted, tmp_path):
+    pd = pytest.importorskip("pandas")
+    scripted(answer_or_fail)
+    register_engine("s", backend="scripted", model="m")
+    every_kind_of_row_chain().run(KINDS_INPUT, output_dir=tmp_path / "out")
+
+    def read(name: str):
+        return pd.read_json(tmp_path / "out" / name, lines=True, dtype={"row_id": str})
+
+    first, last, flat, errors = read("first/000.jsonl"), read("last/000.jsonl"), read("flattened/000.jsonl"), read("errors.jsonl")
+    every_row = first.merge(errors, on="row_id", how="outer", suffixes=("", "_error"))
+    assert sorted(every_row["row_id"]) == ["0", "1", "2", "3"]
+    assert sorted(last.merge(flat, on="row_id")["row_id"]) == ["0-0", "0-1", "1-0", "1-1"]
+    assert first.merge(last.assign(parent=last["row_id"].str.split("-").str[0]), left_on="row_id", right_on="parent").shape[0] == 4
+
+
+def test_the_docs_give_one_sort_and_read_row_id_as_text():
+    root = Path(__file__).resolve().parents[2]
+    pages = {page.relative_to(root).as_posix(): page.read_text() for page in [root / "README.md", *sorted((root / "docs").glob("*.md"))]}
+    assert [name for name, text in pages.items() if "sort by `row_id`" in text] == []
+    reads = [(name, line) for name, text in pages.items() for line in text.splitlines() if "pd.read_json(" in line]
+    assert reads and [read for read in reads if "dtype=" not in read[1]] == []

@@ -45,6 +45,14 @@ def test_lazy_engines_a_b_a_start_and_stop_around_their_steps(fake_vllm, tmp_pat
     assert sorted(p.name for p in (tmp_path / "run" / "logs").iterdir()) == ["vllm-A.log", "vllm-B.log"]
 
 
+def test_an_engine_named_like_a_model_path_is_refused_before_any_server_starts(fake_vllm, tmp_path):
+    from chainette.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"Engine name 'meta-llama/Llama-3.1-8B' cannot be used"):
+        register_engine("meta-llama/Llama-3.1-8B", backend="vllm", model="meta-llama/Llama-3.1-8B")
+    assert fake_vllm.timeline() == []
+
+
 def test_steps_inside_branches_keep_their_server_running(fake_vllm, tmp_path):
     register_engine("A", backend="vllm", model="model-a")
     register_engine("B", backend="vllm", model="model-b")

@@ -149,6 +149,7 @@ def register_engine(
     """
     from chainette.plugins import get_plugins
 
+    check_engine_name(name)
     plugins = get_plugins()
     backend_name = plugins.resolve(backend)
     options_model = plugins.hooks(backend_name).engine_options() or EngineOptions
@@ -182,6 +183,18 @@ def check_keys(engines: Mapping[str, EngineConfig[EngineOptions]]) -> None:
     its backend's default variable, `key_env`) is unusable."""
     for config in engines.values():
         config.resolve_api_key(default_env=config.options.key_env)
+
+
+def check_engine_name(name: object) -> None:
+    """ConfigError (at the key `name`) for a name that cannot be part of a file name: a backend may name files after its
+    engines (a vLLM server's log is vllm-NAME.log), so `/`, `\\`, control characters, `.` and `..` are refused."""
+    if isinstance(name, str) and name not in ("", ".", "..") and not any(c in "/\\" or not c.isprintable() for c in name):
+        return
+    raise ConfigError(
+        f"Engine name {name!r} cannot be used: engine names become parts of file names (a vLLM server's log is "
+        "vllm-NAME.log), so give a name without '/', '\\' or control characters, such as llm or llama-3.1-8b.",
+        ("name",),
+    )
 
 
 def engine_price(config: EngineConfig[EngineOptions]) -> tuple[float, float] | None:

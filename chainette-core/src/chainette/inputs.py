@@ -6,14 +6,18 @@ exist in its header) and streamed afterwards, so that memory stays flat at any s
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 import csv
 from dataclasses import dataclass
 import hashlib
+import io
 import json
+import math
 import os
 from pathlib import Path
-from typing import Any, TextIO
+import re
+from typing import Any, BinaryIO, TextIO
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -122,26 +126,112 @@ def _with_columns(rows: Iterator[RawRow], columns: Columns) -> Iterator[RawRow]:
         yield row
 
 
-def _open(path: Path, newline: str | None = None, encoding: str = "utf-8") -> TextIO:
+def _open(path: Path) -> BinaryIO:
     try:
-        return open(path, encoding=encoding, newline=newline)
+        return open(path, "rb")
     except OSError as exc:
         raise InputError(f"Cannot read input file {path}: {exc.strerror}.") from None
 
 
-def _json_rows(path: Path, columns: Columns | None) -> Iterator[RawRow]:
-    """A JSONL file (one object per line, blank lines skipped), or a file holding one JSON array."""
+def _open_text(path: Path, newline: str | None = None) -> TextIO:
+    """The file as UTF-8 text (a leading byte-order mark skipped); InputError when its first 64 KiB are not UTF-8 text.
+    A bad byte further on raises UnicodeDecodeError while reading: turn it into `encoding_error(path)`."""
+    file = _open(path)
+    problem = _encoding_problem(path, file, whole=False)
+    if problem is not None:
+        file.close()
+        raise problem
+    file.seek(0)
+    return io.TextIOWrapper(file, encoding="utf-8-sig", newline=newline)
+
+
+def encoding_error(path: Path) -> InputError:
+    """The InputError naming the line of the first byte of `path` that is not UTF-8 text (after a UnicodeDecodeError)."""
     with _open(path) as file:
+        problem = _encoding_problem(path, file, whole=True)
+    return problem or InputError(f"Cannot read input file {path}: it changed while it was read.")
+
+
+TEXT_CHUNK = 1 << 16
+NEWLINE = b"\n"
+UNICODE_BOMS = {
+    codecs.BOM_UTF32_LE: "UTF-32",
+    codecs.BOM_UTF32_BE: "UTF-32",
+    codecs.BOM_UTF16_LE: "UTF-16",
+    codecs.BOM_UTF16_BE: "UTF-16",
+}
+
+
+def _encoding_problem(path: Path, file: BinaryIO, whole: bool) -> InputError | None:
+    """Why `file` is not UTF-8 text (a UTF-16 or UTF-32 byte-order mark, a NUL byte, a byte UTF-8 cannot decode),
+    naming the line, or None; reads one chunk, or all of it when `whole`."""
+    pending, offset, line = b"", 0, 1
+    while chunk := file.read(TEXT_CHUNK):
+        data = pending + chunk
+        if offset == 0:
+            encoding = next((name for bom, name in UNICODE_BOMS.items() if data.startswith(bom)), None)
+            if encoding is not None:
+                return InputError(
+                    f"{path}: the file is {encoding} text (it starts with a {encoding} byte-order mark), but inputs are read as "
+                    f"UTF-8. Convert it, for example: iconv -f {encoding} -t UTF-8 {path} > {path.stem}-utf8{path.suffix}"
+                )
+        bad, reason, pending = _first_bad_byte(data)
+        if bad is not None:
+            return _not_utf8(path, line + data.count(NEWLINE, 0, bad), offset + bad, data[bad], reason)
+        read = len(data) - len(pending)
+        offset, line = offset + read, line + data.count(NEWLINE, 0, read)
+        if not whole:
+            return None
+    if pending:
+        return _not_utf8(path, line, offset, pending[0], "starts a character that the file ends before completing")
+    return None
+
+
+def _not_utf8(path: Path, line: int, offset: int, byte: int, reason: str) -> InputError:
+    source = "UTF-16" if byte == 0 else "WINDOWS-1252"
+    return InputError(
+        f"{path}:{line}: the file is not UTF-8 text: byte 0x{byte:02x} at offset {offset} {reason}. Give the file saved as "
+        f"UTF-8, for example: iconv -f {source} -t UTF-8 {path} > {path.stem}-utf8{path.suffix}"
+    )
+
+
+def _first_bad_byte(data: bytes) -> tuple[int | None, str, bytes]:
+    """The index of the first byte of `data` that is not UTF-8 text (a NUL counts) and why, and the incomplete
+    character `data` may end with (the next chunk completes it)."""
+    nul = data.find(b"\0")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.end == len(data) and exc.reason == "unexpected end of data" and (nul < 0 or nul > exc.start):
+            return None, "", data[exc.start :]
+        if nul < 0 or exc.start < nul:
+            return exc.start, f"is an {exc.reason} (is it binary, or text in another encoding such as Windows-1252?)", b""
+    if nul >= 0:
+        return nul, "is a NUL byte (is it binary, or UTF-16 text without a byte-order mark?)", b""
+    return None, "", b""
+
+
+def _json_rows(path: Path, columns: Columns | None) -> Iterator[RawRow]:
+    """A JSONL file (one object per line, blank lines skipped), or a file holding one JSON array; its start is checked now."""
+    _open_text(path).close()
+    return _json_records(path)
+
+
+def _json_records(path: Path) -> Iterator[RawRow]:
+    with _open_text(path) as file:
         first = file.read(1)
         while first.isspace():
             first = file.read(1)
         file.seek(0)
-        if first == "[":
-            yield from _json_array(path, file.read())
-            return
-        for number, line in enumerate(file, start=1):
-            if line.strip():
-                yield RawRow(f"{path}:{number}", line)
+        try:
+            if first == "[":
+                yield from _json_array(path, file.read())
+                return
+            for number, line in enumerate(file, start=1):
+                if line.strip():
+                    yield RawRow(f"{path}:{number}", line)
+        except UnicodeDecodeError:
+            raise encoding_error(path) from None
 
 
 def _json_array(path: Path, text: str) -> Iterator[RawRow]:
@@ -149,8 +239,28 @@ def _json_array(path: Path, text: str) -> Iterator[RawRow]:
         items = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}:{exc.lineno}: the file starts with '[' but is not a valid JSON array: {exc.msg}.") from None
+    except RecursionError:
+        raise InputError(
+            f"{path}:{_deep_line(text)}: the JSON is nested more than {MAX_DEPTH} levels deep, too deep to be read; "
+            "no input row needs so many levels of lists and objects: check the file."
+        ) from None
     for index, item in enumerate(items):
         yield RawRow(f"{path}[{index}]", item)
+
+
+MAX_DEPTH = 200
+"""The most levels of lists and objects an input row may nest (JSON writers stop at 254, a Python parser near 1000)."""
+JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _deep_line(text: str) -> int:
+    """The line where the nesting of the JSON `text` first passes MAX_DEPTH levels (1 if it never does)."""
+    depth = 0
+    for token in JSON_TOKENS.finditer(text):
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(token.group(), 0)
+        if depth > MAX_DEPTH:
+            return text.count("\n", 0, token.start()) + 1
+    return 1
 
 
 _EXTRA = "\0extra"
@@ -158,7 +268,7 @@ _EXTRA = "\0extra"
 
 def _csv_rows(path: Path, columns: Columns | None) -> Iterator[RawRow]:
     """A CSV file with a header line; values stay strings (the input model converts them); `where` is file:line."""
-    with _open(path, newline="", encoding="utf-8-sig") as file:
+    with _open_text(path, newline="") as file:
         header = _csv_header(path, csv.DictReader(file))
     if columns is not None:
         columns.check_header(path, header)
@@ -168,12 +278,14 @@ def _csv_rows(path: Path, columns: Columns | None) -> Iterator[RawRow]:
 def _csv_header(path: Path, reader: csv.DictReader[str]) -> list[str]:
     try:
         return list(reader.fieldnames or [])
-    except (csv.Error, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise encoding_error(path) from None
+    except csv.Error as exc:
         raise InputError(f"{path}:1: cannot read the CSV header: {exc}. Save the file as UTF-8 CSV with a header line.") from None
 
 
 def _csv_records(path: Path) -> Iterator[RawRow]:
-    with _open(path, newline="", encoding="utf-8-sig") as file:
+    with _open_text(path, newline="") as file:
         reader = csv.DictReader(file, restkey=_EXTRA)
         width = len(_csv_header(path, reader))
         start = reader.line_num + 1
@@ -182,7 +294,9 @@ def _csv_records(path: Path) -> Iterator[RawRow]:
                 record = next(reader)
             except StopIteration:
                 return
-            except (csv.Error, UnicodeDecodeError) as exc:
+            except UnicodeDecodeError:
+                raise encoding_error(path) from None
+            except csv.Error as exc:
                 raise InputError(f"{path}:{reader.line_num}: not valid CSV: {exc}. Fix the file, or convert it to JSONL.") from None
             extra = record.pop(_EXTRA, None)
             problem = f"{len(extra) + width} fields but the header has {width} (is a value with a comma unquoted?)" if extra else None
@@ -266,14 +380,27 @@ def decode(row: RawRow) -> dict[str, Any]:
     """The row's object as read (all its columns); ValueError for a row that could not be read or is not a JSON object."""
     if row.problem is not None:
         raise ValueError(f"{row.where}: {row.problem}")
-    value = row.value
-    if isinstance(value, str):
-        try:
-            value = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            raise ValueError(f"{row.where}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+    value = _json_line(row.where, row.value) if isinstance(row.value, str) else row.value
     if not isinstance(value, dict):
         raise ValueError(f"{row.where}: expected a JSON object, got {type(value).__name__}")
+    if _too_deep(value):
+        raise ValueError(f"{row.where}: nested more than {MAX_DEPTH} levels deep (lists and objects inside each other); check the row")
+    return value
+
+
+def _json_line(where: str, text: str) -> Any:
+    """The value of one JSONL line; ValueError naming the column of a syntax error. NaN and Infinity, which orjson
+    refuses, are read (by the json module) so that `validate` judges them as it does in every other format."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        problem = f"{where}: not valid JSON: {exc.msg} (column {exc.colno})"
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ValueError(problem) from None
+    if _non_finite(value) is None:
+        raise ValueError(problem)
     return value
 
 
@@ -282,8 +409,18 @@ def validate(row: RawRow, value: dict[str, Any], model: type[BaseModel] | None) 
     Picked columns the model does not read are kept after its fields: the user asked for them."""
     if row.columns is not None:
         value = row.columns.select(value, row.where)
-    if model is None:
-        return value
+    data = value if model is None else _validated(row, value, model)
+    found = _non_finite(data)
+    if found is not None:
+        field, number = found
+        raise ValueError(
+            f"{row.where}: field '{field}' is {number}, not a finite number: outputs are JSON, which has no NaN or "
+            "Infinity, so it is refused rather than written as null; give a number (or null, where the input model allows it)"
+        )
+    return data
+
+
+def _validated(row: RawRow, value: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
     try:
         data = model.model_validate(value).model_dump(mode="json")
     except Exception as exc:
@@ -292,6 +429,30 @@ def validate(row: RawRow, value: dict[str, Any], model: type[BaseModel] | None) 
     if row.columns is not None:
         data.update({key: field for key, field in value.items() if key not in data})
     return data
+
+
+def _non_finite(value: Any) -> tuple[str, float] | None:
+    """The place (`score`, `scores[2]`, `meta.p`) and value of the first NaN or infinite number in `value`, or None."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        place, item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return place, item
+        if isinstance(item, dict):
+            stack.extend((f"{place}.{key}" if place else str(key), child) for key, child in reversed(item.items()))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((f"{place}[{index}]", child) for index, child in reversed(list(enumerate(item))))
+    return None
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether `value` nests lists and dicts more than MAX_DEPTH levels deep (one that holds itself does)."""
+    level = [value]
+    for _ in range(MAX_DEPTH):
+        level = [child for item in level for child in (item.values() if isinstance(item, dict) else item if isinstance(item, list) else ())]
+        if not level:
+            return False
+    return True
 
 
 def row_id_of(row: RawRow, value: dict[str, Any], id_column: str) -> str:

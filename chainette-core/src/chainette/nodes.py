@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from chainette.errors import ConfigError
-from chainette.sampling import SamplingParams
+from chainette.sampling import SamplingParams, as_sampling
 
 INPUT_ID = "chain_input"  # the id of the chain's input, as node outputs and templates name it
 RESERVED_NAMES = frozenset({INPUT_ID, "row_id"})
@@ -32,7 +32,8 @@ def check_identifier(kind: str, value: str) -> str:
 
 @dataclass(kw_only=True, eq=False)
 class Step:
-    """One LLM call per row: prompts rendered from the row's context, answer validated against `output_model`."""
+    """One LLM call per row: prompts rendered from the row's context, answer validated against `output_model`.
+    `sampling` may be given as a mapping of SamplingParams fields: it is converted (and checked) here."""
 
     id: str
     output_model: type[BaseModel]
@@ -48,6 +49,7 @@ class Step:
 
     def __post_init__(self) -> None:
         check_identifier("Step id", self.id)
+        self.sampling = as_sampling(self.sampling, f"Step '{self.id}'")
         if self.cache not in (True, False, "refresh"):
             raise ConfigError(f"Step '{self.id}': cache must be True, False or 'refresh', not {self.cache!r}.")
         if not (isinstance(self.output_model, type) and issubclass(self.output_model, BaseModel)):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+import difflib
 from typing import TYPE_CHECKING, Any
 import warnings
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from chainette.errors import ConfigError, describe_validation_error
 from chainette.plugins import get_plugins
 
 if TYPE_CHECKING:
@@ -41,6 +43,24 @@ class SamplingParams(BaseModel):
     def _no_empty_stop(cls, stop: list[str] | None) -> list[str] | None:
         """An empty list means no stop strings: it is not sent (some servers refuse `stop: []`)."""
         return stop or None
+
+
+def as_sampling(value: object, owner: str) -> SamplingParams | None:
+    """`value` (SamplingParams, a mapping of its fields, or None) as SamplingParams; a ConfigError naming `owner` and
+    the bad field otherwise."""
+    if value is None or isinstance(value, SamplingParams):
+        return value
+    try:
+        return SamplingParams.model_validate(value)
+    except ValidationError as exc:
+        fields = list(SamplingParams.model_fields)
+        unknown = [str(e["loc"][0]) for e in exc.errors() if e["type"] == "extra_forbidden"]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], fields, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ConfigError(f"{owner}: sampling has no field '{unknown[0]}'; {hint}The fields are: {', '.join(fields)}.") from None
+        problems = describe_validation_error(exc, "sampling.{}").replace("sampling.(root)", "sampling")
+        raise ConfigError(f"{owner}: {problems}.") from None
 
 
 # The wire names a backend without a translate_sampling hook gets: the OpenAI chat-completions names most

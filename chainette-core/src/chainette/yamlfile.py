@@ -157,10 +157,14 @@ def read_yaml(path: str | os.PathLike[str]) -> YamlFile:
         node = loader.get_single_node()
         lines: dict[Loc, int] = {}
         if node is not None:
+            _check_size(path, node)
             _index(path, node, (), lines)
         return YamlFile(path, loader.construct_document(node) if node is not None else None, lines)
     except yaml.MarkedYAMLError as exc:
         raise _syntax_error(path, exc) from None
+    except RecursionError:
+        line = loader.get_mark().line + 1
+        raise ConfigError(f"{path}:{line}: the YAML is nested too deep to read; a chain or engines file needs a few levels.") from None
     finally:
         loader.dispose()
 
@@ -176,6 +180,62 @@ def _read_text(path: Path) -> str:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise ConfigError(f"{path}:{line}: the file is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8.") from None
+
+
+MAX_NODES = 100_000
+"""The most values (keys, scalars, lists, mappings) a YAML file may expand to once its aliases are followed."""
+
+
+def _check_size(path: Path, root: Any) -> None:
+    """ConfigError naming the line when the document, its aliases followed, holds more than MAX_NODES values or an
+    alias inside its own anchor: a few hundred bytes of nested aliases ("billion laughs") can otherwise expand to
+    billions of values. Each node is counted once, so the check takes the time of the file's own size."""
+    sizes = _expanded_sizes(path, root)
+    if sizes[id(root)] <= MAX_NODES:
+        return
+    node = root
+    while (child := next((c for c in _children(node) if sizes[id(c)] > MAX_NODES), None)) is not None:
+        node = child
+    raise ConfigError(
+        f"{path}:{node.start_mark.line + 1}: this value expands, through its aliases (*name), to more than {MAX_NODES:,} "
+        "values, more than a chain or engines file ever needs; write the values out, or use fewer nested aliases."
+    )
+
+
+def _expanded_sizes(path: Path, root: Any) -> dict[int, int]:
+    """The number of values each node expands to (capped at MAX_NODES + 1), by node id; ConfigError for an alias
+    used inside its own anchor, which expands forever. Iterative, so that deep documents need no deep stack."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if children_done:
+            open_nodes.discard(id(node))
+            sizes[id(node)] = min(1 + sum(sizes[id(child)] for child in _children(node)), MAX_NODES + 1)
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in open_nodes:
+            raise ConfigError(
+                f"{path}:{node.start_mark.line + 1}: this value holds an alias to itself (*name inside its own &name), "
+                "which would repeat it forever; remove the alias."
+            )
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node))
+    return sizes
+
+
+def _children(node: Any) -> list[Any]:
+    """The nodes directly inside `node`: a mapping's keys and values, a sequence's items, nothing for a scalar."""
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 def _syntax_error(path: Path, exc: MarkedYAMLError) -> ConfigError:

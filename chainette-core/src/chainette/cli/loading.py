@@ -26,19 +26,33 @@ def load_chain(reference: str) -> Chain:
 
         return load_chain_file(reference)
     target, _, attr = reference.partition(":")
-    is_file = target.endswith(".py") or "/" in target or "\\" in target
-    module = _import_file(Path(target)) if is_file else _import_module(target)
+    module = _import_file(Path(target)) if target.endswith(".py") else _import_module(_module_name(target))
     chains = {name: value for name, value in vars(module).items() if isinstance(value, Chain)}
     if attr:
         value = getattr(module, attr, None)
         if not isinstance(value, Chain):
             found = ", ".join(sorted(chains)) or "none"
-            raise ConfigError(f"{target} has no Chain named '{attr}' (Chains found: {found}).")
+            if not hasattr(module, attr):
+                raise ConfigError(f"{target} has no Chain named '{attr}' (Chains found: {found}).")
+            kind = f"the class {value.__name__}" if isinstance(value, type) else f"of type {type(value).__name__}"
+            raise ConfigError(f"{target}:{attr} is {kind}, not a Chain (Chains found: {found}).")
         return value
     if len(chains) != 1:
         found = ", ".join(sorted(chains)) or "none"
         raise ConfigError(f"{target} holds {len(chains)} Chains ({found}); name one: {target}:NAME.")
     return next(iter(chains.values()))
+
+
+FORMS = "path/to/file.py:attr, package.module:attr or chain.yaml"
+
+
+def _module_name(target: str) -> str:
+    """`target` as a module name; ConfigError for an empty one, or a path to something other than a .py file."""
+    if not target:
+        raise ConfigError(f"No chain given: name it as {FORMS}.")
+    if "/" in target or "\\" in target or Path(target).is_file():
+        raise ConfigError(f"Chain '{target}' is neither a .py nor a .yaml file: name it as {FORMS} (rename the file if it holds Python).")
+    return target
 
 
 def _import_file(path: Path) -> ModuleType:
@@ -48,7 +62,8 @@ def _import_file(path: Path) -> ModuleType:
     if folder not in sys.path:
         sys.path.insert(0, folder)
     spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None and spec.loader is not None
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"Chain file {path} cannot be imported as a Python module: name it as {FORMS}.")
     loader = spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[path.stem] = module
@@ -62,7 +77,7 @@ def _import_module(name: str) -> ModuleType:
     try:
         return _run_user_code(lambda: importlib.import_module(name), name, [])
     except ModuleNotFoundError as exc:
-        raise ConfigError(f"Cannot import chain module '{name}': {exc}. Use path/to/file.py:attr or package.module:attr.") from None
+        raise ConfigError(f"Cannot import chain module '{name}': {exc}. Name the chain as {FORMS}.") from None
 
 
 def _run_user_code(load: Callable[[], T], where: str, roots: list[Path]) -> T:
