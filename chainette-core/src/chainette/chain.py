@@ -135,7 +135,11 @@ class Chain:
         _check_output_models(self.nodes, engines)
         picked = Columns.parse(columns)
         rows = open_rows(inputs, picked)
-        identity = {"chain": graph.fingerprint(self.nodes), "inputs": fingerprint(inputs, picked, id_column)}
+        identity = {
+            "chain": graph.fingerprint(self.nodes),
+            "inputs": fingerprint(inputs, picked, id_column),
+            "nodes": graph.node_fingerprints(self.nodes),
+        }
         run_dir = RunDir(output_dir or _default_output_dir(self.name), identity, overwrite=overwrite, output_format=output_format)
         run_dir.write_json("graph.json", self.describe())
         secrets = frozenset().union(*(engine_secrets(config) for config in engines.values()))
