@@ -63,12 +63,15 @@ class Executor:
         cache_dir: str | os.PathLike[str] | None = None,
         batch: bool = False,
         cancel_batches: bool = False,
+        limit: int | None = None,
         bus: EventBus | None = None,
     ):
         self.nodes = nodes
         self.run_dir = run_dir
         self.retry_errors = retry_errors
         self.id_column = id_column
+        self.limit = limit
+        self.limited = False  # whether `limit` left input rows unread: then no node is finished
         self.bus = bus or EventBus()
         self.control = StopSignal()
         self.writer = Writer(durable=durable)
@@ -162,7 +165,8 @@ class Executor:
         return reopened
 
     def _finish(self, node_id: str, files: NodeFiles | None) -> Path:
-        """Close the node's files, record its time, and mark it done unless the run is stopping."""
+        """Close the node's files, record its time, and mark it done unless the run is stopping or `limit` left input
+        rows unread (the node then has more rows to come)."""
         if files is not None:
             files.close()
         self.writer.flush()
@@ -174,7 +178,7 @@ class Executor:
         complete = not self.control.stopping
         self.bus.emit(NodeFinished(node=node_id, stats=stats.snapshot(self.prices.get(node_id)), complete=complete))
         state = NodeState(self.run_dir, node_id)
-        if files is not None and complete:
+        if files is not None and complete and not self.limited:
             state.mark_finished(Counts(stats.ok, stats.failed, stats.filtered))
         return state.frontier
 
@@ -182,7 +186,7 @@ class Executor:
         reopened = self._reopen(INPUT_ID, False, None)
         if reopened is not None:
             files, stats = reopened.files, self.stats[INPUT_ID]
-            ingest(raw_rows, self.input_model, reopened.decided, files, stats, self.errors, self.id_column)
+            self.limited = ingest(raw_rows, self.input_model, reopened.decided, files, stats, self.errors, self.id_column, self.limit)
         return self._finish(INPUT_ID, reopened.files if reopened else None)
 
     async def _run_node(self, node: Node, source: Path) -> Path:
