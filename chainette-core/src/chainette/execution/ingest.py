@@ -42,7 +42,7 @@ def ingest(
     with contextlib.ExitStack() as stack:
         seen = stack.enter_context(SeenIds(files.frontier.path.with_name("ids.sqlite"))) if id_column else None
         for index, raw in enumerate(itertools.islice(remaining, limit)):
-            row_id, value = _identify(raw, index, id_column)
+            row_id, value = identify(raw, index, id_column)
             if seen is not None:
                 seen.claim(row_id, raw.where, id_column or "")
             if row_id in decided:
@@ -62,7 +62,7 @@ def ingest(
     return limit is not None and next(remaining, None) is not None
 
 
-def _identify(raw: inputs.RawRow, index: int, id_column: str | None) -> tuple[str, dict[str, Any] | ValueError]:
+def identify(raw: inputs.RawRow, index: int, id_column: str | None) -> tuple[str, dict[str, Any] | ValueError]:
     """The row's id, and its decoded object or why it cannot be read (a row with no usable id is named by where it is)."""
     try:
         value = inputs.decode(raw)
