@@ -130,3 +130,13 @@ def test_nested_code_defaults_and_closures_count():
     assert len({code_fingerprint(compiled(source)) for source in (base, nested, default)}) == 3
     make = compiled(base)
     assert code_fingerprint(make(3)) != code_fingerprint(make(4)), "a closure's value counts"  # type: ignore[operator]
+
+
+def test_callable_objects_partials_and_self_holding_containers():
+    source = "import functools\nLOOP = []\nLOOP.append(LOOP)\nclass Keep:\n    def __init__(self, at):\n        self.at = at\n    def __call__(self, row):\n        return row > self.at and LOOP\ndef f(row, at):\n    return row > at\n"
+    namespace: dict[str, object] = {"__name__": "user_module"}
+    exec(source, namespace)
+    keep, f = namespace["Keep"], namespace["f"]
+    assert code_fingerprint(keep(1)) == code_fingerprint(keep(1)) != code_fingerprint(keep(2))  # type: ignore[operator]
+    partial = __import__("functools").partial
+    assert code_fingerprint(partial(f, at=1)) == code_fingerprint(partial(f, at=1)) != code_fingerprint(partial(f, at=2))

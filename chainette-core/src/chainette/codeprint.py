@@ -48,7 +48,8 @@ class _Walk:
         elif isinstance(call := inspect.getattr_static(type(fn), "__call__", None), types.FunctionType):
             self.parts.append(f"instance {type(fn).__qualname__}")
             self.function(call)
-            self.value(getattr(fn, "__dict__", {}))
+            if hasattr(fn, "__dict__"):
+                self.value(vars(fn))
         else:
             self.parts.append(f"opaque {getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}")
 
@@ -85,16 +86,21 @@ class _Walk:
 
     def value(self, value: Any) -> None:
         """A value the code reads: plain data by its repr, containers item by item (sets sorted, so that hash
-        randomisation does not count), functions by their code, anything else by its type only."""
+        randomisation does not count; a container holding itself once), functions by their code, anything else by
+        its type only."""
         if isinstance(value, PLAIN):
             self.parts.append(repr(value))
+        elif isinstance(value, (tuple, list, dict)) and id(value) in self.seen:
+            self.parts.append("again")
         elif isinstance(value, (tuple, list)):
+            self.seen.add(id(value))
             self.parts.append(f"{type(value).__name__} {len(value)}")
             for item in value:
                 self.value(item)
         elif isinstance(value, (set, frozenset)):
             self.parts.append(f"set {sorted(repr(item) for item in value)}")
         elif isinstance(value, dict):
+            self.seen.add(id(value))
             self.parts.append(f"dict {len(value)}")
             for key in sorted(value, key=repr):
                 self.value(key)
