@@ -128,3 +128,27 @@ def test_limit_on_the_command_line(tmp_path, inputs):
     refused = run("--limit", "0", "--overwrite")
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert "The limit must be a positive number of input rows (got 0)" in refused.stderr
+
+
+def test_a_limit_after_an_unfinished_full_run_keeps_to_the_first_rows(scripted, tmp_path, inputs):
+    """An earlier session read every input row, then stopped in the middle of 'final': a limited run answers only
+    the limited rows, finishes nothing, and the run without a limit answers the rest."""
+    backend = scripted(echo)
+    register_engine("s", backend="scripted", model="m")
+    out = tmp_path / "out"
+    joined_chain().run(inputs, output_dir=out, cache=False)
+    state = out / ".chainette"
+    (state / "final.done").unlink()
+    (state / "final.jsonl").write_text("".join((state / "final.jsonl").read_text().splitlines(keepends=True)[:2]))
+    backend.requests.clear()
+
+    limited = joined_chain().run(inputs, output_dir=out, limit=10, cache=False)
+    assert limited.stats["status"] == "limited"
+    assert sorted(int(r.row_id) for r in backend.requests) == [2, 4, 5, 6, 8, 9], "rows 0 and 1 were committed"
+    assert not (state / "final.done").exists()
+
+    backend.requests.clear()
+    rest = joined_chain().run(inputs, output_dir=out, cache=False)
+    assert rest.stats["status"] == "completed"
+    assert sorted(int(r.row_id) for r in backend.requests) == [i for i in range(10, 20) if i % 4 != 3]
+    assert [int(r["row_id"]) for r in rest.records("final")] == [i for i in range(20) if i % 4 != 3]

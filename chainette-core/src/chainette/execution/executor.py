@@ -71,7 +71,7 @@ class Executor:
         self.retry_errors = retry_errors
         self.id_column = id_column
         self.limit = limit
-        self.limited = False  # whether `limit` left input rows unread: then no node is finished
+        self.limited = False  # whether `limit` leaves input rows out: then no node is finished
         self.bus = bus or EventBus()
         self.control = StopSignal()
         self.writer = Writer(durable=durable)
@@ -183,10 +183,16 @@ class Executor:
         return state.frontier
 
     def _ingest(self, raw_rows: Iterable[inputs.RawRow]) -> Path:
+        """Read the input rows into the input frontier (the first `limit` of them); note whether the limit leaves rows
+        out, from the input if it is read now, else from its count when an earlier session finished it."""
         reopened = self._reopen(INPUT_ID, False, None)
-        if reopened is not None:
-            files, stats = reopened.files, self.stats[INPUT_ID]
-            self.limited = ingest(raw_rows, self.input_model, reopened.decided, files, stats, self.errors, self.id_column, self.limit)
+        stats = self.stats[INPUT_ID]
+        if reopened is None:
+            self.limited = self.limit is not None and stats.rows_in > self.limit
+        else:
+            self.limited = ingest(
+                raw_rows, self.input_model, reopened.decided, reopened.files, stats, self.errors, self.id_column, self.limit
+            )
         return self._finish(INPUT_ID, reopened.files if reopened else None)
 
     async def _run_node(self, node: Node, source: Path) -> Path:
@@ -198,7 +204,8 @@ class Executor:
         decided = reopened.decided
 
         def pending() -> Iterator[Row]:
-            return (row for row in rows(source) if row.row_id not in decided)
+            """The source's rows this node has not decided, among those of the first `limit` input rows."""
+            return (row for row in rows(source) if row.row_id not in decided and (self.limit is None or row.index < self.limit))
 
         tools = (reopened.files, self.stats[node.id], self.errors, self.control, self.kept[id(node)])
         if isinstance(node, Step):
