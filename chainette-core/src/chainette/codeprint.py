@@ -23,20 +23,24 @@ def code_fingerprint(fn: object) -> str:
     """A hex digest of `fn`'s code and what it reads (see the module's docstring)."""
     walk = _Walk()
     walk.callable(fn)
-    return hashlib.sha256("\0".join(walk.parts).encode()).hexdigest()[:32]
+    return walk.digest.hexdigest()[:32]
 
 
 class _Walk:
-    """Collects the text parts that identify a callable, visiting each function once (recursion ends)."""
+    """Hashes the text parts that identify a callable as it finds them, visiting each function once (recursion ends)."""
 
     def __init__(self) -> None:
-        self.parts: list[str] = []
+        self.digest = hashlib.sha256()
         self.seen: set[int] = set()
+
+    def add(self, *parts: str) -> None:
+        for part in parts:
+            self.digest.update(part.encode("utf-8", "surrogatepass") + b"\0")
 
     def callable(self, fn: object) -> None:
         fn = inspect.unwrap(fn) if callable(fn) else fn
         if isinstance(fn, functools.partial):
-            self.parts.append("partial")
+            self.add("partial")
             self.callable(fn.func)
             self.value(fn.args)
             self.value(fn.keywords)
@@ -46,19 +50,19 @@ class _Walk:
         elif isinstance(fn, types.FunctionType):
             self.function(fn)
         elif isinstance(call := inspect.getattr_static(type(fn), "__call__", None), types.FunctionType):
-            self.parts.append(f"instance {type(fn).__qualname__}")
+            self.add(f"instance {type(fn).__qualname__}")
             self.function(call)
             if hasattr(fn, "__dict__"):
                 self.value(vars(fn))
         else:
-            self.parts.append(f"opaque {getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}")
+            self.add(f"opaque {getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}")
 
     def function(self, fn: types.FunctionType) -> None:
         if id(fn.__code__) in self.seen:
-            self.parts.append(f"again {fn.__qualname__}")
+            self.add(f"again {fn.__qualname__}")
             return
         self.seen.add(id(fn.__code__))
-        self.parts.append(f"function {fn.__qualname__}")
+        self.add(f"function {fn.__qualname__}")
         self.code(fn.__code__)
         self.value(fn.__defaults__)
         self.value(fn.__kwdefaults__)
@@ -66,18 +70,18 @@ class _Walk:
             try:
                 self.value(cell.cell_contents)
             except ValueError:  # a cell not filled yet
-                self.parts.append("empty cell")
+                self.add("empty cell")
         for name in sorted(set(_global_names(fn.__code__))):
             if name in fn.__globals__:
-                self.parts.append(f"global {name}")
+                self.add(f"global {name}")
                 found = fn.__globals__[name]
                 if isinstance(found, types.FunctionType) and found.__module__ != fn.__module__:
-                    self.parts.append(f"{found.__module__}.{found.__qualname__}")
+                    self.add(f"{found.__module__}.{found.__qualname__}")
                 else:
                     self.value(found)
 
     def code(self, code: types.CodeType) -> None:
-        self.parts.extend([code.co_code.hex(), repr(code.co_names), repr(code.co_varnames)])
+        self.add(code.co_code.hex(), repr(code.co_names), repr(code.co_varnames))
         for const in code.co_consts:
             if isinstance(const, types.CodeType):
                 self.code(const)
@@ -89,26 +93,26 @@ class _Walk:
         randomisation does not count; a container holding itself once), functions by their code, anything else by
         its type only."""
         if isinstance(value, PLAIN):
-            self.parts.append(repr(value))
+            self.add(repr(value))
         elif isinstance(value, (tuple, list, dict)) and id(value) in self.seen:
-            self.parts.append("again")
+            self.add("again")
         elif isinstance(value, (tuple, list)):
             self.seen.add(id(value))
-            self.parts.append(f"{type(value).__name__} {len(value)}")
+            self.add(f"{type(value).__name__} {len(value)}")
             for item in value:
                 self.value(item)
         elif isinstance(value, (set, frozenset)):
-            self.parts.append(f"set {sorted(repr(item) for item in value)}")
+            self.add(f"set {sorted(repr(item) for item in value)}")
         elif isinstance(value, dict):
             self.seen.add(id(value))
-            self.parts.append(f"dict {len(value)}")
+            self.add(f"dict {len(value)}")
             for key in sorted(value, key=repr):
                 self.value(key)
                 self.value(value[key])
         elif isinstance(value, (types.FunctionType, functools.partial)):
             self.callable(value)
         else:
-            self.parts.append(f"object {type(value).__module__}.{type(value).__qualname__}")
+            self.add(f"object {type(value).__module__}.{type(value).__qualname__}")
 
 
 def _global_names(code: types.CodeType) -> Iterator[str]:
