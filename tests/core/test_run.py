@@ -311,7 +311,7 @@ def test_output_dir_of_another_run_is_refused_unless_overwrite(scripted, tmp_pat
         chain.run(rows(3), output_dir=tmp_path / "o")
     assert refused.value.__context__ is None, "no 'During handling of RuntimeError: no running event loop' in the traceback"
     other = Chain(name="c", steps=[label_step(prompt="<<{{text}}>> again")])
-    with pytest.raises(ChainetteError, match="holds a run of another chain"):
+    with pytest.raises(ChainetteError, match="holds a run of a changed chain: 'label' changed since it started"):
         other.run(rows(2), output_dir=tmp_path / "o")
     assert len(chain.run(rows(3), output_dir=tmp_path / "o", overwrite=True)["label"]) == 3
     (tmp_path / "plain").mkdir()

@@ -76,6 +76,7 @@ class Chain:
         cache_dir: str | os.PathLike[str] | None = None,
         batch: bool = False,
         cancel_batches: bool = False,
+        limit: int | None = None,
     ) -> RunResult:
         """Run the chain over `inputs` (a JSONL, JSON, CSV or Parquet file, `hf:name[:config]:split`, or dicts/models).
 
@@ -88,6 +89,7 @@ class Chain:
         from the response cache and store the new answers there (True), only store them ("refresh"), or neither
         (False); `cache_dir` replaces $CHAINETTE_CACHE_DIR (see chainette.cache). `batch` runs every step whose
         backend can as offline batch jobs (docs/batch.md); `cancel_batches` cancels those in flight on a stop.
+        `limit` runs only the first `limit` input rows: a later run on the same `output_dir` goes on with the rest.
         Works inside a running event loop too (Jupyter): the run then happens on a worker thread.
         """
         if reporter is None and (progress if progress is not None else _interactive()):
@@ -108,6 +110,7 @@ class Chain:
             cache_dir=cache_dir,
             batch=batch,
             cancel_batches=cancel_batches,
+            limit=limit,
         )
         if not _loop_running():
             return asyncio.run(coroutine)
@@ -130,14 +133,20 @@ class Chain:
         cache_dir: str | os.PathLike[str] | None = None,
         batch: bool = False,
         cancel_batches: bool = False,
+        limit: int | None = None,
     ) -> RunResult:
         """Async form of `run` (no live view unless a `reporter` is given)."""
+        _check_limit(limit)
         engines = self.engines()
         _check_output_models(self.nodes, engines)
         check_keys(engines)
         picked = Columns.parse(columns)
         rows = open_rows(inputs, picked)
-        identity = {"chain": graph.fingerprint(self.nodes), "inputs": fingerprint(inputs, picked, id_column)}
+        identity = {
+            "chain": graph.fingerprint(self.nodes),
+            "inputs": fingerprint(inputs, picked, id_column),
+            "nodes": graph.node_fingerprints(self.nodes),
+        }
         run_dir = RunDir(
             _default_output_dir(self.name) if output_dir is None else output_dir, identity, overwrite=overwrite, output_format=output_format
         )
@@ -154,6 +163,7 @@ class Chain:
                 cache_dir=cache_dir,
                 batch=batch,
                 cancel_batches=cancel_batches,
+                limit=limit,
             )
         finally:
             run_dir.close()
@@ -172,6 +182,7 @@ class Chain:
         cache_dir: str | os.PathLike[str] | None,
         batch: bool,
         cancel_batches: bool,
+        limit: int | None,
     ) -> RunResult:
         """Run the chain over `rows` in `run_dir`, which this process owns meanwhile; run.json records how it ended."""
         run_dir.write_json(GRAPH_FILE, self.describe())
@@ -188,6 +199,7 @@ class Chain:
             cache_dir=cache_dir,
             batch=batch,
             cancel_batches=cancel_batches,
+            limit=limit,
             bus=bus,
         )
         status, error = "failed", None
@@ -199,7 +211,7 @@ class Chain:
                 final = await run.execute(rows)
             write_flattened(run_dir, final, run.flattened_sources(final))
             run_dir.export_parquet([*self._outputs(), FLATTENED])
-            status = "completed"
+            status = "limited" if run.limited else "completed"
         except BaseException as exc:
             if run.control.stopping or isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
                 status = "interrupted"
@@ -217,6 +229,7 @@ class Chain:
                 "status": status,
                 "error": error,
                 "resumed": run_dir.resumed,
+                "limit": limit,
                 "started_at": sessions[0]["started_at"],
                 "finished_at": sessions[-1]["finished_at"],
                 "seconds": round(sum(session["seconds"] for session in sessions), 3),
@@ -249,6 +262,12 @@ def _interactive() -> bool:
 
 def _default_output_dir(name: str) -> Path:
     return Path("chainette-runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _check_limit(limit: int | None) -> None:
+    """Refuse a `limit` that is not a positive number of rows."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"The limit must be a positive number of input rows (got {limit!r}); leave it out to run every row.")
 
 
 def _check_output_models(nodes: list[Node], engines: dict[str, EngineConfig[EngineOptions]]) -> None:

@@ -252,18 +252,36 @@ def _node_data(node: Step | Apply, branch: str | None) -> dict[str, Any]:
 
 
 def fingerprint(nodes: list[Node]) -> str:
-    """A hash of what decides a chain's answers (structure, prompts, models' schemas, sampling), not of its engines."""
+    """A hash of what decides a chain's answers (structure, prompts, models' schemas, sampling, apply functions' code),
+    not of its engines."""
+
+    def shape(node: Node) -> Any:
+        if isinstance(node, Parallel):
+            return [[b.name, b.alias, [shape(n) for n in b.steps]] for b in node.branches]
+        return node_fingerprint(node)
+
+    return _digest([shape(n) for n in nodes])
+
+
+def node_fingerprints(nodes: list[Node]) -> dict[str, str]:
+    """Each Step's and apply's own fingerprint, by id (a run's manifest keeps them, to name the nodes that changed)."""
+    return {node.id: node_fingerprint(node) for node in iter_nodes(nodes)}
+
+
+def node_fingerprint(node: Step | Apply) -> str:
+    """A hash of what decides one node's outputs: its prompts, models' schemas and sampling, or its function's code."""
+    from chainette.codeprint import code_fingerprint
+
+    models = [m.model_json_schema() if m else None for m in (node.input_model, node.output_model)]
+    if isinstance(node, Apply):
+        return _digest(["apply", node.id, code_fingerprint(node.fn), models])
+    sampling = node.sampling.model_dump(mode="json") if node.sampling else None
+    return _digest(["step", node.id, node.system_prompt, node.user_prompt, node.output_format_instruction, sampling, models])
+
+
+def _digest(data: Any) -> str:
     import hashlib
     import json
 
-    def node_data(node: Node) -> Any:
-        if isinstance(node, Parallel):
-            return [[b.name, b.alias, [node_data(n) for n in b.steps]] for b in node.branches]
-        models = [m.model_json_schema() if m else None for m in (node.input_model, node.output_model)]
-        if isinstance(node, Apply):
-            return ["apply", node.id, getattr(node.fn, "__qualname__", repr(node.fn)), models]
-        sampling = node.sampling.model_dump(mode="json") if node.sampling else None
-        return ["step", node.id, node.system_prompt, node.user_prompt, node.output_format_instruction, sampling, models]
-
-    text = json.dumps([node_data(n) for n in nodes], sort_keys=True, default=str)
+    text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]

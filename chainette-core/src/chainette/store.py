@@ -339,6 +339,8 @@ class RunDir:
             previous = json.loads(manifest.read_text(encoding="utf-8"))
             for key, what in (("chain", "another chain (or a changed one)"), ("inputs", "other inputs")):
                 if None not in (previous.get(key), identity.get(key)) and previous[key] != identity[key]:
+                    if key == "chain":
+                        what = _changed_nodes(previous.get("nodes"), identity.get("nodes")) or what
                     raise ChainetteError(
                         f"Output directory {self.root} holds a run of {what}. Choose another directory, or pass --overwrite (overwrite=True) to start afresh."
                     )
@@ -419,3 +421,17 @@ def _delete(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink()
+
+
+def _changed_nodes(before: dict[str, str] | None, now: dict[str, str] | None) -> str:
+    """What a refusal says changed, when both manifests keep per-node fingerprints and some of the same ids differ
+    (else nothing): "a changed chain: 'a', 'b' changed since (...)"."""
+    if not before or not now:
+        return ""
+    changed = [f"'{node_id}'" for node_id, fingerprint in now.items() if node_id in before and before[node_id] != fingerprint]
+    if not changed:
+        return ""
+    return (
+        f"a changed chain: {', '.join(changed)} changed since it started "
+        "(a step's prompts, models or sampling, or an apply function's code, which decided the rows done so far)"
+    )

@@ -66,6 +66,11 @@ def run_command(
         "--cancel-batches/--keep-batches",
         help="On Ctrl-C or SIGTERM, cancel the batch jobs in flight, or leave them running; by default a terminal asks, else they are kept.",
     ),
+    limit: int | None = typer.Option(
+        None,
+        "--limit",
+        help="Run only the first N input rows (to try a chain); the same command without --limit then goes on with the rest.",
+    ),
 ) -> None:
     """Run CHAIN over INPUTS and write every step's outputs, the errors and the run's metadata to OUTPUT.
 
@@ -99,6 +104,7 @@ def run_command(
             cache_dir=cache_dir,
             batch=batch,
             cancel_batches=cancel_batches is True,
+            limit=limit,
         )
     except RunInterrupted:
         if cancel_batches is None:

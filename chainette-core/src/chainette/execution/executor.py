@@ -62,12 +62,15 @@ class Executor:
         cache_dir: str | os.PathLike[str] | None = None,
         batch: bool = False,
         cancel_batches: bool = False,
+        limit: int | None = None,
         bus: EventBus | None = None,
     ):
         self.nodes = nodes
         self.run_dir = run_dir
         self.retry_errors = retry_errors
         self.id_column = id_column
+        self.limit = limit
+        self.limited = False  # whether `limit` leaves input rows out: then no node is finished
         self.bus = bus or EventBus()
         self.control = StopSignal()
         self.writer = Writer(durable=durable)
@@ -161,7 +164,8 @@ class Executor:
         return reopened
 
     def _finish(self, node_id: str, files: NodeFiles | None) -> Path:
-        """Close the node's files, record its time, and mark it done unless the run is stopping."""
+        """Close the node's files, record its time, and mark it done unless the run is stopping or `limit` left input
+        rows unread (the node then has more rows to come)."""
         if files is not None:
             files.close()
         self.writer.flush()
@@ -173,15 +177,21 @@ class Executor:
         complete = not self.control.stopping
         self.bus.emit(NodeFinished(node=node_id, stats=stats.snapshot(self.prices.get(node_id)), complete=complete))
         state = NodeState(self.run_dir, node_id)
-        if files is not None and complete:
+        if files is not None and complete and not self.limited:
             state.mark_finished(Counts(stats.ok, stats.failed, stats.filtered))
         return state.frontier
 
     def _ingest(self, raw_rows: Iterable[inputs.RawRow]) -> Path:
+        """Read the input rows into the input frontier (the first `limit` of them); note whether the limit leaves rows
+        out, from the input if it is read now, else from its count when an earlier session finished it."""
         reopened = self._reopen(INPUT_ID, False, None)
-        if reopened is not None:
-            files, stats = reopened.files, self.stats[INPUT_ID]
-            ingest(raw_rows, self.input_model, reopened.decided, files, stats, self.errors, self.id_column)
+        stats = self.stats[INPUT_ID]
+        if reopened is None:
+            self.limited = self.limit is not None and stats.rows_in > self.limit
+        else:
+            self.limited = ingest(
+                raw_rows, self.input_model, reopened.decided, reopened.files, stats, self.errors, self.id_column, self.limit
+            )
         return self._finish(INPUT_ID, reopened.files if reopened else None)
 
     async def _run_node(self, node: Node, source: Path) -> Path:
@@ -193,7 +203,8 @@ class Executor:
         decided = reopened.decided
 
         def pending() -> Iterator[Row]:
-            return (row for row in rows(source) if row.row_id not in decided)
+            """The source's rows this node has not decided, among those of the first `limit` input rows."""
+            return (row for row in rows(source) if row.row_id not in decided and (self.limit is None or row.index < self.limit))
 
         tools = (reopened.files, self.stats[node.id], self.errors, self.control, self.kept[id(node)])
         if isinstance(node, Step):

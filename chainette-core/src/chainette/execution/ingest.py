@@ -34,13 +34,15 @@ def ingest(
     stats: NodeStats,
     errors: ErrorLog,
     id_column: str | None = None,
-) -> None:
-    """Commit every input row not in `decided` to the input frontier (or to the errors file); InputError for an
-    id that appears twice."""
+    limit: int | None = None,
+) -> bool:
+    """Commit every input row not in `decided` to the input frontier (or to the errors file), or only those among the
+    first `limit` rows; InputError for an id that appears twice. True when the limit left rows unread."""
+    remaining = iter(raw_rows)
     with contextlib.ExitStack() as stack:
         seen = stack.enter_context(SeenIds(files.frontier.path.with_name("ids.sqlite"))) if id_column else None
-        for index, raw in enumerate(raw_rows):
-            row_id, value = _identify(raw, index, id_column)
+        for index, raw in enumerate(itertools.islice(remaining, limit)):
+            row_id, value = identify(raw, index, id_column)
             if seen is not None:
                 seen.claim(row_id, raw.where, id_column or "")
             if row_id in decided:
@@ -57,9 +59,10 @@ def ingest(
                 continue
             stats.ok += 1
             files.frontier.commit(Commit(row_id, [Row(row_id, {INPUT_ID: data}, INPUT_ID, index=index)]))
+    return limit is not None and next(remaining, None) is not None
 
 
-def _identify(raw: inputs.RawRow, index: int, id_column: str | None) -> tuple[str, dict[str, Any] | ValueError]:
+def identify(raw: inputs.RawRow, index: int, id_column: str | None) -> tuple[str, dict[str, Any] | ValueError]:
     """The row's id, and its decoded object or why it cannot be read (a row with no usable id is named by where it is)."""
     try:
         value = inputs.decode(raw)

@@ -17,12 +17,12 @@ from chainette.errors import BackendError, EngineError, RowError, describe_valid
 from chainette.execution.context import keep
 from chainette.execution.engine_pool import RunningEngine
 from chainette.execution.files import Stage
+from chainette.execution.prompts import Prompts
 from chainette.frontier import Commit, Row
 from chainette.nodes import Step
 from chainette.policy import SameErrorStop, complete_with_retries
 from chainette.sampling import translate
-from chainette.schema import format_instruction, json_schema, parse_answer, repair_messages, schema_name
-from chainette.templates import compile_template
+from chainette.schema import json_schema, parse_answer, repair_messages, schema_name
 
 YIELD_EVERY = 64
 
@@ -38,10 +38,7 @@ class StepStage(Stage):
 
     def __post_init__(self) -> None:
         step = self.step
-        self.system = compile_template(step.system_prompt) if step.system_prompt else None
-        self.user = compile_template(step.user_prompt)
-        instruction = step.output_format_instruction
-        self.instruction = format_instruction(step.output_model) if instruction is None else instruction
+        self.prompts = Prompts.of(step)
         self.schema, self.schema_name = json_schema(step.output_model), schema_name(step.output_model)
         self.sampling = translate(self.engine.config, step.sampling)
         self.samples = (step.sampling.n if step.sampling else None) or 1
@@ -170,17 +167,10 @@ class StepStage(Stage):
             ) from None
 
     def _request(self, row: Row) -> Request:
-        direct = row.ctx[row.direct]
-        context = {**direct, **row.ctx, "row_id": row.row_id} if isinstance(direct, dict) else {**row.ctx, "row_id": row.row_id}
         try:
-            system = self.system(context) if self.system else ""
-            user = self.user(context)
+            messages = self.prompts.messages(row)
         except Exception as exc:
             raise RowError(f"cannot render the prompt: {exc}", kind="template") from None
-        if self.instruction:
-            system = f"{system}\n\n{self.instruction}" if system else self.instruction
-        messages = [{"role": "system", "content": system}] if system else []
-        messages.append({"role": "user", "content": user})
         return Request(messages, self.schema, self.schema_name, self.sampling, self.step.id, row.row_id, self.step.output_model)
 
     async def _send(self, request: Request) -> Answer:

@@ -30,7 +30,7 @@ def summary(stats: dict[str, Any], output_dir: str) -> Group:
         table.add_row(Text(node_id), *map(str, counts), cached, tokens, cost, f"{node['seconds']:.1f}s")
     total = f"   total cost {money(stats.get('cost_usd'))}" if stats.get("cost_usd") is not None else ""
     where = Text(f"Outputs: {output_dir}/<node>/   flattened: {output_dir}/flattened/   errors: {output_dir}/errors.jsonl{total}")
-    lines: list[RenderableType] = [table, where, *_cache_line(stats)]
+    lines: list[RenderableType] = [table, where, *_cache_line(stats), *_limit_line(stats)]
     code, reason = exit_status(stats)
     if reason is not None:
         lines.append(Text(f"Exit status {code}: {reason}", style="bold yellow" if code == EXIT_SOME_ROWS_FAILED else "bold red"))
@@ -47,3 +47,17 @@ def _cache_line(stats: dict[str, Any]) -> list[Text]:
     tokens = sum(node.get("saved_input_tokens", 0) + node.get("saved_output_tokens", 0) for node in steps)
     saved = f" ({money(stats['saved_usd'])})" if stats.get("saved_usd") is not None else ""
     return [Text(f"Cache: {cached} of {answered} step rows answered without a request, saving {tokens} tokens{saved}.", style="cyan")]
+
+
+def _limit_line(stats: dict[str, Any]) -> list[Text]:
+    """What a run that its limit cut short did, and how to go on, when it was."""
+    if stats["status"] != "limited":
+        return []
+    limit = stats["limit"]
+    return [
+        Text(
+            f"Limited to the first {limit:,} input rows (--limit {limit}): run the same command without --limit to go on "
+            "with the rest, or with a larger limit to go further.",
+            style="cyan",
+        )
+    ]

@@ -1,0 +1,42 @@
+"""A step's prompts: its templates compiled once, and the chat messages they render for a row (the step's format
+instruction, by default the one made from its output model, appended to the system prompt)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chainette.frontier import Row
+from chainette.nodes import Step
+from chainette.schema import format_instruction
+from chainette.templates import Render, compile_template
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """The compiled system and user templates of a step, and its format instruction ("" for none)."""
+
+    system: Render | None
+    user: Render
+    instruction: str
+
+    @classmethod
+    def of(cls, step: Step) -> Prompts:
+        instruction = step.output_format_instruction
+        return cls(
+            compile_template(step.system_prompt) if step.system_prompt else None,
+            compile_template(step.user_prompt),
+            format_instruction(step.output_model) if instruction is None else instruction,
+        )
+
+    def messages(self, row: Row) -> list[dict[str, str]]:
+        """The chat messages for `row`: its direct input's fields, every context entry and `row_id` are the templates'
+        names. Raises what rendering raises (an undefined name, say)."""
+        direct = row.ctx[row.direct]
+        context = {**direct, **row.ctx, "row_id": row.row_id} if isinstance(direct, dict) else {**row.ctx, "row_id": row.row_id}
+        system = self.system(context) if self.system else ""
+        user = self.user(context)
+        if self.instruction:
+            system = f"{system}\n\n{self.instruction}" if system else self.instruction
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": user})
+        return messages
