@@ -1,13 +1,20 @@
-"""Honest figures: tokens of failed requests count, run.json adds up every session of a resumed run, and
-input fields named like the executor's own words change nothing."""
+"""Honest figures: tokens of failed requests count, run.json adds up every session of a resumed run, input fields
+named like the executor's own words change nothing, and every figure counts what it names: a branch's requests in
+flight, input rows failed, rows out of a fan-out, the requests a second Ctrl-C drops."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
 
-from chainette import Chain, RetryableError, RowError, Step, register_engine
+import pytest
+
+from chainette import Branch, Chain, RetryableError, RowError, Step, register_engine
 from chainette.client import Usage
-from chainette.events import NodeStarted
+from chainette.errors import RunInterrupted
+from chainette.events import NodeStarted, Progress
 import chainette.policy
 
 from .conftest import Label, Text
@@ -91,3 +98,72 @@ def test_progress_counts_rows_answered_not_sent(scripted, tmp_path):
 
     Chain(name="c", steps=[label_step()]).run(rows(30), output_dir=tmp_path / "o", reporter=reporter)
     assert all(s["rows_in"] == s["ok"] + s["failed"] + s["filtered"] for s in seen)
+
+
+def test_each_branch_counts_only_its_own_requests_in_flight(scripted, tmp_path):
+    """Two branches share an engine of 4 slots: each branch's in-flight figure is its share, never the engine's 4."""
+    held = {"a": 0, "b": 0}
+    release = asyncio.Event()
+    seen = []
+
+    async def answer(request, attempt):
+        held[request.step_id] += 1
+        await release.wait()
+        return echo(request, attempt)
+
+    class Watcher:
+        interval = 0.01
+
+        def __call__(self, event):
+            if isinstance(event, Progress) and sum(held.values()) == 4 and not release.is_set():
+                seen.append(({node: event.nodes[node]["in_flight"] for node in held}, dict(held)))
+                release.set()
+
+    scripted(answer)
+    register_engine("s", backend="scripted", model="m", max_concurrency=4)
+    branches = [Branch(name=name, steps=[label_step(name, input_model=None)]) for name in held]
+    Chain(name="c", steps=[branches]).run(rows(12), output_dir=tmp_path / "o", reporter=Watcher())
+    in_flight, sent = seen[0]
+    assert in_flight == sent, "each branch shows the requests it sent and has no answer to"
+    assert sum(in_flight.values()) == 4, "together, what the engine holds"
+
+
+def test_a_second_ctrl_c_says_how_many_requests_in_flight_it_dropped(scripted, tmp_path):
+    interrupted: list[bool] = []
+
+    async def answer(request, attempt):
+        if int(request.row_id) < 4 or interrupted:
+            return echo(request, attempt)
+        if request.row_id == "8":
+            os.kill(os.getpid(), signal.SIGINT)  # the graceful stop: it waits for the requests in flight...
+            await asyncio.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGINT)  # ...which never come back: the second Ctrl-C drops them
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    backend = scripted(answer)
+    register_engine("s", backend="scripted", model="m", max_concurrency=5)
+    chain = Chain(name="c", steps=[label_step()])
+    with pytest.raises(RunInterrupted) as excinfo:
+        chain.run(rows(20), output_dir=tmp_path / "o", cache=False)
+    message = str(excinfo.value)
+    assert "5 requests in flight dropped by a second Ctrl-C (their rows are not decided: the next run asks them again)" in message
+    assert "finished" not in message.replace("every finished row", "")
+    assert len(backend.requests) == 9 and json.loads((tmp_path / "o" / "run.json").read_text())["steps"]["label"]["ok"] == 4
+
+    interrupted.append(True)
+    result = chain.run(rows(20), output_dir=tmp_path / "o", cache=False)
+    assert result.stats["steps"]["label"]["ok"] == 20
+    assert sorted(int(r.row_id) for r in backend.requests[9:]) == list(range(4, 20)), "the dropped rows are asked again"
+
+
+def test_a_graceful_stop_says_the_requests_in_flight_were_finished(scripted, tmp_path):
+    def answer(request, attempt):
+        if request.row_id == "3":
+            os.kill(os.getpid(), signal.SIGTERM)
+        return echo(request, attempt)
+
+    scripted(answer)
+    register_engine("s", backend="scripted", model="m", max_concurrency=2)
+    with pytest.raises(RunInterrupted, match="Stopped by SIGTERM: requests in flight were finished, engines stopped"):
+        Chain(name="c", steps=[label_step()]).run(rows(20), output_dir=tmp_path / "o", cache=False)

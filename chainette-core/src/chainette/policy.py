@@ -16,7 +16,7 @@ from typing import TypeVar
 from chainette.client import Answer, Client, Request, Usage
 from chainette.engines import EngineOptions
 from chainette.errors import BackendError, EngineError, RetryableError, RowError
-from chainette.stats import Spent
+from chainette.stats import NodeStats, Spent
 
 BASE_DELAY = 0.5
 MAX_DELAY = 30.0
@@ -96,13 +96,15 @@ def estimate_tokens(request: Request) -> int:
     return prompt + int(request.sampling.get("max_tokens") or request.sampling.get("max_completion_tokens") or prompt)
 
 
-async def complete_with_retries(client: Client, request: Request, gate: EngineGate, spent: Spent | None = None) -> Answer:
+async def complete_with_retries(client: Client, request: Request, gate: EngineGate, node: NodeStats | None = None) -> Answer:
     """Send `request` through the gate, retrying transient failures within the engine's retry limits.
 
-    Every attempt, its retries and the tokens the server reported for it (a failed one's too) are
-    added to `spent`. Raises RowError when retries are spent, or EngineError when the endpoint stays unreachable.
+    Every attempt, its retries and the tokens the server reported for it (a failed one's too) are added to
+    the spending of `node` (the step asking), whose `in_flight` counts the attempt while it holds one of the
+    engine's slots. Raises RowError when retries are spent, or EngineError when the endpoint stays unreachable.
     """
-    spent = spent if spent is not None else Spent()
+    node = node if node is not None else NodeStats("step")
+    spent = node.session
     options = gate.options
     estimate = estimate_tokens(request) if gate.tokens is not None else 0
     started = clock()
@@ -112,8 +114,7 @@ async def complete_with_retries(client: Client, request: Request, gate: EngineGa
             await gate.admit(estimate)
         spent.requests += 1
         try:
-            async with gate.slots:
-                answer = await client.complete(request)
+            answer = await _sent(client, request, gate, node)
         except RetryableError as exc:
             _count_usage(spent, exc.usage)
             delay = backoff_delay(attempt, exc.retry_after)
@@ -135,6 +136,16 @@ async def complete_with_retries(client: Client, request: Request, gate: EngineGa
             _count_usage(spent, answer.usage)
             gate.settle(estimate, answer.usage)
             return answer
+
+
+async def _sent(client: Client, request: Request, gate: EngineGate, node: NodeStats) -> Answer:
+    """The client's answer to `request`, asked while holding one of the gate's slots: in flight on `node` meanwhile."""
+    async with gate.slots:
+        node.in_flight += 1
+        try:
+            return await client.complete(request)
+        finally:
+            node.in_flight -= 1
 
 
 async def call_with_retries(call: Callable[[], Awaitable[T]], options: EngineOptions, spent: Spent) -> T:

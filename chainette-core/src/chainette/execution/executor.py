@@ -70,7 +70,7 @@ class Executor:
         self.retry_errors = retry_errors
         self.id_column = id_column
         self.bus = bus or EventBus()
-        self.control = StopSignal()
+        self.control = StopSignal(self._requests_in_flight)
         self.writer = Writer(durable=durable)
         self.input_model = graph.input_model(nodes)
         self.models: dict[str, type[BaseModel] | None] = {INPUT_ID: self.input_model}
@@ -85,6 +85,9 @@ class Executor:
         self.cancel_batches = cancel_batches
         self.pool = EnginePool(engines, [graph.engines_used(n) for n in nodes], run_dir.root, self.control, self.bus)
         self.prices = {n.id: engine_price(engines[n.engine_name]) for n in graph.iter_nodes(nodes) if isinstance(n, Step)}
+        self.asking = [
+            self.stats[n.id] for n in graph.iter_nodes(nodes) if isinstance(n, Step) and not engines[n.engine_name].options.batch
+        ]
         self.failed: dict[str, set[str]] = {}
         self.cache_setting = cache
         self.cache_dir = cache_dir
@@ -144,6 +147,10 @@ class Executor:
         """Save this session as ended with `status`; return every session's record."""
         self._tally_seconds()
         return self.sessions.save(self.stats, status)
+
+    def _requests_in_flight(self) -> int:
+        """The requests the steps sent and have no answer to yet (a batch step's lines, which outlive the run, are not)."""
+        return sum(stats.in_flight for stats in self.asking)
 
     def summary(self) -> dict[str, Any]:
         """The figures of run.json (see `stats.run_figures`)."""

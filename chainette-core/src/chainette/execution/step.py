@@ -64,17 +64,15 @@ class StepStage(Stage):
         await gather_workers(self.engine.config.options.max_concurrency, worker)
 
     async def _answer_row(self, row: Row) -> None:
-        self.stats.in_flight += 1
         try:
             answers = await self._answers(row)
         except EngineError:
             raise
         except BackendError as exc:
+            self.stats.session.rows += 1
             self._fail(row, exc)
             return
-        finally:
-            self.stats.in_flight -= 1
-            self.stats.session.rows += 1
+        self.stats.session.rows += 1
         self.same_error.succeeded()
         self.stats.ok += 1
         self._commit(row, answers)
@@ -185,7 +183,7 @@ class StepStage(Stage):
 
     async def _send(self, request: Request) -> Answer:
         assert self.engine.client is not None, "an engine answering through batch jobs has a batch stage"
-        return await complete_with_retries(self.engine.client, request, self.engine.gate, self.stats.session)
+        return await complete_with_retries(self.engine.client, request, self.engine.gate, self.stats)
 
     def _validate(self, text: str) -> dict[str, Any]:
         data: dict[str, Any] = parse_answer(self.step.output_model, text).model_dump(mode="json")
