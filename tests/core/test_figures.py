@@ -10,12 +10,15 @@ import os
 import signal
 
 import pytest
+from rich.console import Console
 
-from chainette import Branch, Chain, RetryableError, RowError, Step, register_engine
+from chainette import Branch, Chain, RetryableError, RowError, SamplingParams, Step, apply, register_engine
 from chainette.client import Usage
 from chainette.errors import RunInterrupted
 from chainette.events import NodeStarted, Progress
+from chainette.outcome import exit_status
 import chainette.policy
+from chainette.ui.summary import summary
 
 from .conftest import Label, Text
 from .test_resume import simulate_kill_during_label, two_steps
@@ -126,6 +129,63 @@ def test_each_branch_counts_only_its_own_requests_in_flight(scripted, tmp_path):
     in_flight, sent = seen[0]
     assert in_flight == sent, "each branch shows the requests it sent and has no answer to"
     assert sum(in_flight.values()) == 4, "together, what the engine holds"
+
+
+def fan_out(item):
+    """Three children per row, none for row 0 (filtered out)."""
+    return [] if item["text"] == "row0" else [{"text": f"{item['text']}.{k}"} for k in range(3)]
+
+
+def test_rows_failed_counts_input_rows_once_however_many_lines_they_fail(scripted, tmp_path):
+    """Rows 1 and 2 fan out into 3 children each, and each child fails: 6 error lines, 2 input rows failed."""
+    scripted(
+        lambda request, attempt: (
+            RowError("no", kind="refusal")
+            if "row1." in str(request.messages) or "row2." in str(request.messages)
+            else echo(request, attempt)
+        )
+    )
+    register_engine("s", backend="scripted", model="m")
+    chain = Chain(name="c", steps=[apply(fan_out, id="split"), label_step(input_model=None)])
+    out = tmp_path / "o"
+    stats = chain.run(rows(5), output_dir=out).stats
+    assert (out / "errors.jsonl").read_text().count("\n") == 6
+    assert stats["steps"]["label"]["failed"] == 6, "a node's failed figure counts its own rows"
+    assert stats["rows_failed"] == 2
+    assert exit_status(stats) == (
+        3,
+        "2 input rows failed (6 error lines: a row can fail in several branches, samples or fan-out children): "
+        "run the same command with --retry-errors to run them again (see errors.jsonl).",
+    )
+    assert chain.run(rows(5), output_dir=out).stats["rows_failed"] == 2, "read back from errors.jsonl on a resume"
+
+
+def test_rows_failed_counts_a_row_failing_in_two_branches_once(scripted, tmp_path):
+    scripted(lambda request, attempt: RowError("no", kind="refusal") if request.row_id == "3" else echo(request, attempt))
+    register_engine("s", backend="scripted", model="m")
+    branches = [Branch(name=name, steps=[label_step(name, input_model=None)]) for name in ("a", "b")]
+    stats = Chain(name="c", steps=[branches]).run(rows(5), output_dir=tmp_path / "o").stats
+    assert (stats["steps"]["a"]["failed"], stats["steps"]["b"]["failed"], stats["rows_failed"]) == (1, 1, 1)
+
+
+def test_rows_out_show_a_fan_out_and_samples_in_run_json_and_the_summary(scripted, tmp_path):
+    scripted(echo)
+    register_engine("s", backend="scripted", model="m")
+    chain = Chain(name="c", steps=[apply(fan_out, id="split"), label_step(input_model=None, sampling=SamplingParams(n=2))])
+    out = tmp_path / "o"
+    result = chain.run(rows(4), output_dir=out)
+    expected = {"split": (4, 3, 1, 9), "label": (9, 9, 0, 18)}
+    figures = {node: (n["rows_in"], n["ok"], n["filtered"], n["rows_out"]) for node, n in result.stats["steps"].items()}
+    assert figures == expected
+    assert json.loads((out / "run.json").read_text())["steps"]["split"]["rows_out"] == 9
+    again = chain.run(rows(4), output_dir=out).stats["steps"]
+    assert {node: (n["rows_in"], n["ok"], n["filtered"], n["rows_out"]) for node, n in again.items()} == expected, "kept by a resume"
+    console = Console(width=150, record=True, color_system=None)
+    console.print(summary(result.stats, str(out)))
+    table = console.export_text().splitlines()
+    assert "out" in table[2].split()
+    cells = next(line for line in table if "split" in line).replace("│", " ").split()
+    assert cells[1:6] == ["4", "3", "0", "1", "9"]
 
 
 def test_a_second_ctrl_c_says_how_many_requests_in_flight_it_dropped(scripted, tmp_path):

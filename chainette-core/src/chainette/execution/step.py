@@ -91,6 +91,7 @@ class StepStage(Stage):
                 self.files.outputs.write(line)
             children.append(child)
         self.files.frontier.commit(Commit(row.row_id, children))
+        self.stats.rows_out += len(children)
 
     def _fail(self, row: Row, exc: BackendError) -> None:
         """Send the row to the errors file, unless the step is stopping; raise the step's EngineError once its first
