@@ -5,6 +5,7 @@ flight, input rows failed, rows out of a fan-out, the requests a second Ctrl-C d
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
@@ -15,9 +16,10 @@ from rich.console import Console
 from chainette import Branch, Chain, RetryableError, RowError, SamplingParams, Step, apply, register_engine
 from chainette.client import Usage
 from chainette.errors import RunInterrupted
-from chainette.events import NodeStarted, Progress
+from chainette.events import NodeStarted, Progress, RunStarted
 from chainette.outcome import exit_status
 import chainette.policy
+from chainette.ui.plain import PlainLines
 from chainette.ui.summary import summary
 
 from .conftest import Label, Text
@@ -227,3 +229,23 @@ def test_a_graceful_stop_says_the_requests_in_flight_were_finished(scripted, tmp
     register_engine("s", backend="scripted", model="m", max_concurrency=2)
     with pytest.raises(RunInterrupted, match="Stopped by SIGTERM: requests in flight were finished, engines stopped"):
         Chain(name="c", steps=[label_step()]).run(rows(20), output_dir=tmp_path / "o", cache=False)
+
+
+def test_plain_lines_never_print_an_unknown_total(scripted, tmp_path):
+    scripted(echo)
+    register_engine("s", backend="scripted", model="m")
+    out = io.StringIO()
+    chain = Chain(name="c", steps=[label_step()])
+    chain.run(rows(3), output_dir=tmp_path / "o", reporter=PlainLines(out, every=0))
+    chain.run(rows(3), output_dir=tmp_path / "o", reporter=PlainLines(out, every=0))
+    text = out.getvalue()
+    assert "?" not in text
+    lines = [line[11:] for line in text.splitlines()]
+    assert "chain_input started" in lines, "a streamed input's length is not known when it starts"
+    assert "chain_input started (3 rows, 3 done before)" in lines and "label started (3 rows, 3 done before)" in lines
+
+    streaming = PlainLines(out := io.StringIO(), every=0)
+    streaming(RunStarted(chain="c", output_dir="o", resumed=False, nodes=[{"id": "chain_input", "kind": "input", "label": "input"}]))
+    streaming(NodeStarted(node="chain_input", kind="input", total=None))
+    streaming(Progress(nodes={"chain_input": {"kind": "input", "rows_in": 120, "ok": 120, "in_flight": 0, "session": {"rows": 120}}}))
+    assert out.getvalue().splitlines()[-1][11:].startswith("chain_input 120 rows so far, ")

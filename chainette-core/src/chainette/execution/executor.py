@@ -166,6 +166,8 @@ class Executor:
         stats = self.stats[node_id]
         stats.ok, stats.failed, stats.filtered, stats.rows_out = counts.ok, counts.failed, counts.filtered, counts.rows_out
         self.running[node_id] = time.perf_counter()
+        if finished and total is None:
+            total = stats.rows_in  # an input read to its end by an earlier session
         self.bus.emit(NodeStarted(node=node_id, kind=stats.kind, total=total, done=stats.rows_in))
         return reopened
 
