@@ -231,6 +231,35 @@ def test_a_graceful_stop_says_the_requests_in_flight_were_finished(scripted, tmp
         Chain(name="c", steps=[label_step()]).run(rows(20), output_dir=tmp_path / "o", cache=False)
 
 
+def test_a_graceful_stop_sends_no_request_that_was_waiting_for_a_slot(scripted, tmp_path):
+    """Two branches share an engine of 2 slots: when the stop comes, 2 requests are in flight and 2 rows wait for a
+    slot; the 2 in flight finish, the 2 waiting are not sent, and the next run asks them."""
+    release = asyncio.Event()
+    stopped: list[bool] = []
+
+    async def answer(request, attempt):
+        if len(backend.requests) == 2 and not stopped:
+            stopped.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+            await asyncio.sleep(0.05)  # the stop is taken before the requests in flight return
+            release.set()
+        await release.wait()
+        return echo(request, attempt)
+
+    backend = scripted(answer)
+    register_engine("s", backend="scripted", model="m", max_concurrency=2)
+    branches = [Branch(name=name, steps=[label_step(name, input_model=None)]) for name in ("a", "b")]
+    chain = Chain(name="c", steps=[branches])
+    with pytest.raises(RunInterrupted, match="requests in flight were finished"):
+        chain.run(rows(6), output_dir=tmp_path / "o", cache=False)
+    assert len(backend.requests) == 2, "no request sent after the stop"
+    steps = json.loads((tmp_path / "o" / "run.json").read_text())["steps"]
+    assert steps["a"]["ok"] + steps["b"]["ok"] == 2
+
+    result = chain.run(rows(6), output_dir=tmp_path / "o", cache=False)
+    assert len(result["a"]) == len(result["b"]) == 6 and len(backend.requests) == 12, "each row asked once"
+
+
 def test_plain_lines_never_print_an_unknown_total(scripted, tmp_path):
     scripted(echo)
     register_engine("s", backend="scripted", model="m")

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from chainette.cache import CacheSetting, ResponseCache, step_cache
 from chainette.client import Answer, Request, Usage
-from chainette.errors import BackendError, EngineError, RowError, describe_validation_error, truncated
+from chainette.errors import BackendError, EngineError, RowError, RunInterrupted, describe_validation_error, truncated
 from chainette.execution.context import keep
 from chainette.execution.engine_pool import RunningEngine
 from chainette.execution.files import Stage
@@ -66,6 +66,8 @@ class StepStage(Stage):
     async def _answer_row(self, row: Row) -> None:
         try:
             answers = await self._answers(row)
+        except RunInterrupted:
+            return  # the run stopped before the row's requests were all sent: the row is left for the resume
         except EngineError:
             raise
         except BackendError as exc:

@@ -17,7 +17,8 @@ DRAIN_SECONDS = 30.0
 
 
 class StopSignal:
-    """Once `stop` is called, nodes take no new rows (rows in flight still finish) and engine start-ups are cancelled.
+    """Once `stop` is called, nodes take no new rows and send no new requests (those in flight still finish), and
+    engine start-ups are cancelled.
     `in_flight` counts the requests in flight now; `dropped` is how many there were when the stop turned immediate
     (None while it is graceful)."""
 
@@ -34,6 +35,12 @@ class StopSignal:
             self.stopping, self.exit_code = reason, exit_code
             for callback in self._on_stop:
                 callback()
+
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the run stops (at once when it already has)."""
+        self._on_stop.append(callback)
+        if self.stopping:
+            callback()
 
     def cancel(self, task: asyncio.Task[object], by: str) -> None:
         """Stop at once (`by`: what made it so, as in "dropped by ..."): note the requests in flight that cancelling `task` drops, then cancel it."""
