@@ -255,6 +255,7 @@ def test_a_graceful_stop_sends_no_request_that_was_waiting_for_a_slot(scripted, 
     assert len(backend.requests) == 2, "no request sent after the stop"
     steps = json.loads((tmp_path / "o" / "run.json").read_text())["steps"]
     assert steps["a"]["ok"] + steps["b"]["ok"] == 2
+    assert steps["a"]["requests"] + steps["b"]["requests"] == 2, "a request not sent is not counted"
 
     result = chain.run(rows(6), output_dir=tmp_path / "o", cache=False)
     assert len(result["a"]) == len(result["b"]) == 6 and len(backend.requests) == 12, "each row asked once"

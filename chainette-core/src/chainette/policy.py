@@ -118,7 +118,6 @@ async def complete_with_retries(client: Client, request: Request, gate: EngineGa
     while True:
         if gate.limited or gate.resume_at:
             await gate.admit(estimate)
-        spent.requests += 1
         try:
             answer = await _sent(client, request, gate, node)
         except RetryableError as exc:
@@ -145,11 +144,12 @@ async def complete_with_retries(client: Client, request: Request, gate: EngineGa
 
 
 async def _sent(client: Client, request: Request, gate: EngineGate, node: NodeStats) -> Answer:
-    """The client's answer to `request`, asked while holding one of the gate's slots: in flight on `node` meanwhile.
-    RunInterrupted, without sending it, once the gate is closed."""
+    """The client's answer to `request`, asked while holding one of the gate's slots: counted among `node`'s requests,
+    and in flight on it meanwhile. RunInterrupted, without sending it, once the gate is closed."""
     async with gate.slots:
         if gate.closed:
             raise RunInterrupted("the run is stopping: the request was not sent")
+        node.session.requests += 1
         node.in_flight += 1
         try:
             return await client.complete(request)
