@@ -144,7 +144,7 @@ def test_some_rows_failed_exits_3_and_names_retry_errors(tmp_path):
     inputs.write_text('{"text": "good"}\n{"text": "bad"}\n{"text": "fine"}\n')
     done = chainette("run", f"{chain}:chain", "-i", str(inputs), "-o", str(tmp_path / "o"))
     assert done.returncode == 3, done.stdout + done.stderr
-    assert "Exit status 3: 1 row failed: run the same command with --retry-errors" in done.stdout
+    assert "Exit status 3: 1 input row failed: run the same command with --retry-errors" in done.stdout
     inputs.write_text('{"text": "good"}\n{"txt": "typo"}\n')
     done = chainette("run", f"{chain}:chain", "-i", str(inputs), "-o", str(tmp_path / "o2"))
     assert done.returncode == 3 and "1 input row not valid" in done.stdout

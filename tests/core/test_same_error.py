@@ -179,14 +179,19 @@ def test_a_permanent_status_stops_the_run_at_its_first_request(scripted, tmp_pat
 
 
 def test_exit_status_of_the_run_figures():
-    def figures(ok, failed, filtered=0, kind="step", invalid=0):
+    def figures(ok, failed, filtered=0, kind="step", invalid=0, rows_failed=None):
         node = {"kind": kind, "rows_in": ok + failed + filtered, "ok": ok, "failed": failed, "filtered": filtered}
-        return {"input": {"rows": ok + failed + filtered + invalid, "invalid": invalid}, "steps": {"n": node}}
+        rows_failed = failed if rows_failed is None else rows_failed
+        return {"input": {"rows": ok + failed + filtered + invalid, "invalid": invalid}, "rows_failed": rows_failed, "steps": {"n": node}}
 
     assert exit_status(figures(20, 0)) == (0, None)
     assert exit_status(figures(1, 19)) == (
         3,
-        "19 rows failed: run the same command with --retry-errors to run them again (see errors.jsonl).",
+        "19 input rows failed: run the same command with --retry-errors to run them again (see errors.jsonl).",
+    )
+    assert exit_status(figures(1, 19, rows_failed=7))[1] == (
+        "7 input rows failed (19 error lines: a row can fail in several branches, samples or fan-out children): "
+        "run the same command with --retry-errors to run them again (see errors.jsonl)."
     )
     assert exit_status(figures(5, 0, invalid=1)) == (3, "1 input row not valid: fix them in the input (see errors.jsonl).")
     assert exit_status(figures(0, 0, 20, kind="apply")) == (0, None)

@@ -218,7 +218,7 @@ class Chain:
             else:
                 error = f"{type(exc).__name__}: {exc}"
             if run.control.stopping:
-                raise with_resume_hint(run.control.interrupted(), run_dir.root) from None
+                raise with_resume_hint(run.control.interrupted(), run.control, run_dir.root) from None
             raise
         finally:
             if ticker is not None:

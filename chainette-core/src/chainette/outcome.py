@@ -1,8 +1,8 @@
 """What a completed run's figures (run.json) mean for its caller: the exit status of `chainette run`, and why.
 
-0: every row made it (answered, passed on or filtered out); 3: the run completed but some rows failed (they are
-in errors.jsonl; `--retry-errors` runs them again); 1 (the status of every error the user can fix): a node passed
-none of its rows on and some of them failed, or no input row was valid.
+0: every row made it (answered, passed on or filtered out); 3: the run completed but some input rows failed (each
+counted once, however many error lines it has in errors.jsonl; `--retry-errors` runs them again); 1 (the status of
+every error the user can fix): a node passed none of its rows on and some of them failed, or no input row was valid.
 """
 
 from __future__ import annotations
@@ -23,10 +23,9 @@ def exit_status(figures: dict[str, Any]) -> tuple[int, str | None]:
         empty.insert(0, f"none of the {source['rows']} input rows is valid")
     if empty:
         return EXIT_NO_ROW_PASSED, f"{'; '.join(empty)}: see errors.jsonl."
-    failed = sum(node["failed"] for node in nodes.values())
     reasons = []
-    if failed:
-        reasons.append(f"{_rows(failed)} failed: run the same command with --retry-errors to run them again")
+    if figures["rows_failed"]:
+        reasons.append(f"{_failed_rows(figures['rows_failed'], nodes)}: run the same command with --retry-errors to run them again")
     if source["invalid"]:
         reasons.append(f"{_rows(source['invalid'], 'input row')} not valid: fix them in the input")
     if reasons:
@@ -37,6 +36,14 @@ def exit_status(figures: dict[str, Any]) -> tuple[int, str | None]:
 def _no_row_passed(node_id: str, node: dict[str, Any]) -> str:
     verb = "answered" if node["kind"] == "step" else "passed on"
     return f"{node['kind']} '{node_id}' {verb} none of its {node['rows_in']} rows ({node['failed']} failed)"
+
+
+def _failed_rows(rows_failed: int, nodes: dict[str, Any]) -> str:
+    """`N input rows failed`, with the number of error lines when a row failed more than once (at several nodes, in
+    several branches, samples or fan-out children)."""
+    lines = sum(node["failed"] for node in nodes.values())
+    more = f" ({lines:,} error lines: a row can fail in several branches, samples or fan-out children)" if lines > rows_failed else ""
+    return f"{_rows(rows_failed, 'input row')} failed{more}"
 
 
 def _rows(count: int, noun: str = "row") -> str:

@@ -15,8 +15,8 @@ from typing import TypeVar
 
 from chainette.client import Answer, Client, Request, Usage
 from chainette.engines import EngineOptions
-from chainette.errors import BackendError, EngineError, RetryableError, RowError
-from chainette.stats import Spent
+from chainette.errors import BackendError, EngineError, RetryableError, RowError, RunInterrupted
+from chainette.stats import NodeStats, Spent
 
 BASE_DELAY = 0.5
 MAX_DELAY = 30.0
@@ -61,10 +61,11 @@ class TokenBucket:
 
 
 class EngineGate:
-    """Admission control shared by every request to one engine."""
+    """Admission control shared by every request to one engine; once `close`d (the run is stopping), it sends none."""
 
     def __init__(self, options: EngineOptions):
         self.options = options
+        self.closed = False
         self.slots = asyncio.Semaphore(options.max_concurrency)
         self.requests = TokenBucket(options.requests_per_minute) if options.requests_per_minute else None
         self.tokens = TokenBucket(options.tokens_per_minute) if options.tokens_per_minute else None
@@ -85,6 +86,10 @@ class EngineGate:
         if self.tokens is not None and usage.input_tokens + usage.output_tokens:
             self.tokens.give_back(estimate - usage.input_tokens - usage.output_tokens)
 
+    def close(self) -> None:
+        """Send no more requests: those waiting for a slot, or to be retried, are not sent (the requests in flight finish)."""
+        self.closed = True
+
     def cool_down(self, seconds: float) -> None:
         """Hold every request to this engine for `seconds` (after a 429)."""
         self.resume_at = max(self.resume_at, clock() + seconds)
@@ -96,13 +101,16 @@ def estimate_tokens(request: Request) -> int:
     return prompt + int(request.sampling.get("max_tokens") or request.sampling.get("max_completion_tokens") or prompt)
 
 
-async def complete_with_retries(client: Client, request: Request, gate: EngineGate, spent: Spent | None = None) -> Answer:
+async def complete_with_retries(client: Client, request: Request, gate: EngineGate, node: NodeStats | None = None) -> Answer:
     """Send `request` through the gate, retrying transient failures within the engine's retry limits.
 
-    Every attempt, its retries and the tokens the server reported for it (a failed one's too) are
-    added to `spent`. Raises RowError when retries are spent, or EngineError when the endpoint stays unreachable.
+    Every attempt, its retries and the tokens the server reported for it (a failed one's too) are added to
+    the spending of `node` (the step asking), whose `in_flight` counts the attempt while it holds one of the
+    engine's slots. Raises RowError when retries are spent, EngineError when the endpoint stays unreachable, or
+    RunInterrupted when the gate closes before an attempt is sent.
     """
-    spent = spent if spent is not None else Spent()
+    node = node if node is not None else NodeStats("step")
+    spent = node.session
     options = gate.options
     estimate = estimate_tokens(request) if gate.tokens is not None else 0
     started = clock()
@@ -110,10 +118,8 @@ async def complete_with_retries(client: Client, request: Request, gate: EngineGa
     while True:
         if gate.limited or gate.resume_at:
             await gate.admit(estimate)
-        spent.requests += 1
         try:
-            async with gate.slots:
-                answer = await client.complete(request)
+            answer = await _sent(client, request, gate, node)
         except RetryableError as exc:
             _count_usage(spent, exc.usage)
             delay = backoff_delay(attempt, exc.retry_after)
@@ -135,6 +141,20 @@ async def complete_with_retries(client: Client, request: Request, gate: EngineGa
             _count_usage(spent, answer.usage)
             gate.settle(estimate, answer.usage)
             return answer
+
+
+async def _sent(client: Client, request: Request, gate: EngineGate, node: NodeStats) -> Answer:
+    """The client's answer to `request`, asked while holding one of the gate's slots: counted among `node`'s requests,
+    and in flight on it meanwhile. RunInterrupted, without sending it, once the gate is closed."""
+    async with gate.slots:
+        if gate.closed:
+            raise RunInterrupted("the run is stopping: the request was not sent")
+        node.session.requests += 1
+        node.in_flight += 1
+        try:
+            return await client.complete(request)
+        finally:
+            node.in_flight -= 1
 
 
 async def call_with_retries(call: Callable[[], Awaitable[T]], options: EngineOptions, spent: Spent) -> T:

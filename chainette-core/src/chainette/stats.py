@@ -48,13 +48,16 @@ class Spent:
 
 @dataclass
 class NodeStats:
-    """One node's figures: rows passed (ok), failed and filtered out over the whole run, rows in flight now,
-    and what this session and the earlier ones spent."""
+    """One node's figures over the whole run: of the rows it received, those it passed on (`ok`), failed and
+    filtered out; the rows it passed on to the next node (`rows_out`: more than `ok` where it fans a row out or
+    asks several samples); what is in flight now (a step's requests sent and not yet answered, a batch step's
+    lines in open batches, the row an apply works on); and what this session and the earlier ones spent."""
 
     kind: str
     ok: int = 0
     failed: int = 0
     filtered: int = 0
+    rows_out: int = 0
     in_flight: int = 0
     session: Spent = field(default_factory=Spent)
     earlier: Spent = field(default_factory=Spent)
@@ -67,7 +70,14 @@ class NodeStats:
     def snapshot(self, price: tuple[float, float] | None) -> dict[str, Any]:
         """The node's figures as run.json and the views show them: whole-run totals, plus this session's spending."""
         total = self.earlier + self.session
-        figures = {"kind": self.kind, "rows_in": self.rows_in, "ok": self.ok, "failed": self.failed, "filtered": self.filtered}
+        figures = {
+            "kind": self.kind,
+            "rows_in": self.rows_in,
+            "ok": self.ok,
+            "failed": self.failed,
+            "filtered": self.filtered,
+            "rows_out": self.rows_out,
+        }
         figures.update({name: value for name, value in asdict(total).items() if name != "rows"})
         figures["seconds"] = round(total.seconds, 3)
         step = self.kind == "step"
@@ -144,14 +154,16 @@ class SessionLog:
         return records
 
 
-def run_figures(stats: dict[str, NodeStats], prices: dict[str, tuple[float, float] | None]) -> dict[str, Any]:
-    """run.json's figures: input rows, and per node rows, requests, tokens, cost and what the cache saved (None when
-    the price is unknown), time.
+def run_figures(stats: dict[str, NodeStats], prices: dict[str, tuple[float, float] | None], rows_failed: int) -> dict[str, Any]:
+    """run.json's figures: input rows, the input rows that failed at some node (`rows_failed`: each counted once,
+    however many of its error lines there are), and per node rows, requests, tokens, cost and what the cache saved
+    (None when the price is unknown), time.
     `stats` holds the input's figures under INPUT_ID; `prices` the price of each step's engine."""
     steps = {node_id: node.snapshot(prices.get(node_id)) for node_id, node in stats.items() if node_id != INPUT_ID}
     source = stats[INPUT_ID]
     return {
         "input": {"rows": source.rows_in, "invalid": source.failed},
+        "rows_failed": rows_failed,
         "steps": steps,
         "cost_usd": _total(steps, "cost_usd"),
         "saved_usd": _total(steps, "saved_usd"),

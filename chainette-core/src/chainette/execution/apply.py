@@ -55,6 +55,7 @@ class ApplyStage(Stage):
                 self.files.outputs.write({**data, "row_id": child.row_id, "row_index": row.index})
             children.append(child)
         self.files.frontier.commit(Commit(row.row_id, children))
+        self.stats.rows_out += len(children)
         if children:
             self.stats.ok += 1
         else:

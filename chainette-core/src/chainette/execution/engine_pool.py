@@ -85,6 +85,7 @@ class EnginePool:
         endpoints = [await self._connect(config.for_url(url)) for url in config.urls]
         client = endpoints[0][1] if len(endpoints) == 1 else BalancedClient([Endpoint(url or "", client) for url, client in endpoints])
         engine = RunningEngine(config, client, EngineGate(config.options))
+        self.control.on_stop(engine.gate.close)
         self.running[name] = engine
         self.bus.emit(EngineChanged(engine=name, state="ready", detail=", ".join(public_url(url) or "" for url, _ in endpoints)))
         return engine

@@ -72,7 +72,7 @@ class Executor:
         self.limit = limit
         self.limited = False  # whether `limit` leaves input rows out: then no node is finished
         self.bus = bus or EventBus()
-        self.control = StopSignal()
+        self.control = StopSignal(self._requests_in_flight)
         self.writer = Writer(durable=durable)
         self.input_model = graph.input_model(nodes)
         self.models: dict[str, type[BaseModel] | None] = {INPUT_ID: self.input_model}
@@ -87,7 +87,11 @@ class Executor:
         self.cancel_batches = cancel_batches
         self.pool = EnginePool(engines, [graph.engines_used(n) for n in nodes], run_dir.root, self.control, self.bus)
         self.prices = {n.id: engine_price(engines[n.engine_name]) for n in graph.iter_nodes(nodes) if isinstance(n, Step)}
+        self.asking = [
+            self.stats[n.id] for n in graph.iter_nodes(nodes) if isinstance(n, Step) and not engines[n.engine_name].options.batch
+        ]
         self.failed: dict[str, set[str]] = {}
+        self.failed_rows: set[int] = set()
         self.cache_setting = cache
         self.cache_dir = cache_dir
         self.store: ResponseCache | None = None
@@ -125,8 +129,8 @@ class Executor:
         if self.retry_errors:
             forget_finished(self.run_dir, keep=INPUT_ID)
         path = self.run_dir.root / ERRORS_FILE
-        self.failed = recover_errors(path, keep_node=INPUT_ID if self.retry_errors else None)
-        self.errors = ErrorLog(self.writer, path, self.bus)
+        self.failed, self.failed_rows = recover_errors(path, keep_node=INPUT_ID if self.retry_errors else None)
+        self.errors = ErrorLog(self.writer, path, self.bus, self.failed_rows)
 
     async def _save_sessions(self) -> None:
         """Save this session's spending about once a second, so that a killed session's figures survive it."""
@@ -147,9 +151,13 @@ class Executor:
         self._tally_seconds()
         return self.sessions.save(self.stats, status)
 
+    def _requests_in_flight(self) -> int:
+        """The requests the steps sent and have no answer to yet (a batch step's lines, which outlive the run, are not)."""
+        return sum(stats.in_flight for stats in self.asking)
+
     def summary(self) -> dict[str, Any]:
         """The figures of run.json (see `stats.run_figures`)."""
-        return run_figures(self.stats, self.prices)
+        return run_figures(self.stats, self.prices, len(self.failed_rows))
 
     def _reopen(self, node_id: str, yield_output: bool, total: int | None) -> Reopened | None:
         """Start the node: None when an earlier session finished it, else its files reopened. Its counts are restored."""
@@ -158,8 +166,10 @@ class Executor:
         reopened = None if finished else state.reopen(self.writer, yield_output, self.failed.get(node_id, set()))
         counts = finished or (reopened.counts if reopened else Counts())
         stats = self.stats[node_id]
-        stats.ok, stats.failed, stats.filtered = counts.ok, counts.failed, counts.filtered
+        stats.ok, stats.failed, stats.filtered, stats.rows_out = counts.ok, counts.failed, counts.filtered, counts.rows_out
         self.running[node_id] = time.perf_counter()
+        if finished and total is None:
+            total = stats.rows_in  # an input read to its end by an earlier session
         self.bus.emit(NodeStarted(node=node_id, kind=stats.kind, total=total, done=stats.rows_in))
         return reopened
 
@@ -178,7 +188,7 @@ class Executor:
         self.bus.emit(NodeFinished(node=node_id, stats=stats.snapshot(self.prices.get(node_id)), complete=complete))
         state = NodeState(self.run_dir, node_id)
         if files is not None and complete and not self.limited:
-            state.mark_finished(Counts(stats.ok, stats.failed, stats.filtered))
+            state.mark_finished(Counts(stats.ok, stats.failed, stats.filtered, stats.rows_out))
         return state.frontier
 
     def _ingest(self, raw_rows: Iterable[inputs.RawRow]) -> Path:

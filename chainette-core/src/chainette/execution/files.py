@@ -11,6 +11,7 @@ from typing import Any
 from chainette.events import EventBus, RowFailed
 from chainette.execution.stopping import StopSignal
 from chainette.frontier import Row
+from chainette.nodes import INPUT_ID
 from chainette.secrets import redact_data
 from chainette.stats import NodeStats
 from chainette.store import LineFile, OutputFolder, Writer
@@ -30,11 +31,14 @@ class NodeFiles:
 
 
 class ErrorLog:
-    """errors.jsonl: one line per failed row, cleared of the engines' secrets, each also announced as a RowFailed event."""
+    """errors.jsonl: one line per failed row, cleared of the engines' secrets, each also announced as a RowFailed event.
+    `failed_rows` gathers the input positions of the rows failed after the input (one per input row, however many
+    of its fan-out children, samples or branches fail)."""
 
-    def __init__(self, writer: Writer, path: Path, bus: EventBus):
+    def __init__(self, writer: Writer, path: Path, bus: EventBus, failed_rows: set[int]):
         self.file = LineFile(writer, path)
         self.bus = bus
+        self.failed_rows = failed_rows
 
     def record(self, row: Row, node_id: str, kind: str, message: str, raw: Any = None) -> None:
         """Write the failure of `row` at node `node_id`: its id and input position, the kind and reason, what was answered."""
@@ -42,6 +46,8 @@ class ErrorLog:
             message, raw = redact_data([message, raw], self.bus.secrets)
         line = {"row_id": row.row_id, "row_index": row.index, "step_id": node_id, "error_type": kind, "message": message, "raw": raw}
         self.file.write(line)
+        if node_id != INPUT_ID:
+            self.failed_rows.add(row.index)
         self.bus.emit(RowFailed(node=node_id, row_id=row.row_id, error_type=kind, message=message))
 
     def close(self) -> None:

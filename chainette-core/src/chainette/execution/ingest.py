@@ -58,6 +58,7 @@ def ingest(
                 errors.record(Row(row_id, {}, INPUT_ID, index=index), INPUT_ID, "invalid_input", str(exc), text)
                 continue
             stats.ok += 1
+            stats.rows_out += 1
             files.frontier.commit(Commit(row_id, [Row(row_id, {INPUT_ID: data}, INPUT_ID, index=index)]))
     return limit is not None and next(remaining, None) is not None
 

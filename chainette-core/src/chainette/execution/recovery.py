@@ -11,7 +11,8 @@ from pathlib import Path
 
 from chainette.errors import ChainetteError
 from chainette.execution.files import NodeFiles
-from chainette.frontier import commits
+from chainette.frontier import commits, count_rows
+from chainette.nodes import INPUT_ID
 from chainette.store import RunDir, Writer, encode_line, output_files, read_lines, write_atomically, write_lines_atomically
 
 
@@ -22,6 +23,7 @@ class Counts:
     ok: int = 0
     failed: int = 0
     filtered: int = 0
+    rows_out: int = 0
 
 
 @dataclass
@@ -46,7 +48,10 @@ class NodeState:
         """The counts an earlier session recorded when it finished the node, or None if none did."""
         if not self.marker.exists():
             return None
-        return Counts(**json.loads(self.marker.read_text(encoding="utf-8")))
+        counts = json.loads(self.marker.read_text(encoding="utf-8"))
+        if "rows_out" not in counts:  # a marker written before chainette counted them
+            counts["rows_out"] = count_rows(self.frontier)
+        return Counts(**counts)
 
     def mark_finished(self, counts: Counts) -> None:
         write_atomically(self.marker, json.dumps(counts.__dict__).encode())
@@ -56,7 +61,7 @@ class NodeState:
         folder = self.run_dir.node_folder(self.node_id) if yield_output else None
         committed = recover_node(self.frontier, folder)
         files = NodeFiles(writer, self.frontier, folder, committed.rows)
-        return Reopened(files, committed.sources | failed, Counts(committed.passed, len(failed), committed.filtered))
+        return Reopened(files, committed.sources | failed, Counts(committed.passed, len(failed), committed.filtered, committed.rows))
 
 
 def forget_finished(run_dir: RunDir, keep: str) -> None:
@@ -124,13 +129,17 @@ def truncate_outputs(folder: Path, keep: int) -> None:
         )
 
 
-def recover_errors(path: Path, *, keep_node: str | None = None) -> dict[str, set[str]]:
-    """Repair the errors file after a crash and return its committed rows by node; with `keep_node`, first
-    forget every error of the other nodes (so that --retry-errors runs those rows again)."""
+def recover_errors(path: Path, *, keep_node: str | None = None) -> tuple[dict[str, set[str]], set[int]]:
+    """Repair the errors file after a crash and return its committed rows by node, and the input positions
+    (`row_index`) of the rows that failed after the input; with `keep_node`, first forget every error of the other
+    nodes (so that --retry-errors runs those rows again)."""
     drop_partial_line(path)
     if keep_node is not None and path.exists():
         write_lines_atomically(path, (encode_line(e) for e in read_lines(path) if e["step_id"] == keep_node))
     failed: dict[str, set[str]] = {}
+    failed_rows: set[int] = set()
     for error in read_lines(path):
         failed.setdefault(error["step_id"], set()).add(error["row_id"])
-    return failed
+        if error["step_id"] != INPUT_ID:
+            failed_rows.add(error["row_index"])
+    return failed, failed_rows

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from chainette.cache import CacheSetting, ResponseCache, step_cache
 from chainette.client import Answer, Request, Usage
-from chainette.errors import BackendError, EngineError, RowError, describe_validation_error, truncated
+from chainette.errors import BackendError, EngineError, RowError, RunInterrupted, describe_validation_error, truncated
 from chainette.execution.context import keep
 from chainette.execution.engine_pool import RunningEngine
 from chainette.execution.files import Stage
@@ -61,17 +61,17 @@ class StepStage(Stage):
         await gather_workers(self.engine.config.options.max_concurrency, worker)
 
     async def _answer_row(self, row: Row) -> None:
-        self.stats.in_flight += 1
         try:
             answers = await self._answers(row)
+        except RunInterrupted:
+            return  # the run stopped before the row's requests were all sent: the row is left for the resume
         except EngineError:
             raise
         except BackendError as exc:
+            self.stats.session.rows += 1
             self._fail(row, exc)
             return
-        finally:
-            self.stats.in_flight -= 1
-            self.stats.session.rows += 1
+        self.stats.session.rows += 1
         self.same_error.succeeded()
         self.stats.ok += 1
         self._commit(row, answers)
@@ -90,6 +90,7 @@ class StepStage(Stage):
                 self.files.outputs.write(line)
             children.append(child)
         self.files.frontier.commit(Commit(row.row_id, children))
+        self.stats.rows_out += len(children)
 
     def _fail(self, row: Row, exc: BackendError) -> None:
         """Send the row to the errors file, unless the step is stopping; raise the step's EngineError once its first
@@ -175,7 +176,7 @@ class StepStage(Stage):
 
     async def _send(self, request: Request) -> Answer:
         assert self.engine.client is not None, "an engine answering through batch jobs has a batch stage"
-        return await complete_with_retries(self.engine.client, request, self.engine.gate, self.stats.session)
+        return await complete_with_retries(self.engine.client, request, self.engine.gate, self.stats)
 
     def _validate(self, text: str) -> dict[str, Any]:
         data: dict[str, Any] = parse_answer(self.step.output_model, text).model_dump(mode="json")

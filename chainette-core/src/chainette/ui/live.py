@@ -125,6 +125,6 @@ def _status(node: NodeView, now: float) -> Text | str:
 
 
 def _rows(node: NodeView) -> str:
-    """`done/total`, and the rows in flight beside them while there are any."""
-    shown = f"{node.done}/{node.total if node.total is not None else '?'}"
+    """`done/total` (`done so far` while the total is unknown), and what is in flight beside them while there is any."""
+    shown = f"{node.done} so far" if node.total is None else f"{node.done}/{node.total}"
     return f"{shown} (+{node.in_flight} in flight)" if node.in_flight and not node.finished else shown

@@ -32,8 +32,7 @@ class PlainLines:
         if isinstance(event, RunStarted):
             self._line(event.at, f"run {event.chain} -> {event.output_dir}" + (" (resuming)" if event.resumed else ""))
         elif isinstance(event, NodeStarted):
-            total = "?" if event.total is None else event.total
-            self._line(event.at, f"{event.node} started ({total} rows)")
+            self._line(event.at, f"{event.node} started{_started_figures(event)}")
         elif isinstance(event, NodeFinished):
             stats = event.stats
             verb = "finished" if event.complete else "stopped"
@@ -54,15 +53,25 @@ class PlainLines:
             for node in self.state.nodes.values():
                 if node.started is not None and not node.finished:
                     rate = node.rate(now) or 0.0
-                    total = "?" if node.total is None else node.total
+                    done = f"{node.done} rows so far" if node.total is None else f"{node.done}/{node.total} rows"
+                    in_flight = f" ({node.in_flight} in flight)" if node.in_flight else ""
                     failed = node.stats.get("failed", 0)
                     waiting = node.waiting_batches
                     self._line(
                         event.at,
-                        f"{node.id} {node.done}/{total} rows ({node.in_flight} in flight), {rate:,.0f} rows/s, {failed} errors, "
+                        f"{node.id} {done}{in_flight}, {rate:,.0f} rows/s, {failed} errors, "
                         + (waiting or f"ETA {duration(node.eta(now))}"),
                     )
 
     def _line(self, at: str, text: str) -> None:
         self.out.write(f"[{at[11:19]}] {text}\n")
         self.out.flush()
+
+
+def _started_figures(event: NodeStarted) -> str:
+    """` (500 rows, 300 done before)`: the rows the node receives, when known (not while an input streams), and those
+    earlier sessions decided."""
+    before = f"{event.done} done before" if event.done else ""
+    figures = [f"{event.total} rows" if event.total is not None else "", before]
+    shown = ", ".join(figure for figure in figures if figure)
+    return f" ({shown})" if shown else ""

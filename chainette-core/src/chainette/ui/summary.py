@@ -1,4 +1,5 @@
-"""The end-of-run table: per node rows in/ok/failed/filtered, rows answered from the cache, tokens, cost and time,
+"""The end-of-run table: per node rows in/ok/failed/filtered, rows out (passed on to the next node: more than `ok`
+where a node fans rows out or asks several samples), rows answered from the cache, tokens, cost and time,
 where the outputs are, what the cache saved, and why the exit status is not 0 when it is not."""
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ def summary(stats: dict[str, Any], output_dir: str) -> Group:
     title = Text(f"{stats['chain']}: {stats['status']} in {duration(stats['seconds'])}", style="table.title")
     table = Table(title=title, title_justify="left")
     table.add_column("node")
-    for column in ("in", "ok", "failed", "filtered", "cached", "tokens in/out", "cost", "time"):
+    for column in ("in", "ok", "failed", "filtered", "out", "cached", "tokens in/out", "cost", "time"):
         table.add_column(column, justify="right")
     rows = stats["input"]
-    table.add_row("(input)", str(rows["rows"]), str(rows["rows"] - rows["invalid"]), str(rows["invalid"]), "", "", "", "", "")
+    valid = str(rows["rows"] - rows["invalid"])
+    table.add_row("(input)", str(rows["rows"]), valid, str(rows["invalid"]), "", valid, "", "", "", "")
     for node_id, node in stats["steps"].items():
         tokens = f"{node['input_tokens']}/{node['output_tokens']}" if node["kind"] == "step" else ""
         cost = money(node.get("cost_usd")) if node["kind"] == "step" else ""
-        counts = (node["rows_in"], node["ok"], node["failed"], node["filtered"])
+        counts = (node["rows_in"], node["ok"], node["failed"], node["filtered"], node["rows_out"])
         cached = str(node.get("cached", 0)) if node["kind"] == "step" else ""
         table.add_row(Text(node_id), *map(str, counts), cached, tokens, cost, f"{node['seconds']:.1f}s")
     total = f"   total cost {money(stats.get('cost_usd'))}" if stats.get("cost_usd") is not None else ""
