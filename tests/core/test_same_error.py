@@ -252,3 +252,53 @@ def test_an_apply_that_filters_every_row_is_a_success(scripted, tmp_path):
     steps = [Step(id="label", input_model=Text, output_model=Label, engine_name="s", user_prompt="<<{{text}}>>"), drop]
     result = Chain(name="c", steps=steps).run(rows(3), output_dir=tmp_path / "o")
     assert exit_status(result.stats) == (0, None)
+
+
+def misspelt_chain() -> Chain:
+    """A step reading a field the apply before it does not return: no model says so, so only rendering finds out."""
+    extract = apply(lambda text: {"name": text.text}, id="extract", input_model=Text)
+    return Chain(name="c", steps=[extract, Step(id="brand", output_model=Label, engine_name="s", user_prompt="{{extract.brand}}")])
+
+
+def test_the_same_render_error_on_every_row_stops_the_step_after_its_first_rows(scripted, tmp_path):
+    backend = scripted(echo)
+    register_engine("s", backend="scripted", model="m")
+    with pytest.raises(EngineError) as excinfo:
+        misspelt_chain().run(rows(20), output_dir=tmp_path / "o")
+    message = str(excinfo.value)
+    assert message.startswith(
+        f"Step 'brand' stopped: the prompts of its first {SAME_ERROR_ROWS} rows all failed to render the same way: "
+        "cannot render the user_prompt: 'dict object' has no attribute 'brand'. "
+    )
+    assert "return annotation" in message and "resumes the run" in message and "--overwrite" in message
+    assert [(e["step_id"], e["error_type"]) for e in errors(tmp_path)] == [("brand", "template")] * SAME_ERROR_ROWS
+    run = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert run["status"] == "failed" and "Step 'brand' stopped" in run["error"]
+    assert backend.requests == []
+
+
+def test_a_run_stopped_by_a_render_error_resumes_where_it_stopped(scripted, tmp_path):
+    scripted(echo)
+    register_engine("s", backend="scripted", model="m")
+    for _ in range(2):
+        with pytest.raises(EngineError, match="Step 'brand' stopped"):
+            misspelt_chain().run(rows(20), output_dir=tmp_path / "o")
+    failed = [e["row_id"] for e in errors(tmp_path)]
+    assert sorted(failed, key=int) == [str(i) for i in range(2 * SAME_ERROR_ROWS)], "the second run went on with the next rows"
+
+
+def test_cli_exits_1_with_the_paragraph_when_a_render_error_stops_the_step(scripted, tmp_path, capsys):
+    scripted(echo)
+    register_engine("s", backend="scripted", model="m")
+    path = tmp_path / "render_chain.py"
+    path.write_text(
+        "from chainette import Chain, Step, apply\nfrom pydantic import BaseModel\n"
+        "class Label(BaseModel):\n    label: str\n"
+        "def extract(row):\n    return {'name': row['text']}\n"
+        "chain = Chain(name='c', steps=[apply(extract), Step(id='brand', output_model=Label, engine_name='s', user_prompt='{{extract.brand}}')])\n"
+    )
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows(20)))
+    assert main(["run", f"{path}:chain", "-i", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "o"), "-q"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "Step 'brand' stopped: the prompts of its first 5 rows all failed to render the same way" in err
+    assert "Traceback" not in err

@@ -19,10 +19,10 @@ from chainette.execution.engine_pool import RunningEngine
 from chainette.execution.files import Stage
 from chainette.frontier import Commit, Row
 from chainette.nodes import Step
-from chainette.policy import SameErrorStop, complete_with_retries
+from chainette.policy import TEMPLATE_KIND, SameErrorStop, complete_with_retries
 from chainette.sampling import translate
 from chainette.schema import format_instruction, json_schema, parse_answer, repair_messages, schema_name
-from chainette.templates import compile_template
+from chainette.templates import Render, compile_template
 
 YIELD_EVERY = 64
 
@@ -172,11 +172,8 @@ class StepStage(Stage):
     def _request(self, row: Row) -> Request:
         direct = row.ctx[row.direct]
         context = {**direct, **row.ctx, "row_id": row.row_id} if isinstance(direct, dict) else {**row.ctx, "row_id": row.row_id}
-        try:
-            system = self.system(context) if self.system else ""
-            user = self.user(context)
-        except Exception as exc:
-            raise RowError(f"cannot render the prompt: {exc}", kind="template") from None
+        system = _render("system_prompt", self.system, context) if self.system else ""
+        user = _render("user_prompt", self.user, context)
         if self.instruction:
             system = f"{system}\n\n{self.instruction}" if system else self.instruction
         messages = [{"role": "system", "content": system}] if system else []
@@ -190,6 +187,14 @@ class StepStage(Stage):
     def _validate(self, text: str) -> dict[str, Any]:
         data: dict[str, Any] = parse_answer(self.step.output_model, text).model_dump(mode="json")
         return data
+
+
+def _render(key: str, template: Render, context: dict[str, Any]) -> str:
+    """The prompt `key` rendered with `context`; a RowError (kind template) when it cannot be."""
+    try:
+        return template(context)
+    except Exception as exc:
+        raise RowError(f"cannot render the {key}: {exc}", kind=TEMPLATE_KIND) from None
 
 
 async def gather_workers(count: int, worker: Callable[[], Awaitable[None]]) -> None:
