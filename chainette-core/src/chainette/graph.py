@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from chainette.errors import ConfigError
 from chainette.nodes import INPUT_ID, Apply, Branch, Node, Parallel, Step
-from chainette.templates import referenced_names
+from chainette.templates import referenced_names, refuse_internal_attributes
 
 
 def normalize(steps: list[Any]) -> list[Node]:
@@ -152,7 +152,9 @@ def _check_templates(step: Step, scope: Scope) -> None:
 
 
 def _check_template(where: str, source: str, scope: Scope) -> None:
-    """Raise ConfigError (its message starting with `where`) for a variable of `source` that cannot exist in `scope`."""
+    """Raise ConfigError (its message starting with `where`) for a variable of `source` that cannot exist in `scope`,
+    or an internal attribute the sandbox would refuse."""
+    refuse_internal_attributes(source, where=where)
     direct_fields = set(scope.direct.model_fields) if scope.direct else None
     available = {"row_id", *scope.names}
     for name, attrs in referenced_names(source, where=where).items():

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+from jinja2.exceptions import SecurityError
 from pydantic import ValidationError
 
 from chainette.cache import CacheSetting, ResponseCache, step_cache
@@ -193,6 +194,8 @@ def _render(key: str, template: Render, context: dict[str, Any]) -> str:
     """The prompt `key` rendered with `context`; a RowError (kind template) when it cannot be."""
     try:
         return template(context)
+    except SecurityError as exc:
+        raise RowError(f"cannot render the {key}: {exc} Prompts render in a sandbox that refuses it.", kind=TEMPLATE_KIND) from None
     except Exception as exc:
         raise RowError(f"cannot render the {key}: {exc}", kind=TEMPLATE_KIND) from None
 
