@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+import inspect
 from pathlib import Path
 import textwrap
 
@@ -31,9 +32,9 @@ def install_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[
 
 class ScriptedBackend:
     """A backend plugin whose answers come from `answer(request, attempt)` (a text, an Answer, or an exception to
-    raise); records every request."""
+    raise, or an awaitable of one); records every request."""
 
-    def __init__(self, answer: Callable[[Request, int], str | Answer | Exception]):
+    def __init__(self, answer: Callable[[Request, int], str | Answer | Exception | Awaitable[str | Answer | Exception]]):
         self.answer = answer
         self.requests: list[Request] = []
         self.events: list[str] = []
@@ -49,6 +50,8 @@ class ScriptedBackend:
                 attempt = sum(1 for r in backend.requests if r.row_id == request.row_id and r.step_id == request.step_id)
                 await asyncio.sleep(0)
                 result = backend.answer(request, attempt)
+                if inspect.isawaitable(result):
+                    result = await result
                 if isinstance(result, Exception):
                     raise result
                 return result if isinstance(result, Answer) else Answer(text=result, usage=Usage(3, 2))
@@ -72,7 +75,7 @@ class ScriptedBackend:
 def scripted() -> Callable[..., ScriptedBackend]:
     """Register a ScriptedBackend as backend 'scripted' and return it."""
 
-    def make(answer: Callable[[Request, int], str | Answer | Exception]) -> ScriptedBackend:
+    def make(answer: Callable[[Request, int], str | Answer | Exception | Awaitable[str | Answer | Exception]]) -> ScriptedBackend:
         backend = ScriptedBackend(answer)
         get_plugins().register("scripted", backend)
         return backend

@@ -3,13 +3,14 @@ stops with one paragraph, and a run in which a step answered no row exits non-ze
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import textwrap
 
 import pytest
 
-from chainette import Chain, EngineError, RetryableError, RowError, Step, apply, register_engine
+from chainette import Branch, Chain, EngineError, RetryableError, RowError, Step, apply, register_engine
 from chainette.cli import main
 from chainette.errors import error_code, error_for_status
 from chainette.http import JsonHttpClient
@@ -21,6 +22,7 @@ from chainette.testing import Fault
 from .conftest import Label, Text
 
 SCHEMA_500 = "engine 's': HTTP 500: response_format json_schema is not supported"
+CONCURRENCY = 4
 QUOTA_BODY = {
     "error": {
         "message": "You exceeded your current quota, please check your plan and billing details.",
@@ -302,3 +304,43 @@ def test_cli_exits_1_with_the_paragraph_when_a_render_error_stops_the_step(scrip
     err = " ".join(capsys.readouterr().err.split())
     assert "Step 'brand' stopped: the prompts of its first 5 rows all failed to render the same way" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("failing_prompt", ["<<{{text}}>>", "<<{{text.brand}}>>"], ids=["backend error", "render error"])
+async def test_a_step_stopped_by_the_same_error_cancels_its_sibling_branches_at_once(failing_prompt, scripted, tmp_path):
+    """The sibling's requests hang until the test lets them go (after the run ended): had the sibling gone on behind
+    the stop, it would ask about every row then; stopped with the group, it asked only as many as it had in flight."""
+    fixed, released = [], asyncio.Event()
+
+    async def answer(request, attempt):
+        if request.step_id == "failing":
+            return echo(request, attempt) if fixed else RowError("engine 's': HTTP 400: response_format is not supported", kind="http_400")
+        await released.wait()
+        return echo(request, attempt)
+
+    backend = scripted(answer)
+    register_engine("s", backend="scripted", model="m", max_retries=0)
+    register_engine("t", backend="scripted", model="m", max_concurrency=CONCURRENCY)
+    failing = Branch(name="a", steps=[Step(id="failing", output_model=Label, engine_name="s", user_prompt=failing_prompt)])
+    sibling = Branch(name="b", steps=[Step(id="sibling", output_model=Label, engine_name="t", user_prompt="again <<{{text}}>>")])
+    chain = Chain(name="c", steps=[apply(lambda item: item, id="first", input_model=Text, output_model=Text), [sibling, failing]])
+
+    def asked(step: str) -> list[str]:
+        return [request.row_id for request in backend.requests if request.step_id == step]
+
+    with pytest.raises(EngineError, match="Step 'failing' stopped"):
+        await chain.arun(rows(400), output_dir=tmp_path / "o")
+    released.set()
+    for _ in range(100):
+        await asyncio.sleep(0)
+    assert len(asked("sibling")) == CONCURRENCY, "the sibling sent no request after the stop"
+    assert json.loads((tmp_path / "o" / "run.json").read_text())["status"] == "failed"
+    if failing_prompt == "<<{{text.brand}}>>":
+        return
+
+    fixed.append(True)
+    result = await chain.arun(rows(400), output_dir=tmp_path / "o", retry_errors=True)
+    for step in ("failing", "sibling"):
+        assert sorted(record["row_id"] for record in result.records(step)) == sorted(str(i) for i in range(400)), step
+    assert len(asked("sibling")) == 400 + CONCURRENCY, "the rows in flight at the stop were asked again, the others once"
+    assert result.errors == [] and result.stats["status"] == "completed"

@@ -5,7 +5,7 @@ repair when it does not fit, and store the valid answer in the cache."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,6 +18,7 @@ from chainette.errors import BackendError, EngineError, RowError, describe_valid
 from chainette.execution.context import keep
 from chainette.execution.engine_pool import RunningEngine
 from chainette.execution.files import Stage
+from chainette.execution.stopping import first_failure_cancels
 from chainette.frontier import Commit, Row
 from chainette.nodes import Step
 from chainette.policy import TEMPLATE_KIND, SameErrorStop, complete_with_retries
@@ -62,7 +63,7 @@ class StepStage(Stage):
                 if count % YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # rows answered from the cache never wait: let signals and progress in
 
-        await gather_workers(self.engine.config.options.max_concurrency, worker)
+        await first_failure_cancels([worker() for _ in range(self.engine.config.options.max_concurrency)])
 
     async def _answer_row(self, row: Row) -> None:
         self.stats.in_flight += 1
@@ -198,14 +199,3 @@ def _render(key: str, template: Render, context: dict[str, Any]) -> str:
         raise RowError(f"cannot render the {key}: {exc} Prompts render in a sandbox that refuses it.", kind=TEMPLATE_KIND) from None
     except Exception as exc:
         raise RowError(f"cannot render the {key}: {exc}", kind=TEMPLATE_KIND) from None
-
-
-async def gather_workers(count: int, worker: Callable[[], Awaitable[None]]) -> None:
-    """Run `count` copies of `worker` until all finish; the first failure cancels the others and is raised."""
-    tasks = [asyncio.ensure_future(worker()) for _ in range(count)]
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

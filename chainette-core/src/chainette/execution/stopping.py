@@ -1,18 +1,21 @@
 """Stopping a run: the first Ctrl-C or SIGTERM stops taking rows, lets those in flight finish and keeps every
-finished row; a second Ctrl-C (or DRAIN_SECONDS later) cancels at once. The run can then be resumed."""
+finished row; a second Ctrl-C (or DRAIN_SECONDS later) cancels at once. The run can then be resumed. Work done
+side by side (a step's workers, a group's branches) stops as a whole when one part of it fails."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 import signal
 import threading
+from typing import TypeVar
 
 from chainette.errors import RunInterrupted
 
 DRAIN_SECONDS = 30.0
+T = TypeVar("T")
 
 
 class StopSignal:
@@ -85,3 +88,15 @@ def with_resume_hint(error: RunInterrupted, output_dir: Path) -> RunInterrupted:
         "Run the same command again (same chain, inputs and output directory) to resume."
     )
     return RunInterrupted(message, error.exit_code)
+
+
+async def first_failure_cancels(work: list[Awaitable[T]]) -> list[T]:
+    """The results of `work`, run side by side; the first failure cancels the rest at once (waiting until each has
+    ended, so that none goes on behind the caller's back) and is raised."""
+    tasks = [asyncio.ensure_future(part) for part in work]
+    try:
+        return await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
