@@ -127,19 +127,19 @@ def _check_sequence(nodes: list[Node], scope: Scope) -> Scope:
         _check_input_model(node, scope.direct)
         if isinstance(node, Step):
             _check_templates(node, scope)
-        scope.names[node.id] = scope.direct = known_output_model(node)
+        scope.names[node.id] = scope.direct = _known_output_model(node)
     return scope
 
 
-def known_output_model(node: Step | Apply) -> type[BaseModel] | None:
+def _known_output_model(node: Step | Apply) -> type[BaseModel] | None:
     """The model of the node's outputs, as far as the static check can tell: its `output_model`, else (for an
     apply) the model its function's return annotation names."""
     if node.output_model is not None or isinstance(node, Step):
         return node.output_model
-    return returned_model(node.fn)
+    return _returned_model(node.fn)
 
 
-def returned_model(fn: Callable[..., Any]) -> type[BaseModel] | None:
+def _returned_model(fn: Callable[..., Any]) -> type[BaseModel] | None:
     """The pydantic model each output of `fn` is, by its return annotation: `Model`, or the items of `list[Model]`
     (`Iterable[Model]`, ...), `Model | None` and unions of those; None when it names no single model or cannot be read."""
     try:

@@ -93,7 +93,7 @@ def refuse_internal_attributes(source: str, *, where: str) -> None:
         for name in _attribute_names(node):
             if name.startswith("__"):
                 raise ConfigError(
-                    f"{where}: the template reads the internal attribute '{name}' (line {node.lineno}). Prompts render in a "
+                    f"{where}: the template reads the internal attribute '{name}' (on its line {node.lineno}). Prompts render in a "
                     "sandbox that refuses internal attributes, so no row could render it: remove it."
                 )
 
