@@ -86,7 +86,7 @@ steps:
   - id: summary
     output_model: models:Summary
     engine: llm
-    user_prompt: "{{fr.translation}} / {{de.translation}} / {{label}}"
+    user_prompt: "{{fr.translation}} / {{de.translation}} / {{label.label}}"
 """
 # Line numbers of CHAIN, used by the error tests below:
 #   7: - id: label        13: max_tokens         15: user_prompt (label)   16: - apply
@@ -148,7 +148,7 @@ def python_chain(models) -> Chain:
                 id="summary",
                 output_model=models.Summary,
                 engine_name="llm",
-                user_prompt="{{fr.translation}} / {{de.translation}} / {{label}}",
+                user_prompt="{{fr.translation}} / {{de.translation}} / {{label.label}}",
             ),
         ],
     )

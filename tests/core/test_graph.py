@@ -2,16 +2,64 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from pydantic import BaseModel
 import pytest
 
 from chainette import Branch, Chain, ConfigError, Step, apply
+from chainette.cli import main
 
 from .conftest import Label, Text
 
 
 class Other(BaseModel):
     other: int
+
+
+class Brand(BaseModel):
+    brand: str
+
+
+def extract(item: Text) -> Brand:
+    return Brand(brand=item.text)
+
+
+def extract_many(item: Text) -> list[Brand]:
+    return [Brand(brand=word) for word in item.text.split()]
+
+
+def extract_maybe(item: Text) -> Brand | None:
+    return None
+
+
+def extract_iterable(item: Text) -> Iterable[Brand]:
+    return [Brand(brand=item.text)]
+
+
+def extract_or_drop(item: Text) -> Brand | list[Brand]:
+    return []
+
+
+async def extract_async(item: Text) -> Brand:
+    return Brand(brand=item.text)
+
+
+def extract_dict(item: Text) -> dict[str, Any]:
+    return {"brand": item.text}
+
+
+def extract_either(item: Text) -> Brand | Other:
+    return Brand(brand=item.text)
+
+
+def extract_unresolved(item: Text) -> NotDefinedAnywhere:  # type: ignore[name-defined]  # noqa: F821
+    return Brand(brand=item.text)
+
+
+def extract_plain(item):
+    return {"name": item.text}
 
 
 def step(id: str, prompt: str, *, input_model=None, output_model=Label) -> Step:
@@ -115,3 +163,56 @@ def test_errors_name_the_declared_node_and_its_key():
         with pytest.raises(ConfigError) as excinfo:
             Chain(name="c", steps=steps)
         assert excinfo.value.node is node and excinfo.value.loc == loc
+
+
+ANNOTATED = [extract, extract_many, extract_maybe, extract_iterable, extract_or_drop, extract_async]
+
+
+@pytest.mark.parametrize("fn", ANNOTATED)
+def test_templates_after_an_apply_are_checked_against_the_model_its_return_annotation_names(fn):
+    def chain(prompt: str) -> Chain:
+        return Chain(name="c", steps=[apply(fn, id="extract", input_model=Text), step("s", prompt)])
+
+    chain("{{extract.brand}} {{brand}} {{chain_input.text}}")
+    with pytest.raises(ConfigError, match=r"Step 's' user_prompt: 'extract.brnd' cannot exist: Brand has the fields brand\."):
+        chain("{{extract.brnd}}")
+    with pytest.raises(ConfigError, match=r"template variable 'brnd' cannot exist\. Did you mean 'brand'\?"):
+        chain("{{brnd}}")
+    with pytest.raises(ConfigError, match=r"template variable 'extrct' cannot exist\. Did you mean 'extract'\?"):
+        chain("{{extrct.brand}}")
+
+
+def test_a_joined_branch_ending_in_an_annotated_apply_gives_its_alias_the_model():
+    branch = Branch(name="b", steps=[apply(extract)]).join("found")
+    first = step("a", "{{text}}", input_model=Text)
+    Chain(name="c", steps=[first, [branch], step("z", "{{found.brand}}")])
+    with pytest.raises(ConfigError, match=r"'found.brnd' cannot exist: Brand has the fields brand"):
+        Chain(name="c", steps=[first, [branch], step("z", "{{found.brnd}}")])
+
+
+@pytest.mark.parametrize("fn", [extract_dict, extract_either, extract_unresolved, extract_plain, lambda item: item])
+def test_an_annotation_naming_no_single_model_leaves_the_output_unchecked(fn):
+    Chain(name="c", steps=[apply(fn, id="extract", input_model=Text), step("s", "{{extract.anything}} {{whatever}}")])
+
+
+def test_a_misspelt_id_is_refused_even_when_the_direct_input_is_unknown():
+    with pytest.raises(ConfigError) as excinfo:
+        Chain(name="c", steps=[apply(extract_plain, id="extract", input_model=Text), step("s", "{{extrct.brand}}")])
+    message = str(excinfo.value)
+    assert message.startswith("Step 's' user_prompt: 'extrct' is not an earlier id. Did you mean 'extract'?")
+    assert "output_model" in message and "return annotation" in message
+    Chain(name="c", steps=[apply(extract_plain, id="extract", input_model=Text), step("s", "{{product.brand}} {{extrct}}")])
+
+
+def test_inspect_refuses_a_template_typo_after_an_annotated_apply(tmp_path, capsys):
+    path = tmp_path / "typo_chain.py"
+    path.write_text(
+        "from pydantic import BaseModel\nfrom chainette import Chain, Step, apply\n"
+        "class Text(BaseModel):\n    text: str\n"
+        "class Brand(BaseModel):\n    brand: str\n"
+        "def extract(item: Text) -> Brand:\n    return Brand(brand=item.text)\n"
+        "chain = Chain(name='c', steps=[apply(extract, input_model=Text), Step(id='s', output_model=Brand, engine_name='e', "
+        "user_prompt='{{extract.brnad}}')])\n"
+    )
+    assert main(["inspect", f"{path}:chain"]) == 1
+    assert "Step 's' user_prompt: 'extract.brnad' cannot exist: Brand has the fields brand." in " ".join(capsys.readouterr().err.split())

@@ -3,13 +3,14 @@ stops with one paragraph, and a run in which a step answered no row exits non-ze
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import textwrap
 
 import pytest
 
-from chainette import Chain, EngineError, RetryableError, RowError, Step, apply, register_engine
+from chainette import Branch, Chain, EngineError, RetryableError, RowError, Step, apply, register_engine
 from chainette.cli import main
 from chainette.errors import error_code, error_for_status
 from chainette.http import JsonHttpClient
@@ -21,6 +22,7 @@ from chainette.testing import Fault
 from .conftest import Label, Text
 
 SCHEMA_500 = "engine 's': HTTP 500: response_format json_schema is not supported"
+CONCURRENCY = 4
 QUOTA_BODY = {
     "error": {
         "message": "You exceeded your current quota, please check your plan and billing details.",
@@ -257,3 +259,93 @@ def test_an_apply_that_filters_every_row_is_a_success(scripted, tmp_path):
     steps = [Step(id="label", input_model=Text, output_model=Label, engine_name="s", user_prompt="<<{{text}}>>"), drop]
     result = Chain(name="c", steps=steps).run(rows(3), output_dir=tmp_path / "o")
     assert exit_status(result.stats) == (0, None)
+
+
+def misspelt_chain() -> Chain:
+    """A step reading a field the apply before it does not return: no model says so, so only rendering finds out."""
+    extract = apply(lambda text: {"name": text.text}, id="extract", input_model=Text)
+    return Chain(name="c", steps=[extract, Step(id="brand", output_model=Label, engine_name="s", user_prompt="{{extract.brand}}")])
+
+
+def test_the_same_render_error_on_every_row_stops_the_step_after_its_first_rows(scripted, tmp_path):
+    backend = scripted(echo)
+    register_engine("s", backend="scripted", model="m")
+    with pytest.raises(EngineError) as excinfo:
+        misspelt_chain().run(rows(20), output_dir=tmp_path / "o")
+    message = str(excinfo.value)
+    assert message.startswith(
+        f"Step 'brand' stopped: the prompts of its first {SAME_ERROR_ROWS} rows all failed to render the same way: "
+        "cannot render the user_prompt: 'dict object' has no attribute 'brand'. "
+    )
+    assert "return annotation" in message and "resumes the run" in message and "--overwrite" in message
+    assert [(e["step_id"], e["error_type"]) for e in errors(tmp_path)] == [("brand", "template")] * SAME_ERROR_ROWS
+    run = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert run["status"] == "failed" and "Step 'brand' stopped" in run["error"]
+    assert backend.requests == []
+
+
+def test_a_run_stopped_by_a_render_error_resumes_where_it_stopped(scripted, tmp_path):
+    scripted(echo)
+    register_engine("s", backend="scripted", model="m")
+    for _ in range(2):
+        with pytest.raises(EngineError, match="Step 'brand' stopped"):
+            misspelt_chain().run(rows(20), output_dir=tmp_path / "o")
+    failed = [e["row_id"] for e in errors(tmp_path)]
+    assert sorted(failed, key=int) == [str(i) for i in range(2 * SAME_ERROR_ROWS)], "the second run went on with the next rows"
+
+
+def test_cli_exits_1_with_the_paragraph_when_a_render_error_stops_the_step(scripted, tmp_path, capsys):
+    scripted(echo)
+    register_engine("s", backend="scripted", model="m")
+    path = tmp_path / "render_chain.py"
+    path.write_text(
+        "from chainette import Chain, Step, apply\nfrom pydantic import BaseModel\n"
+        "class Label(BaseModel):\n    label: str\n"
+        "def extract(row):\n    return {'name': row['text']}\n"
+        "chain = Chain(name='c', steps=[apply(extract), Step(id='brand', output_model=Label, engine_name='s', user_prompt='{{extract.brand}}')])\n"
+    )
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows(20)))
+    assert main(["run", f"{path}:chain", "-i", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "o"), "-q"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "Step 'brand' stopped: the prompts of its first 5 rows all failed to render the same way" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("failing_prompt", ["<<{{text}}>>", "<<{{text.brand}}>>"], ids=["backend error", "render error"])
+async def test_a_step_stopped_by_the_same_error_cancels_its_sibling_branches_at_once(failing_prompt, scripted, tmp_path):
+    """The sibling's requests hang until the test lets them go (after the run ended): had the sibling gone on behind
+    the stop, it would ask about every row then; stopped with the group, it asked only as many as it had in flight."""
+    fixed, released = [], asyncio.Event()
+
+    async def answer(request, attempt):
+        if request.step_id == "failing":
+            return echo(request, attempt) if fixed else RowError("engine 's': HTTP 400: response_format is not supported", kind="http_400")
+        await released.wait()
+        return echo(request, attempt)
+
+    backend = scripted(answer)
+    register_engine("s", backend="scripted", model="m", max_retries=0)
+    register_engine("t", backend="scripted", model="m", max_concurrency=CONCURRENCY)
+    failing = Branch(name="a", steps=[Step(id="failing", output_model=Label, engine_name="s", user_prompt=failing_prompt)])
+    sibling = Branch(name="b", steps=[Step(id="sibling", output_model=Label, engine_name="t", user_prompt="again <<{{text}}>>")])
+    chain = Chain(name="c", steps=[apply(lambda item: item, id="first", input_model=Text, output_model=Text), [sibling, failing]])
+
+    def asked(step: str) -> list[str]:
+        return [request.row_id for request in backend.requests if request.step_id == step]
+
+    with pytest.raises(EngineError, match="Step 'failing' stopped"):
+        await chain.arun(rows(400), output_dir=tmp_path / "o")
+    released.set()
+    for _ in range(100):
+        await asyncio.sleep(0)
+    assert len(asked("sibling")) == CONCURRENCY, "the sibling sent no request after the stop"
+    assert json.loads((tmp_path / "o" / "run.json").read_text())["status"] == "failed"
+    if failing_prompt == "<<{{text.brand}}>>":
+        return
+
+    fixed.append(True)
+    result = await chain.arun(rows(400), output_dir=tmp_path / "o", retry_errors=True)
+    for step in ("failing", "sibling"):
+        assert sorted(record["row_id"] for record in result.records(step)) == sorted(str(i) for i in range(400)), step
+    assert len(asked("sibling")) == 400 + CONCURRENCY, "the rows in flight at the stop were asked again, the others once"
+    assert result.errors == [] and result.stats["status"] == "completed"

@@ -10,7 +10,7 @@ import re
 from pydantic import BaseModel
 import pytest
 
-from chainette import Chain, Step, register_engine
+from chainette import Chain, EngineError, Step, register_engine
 from chainette.errors import ConfigError
 import chainette.policy
 from chainette.testing import FakeServer
@@ -215,3 +215,12 @@ def test_several_samples_per_row_each_repaired_in_the_same_follow_up_batch(tmp_p
         assert len(server.batches.created) == 2, "the question, then one batch with every candidate's repair"
         repairs = server.batches.files[server.batches.batches[server.batches.created[1]]["input_file_id"]].decode().splitlines()
         assert sorted(json.loads(line)["custom_id"] for line in repairs) == sorted(f"r-{k}-{i}" for i in range(3) for k in range(2))
+
+
+def test_a_batched_step_whose_prompts_all_fail_to_render_stops_before_sending_a_batch(server, tmp_path):
+    engine(server)
+    step = Step(id="label", input_model=Text, output_model=Label, engine_name="llm", user_prompt="<<{{text.brand}}>>")
+    with pytest.raises(EngineError, match="Step 'label' stopped: the prompts of its first 5 rows all failed to render the same way"):
+        Chain(name="batched", steps=[step]).run(rows(30), output_dir=tmp_path / "out")
+    assert server.batches.created == [] and server.chat_requests() == []
+    assert len((tmp_path / "out" / "errors.jsonl").read_text().splitlines()) == 5

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+import difflib
+import types
+import typing
 from typing import Any
 
 from pydantic import BaseModel
@@ -11,7 +14,7 @@ from pydantic import BaseModel
 from chainette.errors import ConfigError
 from chainette.nodes import INPUT_ID, Apply, Branch, Node, Parallel, Step
 from chainette.store import RUN_DIR_ENTRIES
-from chainette.templates import referenced_names
+from chainette.templates import referenced_names, refuse_internal_attributes
 
 
 def normalize(steps: list[Any]) -> list[Node]:
@@ -132,9 +135,38 @@ def _check_sequence(nodes: list[Node], scope: Scope) -> Scope:
         _check_input_model(node, scope.direct)
         if isinstance(node, Step):
             _check_templates(node, scope)
-        scope.names[node.id] = node.output_model
-        scope.direct = node.output_model
+        scope.names[node.id] = scope.direct = _known_output_model(node)
     return scope
+
+
+def _known_output_model(node: Step | Apply) -> type[BaseModel] | None:
+    """The model of the node's outputs, as far as the static check can tell: its `output_model`, else (for an
+    apply) the model its function's return annotation names."""
+    if node.output_model is not None or isinstance(node, Step):
+        return node.output_model
+    return _returned_model(node.fn)
+
+
+def _returned_model(fn: Callable[..., Any]) -> type[BaseModel] | None:
+    """The pydantic model each output of `fn` is, by its return annotation: `Model`, or the items of `list[Model]`
+    (`Iterable[Model]`, ...), `Model | None` and unions of those; None when it names no single model or cannot be read."""
+    try:
+        hint = typing.get_type_hints(fn).get("return")
+    except Exception:  # an annotation that cannot be evaluated (a name not in scope, a callable object) is no annotation
+        return None
+    kinds = _item_types(hint) if hint is not None else set()
+    model = kinds.pop() if len(kinds) == 1 else None
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _item_types(hint: Any) -> set[Any]:
+    """The types one output item may have under the annotation `hint`: a union's members, a list's items, never None."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return set().union(*(_item_types(arg) for arg in typing.get_args(hint)))
+    if origin in (list, Iterable, Iterator, Sequence) and typing.get_args(hint):
+        return _item_types(typing.get_args(hint)[0])
+    return set() if hint is type(None) else {hint}
 
 
 def _check_input_model(node: Step | Apply, direct: type[BaseModel] | None) -> None:
@@ -160,7 +192,9 @@ def _check_templates(step: Step, scope: Scope) -> None:
 
 
 def _check_template(where: str, source: str, scope: Scope) -> None:
-    """Raise ConfigError (its message starting with `where`) for a variable of `source` that cannot exist in `scope`."""
+    """Raise ConfigError (its message starting with `where`) for a variable of `source` that cannot exist in `scope`,
+    a misspelt id, or an internal attribute the sandbox would refuse."""
+    refuse_internal_attributes(source, where=where)
     direct_fields = set(scope.direct.model_fields) if scope.direct else None
     available = {"row_id", *scope.names}
     for name, attrs in referenced_names(source, where=where).items():
@@ -173,7 +207,20 @@ def _check_template(where: str, source: str, scope: Scope) -> None:
             _check_attributes(where, name, attrs, scope.names.get(name))
         elif direct_fields is not None and name not in direct_fields:
             names = sorted(available | direct_fields)
-            raise ConfigError(f"{where}: template variable '{name}' cannot exist. Available names: {', '.join(names)}.")
+            raise ConfigError(
+                f"{where}: template variable '{name}' cannot exist.{_did_you_mean(name, names, 0.6)} Available names: {', '.join(names)}."
+            )
+        elif direct_fields is None and attrs and (hint := _did_you_mean(name, sorted(scope.names), 0.8)):
+            raise ConfigError(
+                f"{where}: '{name}' is not an earlier id.{hint} If '{name}' is a field of the step's direct input, give the "
+                "node before the step an output_model (or its function a return annotation) so that the check can see it."
+            )
+
+
+def _did_you_mean(name: str, names: list[str], cutoff: float) -> str:
+    """' Did you mean 'x'?' for the name of `names` closest to a misspelt `name` (by difflib's ratio, at least `cutoff`), else ''."""
+    close = difflib.get_close_matches(name, names, n=1, cutoff=cutoff)
+    return f" Did you mean '{close[0]}'?" if close else ""
 
 
 def _direct_name(scope: Scope) -> str:

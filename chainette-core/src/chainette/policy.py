@@ -1,6 +1,6 @@
 """The one request policy every backend gets: admission (concurrency, requests and tokens per minute,
 a shared cool-down after a 429), retries with exponential backoff and jitter, honouring Retry-After,
-and the stop of a step whose first rows all fail with the same backend error (`SameErrorStop`).
+and the stop of a step whose first rows all fail with the same error (`SameErrorStop`).
 
 `clock` and `sleep` are module attributes so that tests can run the policy on a virtual clock."""
 
@@ -22,7 +22,7 @@ BASE_DELAY = 0.5
 MAX_DELAY = 30.0
 SAME_ERROR_ROWS = 5
 ANSWER_KINDS = frozenset({"validation", "truncated", "content_filter", "refusal"})
-UNSENT_KINDS = frozenset({"template"})
+TEMPLATE_KIND = "template"  # the kind of a row's error when its prompt cannot be rendered
 ROW_SPECIFIC = re.compile(r"\w*\d\w*")
 clock = time.monotonic
 sleep = asyncio.sleep
@@ -178,10 +178,11 @@ def _count_usage(spent: Spent, usage: Usage | None) -> None:
 
 
 class SameErrorStop:
-    """Watches one step's rows in a session: once its first `rows` decided rows all failed with the same backend
-    error (after their retries), the engine itself cannot serve the step, and `failed` returns the EngineError that
-    stops it (its paragraph ends with the backend's `advice`, from its options' `same_error_advice`). A success, an error about the model's answer (ANSWER_KINDS) or a different error disarms it for the
-    step; a row that sent no request (UNSENT_KINDS) does not count."""
+    """Watches one step's rows in a session: once its first `rows` decided rows all failed with the same error (a
+    backend's, after its retries, or a prompt that cannot be rendered), `failed` returns the EngineError that stops
+    the step: for a backend error the engine itself cannot serve it (the paragraph ends with the backend's `advice`,
+    from its options' `same_error_advice`), for a render error its prompts do not fit its rows. A success, an error
+    about the model's answer (ANSWER_KINDS) or a different error disarms it for the step."""
 
     def __init__(self, step: str, engine: str, backend: str, rows: int = SAME_ERROR_ROWS, advice: str = ""):
         self.step, self.engine, self.backend, self.rows, self.advice = step, engine, backend, rows, advice
@@ -196,7 +197,7 @@ class SameErrorStop:
 
     def failed(self, exc: BackendError) -> EngineError | None:
         """Count a row's failure; the step's EngineError once the first rows all failed alike, and for every failure after."""
-        if self.stop is not None or not self.armed or exc.kind in UNSENT_KINDS:
+        if self.stop is not None or not self.armed:
             return self.stop
         signature = (exc.kind, same_error_key(str(exc)))
         if exc.kind in ANSWER_KINDS or (self.count and signature != self.signature):
@@ -204,7 +205,8 @@ class SameErrorStop:
             return None
         self.signature, self.count = signature, self.count + 1
         if self.count >= self.rows:
-            self.stop = EngineError(self._explain(exc), kind="same_error")
+            explain = self._explain_template if exc.kind == TEMPLATE_KIND else self._explain
+            self.stop = EngineError(explain(exc), kind="same_error")
         return self.stop
 
     def _explain(self, exc: BackendError) -> str:
@@ -213,9 +215,21 @@ class SameErrorStop:
             f"({exc.kind}), so the engine itself cannot serve this step: {str(exc).rstrip('.')}. Check the engine's model "
             "name and endpoint, and that its server supports what the step asks for: structured output (response_format "
             f"with a JSON schema) and any reasoning or sampling option it sets (see the options of backend '{self.backend}'). "
-            f"{self.advice + ' ' if self.advice else ''}Those {self.rows} rows are in errors.jsonl and the step's other rows are left for later: once the engine is fixed, "
+            f"{self.advice + ' ' if self.advice else ''}{self._kept()} once the engine is fixed, "
             "run the same command again to resume, with --retry-errors to run those rows again too."
         )
+
+    def _explain_template(self, exc: BackendError) -> str:
+        return (
+            f"Step '{self.step}' stopped: the prompts of its first {self.rows} rows all failed to render the same way: "
+            f"{str(exc).rstrip('.')}. Check the names and fields its prompts read against what reaches the step (an apply "
+            "without an output_model or a return annotation passes on whatever its function returns). "
+            f"{self._kept()} the same command resumes the run as it is, while a fixed prompt is a changed chain: run that "
+            "with --overwrite or into another output directory."
+        )
+
+    def _kept(self) -> str:
+        return f"Those {self.rows} rows are in errors.jsonl and the step's other rows are left for later:"
 
 
 def same_error_key(message: str) -> str:

@@ -1,5 +1,9 @@
-"""Prompt templates: one strict Jinja2 environment, a fast path for plain substitutions, and the
-variables a template refers to."""
+"""Prompt templates: one strict, sandboxed Jinja2 environment, a fast path for plain substitutions, and the
+variables a template refers to.
+
+Templates render in Jinja's immutable sandbox: an internal attribute (`__class__`, `_private`), a method that
+changes a list or dict, or an unsafe call raises `jinja2.exceptions.SecurityError`, in the fast path too.
+Row values are only ever substituted, never rendered as templates."""
 
 from __future__ import annotations
 
@@ -9,10 +13,11 @@ from typing import Any
 
 import jinja2
 from jinja2 import meta, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from chainette.errors import ConfigError
 
-_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+_ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
 Render = Callable[[Mapping[str, Any]], str]
 
 
@@ -21,7 +26,7 @@ def compile_template(source: str) -> Render:
     """A function rendering `source` with a context.
 
     A template made only of text and `{{ name }}` / `{{ name.attr }}` substitutions renders without
-    Jinja's per-call machinery (the same lookups and strictness); anything else goes through Jinja.
+    Jinja's per-call machinery (the same sandboxed lookups and strictness); anything else goes through Jinja.
     """
     template = _ENV.from_string(source)
     parts = _plain_parts(_ENV.parse(source))
@@ -57,6 +62,7 @@ def _path(node: nodes.Node) -> tuple[str, ...] | None:
 
 
 def _lookup(context: Mapping[str, Any], path: tuple[str, ...]) -> str:
+    """The value at `path` as text, each attribute read through the sandbox (an unsafe one raises SecurityError)."""
     try:
         value = context[path[0]]
     except KeyError:
@@ -68,10 +74,7 @@ def _lookup(context: Mapping[str, Any], path: tuple[str, ...]) -> str:
 
 def referenced_names(source: str, *, where: str) -> dict[str, set[str]]:
     """Each free variable of the template, with the attributes read from it (`{{a.b}}` → {"a": {"b"}})."""
-    try:
-        tree = _ENV.parse(source)
-    except jinja2.TemplateSyntaxError as exc:
-        raise ConfigError(f"{where}: template syntax error on line {exc.lineno}: {exc.message}.") from None
+    tree = _parse(source, where)
     names: dict[str, set[str]] = {name: set() for name in meta.find_undeclared_variables(tree)}
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
         if not isinstance(node, (nodes.Getattr, nodes.Getitem)) or not isinstance(node.node, nodes.Name) or node.node.name not in names:
@@ -81,3 +84,35 @@ def referenced_names(source: str, *, where: str) -> dict[str, set[str]]:
         elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
             names[node.node.name].add(node.arg.value)
     return names
+
+
+def refuse_internal_attributes(source: str, *, where: str) -> None:
+    """Raise ConfigError (its message starting with `where`) when the template names an internal attribute
+    (`x.__class__`, `x['__init__']`, `x|attr('__dict__')`): the sandbox would refuse it on every row."""
+    for node in _parse(source, where).find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
+        for name in _attribute_names(node):
+            if name.startswith("__"):
+                raise ConfigError(
+                    f"{where}: the template reads the internal attribute '{name}' (on its line {node.lineno}). Prompts render in a "
+                    "sandbox that refuses internal attributes, so no row could render it: remove it."
+                )
+
+
+def _attribute_names(node: nodes.Node) -> list[str]:
+    """The attribute names `node` reads when they are written in the template: `a.b`, `a['b']`, `a|attr('b')`."""
+    if isinstance(node, nodes.Getattr):
+        return [node.attr]
+    if isinstance(node, nodes.Getitem):
+        args = [node.arg]
+    elif isinstance(node, nodes.Filter) and node.name == "attr":
+        args = list(node.args)
+    else:
+        return []
+    return [arg.value for arg in args if isinstance(arg, nodes.Const) and isinstance(arg.value, str)]
+
+
+def _parse(source: str, where: str) -> nodes.Template:
+    try:
+        return _ENV.parse(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ConfigError(f"{where}: template syntax error on line {exc.lineno}: {exc.message}.") from None

@@ -35,7 +35,7 @@ from chainette.execution.group import join_branches, tag_rows
 from chainette.execution.ingest import ingest
 from chainette.execution.recovery import Counts, NodeState, Reopened, forget_finished, recover_errors
 from chainette.execution.step import StepStage
-from chainette.execution.stopping import StopSignal
+from chainette.execution.stopping import StopSignal, first_failure_cancels
 from chainette.frontier import Row, count_rows, rows
 from chainette.nodes import INPUT_ID, Node, Parallel, Step
 from chainette.stats import NodeStats, SessionLog, run_figures
@@ -245,7 +245,7 @@ class Executor:
 
     async def _run_group(self, group: Parallel, source: Path) -> Path:
         tagged = tag_rows(source, self.run_dir.state / f"{self.groups[id(group)]}.tagged.jsonl")
-        finals = await asyncio.gather(*(self._run_branch(branch.steps, tagged) for branch in group.branches))
+        finals = await first_failure_cancels([self._run_branch(branch.steps, tagged) for branch in group.branches])
         return join_branches(group, source, list(finals), self._joined(group), self.kept[id(group)])
 
     def _joined(self, group: Parallel) -> Path:

@@ -5,7 +5,7 @@ repair when it does not fit, and store the valid answer in the cache."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,6 +18,7 @@ from chainette.execution.context import keep
 from chainette.execution.engine_pool import RunningEngine
 from chainette.execution.files import Stage
 from chainette.execution.prompts import Prompts
+from chainette.execution.stopping import first_failure_cancels
 from chainette.frontier import Commit, Row
 from chainette.nodes import Step
 from chainette.policy import SameErrorStop, complete_with_retries
@@ -58,7 +59,7 @@ class StepStage(Stage):
                 if count % YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # rows answered from the cache never wait: let signals and progress in
 
-        await gather_workers(self.engine.config.options.max_concurrency, worker)
+        await first_failure_cancels([worker() for _ in range(self.engine.config.options.max_concurrency)])
 
     async def _answer_row(self, row: Row) -> None:
         try:
@@ -168,10 +169,7 @@ class StepStage(Stage):
             ) from None
 
     def _request(self, row: Row) -> Request:
-        try:
-            messages = self.prompts.messages(row)
-        except Exception as exc:
-            raise RowError(f"cannot render the prompt: {exc}", kind="template") from None
+        messages = self.prompts.messages(row)
         return Request(messages, self.schema, self.schema_name, self.sampling, self.step.id, row.row_id, self.step.output_model)
 
     async def _send(self, request: Request) -> Answer:
@@ -181,14 +179,3 @@ class StepStage(Stage):
     def _validate(self, text: str) -> dict[str, Any]:
         data: dict[str, Any] = parse_answer(self.step.output_model, text).model_dump(mode="json")
         return data
-
-
-async def gather_workers(count: int, worker: Callable[[], Awaitable[None]]) -> None:
-    """Run `count` copies of `worker` until all finish; the first failure cancels the others and is raised."""
-    tasks = [asyncio.ensure_future(worker()) for _ in range(count)]
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

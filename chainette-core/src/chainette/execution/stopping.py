@@ -1,19 +1,22 @@
 """Stopping a run: the first Ctrl-C or SIGTERM stops taking rows, lets those in flight finish and keeps every
 finished row; a second Ctrl-C (or DRAIN_SECONDS later) cancels at once, dropping the requests still in flight
-(their rows stay undecided). The run can then be resumed."""
+(their rows stay undecided). The run can then be resumed. Work done side by side (a step's workers, a group's
+branches) stops as a whole when one part of it fails."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 import signal
 import threading
+from typing import TypeVar
 
 from chainette.errors import RunInterrupted
 
 DRAIN_SECONDS = 30.0
+T = TypeVar("T")
 
 
 class StopSignal:
@@ -118,3 +121,15 @@ def _in_flight_fate(control: StopSignal) -> str:
         return "requests in flight were finished"
     count = f"{control.dropped} request{'' if control.dropped == 1 else 's'} in flight"
     return f"{count} dropped by {control.cancelled_by} (their rows are not decided: the next run asks them again)"
+
+
+async def first_failure_cancels(work: list[Awaitable[T]]) -> list[T]:
+    """The results of `work`, run side by side; the first failure cancels the rest at once (waiting until each has
+    ended, so that none goes on behind the caller's back) and is raised."""
+    tasks = [asyncio.ensure_future(part) for part in work]
+    try:
+        return await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
