@@ -3,20 +3,24 @@ place, and the `chainette cache` commands."""
 
 from __future__ import annotations
 
+from contextlib import closing
 import json
+import sqlite3
 
 import pytest
 
 from chainette import Chain, SamplingParams, register_engine
 from chainette.cache import cache_path, max_size, step_cache
 from chainette.cache.keys import RequestKeys, deterministic, engine_identity
-from chainette.cache.store import ResponseCache
+from chainette.cache.store import CachedAnswer, ResponseCache
 from chainette.cli import main
 from chainette.errors import ConfigError
 
 from .test_run import echo, label_step, rows
 
 MESSAGES = [{"role": "user", "content": "hello"}]
+ANSWER = CachedAnswer("{}", None, 1, 2)
+
 
 
 def keys(config, sampling=None, schema=None) -> RequestKeys:
@@ -162,19 +166,42 @@ def test_cache_info_on_a_file_that_is_not_a_cache_is_one_paragraph(tmp_path, cap
 
 
 def test_an_entry_that_cannot_be_read_is_a_miss(tmp_path):
-    import sqlite3
-
-    from chainette.cache.store import CachedAnswer
-
     store = ResponseCache(tmp_path / "c.sqlite", max_bytes=10**6)
-    store.put(b"k" * 32, "fake", "m", CachedAnswer("{}", None, 1, 2))
-    store.put(b"j" * 32, "fake", "m", CachedAnswer("{}", None, 1, 2))
+    store.put(b"k" * 32, "fake", "m", ANSWER)
+    store.put(b"j" * 32, "fake", "m", ANSWER)
     store.close()
     with sqlite3.connect(tmp_path / "c.sqlite") as db:
         db.execute("UPDATE answers SET answer = ? WHERE key = ?", (b"not json", b"k" * 32))
     store = ResponseCache(tmp_path / "c.sqlite", max_bytes=10**6)
-    assert store.get(b"k" * 32) is None and store.get(b"j" * 32) == CachedAnswer("{}", None, 1, 2)
+    assert store.get(b"k" * 32) is None and store.get(b"j" * 32) == ANSWER
     store.close()
+
+
+def test_hits_are_written_in_batches_as_answers_are_so_a_cached_rerun_holds_few(tmp_path, monkeypatch):
+    """A rerun answered wholly from the cache (hits, no put) keeps at most a batch of hits in memory, and their
+    last-used times reach the file as it goes, for the least-recently-used eviction to see."""
+    from chainette.cache import store as store_module
+
+    monkeypatch.setattr(store_module, "FLUSH_EVERY", 8)
+    path = tmp_path / "c.sqlite"
+    keys = [index.to_bytes(32, "big") for index in range(100)]
+    filling = ResponseCache(path, max_bytes=10**6)
+    for key in keys:
+        filling.put(key, "fake", "m", ANSWER)
+    filling.close()
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("UPDATE answers SET used = 0")
+
+    rerun = ResponseCache(path, max_bytes=10**6)
+    for key in keys:
+        assert rerun.get(key) == ANSWER
+        assert len(rerun._hits) < 8, "the hits not yet written are at most a batch"
+    with closing(sqlite3.connect(path)) as db:
+        used, hits = db.execute("SELECT COUNT(*), SUM(hits) FROM answers WHERE used > 0").fetchone()
+    assert used == hits == 100 - len(rerun._hits) >= 93, "each hit was written with its last-used time"
+    rerun.close()
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT COUNT(*), SUM(hits) FROM answers WHERE used > 0").fetchone() == (100, 100)
 
 
 def test_no_cache_and_refresh_cache_together_are_refused(tmp_path, capsys):

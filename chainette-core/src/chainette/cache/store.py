@@ -1,7 +1,8 @@
 """The response cache's store: one SQLite file in WAL mode (standard library), shared by every run of the user.
 
-Writes are buffered and committed in batches (every `FLUSH_EVERY` answers or `FLUSH_SECONDS`, and at each
-`flush`), each batch one transaction: a kill -9 loses the answers of the batch in progress, never the file. Two runs may use
+Writes (answers, and the hits that mark answers as used) are buffered and committed in batches (once `FLUSH_EVERY`
+are buffered or `FLUSH_SECONDS` have passed, and at each `flush`), each batch one transaction: the buffers stay
+small on any mix of hits and answers, and a kill -9 loses the writes of the batch in progress, never the file. Two runs may use
 the file at once (WAL: readers never wait; a writer waits up to `BUSY_SECONDS` for the other). Entries
 carry when they were last used, and the least recently used go once the file holds more than its size cap.
 A store that cannot be read or written any more is turned off, with one `notice`, and the run goes on.
@@ -102,6 +103,7 @@ class ResponseCache:
         except (ValueError, TypeError):
             return None  # an entry this version cannot read is a miss: the answer is asked again and replaced
         self._hits[key] = self._hits.get(key, 0) + 1
+        self._flush_when_due()
         return CachedAnswer(text, reasoning, input_tokens, output_tokens)
 
     def put(self, key: bytes, backend: str, model: str, answer: CachedAnswer) -> None:
@@ -111,7 +113,11 @@ class ResponseCache:
         blob = orjson.dumps([answer.text, answer.reasoning, answer.input_tokens, answer.output_tokens])
         now = time.time()
         self._pending.append((key, backend, model, now, now, len(blob) + len(key), blob))
-        if len(self._pending) >= FLUSH_EVERY or time.monotonic() - self._flushed_at >= FLUSH_SECONDS:
+        self._flush_when_due()
+
+    def _flush_when_due(self) -> None:
+        """Flush once `FLUSH_EVERY` answers and hits are buffered, or `FLUSH_SECONDS` after the last flush."""
+        if len(self._pending) + len(self._hits) >= FLUSH_EVERY or time.monotonic() - self._flushed_at >= FLUSH_SECONDS:
             self.flush()
 
     def flush(self) -> None:
