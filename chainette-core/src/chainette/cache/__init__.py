@@ -16,7 +16,7 @@ import re
 from typing import Any, Literal
 
 from chainette.cache.keys import RequestKeys, deterministic, engine_identity
-from chainette.cache.store import CachedAnswer, CacheUnavailable, ResponseCache
+from chainette.cache.store import CachedAnswer, CacheUnavailable, ResponseCache, turned_off
 from chainette.client import Answer, Request
 from chainette.engines import EngineConfig, EngineOptions
 from chainette.errors import ConfigError
@@ -72,7 +72,7 @@ def open_cache(folder: str | os.PathLike[str] | None, notice: Callable[[str], No
     try:
         return ResponseCache(path, max_bytes=max_size(), notice=notice)
     except CacheUnavailable as exc:
-        notice(f"response cache: {exc}; the run goes on without the cache (set {DIR_ENV} to use another folder).")
+        notice(turned_off(exc))
         return None
 
 
