@@ -23,7 +23,6 @@ MESSAGES = [{"role": "user", "content": "hello"}]
 ANSWER = CachedAnswer("{}", None, 1, 2)
 
 
-
 def keys(config, sampling=None, schema=None) -> RequestKeys:
     return RequestKeys(engine_identity(config), schema or {"type": "object"}, "Label", sampling or {}, per_row=False)
 
@@ -264,6 +263,19 @@ def test_cache_commands_on_a_folder_without_a_cache_say_so_and_create_nothing(tm
         assert main(["cache", "clear", "--cache-dir", str(folder)]) == 0, "nothing to clear: nothing to confirm"
         assert "nothing to clear" in capsys.readouterr().out
     assert list(empty.iterdir()) == [] and not missing.exists()
+
+
+def test_fake_engines_leave_the_cache_alone_unless_told(tmp_path, cache_dir):
+    """The fake backend's answers are free and deterministic: its engines default to cache=False (an engine option,
+    as any backend may set it), and a run whose steps all skip the cache does not even create the file."""
+    register_engine("f", backend="fake", model="m")
+    chain = Chain(name="c", steps=[label_step(engine="f")])
+    chain.run(rows(4), output_dir=tmp_path / "one")
+    assert chain.run(rows(4), output_dir=tmp_path / "two").stats["steps"]["label"]["cached"] == 0
+    assert list(cache_dir.iterdir()) == []
+    register_engine("f", backend="fake", model="m", cache=True)
+    chain.run(rows(4), output_dir=tmp_path / "three")
+    assert chain.run(rows(4), output_dir=tmp_path / "four").stats["steps"]["label"]["cached"] == 4
 
 
 def test_no_cache_and_refresh_cache_together_are_refused(tmp_path, capsys):

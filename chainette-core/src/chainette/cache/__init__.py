@@ -23,7 +23,7 @@ from chainette.errors import ConfigError
 from chainette.nodes import Step
 from chainette.schema import schema_name
 
-__all__ = ["CacheSetting", "CachedAnswer", "ResponseCache", "StepCache", "cache_path", "max_size", "open_cache", "step_cache"]
+__all__ = ["CacheSetting", "CachedAnswer", "ResponseCache", "StepCache", "cache_path", "max_size", "open_cache", "step_cache", "uses_cache"]
 
 CacheSetting = bool | Literal["refresh"]
 DIR_ENV = "CHAINETTE_CACHE_DIR"
@@ -97,6 +97,11 @@ class StepCache:
         self.store.put(key, self.backend, self.model, entry)
 
 
+def uses_cache(setting: CacheSetting, config: EngineConfig[EngineOptions], step: Step) -> bool:
+    """Whether `step` reads or writes the cache: not when the run (`setting`), its engine or the step itself turn it off."""
+    return False not in (setting, config.options.cache, step.cache)
+
+
 def step_cache(
     store: ResponseCache | None,
     setting: CacheSetting,
@@ -107,9 +112,8 @@ def step_cache(
 ) -> StepCache | None:
     """How `step` uses the cache: not at all when the run, its engine or the step turn it off; write-only when the run or
     the step says "refresh". `schema` and `sampling` (translated, without `n`) are what each of its requests sends."""
-    settings = (setting, config.options.cache, step.cache)
-    if store is None or False in settings:
+    if store is None or not uses_cache(setting, config, step):
         return None
     per_row = not deterministic(step.sampling)
     keys = RequestKeys(engine_identity(config), schema, schema_name(step.output_model), sampling, per_row)
-    return StepCache(store, keys, config.backend, config.model, read="refresh" not in settings)
+    return StepCache(store, keys, config.backend, config.model, read="refresh" not in (setting, step.cache))
