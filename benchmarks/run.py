@@ -398,7 +398,11 @@ MEMORY_SCRIPT = (
     + """
 import resource
 result = chain.run(sys.argv[1], output_dir=sys.argv[2])
-print(result.stats["steps"]["second"]["cached"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+try:  # this process's own peak (Linux, kB): ru_maxrss keeps the parent's peak across fork and exec
+    peak = int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1])
+except OSError:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(result.stats["steps"]["second"]["cached"], peak)
 """
 )
 
