@@ -3,20 +3,24 @@ place, and the `chainette cache` commands."""
 
 from __future__ import annotations
 
+from contextlib import closing
 import json
+from pathlib import Path
+import sqlite3
 
 import pytest
 
 from chainette import Chain, SamplingParams, register_engine
 from chainette.cache import cache_path, max_size, step_cache
 from chainette.cache.keys import RequestKeys, deterministic, engine_identity
-from chainette.cache.store import ResponseCache
+from chainette.cache.store import CachedAnswer, ResponseCache
 from chainette.cli import main
 from chainette.errors import ConfigError
 
 from .test_run import echo, label_step, rows
 
 MESSAGES = [{"role": "user", "content": "hello"}]
+ANSWER = CachedAnswer("{}", None, 1, 2)
 
 
 def keys(config, sampling=None, schema=None) -> RequestKeys:
@@ -162,19 +166,116 @@ def test_cache_info_on_a_file_that_is_not_a_cache_is_one_paragraph(tmp_path, cap
 
 
 def test_an_entry_that_cannot_be_read_is_a_miss(tmp_path):
-    import sqlite3
-
-    from chainette.cache.store import CachedAnswer
-
     store = ResponseCache(tmp_path / "c.sqlite", max_bytes=10**6)
-    store.put(b"k" * 32, "fake", "m", CachedAnswer("{}", None, 1, 2))
-    store.put(b"j" * 32, "fake", "m", CachedAnswer("{}", None, 1, 2))
+    store.put(b"k" * 32, "fake", "m", ANSWER)
+    store.put(b"j" * 32, "fake", "m", ANSWER)
     store.close()
     with sqlite3.connect(tmp_path / "c.sqlite") as db:
         db.execute("UPDATE answers SET answer = ? WHERE key = ?", (b"not json", b"k" * 32))
     store = ResponseCache(tmp_path / "c.sqlite", max_bytes=10**6)
-    assert store.get(b"k" * 32) is None and store.get(b"j" * 32) == CachedAnswer("{}", None, 1, 2)
+    assert store.get(b"k" * 32) is None and store.get(b"j" * 32) == ANSWER
     store.close()
+
+
+def test_hits_are_written_in_batches_as_answers_are_so_a_cached_rerun_holds_few(tmp_path, monkeypatch):
+    """A rerun answered wholly from the cache (hits, no put) keeps at most a batch of hits in memory, and their
+    last-used times reach the file as it goes, for the least-recently-used eviction to see."""
+    from chainette.cache import store as store_module
+
+    monkeypatch.setattr(store_module, "FLUSH_EVERY", 8)
+    path = tmp_path / "c.sqlite"
+    keys = [index.to_bytes(32, "big") for index in range(100)]
+    filling = ResponseCache(path, max_bytes=10**6)
+    for key in keys:
+        filling.put(key, "fake", "m", ANSWER)
+    filling.close()
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("UPDATE answers SET used = 0")
+
+    rerun = ResponseCache(path, max_bytes=10**6)
+    for key in keys:
+        assert rerun.get(key) == ANSWER
+        assert len(rerun._hits) < 8, "the hits not yet written are at most a batch"
+    with closing(sqlite3.connect(path)) as db:
+        used, hits = db.execute("SELECT COUNT(*), SUM(hits) FROM answers WHERE used > 0").fetchone()
+    assert used == hits == 100 - len(rerun._hits) >= 93, "each hit was written with its last-used time"
+    rerun.close()
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT COUNT(*), SUM(hits) FROM answers WHERE used > 0").fetchone() == (100, 100)
+
+
+def test_damage_found_while_storing_turns_the_cache_off_with_a_notice(tmp_path, damage):
+    path = tmp_path / "c.sqlite"
+    store = ResponseCache(path, max_bytes=10**6)
+    store.put(b"k" * 32, "fake", "m", ANSWER)
+    store.close()
+    damage(path, "sqlite_autoindex_answers_1")
+    notices: list[str] = []
+    store = ResponseCache(path, max_bytes=10**6, notice=notices.append)
+    store.put(b"j" * 32, "fake", "m", ANSWER)
+    store.flush()
+    assert len(notices) == 1 and f"{path} is damaged" in notices[0] and "the run goes on without the cache" in notices[0]
+    assert f"`chainette cache clear --cache-dir {tmp_path}` removes the damaged file" in notices[0]
+    assert store.get(b"k" * 32) is None and len(notices) == 1, "the cache stays off, without another notice"
+    store.close()
+
+
+def fill_cache(output: Path) -> None:
+    """Fill this test's cache with a run of a 20-row chain on the engine "s" into `output`."""
+    Chain(name="c", steps=[label_step(prompt="<<{{text}}>>" + "x" * 300)]).run(rows(20), output_dir=output)
+
+
+@pytest.mark.parametrize("damaged", ["every page past the first", "the key index", "the whole file"])
+def test_cache_info_names_a_damaged_file_and_cache_clear_removes_it(scripted, tmp_path, capsys, cache_dir, damage, damaged):
+    scripted(echo)
+    register_engine("s", backend="scripted", model="m")
+    fill_cache(tmp_path / "fill")
+    path = cache_dir / "responses.sqlite"
+    if damaged == "the whole file":
+        path.write_bytes(b"garbage!" * 1000)
+    else:
+        damage(path, "sqlite_autoindex_answers_1" if damaged == "the key index" else None)
+    assert main(["cache", "info"]) == 1
+    err = capsys.readouterr().err
+    assert f"The response cache cannot be read: {path} is damaged (" in err and "Traceback" not in err
+    assert f"`chainette cache clear --cache-dir {cache_dir}` removes it" in err
+
+    assert main(["cache", "clear", "--model", "m"]) == 1
+    assert "(without --model or --older-than) removes the whole file" in capsys.readouterr().err
+    assert path.exists(), "a partial clear of a damaged file removes nothing"
+    assert main(["cache", "clear", "--yes"]) == 0
+    assert f"Removed the damaged response cache {path}." in capsys.readouterr().out
+    assert list(cache_dir.iterdir()) == [], "the file, its -wal and its -shm are gone"
+    fill_cache(tmp_path / "refill")
+    assert main(["cache", "info", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["entries"] == 20, "the next run makes a new cache"
+
+
+def test_cache_commands_on_a_folder_without_a_cache_say_so_and_create_nothing(tmp_path, capsys):
+    empty, missing = tmp_path / "empty", tmp_path / "missing"
+    empty.mkdir()
+    for folder in (empty, missing):
+        assert main(["cache", "info", "--cache-dir", str(folder)]) == 0
+        assert f"No response cache at {folder / 'responses.sqlite'}" in capsys.readouterr().out
+        assert main(["cache", "info", "--json", "--cache-dir", str(folder)]) == 0
+        info = json.loads(capsys.readouterr().out)
+        assert (info["exists"], info["entries"], info["bytes"], info["models"]) == (False, 0, 0, [])
+        assert main(["cache", "clear", "--cache-dir", str(folder)]) == 0, "nothing to clear: nothing to confirm"
+        assert "nothing to clear" in capsys.readouterr().out
+    assert list(empty.iterdir()) == [] and not missing.exists()
+
+
+def test_fake_engines_leave_the_cache_alone_unless_told(tmp_path, cache_dir):
+    """The fake backend's answers are free and deterministic: its engines default to cache=False (an engine option,
+    as any backend may set it), and a run whose steps all skip the cache does not even create the file."""
+    register_engine("f", backend="fake", model="m")
+    chain = Chain(name="c", steps=[label_step(engine="f")])
+    chain.run(rows(4), output_dir=tmp_path / "one")
+    assert chain.run(rows(4), output_dir=tmp_path / "two").stats["steps"]["label"]["cached"] == 0
+    assert list(cache_dir.iterdir()) == []
+    register_engine("f", backend="fake", model="m", cache=True)
+    chain.run(rows(4), output_dir=tmp_path / "three")
+    assert chain.run(rows(4), output_dir=tmp_path / "four").stats["steps"]["label"]["cached"] == 4
 
 
 def test_no_cache_and_refresh_cache_together_are_refused(tmp_path, capsys):

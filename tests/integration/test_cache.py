@@ -237,6 +237,27 @@ def test_a_corrupt_or_foreign_cache_file_is_named_and_the_run_goes_on(server, tm
         assert [name for (name,) in db.execute("SELECT name FROM sqlite_master")] == ["mine"], "someone else's file is left alone"
 
 
+@pytest.mark.parametrize("damaged", ["every page past the first", "the key index"])
+def test_a_damaged_cache_file_is_named_and_the_run_goes_on_without_it(server, tmp_path, cache_dir, damage, damaged):
+    """Damage found on opening the file (every page gone) or only when the first answer is looked up (the key index):
+    either way one notice names the file and how to remove it, and every row is answered by the server."""
+    import io
+
+    from chainette.ui.plain import PlainLines
+
+    four_steps().run(rows(20), output_dir=tmp_path / "fill")
+    damage(cache_dir / "responses.sqlite", "sqlite_autoindex_answers_1" if damaged == "the key index" else None)
+    server.requests.clear()
+    out = io.StringIO()
+    result = four_steps().run(rows(20), output_dir=tmp_path / "damaged", reporter=PlainLines(out, every=0))
+    assert result.stats["status"] == "completed" and result.stats["steps"]["d"]["ok"] == 20
+    assert asked(server) == dict.fromkeys("abcd", 20), "every answer was asked again"
+    notices = [line for line in out.getvalue().splitlines() if "response cache" in line]
+    assert len(notices) == 1, notices
+    assert f"{cache_dir / 'responses.sqlite'} is damaged (database disk image is malformed)" in notices[0]
+    assert "the run goes on without the cache" in notices[0] and f"chainette cache clear --cache-dir {cache_dir}" in notices[0]
+
+
 def test_a_full_disk_stops_the_storing_not_the_run(server, tmp_path, monkeypatch):
     import io
 

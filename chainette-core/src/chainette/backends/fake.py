@@ -1,6 +1,7 @@
 """The built-in `fake` backend: offline and deterministic, answers synthesised from the output schema.
 
-It is what the quick start and the tests run on. Options: `latency` (seconds per request).
+It is what the quick start and the tests run on. Options: `latency` (seconds per request). Its answers cost nothing
+and come out the same each time, so its engines leave the response cache alone unless registered with `cache=True`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class FakeOptions(EngineOptions):
     """Options of the fake backend."""
 
     max_concurrency: int = Field(64, ge=1)
+    cache: bool = Field(False, description="Answer from the response cache and store answers there (off: fake answers are free).")
     latency: float = Field(0.0, ge=0, description="Seconds each request takes.")
 
 

@@ -16,14 +16,14 @@ import re
 from typing import Any, Literal
 
 from chainette.cache.keys import RequestKeys, deterministic, engine_identity
-from chainette.cache.store import CachedAnswer, CacheUnavailable, ResponseCache
+from chainette.cache.store import CachedAnswer, CacheUnavailable, ResponseCache, turned_off
 from chainette.client import Answer, Request
 from chainette.engines import EngineConfig, EngineOptions
 from chainette.errors import ConfigError
 from chainette.nodes import Step
 from chainette.schema import schema_name
 
-__all__ = ["CacheSetting", "CachedAnswer", "ResponseCache", "StepCache", "cache_path", "max_size", "open_cache", "step_cache"]
+__all__ = ["CacheSetting", "CachedAnswer", "ResponseCache", "StepCache", "cache_path", "max_size", "open_cache", "step_cache", "uses_cache"]
 
 CacheSetting = bool | Literal["refresh"]
 DIR_ENV = "CHAINETTE_CACHE_DIR"
@@ -72,7 +72,7 @@ def open_cache(folder: str | os.PathLike[str] | None, notice: Callable[[str], No
     try:
         return ResponseCache(path, max_bytes=max_size(), notice=notice)
     except CacheUnavailable as exc:
-        notice(f"response cache: {exc}; the run goes on without the cache (set {DIR_ENV} to use another folder).")
+        notice(turned_off(exc))
         return None
 
 
@@ -97,6 +97,11 @@ class StepCache:
         self.store.put(key, self.backend, self.model, entry)
 
 
+def uses_cache(setting: CacheSetting, config: EngineConfig[EngineOptions], step: Step) -> bool:
+    """Whether `step` reads or writes the cache: not when the run (`setting`), its engine or the step itself turn it off."""
+    return False not in (setting, config.options.cache, step.cache)
+
+
 def step_cache(
     store: ResponseCache | None,
     setting: CacheSetting,
@@ -107,9 +112,8 @@ def step_cache(
 ) -> StepCache | None:
     """How `step` uses the cache: not at all when the run, its engine or the step turn it off; write-only when the run or
     the step says "refresh". `schema` and `sampling` (translated, without `n`) are what each of its requests sends."""
-    settings = (setting, config.options.cache, step.cache)
-    if store is None or False in settings:
+    if store is None or not uses_cache(setting, config, step):
         return None
     per_row = not deterministic(step.sampling)
     keys = RequestKeys(engine_identity(config), schema, schema_name(step.output_model), sampling, per_row)
-    return StepCache(store, keys, config.backend, config.model, read="refresh" not in settings)
+    return StepCache(store, keys, config.backend, config.model, read="refresh" not in (setting, step.cache))

@@ -1,10 +1,12 @@
 """The response cache's store: one SQLite file in WAL mode (standard library), shared by every run of the user.
 
-Writes are buffered and committed in batches (every `FLUSH_EVERY` answers or `FLUSH_SECONDS`, and at each
-`flush`), each batch one transaction: a kill -9 loses the answers of the batch in progress, never the file. Two runs may use
+Writes (answers, and the hits that mark answers as used) are buffered and committed in batches (once `FLUSH_EVERY`
+are buffered or `FLUSH_SECONDS` have passed, and at each `flush`), each batch one transaction: the buffers stay
+small on any mix of hits and answers, and a kill -9 loses the writes of the batch in progress, never the file. Two runs may use
 the file at once (WAL: readers never wait; a writer waits up to `BUSY_SECONDS` for the other). Entries
 carry when they were last used, and the least recently used go once the file holds more than its size cap.
-A store that cannot be read or written any more is turned off, with one `notice`, and the run goes on.
+A store that cannot be read or written any more (a damaged file among others) is turned off, with one `notice`,
+and the run goes on.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+import shlex
 import sqlite3
 import time
 from typing import Any
@@ -48,7 +51,36 @@ ON CONFLICT (key) DO UPDATE SET created = excluded.created, used = excluded.used
 
 
 class CacheUnavailable(Exception):
-    """The cache file cannot be used (not a database, someone else's, unreadable); the message says which and why."""
+    """The cache file cannot be used (someone else's, unreadable); the message says which and why, `advice` what to do."""
+
+    advice = "set CHAINETTE_CACHE_DIR to use another folder"
+
+
+class CacheDamaged(CacheUnavailable):
+    """The cache file at `path` is damaged (a page overwritten, not a database at all): only removing it helps."""
+
+    def __init__(self, path: Path, why: str | sqlite3.Error):
+        super().__init__(f"{path} is damaged ({why})")
+        self.path = path
+        self.advice = f"`{removal_command(path)}` removes the damaged file"
+
+
+def removal_command(path: Path) -> str:
+    """The command that removes the cache file at `path`."""
+    return f"chainette cache clear --cache-dir {shlex.quote(str(path.parent))}"
+
+
+def unavailable(path: Path, exc: sqlite3.Error, doing: str) -> CacheUnavailable:
+    """What `exc`, raised while `doing` ("read", "write") the file at `path`, means: CacheDamaged when SQLite found the
+    file damaged (SQLITE_CORRUPT and SQLITE_NOTADB, which Python raises as a plain DatabaseError), else CacheUnavailable."""
+    if type(exc) is sqlite3.DatabaseError:
+        return CacheDamaged(path, exc)
+    return CacheUnavailable(f"cannot {doing} {path} ({exc})")
+
+
+def turned_off(problem: CacheUnavailable) -> str:
+    """The notice of a run that goes on without the cache because of `problem`."""
+    return f"response cache: {problem}; the run goes on without the cache ({problem.advice})."
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +116,11 @@ class ResponseCache:
         self._hits: dict[bytes, int] = {}
         self._flushed_at = time.monotonic()
         self.db: sqlite3.Connection | None = _connect(path)
-        self._stored = _stored_bytes(self.db)
+        try:
+            self._stored = _stored_bytes(self.db)
+        except sqlite3.Error as exc:
+            self.db.close()
+            raise unavailable(path, exc, "read") from None
 
     def get(self, key: bytes) -> CachedAnswer | None:
         """The answer stored under `key`, or None; a hit is counted (written with the next batch)."""
@@ -93,7 +129,7 @@ class ResponseCache:
         try:
             found = self.db.execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone()
         except sqlite3.Error as exc:
-            self._turn_off(f"cannot read it ({exc})")
+            self._turn_off(unavailable(self.path, exc, "read"))
             return None
         if found is None:
             return None
@@ -102,6 +138,7 @@ class ResponseCache:
         except (ValueError, TypeError):
             return None  # an entry this version cannot read is a miss: the answer is asked again and replaced
         self._hits[key] = self._hits.get(key, 0) + 1
+        self._flush_when_due()
         return CachedAnswer(text, reasoning, input_tokens, output_tokens)
 
     def put(self, key: bytes, backend: str, model: str, answer: CachedAnswer) -> None:
@@ -111,7 +148,11 @@ class ResponseCache:
         blob = orjson.dumps([answer.text, answer.reasoning, answer.input_tokens, answer.output_tokens])
         now = time.time()
         self._pending.append((key, backend, model, now, now, len(blob) + len(key), blob))
-        if len(self._pending) >= FLUSH_EVERY or time.monotonic() - self._flushed_at >= FLUSH_SECONDS:
+        self._flush_when_due()
+
+    def _flush_when_due(self) -> None:
+        """Flush once `FLUSH_EVERY` answers and hits are buffered, or `FLUSH_SECONDS` after the last flush."""
+        if len(self._pending) + len(self._hits) >= FLUSH_EVERY or time.monotonic() - self._flushed_at >= FLUSH_SECONDS:
             self.flush()
 
     def flush(self) -> None:
@@ -132,7 +173,7 @@ class ResponseCache:
             self.writable = False
             self.notice(f"response cache {self.path}: answers are no longer stored ({exc}); the run goes on without storing them.")
         except sqlite3.Error as exc:
-            self._turn_off(f"cannot write it ({exc})")
+            self._turn_off(unavailable(self.path, exc, "write"))
 
     def close(self) -> None:
         """Flush, then close the file."""
@@ -150,20 +191,35 @@ class ResponseCache:
             db.execute("DELETE FROM answers WHERE id IN (SELECT id FROM answers ORDER BY used LIMIT ?)", (max(1, int(entries * share)),))
             self._stored = _stored_bytes(db)
 
-    def _turn_off(self, why: str) -> None:
-        self.notice(f"response cache {self.path}: {why}; the run goes on without the cache.")
+    def _turn_off(self, problem: CacheUnavailable) -> None:
+        """Stop using the file for the rest of the run, with a notice saying why."""
+        self.notice(turned_off(problem))
         if self.db is not None:
             self.db.close()
         self.db = None
 
+    def check(self) -> None:
+        """Raise CacheDamaged when SQLite's quick check finds the file damaged (it reads every page: seconds per GB)."""
+        assert self.db is not None
+        try:
+            (verdict,) = self.db.execute("PRAGMA quick_check(1)").fetchone()
+        except sqlite3.Error as exc:
+            raise unavailable(self.path, exc, "read") from None
+        if verdict != "ok":  # such as "*** in database main ***\nPage 3: btreeInitPage() returns error code 11"
+            raise CacheDamaged(self.path, " ".join(verdict.replace("*** in database main ***", "").split()))
+
     def figures(self) -> list[ModelFigures]:
-        """Entries, hits and bytes per backend and model, most used first."""
+        """Entries, hits and bytes per backend and model, most used first; CacheUnavailable when the file cannot be read."""
         assert self.db is not None
         query = "SELECT backend, model, COUNT(*), SUM(hits), SUM(size) FROM answers GROUP BY backend, model ORDER BY SUM(hits) DESC, model"
-        return [ModelFigures(*row) for row in self.db.execute(query)]
+        try:
+            return [ModelFigures(*row) for row in self.db.execute(query)]
+        except sqlite3.Error as exc:
+            raise unavailable(self.path, exc, "read") from None
 
     def clear(self, *, model: str | None = None, unused_for: float | None = None) -> int:
-        """Delete the answers of `model` (every model when None) not used for `unused_for` seconds (any when None); return how many."""
+        """Delete the answers of `model` (every model when None) not used for `unused_for` seconds (any when None); return how
+        many. CacheUnavailable when the file cannot be written."""
         assert self.db is not None
         where: list[str] = ["1"]
         values: list[str | float] = []
@@ -173,10 +229,13 @@ class ResponseCache:
         if unused_for is not None:
             where.append("used < ?")
             values.append(time.time() - unused_for)
-        with _transaction(self.db) as db:
-            removed = db.execute(f"DELETE FROM answers WHERE {' AND '.join(where)}", values).rowcount
-        with suppress(sqlite3.OperationalError):  # another run has the file open: its pages are reused instead
-            self.db.execute("VACUUM")
+        try:
+            with _transaction(self.db) as db:
+                removed = db.execute(f"DELETE FROM answers WHERE {' AND '.join(where)}", values).rowcount
+            with suppress(sqlite3.OperationalError):  # another run has the file open: its pages are reused instead
+                self.db.execute("VACUUM")
+        except sqlite3.Error as exc:
+            raise unavailable(self.path, exc, "write") from None
         return int(removed)
 
 
@@ -222,8 +281,14 @@ def _connect(path: Path) -> sqlite3.Connection:
             )
     except sqlite3.Error as exc:
         db.close()
-        raise CacheUnavailable(f"cannot read {path} ({exc})") from None
+        raise unavailable(path, exc, "read") from None
     except CacheUnavailable:
         db.close()
         raise
     return db
+
+
+def remove(path: Path) -> None:
+    """Delete the cache file at `path` with its write-ahead log and shared-memory index (those that exist)."""
+    for part in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        part.unlink(missing_ok=True)

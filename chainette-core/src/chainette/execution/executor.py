@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from chainette import graph, inputs
-from chainette.cache import CacheSetting, ResponseCache, open_cache
+from chainette.cache import CacheSetting, ResponseCache, open_cache, uses_cache
 from chainette.engines import EngineConfig, EngineOptions, engine_price
 from chainette.events import EventBus, NodeFinished, NodeStarted, Notice
 from chainette.execution.apply import ApplyStage
@@ -93,13 +93,14 @@ class Executor:
         self.failed: dict[str, set[str]] = {}
         self.failed_rows: set[int] = set()
         self.cache_setting = cache
+        self.cache_wanted = any(uses_cache(cache, engines[n.engine_name], n) for n in graph.iter_nodes(nodes) if isinstance(n, Step))
         self.cache_dir = cache_dir
         self.store: ResponseCache | None = None
 
     async def execute(self, raw_rows: Iterable[inputs.RawRow]) -> Path:
         """Run every node over `raw_rows`; return the final frontier (the rows that made it through)."""
         self._recover()
-        if self.cache_setting is not False and any(isinstance(n, Step) for n in graph.iter_nodes(self.nodes)):
+        if self.cache_wanted:
             self.store = open_cache(self.cache_dir, lambda message: self.bus.emit(Notice(message)))
         saver = asyncio.ensure_future(self._save_sessions())
         try:
