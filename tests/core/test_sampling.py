@@ -8,8 +8,8 @@ import pytest
 
 from chainette import SamplingParams, register_engine
 from chainette.engines import get_engine
-from chainette.plugins import get_plugins
-from chainette.sampling import UnsupportedSamplingWarning, translate
+from chainette.plugins import get_plugins, translate_sampling
+from chainette.sampling import UnsupportedSamplingWarning
 
 ALL_FIELDS = SamplingParams(
     temperature=0.3,
@@ -31,7 +31,7 @@ def test_backend_without_hook_gets_default_wire_names_and_warnings(scripted):
     register_engine("plain", backend="scripted", model="m")
     assert not get_plugins().implements("scripted", "translate_sampling")
     with pytest.warns(UnsupportedSamplingWarning) as caught:
-        wire = translate(get_engine("plain"), ALL_FIELDS)
+        wire = translate_sampling(get_engine("plain"), ALL_FIELDS)
     assert wire == {
         "temperature": 0.3,
         "top_p": 0.9,
@@ -50,13 +50,13 @@ def test_backend_without_hook_gets_default_wire_names_and_warnings(scripted):
 def test_backend_hook_is_used_when_implemented():
     register_engine("f", backend="fake", model="m")
     assert get_plugins().implements("fake", "translate_sampling")
-    assert translate(get_engine("f"), SamplingParams(top_k=5, extra={"x": 1})) == {"top_k": 5, "x": 1}
+    assert translate_sampling(get_engine("f"), SamplingParams(top_k=5, extra={"x": 1})) == {"top_k": 5, "x": 1}
 
 
 def test_no_sampling_translates_to_nothing(scripted):
     scripted(lambda request, attempt: "{}")
     register_engine("plain", backend="scripted", model="m")
-    assert translate(get_engine("plain"), None) == {}
+    assert translate_sampling(get_engine("plain"), None) == {}
 
 
 DICT_SAMPLING_CHAIN = """from pydantic import BaseModel

@@ -13,7 +13,8 @@ import pytest
 from chainette.client import Request
 from chainette.engines import EngineConfig, register_engine
 from chainette.errors import ConfigError, EngineError, RetryableError, RowError
-from chainette.sampling import SamplingParams, translate
+from chainette.plugins import translate_sampling
+from chainette.sampling import SamplingParams
 from chainette_openai import OpenAIOptions
 import chainette_openai.client as client_module
 from chainette_openai.client import OpenAIClient
@@ -307,7 +308,9 @@ async def test_the_key_never_appears_in_errors(response):
 def test_more_than_four_stop_strings_are_refused_for_the_openai_api_before_any_request():
     config = register_engine("gpt", backend="openai", model="gpt-4o-mini", api_key="sk-test", api="chat")
     with pytest.raises(ConfigError, match="at most 4 stop strings; the step gives 5"):
-        translate(config, SamplingParams(stop=["a", "b", "c", "d", "e"]))
+        translate_sampling(config, SamplingParams(stop=["a", "b", "c", "d", "e"]))
     served = register_engine("local", backend="openai", model="m", endpoint="http://127.0.0.1:9/v1", api_key="x")
-    assert translate(served, SamplingParams(stop=["a", "b", "c", "d", "e"]))["stop"] == ["a", "b", "c", "d", "e"], "other servers decide"
-    assert "stop" not in translate(config, SamplingParams(stop=[])), "an empty list is not sent"
+    assert translate_sampling(served, SamplingParams(stop=["a", "b", "c", "d", "e"]))["stop"] == ["a", "b", "c", "d", "e"], (
+        "other servers decide"
+    )
+    assert "stop" not in translate_sampling(config, SamplingParams(stop=[])), "an empty list is not sent"

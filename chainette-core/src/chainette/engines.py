@@ -11,7 +11,8 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from chainette.errors import ConfigError, describe_validation_error
-from chainette.secrets import MASK, clean_key
+from chainette.plugins import get_plugins
+from chainette.secrets import MASK, clean_key, engine_secrets
 from chainette.yamlfile import Loc, YamlFile, read_yaml
 
 
@@ -147,8 +148,6 @@ def register_engine(
 
     `endpoint` may list several URLs (replicas): requests then go to the least busy one.
     """
-    from chainette.plugins import get_plugins
-
     check_engine_name(name)
     plugins = get_plugins()
     backend_name = plugins.resolve(backend)
@@ -202,8 +201,6 @@ def engine_price(config: EngineConfig[EngineOptions]) -> tuple[float, float] | N
     options = config.options
     if options.price_per_million_input is not None or options.price_per_million_output is not None:
         return (options.price_per_million_input or 0.0, options.price_per_million_output or 0.0)
-    from chainette.plugins import get_plugins
-
     return get_plugins().hooks(config.backend).model_price(config)
 
 
@@ -240,6 +237,11 @@ def registered_engines() -> dict[str, EngineConfig[EngineOptions]]:
     return dict(_ENGINES)
 
 
+def registered_secrets() -> frozenset[str]:
+    """The secret values of every registered engine (see chainette.secrets.engine_secrets)."""
+    return frozenset().union(*(engine_secrets(config) for config in _ENGINES.values()))
+
+
 def clear_engines() -> None:
     """Forget every registered engine (for tests and notebooks)."""
     _ENGINES.clear()
@@ -261,8 +263,6 @@ class EngineSpec(BaseModel):
 
 def register_spec(spec: EngineSpec) -> EngineConfig[EngineOptions]:
     """Register the engine `spec` declares; a ConfigError's `loc` is the key at fault (backend, an option) when known."""
-    from chainette.plugins import get_plugins
-
     try:
         get_plugins().resolve(spec.backend)
     except ConfigError as exc:

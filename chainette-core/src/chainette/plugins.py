@@ -19,6 +19,7 @@ import pluggy
 
 from chainette import hookspecs
 from chainette.errors import ConfigError
+from chainette.sampling import DEFAULT_WIRE_NAMES, map_sampling
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -223,6 +224,16 @@ def no_batch_client(config: EngineConfig[EngineOptions]) -> ConfigError:
         f"Engine '{config.name}': backend '{config.backend}' cannot run batch jobs. Drop batch=True from the engine, "
         "or use a backend that can, such as openai."
     )
+
+
+def translate_sampling(config: EngineConfig[EngineOptions], sampling: SamplingParams | None) -> dict[str, Any]:
+    """The wire fields for `sampling` on `config`'s engine: its backend's translate_sampling hook, else DEFAULT_WIRE_NAMES."""
+    if sampling is None:
+        return {}
+    hooks = get_plugins().hooks(config.backend)
+    if hooks.implements("translate_sampling"):
+        return hooks.translate_sampling(config, sampling)
+    return map_sampling(sampling, DEFAULT_WIRE_NAMES, engine=config.name)
 
 
 def _entry_points_by_name() -> dict[str, list[metadata.EntryPoint]]:

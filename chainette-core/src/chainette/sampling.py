@@ -1,19 +1,16 @@
-"""Backend-neutral sampling parameters, the helper backends use to translate them, and the core's translation entry point."""
+"""Backend-neutral sampling parameters and the helper backends use to translate them: plain data, no plugin lookup
+(the core asks a backend for its translation in `chainette.plugins.translate_sampling`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 import difflib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 import warnings
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from chainette.errors import ConfigError, describe_validation_error
-from chainette.plugins import get_plugins
-
-if TYPE_CHECKING:
-    from chainette.engines import EngineConfig, EngineOptions
 
 
 class UnsupportedSamplingWarning(UserWarning):
@@ -100,13 +97,3 @@ def map_sampling(sampling: SamplingParams | None, names: Mapping[str, str], *, e
             )
     wire.update(sampling.extra)
     return wire
-
-
-def translate(config: EngineConfig[EngineOptions], sampling: SamplingParams | None) -> dict[str, Any]:
-    """The wire fields for `sampling` on `config`'s engine: its backend's translate_sampling hook, else DEFAULT_WIRE_NAMES."""
-    if sampling is None:
-        return {}
-    hooks = get_plugins().hooks(config.backend)
-    if hooks.implements("translate_sampling"):
-        return hooks.translate_sampling(config, sampling)
-    return map_sampling(sampling, DEFAULT_WIRE_NAMES, engine=config.name)

@@ -60,13 +60,6 @@ def engine_secrets(config: EngineConfig[EngineOptions], default_env: str | None 
     return frozenset(value for value in found if value)
 
 
-def registered_secrets() -> frozenset[str]:
-    """The secret values of every registered engine."""
-    from chainette.engines import registered_engines
-
-    return frozenset().union(*(engine_secrets(config) for config in registered_engines().values()))
-
-
 def url_secrets(url: str | None) -> set[str]:
     """The secrets a URL holds: its userinfo (`user:password@` whole, the password alone; a bare `token@` whole) and the
     value of each query-string parameter (a bare `?token` whole), each as written and decoded. A user name alone is not

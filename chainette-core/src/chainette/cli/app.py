@@ -110,7 +110,8 @@ def _redacted_warning(shown_as: Callable[..., str]) -> Callable[..., str]:
     """`shown_as` (a `warnings.formatwarning`) with engine secrets redacted from the text it makes."""
 
     def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:
-        from chainette.secrets import redact, registered_secrets
+        from chainette.engines import registered_secrets
+        from chainette.secrets import redact
 
         return redact(shown_as(message, category, filename, lineno, line), registered_secrets())
 
@@ -122,7 +123,8 @@ def _print_traceback(exc: BaseException) -> None:
     an unexpected error, or any error under --debug."""
     import traceback
 
-    from chainette.secrets import redact, registered_secrets
+    from chainette.engines import registered_secrets
+    from chainette.secrets import redact
 
     sys.stderr.write(redact("".join(traceback.format_exception(exc)), registered_secrets()))
     sys.stderr.flush()
@@ -133,7 +135,8 @@ def _print_error(message: str) -> None:
     from rich.console import Console
     from rich.text import Text
 
-    from chainette.secrets import redact, registered_secrets
+    from chainette.engines import registered_secrets
+    from chainette.secrets import redact
 
     shown = Text.assemble(("Error:", "bold red"), " ", redact(message, registered_secrets()))
     Console(stderr=True, highlight=False, soft_wrap=True).print(shown)

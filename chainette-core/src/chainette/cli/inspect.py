@@ -73,8 +73,9 @@ def inspect_command(
 def _show_prompts(loaded: Chain, inputs: str, output_format: Format, *, rows: int, columns: str | None, id_column: str | None) -> None:
     """Print the prompts of the first `rows` input rows, as text (--format tree) or JSON; registered secrets masked."""
     from chainette.cli.prompts import prompts_json, prompts_text
+    from chainette.engines import registered_secrets
     from chainette.preview import first_prompts
-    from chainette.secrets import redact, registered_secrets
+    from chainette.secrets import redact
 
     if output_format is Format.mermaid:
         raise ConfigError("--inputs shows prompts as text (--format tree, the default) or JSON (--format json), not as mermaid.")

@@ -21,8 +21,8 @@ from chainette.execution.prompts import Prompts
 from chainette.execution.stopping import first_failure_cancels
 from chainette.frontier import Commit, Row
 from chainette.nodes import Step
+from chainette.plugins import translate_sampling
 from chainette.policy import SameErrorStop, complete_with_retries
-from chainette.sampling import translate
 from chainette.schema import json_schema, parse_answer, repair_messages, schema_name
 
 YIELD_EVERY = 64
@@ -41,7 +41,7 @@ class StepStage(Stage):
         step = self.step
         self.prompts = Prompts.of(step)
         self.schema, self.schema_name = json_schema(step.output_model), schema_name(step.output_model)
-        self.sampling = translate(self.engine.config, step.sampling)
+        self.sampling = translate_sampling(self.engine.config, step.sampling)
         self.samples = (step.sampling.n if step.sampling else None) or 1
         self.single_sampling = {key: value for key, value in self.sampling.items() if key != "n"}
         config = self.engine.config

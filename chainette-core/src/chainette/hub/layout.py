@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from chainette import graph, parquet
+from chainette.engines import registered_secrets
 from chainette.errors import ChainetteError
 from chainette.hub.card import render_card
 from chainette.hub.constants import CARD, ERRORS_CONFIG, ERRORS_FILE, FLATTENED, RECORDS
 from chainette.nodes import Apply, Step
-from chainette.secrets import MIN_LENGTH, redact, registered_secrets
+from chainette.secrets import MIN_LENGTH, redact
 from chainette.store import MANIFEST, STATE_DIR, output_files, output_path
 
 if TYPE_CHECKING:

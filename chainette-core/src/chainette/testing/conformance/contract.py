@@ -12,12 +12,11 @@ import warnings
 
 import pytest
 
-from chainette import sampling as sampling_module
 from chainette.chain import Chain
 from chainette.client import Answer, Client, Usage
 from chainette.engines import EngineOptions
 from chainette.nodes import Step
-from chainette.plugins import get_plugins
+from chainette.plugins import get_plugins, translate_sampling
 from chainette.sampling import SamplingParams, UnsupportedSamplingWarning
 from chainette.testing.conformance.harness import (
     CHAT_PATHS,
@@ -98,7 +97,7 @@ class ContractChecks(Harness):
         config = self.register(server)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            wire = sampling_module.translate(config, SAMPLING)
+            wire = translate_sampling(config, SAMPLING)
         assert isinstance(wire, dict), f"translate_sampling returned {wire!r}, not a dict"
         assert EXTRA.items() <= wire.items(), f"SamplingParams.extra {EXTRA} is not merged into {wire} (map_sampling does it)"
         sent: Any = wire
@@ -131,7 +130,7 @@ class ContractChecks(Harness):
         """A backend whose translate_sampling sends `n` returns every candidate: the first as the answer, the others
         as `alternatives` (a backend that does not send `n` is skipped: the core then sends one request per candidate)."""
         config = self.register(server)
-        wire = sampling_module.translate(config, SamplingParams(n=3))
+        wire = translate_sampling(config, SamplingParams(n=3))
         if 3 not in wire.values():
             pytest.skip("the backend does not send n; the core sends one request per candidate")
         if server is None:
