@@ -125,7 +125,8 @@ def test_warmup_needs_persistent_engines_or_names(fake_vllm, tmp_path, capsys):
 
 def test_a_recorded_pid_now_held_by_another_process_is_never_stopped(fake_vllm):
     """The system may give a dead warm server's pid to another process: `ps` forgets the entry, `kill` does not kill it."""
-    from chainette_vllm.warm import STATE_FILE, locked_state
+    from chainette_vllm.state import locked_state
+    from chainette_vllm.warm import STATE_FILE
 
     stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
     try:

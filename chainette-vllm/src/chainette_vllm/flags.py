@@ -16,6 +16,7 @@ import subprocess
 from chainette.errors import ConfigError
 from chainette_vllm import RESERVED_FLAGS
 from chainette_vllm.spec import ServeSpec
+from chainette_vllm.state import state_dir
 
 HELP_TIMEOUT = 120.0
 OPTION_LINE = re.compile(r"^  (-[^\s].*)$")
@@ -60,8 +61,6 @@ def serve_aliases(executable: str, cache: Path) -> dict[str, list[str]]:
 def check_aliases(spec: ServeSpec, executable: str) -> None:
     """A ConfigError when the engine's extra_serve_flags hold another name of a flag chainette sets or maps from an
     option, as this `vllm` executable's parser names them."""
-    from chainette_vllm.warm import state_dir
-
     names = {token.split("=", 1)[0] for token in spec.extra_flags if token.startswith("-")}
     if not names:
         return

@@ -1,7 +1,7 @@
 """Servers a chainette process started for its own use, recorded so that a later process can deal with those left
 behind when their owner was killed (`kill -9`) before it could stop them.
 
-`vllm-owned.json` in the state folder (see `chainette_vllm.warm`, whose file locking it shares) lists one
+`vllm-owned.json` in the state folder (see `chainette_vllm.state`, whose file locking it shares) lists one
 entry per owned server: its server key, engine, URL (with its port), pid (its process group), owner pid,
 start time, log and command, and the `identity` of the server's and the owner's processes, so that a
 reused pid is never taken for them. `record` and `forget` bracket a server's life. `adopt_survivor` runs
@@ -19,7 +19,7 @@ from typing import Any
 import httpx2
 
 from chainette_vllm.process import LOADING_GRACE, Server, healthy, identity, stop_group
-from chainette_vllm.warm import locked_state
+from chainette_vllm.state import locked_state
 
 OWNED_FILE = "vllm-owned.json"
 

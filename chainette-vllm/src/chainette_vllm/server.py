@@ -28,7 +28,8 @@ from chainette_vllm import API_KEY_ENV, VllmOptions, owned
 from chainette_vllm.probe import check_endpoint
 from chainette_vllm.process import Server, exit_error, launch, stop_group, stop_loading, wait_until_healthy
 from chainette_vllm.spec import ServeSpec, serve_spec
-from chainette_vllm.warm import log_dir, warm_server
+from chainette_vllm.state import log_dir
+from chainette_vllm.warm import warm_server
 
 
 @dataclass

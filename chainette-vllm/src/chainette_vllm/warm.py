@@ -1,19 +1,14 @@
 """Warm servers: vLLM servers started by `chainette warmup` that outlive it, recorded in a state file for later runs.
 
-The state folder is $CHAINETTE_STATE_DIR, else ~/.cache/chainette; `vllm-servers.json` in it lists one
-entry per (engine, server) with the server key, URL, pid (its process group), the process's identity (so that a pid
-the system gave to another process since is never stopped), start time, log and the command shown (no secret). Every read-modify-write of a state file (`locked_state`, also used for
-`chainette_vllm.owned`'s file) holds an flock on `FILE.lock`, so chainette processes may run
-`warm_up`, `stop_warm` (`chainette kill`) and `list_warm` (`chainette ps`) at once. `warm_server` is
-how a run finds a recorded server with the key it needs, running and healthy, to use without owning it. Outside a run, server logs go to the state folder's `logs/`.
+`vllm-servers.json` in the state folder (`chainette_vllm.state`) lists one entry per (engine, server) with the server
+key, URL, pid (its process group), the process's identity (so that a pid the system gave to another process since is
+never stopped), start time, log and the command shown (no secret). Every read-modify-write of it holds the state file's
+lock, so chainette processes may run `warm_up`, `stop_warm` (`chainette kill`) and `list_warm` (`chainette ps`) at once.
+`warm_server` is how a run finds a recorded server with the key it needs, running and healthy, to use without owning it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-import json
-import os
 from pathlib import Path
 import threading
 from typing import Any
@@ -25,18 +20,9 @@ from chainette.errors import ConfigError
 from chainette_vllm import VllmOptions
 from chainette_vllm.process import Server, group_alive, healthy, identity, launch, stop_group, stop_loading, wait_until_healthy
 from chainette_vllm.spec import serve_spec
+from chainette_vllm.state import locked_state, log_dir, read_state
 
 STATE_FILE = "vllm-servers.json"
-
-
-def state_dir() -> Path:
-    """$CHAINETTE_STATE_DIR, else ~/.cache/chainette."""
-    return Path(os.environ.get("CHAINETTE_STATE_DIR") or Path.home() / ".cache" / "chainette")
-
-
-def log_dir(run_dir: Path | None) -> Path:
-    """Where server logs go: the run's `logs/` folder, or the state folder's outside a run."""
-    return (run_dir if run_dir is not None else state_dir()) / "logs"
 
 
 def warm_up(config: EngineConfig[VllmOptions]) -> str:
@@ -118,41 +104,3 @@ def still_running(entry: dict[str, Any]) -> bool:
     entry from before identities were recorded is trusted on its pid alone)."""
     recorded = entry.get("server_id")
     return group_alive(entry["pid"]) and (recorded is None or identity(entry["pid"]) == recorded)
-
-
-@contextmanager
-def locked_state(name: str) -> Iterator[list[dict[str, Any]]]:
-    """The entries of the state file `name`, locked against other chainette processes, written back when the block succeeds."""
-    import fcntl  # POSIX only, like starting servers; an endpoint engine works without it
-
-    folder = state_dir()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{name}.lock").touch()
-    except OSError as exc:
-        raise ConfigError(
-            f"Cannot write to chainette's state folder {folder} ({exc}). Set CHAINETTE_STATE_DIR to a writable folder."
-        ) from None
-    with open(folder / f"{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        entries = read_state(name)
-        yield entries
-        temporary = folder / f"{name}.tmp"
-        temporary.write_text(json.dumps(entries, indent=2) + "\n", encoding="utf-8")
-        os.replace(temporary, folder / name)
-
-
-def read_state(name: str) -> list[dict[str, Any]]:
-    """The entries of the state file `name` ([] when there is none); ConfigError when it is unreadable or not a list."""
-    path = state_dir() / name
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return []
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"Cannot read {path} ({exc}). Delete it; servers it listed keep running until you stop them (their pids are in the file)."
-        ) from None
-    if not isinstance(entries, list):
-        raise ConfigError(f"{path} is not a list of servers. Delete it; servers it listed keep running until you stop them.")
-    return entries
