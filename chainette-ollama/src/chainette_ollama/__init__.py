@@ -1,26 +1,24 @@
 """Chainette backend for Ollama's native REST API: `POST /api/chat` with the output schema as `format`.
 
-This module holds the hooks and the options model only; the HTTP client is imported when an engine starts.
+This module holds the hooks (the options model is `chainette_ollama.options`); the HTTP client is imported when an engine
+starts.
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-from pydantic import Field
 
 from chainette.engines import EngineConfig, EngineOptions, public_url
 from chainette.errors import ConfigError
 from chainette.hookspecs import hookimpl
 from chainette.sampling import SamplingParams, map_sampling
+from chainette_ollama.options import DEFAULT_PORT, DEFAULT_URL, OllamaOptions
 
 if TYPE_CHECKING:
     from chainette_ollama.client import OllamaClient
 
-DEFAULT_PORT = 11434
-DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 SAMPLING_NAMES = {
     "temperature": "temperature",
     "top_p": "top_p",
@@ -33,16 +31,6 @@ SAMPLING_NAMES = {
     "stop": "stop",
     "repetition_penalty": "repeat_penalty",
 }
-
-
-class OllamaOptions(EngineOptions):
-    """Options of the `ollama` backend."""
-
-    cache_neutral: ClassVar[frozenset[str]] = EngineOptions.cache_neutral | {"keep_alive"}
-
-    max_concurrency: int = Field(4, ge=1, description="Requests in flight; Ollama serves few at once, the rest queue.")
-    think: bool | Literal["low", "medium", "high", "max"] | None = Field(None, description="Thinking on/off, or its effort level.")
-    keep_alive: str | int | None = Field(None, description="How long the model stays loaded ('5m', seconds, 0, -1).")
 
 
 def base_url(value: str | None, *, source: str = "OLLAMA_HOST") -> str:

@@ -10,7 +10,7 @@ from chainette.client import Answer, Request, Usage
 from chainette.engines import EngineConfig
 from chainette.errors import CUT_OFF, EngineError, RowError, finish_error
 from chainette.http import JsonHttpClient, bearer
-from chainette_ollama import DEFAULT_URL, OllamaOptions
+from chainette_ollama.options import DEFAULT_URL, OllamaOptions
 
 
 class OllamaClient:

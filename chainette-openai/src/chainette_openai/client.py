@@ -21,7 +21,7 @@ from chainette.engines import EngineConfig, public_url
 from chainette.errors import BackendError, EngineError, RetryableError, error_code, error_for_status, parse_retry_after
 from chainette.http import async_client, error_message, split_query
 from chainette.openai_format import parse_chat_completion
-from chainette_openai import DEFAULT_KEY_ENV, OpenAIOptions, api_of
+from chainette_openai.options import DEFAULT_KEY_ENV, OpenAIOptions, api_of
 from chainette_openai.profiles import resolve, response_format
 from chainette_openai.responses import parse_response, text_format
 from chainette_openai.strict import strict_schema

@@ -17,7 +17,7 @@ import httpx2
 
 from chainette.engines import EngineConfig, public_url
 from chainette.http import join_url, request_timeout
-from chainette_openai import OpenAIOptions
+from chainette_openai.options import OpenAIOptions
 from chainette_openai.profiles import Profile, StructuredOutput, TokenLimit, probed
 
 SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": False}

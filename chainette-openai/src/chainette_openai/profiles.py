@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from chainette.client import Request
     from chainette.engines import EngineConfig
-    from chainette_openai import OpenAIOptions
+    from chainette_openai.options import OpenAIOptions
 
 StructuredOutput = Literal["json_schema", "json_object", "json_object_value", "prompt"]
 TokenLimit = Literal["max_completion_tokens", "max_tokens"]

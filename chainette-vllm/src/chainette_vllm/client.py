@@ -18,7 +18,7 @@ from chainette.engines import EngineConfig
 from chainette.errors import ConfigError, RetryableError
 from chainette.http import JsonHttpClient, bearer
 from chainette.openai_format import parse_chat_completion
-from chainette_vllm import API_KEY_ENV, VllmOptions
+from chainette_vllm.options import API_KEY_ENV, VllmOptions
 
 
 def request_model(config: EngineConfig[VllmOptions]) -> str:

@@ -11,8 +11,9 @@ from typing import cast
 
 import typer
 
-from chainette.engines import EngineConfig, EngineOptions, public_url
+from chainette.engines import EngineConfig, EngineOptions, get_engine, load_engines_from_yaml, public_url
 from chainette.errors import ConfigError
+from chainette_vllm.options import VllmOptions
 
 
 def add_commands(app: typer.Typer) -> None:
@@ -31,7 +32,6 @@ def warmup_command(
     ),
 ) -> None:
     """Start the vLLM servers of SOURCE's engines and leave them running; later runs reuse them (stop them with `chainette kill`)."""
-    from chainette_vllm import VllmOptions
     from chainette_vllm.warm import warm_up
 
     for config in _selected(source, names, engines):
@@ -84,7 +84,6 @@ def ps_command() -> None:
 def _selected(source: str, names: list[str] | None, overlay: Path | None) -> list[EngineConfig[EngineOptions]]:
     """The engines `names` of SOURCE (a chain or an engines YAML), or its lazy=False ones; `overlay` replaces same-named engines."""
     from chainette.cli.loading import load_chain
-    from chainette.engines import get_engine, load_engines_from_yaml
 
     is_yaml = source.endswith((".yaml", ".yml"))
     chain = None if is_yaml else load_chain(source)

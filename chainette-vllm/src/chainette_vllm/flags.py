@@ -14,7 +14,7 @@ import re
 import subprocess
 
 from chainette.errors import ConfigError
-from chainette_vllm import RESERVED_FLAGS
+from chainette_vllm.options import RESERVED_FLAGS
 from chainette_vllm.spec import ServeSpec
 from chainette_vllm.state import state_dir
 

@@ -14,7 +14,7 @@ import warnings
 from chainette.engines import EngineConfig, public_url
 from chainette.errors import EngineError
 from chainette.http import bearer, join_url, list_models
-from chainette_vllm import API_KEY_ENV, SERVE_OPTIONS, VllmOptions
+from chainette_vllm.options import API_KEY_ENV, SERVE_OPTIONS, VllmOptions
 
 
 def check_endpoint(config: EngineConfig[VllmOptions]) -> str:

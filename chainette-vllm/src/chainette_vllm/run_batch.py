@@ -18,8 +18,8 @@ from chainette.client import Answer, Request
 from chainette.engines import EngineConfig
 from chainette.errors import BackendError
 from chainette.openai_format import parse_batch_result
-from chainette_vllm import VllmOptions
 from chainette_vllm.client import chat_payload, engine_fields, request_model
+from chainette_vllm.options import VllmOptions
 from chainette_vllm.process import Server, identity, launch_batch, log_excerpt, stop_group
 from chainette_vllm.spec import serve_spec
 

@@ -24,7 +24,8 @@ import threading
 
 from chainette.engines import EngineConfig
 from chainette.secrets import engine_secrets
-from chainette_vllm import API_KEY_ENV, VllmOptions, owned
+from chainette_vllm import owned
+from chainette_vllm.options import API_KEY_ENV, VllmOptions
 from chainette_vllm.probe import check_endpoint
 from chainette_vllm.process import Server, exit_error, launch, stop_group, stop_loading, wait_until_healthy
 from chainette_vllm.spec import ServeSpec, serve_spec

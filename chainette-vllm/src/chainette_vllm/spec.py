@@ -20,7 +20,7 @@ import shlex
 from chainette.engines import EngineConfig
 from chainette.errors import ConfigError
 from chainette.secrets import engine_secrets
-from chainette_vllm import API_KEY_ENV, SERVE_FLAGS, VllmOptions
+from chainette_vllm.options import API_KEY_ENV, SERVE_FLAGS, VllmOptions
 
 HOST = "127.0.0.1"
 # Substring of the lower-cased model name -> the reasoning parser enable_reasoning=True picks.

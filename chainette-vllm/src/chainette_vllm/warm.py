@@ -17,7 +17,7 @@ import httpx2
 
 from chainette.engines import EngineConfig
 from chainette.errors import ConfigError
-from chainette_vllm import VllmOptions
+from chainette_vllm.options import VllmOptions
 from chainette_vllm.process import Server, group_alive, healthy, identity, launch, stop_group, stop_loading, wait_until_healthy
 from chainette_vllm.spec import serve_spec
 from chainette_vllm.state import locked_state, log_dir, read_state
