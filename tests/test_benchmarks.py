@@ -52,9 +52,7 @@ def test_every_goal_measures_at_small_sizes(goals: Callable[[str], Any], name: s
 
 
 def test_only_runs_the_goals_it_names() -> None:
-    done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "run.py"), "--only", "start-up"], capture_output=True, text=True, timeout=300
-    )
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "run.py"), "--only", "start-up"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     figures = [line.split()[0] for line in done.stdout.splitlines() if re.match(r"\d+\. ", line)]
     assert figures == ["4.", "4."]
