@@ -35,6 +35,7 @@ def measure(count: int) -> Outcome:
                 stopper.cancel()
                 if stopper.ident is not None:
                     stopper.join()
+            assert stopper.ident is not None, "the engine never reported ready: no replica was stopped"
     return Outcome(
         (
             Figure(
