@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+from typing import Any
 
 from chainette.testing import FakeServer
 
@@ -32,10 +33,10 @@ def _exit_now(signum: int, frame: object) -> None:
     os._exit(0)
 
 
-class _Discard(list):
+class _Discard(list[dict[str, Any]]):
     """Keeps no request: a benchmark server must not grow."""
 
-    def append(self, item: object) -> None:
+    def append(self, item: dict[str, Any]) -> None:
         pass
 
 

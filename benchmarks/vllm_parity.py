@@ -19,6 +19,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any, TypedDict
+
+from pydantic import BaseModel
 
 SYSTEM = "You label product reviews. Answer with JSON."
 MAX_TOKENS = 40
@@ -41,15 +44,21 @@ print("RESULT " + json.dumps({"rows": len(outputs), "output_tokens": sum(len(o.o
 """
 
 
+class Measured(TypedDict):
+    """One side's run: rows answered, output tokens and seconds."""
+
+    rows: int
+    output_tokens: int
+    seconds: float
+
+
 def texts(rows: int) -> list[str]:
     return [f"Review number {index}: the kettle was fine, a bit loud." for index in range(rows)]
 
 
-def verdict_model() -> type:
+def verdict_model() -> type[BaseModel]:
     """The output model: short answers (a tiny random model fills any free string up to max_tokens)."""
     from typing import Literal
-
-    from pydantic import BaseModel
 
     class Verdict(BaseModel):
         label: Literal["positive", "negative"]
@@ -58,13 +67,13 @@ def verdict_model() -> type:
     return Verdict
 
 
-def schema() -> dict:
+def schema() -> dict[str, Any]:
     from chainette.schema import json_schema
 
     return json_schema(verdict_model())
 
 
-def in_process(vllm_bin: Path, model: str, rows: int) -> dict:
+def in_process(vllm_bin: Path, model: str, rows: int) -> Measured:
     """rows, output tokens and seconds of `vllm.LLM.chat` over the rows (after a warm-up), in the vLLM venv."""
     setup = {"model": model, "texts": texts(rows), "schema": schema(), "system": SYSTEM, "max_tokens": MAX_TOKENS, "structured": STRUCTURED}
     done = subprocess.run(
@@ -77,14 +86,13 @@ def in_process(vllm_bin: Path, model: str, rows: int) -> dict:
     result = next((line[7:] for line in done.stdout.splitlines() if line.startswith("RESULT ")), None)
     if result is None:
         raise SystemExit(f"the in-process run failed:\n{done.stderr[-3000:]}")
-    return json.loads(result)
+    measured: Measured = json.loads(result)
+    return measured
 
 
-def over_http(vllm_bin: Path, model: str, rows: int) -> tuple[dict, dict]:
+def over_http(vllm_bin: Path, model: str, rows: int) -> tuple[Measured, Measured]:
     """rows, output tokens and seconds of a chainette run over the rows against `vllm serve` (started first, warmed
     up), and of the bare client's run against the same server."""
-    from pydantic import BaseModel
-
     from chainette import Chain, SamplingParams, Step, register_engine
     from chainette_vllm.process import free_port
 
@@ -125,7 +133,7 @@ def over_http(vllm_bin: Path, model: str, rows: int) -> tuple[dict, dict]:
     return {"rows": figures["ok"], "output_tokens": figures["output_tokens"], "seconds": seconds}, bare
 
 
-async def bare_client(base: str, model: str, rows: int, in_flight: int = 256) -> dict:
+async def bare_client(base: str, model: str, rows: int, in_flight: int = 256) -> Measured:
     """The same requests from a bare httpx2 client, `in_flight` at a time (chainette's vllm default)."""
     import httpx2
 
@@ -144,7 +152,7 @@ async def bare_client(base: str, model: str, rows: int, in_flight: int = 256) ->
     tokens = 0
     async with httpx2.AsyncClient(base_url=base, timeout=600, limits=httpx2.Limits(max_connections=in_flight)) as http:
 
-        async def send(body: dict) -> None:
+        async def send(body: dict[str, Any]) -> None:
             nonlocal tokens
             async with slots:
                 answer = (await http.post("/chat/completions", json=body)).json()

@@ -1,0 +1,97 @@
+"""Goal 2: chainette's own per-row cost, the fake backend with no latency over two steps, every output written:
+>= 10,000 rows/s (against plain json.loads + json.dumps of every row, no chainette); what --durable's fsyncs cost
+on this disk: >= 50 % of the rate without (best of two, interleaved); and where the time goes."""
+
+from __future__ import annotations
+
+import cProfile
+import itertools
+import json
+from pathlib import Path
+import pstats
+import tempfile
+import time
+
+from chainette import Chain
+
+from chains import two_fake_steps
+from harness import Figure, Outcome, best_of, file_rate, fresh_cache, write_inputs
+
+PROFILED_ROWS = 20_000
+"""At most this many rows go through the profiled run (cProfile slows a run several times over)."""
+AREAS = ("/chainette/", "/pydantic", "/asyncio/", "/jinja2/", "/json/")
+"""Path markers of the areas the profile adds time up by; chainette's by module."""
+
+
+def measure(count: int) -> Outcome:
+    """The rates over `count` rows, and a note: the share of own time per area in a profiled run."""
+    chain = two_fake_steps()
+    with tempfile.TemporaryDirectory() as folder:
+        inputs = Path(folder) / "in.jsonl"
+        write_inputs(inputs, count)
+        outputs = (Path(folder) / f"out-{number}" for number in itertools.count())
+
+        def rate(durable: bool) -> float:
+            with fresh_cache():
+                return file_rate(chain, inputs, next(outputs), count, durable=durable)
+
+        best = best_of(
+            2,
+            {
+                "plain": lambda: rate(durable=False),
+                "durable": lambda: rate(durable=True),
+                "json": lambda: read_write_rate(inputs, Path(folder) / "copy.jsonl"),
+            },
+        )
+        profile = where_time_goes(chain, inputs, Path(folder) / "profiled", min(count, PROFILED_ROWS))
+    plain, durable = best["plain"], best["durable"]
+    return Outcome(
+        (
+            Figure(f"2. fake backend, two steps, {count:,} rows", plain, best["json"], ">= 10,000 rows/s", plain >= 10_000),
+            Figure("2. the same with --durable (fsync per flush) vs without", durable, plain, ">= 50% of without", durable >= 0.5 * plain),
+        ),
+        (profile,),
+    )
+
+
+def read_write_rate(inputs: Path, copy: Path) -> float:
+    """Baseline: plain json.loads + json.dumps of every row, twice (one per step), no chainette."""
+    started = time.perf_counter()
+    count = 0
+    with open(inputs) as source, open(copy, "w") as target:
+        for line in source:
+            row = json.loads(line)
+            for _ in range(2):
+                target.write(json.dumps({**row, "label": "x", "score": 0.5}) + "\n")
+            count += 1
+    return count / (time.perf_counter() - started)
+
+
+def where_time_goes(chain: Chain, inputs: Path, output: Path, count: int) -> str:
+    """The share of own time per area in a profiled run of `chain` over the first `count` rows of `inputs` (cProfile's
+    own cost inflates the total)."""
+    subset = output.parent / "subset.jsonl"
+    with open(inputs) as source, open(subset, "w") as target:
+        for _, line in zip(range(count), source, strict=False):
+            target.write(line)
+    profiler = cProfile.Profile()
+    with fresh_cache():
+        profiler.enable()
+        chain.run(subset, output_dir=output)
+        profiler.disable()
+    by_area: dict[str, float] = {}
+    for (filename, _, _), (_, _, own, _, _) in pstats.Stats(profiler).stats.items():  # type: ignore[attr-defined]
+        by_area[area(filename)] = by_area.get(area(filename), 0.0) + own
+    total = sum(by_area.values())
+    shares = sorted(by_area.items(), key=lambda item: -item[1])[:8]
+    return "Where the time goes (profiled, share of own time): " + ", ".join(f"{name} {own / total:.0%}" for name, own in shares)
+
+
+def area(filename: str) -> str:
+    """The area a profiled function's file belongs to: chainette.<module>, pydantic, asyncio, jinja2, json, builtins or other."""
+    path = filename.replace("\\", "/")
+    for marker in AREAS:
+        if marker in path:
+            tail = path.split(marker, 1)[1]
+            return f"chainette.{tail.split('/')[0].removesuffix('.py')}" if marker == "/chainette/" else marker.strip("/")
+    return "builtins" if filename.startswith("~") or filename.startswith("<") else "other"
