@@ -25,8 +25,8 @@ from chainette.inputs import Columns, ColumnSpec, Inputs, RawRow, fingerprint, o
 from chainette.nodes import INPUT_ID, Node, Step
 from chainette.plugins import get_plugins
 from chainette.results import RunResult
+from chainette.run.rundir import FLATTENED, GRAPH_FILE, RUN_FILE, RunDir
 from chainette.secrets import engine_secrets, redact_data
-from chainette.store import FLATTENED, GRAPH_FILE, RUN_FILE, RunDir
 
 
 class Chain:

@@ -78,7 +78,7 @@ def run_command(
     """
     from chainette.engines import load_engines_from_yaml
     from chainette.outcome import exit_status
-    from chainette.store import output_path
+    from chainette.run.rundir import output_path
     from chainette.ui.summary import summary
 
     if no_cache and refresh_cache:
@@ -126,8 +126,8 @@ def _offer_to_cancel(chain: Chain, output: Path, batch: bool) -> None:
     from chainette import graph
     from chainette.execution.batching import batch_engines, cancel_left_running, left_running
     from chainette.nodes import Step
+    from chainette.run.rundir import RunPaths
     from chainette.runlock import RunLock
-    from chainette.store import STATE_DIR
 
     running = left_running(output)
     if not running or not sys.stdin.isatty():
@@ -137,7 +137,7 @@ def _offer_to_cancel(chain: Chain, output: Path, batch: bool) -> None:
         return
     steps = {node.id: node.engine_name for node in graph.iter_nodes(chain.nodes) if isinstance(node, Step)}
     engines = batch_engines(chain.engines(), list(steps.values()), forced=batch)
-    with RunLock(output / STATE_DIR, "a chainette run cancelling its batch jobs"):
+    with RunLock(RunPaths(output).state, "a chainette run cancelling its batch jobs"):
         cancelled = asyncio.run(cancel_left_running(output, engines, steps))
     typer.echo(f"Cancelled {cancelled} batch jobs; the next run asks their rows again.", err=True)
 

@@ -4,7 +4,7 @@ that needs them.
 
 Each node commits one `frontier.Commit` per input row it passes or filters out, and a row that fails goes
 to the errors file. A node's frontier and the errors file are its commit log: a resumed node skips every
-row already committed there (see chainette.store for the write order that keeps outputs and commits
+row already committed there (see chainette.run.appends for the write order that keeps outputs and commits
 consistent after a crash).
 """
 
@@ -38,8 +38,9 @@ from chainette.execution.step import StepStage
 from chainette.execution.stopping import StopSignal, first_failure_cancels
 from chainette.frontier import Row, count_rows, rows
 from chainette.nodes import INPUT_ID, Node, Parallel, Step
+from chainette.run.appends import Writer
+from chainette.run.rundir import RunDir
 from chainette.stats import NodeStats, SessionLog, run_figures
-from chainette.store import ERRORS_FILE, RunDir, Writer
 
 SAVE_EVERY = 1.0
 
@@ -77,7 +78,7 @@ class Executor:
         self.input_model = graph.input_model(nodes)
         self.models: dict[str, type[BaseModel] | None] = {INPUT_ID: self.input_model}
         self.models.update({n.id: n.output_model for n in graph.iter_nodes(nodes)})
-        self.sessions = SessionLog(run_dir.state, resumed=run_dir.resumed)
+        self.sessions = SessionLog(run_dir.sessions, resumed=run_dir.resumed)
         self.stats = {INPUT_ID: NodeStats("input")}
         self.stats.update({n.id: NodeStats("step" if isinstance(n, Step) else "apply") for n in graph.iter_nodes(nodes)})
         self.running: dict[str, float] = {}
@@ -129,7 +130,7 @@ class Executor:
             stats.earlier = self.sessions.earlier_spent(node_id)
         if self.retry_errors:
             forget_finished(self.run_dir, keep=INPUT_ID)
-        path = self.run_dir.root / ERRORS_FILE
+        path = self.run_dir.errors
         self.failed, self.failed_rows = recover_errors(path, keep_node=INPUT_ID if self.retry_errors else None)
         self.errors = ErrorLog(self.writer, path, self.bus, self.failed_rows)
 
@@ -238,19 +239,19 @@ class Executor:
             engine=engine,
             store=self.store,
             cache_setting=self.cache_setting,
-            folder=self.run_dir.state / "batches" / step.id,
+            folder=self.run_dir.batch_folder(step.id),
             bus=self.bus,
             cancel_on_stop=self.cancel_batches,
             reread=pending,
         )
 
     async def _run_group(self, group: Parallel, source: Path) -> Path:
-        tagged = tag_rows(source, self.run_dir.state / f"{self.groups[id(group)]}.tagged.jsonl")
+        tagged = tag_rows(source, self.run_dir.group_file(self.groups[id(group)], "tagged"))
         finals = await first_failure_cancels([self._run_branch(branch.steps, tagged) for branch in group.branches])
         return join_branches(group, source, list(finals), self._joined(group), self.kept[id(group)])
 
     def _joined(self, group: Parallel) -> Path:
-        return self.run_dir.state / f"{self.groups[id(group)]}.joined.jsonl"
+        return self.run_dir.group_file(self.groups[id(group)], "joined")
 
     def flattened_sources(self, final: Path) -> list[Source]:
         """Where the flattened table finds each entry, in column order: the `final` frontier for the entries its
