@@ -96,13 +96,13 @@ class Executor:
         self.cache_setting = cache
         self.cache_wanted = any(uses_cache(cache, engines[n.engine_name], n) for n in graph.iter_nodes(nodes) if isinstance(n, Step))
         self.cache_dir = cache_dir
-        self.store: ResponseCache | None = None
+        self.response_cache: ResponseCache | None = None
 
     async def execute(self, raw_rows: Iterable[inputs.RawRow]) -> Path:
         """Run every node over `raw_rows`; return the final frontier (the rows that made it through)."""
         self._recover()
         if self.cache_wanted:
-            self.store = open_cache(self.cache_dir, lambda message: self.bus.emit(Notice(message)))
+            self.response_cache = open_cache(self.cache_dir, lambda message: self.bus.emit(Notice(message)))
         saver = asyncio.ensure_future(self._save_sessions())
         try:
             source = self._ingest(raw_rows)
@@ -120,8 +120,8 @@ class Executor:
             finally:
                 self.writer.flush()
                 self.errors.close()
-                if self.store is not None:
-                    self.store.close()
+                if self.response_cache is not None:
+                    self.response_cache.close()
 
     def _recover(self) -> None:
         """Read back what earlier sessions spent and failed (with retry_errors, forget every failure but the
@@ -181,8 +181,8 @@ class Executor:
         if files is not None:
             files.close()
         self.writer.flush()
-        if self.store is not None:
-            self.store.flush()
+        if self.response_cache is not None:
+            self.response_cache.flush()
         self._tally_seconds()
         del self.running[node_id]
         stats = self.stats[node_id]
@@ -232,12 +232,12 @@ class Executor:
         when their answers come), else a request per row."""
         engine = self.pool.get(step.engine_name)
         if not engine.config.options.batch:
-            return StepStage(*tools, step=step, engine=engine, store=self.store, cache_setting=self.cache_setting)
+            return StepStage(*tools, step=step, engine=engine, response_cache=self.response_cache, cache_setting=self.cache_setting)
         return BatchStage(
             *tools,
             step=step,
             engine=engine,
-            store=self.store,
+            response_cache=self.response_cache,
             cache_setting=self.cache_setting,
             folder=self.run_dir.batch_folder(step.id),
             bus=self.bus,
