@@ -78,7 +78,9 @@ def run_command(
     """
     from chainette.engines import load_engines_from_yaml
     from chainette.outcome import exit_status
+    from chainette.run.options import RunOptions
     from chainette.run.rundir import output_path
+    from chainette.run.session import run_blocking
     from chainette.ui.summary import summary
 
     if no_cache and refresh_cache:
@@ -88,24 +90,23 @@ def run_command(
     if engines is not None:
         load_engines_from_yaml(engines, used=loaded.engine_users())
     console = _console()
+    options = RunOptions(
+        output_dir=output,
+        overwrite=overwrite,
+        retry_errors=retry_errors,
+        reporter=_reporter(console, json_logs, quiet),
+        columns=columns,
+        id_column=id_column,
+        output_format=output_format,
+        durable=durable,
+        cache=False if no_cache else "refresh" if refresh_cache else True,
+        cache_dir=cache_dir,
+        batch=batch,
+        cancel_batches=cancel_batches is True,
+        limit=limit,
+    )
     try:
-        result = loaded.run(
-            inputs,
-            output_dir=output,
-            overwrite=overwrite,
-            retry_errors=retry_errors,
-            progress=False,
-            reporter=_reporter(console, json_logs, quiet),
-            columns=columns,
-            id_column=id_column,
-            output_format=output_format,
-            durable=durable,
-            cache=False if no_cache else "refresh" if refresh_cache else True,
-            cache_dir=cache_dir,
-            batch=batch,
-            cancel_batches=cancel_batches is True,
-            limit=limit,
-        )
+        result = run_blocking(loaded, inputs, options)
     except RunInterrupted:
         if cancel_batches is None:
             _offer_to_cancel(loaded, output, batch)
