@@ -12,8 +12,8 @@ import pytest
 
 from chainette import Chain, SamplingParams, register_engine
 from chainette.cache import cache_path, max_size, step_cache
+from chainette.cache.database import CachedAnswer, ResponseCache
 from chainette.cache.keys import RequestKeys, deterministic, engine_identity
-from chainette.cache.store import CachedAnswer, ResponseCache
 from chainette.cli import main
 from chainette.errors import ConfigError
 
@@ -180,9 +180,9 @@ def test_an_entry_that_cannot_be_read_is_a_miss(tmp_path):
 def test_hits_are_written_in_batches_as_answers_are_so_a_cached_rerun_holds_few(tmp_path, monkeypatch):
     """A rerun answered wholly from the cache (hits, no put) keeps at most a batch of hits in memory, and their
     last-used times reach the file as it goes, for the least-recently-used eviction to see."""
-    from chainette.cache import store as store_module
+    from chainette.cache import database
 
-    monkeypatch.setattr(store_module, "FLUSH_EVERY", 8)
+    monkeypatch.setattr(database, "FLUSH_EVERY", 8)
     path = tmp_path / "c.sqlite"
     keys = [index.to_bytes(32, "big") for index in range(100)]
     filling = ResponseCache(path, max_bytes=10**6)

@@ -444,7 +444,7 @@ def test_types_that_drift_between_batches_are_unified_or_kept_as_json(tmp_path, 
 def test_export_writes_one_parquet_file_per_journal_file_and_removes_stale_ones(tmp_path):
     pytest.importorskip("pyarrow")
     from chainette import parquet
-    from chainette.store import read_outputs
+    from chainette.run.appends import read_outputs
 
     source, target = tmp_path / "journal", tmp_path / "out"
     source.mkdir()

@@ -434,18 +434,18 @@ def test_disk_full_stops_the_run_with_a_clear_message(scripted, tmp_path, monkey
     import errno
     import os
 
-    import chainette.store
+    import chainette.run.appends
 
     scripted(echo)
     register_engine("s", backend="scripted", model="m")
-    real_write_all = chainette.store.write_all
+    real_write_all = chainette.run.appends.write_all
 
     def write_on_full_disk(fd, data):
         if Path(os.readlink(f"/proc/self/fd/{fd}")).parent.name == "label":
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write_all(fd, data)
 
-    monkeypatch.setattr(chainette.store, "write_all", write_on_full_disk)
+    monkeypatch.setattr(chainette.run.appends, "write_all", write_on_full_disk)
     with pytest.raises(ChainetteError, match="The disk is full: the run stopped. Free some space, then run the same command again"):
         Chain(name="c", steps=[label_step()]).run(rows(3), output_dir=tmp_path / "o")
 

@@ -18,8 +18,8 @@ import pytest
 
 from chainette import Branch, Chain, ChainetteError, ConfigError, Step, apply, register_engine
 from chainette.hub import push
+from chainette.run.rundir import STATE_DIR
 from chainette.runlock import RunLock, holder
-from chainette.store import STATE_DIR
 
 ROWS = 20
 

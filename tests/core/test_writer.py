@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from chainette.store import LineFile, Writer
+from chainette.run.appends import LineFile, Writer
 
 
 def test_appends_go_out_at_the_end_of_the_loop_iteration(tmp_path):

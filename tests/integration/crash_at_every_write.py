@@ -1,5 +1,5 @@
 """Deterministic crash injection, the way SQLite tests itself: for k = 1, 2, ... run `chainette run` in a forked
-child that writes half of its k-th write of the store and then SIGKILLs itself, then resume it in another child,
+child that writes half of its k-th write of the run's files and then SIGKILLs itself, then resume it in another child,
 until a run makes fewer than k writes (a whole run exits with EXIT_SOME_ROWS_FAILED: the torture chain fails
 some rows by design). Usage: crash_at_every_write.py ROOT -- chainette run args (with OUT for
 the output directory); each k runs in ROOT/<k>. Prints how many writes a whole run makes."""
@@ -16,7 +16,7 @@ import sys
 from chainette.cli.app import build_app, main
 from chainette.outcome import EXIT_SOME_ROWS_FAILED
 from chainette.plugins import get_plugins
-import chainette.store as store
+import chainette.run.appends as appends
 
 
 def warm_up() -> None:
@@ -29,8 +29,8 @@ def warm_up() -> None:
 
 
 def crash_at(k: int) -> None:
-    """Make the k-th call of the store's write_all write half its bytes, then kill the process."""
-    real = store.write_all
+    """Make the k-th call of the run's write_all write half its bytes, then kill the process."""
+    real = appends.write_all
     calls = 0
 
     def write_all(fd: int, data: bytes) -> None:
@@ -41,7 +41,7 @@ def crash_at(k: int) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         real(fd, data)
 
-    store.write_all = write_all
+    appends.write_all = write_all
 
 
 def in_child(args: list[str], k: int | None) -> int:

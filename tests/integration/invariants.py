@@ -1,4 +1,4 @@
-"""What must hold in a run directory after any crash and after a resume (see chainette.store's docstring)."""
+"""What must hold in a run directory after any crash and after a resume (see chainette.run.appends's docstring)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 import random
 
-from chainette.store import output_files, read_outputs
+from chainette.run.appends import output_files, read_outputs
 
 from .torture_chain import TOPOLOGY
 

@@ -261,10 +261,10 @@ def test_a_damaged_cache_file_is_named_and_the_run_goes_on_without_it(server, tm
 def test_a_full_disk_stops_the_storing_not_the_run(server, tmp_path, monkeypatch):
     import io
 
-    from chainette.cache import store
+    from chainette.cache import database
     from chainette.ui.plain import PlainLines
 
-    connect = store._connect
+    connect = database._connect
 
     def small_disk(path: Path) -> sqlite3.Connection:
         db = connect(path)
@@ -272,8 +272,8 @@ def test_a_full_disk_stops_the_storing_not_the_run(server, tmp_path, monkeypatch
         db.execute(f"PRAGMA max_page_count = {pages + 2}")
         return db
 
-    monkeypatch.setattr(store, "_connect", small_disk)
-    monkeypatch.setattr(store, "FLUSH_EVERY", 4)
+    monkeypatch.setattr(database, "_connect", small_disk)
+    monkeypatch.setattr(database, "FLUSH_EVERY", 4)
     out = io.StringIO()
     result = four_steps(b_prompt="b:{{a.label}}" + "x" * 3000).run(
         rows(40), output_dir=tmp_path / "full", reporter=PlainLines(out, every=0)

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from chainette.errors import ConfigError
 from chainette.nodes import INPUT_ID, Apply, Branch, Node, Parallel, Step
-from chainette.store import RUN_DIR_ENTRIES
+from chainette.run.rundir import RUN_DIR_ENTRIES
 from chainette.templates import referenced_names, refuse_internal_attributes
 
 

@@ -11,7 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from chainette.store import ERRORS_FILE, FLATTENED, RUN_FILE, read_lines, read_outputs
+from chainette.run.appends import read_lines, read_outputs
+from chainette.run.rundir import ERRORS_FILE, FLATTENED, RUN_FILE
 
 
 class RunResult(Mapping[str, list[Any]]):

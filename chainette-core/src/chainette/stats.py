@@ -16,9 +16,7 @@ import time
 from typing import Any
 
 from chainette.nodes import INPUT_ID
-from chainette.store import write_atomically
-
-SESSIONS = "sessions.json"
+from chainette.run.appends import write_atomically
 
 
 @dataclass
@@ -102,8 +100,8 @@ def now_iso() -> str:
 class SessionLog:
     """The sessions of one run directory: earlier ones read back on resume, this one saved as it goes."""
 
-    def __init__(self, state: Path, *, resumed: bool):
-        self.path = state / SESSIONS
+    def __init__(self, path: Path, *, resumed: bool):
+        self.path = path
         self.earlier = self._load() if resumed else []
         self.number = len(self.earlier) + 1
         self.started_at = now_iso()

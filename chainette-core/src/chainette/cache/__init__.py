@@ -1,5 +1,5 @@
 """The response cache: valid answers of earlier runs, found again by what the server would see (chainette.cache.keys),
-kept in one SQLite file per user (chainette.cache.store) that every chain and output directory share.
+kept in one SQLite file per user (chainette.cache.database) that every chain and output directory share.
 
 A run uses it unless told not to (`cache=False`, `--no-cache`, an engine's `cache=False`, a step's `cache=False`);
 `"refresh"` asks again and replaces the stored answers. Its place is $CHAINETTE_CACHE_DIR, else the platform's
@@ -15,8 +15,8 @@ from pathlib import Path
 import re
 from typing import Any, Literal
 
+from chainette.cache.database import CachedAnswer, CacheUnavailable, ResponseCache, turned_off
 from chainette.cache.keys import RequestKeys, deterministic, engine_identity
-from chainette.cache.store import CachedAnswer, CacheUnavailable, ResponseCache, turned_off
 from chainette.client import Answer, Request
 from chainette.engines import EngineConfig, EngineOptions
 from chainette.errors import ConfigError
@@ -67,7 +67,7 @@ def max_size() -> int:
 
 
 def open_cache(folder: str | os.PathLike[str] | None, notice: Callable[[str], None]) -> ResponseCache | None:
-    """The run's store, or None (after a `notice` saying why) when the file cannot be used: the run goes on without it."""
+    """The run's response cache, or None (after a `notice` saying why) when the file cannot be used: the run goes on without it."""
     path = cache_path(folder)
     try:
         return ResponseCache(path, max_bytes=max_size(), notice=notice)
@@ -78,9 +78,9 @@ def open_cache(folder: str | os.PathLike[str] | None, notice: Callable[[str], No
 
 @dataclass
 class StepCache:
-    """One step's use of the store: `lookup` before a request goes out (unless refreshing), `save` after a valid answer."""
+    """One step's use of the response cache: `lookup` before a request goes out (unless refreshing), `save` after a valid answer."""
 
-    store: ResponseCache
+    response_cache: ResponseCache
     keys: RequestKeys
     backend: str
     model: str
@@ -90,11 +90,11 @@ class StepCache:
         return self.keys.key(request.messages, sample, row_id)
 
     def lookup(self, key: bytes) -> CachedAnswer | None:
-        return self.store.get(key) if self.read else None
+        return self.response_cache.get(key) if self.read else None
 
     def save(self, key: bytes, answer: Answer) -> None:
         entry = CachedAnswer(answer.text, answer.reasoning, answer.usage.input_tokens, answer.usage.output_tokens)
-        self.store.put(key, self.backend, self.model, entry)
+        self.response_cache.put(key, self.backend, self.model, entry)
 
 
 def uses_cache(setting: CacheSetting, config: EngineConfig[EngineOptions], step: Step) -> bool:
@@ -103,7 +103,7 @@ def uses_cache(setting: CacheSetting, config: EngineConfig[EngineOptions], step:
 
 
 def step_cache(
-    store: ResponseCache | None,
+    response_cache: ResponseCache | None,
     setting: CacheSetting,
     config: EngineConfig[EngineOptions],
     step: Step,
@@ -112,8 +112,8 @@ def step_cache(
 ) -> StepCache | None:
     """How `step` uses the cache: not at all when the run, its engine or the step turn it off; write-only when the run or
     the step says "refresh". `schema` and `sampling` (translated, without `n`) are what each of its requests sends."""
-    if store is None or not uses_cache(setting, config, step):
+    if response_cache is None or not uses_cache(setting, config, step):
         return None
     per_row = not deterministic(step.sampling)
     keys = RequestKeys(engine_identity(config), schema, schema_name(step.output_model), sampling, per_row)
-    return StepCache(store, keys, config.backend, config.model, read="refresh" not in (setting, step.cache))
+    return StepCache(response_cache, keys, config.backend, config.model, read="refresh" not in (setting, step.cache))

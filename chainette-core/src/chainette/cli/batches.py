@@ -19,17 +19,17 @@ def batches_command(
     OUT, a note on stderr names it: the states are then those its journals saw last, and may change.
     """
     from chainette.batch import BatchJournal
+    from chainette.run.rundir import RunPaths, output_path
     from chainette.runlock import holder
-    from chainette.store import STATE_DIR, output_path
 
     output = output_path(run_dir, "The run directory")
-    folder = output / STATE_DIR / "batches"
+    paths = RunPaths(output)
     if not output.is_dir():
         raise ConfigError(f"{output} is not a directory: give the output directory of a run (the -o of chainette run).")
-    working = holder(output / STATE_DIR)
+    working = holder(paths.state)
     if working is not None:
         typer.echo(f"{working.describe()} is working in {output}: the states below may change.", err=True)
-    journals = {path.parent.name: BatchJournal(path.parent) for path in sorted(folder.glob("*/journal.jsonl"))}
+    journals = {path.parent.name: BatchJournal(path.parent) for path in sorted(paths.batches.glob("*/journal.jsonl"))}
     chunks = [(step, chunk) for step, journal in journals.items() for chunk in journal.chunks.values()]
     if as_json:
         listed = [

@@ -13,7 +13,7 @@ from chainette.errors import ConfigError
 
 if TYPE_CHECKING:
     from chainette.cache import ResponseCache
-    from chainette.cache.store import CacheUnavailable, ModelFigures
+    from chainette.cache.database import CacheUnavailable, ModelFigures
 
 app = typer.Typer(help="The response cache: answers of earlier runs, shared by every chain and output directory.", no_args_is_help=True)
 DIR_HELP = "The cache's folder (default: $CHAINETTE_CACHE_DIR, else the user cache folder)."
@@ -29,7 +29,7 @@ def _open(path: Path) -> ResponseCache:
 
 def _unreadable(problem: CacheUnavailable) -> ConfigError:
     """The error that says why the cache cannot be read, and what to do."""
-    from chainette.cache.store import CacheDamaged, removal_command
+    from chainette.cache.database import CacheDamaged, removal_command
 
     if isinstance(problem, CacheDamaged):
         advice = f"`{removal_command(problem.path)}` removes it: its answers are lost, and later runs ask again and store new ones."
@@ -46,7 +46,7 @@ def info_command(
     """Show where the cache is, its size, and per model its entries and hits (answers it gave instead of a request).
     Reads the whole file, to say whether it is damaged; creates nothing where there is no cache."""
     from chainette.cache import cache_path, max_size
-    from chainette.cache.store import CacheUnavailable
+    from chainette.cache.database import CacheUnavailable
 
     path = cache_path(cache_dir)
     exists = path.exists()
@@ -97,7 +97,7 @@ def clear_command(
     """Delete answers from the cache: all of them, or those of one model, or those unused for a while. A damaged cache
     file is removed whole (by a clear of all answers)."""
     from chainette.cache import cache_path
-    from chainette.cache.store import CacheDamaged, CacheUnavailable, removal_command, remove
+    from chainette.cache.database import CacheDamaged, CacheUnavailable, removal_command, remove
 
     unused_for = _age(older_than) if older_than is not None else None
     path = cache_path(cache_dir)

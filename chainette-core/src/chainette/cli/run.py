@@ -78,7 +78,9 @@ def run_command(
     """
     from chainette.engines import load_engines_from_yaml
     from chainette.outcome import exit_status
-    from chainette.store import output_path
+    from chainette.run.options import RunOptions
+    from chainette.run.rundir import output_path
+    from chainette.run.session import run_blocking
     from chainette.ui.summary import summary
 
     if no_cache and refresh_cache:
@@ -88,24 +90,23 @@ def run_command(
     if engines is not None:
         load_engines_from_yaml(engines, used=loaded.engine_users())
     console = _console()
+    options = RunOptions(
+        output_dir=output,
+        overwrite=overwrite,
+        retry_errors=retry_errors,
+        reporter=_reporter(console, json_logs, quiet),
+        columns=columns,
+        id_column=id_column,
+        output_format=output_format,
+        durable=durable,
+        cache=False if no_cache else "refresh" if refresh_cache else True,
+        cache_dir=cache_dir,
+        batch=batch,
+        cancel_batches=cancel_batches is True,
+        limit=limit,
+    )
     try:
-        result = loaded.run(
-            inputs,
-            output_dir=output,
-            overwrite=overwrite,
-            retry_errors=retry_errors,
-            progress=False,
-            reporter=_reporter(console, json_logs, quiet),
-            columns=columns,
-            id_column=id_column,
-            output_format=output_format,
-            durable=durable,
-            cache=False if no_cache else "refresh" if refresh_cache else True,
-            cache_dir=cache_dir,
-            batch=batch,
-            cancel_batches=cancel_batches is True,
-            limit=limit,
-        )
+        result = run_blocking(loaded, inputs, options)
     except RunInterrupted:
         if cancel_batches is None:
             _offer_to_cancel(loaded, output, batch)
@@ -126,8 +127,8 @@ def _offer_to_cancel(chain: Chain, output: Path, batch: bool) -> None:
     from chainette import graph
     from chainette.execution.batching import batch_engines, cancel_left_running, left_running
     from chainette.nodes import Step
+    from chainette.run.rundir import RunPaths
     from chainette.runlock import RunLock
-    from chainette.store import STATE_DIR
 
     running = left_running(output)
     if not running or not sys.stdin.isatty():
@@ -137,7 +138,7 @@ def _offer_to_cancel(chain: Chain, output: Path, batch: bool) -> None:
         return
     steps = {node.id: node.engine_name for node in graph.iter_nodes(chain.nodes) if isinstance(node, Step)}
     engines = batch_engines(chain.engines(), list(steps.values()), forced=batch)
-    with RunLock(output / STATE_DIR, "a chainette run cancelling its batch jobs"):
+    with RunLock(RunPaths(output).state, "a chainette run cancelling its batch jobs"):
         cancelled = asyncio.run(cancel_left_running(output, engines, steps))
     typer.echo(f"Cancelled {cancelled} batch jobs; the next run asks their rows again.", err=True)
 

@@ -27,6 +27,7 @@ from chainette.execution.step import StepStage
 from chainette.frontier import Row
 from chainette.plugins import get_plugins, no_batch_client
 from chainette.policy import call_with_retries
+from chainette.run.rundir import RunPaths
 from chainette.schema import repair_messages
 
 FIRST_POLL = 1.0
@@ -294,7 +295,7 @@ async def cancel_left_running(run_dir: Path, engines: dict[str, EngineConfig[Eng
     how many. For a `chainette run` that a Ctrl-C stopped, once the user said so."""
     cancelled = 0
     for step_id, engine in steps.items():
-        folder = run_dir / ".chainette" / "batches" / step_id
+        folder = RunPaths(run_dir).batch_folder(step_id)
         config = engines[engine]
         if not (folder / "journal.jsonl").exists() or not config.options.batch:
             continue
@@ -309,7 +310,7 @@ async def cancel_left_running(run_dir: Path, engines: dict[str, EngineConfig[Eng
 
 def left_running(run_dir: Path) -> int:
     """How many submitted batches of the run in `run_dir` its journals list as not collected yet."""
-    journals = (BatchJournal(path.parent) for path in (run_dir / ".chainette" / "batches").glob("*/journal.jsonl"))
+    journals = (BatchJournal(path.parent) for path in RunPaths(run_dir).batches.glob("*/journal.jsonl"))
     return sum(1 for journal in journals for chunk in journal.open_chunks() if chunk.batch_id is not None and chunk.state != "cancelling")
 
 

@@ -4,7 +4,7 @@ that needs them.
 
 Each node commits one `frontier.Commit` per input row it passes or filters out, and a row that fails goes
 to the errors file. A node's frontier and the errors file are its commit log: a resumed node skips every
-row already committed there (see chainette.store for the write order that keeps outputs and commits
+row already committed there (see chainette.run.appends for the write order that keeps outputs and commits
 consistent after a crash).
 """
 
@@ -14,7 +14,6 @@ import asyncio
 from collections.abc import Callable, Iterable, Iterator
 from itertools import groupby
 from operator import itemgetter
-import os
 from pathlib import Path
 import time
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from chainette import graph, inputs
-from chainette.cache import CacheSetting, ResponseCache, open_cache, uses_cache
+from chainette.cache import ResponseCache, open_cache, uses_cache
 from chainette.engines import EngineConfig, EngineOptions, engine_price
 from chainette.events import EventBus, NodeFinished, NodeStarted, Notice
 from chainette.execution.apply import ApplyStage
@@ -38,8 +37,10 @@ from chainette.execution.step import StepStage
 from chainette.execution.stopping import StopSignal, first_failure_cancels
 from chainette.frontier import Row, count_rows, rows
 from chainette.nodes import INPUT_ID, Node, Parallel, Step
+from chainette.run.appends import Writer
+from chainette.run.options import RunOptions
+from chainette.run.rundir import RunDir
 from chainette.stats import NodeStats, SessionLog, run_figures
-from chainette.store import ERRORS_FILE, RunDir, Writer
 
 SAVE_EVERY = 1.0
 
@@ -54,37 +55,27 @@ class Executor:
         nodes: list[Node],
         run_dir: RunDir,
         engines: dict[str, EngineConfig[EngineOptions]],
-        *,
-        retry_errors: bool = False,
-        id_column: str | None = None,
-        durable: bool = False,
-        cache: CacheSetting = True,
-        cache_dir: str | os.PathLike[str] | None = None,
-        batch: bool = False,
-        cancel_batches: bool = False,
-        limit: int | None = None,
+        options: RunOptions,
         bus: EventBus | None = None,
     ):
         self.nodes = nodes
         self.run_dir = run_dir
-        self.retry_errors = retry_errors
-        self.id_column = id_column
-        self.limit = limit
+        self.options = options
+        self.limit = options.limit
         self.limited = False  # whether `limit` leaves input rows out: then no node is finished
         self.bus = bus or EventBus()
         self.control = StopSignal(self._requests_in_flight)
-        self.writer = Writer(durable=durable)
+        self.writer = Writer(durable=options.durable)
         self.input_model = graph.input_model(nodes)
         self.models: dict[str, type[BaseModel] | None] = {INPUT_ID: self.input_model}
         self.models.update({n.id: n.output_model for n in graph.iter_nodes(nodes)})
-        self.sessions = SessionLog(run_dir.state, resumed=run_dir.resumed)
+        self.sessions = SessionLog(run_dir.sessions, resumed=run_dir.resumed)
         self.stats = {INPUT_ID: NodeStats("input")}
         self.stats.update({n.id: NodeStats("step" if isinstance(n, Step) else "apply") for n in graph.iter_nodes(nodes)})
         self.running: dict[str, float] = {}
         self.groups = {id(group): f"group{index}" for index, group in enumerate(graph.parallels(nodes))}
         self.kept = kept_entries(nodes)
-        engines = batch_engines(engines, [n.engine_name for n in graph.iter_nodes(nodes) if isinstance(n, Step)], forced=batch)
-        self.cancel_batches = cancel_batches
+        engines = batch_engines(engines, [n.engine_name for n in graph.iter_nodes(nodes) if isinstance(n, Step)], forced=options.batch)
         self.pool = EnginePool(engines, [graph.engines_used(n) for n in nodes], run_dir.root, self.control, self.bus)
         self.prices = {n.id: engine_price(engines[n.engine_name]) for n in graph.iter_nodes(nodes) if isinstance(n, Step)}
         self.asking = [
@@ -92,16 +83,16 @@ class Executor:
         ]
         self.failed: dict[str, set[str]] = {}
         self.failed_rows: set[int] = set()
-        self.cache_setting = cache
-        self.cache_wanted = any(uses_cache(cache, engines[n.engine_name], n) for n in graph.iter_nodes(nodes) if isinstance(n, Step))
-        self.cache_dir = cache_dir
-        self.store: ResponseCache | None = None
+        self.cache_wanted = any(
+            uses_cache(options.cache, engines[n.engine_name], n) for n in graph.iter_nodes(nodes) if isinstance(n, Step)
+        )
+        self.response_cache: ResponseCache | None = None
 
     async def execute(self, raw_rows: Iterable[inputs.RawRow]) -> Path:
         """Run every node over `raw_rows`; return the final frontier (the rows that made it through)."""
         self._recover()
         if self.cache_wanted:
-            self.store = open_cache(self.cache_dir, lambda message: self.bus.emit(Notice(message)))
+            self.response_cache = open_cache(self.options.cache_dir, lambda message: self.bus.emit(Notice(message)))
         saver = asyncio.ensure_future(self._save_sessions())
         try:
             source = self._ingest(raw_rows)
@@ -119,18 +110,18 @@ class Executor:
             finally:
                 self.writer.flush()
                 self.errors.close()
-                if self.store is not None:
-                    self.store.close()
+                if self.response_cache is not None:
+                    self.response_cache.close()
 
     def _recover(self) -> None:
         """Read back what earlier sessions spent and failed (with retry_errors, forget every failure but the
         input's), then open the errors file: after its repair, which may replace it."""
         for node_id, stats in self.stats.items():
             stats.earlier = self.sessions.earlier_spent(node_id)
-        if self.retry_errors:
+        if self.options.retry_errors:
             forget_finished(self.run_dir, keep=INPUT_ID)
-        path = self.run_dir.root / ERRORS_FILE
-        self.failed, self.failed_rows = recover_errors(path, keep_node=INPUT_ID if self.retry_errors else None)
+        path = self.run_dir.errors
+        self.failed, self.failed_rows = recover_errors(path, keep_node=INPUT_ID if self.options.retry_errors else None)
         self.errors = ErrorLog(self.writer, path, self.bus, self.failed_rows)
 
     async def _save_sessions(self) -> None:
@@ -180,8 +171,8 @@ class Executor:
         if files is not None:
             files.close()
         self.writer.flush()
-        if self.store is not None:
-            self.store.flush()
+        if self.response_cache is not None:
+            self.response_cache.flush()
         self._tally_seconds()
         del self.running[node_id]
         stats = self.stats[node_id]
@@ -201,7 +192,7 @@ class Executor:
             self.limited = self.limit is not None and stats.rows_in > self.limit
         else:
             self.limited = ingest(
-                raw_rows, self.input_model, reopened.decided, reopened.files, stats, self.errors, self.id_column, self.limit
+                raw_rows, self.input_model, reopened.decided, reopened.files, stats, self.errors, self.options.id_column, self.limit
             )
         return self._finish(INPUT_ID, reopened.files if reopened else None)
 
@@ -231,26 +222,26 @@ class Executor:
         when their answers come), else a request per row."""
         engine = self.pool.get(step.engine_name)
         if not engine.config.options.batch:
-            return StepStage(*tools, step=step, engine=engine, store=self.store, cache_setting=self.cache_setting)
+            return StepStage(*tools, step=step, engine=engine, response_cache=self.response_cache, cache_setting=self.options.cache)
         return BatchStage(
             *tools,
             step=step,
             engine=engine,
-            store=self.store,
-            cache_setting=self.cache_setting,
-            folder=self.run_dir.state / "batches" / step.id,
+            response_cache=self.response_cache,
+            cache_setting=self.options.cache,
+            folder=self.run_dir.batch_folder(step.id),
             bus=self.bus,
-            cancel_on_stop=self.cancel_batches,
+            cancel_on_stop=self.options.cancel_batches,
             reread=pending,
         )
 
     async def _run_group(self, group: Parallel, source: Path) -> Path:
-        tagged = tag_rows(source, self.run_dir.state / f"{self.groups[id(group)]}.tagged.jsonl")
+        tagged = tag_rows(source, self.run_dir.group_file(self.groups[id(group)], "tagged"))
         finals = await first_failure_cancels([self._run_branch(branch.steps, tagged) for branch in group.branches])
         return join_branches(group, source, list(finals), self._joined(group), self.kept[id(group)])
 
     def _joined(self, group: Parallel) -> Path:
-        return self.run_dir.state / f"{self.groups[id(group)]}.joined.jsonl"
+        return self.run_dir.group_file(self.groups[id(group)], "joined")
 
     def flattened_sources(self, final: Path) -> list[Source]:
         """Where the flattened table finds each entry, in column order: the `final` frontier for the entries its

@@ -12,9 +12,9 @@ from chainette.events import EventBus, RowFailed
 from chainette.execution.stopping import StopSignal
 from chainette.frontier import Row
 from chainette.nodes import INPUT_ID
+from chainette.run.appends import LineFile, OutputFolder, Writer
 from chainette.secrets import redact_data
 from chainette.stats import NodeStats
-from chainette.store import LineFile, OutputFolder, Writer
 
 
 class NodeFiles:

@@ -17,7 +17,9 @@ from typing import Any
 
 import orjson
 
-from chainette.store import FLATTENED, OutputFolder, RunDir, ScratchIndex, Writer
+from chainette.run.appends import OutputFolder, Writer
+from chainette.run.rundir import FLATTENED, RunDir
+from chainette.run.scratch import ScratchIndex
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ def write_flattened(run_dir: RunDir, final: Path, sources: list[Source]) -> None
         with contextlib.ExitStack() as stack:
             found: Iterator[tuple[int, dict[str, Any]]] = iter(())
             if gathered:
-                index = stack.enter_context(EntryIndex(run_dir.state / "flattened.sqlite"))
+                index = stack.enter_context(EntryIndex(run_dir.scratch(FLATTENED)))
                 for position, source in gathered:
                     index.add(position, source)
                 found = index.gather(ancestors(row) for row in _contexts(final))

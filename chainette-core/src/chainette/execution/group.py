@@ -14,7 +14,8 @@ import orjson
 from chainette.execution.context import keep
 from chainette.frontier import Commit, Row, rows
 from chainette.nodes import Parallel
-from chainette.store import ScratchIndex, write_lines_atomically
+from chainette.run.appends import write_lines_atomically
+from chainette.run.scratch import ScratchIndex
 
 
 def tag_rows(source: Path, tagged: Path) -> Path:

@@ -18,8 +18,8 @@ from chainette.errors import InputError
 from chainette.execution.files import ErrorLog, NodeFiles
 from chainette.frontier import Commit, Row
 from chainette.nodes import INPUT_ID
+from chainette.run.scratch import ScratchIndex
 from chainette.stats import NodeStats
-from chainette.store import ScratchIndex
 
 CHILD_SUFFIX = re.compile(r"-\d+$")
 CHILD_SUFFIXES = re.compile(r"(?:-\d+)+")

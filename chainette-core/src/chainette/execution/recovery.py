@@ -1,5 +1,5 @@
 """A node's state on disk as the last session left it: whether it finished (its done marker, with its row
-counts), and otherwise its files repaired after a crash (see chainette.store for the write order this relies
+counts), and otherwise its files repaired after a crash (see chainette.run.appends for the write order this relies
 on), with the input rows it already decided; and the errors file repaired likewise."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from chainette.errors import ChainetteError
 from chainette.execution.files import NodeFiles
 from chainette.frontier import commits, count_rows
 from chainette.nodes import INPUT_ID
-from chainette.store import RunDir, Writer, encode_line, output_files, read_lines, write_atomically, write_lines_atomically
+from chainette.run.appends import Writer, encode_line, output_files, read_lines, write_atomically, write_lines_atomically
+from chainette.run.rundir import RunDir
 
 
 @dataclass(frozen=True)
@@ -36,13 +37,13 @@ class Reopened:
 
 
 class NodeState:
-    """Where a node's frontier and done marker live in the run directory's state folder."""
+    """A node's frontier and done marker, where the run directory places them."""
 
     def __init__(self, run_dir: RunDir, node_id: str):
         self.run_dir = run_dir
         self.node_id = node_id
-        self.frontier = run_dir.state / f"{node_id}.jsonl"
-        self.marker = run_dir.state / f"{node_id}.done"
+        self.frontier = run_dir.frontier(node_id)
+        self.marker = run_dir.done_marker(node_id)
 
     def finished_counts(self) -> Counts | None:
         """The counts an earlier session recorded when it finished the node, or None if none did."""
@@ -66,7 +67,7 @@ class NodeState:
 
 def forget_finished(run_dir: RunDir, keep: str) -> None:
     """Remove every node's done marker but `keep`'s, so that --retry-errors visits those nodes again."""
-    for marker in run_dir.state.glob("*.done"):
+    for marker in run_dir.done_markers():
         if marker.stem != keep:
             marker.unlink()
 

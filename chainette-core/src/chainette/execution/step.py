@@ -34,7 +34,7 @@ class StepStage(Stage):
 
     step: Step
     engine: RunningEngine
-    store: ResponseCache | None = None
+    response_cache: ResponseCache | None = None
     cache_setting: CacheSetting = True
 
     def __post_init__(self) -> None:
@@ -46,7 +46,7 @@ class StepStage(Stage):
         self.single_sampling = {key: value for key, value in self.sampling.items() if key != "n"}
         config = self.engine.config
         self.same_error = SameErrorStop(step.id, config.name, config.backend, advice=config.options.same_error_advice)
-        self.cache = step_cache(self.store, self.cache_setting, self.engine.config, step, self.schema, self.single_sampling)
+        self.cache = step_cache(self.response_cache, self.cache_setting, self.engine.config, step, self.schema, self.single_sampling)
 
     async def process(self, pending: Iterator[Row]) -> None:
         """Answer every pending row until the rows run out or the run stops; an EngineError stops the step."""

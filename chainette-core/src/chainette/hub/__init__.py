@@ -25,8 +25,8 @@ from chainette.hub.card import graph_mermaid, render_card
 from chainette.hub.constants import CARD, ERRORS_CONFIG, ERRORS_FILE, FLATTENED, RECORDS
 from chainette.hub.layout import TOKEN_ENV, Config, Dataset, Pushed, Run, build_dataset, known_secrets, read_run, write_folder
 from chainette.hub.upload import INSTALL, upload
+from chainette.run.rundir import RunPaths, output_path
 from chainette.runlock import RunLock, holder, in_use
-from chainette.store import STATE_DIR, output_path
 
 if TYPE_CHECKING:
     from chainette.chain import Chain
@@ -89,7 +89,7 @@ def _owning(root: Path) -> AbstractContextManager[object]:
     """The run directory's lock for as long as a push reads it: a run working in it refuses the push, and a run
     started meanwhile is refused. Without a state folder no run can start in the directory: no lock. A state folder
     this process may not write to (a read-only copy, another user's run) is only checked for a holder."""
-    state = root / STATE_DIR
+    state = RunPaths(root).state
     if state.is_dir() and os.access(state, os.W_OK):
         return RunLock(state, "a chainette push")
     found = holder(state) if state.is_dir() else None

@@ -3,7 +3,7 @@ the run's two records, the default config, and the config and file of the failed
 
 from __future__ import annotations
 
-from chainette.store import ERRORS_FILE, FLATTENED, GRAPH_FILE, RUN_FILE
+from chainette.run.rundir import ERRORS_FILE, FLATTENED, GRAPH_FILE, RUN_FILE
 
 CARD = "README.md"
 RECORDS = (GRAPH_FILE, RUN_FILE)

@@ -21,8 +21,9 @@ from chainette.errors import ChainetteError
 from chainette.hub.card import render_card
 from chainette.hub.constants import CARD, ERRORS_CONFIG, ERRORS_FILE, FLATTENED, RECORDS
 from chainette.nodes import Apply, Step
+from chainette.run.appends import output_files
+from chainette.run.rundir import RunPaths, output_path
 from chainette.secrets import MIN_LENGTH, redact
-from chainette.store import MANIFEST, STATE_DIR, output_files, output_path
 
 if TYPE_CHECKING:
     from chainette.chain import Chain
@@ -221,7 +222,7 @@ def _chain_nodes(chain: Chain, run: Run) -> dict[str, Step | Apply]:
     shape = graph.describe(chain.nodes, {})
     if [shape["nodes"], shape["edges"]] != [run.graph["nodes"], run.graph["edges"]]:
         raise _not_this_chain(chain, run, "its nodes or edges differ from graph.json's")
-    manifest = run.root / STATE_DIR / MANIFEST
+    manifest = RunPaths(run.root).manifest
     if manifest.is_file() and _read_json(manifest).get("chain") not in (None, graph.fingerprint(chain.nodes)):
         raise _not_this_chain(chain, run, "its prompts, models or sampling changed since")
     return {node.id: node for node in graph.iter_nodes(chain.nodes)}

@@ -1,11 +1,11 @@
-"""The response cache's store: one SQLite file in WAL mode (standard library), shared by every run of the user.
+"""The response cache's database: one SQLite file in WAL mode (standard library), shared by every run of the user.
 
 Writes (answers, and the hits that mark answers as used) are buffered and committed in batches (once `FLUSH_EVERY`
 are buffered or `FLUSH_SECONDS` have passed, and at each `flush`), each batch one transaction: the buffers stay
 small on any mix of hits and answers, and a kill -9 loses the writes of the batch in progress, never the file. Two runs may use
 the file at once (WAL: readers never wait; a writer waits up to `BUSY_SECONDS` for the other). Entries
 carry when they were last used, and the least recently used go once the file holds more than its size cap.
-A store that cannot be read or written any more (a damaged file among others) is turned off, with one `notice`,
+A database that cannot be read or written any more (a damaged file among others) is turned off, with one `notice`,
 and the run goes on.
 """
 

@@ -1,0 +1,42 @@
+"""RunOptions: every setting of one run but the chain and its inputs, made once (by `Chain.run` or `chainette run`)
+and read by the session and the executor; frozen, so that no part of a run changes what another part reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import os
+from typing import TYPE_CHECKING
+
+from chainette.errors import ConfigError
+
+if TYPE_CHECKING:
+    from chainette.cache import CacheSetting
+    from chainette.events import Listener
+    from chainette.inputs import ColumnSpec
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run goes (each field is the keyword of `Chain.run` of the same name, documented there).
+
+    A `limit` that is not a positive number of rows is refused here, before anything is opened.
+    """
+
+    output_dir: str | os.PathLike[str] | None = None
+    overwrite: bool = False
+    retry_errors: bool = False
+    reporter: Listener | None = None
+    columns: ColumnSpec = None
+    id_column: str | None = None
+    output_format: str = "jsonl"
+    durable: bool = False
+    cache: CacheSetting = True
+    cache_dir: str | os.PathLike[str] | None = None
+    batch: bool = False
+    cancel_batches: bool = False
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        limit = self.limit
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ConfigError(f"The limit must be a positive number of input rows (got {limit!r}); leave it out to run every row.")

@@ -1,0 +1,169 @@
+"""A run session: one run of a chain over its inputs, from opening the run directory to writing how it ended.
+
+Open: check the chain's engines and output models, open the inputs and the run directory (resumed, started afresh
+or refused; its lock held from here). Execute: one session of the executor, then the flattened table and the
+Parquet files. Close: run.json records how the session ended (every session's figures), and the lock is released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from chainette import graph
+from chainette.engines import EngineConfig, EngineOptions, check_keys
+from chainette.errors import ConfigError
+from chainette.events import EventBus, Progress, RunFinished, RunStarted
+from chainette.execution.executor import Executor
+from chainette.execution.flatten import write_flattened
+from chainette.execution.stopping import stop_on_signals, with_resume_hint
+from chainette.inputs import Columns, Inputs, fingerprint, open_rows
+from chainette.nodes import INPUT_ID, Node, Step
+from chainette.plugins import get_plugins
+from chainette.results import RunResult
+from chainette.run.options import RunOptions
+from chainette.run.rundir import FLATTENED, GRAPH_FILE, RUN_FILE, RunDir
+from chainette.secrets import engine_secrets, redact_data
+
+if TYPE_CHECKING:
+    from chainette.chain import Chain
+
+
+def run_blocking(chain: Chain, inputs: Inputs, options: RunOptions) -> RunResult:
+    """Run `chain` over `inputs` to its end; inside a running event loop (Jupyter) the run happens on a worker thread."""
+    if not _loop_running():
+        return asyncio.run(run(chain, inputs, options))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, run(chain, inputs, options)).result()
+
+
+async def run(chain: Chain, inputs: Inputs, options: RunOptions) -> RunResult:
+    """Open a session of `chain` over `inputs`, execute it and close it, however it ends."""
+    with RunSession(chain, inputs, options) as session:
+        return await session.execute()
+
+
+class RunSession:
+    """One session of a run: opened when made (checks done, run directory owned), executed once, closed on exit."""
+
+    def __init__(self, chain: Chain, inputs: Inputs, options: RunOptions):
+        self.chain = chain
+        self.options = options
+        self.engines = chain.engines()
+        _check_output_models(chain.nodes, self.engines)
+        check_keys(self.engines)
+        picked = Columns.parse(options.columns)
+        self.rows = open_rows(inputs, picked)
+        identity = {
+            "chain": graph.fingerprint(chain.nodes),
+            "inputs": fingerprint(inputs, picked, options.id_column),
+            "nodes": graph.node_fingerprints(chain.nodes),
+        }
+        root = _default_output_dir(chain.name) if options.output_dir is None else options.output_dir
+        self.run_dir = RunDir(root, identity, overwrite=options.overwrite, output_format=options.output_format)
+
+    def __enter__(self) -> RunSession:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Let go of the run directory: another run may use it from now on."""
+        self.run_dir.close()
+
+    async def execute(self) -> RunResult:
+        """Run the chain's nodes over the rows in the run directory; run.json records how the session ended."""
+        chain, options, run_dir = self.chain, self.options, self.run_dir
+        run_dir.write_json(GRAPH_FILE, chain.describe())
+        secrets = frozenset().union(*(engine_secrets(config) for config in self.engines.values()))
+        reporter = options.reporter
+        bus = EventBus([reporter] if reporter else [], secrets)
+        run = Executor(chain.nodes, run_dir, self.engines, options, bus)
+        status, error = "failed", None
+        outline = [{"id": INPUT_ID, "kind": "input", "label": "input"}, *graph.outline(chain.nodes)]
+        bus.emit(RunStarted(chain=chain.name, output_dir=str(run_dir.root), resumed=run_dir.resumed, nodes=outline))
+        ticker = asyncio.ensure_future(_tick(run, getattr(reporter, "interval", 1.0))) if reporter else None
+        try:
+            with stop_on_signals(run.control):
+                final = await run.execute(self.rows)
+            write_flattened(run_dir, final, run.flattened_sources(final))
+            run_dir.export_parquet([*chain.output_models(), FLATTENED])
+            status = "limited" if run.limited else "completed"
+        except BaseException as exc:
+            if run.control.stopping or isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
+                status = "interrupted"
+            else:
+                error = f"{type(exc).__name__}: {exc}"
+            if run.control.stopping:
+                raise with_resume_hint(run.control.interrupted(), run.control, run_dir.root) from None
+            raise
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+            sessions = run.save_session(status)
+            summary = {
+                "chain": chain.name,
+                "status": status,
+                "error": error,
+                "resumed": run_dir.resumed,
+                "limit": options.limit,
+                "started_at": sessions[0]["started_at"],
+                "finished_at": sessions[-1]["finished_at"],
+                "seconds": round(sum(session["seconds"] for session in sessions), 3),
+                **run.summary(),
+                "sessions": sessions,
+                "versions": _versions(self.engines),
+            }
+            run_dir.write_json(RUN_FILE, redact_data(summary, secrets))
+            bus.emit(RunFinished(status=status, summary=summary))
+        return RunResult(run_dir.root, chain.output_models())
+
+
+async def _tick(run: Executor, interval: float) -> None:
+    """Send a Progress snapshot of every node every `interval` seconds."""
+    while True:
+        await asyncio.sleep(interval)
+        summary = run.summary()["steps"]
+        run.bus.emit(Progress(nodes=summary))
+
+
+def _default_output_dir(name: str) -> Path:
+    return Path("chainette-runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _check_output_models(nodes: list[Node], engines: dict[str, EngineConfig[EngineOptions]]) -> None:
+    """Let each step's backend refuse, before any request, an output model its engine cannot be asked for (the
+    ConfigError then names the step)."""
+    for node in graph.iter_nodes(nodes):
+        if isinstance(node, Step):
+            config = engines[node.engine_name]
+            try:
+                get_plugins().hooks(config.backend).check_output_model(config, node.output_model)
+            except ConfigError as exc:
+                raise ConfigError(f"Step '{node.id}': {exc}", exc.loc, node=node) from None
+
+
+def _versions(engines: dict[str, EngineConfig[EngineOptions]]) -> dict[str, str]:
+    from chainette import __version__
+
+    found = get_plugins().found
+    versions = {"chainette-core": __version__}
+    for config in engines.values():
+        info = found[config.backend]
+        versions[info.distribution] = info.version
+    return versions
+
+
+def _loop_running() -> bool:
+    """Whether this thread runs an event loop (Jupyter does): asked apart, so that no error of the run is
+    reported "during handling" of the RuntimeError that says there is none."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
