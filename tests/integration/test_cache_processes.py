@@ -16,7 +16,7 @@ import pytest
 
 from chainette.testing import FakeServer
 
-from .conftest import Project, echo
+from .conftest import Project, echo, wait_for
 
 SOAK = int(os.environ.get("CHAINETTE_SOAK", "1"))
 
@@ -53,8 +53,10 @@ def test_kill_9_while_answers_are_stored_leaves_a_sound_cache(tmp_path, cache_di
         (tmp_path / "p").mkdir()
         project = Project(tmp_path / "p", server.base_url, rows=3000, concurrency=32)
         for _ in range(2):
+            asked = len(server.chat_requests())
             process = project.start()
-            time.sleep(rng.uniform(0.8, 3.0))
+            wait_for(lambda asked=asked: len(server.chat_requests()) > asked)  # answering (a loaded machine starts slowly)
+            time.sleep(rng.uniform(0.0, 2.2))
             process.send_signal(signal.SIGKILL)
             process.wait()
             answers = stored_answers(cache_dir)
