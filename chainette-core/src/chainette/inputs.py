@@ -410,7 +410,7 @@ def validate(row: RawRow, value: dict[str, Any], model: type[BaseModel] | None) 
     if row.columns is not None:
         value = row.columns.select(value, row.where)
     data = value if model is None else _validated(row, value, model)
-    found = _non_finite(data)
+    found = None if _all_finite(data) else _non_finite(data)
     if found is not None:
         field, number = found
         raise ValueError(
@@ -429,6 +429,20 @@ def _validated(row: RawRow, value: dict[str, Any], model: type[BaseModel]) -> di
     if row.columns is not None:
         data.update({key: field for key, field in value.items() if key not in data})
     return data
+
+
+def _all_finite(value: Any) -> bool:
+    """Whether every number in `value` is finite: the per-row check, which names no place (`_non_finite` does)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            return False
+    return True
 
 
 def _non_finite(value: Any) -> tuple[str, float] | None:
