@@ -16,7 +16,7 @@ from rich.console import Console
 from chainette import Branch, Chain, RetryableError, RowError, SamplingParams, Step, apply, register_engine
 from chainette.client import Usage
 from chainette.errors import RunInterrupted
-from chainette.events import NodeStarted, Progress, RunStarted
+from chainette.events import NodeCounted, NodeStarted, Progress, RunStarted
 from chainette.outcome import exit_status
 import chainette.policy
 from chainette.ui.plain import PlainLines
@@ -85,7 +85,7 @@ def test_input_fields_named_like_frontier_keys_change_nothing(scripted, tmp_path
     first = label_step(input_model=Odd)
     second = Step(id="again", output_model=Label, engine_name="s", user_prompt="<<{{label.label}}!>>")
     result = Chain(name="c", steps=[first, second]).run(data, output_dir=tmp_path / "o", reporter=events.append)
-    totals = {e.node: e.total for e in events if isinstance(e, NodeStarted)}
+    totals = {e.node: e.total for e in events if isinstance(e, NodeCounted)}
     assert totals["label"] == totals["again"] == 5
     assert [r.label for r in result["again"]] == [f"row{i}!" for i in range(5)]
     assert result.flattened[0]["chain_input.skip"] == 1

@@ -69,7 +69,15 @@ def test_a_limited_run_goes_on_with_the_rest(scripted, tmp_path, inputs):
     requests = Counter((r.step_id, r.row_id) for r in backend.requests)
     assert set(requests.values()) == {1}, "no row requested twice"
     assert Counter(step for step, _ in requests) == {"label": 20, "to_fr": 15, "to_de": 15, "final": 15}
-    assert sorted(p.stem for p in (out / ".chainette").glob("*.done")) == ["chain_input", "final", "keep", "label", "to_de", "to_fr"]
+    assert sorted(p.stem for p in (out / ".chainette").glob("*.done")) == [
+        "chain_input",
+        "final",
+        "group0.joined",
+        "keep",
+        "label",
+        "to_de",
+        "to_fr",
+    ]
     assert [s["status"] for s in rest.stats["sessions"]] == ["limited", "limited", "completed"]
 
 

@@ -42,7 +42,7 @@ def test_plain_lines_tell_starts_finishes_errors_and_engines(scripted, tmp_path)
     assert all(re.match(r"\[\d\d:\d\d:\d\d\] ", line) for line in lines)
     text = "\n".join(line[11:] for line in lines)
     assert "run c -> " in text
-    assert "label started (3 rows)" in text
+    assert "label started" in text and "label receives 3 rows" in text
     assert "label row 1 failed: refusal: nope" in text
     assert "label finished: 2 ok, 1 failed, 0 filtered" in text
     assert "engine s starting (scripted: m)" in text and "engine s stopped" in text

@@ -37,13 +37,21 @@ class RunStarted(Event):
 
 @dataclass(frozen=True)
 class NodeStarted(Event):
-    """A node begins; `total` is how many rows it receives (None while unknown, as for the input), `done` how
-    many of them earlier sessions already decided."""
+    """A node begins; `total` is how many rows it receives (None while unknown: the node before has not finished
+    yet; a NodeCounted event says it later), `done` how many of them earlier sessions already decided."""
 
     node: str
     kind: str
     total: int | None
     done: int = 0
+
+
+@dataclass(frozen=True)
+class NodeCounted(Event):
+    """The node before has finished, so how many rows a node receives over the whole run is known: `total`."""
+
+    node: str
+    total: int
 
 
 @dataclass(frozen=True)

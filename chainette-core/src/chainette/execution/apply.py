@@ -4,7 +4,7 @@ output, a list of them (a fan-out: children `<row_id>-<i>`), or an empty list (t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 import inspect
 from typing import Any, cast
@@ -12,8 +12,9 @@ from typing import Any, cast
 from pydantic import BaseModel
 
 from chainette.execution.context import keep
+from chainette.execution.feed import Source
 from chainette.execution.files import Stage
-from chainette.frontier import Commit, Row
+from chainette.frontier import Row
 from chainette.nodes import Apply
 
 YIELD_EVERY = 64  # rows a synchronous apply handles before letting the loop flush files and take signals
@@ -26,19 +27,19 @@ class ApplyStage(Stage):
     node: Apply
     models: Mapping[str, type[BaseModel] | None]
 
-    async def process(self, pending: Iterator[Row]) -> None:
-        """Apply the function to every pending row, in order, until the rows run out or the run stops."""
-        for count, row in enumerate(pending):
+    async def process(self, source: Source) -> None:
+        """Apply the function to every row of `source`, in order, until the rows run out or the run stops."""
+        count = 0
+        while (row := await source.next()) is not None:
+            count += 1
             if count % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-            if self.control.stopping:
-                return
             self.stats.in_flight += 1
             try:
                 results = await self._call(row)
             except Exception as exc:
                 self.stats.failed += 1
-                self.errors.record(row, self.node.id, "apply_error", f"{type(exc).__name__}: {exc}")
+                self.files.fail(row, "apply_error", f"{type(exc).__name__}: {exc}")
                 continue
             finally:
                 self.stats.in_flight -= 1
@@ -54,7 +55,7 @@ class ApplyStage(Stage):
             if self.files.outputs is not None:
                 self.files.outputs.write({**data, "row_id": child.row_id, "row_index": row.index})
             children.append(child)
-        self.files.frontier.commit(Commit(row.row_id, children))
+        self.files.commit(row, children)
         self.stats.rows_out += len(children)
         if children:
             self.stats.ok += 1

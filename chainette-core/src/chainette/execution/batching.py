@@ -23,6 +23,7 @@ from chainette.client import Answer
 from chainette.engines import EngineConfig, EngineOptions
 from chainette.errors import BackendError, ConfigError, RetryableError, RowError, describe_validation_error, truncated
 from chainette.events import BatchChanged, EventBus, Notice
+from chainette.execution.feed import Source
 from chainette.execution.step import StepStage
 from chainette.frontier import Row
 from chainette.plugins import get_plugins, no_batch_client
@@ -48,7 +49,7 @@ class BatchStage(StepStage):
         assert self.engine.batches is not None, "a batch stage needs an engine with batch=True"
         self.batches: BatchClient = self.engine.batches
 
-    async def process(self, pending: Iterator[Row]) -> None:
+    async def process(self, source: Source) -> None:
         """Answer every pending row through batches, until none is left or the run stops. Only the ids of the rows
         waiting are kept in memory: their rows are read again from the source frontier when their answers come."""
         journal = BatchJournal(self.folder)
@@ -57,7 +58,7 @@ class BatchStage(StepStage):
         self.tries: dict[str, int] = {}  # rows asked more than once: how many times
         self.candidates: dict[str, dict[int, tuple[dict[str, Any], Answer]]] = {}
         out = journal.writer(journal.last_round + 1, self.batches)
-        for row in pending:
+        while (row := await source.next()) is not None:
             self.undecided.add(row.row_id)
             if row.row_id not in waiting:
                 out.write(self._question(row))

@@ -30,9 +30,10 @@ class RunningEngine:
 class EnginePool:
     """Starts and stops the engines of one run, following the plan of which top-level node uses which engine.
 
-    A lazy engine runs from the first node of each contiguous run of nodes that use its server
-    (engines whose backends report the same `server_key` share one) to the last; nodes that use
-    no engine (applies) do not break a run. An engine with `lazy=False` runs for the whole run.
+    The nodes run in segments (chainette.execution.segments). A lazy engine runs from the first segment of each
+    contiguous run of segments that use its server (engines whose backends report the same `server_key` share one)
+    to the last; segments that use no engine (applies) do not break a run. An engine with `lazy=False` runs for the
+    whole run.
     """
 
     def __init__(
@@ -53,20 +54,22 @@ class EnginePool:
         self.keys = {
             name: (None if c.options.batch else plugins.hooks(c.backend).server_key(c)) or f"engine:{name}" for name, c in configs.items()
         }
+        self.devices: dict[str, frozenset[str]] = {name: frozenset() for name in configs}
 
     async def start_persistent(self) -> None:
         for name in sorted(set().union(*self.plan)):
             if not self.configs[name].lazy:
                 await self.start(name)
 
-    async def before(self, position: int) -> None:
-        for name in sorted(self.plan[position]):
+    async def before(self, segment: list[int]) -> None:
+        """Start the engines the nodes at these top-level positions use."""
+        for name in sorted(set().union(*(self.plan[position] for position in segment))):
             if name not in self.running:
                 await self.start(name)
 
-    async def after(self, position: int) -> None:
-        following = next((engines for engines in self.plan[position + 1 :] if engines), set())
-        needed = {self.keys[name] for name in following}
+    async def after(self, following: list[int]) -> None:
+        """Stop the lazy engines whose servers the nodes at the `following` positions (the next segment) do not use."""
+        needed = {self.keys[name] for position in following for name in self.plan[position]}
         for name in sorted(self.running):
             if self.configs[name].lazy and self.keys[name] not in needed:
                 await self.stop(name)

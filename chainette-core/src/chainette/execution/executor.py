@@ -1,18 +1,21 @@
-"""The executor of one session of a run: the nodes in order, each streaming rows from the previous node's
-frontier on disk through its stage, with its engines started before it and stopped after the last node
-that needs them.
+"""The executor of one session of a run: every node works at once, each taking its rows from the frontier of the
+node before as they are committed (chainette.execution.feed), and a parallel group hands its rows to its branches
+and joins them back row by row (chainette.execution.group). Nodes run in segments (chainette.execution.segments):
+a segment starts once the one before has finished, when its engines need the devices of an engine before them.
 
 Each node commits one `frontier.Commit` per input row it passes or filters out, and a row that fails goes
 to the errors file. A node's frontier and the errors file are its commit log: a resumed node skips every
 row already committed there (see chainette.run.appends for the write order that keeps outputs and commits
-consistent after a crash).
+consistent after a crash, and chainette.execution.feed for why a node's commits follow those of the node before).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Iterator
-from itertools import groupby
+from collections.abc import Awaitable, Callable, Container, Iterable
+from dataclasses import dataclass
+from functools import partial
+from itertools import groupby, pairwise
 from operator import itemgetter
 from pathlib import Path
 import time
@@ -23,24 +26,46 @@ from pydantic import BaseModel
 from chainette import graph, inputs
 from chainette.cache import ResponseCache, open_cache, uses_cache
 from chainette.engines import EngineConfig, EngineOptions, engine_price
-from chainette.events import EventBus, NodeFinished, NodeStarted, Notice
+from chainette.events import EventBus, NodeCounted, NodeFinished, NodeStarted, Notice
 from chainette.execution.apply import ApplyStage
 from chainette.execution.batching import BatchStage, batch_engines
 from chainette.execution.context import carried_to_end, kept_entries, own_entries
 from chainette.execution.engine_pool import EnginePool
+from chainette.execution.feed import Feed, Reader, Source
 from chainette.execution.files import ErrorLog, NodeFiles
-from chainette.execution.flatten import Source
-from chainette.execution.group import join_branches, tag_rows
+from chainette.execution.flatten import Source as FlattenSource
+from chainette.execution.group import Group
 from chainette.execution.ingest import ingest
-from chainette.execution.recovery import Counts, NodeState, Reopened, forget_finished, recover_errors
+from chainette.execution.recovery import Counts, NodeState, Reopened, forget_filtered, forget_finished, recover_errors
+from chainette.execution.segments import plan_segments
 from chainette.execution.step import StepStage
 from chainette.execution.stopping import StopSignal, first_failure_cancels
-from chainette.frontier import Row, count_rows, rows
-from chainette.nodes import INPUT_ID, Node, Parallel, Step
+from chainette.frontier import rows
+from chainette.nodes import INPUT_ID, Apply, Node, Parallel, Step
 from chainette.run.appends import Writer
 from chainette.run.options import RunOptions
 from chainette.run.rundir import RunDir
 from chainette.stats import NodeStats, SessionLog, run_figures
+
+
+class Everything:
+    """The input rows of a node an earlier session finished: all of them."""
+
+    def __contains__(self, row_id: object) -> bool:
+        return True
+
+
+@dataclass
+class Unit:
+    """A node or a parallel group as this session runs it: the feed the next node reads, the input rows earlier
+    sessions decided, and its files and its work over a source of rows (None when an earlier session finished it)."""
+
+    id: str
+    feed: Feed
+    decided: Container[str]
+    files: NodeFiles | None = None
+    work: Callable[[Source], Awaitable[None]] | None = None
+
 
 SAVE_EVERY = 1.0
 
@@ -95,14 +120,25 @@ class Executor:
             self.response_cache = open_cache(self.options.cache_dir, lambda message: self.bus.emit(Notice(message)))
         saver = asyncio.ensure_future(self._save_sessions())
         try:
-            source = self._ingest(raw_rows)
+            upstream, reading = self._open_input(raw_rows)
+            if reading is not None and self.options.id_column:
+                await reading  # the ids are checked unique over the whole input before any request
+                reading = None
             await self.pool.start_persistent()
-            for position, node in enumerate(self.nodes):
-                await self.pool.before(position)
-                source = await self._run_node(node, source)
+            segments = plan_segments(self.pool.plan, self.pool.configs, self.pool.keys, self.pool.devices)
+            for number, segment in enumerate(segments):
+                await self.pool.before(segment)
+                work = [reading] if reading is not None else []
+                reading = None
+                for position in segment:
+                    unit = self._open(self.nodes[position])
+                    if unit.work is not None:
+                        work.append(unit.work(self._reader(upstream, unit)))
+                    upstream = unit.feed
+                await first_failure_cancels(work)
                 self.control.check()
-                await self.pool.after(position)
-            return source
+                await self.pool.after(next((s for s in segments[number + 1 :] if any(self.pool.plan[p] for p in s)), []))
+            return upstream.path
         finally:
             saver.cancel()
             try:
@@ -115,14 +151,17 @@ class Executor:
 
     def _recover(self) -> None:
         """Read back what earlier sessions spent and failed (with retry_errors, forget every failure but the
-        input's), then open the errors file: after its repair, which may replace it."""
+        input's, and the rows groups filtered out for want of a branch's result), then open the errors file: after
+        its repair, which may replace it."""
         for node_id, stats in self.stats.items():
             stats.earlier = self.sessions.earlier_spent(node_id)
         if self.options.retry_errors:
             forget_finished(self.run_dir, keep=INPUT_ID)
+            for group in graph.parallels(self.nodes):
+                forget_filtered(self._joined(group))
         path = self.run_dir.errors
-        self.failed, self.failed_rows = recover_errors(path, keep_node=INPUT_ID if self.options.retry_errors else None)
-        self.errors = ErrorLog(self.writer, path, self.bus, self.failed_rows)
+        failed, self.failed_rows = recover_errors(path, keep_node=INPUT_ID if self.options.retry_errors else None)
+        self.errors = ErrorLog(self.writer, path, self.bus, failed, self.failed_rows)
 
     async def _save_sessions(self) -> None:
         """Save this session's spending about once a second, so that a killed session's figures survive it."""
@@ -151,26 +190,24 @@ class Executor:
         """The figures of run.json (see `stats.run_figures`)."""
         return run_figures(self.stats, self.prices, len(self.failed_rows))
 
-    def _reopen(self, node_id: str, yield_output: bool, total: int | None) -> Reopened | None:
+    def _reopen(self, node_id: str, yield_output: bool) -> Reopened | None:
         """Start the node: None when an earlier session finished it, else its files reopened. Its counts are restored."""
         state = NodeState(self.run_dir, node_id)
         finished = state.finished_counts()
-        reopened = None if finished else state.reopen(self.writer, yield_output, self.failed.get(node_id, set()))
+        reopened = None if finished else state.reopen(self.writer, yield_output, self.errors, self.control)
         counts = finished or (reopened.counts if reopened else Counts())
         stats = self.stats[node_id]
         stats.ok, stats.failed, stats.filtered, stats.rows_out = counts.ok, counts.failed, counts.filtered, counts.rows_out
         self.running[node_id] = time.perf_counter()
-        if finished and total is None:
-            total = stats.rows_in  # an input read to its end by an earlier session
+        total = stats.rows_in if finished else None
         self.bus.emit(NodeStarted(node=node_id, kind=stats.kind, total=total, done=stats.rows_in))
         return reopened
 
-    def _finish(self, node_id: str, files: NodeFiles | None) -> Path:
+    def _finish(self, node_id: str, files: NodeFiles | None) -> None:
         """Close the node's files, record its time, and mark it done unless the run is stopping or `limit` left input
         rows unread (the node then has more rows to come)."""
         if files is not None:
             files.close()
-        self.writer.flush()
         if self.response_cache is not None:
             self.response_cache.flush()
         self._tally_seconds()
@@ -178,47 +215,50 @@ class Executor:
         stats = self.stats[node_id]
         complete = not self.control.stopping
         self.bus.emit(NodeFinished(node=node_id, stats=stats.snapshot(self.prices.get(node_id)), complete=complete))
-        state = NodeState(self.run_dir, node_id)
         if files is not None and complete and not self.limited:
-            state.mark_finished(Counts(stats.ok, stats.failed, stats.filtered, stats.rows_out))
-        return state.frontier
+            NodeState(self.run_dir, node_id).mark_finished(Counts(stats.ok, stats.failed, stats.filtered, stats.rows_out))
 
-    def _ingest(self, raw_rows: Iterable[inputs.RawRow]) -> Path:
-        """Read the input rows into the input frontier (the first `limit` of them); note whether the limit leaves rows
-        out, from the input if it is read now, else from its count when an earlier session finished it."""
-        reopened = self._reopen(INPUT_ID, False, None)
+    def _open_input(self, raw_rows: Iterable[inputs.RawRow]) -> tuple[Feed, Awaitable[None] | None]:
+        """The input frontier's feed, and the work of reading the input rows into it (the first `limit` of them; None
+        when an earlier session read them all). Whether the limit leaves rows out is known from the input once it is
+        read, else from its count when an earlier session finished it."""
+        reopened = self._reopen(INPUT_ID, False)
         stats = self.stats[INPUT_ID]
         if reopened is None:
             self.limited = self.limit is not None and stats.rows_in > self.limit
-        else:
-            self.limited = ingest(
-                raw_rows, self.input_model, reopened.decided, reopened.files, stats, self.errors, self.options.id_column, self.limit
-            )
-        return self._finish(INPUT_ID, reopened.files if reopened else None)
+            return self._finished_feed(INPUT_ID), None
+        files = reopened.files
 
-    async def _run_node(self, node: Node, source: Path) -> Path:
+        async def read() -> None:
+            self.limited = await ingest(raw_rows, self.input_model, reopened.decided, files, stats, self.options.id_column, self.limit)
+            self._finish(INPUT_ID, files)
+
+        return files.feed, read()
+
+    def _finished_feed(self, node_id: str) -> Feed:
+        return Feed(NodeState(self.run_dir, node_id).frontier, None, self.control)
+
+    def _open(self, node: Node) -> Unit:
+        """Open a node or group for this session."""
         if isinstance(node, Parallel):
-            return await self._run_group(node, source)
-        reopened = self._reopen(node.id, node.yield_output, count_rows(source))
+            return self._open_group(node)
+        reopened = self._reopen(node.id, node.yield_output)
         if reopened is None:
-            return self._finish(node.id, None)
-        decided = reopened.decided
+            self._finish(node.id, None)
+            return Unit(node.id, self._finished_feed(node.id), Everything())
+        files = reopened.files
+        return Unit(node.id, files.feed, reopened.decided, files, partial(self._run_node, node, files))
 
-        def pending() -> Iterator[Row]:
-            """The source's rows this node has not decided, among those of the first `limit` input rows."""
-            return (row for row in rows(source) if row.row_id not in decided and (self.limit is None or row.index < self.limit))
-
-        tools = (reopened.files, self.stats[node.id], self.errors, self.control, self.kept[id(node)])
+    async def _run_node(self, node: Step | Apply, files: NodeFiles, source: Source) -> None:
+        tools = (files, self.stats[node.id], self.control, self.kept[id(node)])
         if isinstance(node, Step):
-            await self._step_stage(node, tools, pending).process(pending())
+            await self._step_stage(node, tools, source).process(source)
         else:
-            await ApplyStage(*tools, node=node, models=self.models).process(pending())
-        return self._finish(node.id, reopened.files)
+            await ApplyStage(*tools, node=node, models=self.models).process(source)
+        self._finish(node.id, files)
 
-    def _step_stage(
-        self, step: Step, tools: tuple[NodeFiles, NodeStats, ErrorLog, StopSignal, frozenset[str]], pending: Callable[[], Iterator[Row]]
-    ) -> StepStage:
-        """The stage answering `step`: through batch jobs when its engine says so (`pending` reads its rows again
+    def _step_stage(self, step: Step, tools: tuple[NodeFiles, NodeStats, StopSignal, frozenset[str]], source: Source) -> StepStage:
+        """The stage answering `step`: through batch jobs when its engine says so (its rows read again from `source`
         when their answers come), else a request per row."""
         engine = self.pool.get(step.engine_name)
         if not engine.config.options.batch:
@@ -232,18 +272,63 @@ class Executor:
             folder=self.run_dir.batch_folder(step.id),
             bus=self.bus,
             cancel_on_stop=self.options.cancel_batches,
-            reread=pending,
+            reread=source.again,
         )
 
-    async def _run_group(self, group: Parallel, source: Path) -> Path:
-        tagged = tag_rows(source, self.run_dir.group_file(self.groups[id(group)], "tagged"))
-        finals = await first_failure_cancels([self._run_branch(branch.steps, tagged) for branch in group.branches])
-        return join_branches(group, source, list(finals), self._joined(group), self.kept[id(group)])
+    def _open_group(self, group: Parallel) -> Unit:
+        """Open a group: its frontier, and each branch's nodes with its ledger (recounted after a crash). A group with a
+        batch step lets in every row at once, since that step takes all its rows before it answers any."""
+        state_id = self._state_id(group)
+        if NodeState(self.run_dir, state_id).finished_counts() is not None:
+            return Unit(state_id, self._finished_feed(state_id), Everything())
+        reopened = NodeState(self.run_dir, state_id).reopen(self.writer, False, self.errors, self.control)
+        files = reopened.files
+        batches = any(isinstance(n, Step) and self.pool.configs[n.engine_name].options.batch for n in graph.iter_nodes([group]))
+        running = Group(files, self.writer, self.control, self.kept[id(group)], bounded=not batches)
+        work = [part for branch in group.branches for part in self._open_branch(running, branch.steps, branch.alias, reopened.decided)]
+
+        async def run(source: Source) -> None:
+            await first_failure_cancels([running.dispatch(source), *(part() for part in work)])
+            joined = running.settle()
+            files.close()
+            if joined and not self.control.stopping and not self.limited:
+                NodeState(self.run_dir, state_id).mark_finished(Counts())
+
+        return Unit(state_id, files.feed, reopened.decided, files, run)
+
+    def _open_branch(
+        self, group: Group, nodes: list[Node], alias: str | None, joined: Container[str]
+    ) -> list[Callable[[], Awaitable[None]]]:
+        """Open a branch's nodes, each telling the branch's ledger what it decides; return their work, the first
+        node reading the group's queue and each other the frontier of the one before."""
+        units = [self._open(node) for node in nodes]
+        ledger, queue = group.branch(alias, units[0].decided)
+        for position, unit in enumerate(units):
+            if unit.files is not None:
+                unit.files.decided = partial(ledger.decided, position == len(units) - 1)
+        pending = (row for before, unit in pairwise(units) for row in rows(before.feed.path) if row.row_id not in unit.decided)
+        finals = (row for row in rows(units[-1].feed.path) if (row.origin or row.row_id) not in joined)
+        ledger.recount(pending, finals)
+        sources: list[Source] = [queue]
+        sources += [self._reader(before.feed, unit) for before, unit in pairwise(units)]
+        return [partial(unit.work, source) for unit, source in zip(units, sources, strict=True) if unit.work is not None]
+
+    def _reader(self, upstream: Feed, unit: Unit) -> Reader:
+        """How `unit` reads the rows `upstream` passes on."""
+        counted = partial(self._counted, unit.id) if unit.id in self.stats else None
+        return Reader(upstream, self.control, unit.decided, limit=self.limit, out=unit.feed, counted=counted)
+
+    def _counted(self, node_id: str, total: int) -> None:
+        self.bus.emit(NodeCounted(node=node_id, total=total))
+
+    def _state_id(self, group: Parallel) -> str:
+        """The name a group's frontier and done marker have in the state folder (a dot: no node id has one)."""
+        return f"{self.groups[id(group)]}.joined"
 
     def _joined(self, group: Parallel) -> Path:
-        return self.run_dir.group_file(self.groups[id(group)], "joined")
+        return NodeState(self.run_dir, self._state_id(group)).frontier
 
-    def flattened_sources(self, final: Path) -> list[Source]:
+    def flattened_sources(self, final: Path) -> list[FlattenSource]:
         """Where the flattened table finds each entry, in column order: the `final` frontier for the entries its
         rows carry, else the frontier that added it (the input's, a top-level node's, a joined group's)."""
         added: list[tuple[Path, tuple[str, ...]]] = [(NodeState(self.run_dir, INPUT_ID).frontier, (INPUT_ID,))]
@@ -254,9 +339,4 @@ class Executor:
                 added.append((NodeState(self.run_dir, node.id).frontier, own_entries(node)))
         carried = carried_to_end(self.nodes, self.kept)
         located = ((final if key in carried else frontier, key) for frontier, entries in added for key in entries)
-        return [Source(frontier, tuple(key for _, key in keys)) for frontier, keys in groupby(located, key=itemgetter(0))]
-
-    async def _run_branch(self, nodes: list[Node], source: Path) -> Path:
-        for node in nodes:
-            source = await self._run_node(node, source)
-        return source
+        return [FlattenSource(frontier, tuple(key for _, key in keys)) for frontier, keys in groupby(located, key=itemgetter(0))]

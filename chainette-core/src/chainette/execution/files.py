@@ -1,43 +1,73 @@
 """What a stage works with during one session: a node's files, opened for appending through the run's `Writer`
-(its frontier, the commit log, and its output folder when it yields outputs), the run's errors file, the
-node's figures, the stop signal, and the context entries its output rows keep."""
+(its frontier, the commit log and what the next nodes read, and its output folder when it yields outputs), the
+run's errors file, the node's figures, the stop signal, and the context entries its output rows keep."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from chainette.events import EventBus, RowFailed
+from chainette.execution.feed import Feed
 from chainette.execution.stopping import StopSignal
-from chainette.frontier import Row
+from chainette.frontier import Commit, Row
 from chainette.nodes import INPUT_ID
 from chainette.run.appends import LineFile, OutputFolder, Writer
 from chainette.secrets import redact_data
 from chainette.stats import NodeStats
 
+Decided = Callable[[Row, list[Row]], None]
+"""Told of each input row a node decides, with the rows it passed on from it (none when it filtered or failed it)."""
+
 
 class NodeFiles:
-    """A node's frontier, and its output folder (None when the node yields no output) holding `output_rows` lines already."""
+    """A node's frontier and the feed the next nodes read it through, and its output folder (None when the node
+    yields no output) holding `output_rows` lines already. Every input row the node decides goes through `commit`
+    or `fail`, which also tell `decided` (a parallel group following its branches), when set."""
 
-    def __init__(self, writer: Writer, frontier: Path, outputs: Path | None, output_rows: int):
+    def __init__(
+        self, writer: Writer, node_id: str, frontier: Path, outputs: Path | None, output_rows: int, errors: ErrorLog, control: StopSignal
+    ):
+        self.node_id = node_id
         self.frontier = LineFile(writer, frontier)
         self.outputs = OutputFolder(writer, outputs, output_rows) if outputs is not None else None
+        self.feed = Feed(frontier, self.frontier, control)
+        self.errors = errors
+        self.decided: Decided | None = None
+        writer.flushed.append(self.feed.release)
+
+    def commit(self, row: Row, children: list[Row]) -> None:
+        """Commit input row `row` as passing on `children` (filtered out when there are none)."""
+        self.frontier.commit(Commit(row.row_id, children))
+        self.feed.passed(len(children))
+        if self.decided is not None:
+            self.decided(row, children)
+
+    def fail(self, row: Row, kind: str, message: str, raw: Any = None) -> None:
+        """Send input row `row` to the errors file."""
+        self.errors.record(row, self.node_id, kind, message, raw)
+        if self.decided is not None:
+            self.decided(row, [])
 
     def close(self) -> None:
+        """Write out and close the files, and tell the readers that the node finished."""
         if self.outputs is not None:
             self.outputs.close()
         self.frontier.close()
+        self.feed.close()
 
 
 class ErrorLog:
     """errors.jsonl: one line per failed row, cleared of the engines' secrets, each also announced as a RowFailed event.
-    `failed_rows` gathers the input positions of the rows failed after the input (one per input row, however many
-    of its fan-out children, samples or branches fail)."""
+    `failed` holds the ids of the rows earlier sessions failed, by node; `failed_rows` gathers the input positions of
+    the rows failed after the input (one per input row, however many of its fan-out children, samples or branches fail)."""
 
-    def __init__(self, writer: Writer, path: Path, bus: EventBus, failed_rows: set[int]):
+    def __init__(self, writer: Writer, path: Path, bus: EventBus, failed: dict[str, set[str]], failed_rows: set[int]):
         self.file = LineFile(writer, path)
         self.bus = bus
+        self.failed = failed
         self.failed_rows = failed_rows
 
     def record(self, row: Row, node_id: str, kind: str, message: str, raw: Any = None) -> None:
@@ -56,11 +86,10 @@ class ErrorLog:
 
 @dataclass
 class Stage:
-    """The base of each node kind's stage: the node's files and figures, the errors file, the stop signal,
-    and `kept`, the context entries its output rows keep (chainette.execution.context)."""
+    """The base of each node kind's stage: the node's files and figures, the stop signal, and `kept`, the context
+    entries its output rows keep (chainette.execution.context)."""
 
     files: NodeFiles
     stats: NodeStats
-    errors: ErrorLog
     control: StopSignal
     kept: frozenset[str]

@@ -1,64 +1,146 @@
-"""Parallel groups: every branch reads the same rows, each tagged with the row it came from (`origin`); a
-group whose branches have aliases then joins their last outputs back onto the rows, by origin, through an
-on-disk index (no memory per row). A row reaches the group's output only if every joined branch produced it."""
+"""Parallel groups, streaming: a group reads its rows once and hands each to every branch, tagged with its origin
+(the row it came from). It follows each branch's decisions in a `Ledger`, and once every branch has decided all
+that came of a row, it commits the row to its own frontier with each joined branch's values, or filters it out when
+a joined branch passed nothing on from it. A row joins only after the branches' commits for it are written, so a
+crash never leaves a joined row whose branch results it could lose. At most `WINDOW` rows are inside a group at once.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import replace
-from pathlib import Path
+import asyncio
+from collections.abc import Container, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-import orjson
-
 from chainette.execution.context import keep
-from chainette.frontier import Commit, Row, rows
-from chainette.nodes import Parallel
-from chainette.run.appends import write_lines_atomically
-from chainette.run.scratch import ScratchIndex
+from chainette.execution.feed import WINDOW, Queue, Source
+from chainette.execution.files import NodeFiles
+from chainette.execution.stopping import StopSignal
+from chainette.frontier import Row
+from chainette.run.appends import Writer
 
 
-def tag_rows(source: Path, tagged: Path) -> Path:
-    """Copy `source` to `tagged` with each row's origin set to its own id; return `tagged`."""
-    write_lines_atomically(tagged, (Commit(row.row_id, [replace(row, origin=row.row_id)]).encode() for row in rows(source)))
-    return tagged
+@dataclass
+class Ledger:
+    """One branch's account of the rows inside the group: how many rows of each origin it has still to decide
+    (`open`), the values its last node passed on for each (kept when the branch is joined under `alias`), and
+    `entered`, the origins whose rows its first node decided in earlier sessions."""
+
+    group: Group
+    alias: str | None
+    entered: Container[str]
+    open: dict[str, int] = field(default_factory=dict)
+    values: dict[str, list[Any]] = field(default_factory=dict)
+
+    def decided(self, last: bool, row: Row, children: list[Row]) -> None:
+        """A node of the branch (its `last` or not) decided `row`, passing `children` on."""
+        origin = row.origin or row.row_id
+        left = self.open[origin] - 1
+        if not last:
+            left += len(children)
+        elif self.alias is not None and children:
+            self.values.setdefault(origin, []).extend(child.ctx[child.direct] for child in children)
+        if left:
+            self.open[origin] = left
+            return
+        del self.open[origin]
+        self.group.branch_done(origin)
+
+    def recount(self, pending: Iterable[Row], finals: Iterable[Row]) -> None:
+        """After a crash: count the rows its nodes after the first have still to decide, and gather its last node's
+        values for the rows the group has not joined."""
+        for row in pending:
+            origin = row.origin or row.row_id
+            self.open[origin] = self.open.get(origin, 0) + 1
+        if self.alias is not None:
+            for row in finals:
+                self.values.setdefault(row.origin or row.row_id, []).append(row.ctx[row.direct])
+
+    def value(self, origin: str) -> list[Any]:
+        return self.values.pop(origin, [])
 
 
-def join_branches(group: Parallel, source: Path, finals: list[Path], target: Path, kept: frozenset[str]) -> Path:
-    """The group's output frontier: `source` itself when no branch is joined, else `target`, its rows with each
-    alias's values (keeping the `kept` context entries)."""
-    joined = [(branch.alias, final) for branch, final in zip(group.branches, finals, strict=True) if branch.alias]
-    if not joined:
-        return source
-    with JoinIndex(target.with_suffix(".sqlite")) as index:
-        for alias, final in joined:
-            index.add(alias, rows(final))
-        write_lines_atomically(target, _joined_rows(source, index, [alias for alias, _ in joined], kept))
-    return target
+class Group:
+    """A parallel group in one session: its frontier (`files`), its branches' ledgers and input queues."""
 
+    def __init__(self, files: NodeFiles, writer: Writer, control: StopSignal, kept: frozenset[str], *, bounded: bool = True):
+        self.files = files
+        self.window = WINDOW if bounded else None
+        self.writer = writer
+        self.control = control
+        self.kept = kept
+        self.ledgers: list[Ledger] = []
+        self.queues: list[Queue] = []
+        self.held: dict[str, Row] = {}
+        self.waiting: dict[str, int] = {}
+        self.ready: list[tuple[int, str]] = []  # rows every branch decided, with the flush they wait for
+        self._room = asyncio.Event()
+        writer.flushed.append(self._join_ready)
+        control.on_stop(self._room.set)
 
-def _joined_rows(source: Path, index: JoinIndex, aliases: list[str], kept: frozenset[str]) -> Iterator[bytes]:
-    for row in rows(source):
-        values = index.lookup(row.row_id)
-        if all(alias in values for alias in aliases):
-            ctx = keep({**row.ctx, **values}, kept, row.direct)
-            yield Commit(row.row_id, [replace(row, ctx=ctx)]).encode()
+    def branch(self, alias: str | None, entered: Container[str]) -> tuple[Ledger, Queue]:
+        """Add a branch: its ledger, and the queue its first node reads."""
+        ledger, queue = Ledger(self, alias, entered), Queue(self.control)
+        self.ledgers.append(ledger)
+        self.queues.append(queue)
+        return ledger, queue
 
+    async def dispatch(self, source: Source) -> None:
+        """Hand every row of `source` to the branches (at most WINDOW inside the group at once, when `bounded`)."""
+        for queue in self.queues:
+            queue.upstream = source
+        while (row := await source.next()) is not None:
+            while self.window is not None and len(self.held) >= self.window and not self.control.stopping:
+                self._room.clear()
+                await self._room.wait()
+            self._admit(row)
+        for queue in self.queues:
+            queue.close()
 
-class JoinIndex(ScratchIndex):
-    """Branch results keyed by the row they came from."""
+    def _admit(self, row: Row) -> None:
+        origin = row.row_id
+        self.held[origin] = row
+        self.waiting[origin] = len(self.ledgers)
+        tagged = replace(row, origin=origin)
+        for ledger, queue in zip(self.ledgers, self.queues, strict=True):
+            if origin in ledger.entered:
+                if origin not in ledger.open:
+                    self.branch_done(origin)
+                continue
+            ledger.open[origin] = ledger.open.get(origin, 0) + 1
+            queue.put(tagged)
 
-    def __init__(self, path: Path):
-        super().__init__(path, ["joined (origin TEXT, alias TEXT, value BLOB)"])
+    def branch_done(self, origin: str) -> None:
+        """A branch decided everything that came of `origin` (a row not admitted yet is checked when it is)."""
+        if origin not in self.held:
+            return
+        self.waiting[origin] -= 1
+        if not self.waiting[origin]:
+            self.ready.append((self.writer.flushes, origin))
 
-    def add(self, alias: str, branch_rows: Iterable[Row]) -> None:
-        values = ((row.origin, alias, orjson.dumps(row.ctx[row.direct])) for row in branch_rows)
-        self.db.executemany("INSERT INTO joined VALUES (?, ?, ?)", values)
-        self.db.execute("CREATE INDEX IF NOT EXISTS by_origin ON joined (origin)")
+    def _join_ready(self) -> None:
+        """After a flush: join the rows whose branch commits it wrote (those ready before it began)."""
+        written = [origin for flush, origin in self.ready if flush < self.writer.flushes]
+        if not written:
+            return
+        self.ready = [(flush, origin) for flush, origin in self.ready if flush >= self.writer.flushes]
+        for origin in written:
+            self._join(origin)
+        self._room.set()
 
-    def lookup(self, origin: str) -> dict[str, Any]:
-        """Each alias's value for `origin`: the branch's output, or the list of them when the branch fanned out."""
-        found: dict[str, list[Any]] = {}
-        for alias, value in self.db.execute("SELECT alias, value FROM joined WHERE origin = ? ORDER BY rowid", (origin,)):
-            found.setdefault(alias, []).append(orjson.loads(value))
-        return {alias: values[0] if len(values) == 1 else values for alias, values in found.items()}
+    def _join(self, origin: str) -> None:
+        """Commit the row `origin` with each joined branch's values, or filtered out when a joined branch has none."""
+        row = self.held.pop(origin)
+        del self.waiting[origin]
+        found = [(ledger.alias, ledger.value(origin)) for ledger in self.ledgers]
+        values = {alias: value[0] if len(value) == 1 else value for alias, value in found if alias is not None}
+        if any(alias is not None and not value for alias, value in found):
+            self.files.commit(row, [])
+            return
+        self.files.commit(row, [replace(row, ctx=keep({**row.ctx, **values}, self.kept, row.direct))])
+
+    def settle(self) -> bool:
+        """Once the branches ended: write out and join what is ready; whether every row admitted was joined."""
+        while self.ready:
+            self.writer.flush()
+        return not self.held

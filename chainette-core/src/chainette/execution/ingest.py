@@ -4,6 +4,7 @@ frontier; a row that does not parse goes to the errors file. A row's id is its p
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Iterator
 import contextlib
 import itertools
@@ -15,33 +16,36 @@ from pydantic import BaseModel
 
 from chainette import inputs
 from chainette.errors import InputError
-from chainette.execution.files import ErrorLog, NodeFiles
-from chainette.frontier import Commit, Row
+from chainette.execution.files import NodeFiles
+from chainette.frontier import Row
 from chainette.nodes import INPUT_ID
 from chainette.run.scratch import ScratchIndex
 from chainette.stats import NodeStats
 
 CHILD_SUFFIX = re.compile(r"-\d+$")
 CHILD_SUFFIXES = re.compile(r"(?:-\d+)+")
+YIELD_EVERY = 256  # input rows read before letting the loop flush files and the nodes after take them
 UNIQUE = "Row ids must be unique: fix the input, or leave out --id-column (id_column=) to number the rows instead."
 
 
-def ingest(
+async def ingest(
     raw_rows: Iterable[inputs.RawRow],
     model: type[BaseModel] | None,
     decided: set[str],
     files: NodeFiles,
     stats: NodeStats,
-    errors: ErrorLog,
     id_column: str | None = None,
     limit: int | None = None,
 ) -> bool:
     """Commit every input row not in `decided` to the input frontier (or to the errors file), or only those among the
-    first `limit` rows; InputError for an id that appears twice. True when the limit left rows unread."""
+    first `limit` rows, letting the nodes after it work meanwhile; InputError for an id that appears twice. True when
+    the limit left rows unread."""
     remaining = iter(raw_rows)
     with contextlib.ExitStack() as stack:
         seen = stack.enter_context(SeenIds(files.frontier.path.with_name("ids.sqlite"))) if id_column else None
         for index, raw in enumerate(itertools.islice(remaining, limit)):
+            if index % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             row_id, value = identify(raw, index, id_column)
             if seen is not None:
                 seen.claim(row_id, raw.where, id_column or "")
@@ -55,11 +59,12 @@ def ingest(
             except ValueError as exc:
                 stats.failed += 1
                 text = raw.value.rstrip("\n") if isinstance(raw.value, str) else None
-                errors.record(Row(row_id, {}, INPUT_ID, index=index), INPUT_ID, "invalid_input", str(exc), text)
+                files.fail(Row(row_id, {}, INPUT_ID, index=index), "invalid_input", str(exc), text)
                 continue
             stats.ok += 1
             stats.rows_out += 1
-            files.frontier.commit(Commit(row_id, [Row(row_id, {INPUT_ID: data}, INPUT_ID, index=index)]))
+            row = Row(row_id, {INPUT_ID: data}, INPUT_ID, index=index)
+            files.commit(row, [row])
     return limit is not None and next(remaining, None) is not None
 
 

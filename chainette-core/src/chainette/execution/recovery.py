@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 
 from chainette.errors import ChainetteError
-from chainette.execution.files import NodeFiles
+from chainette.execution.files import ErrorLog, NodeFiles
+from chainette.execution.stopping import StopSignal
 from chainette.frontier import commits, count_rows
 from chainette.nodes import INPUT_ID
 from chainette.run.appends import Writer, encode_line, output_files, read_lines, write_atomically, write_lines_atomically
@@ -57,11 +58,12 @@ class NodeState:
     def mark_finished(self, counts: Counts) -> None:
         write_atomically(self.marker, json.dumps(counts.__dict__).encode())
 
-    def reopen(self, writer: Writer, yield_output: bool, failed: set[str]) -> Reopened:
-        """Repair the node's files, then open them; `failed` are its rows in the errors file."""
+    def reopen(self, writer: Writer, yield_output: bool, errors: ErrorLog, control: StopSignal) -> Reopened:
+        """Repair the node's files, then open them; its rows in the errors file count as decided."""
         folder = self.run_dir.node_folder(self.node_id) if yield_output else None
         committed = recover_node(self.frontier, folder)
-        files = NodeFiles(writer, self.frontier, folder, committed.rows)
+        failed = errors.failed.get(self.node_id, set())
+        files = NodeFiles(writer, self.node_id, self.frontier, folder, committed.rows, errors, control)
         return Reopened(files, committed.sources | failed, Counts(committed.passed, len(failed), committed.filtered, committed.rows))
 
 
@@ -70,6 +72,13 @@ def forget_finished(run_dir: RunDir, keep: str) -> None:
     for marker in run_dir.done_markers():
         if marker.stem != keep:
             marker.unlink()
+
+
+def forget_filtered(frontier: Path) -> None:
+    """Drop the commits that passed nothing on from a frontier (so that --retry-errors decides those rows again)."""
+    drop_partial_line(frontier)
+    if frontier.exists():
+        write_lines_atomically(frontier, (commit.encode() for commit in commits(frontier) if commit.rows))
 
 
 def drop_partial_line(path: Path) -> None:

@@ -5,7 +5,6 @@ repair when it does not fit, and store the valid answer in the cache."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -16,10 +15,11 @@ from chainette.client import Answer, Request, Usage
 from chainette.errors import BackendError, EngineError, RowError, RunInterrupted, describe_validation_error, truncated
 from chainette.execution.context import keep
 from chainette.execution.engine_pool import RunningEngine
+from chainette.execution.feed import Source
 from chainette.execution.files import Stage
 from chainette.execution.prompts import Prompts
 from chainette.execution.stopping import first_failure_cancels
-from chainette.frontier import Commit, Row
+from chainette.frontier import Row
 from chainette.nodes import Step
 from chainette.plugins import translate_sampling
 from chainette.policy import SameErrorStop, complete_with_retries
@@ -48,14 +48,14 @@ class StepStage(Stage):
         self.same_error = SameErrorStop(step.id, config.name, config.backend, advice=config.options.same_error_advice)
         self.cache = step_cache(self.response_cache, self.cache_setting, self.engine.config, step, self.schema, self.single_sampling)
 
-    async def process(self, pending: Iterator[Row]) -> None:
-        """Answer every pending row until the rows run out or the run stops; an EngineError stops the step."""
+    async def process(self, source: Source) -> None:
+        """Answer every row of `source` until the rows run out or the run stops; an EngineError stops the step."""
 
         async def worker() -> None:
-            for count, row in enumerate(pending):
-                if self.control.stopping:
-                    return
+            count = 0
+            while (row := await source.next()) is not None:
                 await self._answer_row(row)
+                count += 1
                 if count % YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # rows answered from the cache never wait: let signals and progress in
 
@@ -90,7 +90,7 @@ class StepStage(Stage):
             if self.files.outputs is not None:
                 self.files.outputs.write(line)
             children.append(child)
-        self.files.frontier.commit(Commit(row.row_id, children))
+        self.files.commit(row, children)
         self.stats.rows_out += len(children)
 
     def _fail(self, row: Row, exc: BackendError) -> None:
@@ -98,7 +98,7 @@ class StepStage(Stage):
         rows all failed alike (the rows failing after that are left undecided, for the resume)."""
         if self.same_error.stop is None:
             self.stats.failed += 1
-            self.errors.record(row, self.step.id, exc.kind, str(exc), exc.raw)
+            self.files.fail(row, exc.kind, str(exc), exc.raw)
         stop = self.same_error.failed(exc)
         if stop is not None:
             raise stop from None

@@ -23,7 +23,7 @@ before writing the commits and the commits after (two fsyncs per loop iteration 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 import errno
 import os
 from pathlib import Path
@@ -59,6 +59,7 @@ class AppendFile:
         self.writer = writer
         self.path = path
         self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.size = os.fstat(self._fd).st_size  # the bytes written to the OS so far
         self._pending: list[bytes] = []
 
     def append(self, data: bytes) -> None:
@@ -67,7 +68,9 @@ class AppendFile:
 
     def write_out(self) -> None:
         if self._pending and self._fd is not None:
-            write_all(self._fd, b"".join(self._pending))
+            data = b"".join(self._pending)
+            write_all(self._fd, data)
+            self.size += len(data)
             self._pending.clear()
 
     def sync(self) -> None:
@@ -85,10 +88,13 @@ class AppendFile:
 
 
 class Writer:
-    """Writes a run's appends once per event-loop iteration: every output file, then every commit log."""
+    """Writes a run's appends once per event-loop iteration: every output file, then every commit log (in the order
+    they were opened), then tells each `flushed` callback (how the rows just committed are handed on)."""
 
     def __init__(self, *, durable: bool = False):
         self.durable = durable
+        self.flushed: list[Callable[[], None]] = []
+        self.flushes = 0  # flushes begun: what was appended before flush number N is written once it ends
         self._outputs: list[AppendFile] = []
         self._commits: list[AppendFile] = []
         self._scheduled = False
@@ -120,6 +126,7 @@ class Writer:
             self._scheduled = True
 
     def flush(self) -> None:
+        self.flushes += 1
         self._scheduled = False
         self._pending = 0
         try:
@@ -131,6 +138,8 @@ class Writer:
                         file.sync()
         except OSError as exc:
             raise write_error(exc) from None
+        for callback in self.flushed:
+            callback()
 
     def forget(self, file: AppendFile) -> None:
         for group in (self._outputs, self._commits):
@@ -144,6 +153,11 @@ class LineFile:
     def __init__(self, writer: Writer, path: Path, *, commit: bool = True):
         self.path = path
         self._file = writer.open(path, commit=commit)
+
+    @property
+    def size(self) -> int:
+        """The bytes written to the OS so far."""
+        return self._file.size
 
     def write(self, record: Mapping[str, Any]) -> None:
         self._file.append(encode_line(record))

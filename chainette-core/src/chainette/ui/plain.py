@@ -6,7 +6,18 @@ import sys
 import time
 from typing import TextIO
 
-from chainette.events import BatchChanged, EngineChanged, Event, NodeFinished, NodeStarted, Notice, Progress, RowFailed, RunStarted
+from chainette.events import (
+    BatchChanged,
+    EngineChanged,
+    Event,
+    NodeCounted,
+    NodeFinished,
+    NodeStarted,
+    Notice,
+    Progress,
+    RowFailed,
+    RunStarted,
+)
 from chainette.ui.state import RunState, batch_line, duration
 
 MAX_ERROR_LINES = 20
@@ -33,6 +44,8 @@ class PlainLines:
             self._line(event.at, f"run {event.chain} -> {event.output_dir}" + (" (resuming)" if event.resumed else ""))
         elif isinstance(event, NodeStarted):
             self._line(event.at, f"{event.node} started{_started_figures(event)}")
+        elif isinstance(event, NodeCounted):
+            self._line(event.at, f"{event.node} receives {event.total} rows")
         elif isinstance(event, NodeFinished):
             stats = event.stats
             verb = "finished" if event.complete else "stopped"

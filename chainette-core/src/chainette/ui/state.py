@@ -12,6 +12,7 @@ from chainette.events import (
     BatchChanged,
     EngineChanged,
     Event,
+    NodeCounted,
     NodeFinished,
     NodeStarted,
     Notice,
@@ -91,6 +92,8 @@ class RunState:
         elif isinstance(event, NodeStarted) and event.node in self.nodes:
             node = self.nodes[event.node]
             node.total, node.started = event.total, time.monotonic()
+        elif isinstance(event, NodeCounted) and event.node in self.nodes:
+            self.nodes[event.node].total = event.total
         elif isinstance(event, NodeFinished) and event.node in self.nodes:
             node = self.nodes[event.node]
             node.stats, node.finished, node.stopped = event.stats, True, not event.complete

@@ -1,0 +1,208 @@
+"""Hand-offs between nodes: a node's frontier as the nodes after it read it while it grows.
+
+The rules this module keeps:
+
+- a row is handed on only once its commit is written (the writer's flush calls `Feed.release`), so a node never
+  commits a row whose source commit a crash could still lose;
+- what a reader has not reached yet waits on disk, in the frontier file, never in memory;
+- backpressure: a node takes no new input row while the slowest reader of its own frontier is more than `WINDOW`
+  rows behind it, so what waits between two nodes is bounded, not a queue of every row.
+
+A reader starts at the beginning of the file: what earlier sessions committed comes first (less the rows its node
+already decided), then the rows committed as they are written, until the node before finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Container, Iterator
+from dataclasses import replace
+import os
+from pathlib import Path
+from typing import Protocol
+
+from chainette.execution.stopping import StopSignal
+from chainette.frontier import Commit, Row, count_rows, rows
+from chainette.run.appends import LineFile
+
+WINDOW = 1024
+CHUNK = 1 << 20  # bytes a reader decodes at a time
+
+
+class Source(Protocol):
+    """Where a stage takes its input rows: `next` gives the next row, or None once there are no more (or the run stops);
+    several workers of one stage may await it at once. `again` reads every row it gave again, from disk (a batch
+    step, which keeps only ids while its batches run)."""
+
+    async def next(self) -> Row | None: ...
+
+    def again(self) -> Iterator[Row]: ...
+
+
+class Feed:
+    """A node's frontier as its readers see it: the bytes written so far (`written`), how many rows it passed on
+    (`rows`, earlier sessions' included), and whether the node finished (`closed`; a node an earlier session
+    finished has no `file` and is closed from the start)."""
+
+    def __init__(self, path: Path, file: LineFile | None, control: StopSignal):
+        self.path = path
+        self.file = file
+        self.written = path.stat().st_size if path.exists() else 0
+        self.rows = count_rows(path)
+        self.closed = file is None
+        self.readers: list[Reader] = []
+        self._changed = asyncio.Event()
+        self._moved = asyncio.Event()
+        control.on_stop(self.wake)
+
+    def passed(self, count: int) -> None:
+        """Note `count` more rows committed (they are handed on at the next `release`)."""
+        self.rows += count
+
+    def release(self) -> None:
+        """Hand the rows whose commits are now written to the readers."""
+        if self.file is not None and self.file.size != self.written:
+            self.written = self.file.size
+            self._changed.set()
+
+    def close(self) -> None:
+        """The node finished: readers end once they reach what it wrote."""
+        self.release()
+        self.closed = True
+        self._changed.set()
+
+    def wake(self) -> None:
+        """Wake every reader and the node waiting for room (the run is stopping)."""
+        self._changed.set()
+        self._moved.set()
+
+    async def changed(self) -> None:
+        self._changed.clear()
+        await self._changed.wait()
+
+    def behind(self) -> int:
+        """How many rows the slowest reader has still to read."""
+        return self.rows - min(reader.taken for reader in self.readers) if self.readers else 0
+
+    def moved(self) -> None:
+        """A reader moved on: the node waiting for room may go on."""
+        self._moved.set()
+
+    async def room(self, control: StopSignal) -> None:
+        """Wait until the slowest reader is at most WINDOW rows behind (or the run stops)."""
+        while self.behind() > WINDOW and not control.stopping:
+            self._moved.clear()
+            await self._moved.wait()
+
+
+class Reader:
+    """The rows of `feed` for one node, in commit order, from the start of the file: those it has not `decided`, of
+    input rows before `limit`. Before handing a row on it waits for room in `out`, the reading node's own feed.
+    Once the feed is read to its end, `counted` hears how many rows of it the node receives over the run."""
+
+    def __init__(
+        self,
+        feed: Feed,
+        control: StopSignal,
+        decided: Container[str] = frozenset(),
+        *,
+        limit: int | None = None,
+        out: Feed | None = None,
+        counted: Callable[[int], None] | None = None,
+    ):
+        self.feed = feed
+        self.control = control
+        self.decided = decided
+        self.limit = limit
+        self.out = out
+        self.counted = counted
+        self.beyond = 0  # rows of input rows past `limit`, skipped
+        self.taken = 0  # rows read from the feed, skipped ones included
+        self.offset = 0
+        self.buffer: deque[Row] = deque()
+        self.fd = os.open(feed.path, os.O_RDONLY | os.O_CREAT, 0o644)
+        feed.readers.append(self)
+
+    async def next(self) -> Row | None:
+        if self.out is not None and self.out.readers and self.out.behind() > WINDOW:
+            await self.out.room(self.control)
+        while not self.buffer:
+            if self.control.stopping:
+                return None
+            if self._fill():
+                continue
+            if self.feed.closed and self.offset >= self.feed.written:
+                self._end()
+                return None
+            await self.feed.changed()
+        return None if self.control.stopping else self.buffer.popleft()
+
+    def _fill(self) -> bool:
+        """Decode the next written lines into the buffer; whether there were any."""
+        size = min(self.feed.written - self.offset, CHUNK)
+        if size <= 0:
+            return False
+        data = os.pread(self.fd, size, self.offset)
+        end = data.rfind(b"\n") + 1
+        if end == 0:  # a line longer than CHUNK
+            data = os.pread(self.fd, self.feed.written - self.offset, self.offset)
+            end = data.rfind(b"\n") + 1
+        self.offset += end
+        for line in data[:end].splitlines():
+            for row in Commit.decode(line).rows:
+                self.taken += 1
+                if self.limit is not None and row.index >= self.limit:
+                    self.beyond += 1
+                    continue
+                if row.row_id in self.decided:
+                    continue
+                self.buffer.append(row)
+        self.feed.moved()
+        return True
+
+    def again(self) -> Iterator[Row]:
+        return rows(self.feed.path)
+
+    def _end(self) -> None:
+        if self.fd >= 0 and self.counted is not None and not self.control.stopping:
+            self.counted(self.taken - self.beyond)
+        self.close()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class Queue:
+    """Rows handed to a node in memory (a parallel group's branches: the group bounds how many wait), each the row of
+    `upstream` it came from tagged with its origin."""
+
+    def __init__(self, control: StopSignal):
+        self.upstream: Source | None = None
+        self.control = control
+        self.buffer: deque[Row] = deque()
+        self.closed = False
+        self._changed = asyncio.Event()
+        control.on_stop(self._changed.set)
+
+    def put(self, row: Row) -> None:
+        self.buffer.append(row)
+        self._changed.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._changed.set()
+
+    def again(self) -> Iterator[Row]:
+        assert self.upstream is not None, "a group gives its queues their upstream before any row"
+        return (replace(row, origin=row.row_id) for row in self.upstream.again())
+
+    async def next(self) -> Row | None:
+        while not self.buffer:
+            if self.closed or self.control.stopping:
+                return None
+            self._changed.clear()
+            await self._changed.wait()
+        return None if self.control.stopping else self.buffer.popleft()
