@@ -3,7 +3,8 @@
 Rows stream between the nodes of one segment. A node starts a new segment when one of its lazy engines must start a
 server on devices (GPUs) that a lazy engine on another server of the current segment holds: such servers run one at a
 time, as before streaming. Persistent engines (`lazy=False`) and engines that take no device (endpoints, APIs) never
-wait. `plan_segments` and `explain` are pure; `server_keys` and `claimed_devices` ask the backends.
+wait. The planning is pure (`plan_segments`, `conflicts`, `explain`); `server_keys` and `claimed_devices` ask the
+backends for the keys and devices it takes, and `node_conflicts` plans a chain's nodes with them.
 """
 
 from __future__ import annotations
