@@ -83,6 +83,29 @@ def scripted() -> Callable[..., ScriptedBackend]:
     return make
 
 
+class GpuBackend:
+    """A backend whose engines start a server on the GPUs their model names after a colon ("m:0,1"); engines whose
+    model starts with "shared-" share one server; a model without a colon takes no GPU (an API)."""
+
+    @hookimpl
+    def make_client(self, config):
+        raise AssertionError("no request is made")
+
+    @hookimpl
+    def server_key(self, config):
+        return "shared" if config.model.startswith("shared-") else None
+
+    @hookimpl
+    def server_devices(self, config):
+        return [f"cuda:{gpu}" for gpu in config.model.rpartition(":")[2].split(",")] if ":" in config.model else None
+
+
+@pytest.fixture
+def gpu_backend() -> None:
+    """Register a GpuBackend as backend 'gpus'."""
+    get_plugins().register("gpus", GpuBackend())
+
+
 class Text(BaseModel):
     text: str
 

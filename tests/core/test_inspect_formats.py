@@ -19,7 +19,7 @@ YAML_CHAIN = ROOT / "examples" / "yaml-chain" / "chain.yaml"
 PYTHON_CHAIN = ROOT / "examples" / "reviews" / "chain.py"
 
 NODE = re.compile(r'^\s*(n_\w+)(\(\["[^"]*"\]\)|\[\["[^"]*"\]\]|\["[^"]*"\]|\{\{"[^"]*"\}\})$')
-EDGE = re.compile(r"^\s*(n_\w+) --> (n_\w+)$")
+EDGE = re.compile(r"^\s*(n_\w+) (?:-->|-\. waits \.->) (n_\w+)$")
 SUBGRAPH = re.compile(r'^\s*subgraph (\w+)\["[^"]*"\]$')
 
 
@@ -140,3 +140,89 @@ def test_unregistered_engine_is_an_error_for_every_format(tmp_path, capsys):
 
 def test_unknown_format_is_a_usage_error(capsys):
     assert main(["inspect", str(YAML_CHAIN), "--format", "dot"]) == 2
+
+
+GPU_CHAIN = """
+from pydantic import BaseModel
+
+from chainette import Branch, Chain, Step, apply, register_engine
+
+register_engine("big", backend="gpus", model="big:0,1")
+register_engine("api", backend="gpus", model="api-model")
+register_engine("small", backend="gpus", model="small:1")
+
+
+class Text(BaseModel):
+    text: str
+
+
+def step(id, engine):
+    return Step(id=id, input_model=Text, output_model=Text, engine_name=engine, user_prompt="{{text}}")
+
+
+def keep(item):
+    return item
+
+
+chain = Chain(
+    name="gpus",
+    steps=[
+        step("extract", "big"),
+        [Branch(name="fr", steps=[step("to_fr", "api")]).join("fr"), step("check", "api")],
+        apply(keep, id="keep"),
+        step("judge", "small"),
+        step("score", "api"),
+    ],
+)
+"""
+NOTE = re.compile(r"(?:(?:step|apply) (\w+)|(?<=── )(parallel))[^·\n]*· (.*)")
+WAITS = "waits for the previous segment: engine 'small' (cuda:1) shares GPUs with engine 'big'"
+
+
+@pytest.fixture
+def gpu_chain(tmp_path, gpu_backend) -> str:
+    """A chain whose step 'judge' needs a GPU that the server of its first step holds."""
+    (tmp_path / "gpu_chain.py").write_text(GPU_CHAIN)
+    return f"{tmp_path / 'gpu_chain.py'}:chain"
+
+
+def test_tree_says_which_nodes_stream_and_which_wait(capsys, monkeypatch, gpu_chain):
+    monkeypatch.setenv("COLUMNS", "200")
+    code, text = inspect(capsys, gpu_chain)
+    assert code == 0
+    notes = {name or group: note for name, group, note in NOTE.findall(text)}
+    assert notes == {
+        "extract": "starts the run",
+        "parallel": "streams with the node before",
+        "keep": "streams with the node before",
+        "judge": WAITS,
+        "score": "streams with the node before",
+    }
+
+
+def test_json_lists_the_segments(capsys, gpu_chain):
+    code, text = inspect(capsys, gpu_chain, "--format", "json")
+    assert code == 0
+    assert json.loads(text)["segments"] == [
+        {"nodes": ["extract", "to_fr", "fr", "check", "keep"], "waits": None},
+        {"nodes": ["judge", "score"], "waits": WAITS.removeprefix("waits for the previous segment: ")},
+    ]
+
+
+def test_mermaid_dots_the_edges_into_a_node_that_waits(capsys, gpu_chain):
+    code, text = inspect(capsys, gpu_chain, "--format", "mermaid")
+    assert code == 0
+    _, edges, _ = parse_mermaid(text)
+    assert ("n_keep", "n_judge") in edges and ("n_judge", "n_score") in edges
+    assert [line.strip() for line in text.splitlines() if "waits" in line] == [
+        f"%% n_judge: {WAITS}",
+        "n_keep -. waits .-> n_judge",
+    ]
+
+
+def test_every_node_of_a_chain_on_one_engine_streams(capsys):
+    code, text = inspect(capsys, str(YAML_CHAIN), "--format", "json")
+    assert code == 0
+    graph = json.loads(text)
+    assert graph["segments"] == [{"nodes": [node["id"] for node in graph["nodes"][1:]], "waits": None}]
+    assert "waits" not in inspect(capsys, str(YAML_CHAIN), "--format", "mermaid")[1]

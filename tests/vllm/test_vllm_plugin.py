@@ -39,6 +39,7 @@ def test_entry_point_registers_backend_with_alias():
         "make_client",
         "make_batch_client",
         "register_commands",
+        "server_devices",
         "server_key",
         "stop_engine",
         "translate_sampling",
@@ -164,6 +165,19 @@ def test_server_key_names_the_model_and_serve_options_only(monkeypatch):
     ]
     assert len({base, *different}) == len(different) + 1
     assert key(endpoint="http://gpu-box:9000/v1") is None
+
+
+def devices(**options) -> list[str] | None:
+    return get_plugins().call("vllm", "server_devices", config=register_engine("v", backend="vllm", model="m", **options))
+
+
+def test_server_devices_are_the_gpus_the_server_starts_on():
+    assert devices(gpu_ids=[0, 1]) == ["cuda:0", "cuda:1"]
+    assert devices(gpu_ids="2, 3") == ["cuda:2", "cuda:3"]
+    assert devices(gpu_ids="1") == ["cuda:1"]
+    assert devices() == ["cuda:*"]  # vLLM takes every GPU it sees
+    assert devices(batch=True, gpu_ids=[4]) == ["cuda:4"]  # `vllm run-batch` holds them too
+    assert devices(endpoint="http://gpu-box:9000/v1", gpu_ids=[0]) is None  # a server someone else runs
 
 
 def test_every_sampling_field_maps_to_a_top_level_name_without_warning():

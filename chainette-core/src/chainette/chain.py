@@ -45,9 +45,12 @@ class Chain:
         return {name: get_engine(name) for name in names}
 
     def describe(self) -> dict[str, Any]:
-        """The graph as plain data, without secrets (what graph.json holds)."""
-        engines = {name: config.public_dict() for name, config in self.engines().items()}
-        return {"chain": self.name, **graph.describe(self.nodes, engines)}
+        """The graph as plain data, without secrets (what graph.json holds), with the segments its nodes run in."""
+        from chainette.execution.segments import describe_segments
+
+        configs = self.engines()
+        engines = {name: config.public_dict() for name, config in configs.items()}
+        return {"chain": self.name, **graph.describe(self.nodes, engines), "segments": describe_segments(self.nodes, configs)}
 
     def run(
         self,

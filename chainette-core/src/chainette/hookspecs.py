@@ -61,6 +61,16 @@ def server_key(config: EngineConfig[EngineOptions]) -> str | None:
 
 
 @hookspec(firstresult=True)
+def server_devices(config: EngineConfig[EngineOptions]) -> list[str] | None:
+    """The devices the server this engine starts occupies while it runs, as `KIND:INDEX` (`cuda:0`; `cuda:*` for every
+    GPU); None: it starts no server, or takes no device another could want.
+
+    A lazy engine whose devices overlap those of a lazy engine on another server (another `server_key`) waits until
+    the nodes using that one are done, and its server starts after the other stops; other nodes stream.
+    """
+
+
+@hookspec(firstresult=True)
 def make_client(config: EngineConfig[EngineOptions]) -> Client:
     """Return a `Client` for the engine; `config.endpoint` holds the URL `ensure_running` gave (or the configured one)."""
 

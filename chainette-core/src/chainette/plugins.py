@@ -189,6 +189,9 @@ class BackendHooks:
     def server_key(self, config: EngineConfig[EngineOptions]) -> str | None:
         return cast("str | None", self.plugins.call(self.backend, "server_key", config=config))
 
+    def server_devices(self, config: EngineConfig[EngineOptions]) -> list[str] | None:
+        return cast("list[str] | None", self.plugins.call(self.backend, "server_devices", config=config))
+
     def make_client(self, config: EngineConfig[EngineOptions]) -> Client:
         """The backend's client for `config`; a ConfigError if the backend returns none."""
         client = self.plugins.call(self.backend, "make_client", config=config)

@@ -74,6 +74,18 @@ def server_key(config: EngineConfig[VllmOptions]) -> str | None:
 
 
 @hookimpl
+def server_devices(config: EngineConfig[VllmOptions]) -> list[str] | None:
+    """The GPUs of the server chainette starts: `gpu_ids` (a list or a "0,1" string), else every GPU; None with an endpoint."""
+    if config.endpoint:
+        return None
+    gpu_ids = config.options.gpu_ids
+    if gpu_ids is None:
+        return ["cuda:*"]
+    ids = gpu_ids.split(",") if isinstance(gpu_ids, str) else gpu_ids
+    return [f"cuda:{str(gpu).strip()}" for gpu in ids]
+
+
+@hookimpl
 def stop_engine(config: EngineConfig[VllmOptions]) -> str | None:
     """Release the engine's server; returns a note when the server keeps running (warm, or shared with other engines)."""
     if config.endpoint:

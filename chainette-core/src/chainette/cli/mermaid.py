@@ -1,4 +1,5 @@
-"""A Mermaid flowchart of a chain: its input, steps with their engine, applies, parallel branches (as subgraphs) and joins."""
+"""A Mermaid flowchart of a chain: its input, steps with their engine, applies, parallel branches (as subgraphs) and joins;
+an edge into a node that waits for the previous segment (chainette.execution.segments) is dotted and says so."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import re
 from chainette import graph
 from chainette.chain import Chain
 from chainette.engines import EngineConfig, EngineOptions, registered_engines
+from chainette.execution.segments import explain, node_conflicts, node_ids
 from chainette.nodes import INPUT_ID, Apply, Node, Parallel, Step
 
 _ESCAPES = {"#": "#35;", '"': "#quot;", "<": "#lt;", ">": "#gt;", "`": "#96;", "\n": " ", "\r": " "}
@@ -19,7 +21,15 @@ def chain_mermaid(chain: Chain) -> str:
     model = chain.input_model.__name__ if chain.input_model else "any object"
     lines = ["flowchart TD", f"    %% chain: {_label(chain.name)}", f'    {_id(INPUT_ID)}(["{_label(f"input: {model}")}"])']
     lines.extend(_declare(chain.nodes, registered_engines(), count(), "    "))
-    lines.extend(f"    {_id(source)} --> {_id(target)}" for source, target in graph.describe(chain.nodes, {})["edges"])
+    nodes = chain.nodes
+    found = node_conflicts(nodes, chain.engines())
+    waiting = {index for index, conflict in enumerate(found) if conflict}
+    phrases = explain(found)
+    lines.extend(f"    %% {' '.join(map(_id, node_ids(nodes[index])))}: {_label(phrases[index])}" for index in sorted(waiting))
+    position = {name: index for index, node in enumerate(nodes) for name in node_ids(node)}
+    for source, target in graph.describe(nodes, {})["edges"]:
+        waits = position[target] in waiting and position.get(source) != position[target]
+        lines.append(f"    {_id(source)} {'-. waits .->' if waits else '-->'} {_id(target)}")
     return "\n".join(lines) + "\n"
 
 

@@ -3,6 +3,7 @@
 The rooms, in the order a row meets them:
 
 - `executor`: the `Executor` of one session: orders the nodes, starts and stops engines, keeps figures.
+- `segments`: which top-level nodes stream together and which wait for a server on the same GPUs to stop.
 - `recovery`: reopening a node's files as the last session left them (crash repair, rows already decided).
 - `files`: a node's frontier and output folder, and the errors file.
 - one stage per node kind: `ingest` (input rows to the first frontier), `step` (LLM calls), `apply`
