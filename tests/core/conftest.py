@@ -66,6 +66,11 @@ class ScriptedBackend:
         self.events.append(f"start {config.name}")
 
     @hookimpl
+    def server_devices(self, config):
+        """A model named "m:0" starts a server on GPU 0 (as GpuBackend); a plain "m" takes no GPU."""
+        return [f"cuda:{gpu}" for gpu in config.model.rpartition(":")[2].split(",")] if ":" in config.model else None
+
+    @hookimpl
     def stop_engine(self, config):
         self.events.append(f"stop {config.name}")
         return self.stop_note

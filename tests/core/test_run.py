@@ -186,19 +186,22 @@ def test_unreachable_endpoint_after_retries_is_an_engine_error(scripted, tmp_pat
         Chain(name="c", steps=[label_step()]).run(rows(1), output_dir=tmp_path / "o")
 
 
-def test_lazy_engines_start_and_stop_around_their_steps(scripted, tmp_path):
-    backend = scripted(echo)
-    register_engine("a", backend="scripted", model="m")
-    register_engine("b", backend="scripted", model="m")
-    register_engine("p", backend="scripted", model="m", lazy=False)
-    steps = [
+def lazy_chain_steps():
+    return [
         label_step("s1", engine="a"),
         label_step("s2", engine="a", prompt="<<{{label}}>>", input_model=None),
         [Branch(name="x", steps=[label_step("s3", engine="b", prompt="<<{{label}}>>", input_model=None)])],
         label_step("s4", engine="p", prompt="<<{{label}}>>", input_model=None),
         label_step("s5", engine="a", prompt="<<{{label}}>>", input_model=None),
     ]
-    Chain(name="c", steps=steps).run(rows(2), output_dir=tmp_path / "o")
+
+
+def test_lazy_engines_on_the_same_gpu_start_and_stop_around_their_steps(scripted, tmp_path):
+    backend = scripted(echo)
+    register_engine("a", backend="scripted", model="m:0")
+    register_engine("b", backend="scripted", model="m:0")
+    register_engine("p", backend="scripted", model="m:1", lazy=False)
+    Chain(name="c", steps=lazy_chain_steps()).run(rows(2), output_dir=tmp_path / "o")
     assert backend.events == [
         "start p",
         "start a",
@@ -213,6 +216,16 @@ def test_lazy_engines_start_and_stop_around_their_steps(scripted, tmp_path):
         "close p",
         "stop p",
     ]
+
+
+def test_engines_taking_no_gpu_all_start_before_the_rows_stream_and_stop_after(scripted, tmp_path):
+    backend = scripted(echo)
+    register_engine("a", backend="scripted", model="m")
+    register_engine("b", backend="scripted", model="m:1")
+    register_engine("p", backend="scripted", model="m:0", lazy=False)
+    result = Chain(name="c", steps=lazy_chain_steps()).run(rows(2), output_dir=tmp_path / "o")
+    assert backend.events == ["start p", "start a", "start b", "close a", "stop a", "close b", "stop b", "close p", "stop p"]
+    assert [r.label for r in result["s5"]] == ["row0", "row1"]
 
 
 def test_apply_filters_fans_out_and_records_failures(scripted, tmp_path):
@@ -365,6 +378,10 @@ def test_engines_sharing_a_server_stay_up_between_their_steps(tmp_path):
         @hookimpl
         def server_key(self, config):
             return "one-server" if config.name in ("a", "b") else None
+
+        @hookimpl
+        def server_devices(self, config):
+            return ["cuda:0"]
 
         @hookimpl
         def ensure_running(self, config, run_dir):

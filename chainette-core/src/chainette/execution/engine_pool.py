@@ -11,6 +11,7 @@ from chainette.batch import BatchClient
 from chainette.client import Client
 from chainette.engines import EngineConfig, EngineOptions, public_url
 from chainette.events import EngineChanged, EventBus
+from chainette.execution.segments import claimed_devices, server_keys
 from chainette.execution.stopping import StopSignal
 from chainette.plugins import get_plugins
 from chainette.policy import EngineGate
@@ -50,11 +51,8 @@ class EnginePool:
         self.control = control
         self.bus = bus
         self.running: dict[str, RunningEngine] = {}
-        plugins = get_plugins()
-        self.keys = {
-            name: (None if c.options.batch else plugins.hooks(c.backend).server_key(c)) or f"engine:{name}" for name, c in configs.items()
-        }
-        self.devices: dict[str, frozenset[str]] = {name: frozenset() for name in configs}
+        self.keys = server_keys(configs)
+        self.devices = claimed_devices(configs)
 
     async def start_persistent(self) -> None:
         for name in sorted(set().union(*self.plan)):
