@@ -122,13 +122,13 @@ class Executor:
         try:
             upstream, reading = self._open_input(raw_rows)
             if reading is not None and self.options.id_column:
-                await reading  # the ids are checked unique over the whole input before any request
+                await reading()  # the ids are checked unique over the whole input before any request
                 reading = None
             await self.pool.start_persistent()
             segments = plan_segments(self.pool.plan, self.pool.configs, self.pool.keys, self.pool.devices)
             for number, segment in enumerate(segments):
                 await self.pool.before(segment)
-                work = [reading] if reading is not None else []
+                work = [reading()] if reading is not None else []
                 reading = None
                 for position in segment:
                     unit = self._open(self.nodes[position])
@@ -218,7 +218,7 @@ class Executor:
         if files is not None and complete and not self.limited:
             NodeState(self.run_dir, node_id).mark_finished(Counts(stats.ok, stats.failed, stats.filtered, stats.rows_out))
 
-    def _open_input(self, raw_rows: Iterable[inputs.RawRow]) -> tuple[Feed, Awaitable[None] | None]:
+    def _open_input(self, raw_rows: Iterable[inputs.RawRow]) -> tuple[Feed, Callable[[], Awaitable[None]] | None]:
         """The input frontier's feed, and the work of reading the input rows into it (the first `limit` of them; None
         when an earlier session read them all). Whether the limit leaves rows out is known from the input once it is
         read, else from its count when an earlier session finished it."""
@@ -233,7 +233,7 @@ class Executor:
             self.limited = await ingest(raw_rows, self.input_model, reopened.decided, files, stats, self.options.id_column, self.limit)
             self._finish(INPUT_ID, files)
 
-        return files.feed, read()
+        return files.feed, read
 
     def _finished_feed(self, node_id: str) -> Feed:
         return Feed(NodeState(self.run_dir, node_id).frontier, None, self.control)

@@ -30,7 +30,7 @@ class Ledger:
     alias: str | None
     entered: Container[str]
     open: dict[str, int] = field(default_factory=dict)
-    values: dict[str, list[Any]] = field(default_factory=dict)
+    values: dict[str, list[tuple[str, Any]]] = field(default_factory=dict)
 
     def decided(self, last: bool, row: Row, children: list[Row]) -> None:
         """A node of the branch (its `last` or not) decided `row`, passing `children` on."""
@@ -39,7 +39,7 @@ class Ledger:
         if not last:
             left += len(children)
         elif self.alias is not None and children:
-            self.values.setdefault(origin, []).extend(child.ctx[child.direct] for child in children)
+            self.values.setdefault(origin, []).extend((child.row_id, child.ctx[child.direct]) for child in children)
         if left:
             self.open[origin] = left
             return
@@ -54,10 +54,14 @@ class Ledger:
             self.open[origin] = self.open.get(origin, 0) + 1
         if self.alias is not None:
             for row in finals:
-                self.values.setdefault(row.origin or row.row_id, []).append(row.ctx[row.direct])
+                self.values.setdefault(row.origin or row.row_id, []).append((row.row_id, row.ctx[row.direct]))
 
     def value(self, origin: str) -> list[Any]:
-        return self.values.pop(origin, [])
+        """The values the branch passed on from `origin`, in fan-out order (`6-0`, `6-1`, …, `6-10`), whatever order
+        they were answered in."""
+        found = self.values.pop(origin, [])
+        found.sort(key=lambda pair: [int(part) for part in pair[0][len(origin) :].split("-")[1:]])
+        return [value for _, value in found]
 
 
 class Group:

@@ -11,7 +11,9 @@ lines and its commits are appended in the same order, so after a SIGKILL at any 
 committed rows' outputs are exactly the first lines of the node's output folder; recovery
 (chainette.execution.recovery) cuts a half-written last line off every log and truncates the outputs
 to the lines the commits cover.
-Files written whole (derived frontiers, markers, metadata) go to a temporary name and are renamed.
+After each flush the writer tells its `flushed` callbacks: that is when the rows just committed are handed to
+the next nodes (chainette.execution.feed), so a node's commit always reaches the OS after the commit of the row
+it came from. Files written whole (markers, metadata) go to a temporary name and are renamed.
 A run holds its directory's lock (chainette.runlock) from the moment it opens it until it ends, so no other
 process writes into it meanwhile.
 
