@@ -68,6 +68,15 @@ def relay_last(length: int) -> str:
     return f"r{length - 1}"
 
 
+def two_steps_on_one_server(endpoint: str, concurrency: int) -> Chain:
+    """Two steps on one engine ("shared", model "fake-model" at `endpoint`), sharing its `concurrency` requests in
+    flight; the second checks the first's label for the review (no two requests alike). The last step is SECOND."""
+    register_engine("shared", backend="vllm", model="fake-model", endpoint=endpoint, api_key="none", max_concurrency=concurrency)
+    first = Step(id="first", input_model=Review, output_model=Label, engine_name="shared", user_prompt="Classify review {{index}}")
+    second = Step(id=SECOND, output_model=Label, engine_name="shared", user_prompt=f"Step 1: {RELAY_CHECK}")
+    return Chain(name="first-row", steps=[first, second])
+
+
 def _register_fake() -> None:
     """The fake backend's engine "fake"; its answers skip the response cache unless told, and the benchmarks measure it."""
     register_engine("fake", backend="fake", model="m", cache=True)

@@ -24,6 +24,7 @@ SMALL: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "scale_out": ("5.", lambda goal: goal.measure(32)),
     "cache": ("6.", lambda goal: goal.measure(16, 100)),
     "pipeline": ("7.", lambda goal: goal.measure(16)),
+    "first_row": ("8.", lambda goal: goal.measure(32)),
 }
 """Each goal module, the number its figures carry, and a call of its `measure` at small sizes."""
 
@@ -63,5 +64,5 @@ def test_only_refuses_an_unknown_goal_and_names_them_all() -> None:
     done = subprocess.run([sys.executable, str(BENCHMARKS / "run.py"), "--only", "overhead,startup"], capture_output=True, text=True)
     assert done.returncode == 2
     assert "no goal named startup" in done.stderr
-    assert "throughput, overhead, state-size, memory, start-up, scale-out, cache, pipeline" in done.stderr
+    assert "throughput, overhead, state-size, memory, start-up, scale-out, cache, pipeline, first-row" in done.stderr
     assert done.stdout == ""

@@ -9,8 +9,9 @@ from pathlib import Path
 import random
 
 from chainette.run.appends import output_files, read_outputs
+from chainette.run.rundir import RunPaths
 
-from .torture_chain import TOPOLOGY
+from .torture_chain import TOPOLOGY, UPSTREAM
 
 NODES = [node for node, _ in TOPOLOGY]
 FOLDERS = [*NODES, "flattened"]
@@ -75,6 +76,30 @@ def assert_every_row_once(out: Path, input_rows: int) -> None:
         assert Counter(decided) == Counter(given), f"{node}: rows lost or decided twice"
         outputs = [record["row_id"] for record in read_outputs(out / node)]
         assert Counter(outputs) == Counter(committed_rows(state / f"{node}.jsonl")), f"{node}: outputs differ from its frontier"
+
+
+def frontier_sizes(out: Path) -> dict[str, int]:
+    """The size in bytes of every node's frontier (the input's too), 0 for one not written yet."""
+    paths = RunPaths(out)
+    return {node: paths.frontier(node).stat().st_size if paths.frontier(node).exists() else 0 for node in UPSTREAM}
+
+
+def active_nodes(out: Path, before: dict[str, int]) -> set[str]:
+    """The nodes active in the session that just ended: each frontier grown past its size in `before` (the sizes
+    the session started from), of a node with no done marker."""
+    paths = RunPaths(out)
+    grown = frontier_sizes(out)
+    return {node for node, size in grown.items() if size > before[node] and not paths.done_marker(node).exists()}
+
+
+def longest_in_sequence(active: set[str]) -> int:
+    """How many of the `active` nodes lie on one path of the chain, each reading (through others or not) the rows
+    of the one before: 1 when nodes run one after another (sibling branches may still run at once), more once rows
+    stream between nodes."""
+    on_path: dict[str, int] = {}
+    for node, upstream in UPSTREAM.items():
+        on_path[node] = (node in active) + max((on_path[source] for source in upstream), default=0)
+    return max(on_path.values())
 
 
 def snapshot(out: Path) -> dict[str, list]:

@@ -1,6 +1,8 @@
 """SIGKILL from outside at random instants, then the same command again, over a chain with every node kind:
 after each kill the commits are covered by the outputs, and the resumed run ends with every row exactly once
-and results equal to an uninterrupted run's. CHAINETTE_SOAK=N runs N times as many trials."""
+and results equal to an uninterrupted run's. Each kill notes which nodes the killed session had active; with
+STREAMING, some kill of each trial must have found two of them in sequence (a node and one downstream of it), so
+that the kills are known to land while rows stream between nodes. CHAINETTE_SOAK=N runs N times as many trials."""
 
 from __future__ import annotations
 
@@ -16,12 +18,26 @@ import pytest
 
 from chainette.outcome import EXIT_SOME_ROWS_FAILED
 
-from .invariants import assert_commits_covered, assert_every_row_once, chain_file, environment, snapshot, write_inputs
+from .invariants import (
+    active_nodes,
+    assert_commits_covered,
+    assert_every_row_once,
+    chain_file,
+    environment,
+    frontier_sizes,
+    longest_in_sequence,
+    snapshot,
+    write_inputs,
+)
 
 ROWS = 2000
 LATENCY = 0.002
 KILLS_PER_TRIAL = 6
 SOAK = int(os.environ.get("CHAINETTE_SOAK", "1"))
+STREAMING = True
+"""Whether rows stream between nodes (issue 25), so that a kill can find a node and one downstream of it both
+active. Without streaming no kill can: sibling branches of a group run at once, but no node starts before the one
+it reads from is done."""
 
 
 def command(inputs: Path, out: Path, output_format: str) -> list[str]:
@@ -53,6 +69,8 @@ def test_random_kills_then_resume(reference, tmp_path, output_format, seed):
     expected, duration = runs[output_format]
     rng = random.Random(f"{output_format}-{seed}")
     out = tmp_path / "out"
+    sizes = frontier_sizes(out)
+    active_at_kills: list[set[str]] = []
     for _ in range(KILLS_PER_TRIAL):
         process = subprocess.Popen(
             command(inputs, out, output_format), env=environment(LATENCY), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -63,9 +81,15 @@ def test_random_kills_then_resume(reference, tmp_path, output_format, seed):
         assert process.returncode in (EXIT_SOME_ROWS_FAILED, -9), stderr.decode()
         if out.exists():
             assert_commits_covered(out, output_format)
+        if process.returncode == -9:
+            active_at_kills.append(active_nodes(out, sizes))
         if process.returncode == EXIT_SOME_ROWS_FAILED:
             shutil.rmtree(out)
+        sizes = frontier_sizes(out)
     done = subprocess.run(command(inputs, out, output_format), env=environment(LATENCY), capture_output=True, text=True, timeout=300)
     assert done.returncode == EXIT_SOME_ROWS_FAILED, done.stderr
     assert_every_row_once(out, ROWS)
     assert snapshot(out) == expected, "the resumed run's results differ from an uninterrupted run's"
+    if STREAMING:
+        in_sequence = [longest_in_sequence(active) for active in active_at_kills]
+        assert max(in_sequence, default=0) >= 2, f"no kill found two nodes in sequence active; active at each kill: {active_at_kills}"

@@ -1,7 +1,8 @@
-"""The chain the kill tests torture: a step, a sync apply that fans out, filters and fails some rows, a parallel
-group of two joined branches (one with an async apply), and a step reading both aliases. Fake backend, so every
-answer is deterministic; its latency comes from TORTURE_LATENCY. The input carries fields named like the
-executor's own words (skip, ctx, direct, src, origin) to show they change nothing."""
+"""The chain the kill tests torture: two steps in sequence on two engines, a sync apply that fans out, filters and
+fails some rows, a parallel group of two joined branches (one with an async apply that fans each row out in two,
+or filters it, before its step), and a step reading both aliases. Fake backend, so every answer is deterministic;
+its latency comes from TORTURE_LATENCY. The input carries fields named like the executor's own words (skip, ctx,
+direct, src, origin) to show they change nothing."""
 
 import asyncio
 import os
@@ -29,7 +30,9 @@ class Part(BaseModel):
     part: str
 
 
-register_engine("llm", backend="fake", model="m", latency=float(os.environ.get("TORTURE_LATENCY", "0")), max_concurrency=32)
+LATENCY = float(os.environ.get("TORTURE_LATENCY", "0"))
+register_engine("llm", backend="fake", model="m", latency=LATENCY, max_concurrency=32)
+register_engine("judge", backend="fake", model="j", latency=LATENCY, max_concurrency=32)
 
 
 def split(item: Label) -> list[Part]:
@@ -40,25 +43,44 @@ def split(item: Label) -> list[Part]:
     return [] if digest % 10 == 0 else [Part(part=f"{item.label}/a"), Part(part=f"{item.label}/b")]
 
 
-async def tag(item: Part) -> Part:
+async def tag(item: Part) -> list[Part]:
+    """Two tagged parts per part (the branch fans out before its join); none for one part in seven."""
     await asyncio.sleep(0)
-    return Part(part=f"{item.part}!")
+    return [] if zlib.crc32(item.part.encode()) % 7 == 0 else [Part(part=f"{item.part}!"), Part(part=f"{item.part}?")]
 
 
 first = Step(id="first", input_model=Doc, output_model=Label, engine_name="llm", user_prompt="{{text}} {{skip}}")
+second = Step(id="second", output_model=Label, engine_name="judge", user_prompt="is {{label}} right for {{chain_input.src}}?")
 left = Branch(name="left", steps=[Step(id="left_step", output_model=Label, engine_name="llm", user_prompt="L {{part}}")]).join("l")
 right_step = Step(id="right_step", output_model=Label, engine_name="llm", user_prompt="R {{part}}")
 right = Branch(name="right", steps=[apply(tag, output_model=Part), right_step]).join("r")
-last = Step(id="last", output_model=Label, engine_name="llm", user_prompt="{{l.label}} | {{r.label}} | {{chain_input.src}}")
+last = Step(
+    id="last",
+    output_model=Label,
+    engine_name="judge",
+    user_prompt="{{l.label}} | {{r | map(attribute='label') | join(' + ')}} | {{chain_input.src}}",
+)
 
-chain = Chain(name="torture", steps=[first, apply(split, output_model=Part), [left, right], last])
+chain = Chain(name="torture", steps=[first, second, apply(split, output_model=Part), [left, right], last])
 
 # Each node and the frontier file it reads, in order: what the invariant checks walk.
 TOPOLOGY = [
     ("first", "chain_input.jsonl"),
-    ("split", "first.jsonl"),
+    ("second", "first.jsonl"),
+    ("split", "second.jsonl"),
     ("left_step", "group0.tagged.jsonl"),
     ("tag", "group0.tagged.jsonl"),
     ("right_step", "tag.jsonl"),
     ("last", "group0.joined.jsonl"),
 ]
+# Each node (the input too) and the nodes whose rows reach it, upstream first: which nodes run in sequence.
+UPSTREAM = {
+    "chain_input": (),
+    "first": ("chain_input",),
+    "second": ("first",),
+    "split": ("second",),
+    "left_step": ("split",),
+    "tag": ("split",),
+    "right_step": ("tag",),
+    "last": ("left_step", "right_step"),
+}
