@@ -68,8 +68,8 @@ TOPOLOGY = [
     ("first", "chain_input.jsonl"),
     ("second", "first.jsonl"),
     ("split", "second.jsonl"),
-    ("left_step", "group0.tagged.jsonl"),
-    ("tag", "group0.tagged.jsonl"),
+    ("left_step", "split.jsonl"),
+    ("tag", "split.jsonl"),
     ("right_step", "tag.jsonl"),
     ("last", "group0.joined.jsonl"),
 ]
