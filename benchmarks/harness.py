@@ -60,12 +60,6 @@ class Outcome:
         return tuple(figure for figure in self.figures if figure.binding and not figure.met)
 
 
-def share_goal(share: float, binding: bool) -> str:
-    """The goal of a figure of issue 25 that is to take at most `share` of its baseline; until `binding`, it says
-    that it holds only once rows stream between nodes."""
-    return f"<= {share} x" + ("" if binding else " (once rows stream)")
-
-
 def best_of(rounds: int, measures: Mapping[str, Callable[[], float]]) -> dict[str, float]:
     """The highest value of each measure over `rounds` rounds, the measures taking turns within each round (so that
     a slow spell of a shared machine falls on all of them)."""
