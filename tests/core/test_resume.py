@@ -114,3 +114,22 @@ def test_interrupted_ingest_and_partial_errors_file_are_repaired(scripted, tmp_p
     assert [e["row_id"] for e in result.errors] == ["1"]
     assert [r["row_id"] for r in result.records("again")] == ["0", "2"]
     assert result.stats["input"] == {"rows": 3, "invalid": 1}
+
+
+def test_a_run_another_state_layout_wrote_is_refused_with_what_to_do(scripted, tmp_path):
+    import pytest
+
+    from chainette.errors import ChainetteError
+
+    scripted(echo)
+    register_engine("s", backend="scripted", model="m")
+    chain = Chain(name="c", steps=[Step(id="label", output_model=Label, engine_name="s", input_model=Text, user_prompt="<<{{text}}>>")])
+    out = tmp_path / "o"
+    chain.run(rows(3), output_dir=out)
+    manifest = out / ".chainette" / "manifest.json"
+    written = json.loads(manifest.read_text())
+    del written["layout"]  # as chainette wrote it before rows streamed
+    manifest.write_text(json.dumps(written))
+    with pytest.raises(ChainetteError, match=r"another version of chainette wrote \(state layout 1, this one reads 2\).*--overwrite"):
+        chain.run(rows(3), output_dir=out)
+    assert len(chain.run(rows(3), output_dir=out, overwrite=True)["label"]) == 3

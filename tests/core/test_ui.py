@@ -10,7 +10,7 @@ from rich.console import Console
 
 from chainette import Chain, RowError, register_engine
 from chainette.cli import main
-from chainette.events import EngineChanged, NodeFinished, NodeStarted, Progress, RunStarted
+from chainette.events import EngineChanged, NodeCounted, NodeFinished, NodeStarted, Progress, RunStarted
 from chainette.ui.live import render_state
 from chainette.ui.plain import PlainLines
 from chainette.ui.state import RunState
@@ -90,6 +90,32 @@ def test_live_view_snapshot():
         "│ 10:00:00 engine llm ready (http://127.0.0.1:8000/v1)" + " " * 65 + "│",
         "╰" + "─" * 118 + "╯",
     ]
+
+
+def test_live_view_shows_two_steps_progressing_at_once_each_with_its_rate_and_eta():
+    state = RunState()
+    nodes = [
+        {"id": "chain_input", "kind": "input", "label": "input"},
+        {"id": "extract", "kind": "step", "label": "├─ extract"},
+        {"id": "judge", "kind": "step", "label": "└─ judge"},
+    ]
+    state(RunStarted(chain="c", output_dir="o", resumed=False, nodes=nodes))
+    for node, kind in (("chain_input", "input"), ("extract", "step"), ("judge", "step")):
+        state(NodeStarted(node=node, kind=kind, total=None))
+    state(NodeCounted(node="chain_input", total=1000))
+    state(NodeFinished(node="chain_input", stats={"kind": "input", "rows_in": 1000, "ok": 1000, "failed": 0}))
+    state(NodeCounted(node="extract", total=1000))
+    extract = {"kind": "step", "rows_in": 400, "ok": 400, "failed": 0, "in_flight": 16, "session": {"rows": 400}}
+    judge = {"kind": "step", "rows_in": 100, "ok": 100, "failed": 0, "in_flight": 8, "session": {"rows": 100}}
+    state(Progress(nodes={"extract": extract, "judge": judge}))
+    state.nodes["extract"].started = state.nodes["judge"].started = 100.0
+    console = Console(width=120, record=True, color_system=None, legacy_windows=False)
+    console.print(render_state(state, now=110.0))
+    lines = [line.rstrip() for line in console.export_text().splitlines()]
+    assert "400/1000 (+16 in flight) 40 rows/s" in lines[2] and "ETA 15s" in lines[2]
+    assert "100/~1000 (+8 in flight) 10 rows/s" in lines[3] and "ETA 1m30s" in lines[3], "the input's count until its own"
+    state(NodeCounted(node="judge", total=950))
+    assert state.nodes["judge"].eta(110.0) == 85.0
 
 
 def test_live_view_says_resuming_and_shows_filtered_and_stopped_nodes():

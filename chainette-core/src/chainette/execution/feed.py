@@ -128,7 +128,8 @@ class Reader:
         if self.out is not None and self.out.readers and self.out.behind() > WINDOW:
             await self.out.room(self.control)
         while not self.buffer:
-            if self.control.stopping:
+            if self.control.stopping or self.fd < 0:
+                self.close()
                 return None
             if self._fill():
                 continue

@@ -20,6 +20,9 @@ from chainette.run.appends import write_atomically
 from chainette.runlock import RunLock
 
 OUTPUT_FORMATS = ("jsonl", "parquet")
+LAYOUT = 2
+"""The version of the state folder's layout, kept in the manifest: 2 since rows stream between nodes (a group's frontier
+is a commit log). A run another layout wrote is not resumed."""
 
 # The entries a run directory holds besides its nodes' output folders. MANIFEST marks a folder as a run directory:
 # --overwrite deletes nothing else. Backends write the logs of the servers they start in LOGS_DIR.
@@ -103,7 +106,7 @@ class RunDir(RunPaths):
         _check_place(self, overwrite)
         self._lock = RunLock(self.state, "a chainette run")
         try:
-            self.resumed = self._prepare({**identity, "format": output_format}, overwrite)
+            self.resumed = self._prepare({**identity, "format": output_format, "layout": LAYOUT}, overwrite)
         except BaseException:
             self.close()
             raise
@@ -115,6 +118,13 @@ class RunDir(RunPaths):
     def _prepare(self, identity: dict[str, Any], overwrite: bool) -> bool:
         if self.manifest.exists() and not overwrite:
             previous = json.loads(self.manifest.read_text(encoding="utf-8"))
+            if previous.get("layout", 1) != LAYOUT:
+                raise ChainetteError(
+                    f"Output directory {self.root} holds a run that another version of chainette wrote (state layout "
+                    f"{previous.get('layout', 1)}, this one reads {LAYOUT}): its finished outputs can be read, but it cannot be "
+                    "resumed. Finish it with the version that started it, choose another directory, or pass --overwrite "
+                    "(overwrite=True) to start afresh."
+                )
             for key, what in (("chain", "another chain (or a changed one)"), ("inputs", "other inputs")):
                 if None not in (previous.get(key), identity.get(key)) and previous[key] != identity[key]:
                     if key == "chain":

@@ -87,7 +87,7 @@ def _row(node: NodeView, now: float) -> list[Any]:
         return [label, *[""] * 8]
     if node.started is None:
         return [label, Text("waiting", style="dim"), *[""] * 7]
-    total = node.total if node.total is not None else max(node.done, 1)
+    total = node.total if node.total is not None else node.estimate if node.estimate is not None else max(node.done, 1)
     bar = ProgressBar(total=max(total, 1), completed=min(node.done, max(total, 1)), width=24, finished_style="green")
     stats = node.stats
     rate = node.rate(now)
@@ -125,6 +125,10 @@ def _status(node: NodeView, now: float) -> Text | str:
 
 
 def _rows(node: NodeView) -> str:
-    """`done/total` (`done so far` while the total is unknown), and what is in flight beside them while there is any."""
-    shown = f"{node.done} so far" if node.total is None else f"{node.done}/{node.total}"
+    """`done/total` (`done/~estimate`, or `done so far`, while the total is unknown), and what is in flight beside them
+    while there is any."""
+    if node.total is not None:
+        shown = f"{node.done}/{node.total}"
+    else:
+        shown = f"{node.done} so far" if node.estimate is None else f"{node.done}/~{node.estimate}"
     return f"{shown} (+{node.in_flight} in flight)" if node.in_flight and not node.finished else shown

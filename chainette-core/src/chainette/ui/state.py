@@ -21,6 +21,7 @@ from chainette.events import (
     RunFinished,
     RunStarted,
 )
+from chainette.nodes import INPUT_ID
 
 
 @dataclass
@@ -31,6 +32,7 @@ class NodeView:
     kind: str
     label: str
     total: int | None = None
+    estimate: int | None = None  # while `total` is unknown: the input's row count, once that is known
     stats: dict[str, Any] = field(default_factory=dict)
     started: float | None = None
     finished: bool = False
@@ -67,10 +69,12 @@ class NodeView:
         return rows / (now - self.started)
 
     def eta(self, now: float) -> float | None:
+        """Seconds left at this session's rate, to the node's total, else to its estimate."""
         rate = self.rate(now)
-        if self.finished or not rate or self.total is None:
+        total = self.total if self.total is not None else self.estimate
+        if self.finished or not rate or total is None:
             return None
-        return max(self.total - self.done, 0) / rate
+        return max(total - self.done, 0) / rate
 
 
 class RunState:
@@ -93,7 +97,7 @@ class RunState:
             node = self.nodes[event.node]
             node.total, node.started = event.total, time.monotonic()
         elif isinstance(event, NodeCounted) and event.node in self.nodes:
-            self.nodes[event.node].total = event.total
+            self._counted(event)
         elif isinstance(event, NodeFinished) and event.node in self.nodes:
             node = self.nodes[event.node]
             node.stats, node.finished, node.stopped = event.stats, True, not event.complete
@@ -114,6 +118,13 @@ class RunState:
             self._batch_news(event)
         elif isinstance(event, RunFinished):
             self.finished = event
+
+    def _counted(self, event: NodeCounted) -> None:
+        """A node's total is known; the input's is every other node's estimate until its own is."""
+        self.nodes[event.node].total = event.total
+        if event.node == INPUT_ID:
+            for node in self.nodes.values():
+                node.estimate = event.total
 
     def _batch_news(self, event: BatchChanged) -> None:
         """Keep a batch job's latest counts on its node; a new state also goes to the log."""
