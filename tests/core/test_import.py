@@ -59,11 +59,6 @@ def test_declaring_a_step_loads_no_plugin_machinery():
     assert "pluggy" not in imported_after(STEP)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="chainette.chain imports the engine registry (which loads the plugins) and the response cache (whose keys "
-    "read the engines) at module level, and chainette.run.session at import; left for the streaming executor's rewrite",
-)
 def test_declaring_a_chain_loads_no_plugin_machinery():
     assert "pluggy" not in imported_after(f"{STEP}\nfrom chainette import Chain\nChain(name='c', steps=[step])")
 

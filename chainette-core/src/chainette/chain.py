@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from chainette import graph
-from chainette.cache import CacheSetting
-from chainette.engines import EngineConfig, EngineOptions, get_engine
-from chainette.events import Listener
-from chainette.inputs import ColumnSpec, Inputs
 from chainette.nodes import Node, Step
-from chainette.results import RunResult
-from chainette.run import session
 from chainette.run.options import RunOptions
+
+if TYPE_CHECKING:
+    from chainette.cache import CacheSetting
+    from chainette.engines import EngineConfig, EngineOptions
+    from chainette.events import Listener
+    from chainette.inputs import ColumnSpec, Inputs
+    from chainette.results import RunResult
 
 
 class Chain:
@@ -42,6 +43,8 @@ class Chain:
     def engines(self) -> dict[str, EngineConfig[EngineOptions]]:
         """The engines the steps name, as registered now (ConfigError for one that is not)."""
         names = sorted({n.engine_name for n in graph.iter_nodes(self.nodes) if isinstance(n, Step)})
+        from chainette.engines import get_engine  # declaring a chain loads no plugin machinery; using its engines does
+
         return {name: get_engine(name) for name in names}
 
     def describe(self) -> dict[str, Any]:
@@ -104,6 +107,8 @@ class Chain:
             cancel_batches=cancel_batches,
             limit=limit,
         )
+        from chainette.run import session  # declaring a chain loads no plugin machinery; running it does
+
         return session.run_blocking(self, inputs, options)
 
     async def arun(
@@ -140,6 +145,8 @@ class Chain:
             cancel_batches=cancel_batches,
             limit=limit,
         )
+        from chainette.run import session
+
         return await session.run(self, inputs, options)
 
     def output_models(self) -> dict[str, type[BaseModel] | None]:
