@@ -27,7 +27,7 @@ from chainette.frontier import Commit, Row, count_rows, rows
 from chainette.run.appends import LineFile
 
 WINDOW = 1024
-CHUNK = 1 << 20  # bytes a reader decodes at a time
+CHUNK = 1 << 18  # bytes of lines a reader decodes at a time (what its buffer holds at most, besides one long line)
 
 
 class Source(Protocol):
@@ -52,6 +52,7 @@ class Feed:
         self.rows = count_rows(path)
         self.closed = file is None
         self.readers: list[Reader] = []
+        self.full = False  # whether the node waits for room
         self._changed = asyncio.Event()
         self._moved = asyncio.Event()
         control.on_stop(self.wake)
@@ -82,18 +83,21 @@ class Feed:
         await self._changed.wait()
 
     def behind(self) -> int:
-        """How many rows the slowest reader has still to read."""
+        """How many rows the slowest reader has not handed to its node yet (read into its buffer or not)."""
         return self.rows - min(reader.taken for reader in self.readers) if self.readers else 0
 
     def moved(self) -> None:
-        """A reader moved on: the node waiting for room may go on."""
-        self._moved.set()
+        """A reader handed rows on: the node waiting for room goes on once the slowest is back within WINDOW."""
+        if self.full and self.behind() <= WINDOW:
+            self._moved.set()
 
     async def room(self, control: StopSignal) -> None:
         """Wait until the slowest reader is at most WINDOW rows behind (or the run stops)."""
         while self.behind() > WINDOW and not control.stopping:
+            self.full = True
             self._moved.clear()
             await self._moved.wait()
+        self.full = False
 
 
 class Reader:
@@ -118,7 +122,7 @@ class Reader:
         self.out = out
         self.counted = counted
         self.beyond = 0  # rows of input rows past `limit`, skipped
-        self.taken = 0  # rows read from the feed, skipped ones included
+        self.taken = 0  # rows handed to the node or skipped
         self.offset = 0
         self.buffer: deque[Row] = deque()
         self.fd = os.open(feed.path, os.O_RDONLY | os.O_CREAT, 0o644)
@@ -137,7 +141,11 @@ class Reader:
                 self._end()
                 return None
             await self.feed.changed()
-        return None if self.control.stopping else self.buffer.popleft()
+        if self.control.stopping:
+            return None
+        self.taken += 1
+        self.feed.moved()
+        return self.buffer.popleft()
 
     def _fill(self) -> bool:
         """Decode the next written lines into the buffer; whether there were any."""
@@ -152,13 +160,12 @@ class Reader:
         self.offset += end
         for line in data[:end].splitlines():
             for row in Commit.decode(line).rows:
-                self.taken += 1
                 if self.limit is not None and row.index >= self.limit:
                     self.beyond += 1
+                elif row.row_id not in self.decided:
+                    self.buffer.append(row)
                     continue
-                if row.row_id in self.decided:
-                    continue
-                self.buffer.append(row)
+                self.taken += 1
         self.feed.moved()
         return True
 

@@ -1,0 +1,81 @@
+"""Rows stream between nodes: a node works while the ones before it do, runs at most a window of rows ahead of the
+node after it, and a parallel group joins each row as soon as its branches have decided it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from chainette import Branch, Chain, register_engine
+from chainette.execution import feed, group
+
+from .test_run import echo, label_step, rows
+
+WINDOW = 8
+
+
+@pytest.fixture
+def small_window(monkeypatch):
+    monkeypatch.setattr(feed, "WINDOW", WINDOW)
+    monkeypatch.setattr(group, "WINDOW", WINDOW)
+
+
+def asked(backend, step_id):
+    return [request.row_id for request in backend.requests if request.step_id == step_id]
+
+
+def test_the_next_step_is_asked_before_the_step_before_has_answered_every_row(scripted, tmp_path):
+    backend = scripted(echo)
+    register_engine("a", backend="scripted", model="m", max_concurrency=4)
+    register_engine("b", backend="scripted", model="m", max_concurrency=4)
+    chain = Chain(name="c", steps=[label_step(engine="a"), label_step("again", "<<{{label.label}}>>", engine="b", input_model=None)])
+    result = chain.run(rows(300), output_dir=tmp_path / "o", cache=False)
+    order = [request.step_id for request in backend.requests]
+    assert order.index("again") < len(order) - 1 - order[::-1].index("label"), "'again' waited for every row of 'label'"
+    assert [r.label for r in result["again"]] == [f"row{i}" for i in range(300)]
+
+
+def test_a_step_runs_at_most_a_window_of_rows_ahead_of_a_slower_one_after_it(scripted, tmp_path, small_window):
+    ahead = []
+
+    async def answer(request, attempt):
+        if request.step_id == "again":
+            await asyncio.sleep(0.002)
+        else:
+            ahead.append(len(asked(backend, "label")) - len(asked(backend, "again")))
+        return echo(request, attempt)
+
+    backend = scripted(answer)
+    register_engine("a", backend="scripted", model="m", max_concurrency=4)
+    register_engine("b", backend="scripted", model="m", max_concurrency=1)
+    chain = Chain(name="c", steps=[label_step(engine="a"), label_step("again", "<<{{label.label}}>>", engine="b", input_model=None)])
+    result = chain.run(rows(120), output_dir=tmp_path / "o", cache=False)
+    assert len(result["again"]) == 120
+    assert max(ahead) <= WINDOW + 4 + 1, "rows between two nodes are bounded: the window, plus the requests in flight"
+    assert max(ahead) >= WINDOW, "the faster step did run ahead"
+
+
+def test_a_group_joins_each_row_once_its_branches_decided_it_and_lets_in_at_most_a_window(scripted, tmp_path, small_window):
+    ahead = []
+
+    async def answer(request, attempt):
+        if request.step_id == "slow":
+            await asyncio.sleep(0.002)
+        elif request.step_id == "fast":
+            ahead.append(len(asked(backend, "fast")) - len(asked(backend, "slow")))
+        return echo(request, attempt)
+
+    backend = scripted(answer)
+    register_engine("a", backend="scripted", model="m", max_concurrency=4)
+    register_engine("b", backend="scripted", model="m", max_concurrency=1)
+    branches = [
+        Branch(name="f", steps=[label_step("fast", engine="a")]).join("f"),
+        Branch(name="s", steps=[label_step("slow", engine="b")]).join("s"),
+    ]
+    after = label_step("after", "<<{{f.label}}+{{s.label}}>>", engine="a", input_model=None)
+    result = Chain(name="c", steps=[branches, after]).run(rows(100), output_dir=tmp_path / "o", cache=False)
+    assert [r.label for r in result["after"]] == [f"row{i}+row{i}" for i in range(100)]
+    order = [request.step_id for request in backend.requests]
+    assert order.index("after") < len(order) - 1 - order[::-1].index("slow"), "the join waited for every row"
+    assert max(ahead) <= WINDOW + 4 + 1, "a group lets in a window of rows: the fast branch waits for the slow one"
