@@ -224,3 +224,25 @@ def test_a_batched_step_whose_prompts_all_fail_to_render_stops_before_sending_a_
         Chain(name="batched", steps=[step]).run(rows(30), output_dir=tmp_path / "out")
     assert server.batches.created == [] and server.chat_requests() == []
     assert len((tmp_path / "out" / "errors.jsonl").read_text().splitlines()) == 5
+
+
+def test_a_batch_step_in_a_group_takes_all_its_rows_though_the_group_lets_in_a_window(server, tmp_path, monkeypatch):
+    from chainette import Branch
+    from chainette.execution import feed, group
+
+    monkeypatch.setattr(feed, "WINDOW", 4)
+    monkeypatch.setattr(group, "WINDOW", 4)
+    engine(server)
+    register_engine("online", backend="openai", model="fake-model", endpoint=f"{server.base_url}/v1", api_key=KEY)
+    branches = [
+        Branch(
+            name="b", steps=[Step(id="batched", input_model=Text, output_model=Label, engine_name="llm", user_prompt="<<{{text}}>>")]
+        ).join("b"),
+        Branch(
+            name="o", steps=[Step(id="asked", input_model=Text, output_model=Label, engine_name="online", user_prompt="<<{{text}}>>")]
+        ).join("o"),
+    ]
+    after = Step(id="after", output_model=Label, engine_name="online", user_prompt="<<{{b.label}}+{{o.label}}>>")
+    result = Chain(name="g", steps=[branches, after]).run(rows(30), output_dir=tmp_path / "out")
+    assert labels(result, "after") == {str(i): f"row{i}+row{i}" for i in range(30)}
+    assert len(server.batches.created) == 1, "the batch step took its 30 rows in one batch"
