@@ -79,3 +79,56 @@ def test_a_group_joins_each_row_once_its_branches_decided_it_and_lets_in_at_most
     order = [request.step_id for request in backend.requests]
     assert order.index("after") < len(order) - 1 - order[::-1].index("slow"), "the join waited for every row"
     assert max(ahead) <= WINDOW + 4 + 1, "a group lets in a window of rows: the fast branch waits for the slow one"
+
+
+def test_a_same_error_stop_in_a_later_step_stops_the_run_while_the_first_is_active_and_a_resume_completes(scripted, tmp_path):
+    from chainette import EngineError, RowError
+
+    broken = [True]
+
+    async def answer(request, attempt):
+        if request.step_id == "label":
+            await asyncio.sleep(0.001)
+        elif broken[0]:
+            return RowError("HTTP 400: response_format is not supported", kind="http_400")
+        return echo(request, attempt)
+
+    backend = scripted(answer)
+    register_engine("a", backend="scripted", model="m", max_concurrency=2)
+    register_engine("b", backend="scripted", model="m", max_concurrency=2)
+    chain = Chain(name="c", steps=[label_step(engine="a"), label_step("again", "<<{{label.label}}>>", engine="b", input_model=None)])
+    with pytest.raises(EngineError, match="again"):
+        chain.run(rows(200), output_dir=tmp_path / "o", cache=False)
+    assert 0 < len(asked(backend, "label")) < 200, "the first step was still working when the second stopped the run"
+    broken[0] = False
+    result = chain.run(rows(200), output_dir=tmp_path / "o", cache=False)
+    failed = {e["row_id"] for e in result.errors}
+    assert failed and all(e["step_id"] == "again" for e in result.errors), "the rows failed before the stop stay failed"
+    assert [r["row_id"] for r in result.records("again")] == [str(i) for i in range(200) if str(i) not in failed]
+    assert len(result.records("label")) == 200 and len(set(asked(backend, "label"))) == 200, "no row of 'label' asked twice"
+
+
+def test_retry_errors_asks_a_branchs_failed_rows_again_and_joins_them(scripted, tmp_path):
+    from chainette import RowError
+
+    failing = {"3", "7"}
+
+    def answer(request, attempt):
+        if request.step_id == "right" and request.row_id in failing:
+            return RowError("not now", kind="refusal")
+        return echo(request, attempt)
+
+    scripted(answer)
+    register_engine("s", backend="scripted", model="m")
+    branches = [
+        Branch(name="l", steps=[label_step("left")]).join("l"),
+        Branch(name="r", steps=[label_step("right")]).join("r"),
+    ]
+    chain = Chain(name="c", steps=[branches, label_step("after", "<<{{l.label}}+{{r.label}}>>", input_model=None)])
+    first = chain.run(rows(10), output_dir=tmp_path / "o")
+    assert sorted(r["row_id"] for r in first.records("after")) == [str(i) for i in range(10) if str(i) not in failing]
+    failing.clear()
+    again = chain.run(rows(10), output_dir=tmp_path / "o", retry_errors=True)
+    assert sorted((r["row_id"] for r in again.records("after")), key=int) == [str(i) for i in range(10)]
+    assert {r["row_id"]: r["label"] for r in again.records("after")}["3"] == "row3+row3"
+    assert again.errors == []
