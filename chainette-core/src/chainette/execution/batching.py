@@ -1,10 +1,11 @@
 """The batch step stage: a step answered through offline batch jobs (chainette.batch) instead of a request per row.
 
-Rows are rendered and looked up in the response cache as online; the others become batch lines, written to batch
-files, uploaded and submitted, every file and batch id journaled as soon as it exists. The stage polls the batches
-with a growing interval, then reads each finished one back into the online flow: answers validated and committed
-(and cached), invalid ones re-asked as repair lines of a follow-up batch, transient failures and unanswered lines
-asked again, row errors to errors.jsonl. A resumed run re-attaches to the batches the journal lists as open.
+The step's row answerer (chainette.execution.answering) renders each row and looks it up in the response cache, as
+online; the other rows become batch lines, written to batch files, uploaded and submitted, every file and batch id
+journaled as soon as it exists. The stage polls the batches with a growing interval, then hands each finished one's
+answers to the answerer: valid ones committed (and cached), invalid ones re-asked as repair lines of a follow-up
+batch; transient failures and unanswered lines are asked again, row errors go to errors.jsonl. A resumed run
+re-attaches to the batches the journal lists as open.
 """
 
 from __future__ import annotations
