@@ -246,3 +246,28 @@ def test_a_batch_step_in_a_group_takes_all_its_rows_though_the_group_lets_in_a_w
     result = Chain(name="g", steps=[branches, after]).run(rows(30), output_dir=tmp_path / "out")
     assert labels(result, "after") == {str(i): f"row{i}+row{i}" for i in range(30)}
     assert len(server.batches.created) == 1, "the batch step took its 30 rows in one batch"
+
+
+def test_answers_that_never_fit_fail_their_rows_alike_online_and_through_batches(tmp_path):
+    """Both step stages decide through one row answerer: an answer still invalid after its repair, and a cut-off one
+    (never repaired), fail their rows with the same errors and figures either way."""
+    from chainette import SamplingParams
+
+    def decided(batch: bool, max_tokens: int | None) -> tuple[list[tuple[str, str, str, str]], int]:
+        with FakeServer(respond=lambda body: '{"label": "cu', api_key=KEY) as server:
+            engine(server, batch=batch)
+            sampling = SamplingParams(max_tokens=max_tokens) if max_tokens else None
+            step = Step(id="label", input_model=Text, output_model=Label, engine_name="llm", user_prompt="<<{{text}}>>", sampling=sampling)
+            output = tmp_path / f"{batch}-{max_tokens}"
+            result = Chain(name="fit", steps=[step]).run(rows(3), output_dir=output)
+        errors = [(e["row_id"], e["error_type"], e["message"], e["raw"]) for e in result.errors]
+        return sorted(errors), result.stats["steps"]["label"]["repairs"]
+
+    invalid, repairs = decided(batch=True, max_tokens=None)
+    assert {(row_id, kind) for row_id, kind, _, _ in invalid} == {(str(i), "validation") for i in range(3)}
+    assert "after one repair request" in invalid[0][2] and invalid[0][3] == '{"label": "cu' and repairs == 3
+    cut_off, repairs = decided(batch=True, max_tokens=3)
+    assert {(row_id, kind) for row_id, kind, _, _ in cut_off} == {(str(i), "truncated") for i in range(3)}
+    assert "raise max_tokens" in cut_off[0][2] and repairs == 0
+    assert decided(batch=False, max_tokens=None) == (invalid, 3)
+    assert decided(batch=False, max_tokens=3) == (cut_off, 0)

@@ -7,8 +7,11 @@ The rooms, in the order a row meets them:
 - `recovery`: reopening a node's files as the last session left them (crash repair, rows already decided).
 - `files`: a node's frontier, feed and output folder, and the errors file.
 - `feed`: how a node reads the frontier before it as it is written, and the backpressure between them.
-- one stage per node kind: `ingest` (input rows to the first frontier), `step` (LLM calls), `apply`
-  (Python functions), `group` (parallel branches, followed row by row and joined back).
+- one stage per node kind: `ingest` (input rows to the first frontier), `step` (LLM calls, a request each) or
+  `batching` (LLM calls through batch jobs), `apply` (Python functions), `group` (parallel branches, followed
+  row by row and joined back).
+- `answering`: a step's row answerer, which both step stages hold: the request, the cache, validation and repair,
+  the row committed or failed.
 - `flatten`: the final table, one line per row that made it through.
 - `stopping`: the run's stop signal (first Ctrl-C or SIGTERM) and its signal handlers.
 """

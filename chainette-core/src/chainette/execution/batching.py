@@ -1,62 +1,64 @@
 """The batch step stage: a step answered through offline batch jobs (chainette.batch) instead of a request per row.
 
-Rows are rendered and looked up in the response cache as online; the others become batch lines, written to batch
-files, uploaded and submitted, every file and batch id journaled as soon as it exists. The stage polls the batches
-with a growing interval, then reads each finished one back into the online flow: answers validated and committed
-(and cached), invalid ones re-asked as repair lines of a follow-up batch, transient failures and unanswered lines
-asked again, row errors to errors.jsonl. A resumed run re-attaches to the batches the journal lists as open.
+The step's row answerer (chainette.execution.answering) renders each row and looks it up in the response cache, as
+online; the other rows become batch lines, written to batch files, uploaded and submitted, every file and batch id
+journaled as soon as it exists. The stage polls the batches with a growing interval, then hands each finished one's
+answers to the answerer: valid ones committed (and cached), invalid ones re-asked as repair lines of a follow-up
+batch; transient failures and unanswered lines are asked again, row errors go to errors.jsonl. A resumed run
+re-attaches to the batches the journal lists as open.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
-
 from chainette.batch import BatchClient, BatchJournal, BatchStatus, Chunk, custom_id, parse_custom_id, row_ids_of
 from chainette.client import Answer
 from chainette.engines import EngineConfig, EngineOptions
-from chainette.errors import BackendError, ConfigError, RetryableError, RowError, describe_validation_error, truncated
+from chainette.errors import BackendError, ConfigError, RetryableError, RowError
 from chainette.events import BatchChanged, EventBus, Notice
+from chainette.execution.answering import Candidate, RowAnswerer, Unfit
 from chainette.execution.feed import Source
-from chainette.execution.step import StepStage
+from chainette.execution.stopping import StopSignal
 from chainette.frontier import Row
 from chainette.plugins import get_plugins, no_batch_client
 from chainette.policy import call_with_retries
 from chainette.run.rundir import RunPaths
-from chainette.schema import repair_messages
 
 FIRST_POLL = 1.0
 T = TypeVar("T")
 
 
 @dataclass
-class BatchStage(StepStage):
-    """Runs one Step over the rows of a frontier as batch jobs of its engine's batch client, journaled in `folder`."""
+class BatchStage:
+    """Runs one Step over the rows of a source as jobs of its engine's batch client `batches`, journaled in `folder`: its
+    rows asked, validated, repaired and decided by the step's row answerer (chainette.execution.answering). `reread`
+    gives the source's rows again, from disk; batch changes and notices go to `bus`."""
 
-    folder: Path = Path()
-    bus: EventBus = field(default_factory=EventBus)
-    cancel_on_stop: bool = False
-    reread: Callable[[], Iterator[Row]] = lambda: iter(())  # the pending rows again, read from the source frontier
+    answerer: RowAnswerer
+    batches: BatchClient
+    control: StopSignal
+    folder: Path
+    bus: EventBus
+    cancel_on_stop: bool
+    reread: Callable[[], Iterator[Row]]
+    undecided: set[str] = field(default_factory=set, init=False)
+    tries: dict[str, int] = field(default_factory=dict, init=False)  # rows asked more than once: how many times
+    candidates: dict[str, dict[int, Candidate]] = field(default_factory=dict, init=False)  # valid so far, by sample
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        assert self.engine.batches is not None, "a batch stage needs an engine with batch=True"
-        self.batches: BatchClient = self.engine.batches
+        self.stats = self.answerer.stats
 
     async def process(self, source: Source) -> None:
         """Answer every pending row through batches, until none is left or the run stops. Only the ids of the rows
         waiting are kept in memory: their rows are read again from the source frontier when their answers come."""
         journal = BatchJournal(self.folder)
         waiting = set().union(*(row_ids_of(chunk) for chunk in journal.open_chunks()))
-        self.undecided: set[str] = set()
-        self.tries: dict[str, int] = {}  # rows asked more than once: how many times
-        self.candidates: dict[str, dict[int, tuple[dict[str, Any], Answer]]] = {}
         out = journal.writer(journal.last_round + 1, self.batches)
         while (row := await source.next()) is not None:
             self.undecided.add(row.row_id)
@@ -75,7 +77,7 @@ class BatchStage(StepStage):
 
     async def _run(self, journal: BatchJournal) -> None:
         """Submit, poll and read back the open chunks (new ones come with each follow-up round) until none is left."""
-        longest = self.engine.config.options.batch_poll_seconds
+        longest = self.answerer.engine.options.batch_poll_seconds
         delay = first = min(FIRST_POLL, longest)
         while journal.open_chunks() or self._ask_the_rest(journal):
             if self.control.stopping:
@@ -123,7 +125,7 @@ class BatchStage(StepStage):
             self.stats.session.requests += chunk.lines
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
-        return await call_with_retries(call, self.engine.config.options, self.stats.session)
+        return await call_with_retries(call, self.answerer.engine.options, self.stats.session)
 
     async def _pause(self, seconds: float) -> None:
         """Wait `seconds`, or less when the run stops meanwhile."""
@@ -133,14 +135,13 @@ class BatchStage(StepStage):
     def _question(self, row: Row) -> list[dict[str, Any]]:
         """The row's batch line, or none: a prompt that cannot render fails it, and the cache may answer it."""
         try:
-            request = self._request(row)
+            request = self.answerer.request(row)
         except RowError as exc:
             self._decide(row, exc)
             return []
-        if self.cache is not None:
-            found = [self._cached(self.cache.key(request, sample, row.row_id)) for sample in range(self.samples)]
-            if all(found):
-                self.stats.session.cached += 1
+        if self.answerer.cache is not None:
+            found = self.answerer.cached(self.answerer.keys(request, row))
+            if None not in found:
                 self._decide(row, [hit for hit in found if hit is not None], fresh=False)
                 return []
         self.candidates.pop(row.row_id, None)
@@ -173,21 +174,21 @@ class BatchStage(StepStage):
             self._decide(
                 row,
                 RowError(
-                    f"engine '{self.engine.config.name}': the batch failed: {status.detail or 'no reason given'}", kind="batch_failed"
+                    f"engine '{self.answerer.engine.name}': the batch failed: {status.detail or 'no reason given'}", kind="batch_failed"
                 ),
             )
             return []
         return self._again(
             row,
             RetryableError(
-                f"engine '{self.engine.config.name}': the batch ended {status.state} without answering it", kind=f"batch_{status.state}"
+                f"engine '{self.answerer.engine.name}': the batch ended {status.state} without answering it", kind=f"batch_{status.state}"
             ),
         )
 
     def _again(self, row: Row, error: BackendError) -> list[dict[str, Any]]:
         """The row asked afresh in the next round, or failed with `error` once it was asked max_retries + 1 times."""
         asked = self.tries.get(row.row_id, 1)
-        if asked > self.engine.config.options.max_retries:
+        if asked > self.answerer.engine.options.max_retries:
             self._decide(row, error)
             return []
         self.tries[row.row_id] = asked + 1
@@ -201,61 +202,45 @@ class BatchStage(StepStage):
             self._decide(row, outcome)
             return []
         self.stats.session.add_usage(outcome.usage.input_tokens, outcome.usage.output_tokens)
-        candidates = [(sample, outcome)] if kind == "r" else list(enumerate([outcome, *outcome.alternatives][: self.samples]))
-        if kind == "q" and len(candidates) < self.samples:
-            self._decide(
-                row, RowError(f"the batch answered {len(candidates)} of the {self.samples} candidates asked for", kind="bad_response")
-            )
+        samples = self.answerer.samples
+        answers = [(sample, outcome)] if kind == "r" else list(enumerate([outcome, *outcome.alternatives][:samples]))
+        if kind == "q" and len(answers) < samples:
+            self._decide(row, RowError(f"the batch answered {len(answers)} of the {samples} candidates asked for", kind="bad_response"))
             return []
         repairs = []
-        for index, answer in candidates:
+        for index, answer in answers:
             try:
-                self.candidates.setdefault(row.row_id, {})[index] = (self._validate(answer.text), answer)
-            except ValidationError as exc:
-                problem = self._invalid(answer, exc, repaired=kind == "r")
-                if isinstance(problem, RowError):
-                    self._decide(row, problem)
-                    return []
-                repairs.append(self._repair(row, index, answer, problem))
-        if not repairs and len(self.candidates[row.row_id]) == self.samples:
-            self._decide(row, [self.candidates[row.row_id][index] for index in range(self.samples)])
+                data = self.answerer.repaired(answer) if kind == "r" else self.answerer.validated(answer)
+            except Unfit as unfit:
+                repairs.append(self._repair(row, index, answer, unfit))
+                continue
+            except RowError as exc:
+                self._decide(row, exc)
+                return []
+            self.candidates.setdefault(row.row_id, {})[index] = (data, answer)
+        if not repairs and len(self.candidates[row.row_id]) == samples:
+            self._decide(row, [self.candidates[row.row_id][index] for index in range(samples)])
         return repairs
 
-    def _invalid(self, answer: Answer, exc: ValidationError, repaired: bool) -> RowError | str:
-        """Why an invalid answer fails its row (cut off, or invalid after its repair), else the error a repair quotes."""
-        if answer.cut_off:
-            return truncated(self.engine.config.name, answer, exc)
-        if repaired:
-            return RowError(
-                f"the answer does not match {self.step.output_model.__name__} after one repair request: {describe_validation_error(exc)}",
-                kind="validation",
-                raw=answer.text,
-            )
-        return describe_validation_error(exc)
+    def _repair(self, row: Row, sample: int, answer: Answer, unfit: Unfit) -> dict[str, Any]:
+        """The repair line for candidate `sample` of `row`."""
+        repair = self.answerer.repair(self.answerer.request(row), answer, unfit)
+        return self.batches.line(custom_id("r", sample, row.row_id), repair)
 
-    def _repair(self, row: Row, sample: int, answer: Answer, error: str) -> dict[str, Any]:
-        """The repair line for candidate `sample` of `row`: the question, the answer, and what is wrong with it."""
-        request = self._request(row)
-        messages = repair_messages(request.messages, answer.text, error)
-        self.stats.session.repairs += 1
-        return self.batches.line(custom_id("r", sample, row.row_id), replace(request, messages=messages, sampling=self.single_sampling))
-
-    def _decide(self, row: Row, outcome: list[tuple[dict[str, Any], Answer]] | BackendError, fresh: bool = True) -> None:
+    def _decide(self, row: Row, outcome: list[Candidate] | BackendError, fresh: bool = True) -> None:
         """Commit the row with its candidates (storing `fresh` ones in the cache), or fail it; either way it is done."""
         self.undecided.discard(row.row_id)
         self.candidates.pop(row.row_id, None)
         self.tries.pop(row.row_id, None)
-        self.stats.session.rows += 1
         if isinstance(outcome, BackendError):
-            self._fail(row, outcome)
+            self.answerer.fail(row, outcome)
             return
-        if self.cache is not None and fresh:
-            request = self._request(row)
-            for sample, (_, answer) in enumerate(outcome):
-                self.cache.save(self.cache.key(request, sample, row.row_id), answer)
-        self.same_error.succeeded()
-        self.stats.ok += 1
-        self._commit(row, outcome)
+        cache = self.answerer.cache
+        if fresh and cache is not None:
+            keys = self.answerer.keys(self.answerer.request(row), row)
+            for key, (_, answer) in zip(keys, outcome, strict=True):
+                cache.save(key, answer)
+        self.answerer.commit(row, outcome)
 
     async def _leave(self, journal: BatchJournal) -> None:
         """On a stop: cancel the batches in flight when asked to, else leave them running where they outlive the run;
@@ -266,12 +251,14 @@ class BatchStage(StepStage):
             verb = "cancelled (their answers so far are kept)" if self.batches.detached else "stopped"
         else:
             verb = "left running on the server"
-        self.bus.emit(Notice(f"{self.step.id}: {len(submitted)} batches {verb}; run the same command again to collect their answers."))
+        self.bus.emit(
+            Notice(f"{self.answerer.step.id}: {len(submitted)} batches {verb}; run the same command again to collect their answers.")
+        )
 
     def _announce(self, chunk: Chunk, status: BatchStatus) -> None:
         self.bus.emit(
             BatchChanged(
-                node=self.step.id,
+                node=self.answerer.step.id,
                 batch=chunk.batch_id or chunk.name,
                 state=status.state,
                 completed=status.completed,

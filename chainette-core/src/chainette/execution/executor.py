@@ -27,6 +27,7 @@ from chainette import graph, inputs
 from chainette.cache import ResponseCache, open_cache, uses_cache
 from chainette.engines import EngineConfig, EngineOptions, engine_price
 from chainette.events import EventBus, NodeCounted, NodeFinished, NodeStarted, Notice
+from chainette.execution.answering import RowAnswerer
 from chainette.execution.apply import ApplyStage
 from chainette.execution.batching import BatchStage, batch_engines
 from chainette.execution.context import carried_to_end, kept_entries, own_entries
@@ -257,18 +258,20 @@ class Executor:
             await ApplyStage(*tools, node=node, models=self.models).process(source)
         self._finish(node.id, files)
 
-    def _step_stage(self, step: Step, tools: tuple[NodeFiles, NodeStats, StopSignal, frozenset[str]], source: Source) -> StepStage:
-        """The stage answering `step`: through batch jobs when its engine says so (its rows read again from `source`
-        when their answers come), else a request per row."""
+    def _step_stage(
+        self, step: Step, tools: tuple[NodeFiles, NodeStats, StopSignal, frozenset[str]], source: Source
+    ) -> StepStage | BatchStage:
+        """The stage answering `step`, both kinds with its row answerer: through batch jobs when its engine answers that
+        way (its rows read again from `source` when their answers come), else a request per row."""
+        files, stats, control, kept = tools
         engine = self.pool.get(step.engine_name)
-        if not engine.config.options.batch:
-            return StepStage(*tools, step=step, engine=engine, response_cache=self.response_cache, cache_setting=self.options.cache)
+        answerer = RowAnswerer(step, engine.config, files, stats, kept, self.response_cache, self.options.cache)
+        if engine.batches is None:
+            return StepStage(answerer, engine)
         return BatchStage(
-            *tools,
-            step=step,
-            engine=engine,
-            response_cache=self.response_cache,
-            cache_setting=self.options.cache,
+            answerer,
+            engine.batches,
+            control,
             folder=self.run_dir.batch_folder(step.id),
             bus=self.bus,
             cancel_on_stop=self.options.cancel_batches,
