@@ -132,3 +132,8 @@ def test_retry_errors_asks_a_branchs_failed_rows_again_and_joins_them(scripted, 
     assert sorted((r["row_id"] for r in again.records("after")), key=int) == [str(i) for i in range(10)]
     assert {r["row_id"]: r["label"] for r in again.records("after")}["3"] == "row3+row3"
     assert again.errors == []
+
+
+def test_a_chain_of_no_nodes_still_reads_its_input(tmp_path):
+    result = Chain(name="c", steps=[]).run(rows(3), output_dir=tmp_path / "o")
+    assert result.stats["input"]["rows"] == 3 and len(result.flattened) == 3

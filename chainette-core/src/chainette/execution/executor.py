@@ -107,7 +107,6 @@ class Executor:
         self.asking = [
             self.stats[n.id] for n in graph.iter_nodes(nodes) if isinstance(n, Step) and not engines[n.engine_name].options.batch
         ]
-        self.failed: dict[str, set[str]] = {}
         self.failed_rows: set[int] = set()
         self.cache_wanted = any(
             uses_cache(options.cache, engines[n.engine_name], n) for n in graph.iter_nodes(nodes) if isinstance(n, Step)
@@ -121,25 +120,7 @@ class Executor:
             self.response_cache = open_cache(self.options.cache_dir, lambda message: self.bus.emit(Notice(message)))
         saver = asyncio.ensure_future(self._save_sessions())
         try:
-            upstream, reading = self._open_input(raw_rows)
-            if reading is not None and self.options.id_column:
-                await reading()  # the ids are checked unique over the whole input before any request
-                reading = None
-            await self.pool.start_persistent()
-            segments = plan_segments(self.pool.plan, self.pool.configs, self.pool.keys, self.pool.devices)
-            for number, segment in enumerate(segments):
-                await self.pool.before(segment)
-                work = [reading()] if reading is not None else []
-                reading = None
-                for position in segment:
-                    unit = self._open(self.nodes[position])
-                    if unit.work is not None:
-                        work.append(unit.work(self._reader(upstream, unit)))
-                    upstream = unit.feed
-                await first_failure_cancels(work)
-                self.control.check()
-                await self.pool.after(next((s for s in segments[number + 1 :] if any(self.pool.plan[p] for p in s)), []))
-            return upstream.path
+            return (await self._run_segments(raw_rows)).path
         finally:
             saver.cancel()
             try:
@@ -149,6 +130,32 @@ class Executor:
                 self.errors.close()
                 if self.response_cache is not None:
                     self.response_cache.close()
+
+    async def _run_segments(self, raw_rows: Iterable[inputs.RawRow]) -> Feed:
+        """Read the input and run the nodes, segment after segment, each with its engines; return the last node's feed.
+        The input is read while the first segment works (before it, with `id_column`: the ids are checked unique over
+        the whole input before any request)."""
+        upstream, reading = self._open_input(raw_rows)
+        if reading is not None and self.options.id_column:
+            await reading()
+            reading = None
+        await self.pool.start_persistent()
+        segments = plan_segments(self.pool.plan, self.pool.configs, self.pool.keys, self.pool.devices)
+        for number, segment in enumerate(segments):
+            await self.pool.before(segment)
+            work = [reading()] if reading is not None else []
+            reading = None
+            for position in segment:
+                unit = self._open(self.nodes[position])
+                if unit.work is not None:
+                    work.append(unit.work(self._reader(upstream, unit)))
+                upstream = unit.feed
+            await first_failure_cancels(work)
+            self.control.check()
+            await self.pool.after(next((later for later in segments[number + 1 :] if any(self.pool.plan[p] for p in later)), []))
+        if reading is not None:  # a chain of no nodes
+            await reading()
+        return upstream
 
     def _recover(self) -> None:
         """Read back what earlier sessions spent and failed (with retry_errors, forget every failure but the
