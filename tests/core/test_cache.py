@@ -177,6 +177,34 @@ def test_an_entry_that_cannot_be_read_is_a_miss(tmp_path):
     store.close()
 
 
+def test_answers_are_written_once_their_bytes_reach_a_batch_so_large_answers_stay_few_in_memory(tmp_path, monkeypatch):
+    from chainette.cache import database
+
+    monkeypatch.setattr(database, "FLUSH_BYTES", 1000)
+    path = tmp_path / "c.sqlite"
+    store = ResponseCache(path, max_bytes=10**6)
+    large = CachedAnswer("x" * 300, None, 1, 2)
+    for index in range(10):
+        store.put(index.to_bytes(32, "big"), "fake", "m", large)
+        assert len(store._pending) <= 3, "at most the answers that reach FLUSH_BYTES wait in memory"
+    with closing(sqlite3.connect(path)) as db:
+        (stored,) = db.execute("SELECT COUNT(*) FROM answers").fetchone()
+    assert stored == 10 - len(store._pending) >= 7
+    store.close()
+
+
+def test_of_two_answers_stored_under_one_key_in_one_batch_the_later_is_kept(tmp_path):
+    store = ResponseCache(tmp_path / "c.sqlite", max_bytes=10**6)
+    for index, text in enumerate(["first", "second", "third"]):
+        store.put(b"z" * 32, "fake", "m", CachedAnswer(text, None, 1, 2))
+        store.put(index.to_bytes(32, "big"), "fake", "m", ANSWER)
+    store.close()
+    store = ResponseCache(tmp_path / "c.sqlite", max_bytes=10**6)
+    found = store.get(b"z" * 32)
+    assert found is not None and found.text == "third"
+    store.close()
+
+
 def test_hits_are_written_in_batches_as_answers_are_so_a_cached_rerun_holds_few(tmp_path, monkeypatch):
     """A rerun answered wholly from the cache (hits, no put) keeps at most a batch of hits in memory, and their
     last-used times reach the file as it goes, for the least-recently-used eviction to see."""

@@ -1,8 +1,9 @@
 """The response cache's database: one SQLite file in WAL mode (standard library), shared by every run of the user.
 
 Writes (answers, and the hits that mark answers as used) are buffered and committed in batches (once `FLUSH_EVERY`
-are buffered or `FLUSH_SECONDS` have passed, and at each `flush`), each batch one transaction: the buffers stay
-small on any mix of hits and answers, and a kill -9 loses the writes of the batch in progress, never the file. Two runs may use
+are buffered, `FLUSH_BYTES` of answers are, or `FLUSH_SECONDS` have passed, and at each `flush`), each batch one
+transaction written in key order (neighbouring keys share the index's pages): the buffers stay small on any mix of
+hits and answers, and a kill -9 loses the writes of the batch in progress, never the file. Two runs may use
 the file at once (WAL: readers never wait; a writer waits up to `BUSY_SECONDS` for the other). Entries
 carry when they were last used, and the least recently used go once the file holds more than its size cap.
 A database that cannot be read or written any more (a damaged file among others) is turned off, with one `notice`,
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 import shlex
 import sqlite3
@@ -25,10 +27,12 @@ import orjson
 APPLICATION_ID = 0x43484E54  # "CHNT": marks the file as chainette's response cache
 SCHEMA_VERSION = 1
 BUSY_SECONDS = 10.0
-FLUSH_EVERY = 512
+FLUSH_EVERY = 4096
+FLUSH_BYTES = 4 * 1024 * 1024
 FLUSH_SECONDS = 1.0
 EVICT_TO = 0.9  # eviction stops at this share of the size cap
 CHECKPOINT_PAGES = 10_000  # the write-ahead log is copied into the file past 40 MB (SQLite's default: 4 MB)
+PAGE_CACHE_KIB = 32 * 1024  # SQLite's page cache per connection (its default: 2 MB), the index's pages kept between batches
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -113,6 +117,7 @@ class ResponseCache:
         self.notice = notice
         self.writable = True
         self._pending: list[tuple[Any, ...]] = []
+        self._pending_bytes = 0
         self._hits: dict[bytes, int] = {}
         self._flushed_at = time.monotonic()
         self.db: sqlite3.Connection | None = _connect(path)
@@ -147,26 +152,35 @@ class ResponseCache:
             return
         blob = orjson.dumps([answer.text, answer.reasoning, answer.input_tokens, answer.output_tokens])
         now = time.time()
-        self._pending.append((key, backend, model, now, now, len(blob) + len(key), blob))
+        size = len(blob) + len(key)
+        self._pending.append((key, backend, model, now, now, size, blob))
+        self._pending_bytes += size
         self._flush_when_due()
 
     def _flush_when_due(self) -> None:
-        """Flush once `FLUSH_EVERY` answers and hits are buffered, or `FLUSH_SECONDS` after the last flush."""
-        if len(self._pending) + len(self._hits) >= FLUSH_EVERY or time.monotonic() - self._flushed_at >= FLUSH_SECONDS:
+        """Flush once `FLUSH_EVERY` answers and hits or `FLUSH_BYTES` of answers are buffered, or `FLUSH_SECONDS` after
+        the last flush."""
+        if (
+            len(self._pending) + len(self._hits) >= FLUSH_EVERY
+            or self._pending_bytes >= FLUSH_BYTES
+            or time.monotonic() - self._flushed_at >= FLUSH_SECONDS
+        ):
             self.flush()
 
     def flush(self) -> None:
-        """Commit the buffered answers and hits in one transaction, then evict if the file is over its cap."""
-        pending, hits = self._pending, self._hits
-        self._pending, self._hits = [], {}
+        """Commit the buffered answers and hits in one transaction, in key order, then evict if the file is over its cap."""
+        pending, hits, added = self._pending, self._hits, self._pending_bytes
+        self._pending, self._hits, self._pending_bytes = [], {}, 0
         self._flushed_at = time.monotonic()
         if self.db is None or not self.writable or not (pending or hits):
             return
+        pending.sort(key=itemgetter(0))  # stable: of two answers under one key, the later still wins
+        now = time.time()
         try:
             with _transaction(self.db) as db:
                 db.executemany(UPSERT, pending)
-                db.executemany("UPDATE answers SET used = ?, hits = hits + ? WHERE key = ?", [(time.time(), n, k) for k, n in hits.items()])
-                self._stored += sum(entry[5] for entry in pending)
+                db.executemany("UPDATE answers SET used = ?, hits = hits + ? WHERE key = ?", [(now, n, k) for k, n in sorted(hits.items())])
+                self._stored += added
                 if self._stored > self.max_bytes:
                     self._evict(db)
         except sqlite3.OperationalError as exc:
@@ -275,6 +289,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
+        db.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")
         if not tables:
             db.executescript(
                 f"BEGIN IMMEDIATE; PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION}; {SCHEMA} COMMIT;"
