@@ -3,6 +3,7 @@ place, and the `chainette cache` commands."""
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import closing
 import json
 from pathlib import Path
@@ -202,6 +203,42 @@ def test_of_two_answers_stored_under_one_key_in_one_batch_the_later_is_kept(tmp_
     store = ResponseCache(tmp_path / "c.sqlite", max_bytes=10**6)
     found = store.get(b"z" * 32)
     assert found is not None and found.text == "third"
+    store.close()
+
+
+async def test_look_ups_share_a_read_snapshot_that_a_flush_or_the_event_loop_ends_within_a_second(tmp_path, monkeypatch):
+    """In a loop, look-ups read one snapshot: an answer another run stored after it began is seen once a flush or the
+    loop's timer (SNAPSHOT_SECONDS) ends it, and an idle run does not keep the write-ahead log from being copied back."""
+    from chainette.cache import database
+
+    monkeypatch.setattr(database, "SNAPSHOT_SECONDS", 0.01)
+    path = tmp_path / "c.sqlite"
+    first, second = b"1" * 32, b"2" * 32
+    store = ResponseCache(path, max_bytes=10**6)
+    other = ResponseCache(path, max_bytes=10**6)
+    with closing(sqlite3.connect(path, timeout=0)) as checkpointer:
+        for key, end in ((first, store.flush), (second, lambda: None)):
+            assert store.get(key) is None
+            other.put(key, "fake", "m", ANSWER)
+            other.flush()
+            assert store.get(key) is None, "the snapshot is the one the look-ups began with"
+            assert checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 1, "the snapshot holds the log"
+            end()
+            await asyncio.sleep(0.1)  # the loop runs the timer ending the snapshot, when the flush has not
+            assert checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0, "an idle run holds nothing"
+            assert store.get(key) == ANSWER
+    other.close()
+    store.close()
+
+
+def test_outside_an_event_loop_each_look_up_reads_the_latest(tmp_path):
+    path = tmp_path / "c.sqlite"
+    store = ResponseCache(path, max_bytes=10**6)
+    other = ResponseCache(path, max_bytes=10**6)
+    assert store.get(b"k" * 32) is None
+    other.put(b"k" * 32, "fake", "m", ANSWER)
+    other.close()
+    assert store.get(b"k" * 32) == ANSWER
     store.close()
 
 

@@ -4,7 +4,9 @@ Writes (answers, and the hits that mark answers as used) are buffered and commit
 are buffered, `FLUSH_BYTES` of answers are, or `FLUSH_SECONDS` have passed, and at each `flush`), each batch one
 transaction written in key order (neighbouring keys share the index's pages): the buffers stay small on any mix of
 hits and answers, and a kill -9 loses the writes of the batch in progress, never the file. Two runs may use
-the file at once (WAL: readers never wait; a writer waits up to `BUSY_SECONDS` for the other). Entries
+the file at once (WAL: readers never wait; a writer waits up to `BUSY_SECONDS` for the other). Within an event loop,
+look-ups share one read transaction, ended at each flush and at the latest `SNAPSHOT_SECONDS` after it began (even
+when no look-up follows), so a run sees what another stored about a second later than it would see it otherwise. Entries
 carry when they were last used, and the least recently used go once the file holds more than its size cap.
 A database that cannot be read or written any more (a damaged file among others) is turned off, with one `notice`,
 and the run goes on.
@@ -12,6 +14,7 @@ and the run goes on.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -30,6 +33,7 @@ BUSY_SECONDS = 10.0
 FLUSH_EVERY = 4096
 FLUSH_BYTES = 4 * 1024 * 1024
 FLUSH_SECONDS = 1.0
+SNAPSHOT_SECONDS = 1.0
 EVICT_TO = 0.9  # eviction stops at this share of the size cap
 CHECKPOINT_PAGES = 10_000  # the write-ahead log is copied into the file past 40 MB (SQLite's default: 4 MB)
 PAGE_CACHE_KIB = 32 * 1024  # SQLite's page cache per connection (its default: 2 MB), the index's pages kept between batches
@@ -120,6 +124,7 @@ class ResponseCache:
         self._pending_bytes = 0
         self._hits: dict[bytes, int] = {}
         self._flushed_at = time.monotonic()
+        self._snapshot_end: asyncio.TimerHandle | None = None
         self.db: sqlite3.Connection | None = _connect(path)
         try:
             self._stored = _stored_bytes(self.db)
@@ -132,6 +137,7 @@ class ResponseCache:
         if self.db is None:
             return None
         try:
+            self._hold_snapshot(self.db)
             found = self.db.execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone()
         except sqlite3.Error as exc:
             self._turn_off(unavailable(self.path, exc, "read"))
@@ -145,6 +151,31 @@ class ResponseCache:
         self._hits[key] = self._hits.get(key, 0) + 1
         self._flush_when_due()
         return CachedAnswer(text, reasoning, input_tokens, output_tokens)
+
+    def _hold_snapshot(self, db: sqlite3.Connection) -> None:
+        """Begin the read transaction the look-ups share (one instead of one per look-up: a third of a look-up's cost),
+        to be ended `SNAPSHOT_SECONDS` from now by the running event loop; outside one, none (nothing would end it)."""
+        if db.in_transaction:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        db.execute("BEGIN")
+        self._snapshot_end = loop.call_later(SNAPSHOT_SECONDS, self._end_snapshot)
+
+    def _end_snapshot(self) -> None:
+        """End the look-ups' read transaction, if one is open: the next look-up sees what was stored since, here or by
+        another run, and the write-ahead log is free to be copied into the file past it."""
+        if self._snapshot_end is not None:
+            self._snapshot_end.cancel()
+            self._snapshot_end = None
+        if self.db is None or not self.db.in_transaction:
+            return
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._turn_off(unavailable(self.path, exc, "read"))
 
     def put(self, key: bytes, backend: str, model: str, answer: CachedAnswer) -> None:
         """Store `answer` under `key` with the next batch (replacing what the key held)."""
@@ -172,6 +203,7 @@ class ResponseCache:
         pending, hits, added = self._pending, self._hits, self._pending_bytes
         self._pending, self._hits, self._pending_bytes = [], {}, 0
         self._flushed_at = time.monotonic()
+        self._end_snapshot()
         if self.db is None or not self.writable or not (pending or hits):
             return
         pending.sort(key=itemgetter(0))  # stable: of two answers under one key, the later still wins
@@ -243,6 +275,7 @@ class ResponseCache:
         if unused_for is not None:
             where.append("used < ?")
             values.append(time.time() - unused_for)
+        self._end_snapshot()
         try:
             with _transaction(self.db) as db:
                 removed = db.execute(f"DELETE FROM answers WHERE {' AND '.join(where)}", values).rowcount
