@@ -5,8 +5,9 @@ are buffered, `FLUSH_BYTES` of answers are, or `FLUSH_SECONDS` have passed, and 
 transaction written in key order (neighbouring keys share the index's pages): the buffers stay small on any mix of
 hits and answers, and a kill -9 loses the writes of the batch in progress, never the file. Two runs may use
 the file at once (WAL: readers never wait; a writer waits up to `BUSY_SECONDS` for the other). Within an event loop,
-look-ups share one read transaction, ended at each flush and at the latest `SNAPSHOT_SECONDS` after it began (even
-when no look-up follows), so a run sees what another stored about a second later than it would see it otherwise. Entries
+look-ups share one read transaction, ended by each flush, and the loop flushes `FLUSH_SECONDS` after a batch or a
+read transaction began even when no call follows (a quiet run holds neither its answers nor the log); so a run sees
+what another stored about a second later than it would see it otherwise. Entries
 carry when they were last used, and the least recently used go once the file holds more than its size cap.
 A database that cannot be read or written any more (a damaged file among others) is turned off, with one `notice`,
 and the run goes on.
@@ -33,7 +34,6 @@ BUSY_SECONDS = 10.0
 FLUSH_EVERY = 16384
 FLUSH_BYTES = 4 * 1024 * 1024
 FLUSH_SECONDS = 1.0
-SNAPSHOT_SECONDS = 1.0
 EVICT_TO = 0.9  # eviction stops at this share of the size cap
 CHECKPOINT_PAGES = 10_000  # the write-ahead log is copied into the file past 40 MB (SQLite's default: 4 MB)
 PAGE_CACHE_KIB = 32 * 1024  # SQLite's page cache per connection (its default: 2 MB), the index's pages kept between batches
@@ -124,7 +124,7 @@ class ResponseCache:
         self._pending_bytes = 0
         self._hits: dict[bytes, int] = {}
         self._flushed_at = time.monotonic()
-        self._snapshot_end: asyncio.TimerHandle | None = None
+        self._due: tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle] | None = None
         self.db: sqlite3.Connection | None = _connect(path)
         try:
             self._stored = _stored_bytes(self.db)
@@ -154,22 +154,27 @@ class ResponseCache:
 
     def _hold_snapshot(self, db: sqlite3.Connection) -> None:
         """Begin the read transaction the look-ups share (one instead of one per look-up: a third of a look-up's cost),
-        to be ended `SNAPSHOT_SECONDS` from now by the running event loop; outside one, none (nothing would end it)."""
-        if db.in_transaction:
-            return
+        once the running event loop is to flush, which ends it; outside a loop, none (nothing would end it), and one
+        begun in a loop that has ended is ended."""
+        if self._flush_later():
+            if not db.in_transaction:
+                db.execute("BEGIN")
+        elif db.in_transaction:
+            self._end_snapshot()
+
+    def _flush_later(self) -> bool:
+        """Have the running event loop flush `FLUSH_SECONDS` from now, unless it is to already; False outside a loop."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            return
-        db.execute("BEGIN")
-        self._snapshot_end = loop.call_later(SNAPSHOT_SECONDS, self._end_snapshot)
+            return False
+        if self._due is None or self._due[0] is not loop:  # a flush set in a loop that has ended would never come
+            self._due = (loop, loop.call_later(FLUSH_SECONDS, self.flush))
+        return True
 
     def _end_snapshot(self) -> None:
         """End the look-ups' read transaction, if one is open: the next look-up sees what was stored since, here or by
         another run, and the write-ahead log is free to be copied into the file past it."""
-        if self._snapshot_end is not None:
-            self._snapshot_end.cancel()
-            self._snapshot_end = None
         if self.db is None or not self.db.in_transaction:
             return
         try:
@@ -186,6 +191,7 @@ class ResponseCache:
         size = len(blob) + len(key)
         self._pending.append((key, backend, model, now, now, size, blob))
         self._pending_bytes += size
+        self._flush_later()
         self._flush_when_due()
 
     def _flush_when_due(self) -> None:
@@ -203,6 +209,9 @@ class ResponseCache:
         pending, hits, added = self._pending, self._hits, self._pending_bytes
         self._pending, self._hits, self._pending_bytes = [], {}, 0
         self._flushed_at = time.monotonic()
+        if self._due is not None:
+            self._due[1].cancel()
+            self._due = None
         self._end_snapshot()
         if self.db is None or not self.writable or not (pending or hits):
             return
