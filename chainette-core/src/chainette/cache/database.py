@@ -36,7 +36,7 @@ FLUSH_BYTES = 4 * 1024 * 1024
 FLUSH_SECONDS = 1.0
 EVICT_TO = 0.9  # eviction stops at this share of the size cap
 CHECKPOINT_PAGES = 10_000  # the write-ahead log is copied into the file past 40 MB (SQLite's default: 4 MB)
-PAGE_CACHE_KIB = 32 * 1024  # SQLite's page cache per connection (its default: 2 MB), the index's pages kept between batches
+PAGE_CACHE_KIB = 8 * 1024  # SQLite's page cache per connection (its default: 2 MB), the index's pages kept between batches
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -120,7 +120,7 @@ class ResponseCache:
         self.max_bytes = max_bytes
         self.notice = notice
         self.writable = True
-        self._pending: list[tuple[Any, ...]] = []
+        self._pending: list[tuple[bytes, str, str, float, CachedAnswer]] = []
         self._pending_bytes = 0
         self._hits: dict[bytes, int] = {}
         self._flushed_at = time.monotonic()
@@ -186,11 +186,8 @@ class ResponseCache:
         """Store `answer` under `key` with the next batch (replacing what the key held)."""
         if self.db is None or not self.writable:
             return
-        blob = orjson.dumps([answer.text, answer.reasoning, answer.input_tokens, answer.output_tokens])
-        now = time.time()
-        size = len(blob) + len(key)
-        self._pending.append((key, backend, model, now, now, size, blob))
-        self._pending_bytes += size
+        self._pending.append((key, backend, model, time.time(), answer))
+        self._pending_bytes += len(key) + len(answer.text) + len(answer.reasoning or "")
         self._flush_later()
         self._flush_when_due()
 
@@ -206,7 +203,7 @@ class ResponseCache:
 
     def flush(self) -> None:
         """Commit the buffered answers and hits in one transaction, in key order, then evict if the file is over its cap."""
-        pending, hits, added = self._pending, self._hits, self._pending_bytes
+        pending, hits = self._pending, self._hits
         self._pending, self._hits, self._pending_bytes = [], {}, 0
         self._flushed_at = time.monotonic()
         if self._due is not None:
@@ -219,9 +216,8 @@ class ResponseCache:
         now = time.time()
         try:
             with _transaction(self.db) as db:
-                db.executemany(UPSERT, pending)
+                db.executemany(UPSERT, self._rows(pending))
                 db.executemany("UPDATE answers SET used = ?, hits = hits + ? WHERE key = ?", [(now, n, k) for k, n in sorted(hits.items())])
-                self._stored += added
                 if self._stored > self.max_bytes:
                     self._evict(db)
         except sqlite3.OperationalError as exc:
@@ -229,6 +225,15 @@ class ResponseCache:
             self.notice(f"response cache {self.path}: answers are no longer stored ({exc}); the run goes on without storing them.")
         except sqlite3.Error as exc:
             self._turn_off(unavailable(self.path, exc, "write"))
+
+    def _rows(self, pending: list[tuple[bytes, str, str, float, CachedAnswer]]) -> Iterator[tuple[Any, ...]]:
+        """The table rows of the buffered answers, each answer serialised as its row is written (held by the thousand,
+        orjson's output buffers would cost tens of MB); their bytes are counted in the file's size."""
+        for key, backend, model, now, answer in pending:
+            blob = orjson.dumps([answer.text, answer.reasoning, answer.input_tokens, answer.output_tokens])
+            size = len(blob) + len(key)
+            self._stored += size
+            yield key, backend, model, now, now, size, blob
 
     def close(self) -> None:
         """Flush, then close the file."""
