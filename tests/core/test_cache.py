@@ -3,6 +3,7 @@ place, and the `chainette cache` commands."""
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import closing
 import json
 from pathlib import Path
@@ -174,6 +175,115 @@ def test_an_entry_that_cannot_be_read_is_a_miss(tmp_path):
         db.execute("UPDATE answers SET answer = ? WHERE key = ?", (b"not json", b"k" * 32))
     store = ResponseCache(tmp_path / "c.sqlite", max_bytes=10**6)
     assert store.get(b"k" * 32) is None and store.get(b"j" * 32) == ANSWER
+    store.close()
+
+
+def test_answers_are_written_once_their_bytes_reach_a_batch_so_large_answers_stay_few_in_memory(tmp_path, monkeypatch):
+    from chainette.cache import database
+
+    monkeypatch.setattr(database, "FLUSH_BYTES", 1000)
+    path = tmp_path / "c.sqlite"
+    store = ResponseCache(path, max_bytes=10**6)
+    large = CachedAnswer("x" * 300, None, 1, 2)
+    for index in range(10):
+        store.put(index.to_bytes(32, "big"), "fake", "m", large)
+        assert len(store._pending) <= 3, "at most the answers that reach FLUSH_BYTES wait in memory"
+    with closing(sqlite3.connect(path)) as db:
+        (stored,) = db.execute("SELECT COUNT(*) FROM answers").fetchone()
+    assert stored == 10 - len(store._pending) >= 7
+    store.close()
+
+
+def test_of_two_answers_stored_under_one_key_in_one_batch_the_later_is_kept(tmp_path):
+    store = ResponseCache(tmp_path / "c.sqlite", max_bytes=10**6)
+    for index, text in enumerate(["first", "second", "third"]):
+        store.put(b"z" * 32, "fake", "m", CachedAnswer(text, None, 1, 2))
+        store.put(index.to_bytes(32, "big"), "fake", "m", ANSWER)
+    store.close()
+    store = ResponseCache(tmp_path / "c.sqlite", max_bytes=10**6)
+    found = store.get(b"z" * 32)
+    assert found is not None and found.text == "third"
+    store.close()
+
+
+async def test_look_ups_share_a_read_snapshot_that_a_flush_or_the_event_loop_ends_within_a_second(tmp_path, monkeypatch):
+    """In a loop, look-ups read one snapshot: an answer another run stored after it began is seen once a flush or the
+    loop's timer (FLUSH_SECONDS) ends it, and an idle run does not keep the write-ahead log from being copied back."""
+    from chainette.cache import database
+
+    monkeypatch.setattr(database, "FLUSH_SECONDS", 0.01)
+    path = tmp_path / "c.sqlite"
+    first, second = b"1" * 32, b"2" * 32
+    store = ResponseCache(path, max_bytes=10**6)
+    other = ResponseCache(path, max_bytes=10**6)
+    with closing(sqlite3.connect(path, timeout=0)) as checkpointer:
+        for key, end in ((first, store.flush), (second, lambda: None)):
+            assert store.get(key) is None
+            other.put(key, "fake", "m", ANSWER)
+            other.flush()
+            assert store.get(key) is None, "the snapshot is the one the look-ups began with"
+            assert checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 1, "the snapshot holds the log"
+            end()
+            await asyncio.sleep(0.1)  # the loop runs the timer ending the snapshot, when the flush has not
+            assert checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0, "an idle run holds nothing"
+            assert store.get(key) == ANSWER
+    other.close()
+    store.close()
+
+
+async def test_in_an_event_loop_stored_answers_reach_the_file_within_a_second_even_when_nothing_follows(tmp_path, monkeypatch):
+    """A run that goes quiet (its last rows stored, its next request slow) still writes what it buffered: a kill -9
+    then loses at most the last second's answers."""
+    from chainette.cache import database
+
+    monkeypatch.setattr(database, "FLUSH_SECONDS", 0.01)
+    path = tmp_path / "c.sqlite"
+    store = ResponseCache(path, max_bytes=10**6)
+    store.put(b"k" * 32, "fake", "m", ANSWER)
+    await asyncio.sleep(0.1)  # the loop runs the timer the put set
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT COUNT(*) FROM answers").fetchone() == (1,)
+    store.close()
+
+
+def test_a_snapshot_left_by_an_event_loop_that_ended_is_ended_by_the_next_look_up_or_loop(tmp_path, monkeypatch):
+    from chainette.cache import database
+
+    monkeypatch.setattr(database, "FLUSH_SECONDS", 0.01)
+    path = tmp_path / "c.sqlite"
+    store = ResponseCache(path, max_bytes=10**6)
+    other = ResponseCache(path, max_bytes=10**6)
+
+    async def look_up_after(key: bytes, wait: float) -> CachedAnswer | None:
+        await asyncio.sleep(wait)
+        return store.get(key)
+
+    def left_behind(key: bytes) -> None:
+        """A loop that ends before the flush it set for later, its snapshot still open; then `key` is stored."""
+        asyncio.run(look_up_after(b"k" * 32, 0))
+        other.put(key, "fake", "m", ANSWER)
+        other.flush()
+
+    left_behind(b"1" * 32)
+    assert store.get(b"1" * 32) == ANSWER, "outside a loop, the look-up ends it"
+    left_behind(b"2" * 32)
+
+    async def look_up_twice(key: bytes) -> tuple[CachedAnswer | None, CachedAnswer | None]:
+        return store.get(key), await look_up_after(key, 0.1)
+
+    assert asyncio.run(look_up_twice(b"2" * 32)) == (None, ANSWER), "in another loop, read until that loop flushes"
+    other.close()
+    store.close()
+
+
+def test_outside_an_event_loop_each_look_up_reads_the_latest(tmp_path):
+    path = tmp_path / "c.sqlite"
+    store = ResponseCache(path, max_bytes=10**6)
+    other = ResponseCache(path, max_bytes=10**6)
+    assert store.get(b"k" * 32) is None
+    other.put(b"k" * 32, "fake", "m", ANSWER)
+    other.close()
+    assert store.get(b"k" * 32) == ANSWER
     store.close()
 
 

@@ -19,6 +19,7 @@ from chainette.engines import EngineConfig, EngineOptions
 from chainette.hookspecs import hookimpl
 from chainette.sampling import SamplingParams
 
+LCG_MULTIPLIER, LCG_INCREMENT, LCG_MASK = 6364136223846793005, 1442695040888963407, (1 << 64) - 1
 WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet")
 
 
@@ -36,6 +37,7 @@ class FakeClient:
     def __init__(self, config: EngineConfig[FakeOptions]):
         self.latency = config.options.latency
         self.model = config.model
+        self._model_seed = zlib.crc32(config.model.encode())
         self._makers: dict[int, tuple[dict[str, Any], Maker]] = {}
 
     async def complete(self, request: Request) -> Answer:
@@ -43,10 +45,10 @@ class FakeClient:
         cached = self._makers.get(id(request.schema))
         if cached is None or cached[0] is not request.schema:
             cached = self._makers[id(request.schema)] = (request.schema, compile_schema(request.schema))
-        maker = cached[1]
-        prompt = "".join(message["content"] for message in request.messages)
-        text = orjson.dumps(maker(Draws(zlib.crc32(f"{self.model}{prompt}".encode())))).decode()
-        return Answer(text=text, usage=Usage(input_tokens=len(prompt) // 4 + 1, output_tokens=len(text) // 4 + 1))
+        prompt = "".join([message["content"] for message in request.messages])
+        seed = zlib.crc32(prompt.encode(), self._model_seed)  # the checksum of the model's name followed by the prompt
+        text = orjson.dumps(cached[1](Draws(seed))).decode()
+        return Answer(text, None, Usage(len(prompt) // 4 + 1, len(text) // 4 + 1))
 
     async def aclose(self) -> None:
         return None
@@ -55,15 +57,15 @@ class FakeClient:
 class Draws:
     """A tiny deterministic number stream (a linear congruential generator), cheap to seed."""
 
+    __slots__ = ("state",)
+
     def __init__(self, seed: int):
         self.state = seed or 1
 
-    def next(self) -> int:
-        self.state = (self.state * 6364136223846793005 + 1442695040888963407) % (1 << 64)
-        return self.state >> 33
-
     def below(self, count: int) -> int:
-        return self.next() % count
+        """The next number of the stream, below `count`."""
+        self.state = state = (self.state * LCG_MULTIPLIER + LCG_INCREMENT) & LCG_MASK
+        return (state >> 33) % count
 
 
 Maker = Callable[[Draws], Any]

@@ -1,9 +1,13 @@
 """The response cache's database: one SQLite file in WAL mode (standard library), shared by every run of the user.
 
 Writes (answers, and the hits that mark answers as used) are buffered and committed in batches (once `FLUSH_EVERY`
-are buffered or `FLUSH_SECONDS` have passed, and at each `flush`), each batch one transaction: the buffers stay
-small on any mix of hits and answers, and a kill -9 loses the writes of the batch in progress, never the file. Two runs may use
-the file at once (WAL: readers never wait; a writer waits up to `BUSY_SECONDS` for the other). Entries
+are buffered, `FLUSH_BYTES` of answers are, or `FLUSH_SECONDS` have passed, and at each `flush`), each batch one
+transaction written in key order (neighbouring keys share the index's pages): the buffers stay small on any mix of
+hits and answers, and a kill -9 loses the writes of the batch in progress, never the file. Two runs may use
+the file at once (WAL: readers never wait; a writer waits up to `BUSY_SECONDS` for the other). Within an event loop,
+look-ups share one read transaction, ended by each flush, and the loop flushes `FLUSH_SECONDS` after a batch or a
+read transaction began even when no call follows (a quiet run holds neither its answers nor the log); so a run sees
+what another stored about a second later than it would see it otherwise. Entries
 carry when they were last used, and the least recently used go once the file holds more than its size cap.
 A database that cannot be read or written any more (a damaged file among others) is turned off, with one `notice`,
 and the run goes on.
@@ -11,9 +15,11 @@ and the run goes on.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 import shlex
 import sqlite3
@@ -25,10 +31,12 @@ import orjson
 APPLICATION_ID = 0x43484E54  # "CHNT": marks the file as chainette's response cache
 SCHEMA_VERSION = 1
 BUSY_SECONDS = 10.0
-FLUSH_EVERY = 512
+FLUSH_EVERY = 16384
+FLUSH_BYTES = 4 * 1024 * 1024
 FLUSH_SECONDS = 1.0
 EVICT_TO = 0.9  # eviction stops at this share of the size cap
 CHECKPOINT_PAGES = 10_000  # the write-ahead log is copied into the file past 40 MB (SQLite's default: 4 MB)
+PAGE_CACHE_KIB = 8 * 1024  # SQLite's page cache per connection (its default: 2 MB), the index's pages kept between batches
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -112,9 +120,11 @@ class ResponseCache:
         self.max_bytes = max_bytes
         self.notice = notice
         self.writable = True
-        self._pending: list[tuple[Any, ...]] = []
+        self._pending: list[tuple[bytes, str, str, float, CachedAnswer]] = []
+        self._pending_bytes = 0
         self._hits: dict[bytes, int] = {}
         self._flushed_at = time.monotonic()
+        self._due: tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle] | None = None
         self.db: sqlite3.Connection | None = _connect(path)
         try:
             self._stored = _stored_bytes(self.db)
@@ -127,6 +137,7 @@ class ResponseCache:
         if self.db is None:
             return None
         try:
+            self._hold_snapshot(self.db)
             found = self.db.execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone()
         except sqlite3.Error as exc:
             self._turn_off(unavailable(self.path, exc, "read"))
@@ -141,32 +152,72 @@ class ResponseCache:
         self._flush_when_due()
         return CachedAnswer(text, reasoning, input_tokens, output_tokens)
 
+    def _hold_snapshot(self, db: sqlite3.Connection) -> None:
+        """Begin the read transaction the look-ups share (one instead of one per look-up: a third of a look-up's cost),
+        once the running event loop is to flush, which ends it; outside a loop, none (nothing would end it), and one
+        begun in a loop that has ended is ended."""
+        if self._flush_later():
+            if not db.in_transaction:
+                db.execute("BEGIN")
+        elif db.in_transaction:
+            self._end_snapshot()
+
+    def _flush_later(self) -> bool:
+        """Have the running event loop flush `FLUSH_SECONDS` from now, unless it is to already; False outside a loop."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        if self._due is None or self._due[0] is not loop:  # a flush set in a loop that has ended would never come
+            self._due = (loop, loop.call_later(FLUSH_SECONDS, self.flush))
+        return True
+
+    def _end_snapshot(self) -> None:
+        """End the look-ups' read transaction, if one is open: the next look-up sees what was stored since, here or by
+        another run, and the write-ahead log is free to be copied into the file past it."""
+        if self.db is None or not self.db.in_transaction:
+            return
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._turn_off(unavailable(self.path, exc, "read"))
+
     def put(self, key: bytes, backend: str, model: str, answer: CachedAnswer) -> None:
         """Store `answer` under `key` with the next batch (replacing what the key held)."""
         if self.db is None or not self.writable:
             return
-        blob = orjson.dumps([answer.text, answer.reasoning, answer.input_tokens, answer.output_tokens])
-        now = time.time()
-        self._pending.append((key, backend, model, now, now, len(blob) + len(key), blob))
+        self._pending.append((key, backend, model, time.time(), answer))
+        self._pending_bytes += len(key) + len(answer.text) + len(answer.reasoning or "")
+        self._flush_later()
         self._flush_when_due()
 
     def _flush_when_due(self) -> None:
-        """Flush once `FLUSH_EVERY` answers and hits are buffered, or `FLUSH_SECONDS` after the last flush."""
-        if len(self._pending) + len(self._hits) >= FLUSH_EVERY or time.monotonic() - self._flushed_at >= FLUSH_SECONDS:
+        """Flush once `FLUSH_EVERY` answers and hits or `FLUSH_BYTES` of answers are buffered, or `FLUSH_SECONDS` after
+        the last flush."""
+        if (
+            len(self._pending) + len(self._hits) >= FLUSH_EVERY
+            or self._pending_bytes >= FLUSH_BYTES
+            or time.monotonic() - self._flushed_at >= FLUSH_SECONDS
+        ):
             self.flush()
 
     def flush(self) -> None:
-        """Commit the buffered answers and hits in one transaction, then evict if the file is over its cap."""
+        """Commit the buffered answers and hits in one transaction, in key order, then evict if the file is over its cap."""
         pending, hits = self._pending, self._hits
-        self._pending, self._hits = [], {}
+        self._pending, self._hits, self._pending_bytes = [], {}, 0
         self._flushed_at = time.monotonic()
+        if self._due is not None:
+            self._due[1].cancel()
+            self._due = None
+        self._end_snapshot()
         if self.db is None or not self.writable or not (pending or hits):
             return
+        pending.sort(key=itemgetter(0))  # stable: of two answers under one key, the later still wins
+        now = time.time()
         try:
             with _transaction(self.db) as db:
-                db.executemany(UPSERT, pending)
-                db.executemany("UPDATE answers SET used = ?, hits = hits + ? WHERE key = ?", [(time.time(), n, k) for k, n in hits.items()])
-                self._stored += sum(entry[5] for entry in pending)
+                db.executemany(UPSERT, self._rows(pending))
+                db.executemany("UPDATE answers SET used = ?, hits = hits + ? WHERE key = ?", [(now, n, k) for k, n in sorted(hits.items())])
                 if self._stored > self.max_bytes:
                     self._evict(db)
         except sqlite3.OperationalError as exc:
@@ -174,6 +225,15 @@ class ResponseCache:
             self.notice(f"response cache {self.path}: answers are no longer stored ({exc}); the run goes on without storing them.")
         except sqlite3.Error as exc:
             self._turn_off(unavailable(self.path, exc, "write"))
+
+    def _rows(self, pending: list[tuple[bytes, str, str, float, CachedAnswer]]) -> Iterator[tuple[Any, ...]]:
+        """The table rows of the buffered answers, each answer serialised as its row is written (held by the thousand,
+        orjson's output buffers would cost tens of MB); their bytes are counted in the file's size."""
+        for key, backend, model, now, answer in pending:
+            blob = orjson.dumps([answer.text, answer.reasoning, answer.input_tokens, answer.output_tokens])
+            size = len(blob) + len(key)
+            self._stored += size
+            yield key, backend, model, now, now, size, blob
 
     def close(self) -> None:
         """Flush, then close the file."""
@@ -229,6 +289,7 @@ class ResponseCache:
         if unused_for is not None:
             where.append("used < ?")
             values.append(time.time() - unused_for)
+        self._end_snapshot()
         try:
             with _transaction(self.db) as db:
                 removed = db.execute(f"DELETE FROM answers WHERE {' AND '.join(where)}", values).rowcount
@@ -275,6 +336,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
+        db.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")
         if not tables:
             db.executescript(
                 f"BEGIN IMMEDIATE; PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION}; {SCHEMA} COMMIT;"
