@@ -137,3 +137,25 @@ def test_retry_errors_asks_a_branchs_failed_rows_again_and_joins_them(scripted, 
 def test_a_chain_of_no_nodes_still_reads_its_input(tmp_path):
     result = Chain(name="c", steps=[]).run(rows(3), output_dir=tmp_path / "o")
     assert result.stats["input"]["rows"] == 3 and len(result.flattened) == 3
+
+
+def test_retry_errors_asks_again_a_row_that_failed_in_a_branch_the_group_does_not_join(scripted, tmp_path):
+    from chainette import RowError
+
+    failing = {"3"}
+
+    def answer(request, attempt):
+        if request.step_id == "side" and request.row_id in failing:
+            return RowError("not now", kind="refusal")
+        return echo(request, attempt)
+
+    scripted(answer)
+    register_engine("s", backend="scripted", model="m")
+    branches = [Branch(name="l", steps=[label_step("left")]).join("l"), Branch(name="x", steps=[label_step("side")])]
+    chain = Chain(name="c", steps=[branches, label_step("after", "<<{{l.label}}>>", input_model=None)])
+    first = chain.run(rows(6), output_dir=tmp_path / "o")
+    assert len(first.records("after")) == 6 and [e["row_id"] for e in first.errors] == ["3"]
+    failing.clear()
+    again = chain.run(rows(6), output_dir=tmp_path / "o", retry_errors=True)
+    assert again.errors == [] and sorted((r["row_id"] for r in again.records("side")), key=int) == [str(i) for i in range(6)]
+    assert len(again.records("after")) == 6

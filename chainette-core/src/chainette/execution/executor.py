@@ -298,6 +298,8 @@ class Executor:
         work = [part for branch in group.branches for part in self._open_branch(running, branch.steps, branch.alias, reopened.decided)]
 
         async def run(source: Source) -> None:
+            if self.options.retry_errors:
+                running.retry(row for row in source.again() if row.row_id in reopened.decided)
             await first_failure_cancels([running.dispatch(source), *(part() for part in work)])
             joined = running.settle()
             files.close()

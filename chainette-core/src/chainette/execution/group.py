@@ -101,6 +101,16 @@ class Group:
         for queue in self.queues:
             queue.close()
 
+    def retry(self, joined: Iterable[Row]) -> None:
+        """Hand each branch the rows the group already joined that its first node has not decided: with --retry-errors,
+        a row that failed in a branch not joined (the group passed it on regardless) is asked again there."""
+        for row in joined:
+            tagged = replace(row, origin=row.row_id)
+            for ledger, queue in zip(self.ledgers, self.queues, strict=True):
+                if row.row_id not in ledger.entered:
+                    ledger.open[row.row_id] = ledger.open.get(row.row_id, 0) + 1
+                    queue.put(tagged)
+
     def _admit(self, row: Row) -> None:
         origin = row.row_id
         self.held[origin] = row
