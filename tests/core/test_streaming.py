@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from chainette import Branch, Chain, register_engine
+from chainette.events import NodeCounted
 from chainette.execution import feed, group
 
 from .test_run import echo, label_step, rows
@@ -74,8 +75,10 @@ def test_a_group_joins_each_row_once_its_branches_decided_it_and_lets_in_at_most
         Branch(name="s", steps=[label_step("slow", engine="b")]).join("s"),
     ]
     after = label_step("after", "<<{{f.label}}+{{s.label}}>>", engine="a", input_model=None)
-    result = Chain(name="c", steps=[branches, after]).run(rows(100), output_dir=tmp_path / "o", cache=False)
+    events = []
+    result = Chain(name="c", steps=[branches, after]).run(rows(100), output_dir=tmp_path / "o", cache=False, reporter=events.append)
     assert [r.label for r in result["after"]] == [f"row{i}+row{i}" for i in range(100)]
+    assert {e.node: e.total for e in events if isinstance(e, NodeCounted)} == {"chain_input": 100, "fast": 100, "slow": 100, "after": 100}
     order = [request.step_id for request in backend.requests]
     assert order.index("after") < len(order) - 1 - order[::-1].index("slow"), "the join waited for every row"
     assert max(ahead) <= WINDOW + 4 + 1, "a group lets in a window of rows: the fast branch waits for the slow one"

@@ -32,7 +32,7 @@ from chainette.execution.apply import ApplyStage
 from chainette.execution.batching import BatchStage, batch_engines
 from chainette.execution.context import carried_to_end, kept_entries, own_entries
 from chainette.execution.engine_pool import EnginePool
-from chainette.execution.feed import Feed, Reader, Source
+from chainette.execution.feed import Feed, Queue, Reader, Source
 from chainette.execution.files import ErrorLog, NodeFiles
 from chainette.execution.flatten import Source as FlattenSource
 from chainette.execution.group import Group
@@ -240,6 +240,8 @@ class Executor:
         async def read() -> None:
             self.limited = await ingest(raw_rows, self.input_model, reopened.decided, files, stats, self.options.id_column, self.limit)
             self._finish(INPUT_ID, files)
+            if not self.control.stopping:
+                self._counted(INPUT_ID, stats.rows_in)
 
         return files.feed, read
 
@@ -314,7 +316,10 @@ class Executor:
         """Open a branch's nodes, each telling the branch's ledger what it decides; return their work, the first
         node reading the group's queue and each other the frontier of the one before."""
         units = [self._open(node) for node in nodes]
-        ledger, queue = group.branch(alias, units[0].decided)
+        first = self.stats.get(units[0].id)
+        counted = partial(self._counted, units[0].id) if first is not None else None
+        queue = Queue(self.control, counted, first.rows_in if first is not None else 0)
+        ledger = group.branch(alias, units[0].decided, queue)
         for position, unit in enumerate(units):
             if unit.files is not None:
                 unit.files.decided = partial(ledger.decided, position == len(units) - 1)

@@ -185,11 +185,14 @@ class Reader:
 
 class Queue:
     """Rows handed to a node in memory (a parallel group's branches: the group bounds how many wait), each the row of
-    `upstream` it came from tagged with its origin."""
+    `upstream` it came from tagged with its origin. Once it is closed, `counted` hears how many rows the node receives
+    over the run: those put here and the `earlier` ones it decided in earlier sessions."""
 
-    def __init__(self, control: StopSignal):
+    def __init__(self, control: StopSignal, counted: Callable[[int], None] | None = None, earlier: int = 0):
         self.upstream: Source | None = None
         self.control = control
+        self.counted = counted
+        self.given = earlier
         self.buffer: deque[Row] = deque()
         self.closed = False
         self._changed = asyncio.Event()
@@ -197,11 +200,14 @@ class Queue:
 
     def put(self, row: Row) -> None:
         self.buffer.append(row)
+        self.given += 1
         self._changed.set()
 
     def close(self) -> None:
         self.closed = True
         self._changed.set()
+        if self.counted is not None and not self.control.stopping:
+            self.counted(self.given)
 
     def again(self) -> Iterator[Row]:
         assert self.upstream is not None, "a group gives its queues their upstream before any row"

@@ -82,12 +82,12 @@ class Group:
         writer.flushed.append(self._join_ready)
         control.on_stop(self._room.set)
 
-    def branch(self, alias: str | None, entered: Container[str]) -> tuple[Ledger, Queue]:
-        """Add a branch: its ledger, and the queue its first node reads."""
-        ledger, queue = Ledger(self, alias, entered), Queue(self.control)
+    def branch(self, alias: str | None, entered: Container[str], queue: Queue) -> Ledger:
+        """Add a branch whose first node reads `queue`; return its ledger."""
+        ledger = Ledger(self, alias, entered)
         self.ledgers.append(ledger)
         self.queues.append(queue)
-        return ledger, queue
+        return ledger
 
     async def dispatch(self, source: Source) -> None:
         """Hand every row of `source` to the branches (at most WINDOW inside the group at once, when `bounded`)."""
