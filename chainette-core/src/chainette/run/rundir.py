@@ -36,7 +36,7 @@ LOGS_DIR = "logs"
 # A node id or join alias equal to one of these would clash with the run directory's own entry (ids are identifiers,
 # so only the folders can clash; the files are listed too, so that a new entry cannot be forgotten).
 RUN_DIR_ENTRIES = frozenset({STATE_DIR, FLATTENED, ERRORS_FILE, GRAPH_FILE, RUN_FILE, LOGS_DIR})
-# The state folder's own entries, besides each node's frontier and done marker and each group's files.
+# The state folder's own entries, besides each node's frontier and done marker and each group's (`group0.joined`: a frontier and done marker too).
 SESSIONS_FILE = "sessions.json"
 BATCHES_DIR = "batches"
 STAGED_OUTPUTS = "outputs"
@@ -63,10 +63,6 @@ class RunPaths:
 
     def done_markers(self) -> Iterator[Path]:
         return self.state.glob("*.done")
-
-    def group_file(self, group: str, stage: str) -> Path:
-        """A parallel group's derived frontier: `tagged` (its rows, each with its origin) or `joined`."""
-        return self.state / f"{group}.{stage}.jsonl"
 
     def batch_folder(self, step_id: str) -> Path:
         """Where a batch step's files and journal live."""
