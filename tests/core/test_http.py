@@ -115,6 +115,25 @@ async def test_async_client_follows_the_engine_options():
     await short.aclose()
 
 
+async def test_engines_share_one_tls_context(monkeypatch):
+    """Loading the trusted roots takes tens of ms: each engine's client reuses the ones loaded first, and a client
+    for an https endpoint still verifies certificates."""
+    import ssl
+
+    from chainette import http
+
+    loaded = []
+    real = ssl.create_default_context
+    monkeypatch.setattr(ssl, "create_default_context", lambda *a, **k: loaded.append(1) or real(*a, **k))
+    http.tls_context.cache_clear()
+    options = register_engine("e", backend="fake", model="m").options
+    clients = [async_client(options, base_url=f"https://h{n}.test") for n in range(3)]
+    assert len(loaded) <= 1
+    assert http.tls_context().verify_mode == ssl.CERT_REQUIRED and http.tls_context().check_hostname
+    for client in clients:
+        await client.aclose()
+
+
 def test_paths_join_before_an_endpoint_query_string():
     from chainette.http import join_url, split_query
 
