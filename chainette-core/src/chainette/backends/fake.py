@@ -28,7 +28,7 @@ class FakeOptions(EngineOptions):
 
     max_concurrency: int = Field(64, ge=1)
     cache: bool = Field(False, description="Answer from the response cache and store answers there (off: fake answers are free).")
-    latency: float = Field(0.0, ge=0, description="Seconds each request takes.")
+    latency: float = Field(0.0, ge=0, description="Seconds each request takes (0: answered at once, without a pass of the event loop).")
 
 
 class FakeClient:
@@ -41,7 +41,8 @@ class FakeClient:
         self._makers: dict[int, tuple[dict[str, Any], Maker]] = {}
 
     async def complete(self, request: Request) -> Answer:
-        await asyncio.sleep(self.latency)
+        if self.latency:
+            await asyncio.sleep(self.latency)
         cached = self._makers.get(id(request.schema))
         if cached is None or cached[0] is not request.schema:
             cached = self._makers[id(request.schema)] = (request.schema, compile_schema(request.schema))
