@@ -33,10 +33,18 @@ class Label(BaseModel):
     score: float
 
 
-def labelling(backend: str, endpoint: str | list[str], concurrency: int) -> Chain:
+def labelling(backend: str, endpoint: str | list[str], concurrency: int, *, adaptive: bool = True) -> Chain:
     """One step labelling each review on `backend` at `endpoint` (one URL, or several replicas), with at most
-    `concurrency` requests in flight (engine "bench", model "fake-model")."""
-    register_engine("bench", backend=backend, model="fake-model", endpoint=endpoint, api_key="none", max_concurrency=concurrency)
+    `concurrency` requests in flight (engine "bench", model "fake-model"), adaptive or fixed."""
+    register_engine(
+        "bench",
+        backend=backend,
+        model="fake-model",
+        endpoint=endpoint,
+        api_key="none",
+        max_concurrency=concurrency,
+        adaptive_concurrency=adaptive,
+    )
     step = Step(
         id=LABEL,
         input_model=Review,

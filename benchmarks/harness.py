@@ -71,10 +71,13 @@ def best_of(rounds: int, measures: Mapping[str, Callable[[], float]]) -> dict[st
 
 
 @contextlib.contextmanager
-def server(latency: float, capacity: int | None = None) -> Iterator[str]:
+def server(latency: float, capacity: int | None = None, refuse: int | None = None) -> Iterator[str]:
     """A fake server process (benchmarks/serve.py) on a free loopback port, answering after `latency` seconds at most
-    `capacity` requests at a time; yields its base URL and stops it at the end."""
-    args = [sys.executable, str(HERE / "serve.py"), str(latency)] + ([str(capacity)] if capacity else [])
+    `capacity` requests at a time (the others queueing, or with `refuse`, answered that status at once); yields its base
+    URL and stops it at the end."""
+    args = (
+        [sys.executable, str(HERE / "serve.py"), str(latency)] + ([str(capacity)] if capacity else []) + ([str(refuse)] if refuse else [])
+    )
     process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None

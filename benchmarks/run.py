@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import os
 import sys
 
-from goals import cache, first_row, memory, overhead, pipeline, scale_out, start_up, state_size, throughput
+from goals import adaptive, cache, first_row, memory, overhead, pipeline, scale_out, start_up, state_size, throughput
 from harness import Figure, Outcome, fresh_cache
 
 
@@ -44,6 +44,7 @@ GOALS: dict[str, Callable[[Sizes], Outcome]] = {
     "cache": lambda sizes: cache.measure(sizes.requests, sizes.rows),
     "pipeline": lambda sizes: pipeline.measure(sizes.relay),
     "first-row": lambda sizes: first_row.measure(),
+    "adaptive": lambda sizes: adaptive.measure(sizes.relay // 3),
 }
 """Every goal by name, in the order they run, each measured at the sizes the run was given."""
 

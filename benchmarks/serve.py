@@ -2,7 +2,9 @@
 
 SIGTERM ends it at once, like a replica that goes away: open connections are dropped.
 
-Usage: python benchmarks/serve.py LATENCY_SECONDS [CAPACITY]
+Usage: python benchmarks/serve.py LATENCY_SECONDS [CAPACITY [REFUSE_STATUS]]
+
+With REFUSE_STATUS (429), a request beyond CAPACITY is answered at once with that status instead of queueing.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _exit_now)
     latency = float(sys.argv[1])
     capacity = int(sys.argv[2]) if len(sys.argv) > 2 else None
-    with FakeServer(latency=latency, capacity=capacity, respond=lambda body: ANSWER) as server:
+    refuse = int(sys.argv[3]) if len(sys.argv) > 3 else None
+    with FakeServer(latency=latency, capacity=capacity, refuse_beyond=refuse, respond=lambda body: ANSWER) as server:
         server.requests = _Discard()
         print(server.port, flush=True)
         sys.stdin.read()

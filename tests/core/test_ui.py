@@ -106,14 +106,14 @@ def test_live_view_shows_two_steps_progressing_at_once_each_with_its_rate_and_et
     state(NodeFinished(node="chain_input", stats={"kind": "input", "rows_in": 1000, "ok": 1000, "failed": 0}))
     state(NodeCounted(node="extract", total=1000))
     extract = {"kind": "step", "rows_in": 400, "ok": 400, "failed": 0, "in_flight": 16, "session": {"rows": 400}}
-    judge = {"kind": "step", "rows_in": 100, "ok": 100, "failed": 0, "in_flight": 8, "session": {"rows": 100}}
+    judge = {"kind": "step", "rows_in": 100, "ok": 100, "failed": 0, "in_flight": 8, "window": 8, "session": {"rows": 100}}
     state(Progress(nodes={"extract": extract, "judge": judge}))
     state.nodes["extract"].started = state.nodes["judge"].started = 100.0
     console = Console(width=120, record=True, color_system=None, legacy_windows=False)
     console.print(render_state(state, now=110.0))
     lines = [line.rstrip() for line in console.export_text().splitlines()]
     assert "400/1000 (+16 in flight) 40 rows/s" in lines[2] and "ETA 15s" in lines[2]
-    assert "100/~1000 (+8 in flight) 10 rows/s" in lines[3] and "ETA 1m30s" in lines[3], "the input's count until its own"
+    assert "100/~1000 (+8 in flight, window 8) 10 rows/s" in lines[3] and "ETA 1m30s" in lines[3], "the input's count until its own"
     state(NodeCounted(node="judge", total=950))
     assert state.nodes["judge"].eta(110.0) == 85.0
 

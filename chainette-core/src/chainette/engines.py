@@ -35,6 +35,7 @@ class EngineOptions(BaseModel):
     cache_neutral: ClassVar[frozenset[str]] = frozenset(
         {
             "max_concurrency",
+            "adaptive_concurrency",
             "timeout",
             "max_retries",
             "retry_budget",
@@ -48,7 +49,11 @@ class EngineOptions(BaseModel):
         }
     )
 
-    max_concurrency: int = Field(16, ge=1, description="Requests in flight at once for this engine.")
+    max_concurrency: int = Field(16, ge=1, description="Requests in flight at once for this engine, at most.")
+    adaptive_concurrency: bool = Field(
+        True,
+        description="Narrow the requests in flight on 429s, overload answers and timeouts, widen them back after (False: always max_concurrency).",
+    )
     timeout: float = Field(120.0, gt=0, description="Seconds one request may take.")
     max_retries: int = Field(6, ge=0, description="Retries of a request after a transient failure.")
     retry_budget: float = Field(600.0, gt=0, description="Seconds a request may spend retrying, waits included.")

@@ -1,5 +1,5 @@
-"""The one request policy every backend gets: admission (concurrency, requests and tokens per minute,
-a shared cool-down after a 429), retries with exponential backoff and jitter, honouring Retry-After,
+"""The one request policy every backend gets: admission (the engine's window of requests in flight, adaptive by default
+(chainette.window), requests and tokens per minute, a shared cool-down after a 429), retries with exponential backoff and jitter, honouring Retry-After,
 and the stop of a step whose first rows all fail with the same error (`SameErrorStop`).
 
 `clock` and `sleep` are module attributes so that tests can run the policy on a virtual clock."""
@@ -17,11 +17,13 @@ from chainette.client import Answer, Client, Request, Usage
 from chainette.engines import EngineOptions
 from chainette.errors import BackendError, EngineError, RetryableError, RowError, RunInterrupted
 from chainette.stats import NodeStats, Spent
+from chainette.window import Window
 
 BASE_DELAY = 0.5
 MAX_DELAY = 30.0
 SAME_ERROR_ROWS = 5
 ANSWER_KINDS = frozenset({"validation", "truncated", "content_filter", "refusal"})
+OVERLOAD_KINDS = frozenset({"http_429", "http_503", "http_529", "timeout"})  # answers that narrow an adaptive window
 TEMPLATE_KIND = "template"  # the kind of a row's error when its prompt cannot be rendered
 ROW_SPECIFIC = re.compile(r"\w*\d\w*")
 clock = time.monotonic
@@ -66,7 +68,7 @@ class EngineGate:
     def __init__(self, options: EngineOptions):
         self.options = options
         self.closed = False
-        self.slots = asyncio.Semaphore(options.max_concurrency)
+        self.window = Window(options.max_concurrency, options.adaptive_concurrency)
         self.requests = TokenBucket(options.requests_per_minute) if options.requests_per_minute else None
         self.tokens = TokenBucket(options.tokens_per_minute) if options.tokens_per_minute else None
         self.limited = self.requests is not None or self.tokens is not None
@@ -144,17 +146,29 @@ async def complete_with_retries(client: Client, request: Request, gate: EngineGa
 
 
 async def _sent(client: Client, request: Request, gate: EngineGate, node: NodeStats) -> Answer:
-    """The client's answer to `request`, asked while holding one of the gate's slots: counted among `node`'s requests,
-    and in flight on it meanwhile. RunInterrupted, without sending it, once the gate is closed."""
-    async with gate.slots:
+    """The client's answer to `request`, asked within the engine's window, which the answer adapts: counted among
+    `node`'s requests, and in flight on it meanwhile. RunInterrupted, without sending it, once the gate is closed."""
+    window = gate.window
+    number = await window.enter()
+    try:
         if gate.closed:
             raise RunInterrupted("the run is stopping: the request was not sent")
         node.session.requests += 1
         node.in_flight += 1
+        started = clock()
         try:
-            return await client.complete(request)
+            answer = await client.complete(request)
+        except RetryableError as exc:
+            if exc.kind in OVERLOAD_KINDS:
+                window.overloaded(number)
+            raise
         finally:
             node.in_flight -= 1
+        window.answered(clock() - started)
+        return answer
+    finally:
+        window.leave()
+        node.window = window.allowed if window.allowed < window.ceiling else None
 
 
 async def call_with_retries(call: Callable[[], Awaitable[T]], options: EngineOptions, spent: Spent) -> T:

@@ -57,6 +57,7 @@ class NodeStats:
     filtered: int = 0
     rows_out: int = 0
     in_flight: int = 0
+    window: int | None = None  # a step's engine's adaptive window while narrowed below max_concurrency (None: not narrowed)
     session: Spent = field(default_factory=Spent)
     earlier: Spent = field(default_factory=Spent)
 
@@ -82,6 +83,7 @@ class NodeStats:
         figures["cost_usd"] = cost(price, total.input_tokens, total.output_tokens) if step else None
         figures["saved_usd"] = cost(price, total.saved_input_tokens, total.saved_output_tokens) if step else None
         figures["in_flight"] = self.in_flight
+        figures["window"] = self.window
         figures["session"] = asdict(self.session)
         return figures
 

@@ -70,7 +70,8 @@ class FakeServer:
     """Use as a context manager; `base_url` is `http://127.0.0.1:PORT` (a free port unless `port` is given).
 
     `latency` is the seconds each chat request takes; `capacity` (optional) how many it serves at
-    once, the others queueing, like a GPU server's batch. To stand in for a compatible server that is not
+    once, the others queueing, like a GPU server's batch, or, with `refuse_beyond` (a status such as 429), answered at
+    once with that status, like a provider over its rate limit (`refused` counts them). To stand in for a compatible server that is not
     vLLM: `rejects` holds the response_format types it answers with HTTP 500 (llama-cpp-python rejects
     `json_schema`), and `token_fields` the token-limit fields it reads, first found first (a limit below the
     answer's 7 tokens stops it there, `finish_reason` "length").
@@ -87,6 +88,7 @@ class FakeServer:
         port: int = 0,
         plan: FaultPlan | None = None,
         capacity: int | None = None,
+        refuse_beyond: int | None = None,
         rejects: tuple[str, ...] = (),
         token_fields: tuple[str, ...] = ("max_completion_tokens", "max_tokens"),
     ):
@@ -97,6 +99,8 @@ class FakeServer:
         self.respond = respond
         self.plan = plan
         self.capacity = capacity
+        self.refuse_beyond = refuse_beyond
+        self.refused = 0
         self.rejects = rejects
         self.token_fields = token_fields
         self.seen: Counter[str] = Counter()
@@ -287,6 +291,11 @@ class FakeServer:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
+            if self._slots is not None and self.refuse_beyond is not None and self._slots.locked():
+                with self._lock:
+                    self.refused += 1
+                error = {"message": "Too many requests in flight", "type": "rate_limit_error"}
+                return body, web.json_response({"error": error}, status=self.refuse_beyond), None
             if self._slots is not None:
                 async with self._slots:
                     await asyncio.sleep(self.latency)

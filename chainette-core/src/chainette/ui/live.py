@@ -131,4 +131,4 @@ def _rows(node: NodeView) -> str:
         shown = f"{node.done}/{node.total}"
     else:
         shown = f"{node.done} so far" if node.estimate is None else f"{node.done}/~{node.estimate}"
-    return f"{shown} (+{node.in_flight} in flight)" if node.in_flight and not node.finished else shown
+    return f"{shown} (+{node.in_flight_text})" if node.in_flight and not node.finished else shown

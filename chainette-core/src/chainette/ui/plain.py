@@ -67,7 +67,7 @@ class PlainLines:
                 if node.started is not None and not node.finished:
                     rate = node.rate(now) or 0.0
                     done = f"{node.done} rows so far" if node.total is None else f"{node.done}/{node.total} rows"
-                    in_flight = f" ({node.in_flight} in flight)" if node.in_flight else ""
+                    in_flight = f" ({node.in_flight_text})" if node.in_flight else ""
                     failed = node.stats.get("failed", 0)
                     waiting = node.waiting_batches
                     self._line(

@@ -58,6 +58,14 @@ class NodeView:
     def in_flight(self) -> int:
         return int(self.stats.get("in_flight", 0))
 
+    @property
+    def in_flight_text(self) -> str:
+        """`12 in flight` (`12 in flight, window 16` while the engine's adaptive window is narrowed), or "" for none."""
+        if not self.in_flight:
+            return ""
+        window = self.stats.get("window")
+        return f"{self.in_flight} in flight" + (f", window {window}" if window else "")
+
     def rate(self, now: float) -> float | None:
         """Rows per second this session: over the node's own time once it finished, else since it started."""
         rows: float = self.stats.get("session", {}).get("rows", 0)

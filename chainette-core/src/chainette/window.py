@@ -1,0 +1,90 @@
+"""An engine's window: how many of its requests may be in flight at once.
+
+The rules it keeps:
+
+- never more requests in flight than the window allows, and the window never above `ceiling` (the engine's
+  max_concurrency) nor below one;
+- fixed (`adaptive=False`): the window is the ceiling, always;
+- adaptive: it starts at the ceiling; an overload answer (a 429, a 503 or 529, a timeout) halves it, at most once a
+  round trip (only an answer to a request sent after the last cut cuts again, as TCP does); every other answer raises
+  it by 1/window, so by one a round trip, back up to the ceiling, unless latency has risen to twice the best seen.
+  Latency alone never lowers it: a batching GPU server answers each request more slowly with more in flight, yet
+  serves more in all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+import contextlib
+
+LATENCY_RISE = 2.0  # the window stops growing while latency is this many times the best seen
+SMOOTHING = 0.1  # the weight of each answer's latency in the running average
+
+
+class Window:
+    """Admits requests to one engine within its window (see the module docstring); `enter` before a request is sent,
+    `leave` once it is answered, with `answered` or `overloaded` saying how."""
+
+    def __init__(self, ceiling: int, adaptive: bool):
+        self.ceiling = ceiling
+        self.adaptive = adaptive
+        self.size = float(ceiling)
+        self.in_flight = 0
+        self.sent = 0  # requests let through so far: the number `enter` returns
+        self.latency: float | None = None  # the running average of answers' latency, in seconds
+        self.best_latency = float("inf")
+        self._cut_after = 0  # `sent` when the window was last cut: only answers to later requests cut it again
+        self._waiting: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def allowed(self) -> int:
+        """Requests that may be in flight now."""
+        return max(1, int(self.size))
+
+    async def enter(self) -> int:
+        """Wait for room in the window, then take it; the request's number, for `overloaded`."""
+        if self.in_flight < self.allowed and not self._waiting:
+            self.in_flight += 1
+        else:
+            room = asyncio.get_running_loop().create_future()
+            self._waiting.append(room)
+            try:
+                await room  # `_admit` takes the room for the request before waking it
+            except asyncio.CancelledError:
+                if room.done() and not room.cancelled():
+                    self.leave()
+                with contextlib.suppress(ValueError):
+                    self._waiting.remove(room)
+                raise
+        self.sent += 1
+        return self.sent
+
+    def leave(self) -> None:
+        """A request let in is answered (or failed): its room goes to the next one waiting."""
+        self.in_flight -= 1
+        self._admit()
+
+    def answered(self, seconds: float) -> None:
+        """A request was answered in `seconds`: widen an adaptive window unless latency has risen."""
+        if not self.adaptive:
+            return
+        self.latency = seconds if self.latency is None else self.latency + SMOOTHING * (seconds - self.latency)
+        self.best_latency = min(self.best_latency, self.latency)
+        if self.size < self.ceiling and self.latency < LATENCY_RISE * self.best_latency:
+            self.size = min(float(self.ceiling), self.size + 1 / self.size)
+            self._admit()
+
+    def overloaded(self, number: int) -> None:
+        """Request `number` got an overload answer: halve an adaptive window, unless it was sent before the last cut."""
+        if self.adaptive and number > self._cut_after:
+            self._cut_after = self.sent
+            self.size = max(1.0, self.size / 2)
+
+    def _admit(self) -> None:
+        """Let waiting requests in while there is room, taking it for each."""
+        while self._waiting and self.in_flight < self.allowed:
+            room = self._waiting.popleft()
+            if not room.done():
+                self.in_flight += 1
+                room.set_result(None)
