@@ -27,7 +27,7 @@ def run_command(
         ...,
         "--inputs",
         "-i",
-        help="Input rows: a .jsonl, .json, .csv or .parquet file, or hf:name[:config]:split (a Hugging Face dataset).",
+        help="Input rows: a .jsonl, .json, .csv or .parquet file, local or at a URL (s3://, gs://, hf://...), or hf:name[:config]:split (a Hugging Face dataset).",
     ),
     output_dir: str = typer.Option(
         ..., "--output", "-o", metavar="OUTPUT", help="Output directory: new, empty, or holding a run of this chain to resume."
