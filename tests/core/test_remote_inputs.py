@@ -1,5 +1,5 @@
 """Inputs at filesystem URLs, through fsspec's in-memory filesystem (`memory://`): every format, columns, the id
-column, errors naming the URL and line, and the fingerprint that resuming compares (tests/core/test_s3.py runs
+column, errors naming the URL and line, and the fingerprint that resuming compares (tests/integration/test_s3.py runs
 the same against a local S3 server)."""
 
 from __future__ import annotations

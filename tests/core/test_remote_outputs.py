@@ -1,6 +1,6 @@
 """Finished outputs at a URL, through fsspec's in-memory filesystem (`memory://`): the run works in a local
 staging folder, uploads the run directory's files when it ends, resumes from the staging folder, and never deletes
-at the URL what is not a chainette run (tests/core/test_s3.py runs the same against a local S3 server)."""
+at the URL what is not a chainette run (tests/integration/test_s3.py runs the same against a local S3 server)."""
 
 from __future__ import annotations
 

@@ -102,6 +102,7 @@ class RemoteFile:
         """What identifies the file's current bytes without reading them: its ETag, hash or blob id when the
         filesystem's `info` gives one, else its modification time (with the URL and size); None when it gives neither."""
         try:
+            self.fs.invalidate_cache(self.path)  # a listing cached earlier in this process may hold an older version
             info: dict[str, Any] = self.fs.info(self.path)
         except Exception as exc:
             raise InputError(f"Cannot read input {problem(self.url, exc)}.") from None
