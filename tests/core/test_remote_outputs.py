@@ -116,3 +116,11 @@ def test_a_failed_upload_keeps_the_staging_folder_and_says_how_to_retry(engine, 
     result = chain().run(rows(3), output_dir="memory://runs/w", progress=False)
     assert len(engine.requests) == calls and result.stats["status"] == "completed"
     assert len(memory.cat_file("/runs/w/label/000.jsonl").splitlines()) == 3
+
+
+def test_a_parquet_run_uploads_its_parquet_files_and_not_its_staged_jsonl(engine, memory):
+    pytest.importorskip("pyarrow")
+    chain().run(rows(3), output_dir="memory://runs/p", progress=False, output_format="parquet")
+    there = uploaded(memory, "runs/p")
+    assert {"label/000.parquet", "flattened/000.parquet", ".chainette/manifest.json", "run.json"} <= set(there)
+    assert not [name for name in there if name.endswith(".jsonl") and name != "errors.jsonl"]
