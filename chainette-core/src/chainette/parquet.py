@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import orjson
 
 from chainette.errors import ChainetteError
-from chainette.remote import Location, RemoteFile
+from chainette.remote import Location, open_binary
 
 BATCH_ROWS = 10_000
 JSON_FIELD = {b"chainette": b"json"}
@@ -37,7 +37,7 @@ def column_names(path: Location, error: type[ChainetteError] = ChainetteError) -
     """The columns of a Parquet file (local or at a URL), from its footer; `error` when the file is not Parquet."""
     pa = require(f"Reading {path}", error)
     try:
-        with _open(path) as handle:
+        with open_binary(path) as handle:
             names: list[str] = pa.parquet.ParquetFile(handle).schema_arrow.names
             return names
     except (OSError, pa.ArrowException) as exc:
@@ -48,7 +48,7 @@ def read_rows(path: Location, columns: list[str] | None = None) -> Iterator[dict
     """The rows of a Parquet file (local or at a URL) as dicts, batch by batch (only `columns` when given); JSON-text
     fields decoded. A file at a URL is read through fsspec's file: its footer, then one row group at a time."""
     pa = require(f"Reading {path}")
-    with _open(path) as handle:
+    with open_binary(path) as handle:
         file = pa.parquet.ParquetFile(handle)
         schema = file.schema_arrow
         encoded = [name for name in _json_fields(schema) if columns is None or name in columns]
@@ -58,10 +58,6 @@ def read_rows(path: Location, columns: list[str] | None = None) -> Iterator[dict
                     if row[name] is not None:
                         row[name] = orjson.loads(row[name])
                 yield row
-
-
-def _open(path: Location) -> BinaryIO:
-    return path.open() if isinstance(path, RemoteFile) else open(path, "rb")
 
 
 def export_folder(source: Path, target: Path) -> None:

@@ -74,7 +74,7 @@ class RemoteOutput:
             )
         try:
             return None if text is None else dict(json.loads(text))
-        except ValueError:
+        except (ValueError, TypeError):
             raise ChainetteError(
                 f"Output {self.url}: its {STATE_DIR}/{MANIFEST} is not a chainette manifest; choose another folder."
             ) from None
