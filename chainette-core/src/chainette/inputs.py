@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from chainette import parquet
 from chainette.errors import InputError, describe_validation_error
+from chainette.remote import Location, RemoteFile, content_hash, is_url, open_binary
 
 HF_PREFIX = "hf:"
 ColumnSpec = str | Sequence[str] | Mapping[str, str] | None
@@ -100,15 +101,17 @@ class RawRow:
 
 
 def read_source(source: str | os.PathLike[str], columns: Columns | None = None) -> Iterator[RawRow]:
-    """Rows of a file (format chosen by extension) or of a Hugging Face dataset (`hf:name[:config]:split`), opened now."""
+    """Rows of a file, local or at a URL (format chosen by extension), or of a Hugging Face dataset
+    (`hf:name[:config]:split`), opened now."""
     spec = hf_source(source)
     rows = _hf_rows(spec, columns) if spec is not None else read_file(source, columns)
     return rows if columns is None else _with_columns(rows, columns)
 
 
-def read_file(path: str | os.PathLike[str], columns: Columns | None = None) -> Iterator[RawRow]:
-    """Rows of a JSONL, JSON, CSV or Parquet file; InputError now for a missing file, unknown extension or column."""
-    path = Path(path)
+def read_file(source: str | os.PathLike[str], columns: Columns | None = None) -> Iterator[RawRow]:
+    """Rows of a JSONL, JSON, CSV or Parquet file, local or at a URL (chainette.remote); InputError now for a missing
+    file, unknown extension or column. Each row's `where` names the file (its URL) and line or index."""
+    path = location(source)
     reader = READERS.get(path.suffix.lower())
     if reader is None:
         extension = f"extension '{path.suffix}'" if path.suffix else "no extension"
@@ -116,7 +119,7 @@ def read_file(path: str | os.PathLike[str], columns: Columns | None = None) -> I
             f"Input file {path}: {extension}, so its format is unknown. Supported: {', '.join(READERS)} "
             "(rename the file to match its format), or hf:name[:config]:split for a Hugging Face dataset."
         )
-    _open(path).close()
+    open_binary(path).close()
     return reader(path, columns)
 
 
@@ -126,17 +129,15 @@ def _with_columns(rows: Iterator[RawRow], columns: Columns) -> Iterator[RawRow]:
         yield row
 
 
-def _open(path: Path) -> BinaryIO:
-    try:
-        return open(path, "rb")
-    except OSError as exc:
-        raise InputError(f"Cannot read input file {path}: {exc.strerror}.") from None
+def location(source: str | os.PathLike[str]) -> Location:
+    """A local path, or the file a URL names (its filesystem's package imported now)."""
+    return RemoteFile.at(source) if isinstance(source, str) and is_url(source) else Path(source)
 
 
-def _open_text(path: Path, newline: str | None = None) -> TextIO:
+def _open_text(path: Location, newline: str | None = None) -> TextIO:
     """The file as UTF-8 text (a leading byte-order mark skipped); InputError when its first 64 KiB are not UTF-8 text.
     A bad byte further on raises UnicodeDecodeError while reading: turn it into `encoding_error(path)`."""
-    file = _open(path)
+    file = open_binary(path)
     problem = _encoding_problem(path, file, whole=False)
     if problem is not None:
         file.close()
@@ -145,9 +146,9 @@ def _open_text(path: Path, newline: str | None = None) -> TextIO:
     return io.TextIOWrapper(file, encoding="utf-8-sig", newline=newline)
 
 
-def encoding_error(path: Path) -> InputError:
+def encoding_error(path: Location) -> InputError:
     """The InputError naming the line of the first byte of `path` that is not UTF-8 text (after a UnicodeDecodeError)."""
-    with _open(path) as file:
+    with open_binary(path) as file:
         problem = _encoding_problem(path, file, whole=True)
     return problem or InputError(f"Cannot read input file {path}: it changed while it was read.")
 
@@ -162,7 +163,7 @@ UNICODE_BOMS = {
 }
 
 
-def _encoding_problem(path: Path, file: BinaryIO, whole: bool) -> InputError | None:
+def _encoding_problem(path: Location, file: BinaryIO, whole: bool) -> InputError | None:
     """Why `file` is not UTF-8 text (a UTF-16 or UTF-32 byte-order mark, a NUL byte, a byte UTF-8 cannot decode),
     naming the line, or None; reads one chunk, or all of it when `whole`."""
     pending, offset, line = b"", 0, 1
@@ -187,7 +188,7 @@ def _encoding_problem(path: Path, file: BinaryIO, whole: bool) -> InputError | N
     return None
 
 
-def _not_utf8(path: Path, line: int, offset: int, byte: int, reason: str) -> InputError:
+def _not_utf8(path: Location, line: int, offset: int, byte: int, reason: str) -> InputError:
     source = "UTF-16" if byte == 0 else "WINDOWS-1252"
     return InputError(
         f"{path}:{line}: the file is not UTF-8 text: byte 0x{byte:02x} at offset {offset} {reason}. Give the file saved as "
@@ -211,13 +212,13 @@ def _first_bad_byte(data: bytes) -> tuple[int | None, str, bytes]:
     return None, "", b""
 
 
-def _json_rows(path: Path, columns: Columns | None) -> Iterator[RawRow]:
+def _json_rows(path: Location, columns: Columns | None) -> Iterator[RawRow]:
     """A JSONL file (one object per line, blank lines skipped), or a file holding one JSON array; its start is checked now."""
     _open_text(path).close()
     return _json_records(path)
 
 
-def _json_records(path: Path) -> Iterator[RawRow]:
+def _json_records(path: Location) -> Iterator[RawRow]:
     with _open_text(path) as file:
         first = file.read(1)
         while first.isspace():
@@ -234,7 +235,7 @@ def _json_records(path: Path) -> Iterator[RawRow]:
             raise encoding_error(path) from None
 
 
-def _json_array(path: Path, text: str) -> Iterator[RawRow]:
+def _json_array(path: Location, text: str) -> Iterator[RawRow]:
     try:
         items = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -266,7 +267,7 @@ def _deep_line(text: str) -> int:
 _EXTRA = "\0extra"
 
 
-def _csv_rows(path: Path, columns: Columns | None) -> Iterator[RawRow]:
+def _csv_rows(path: Location, columns: Columns | None) -> Iterator[RawRow]:
     """A CSV file with a header line; values stay strings (the input model converts them); `where` is file:line."""
     with _open_text(path, newline="") as file:
         header = _csv_header(path, csv.DictReader(file))
@@ -275,7 +276,7 @@ def _csv_rows(path: Path, columns: Columns | None) -> Iterator[RawRow]:
     return _csv_records(path)
 
 
-def _csv_header(path: Path, reader: csv.DictReader[str]) -> list[str]:
+def _csv_header(path: Location, reader: csv.DictReader[str]) -> list[str]:
     try:
         return list(reader.fieldnames or [])
     except UnicodeDecodeError:
@@ -284,7 +285,7 @@ def _csv_header(path: Path, reader: csv.DictReader[str]) -> list[str]:
         raise InputError(f"{path}:1: cannot read the CSV header: {exc}. Save the file as UTF-8 CSV with a header line.") from None
 
 
-def _csv_records(path: Path) -> Iterator[RawRow]:
+def _csv_records(path: Location) -> Iterator[RawRow]:
     with _open_text(path, newline="") as file:
         reader = csv.DictReader(file, restkey=_EXTRA)
         width = len(_csv_header(path, reader))
@@ -304,7 +305,7 @@ def _csv_records(path: Path) -> Iterator[RawRow]:
             start = reader.line_num + 1
 
 
-def _parquet_rows(path: Path, columns: Columns | None) -> Iterator[RawRow]:
+def _parquet_rows(path: Location, columns: Columns | None) -> Iterator[RawRow]:
     """A Parquet file, streamed by record batches (only the picked columns are read); `where` is file[row index]."""
     header = parquet.column_names(path, InputError)
     if columns is not None:
@@ -313,7 +314,7 @@ def _parquet_rows(path: Path, columns: Columns | None) -> Iterator[RawRow]:
     return (RawRow(f"{path}[{index}]", row) for index, row in enumerate(parquet.read_rows(path, selected)))
 
 
-READERS: dict[str, Callable[[Path, Columns | None], Iterator[RawRow]]] = {
+READERS: dict[str, Callable[[Location, Columns | None], Iterator[RawRow]]] = {
     ".jsonl": _json_rows,
     ".ndjson": _json_rows,
     ".json": _json_rows,
@@ -338,7 +339,7 @@ class HfSource:
 
 def hf_source(source: object) -> HfSource | None:
     """The dataset a `hf:` source names (None for anything else); InputError when it is malformed."""
-    if not isinstance(source, str) or not source.startswith(HF_PREFIX):
+    if not isinstance(source, str) or not source.startswith(HF_PREFIX) or is_url(source):
         return None
     parts = source[len(HF_PREFIX) :].split(":")
     if len(parts) > 3 or not parts[0] or not all(parts[-1:]):
@@ -490,17 +491,21 @@ def open_rows(source: Inputs, columns: Columns | None) -> Iterable[RawRow]:
 
 def fingerprint(source: Inputs, columns: Columns | None = None, id_column: str | None = None) -> str | None:
     """A hash of the inputs when they can be read twice (a file's bytes, a list, a dataset's name and split), with
-    the columns picked and the id column; None for a one-shot iterator."""
+    the columns picked and the id column; None for a one-shot iterator. A file at a URL is not read for it when its
+    filesystem names its version (an ETag, hash or modification time: RemoteFile.version); else its bytes are hashed."""
     digest = hashlib.blake2b(digest_size=16)
     dataset = hf_source(source)
     if dataset is not None:
         digest.update(dataset.identity.encode())
     elif isinstance(source, (str, os.PathLike)):
         try:
-            with open(source, "rb") as file:
-                while chunk := file.read(1 << 20):
-                    digest.update(chunk)
-        except OSError:
+            found = location(source)
+            version = found.version() if isinstance(found, RemoteFile) else None
+            if version is None:
+                content_hash(found, digest)
+            else:
+                digest.update(version.encode())
+        except (InputError, OSError):
             return None
     elif isinstance(source, (list, tuple)):
         for row in source:

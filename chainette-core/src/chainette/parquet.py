@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from chainette.errors import ChainetteError
+from chainette.remote import Location, open_binary
 
 BATCH_ROWS = 10_000
 JSON_FIELD = {b"chainette": b"json"}
@@ -32,21 +33,22 @@ def require(purpose: str, error: type[ChainetteError] = ChainetteError) -> Any:
     return pyarrow
 
 
-def column_names(path: Path, error: type[ChainetteError] = ChainetteError) -> list[str]:
-    """The columns of a Parquet file, from its footer; `error` when the file is not Parquet."""
+def column_names(path: Location, error: type[ChainetteError] = ChainetteError) -> list[str]:
+    """The columns of a Parquet file (local or at a URL), from its footer; `error` when the file is not Parquet."""
     pa = require(f"Reading {path}", error)
     try:
-        with open(path, "rb") as handle:
+        with open_binary(path) as handle:
             names: list[str] = pa.parquet.ParquetFile(handle).schema_arrow.names
             return names
     except (OSError, pa.ArrowException) as exc:
         raise error(f"Cannot read {path} as a Parquet file: {exc}.") from None
 
 
-def read_rows(path: Path, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
-    """The rows of a Parquet file as dicts, batch by batch (only `columns` when given); JSON-text fields decoded."""
+def read_rows(path: Location, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    """The rows of a Parquet file (local or at a URL) as dicts, batch by batch (only `columns` when given); JSON-text
+    fields decoded. A file at a URL is read through fsspec's file: its footer, then one row group at a time."""
     pa = require(f"Reading {path}")
-    with open(path, "rb") as handle:
+    with open_binary(path) as handle:
         file = pa.parquet.ParquetFile(handle)
         schema = file.schema_arrow
         encoded = [name for name in _json_fields(schema) if columns is None or name in columns]

@@ -11,6 +11,7 @@ import typer
 
 from chainette.cli.loading import load_chain
 from chainette.errors import ConfigError, RunInterrupted
+from chainette.remote import is_url
 
 NON_TERMINAL_WIDTH = 160
 
@@ -27,10 +28,14 @@ def run_command(
         ...,
         "--inputs",
         "-i",
-        help="Input rows: a .jsonl, .json, .csv or .parquet file, or hf:name[:config]:split (a Hugging Face dataset).",
+        help="Input rows: a .jsonl, .json, .csv or .parquet file, local or at a URL (s3://, gs://, hf://...), or hf:name[:config]:split (a Hugging Face dataset).",
     ),
     output_dir: str = typer.Option(
-        ..., "--output", "-o", metavar="OUTPUT", help="Output directory: new, empty, or holding a run of this chain to resume."
+        ...,
+        "--output",
+        "-o",
+        metavar="OUTPUT",
+        help="Output directory: new, empty, or holding a run of this chain to resume; or a URL (s3://bucket/prefix) to upload the finished outputs to.",
     ),
     engines: Path | None = typer.Option(
         None, "--engines", "-e", help="A YAML file defining every engine the chain uses (replacing the chain file's own)."
@@ -81,11 +86,12 @@ def run_command(
     from chainette.run.options import RunOptions
     from chainette.run.rundir import output_path
     from chainette.run.session import run_blocking
+    from chainette.run.staging import UploadedRun, staging_dir
     from chainette.ui.summary import summary
 
     if no_cache and refresh_cache:
         raise ConfigError("--no-cache and --refresh-cache contradict each other: give one of them.")
-    output = output_path(output_dir, "The output directory (-o)")
+    output = output_dir if is_url(output_dir) else output_path(output_dir, "The output directory (-o)")
     loaded = load_chain(chain)
     if engines is not None:
         load_engines_from_yaml(engines, used=loaded.engine_users())
@@ -109,10 +115,12 @@ def run_command(
         result = run_blocking(loaded, inputs, options)
     except RunInterrupted:
         if cancel_batches is None:
-            _offer_to_cancel(loaded, output, batch)
+            _offer_to_cancel(loaded, staging_dir(output) if isinstance(output, str) else output, batch)
         raise
     if not json_logs:
         console.print(summary(result.stats, str(output)), soft_wrap=True)
+        if isinstance(result, UploadedRun):
+            console.print(result.note(), soft_wrap=True, markup=False)
     code, reason = exit_status(result.stats)
     if reason and json_logs:
         typer.echo(f"Exit status {code}: {reason}", err=True)

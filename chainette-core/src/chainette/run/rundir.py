@@ -121,19 +121,7 @@ class RunDir(RunPaths):
                     "resumed. Finish it with the version that started it, choose another directory, or pass --overwrite "
                     "(overwrite=True) to start afresh."
                 )
-            for key, what in (("chain", "another chain (or a changed one)"), ("inputs", "other inputs")):
-                if None not in (previous.get(key), identity.get(key)) and previous[key] != identity[key]:
-                    if key == "chain":
-                        what = _changed_nodes(previous.get("nodes"), identity.get("nodes")) or what
-                    raise ChainetteError(
-                        f"Output directory {self.root} holds a run of {what}. Choose another directory, or pass --overwrite (overwrite=True) to start afresh."
-                    )
-            written = previous.get("format", "jsonl")
-            if written != identity["format"]:
-                raise ChainetteError(
-                    f"Output directory {self.root} holds a run written as {written}, not {identity['format']}. "
-                    f"Resume it with --format {written} (output_format='{written}'), choose another directory, or pass --overwrite (overwrite=True) to start afresh."
-                )
+            refuse_other_run(str(self.root), previous, identity)
             return True
         try:
             if overwrite:
@@ -158,6 +146,24 @@ class RunDir(RunPaths):
     def write_json(self, name: str, data: Any) -> None:
         """Write `name` in the run directory as indented JSON, whole (never half a file after a crash)."""
         write_atomically(self.root / name, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
+
+
+def refuse_other_run(where: str, previous: dict[str, Any], identity: dict[str, Any]) -> None:
+    """ChainetteError when the manifest `previous` found at `where` is of another chain, other inputs or another
+    output format than `identity` (the run about to start, its format included)."""
+    for key, what in (("chain", "another chain (or a changed one)"), ("inputs", "other inputs")):
+        if None not in (previous.get(key), identity.get(key)) and previous[key] != identity[key]:
+            if key == "chain":
+                what = _changed_nodes(previous.get("nodes"), identity.get("nodes")) or what
+            raise ChainetteError(
+                f"Output directory {where} holds a run of {what}. Choose another directory, or pass --overwrite (overwrite=True) to start afresh."
+            )
+    written = previous.get("format", "jsonl")
+    if written != identity["format"]:
+        raise ChainetteError(
+            f"Output directory {where} holds a run written as {written}, not {identity['format']}. "
+            f"Resume it with --format {written} (output_format='{written}'), choose another directory, or pass --overwrite (overwrite=True) to start afresh."
+        )
 
 
 def _check_place(paths: RunPaths, overwrite: bool) -> None:

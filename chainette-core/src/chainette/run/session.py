@@ -3,6 +3,7 @@
 Open: check the chain's engines and output models, open the inputs and the run directory (resumed, started afresh
 or refused; its lock held from here). Execute: one session of the executor, then the flattened table and the
 Parquet files. Close: run.json records how the session ended (every session's figures), and the lock is released.
+With outputs at a URL the run directory is a local staging folder, uploaded when the session ends (chainette.run.staging).
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from chainette.execution.stopping import stop_on_signals, with_resume_hint
 from chainette.inputs import Columns, Inputs, fingerprint, open_rows
 from chainette.nodes import INPUT_ID, Node, Step
 from chainette.plugins import get_plugins
+from chainette.remote import is_url
 from chainette.results import RunResult
 from chainette.run.options import RunOptions
 from chainette.run.rundir import FLATTENED, GRAPH_FILE, RUN_FILE, RunDir
+from chainette.run.staging import RemoteOutput
 from chainette.secrets import engine_secrets, redact_data
 
 if TYPE_CHECKING:
@@ -64,6 +67,10 @@ class RunSession:
             "nodes": graph.node_fingerprints(chain.nodes),
         }
         root = _default_output_dir(chain.name) if options.output_dir is None else options.output_dir
+        self.target: RemoteOutput | None = None
+        if is_url(root):
+            self.target = RemoteOutput(str(root), {**identity, "format": options.output_format}, overwrite=options.overwrite)
+            root = self.target.staging
         self.run_dir = RunDir(root, identity, overwrite=options.overwrite, output_format=options.output_format)
 
     def __enter__(self) -> RunSession:
@@ -73,8 +80,10 @@ class RunSession:
         self.close()
 
     def close(self) -> None:
-        """Let go of the run directory: another run may use it from now on."""
+        """Let go of the run directory: another run may use it from now on (a staging folder uploaded whole is removed)."""
         self.run_dir.close()
+        if self.target is not None:
+            self.target.clean()
 
     async def execute(self) -> RunResult:
         """Run the chain's nodes over the rows in the run directory; run.json records how the session ended."""
@@ -119,8 +128,13 @@ class RunSession:
                 "sessions": sessions,
                 "versions": _versions(self.engines),
             }
-            run_dir.write_json(RUN_FILE, redact_data(summary, secrets))
+            recorded = redact_data(summary, secrets)
+            run_dir.write_json(RUN_FILE, recorded)
             bus.emit(RunFinished(status=status, summary=summary))
+            if self.target is not None and status != "failed":
+                self.target.upload(run_dir.root, status)
+        if self.target is not None:
+            return self.target.result(recorded, chain.output_models())
         return RunResult(run_dir.root, chain.output_models())
 
 
