@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from chainette import parquet
 from chainette.errors import InputError, describe_validation_error
+from chainette.media import ROOT_CONTEXT
 
 HF_PREFIX = "hf:"
 ColumnSpec = str | Sequence[str] | Mapping[str, str] | None
@@ -91,12 +92,14 @@ def _names(names: list[str]) -> str:
 
 @dataclass(slots=True)
 class RawRow:
-    """One input row before validation: where it came from, its text or object, the columns to pick, a problem found when reading it."""
+    """One input row before validation: where it came from, its text or object, the columns to pick, a problem found when
+    reading it, and the folder its relative media paths are read from (its file's; None: the current directory)."""
 
     where: str
     value: str | Any
     columns: Columns | None = None
     problem: str | None = None
+    folder: Path | None = None
 
 
 def read_source(source: str | os.PathLike[str], columns: Columns | None = None) -> Iterator[RawRow]:
@@ -117,7 +120,13 @@ def read_file(path: str | os.PathLike[str], columns: Columns | None = None) -> I
             "(rename the file to match its format), or hf:name[:config]:split for a Hugging Face dataset."
         )
     _open(path).close()
-    return reader(path, columns)
+    return _in_folder(reader(path, columns), path.resolve().parent)
+
+
+def _in_folder(rows: Iterator[RawRow], folder: Path) -> Iterator[RawRow]:
+    for row in rows:
+        row.folder = folder
+        yield row
 
 
 def _with_columns(rows: Iterator[RawRow], columns: Columns) -> Iterator[RawRow]:
@@ -422,7 +431,7 @@ def validate(row: RawRow, value: dict[str, Any], model: type[BaseModel] | None) 
 
 def _validated(row: RawRow, value: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
     try:
-        data = model.model_validate(value).model_dump(mode="json")
+        data = model.model_validate(value, context={ROOT_CONTEXT: row.folder}).model_dump(mode="json")
     except Exception as exc:
         problems = describe_validation_error(exc, "field '{}'") if isinstance(exc, ValidationError) else str(exc)
         raise ValueError(f"{row.where}: does not match {model.__name__}: {problems}") from None
