@@ -19,13 +19,13 @@ import os
 from pathlib import Path
 import re
 import tempfile
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_args
 
-from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler, ValidationInfo
+from pydantic import BaseModel, GetCoreSchemaHandler, GetJsonSchemaHandler, ValidationInfo
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
-from chainette.errors import RowError
+from chainette.errors import ConfigError, RowError
 
 ROOT_CONTEXT = "chainette_media_root"
 """The validation-context key naming the folder relative media paths are read from (the input file's folder)."""
@@ -273,6 +273,27 @@ def _png_of(image: Any) -> bytes:
 
 def _a(kind: str) -> str:
     return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
+def media_fields(model: type[BaseModel] | None) -> dict[str, str]:
+    """The kind of each media field of `model` (`Image`, `list[Document]`, `Audio | None`...), by field name."""
+    if model is None:
+        return {}
+    found = {name: _kind_in(field.annotation) for name, field in model.model_fields.items()}
+    return {name: kind for name, kind in found.items() if kind}
+
+
+def _kind_in(annotation: Any) -> str:
+    if isinstance(annotation, type) and issubclass(annotation, Media):
+        return annotation.kind
+    return next((kind for kind in map(_kind_in, get_args(annotation)) if kind), "")
+
+
+def refuse_kinds(engine: str, fields: Mapping[str, str], refused: Mapping[str, str]) -> None:
+    """A ConfigError for the first field whose kind `refused` maps to a reason (what the engine's API lacks, what to do)."""
+    for field, kind in fields.items():
+        if kind in refused:
+            raise ConfigError(f"field '{field}' is {_a(kind)}, which engine '{engine}' cannot take: {refused[kind]}")
 
 
 def read_bytes(reference: Mapping[str, Any], *, field: str) -> bytes:

@@ -14,11 +14,12 @@ import secrets
 from typing import Any
 
 from jinja2.exceptions import SecurityError
+from pydantic import BaseModel
 
 from chainette.errors import RowError
 from chainette.frontier import Row
-from chainette.media import is_reference
-from chainette.nodes import Step
+from chainette.media import is_reference, media_fields
+from chainette.nodes import INPUT_ID, Step
 from chainette.policy import TEMPLATE_KIND
 from chainette.schema import format_instruction
 from chainette.templates import Render, compile_template, referenced_names
@@ -120,6 +121,20 @@ class _MediaMarks:
         if start < len(text):
             content.append({"type": "text", "text": text[start:]})
         return content
+
+
+def placed_media(step: Step, chain_input: type[BaseModel] | None) -> dict[str, str]:
+    """The kind of each media field `step`'s user prompt places (`photo`, or `chain_input.photo`), by its name there:
+    the fields of its input model (else the chain's) and the chain input's fields read through `chain_input`."""
+    direct = media_fields(step.input_model or chain_input)
+    through = media_fields(chain_input)
+    placed = {}
+    for name, attributes in referenced_names(step.user_prompt, where=f"Step '{step.id}': user_prompt").items():
+        if name in direct:
+            placed[name] = direct[name]
+        if name == INPUT_ID:
+            placed.update({f"{name}.{attribute}": through[attribute] for attribute in sorted(attributes) if attribute in through})
+    return placed
 
 
 def content_text(content: str | list[dict[str, Any]]) -> str:

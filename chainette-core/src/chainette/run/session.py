@@ -20,6 +20,7 @@ from chainette.errors import ConfigError
 from chainette.events import EventBus, Progress, RunFinished, RunStarted
 from chainette.execution.executor import Executor
 from chainette.execution.flatten import write_flattened
+from chainette.execution.prompts import placed_media
 from chainette.execution.stopping import stop_on_signals, with_resume_hint
 from chainette.inputs import Columns, Inputs, fingerprint, open_rows
 from chainette.nodes import INPUT_ID, Node, Step
@@ -30,6 +31,8 @@ from chainette.run.rundir import FLATTENED, GRAPH_FILE, RUN_FILE, RunDir
 from chainette.secrets import engine_secrets, redact_data
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from chainette.chain import Chain
 
 
@@ -55,6 +58,7 @@ class RunSession:
         self.options = options
         self.engines = chain.engines()
         _check_output_models(chain.nodes, self.engines)
+        _check_input_media(chain.nodes, self.engines, chain.input_model)
         check_keys(self.engines)
         picked = Columns.parse(options.columns)
         self.rows = open_rows(inputs, picked)
@@ -144,6 +148,21 @@ def _check_output_models(nodes: list[Node], engines: dict[str, EngineConfig[Engi
             config = engines[node.engine_name]
             try:
                 get_plugins().hooks(config.backend).check_output_model(config, node.output_model)
+            except ConfigError as exc:
+                raise ConfigError(f"Step '{node.id}': {exc}", exc.loc, node=node) from None
+
+
+def _check_input_media(nodes: list[Node], engines: dict[str, EngineConfig[EngineOptions]], chain_input: type[BaseModel] | None) -> None:
+    """Let each step's backend refuse, before any request, media its user prompt places that the engine cannot take
+    (the ConfigError then names the step)."""
+    for node in graph.iter_nodes(nodes):
+        if isinstance(node, Step):
+            fields = placed_media(node, chain_input)
+            if not fields:
+                continue
+            config = engines[node.engine_name]
+            try:
+                get_plugins().hooks(config.backend).check_input_media(config, fields)
             except ConfigError as exc:
                 raise ConfigError(f"Step '{node.id}': {exc}", exc.loc, node=node) from None
 
