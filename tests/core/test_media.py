@@ -13,15 +13,37 @@ import tracemalloc
 from pydantic import BaseModel
 import pytest
 
-from chainette import Audio, Chain, Document, Image, Step, register_engine
+from chainette import Audio, Chain, ConfigError, Document, Image, Step, hookimpl, register_engine
 from chainette.cache.keys import RequestKeys
 from chainette.errors import RowError
 from chainette.execution.prompts import Prompts, content_text
 from chainette.frontier import Row
 from chainette.inputs import read_file, validate
 from chainette.media import is_reference, read_bytes, sniff
+from chainette.plugins import get_plugins
 
-from .conftest import Label
+from .conftest import Label, ScriptedBackend
+
+
+class MediaScripted(ScriptedBackend):
+    """A scripted backend that says it takes every media kind."""
+
+    @hookimpl
+    def check_input_media(self, config, fields):
+        self.events.append(f"media {sorted(fields.items())}")
+
+
+@pytest.fixture
+def scripted():
+    """Register a MediaScripted as backend 'scripted' and return it."""
+
+    def make(answer) -> MediaScripted:
+        backend = MediaScripted(answer)
+        get_plugins().register("scripted", backend)
+        return backend
+
+    return make
+
 
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==")
 PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
@@ -250,6 +272,7 @@ def test_outputs_and_flattened_hold_the_reference_and_requests_carry_the_image(s
     (folder / "rows.jsonl").write_text('{"photo": "a.png", "note": "x"}\n')
     result = Chain(name="c", steps=[step("Read: {{photo}}")]).run(str(folder / "rows.jsonl"), output_dir=tmp_path / "out")
     expected = {"media": "image", "media_type": "image/png", "sha256": sha(PNG), "path": str(folder / "a.png")}
+    assert "media [('photo', 'image')]" in backend.events, "the start check was asked about the placed field"
     assert backend.requests[0].messages[-1]["content"][1]["reference"] == expected
     assert result.flattened[0]["chain_input.photo"] == expected or result.flattened[0]["chain_input.photo.sha256"] == sha(PNG)
     written = (tmp_path / "out").rglob("*.jsonl")
@@ -290,3 +313,18 @@ def test_memory_stays_flat_over_ten_thousand_images(scripted, tmp_path):
     small = peak_memory(tmp_path / "small", 4, sizes)
     large = peak_memory(tmp_path / "large", 4096, sizes)
     assert large - small < 10_000 * 4096 / 20
+
+
+def test_a_backend_without_the_media_hook_is_refused_at_start_naming_step_field_and_backend(tmp_path):
+    get_plugins().register("texty", ScriptedBackend(lambda request, attempt: "{}"))
+    register_engine("s", backend="texty", model="m")
+    with pytest.raises(
+        ConfigError, match=r"Step 'read': field 'photo' is media, and backend 'texty' \(engine 's'\) does not say it can send media"
+    ):
+        Chain(name="c", steps=[step("Read: {{photo}}")]).run([{"photo": PNG}], output_dir=tmp_path / "out")
+
+
+def test_a_step_that_does_not_place_media_needs_no_media_hook(tmp_path):
+    get_plugins().register("texty", ScriptedBackend(lambda request, attempt: '{"label": "ok"}'))
+    register_engine("s", backend="texty", model="m")
+    assert len(Chain(name="c", steps=[step("Note: {{note}}")]).run([{"photo": PNG, "note": "n"}], output_dir=tmp_path / "out")["read"]) == 1

@@ -154,15 +154,23 @@ def _check_output_models(nodes: list[Node], engines: dict[str, EngineConfig[Engi
 
 def _check_input_media(nodes: list[Node], engines: dict[str, EngineConfig[EngineOptions]], chain_input: type[BaseModel] | None) -> None:
     """Let each step's backend refuse, before any request, media its user prompt places that the engine cannot take
-    (the ConfigError then names the step)."""
+    (the ConfigError then names the step). A backend that implements no `check_input_media` hook takes no media: it
+    was written for text messages only."""
     for node in graph.iter_nodes(nodes):
         if isinstance(node, Step):
             fields = placed_media(node, chain_input)
             if not fields:
                 continue
             config = engines[node.engine_name]
+            hooks = get_plugins().hooks(config.backend)
             try:
-                get_plugins().hooks(config.backend).check_input_media(config, fields)
+                if not hooks.implements("check_input_media"):
+                    field = next(iter(fields))
+                    raise ConfigError(
+                        f"field '{field}' is media, and backend '{config.backend}' (engine '{config.name}') does not say it can send media "
+                        "(it implements no check_input_media hook). Use a backend that does (openai, vllm, ollama), or leave the field out of the prompt."
+                    )
+                hooks.check_input_media(config, fields)
             except ConfigError as exc:
                 raise ConfigError(f"Step '{node.id}': {exc}", exc.loc, node=node) from None
 
