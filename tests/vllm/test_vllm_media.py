@@ -5,6 +5,7 @@ the loopback FakeServer, and refuses documents at start."""
 from __future__ import annotations
 
 import base64
+import json
 
 from pydantic import BaseModel
 import pytest
@@ -53,3 +54,31 @@ def test_a_placed_document_is_refused_at_start_naming_step_and_field(tmp_path):
     step = Step(id="look", input_model=Visit, output_model=Summary, engine_name="gpu", user_prompt="{{photo}} {{scan}}")
     with pytest.raises(ConfigError, match=r"Step 'look': field 'scan' is a document, which engine 'gpu' cannot take: vLLM's chat API"):
         Chain(name="c", steps=[step]).run([{"photo": PNG, "note": MP3}], output_dir=tmp_path / "out")
+
+
+class Note(BaseModel):
+    note: str
+    photo: Image
+
+
+def test_an_image_changed_between_a_kill_and_the_resume_fails_its_rows_instead_of_answering_for_it(tmp_path):
+    """The rows a killed run had read keep the sha256 of their image; building their request after the file changed
+    is a row error of kind media, naming the field (rows answered before the kill keep their reference)."""
+    (tmp_path / "a.png").write_bytes(PNG)
+    (tmp_path / "rows.jsonl").write_text('{"note": "n", "photo": "a.png"}\n')
+    first = Step(id="first", input_model=Note, output_model=Summary, engine_name="gpu", user_prompt="{{note}}")
+    look = Step(id="look", output_model=Summary, engine_name="gpu", user_prompt="Look: {{chain_input.photo}}")
+    out = tmp_path / "out"
+    with FakeServer() as server:
+        register_engine("gpu", backend="vllm_api", model="fake-model", endpoint=f"{server.base_url}/v1")
+        Chain(name="c", steps=[first, look]).run(str(tmp_path / "rows.jsonl"), output_dir=out, cache=False)
+        for leftover in (out / ".chainette" / "look.done", out / ".chainette" / "look.jsonl", out / "look" / "000.jsonl", out / "run.json"):
+            leftover.unlink()  # killed before 'look' committed anything
+        (tmp_path / "a.png").write_bytes(PNG + b"edited")
+        asked = len(server.chat_requests())
+        result = Chain(name="c", steps=[first, look]).run(str(tmp_path / "rows.jsonl"), output_dir=out, cache=False)
+        assert len(server.chat_requests()) == asked, "nothing was sent for the changed image"
+    assert result["look"] == []
+    [error] = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert error["step_id"] == "look" and error["error_type"] == "media"
+    assert f"field 'chain_input.photo': {tmp_path / 'a.png'} changed since the row was read" in error["message"]
