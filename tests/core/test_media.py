@@ -16,7 +16,7 @@ import pytest
 from chainette import Audio, Chain, ConfigError, Document, Image, Step, hookimpl, register_engine
 from chainette.cache.keys import RequestKeys
 from chainette.errors import RowError
-from chainette.execution.prompts import Prompts, content_text
+from chainette.execution.prompts import Prompts, content_text, placed_media
 from chainette.frontier import Row
 from chainette.inputs import read_file, validate
 from chainette.media import is_reference, read_bytes, sniff
@@ -328,3 +328,10 @@ def test_a_step_that_does_not_place_media_needs_no_media_hook(tmp_path):
     get_plugins().register("texty", ScriptedBackend(lambda request, attempt: '{"label": "ok"}'))
     register_engine("s", backend="texty", model="m")
     assert len(Chain(name="c", steps=[step("Note: {{note}}")]).run([{"photo": PNG, "note": "n"}], output_dir=tmp_path / "out")["read"]) == 1
+
+
+def test_a_template_reading_a_references_fields_writes_about_it_without_placing_it():
+    photo = reference()
+    messages = Prompts.of(step("File {{photo.path}} ({{photo.media_type}})")).messages(row_of({"photo": photo}))
+    assert messages[-1] == {"role": "user", "content": f"File {photo['path']} (image/png)"}
+    assert placed_media(step("{{photo.path}}"), Receipt) == {} and placed_media(step("{{photo}}"), Receipt) == {"photo": "image"}

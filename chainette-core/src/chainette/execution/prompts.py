@@ -81,18 +81,19 @@ class _Marks(list[str]):
 
 
 class _MediaMarks:
-    """The template context with each media reference the templates read replaced by a mark (text that cannot occur
-    in a row), and the media part each mark stands for."""
+    """The template context with each media reference the templates place replaced by a mark (text that cannot occur
+    in a row), and the media part each mark stands for. A reference whose fields the template reads (`{{photo.path}}`)
+    is left as it is: that template writes about the media, it does not place it."""
 
     def __init__(self, context: dict[str, Any], names: dict[str, frozenset[str]]):
         self.parts: list[dict[str, Any]] = []
         self.context = context
         for name, attributes in names.items():
             value = context.get(name)
-            marked = self._marked(name, value)
+            marked = value if attributes else self._marked(name, value)
             if marked is not value:
                 self.context = {**self.context, name: marked}
-            elif type(value) is dict and attributes:
+            elif type(value) is dict and attributes and not is_reference(value):
                 inner = {attribute: self._marked(f"{name}.{attribute}", value.get(attribute)) for attribute in attributes}
                 changed = {key: item for key, item in inner.items() if item is not value.get(key)}
                 if changed:
@@ -130,7 +131,7 @@ def placed_media(step: Step, chain_input: type[BaseModel] | None) -> dict[str, s
     through = media_fields(chain_input)
     placed = {}
     for name, attributes in referenced_names(step.user_prompt, where=f"Step '{step.id}': user_prompt").items():
-        if name in direct:
+        if name in direct and not attributes:
             placed[name] = direct[name]
         if name == INPUT_ID:
             placed.update({f"{name}.{attribute}": through[attribute] for attribute in sorted(attributes) if attribute in through})
