@@ -19,7 +19,7 @@ from chainette.errors import RowError
 from chainette.execution.prompts import Prompts, content_text, placed_media
 from chainette.frontier import Row
 from chainette.inputs import read_file, validate
-from chainette.media import is_reference, read_bytes, sniff
+from chainette.media import Media, is_reference, read_bytes, sniff
 from chainette.plugins import get_plugins
 
 from .conftest import Label, ScriptedBackend
@@ -335,3 +335,10 @@ def test_a_template_reading_a_references_fields_writes_about_it_without_placing_
     messages = Prompts.of(step("File {{photo.path}} ({{photo.media_type}})")).messages(row_of({"photo": photo}))
     assert messages[-1] == {"role": "user", "content": f"File {photo['path']} (image/png)"}
     assert placed_media(step("{{photo.path}}"), Receipt) == {} and placed_media(step("{{photo}}"), Receipt) == {"photo": "image"}
+
+
+def test_a_field_typed_with_the_base_media_type_takes_any_kind():
+    class Any_(BaseModel):
+        item: Media
+
+    assert Any_.model_validate({"item": PDF}).item.kind == "document" and Any_.model_validate({"item": PNG}).item.kind == "image"

@@ -128,6 +128,8 @@ class Media:
         context = info.context if isinstance(info.context, Mapping) else {}
         root = context.get(ROOT_CONTEXT)
         made = value if isinstance(value, Media) else from_value(value, Path(root) if root is not None else Path.cwd())
+        if not cls.kind:
+            return made
         if made.kind and made.kind != cls.kind:
             raise ValueError(f"expected {_a(cls.kind)} ({KNOWN[cls.kind]}), got {_a(made.kind)} ({made.media_type})")
         return made if type(made) is cls else cls(made.media_type, made.sha256, path=made.path, url=made.url)
