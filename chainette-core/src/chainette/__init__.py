@@ -10,15 +10,18 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Answer": "chainette.client",
     "Apply": "chainette.nodes",
+    "Audio": "chainette.media",
     "BackendError": "chainette.errors",
     "Branch": "chainette.nodes",
     "Chain": "chainette.chain",
     "ChainetteError": "chainette.errors",
     "Client": "chainette.client",
     "ConfigError": "chainette.errors",
+    "Document": "chainette.media",
     "EngineConfig": "chainette.engines",
     "EngineError": "chainette.errors",
     "EngineOptions": "chainette.engines",
+    "Image": "chainette.media",
     "Request": "chainette.client",
     "RetryableError": "chainette.errors",
     "RowError": "chainette.errors",
@@ -67,6 +70,9 @@ if TYPE_CHECKING:  # explicit re-exports (`X as X`), so that strict type checker
     from chainette.errors import RetryableError as RetryableError
     from chainette.errors import RowError as RowError
     from chainette.hookspecs import hookimpl as hookimpl
+    from chainette.media import Audio as Audio
+    from chainette.media import Document as Document
+    from chainette.media import Image as Image
     from chainette.nodes import Apply as Apply
     from chainette.nodes import Branch as Branch
     from chainette.nodes import Step as Step

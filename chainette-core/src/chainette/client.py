@@ -9,6 +9,12 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
 
+Message = dict[str, Any]
+"""A chat message: `role`, and `content`, a string, or, when the user prompt places media, a list of parts:
+`{"type": "text", "text": str}` and `{"type": "media", "field": str, "reference": dict}` (the media's reference, see
+`chainette.media`; its bytes are read by the backend as it builds the request: `chainette.media.read_bytes`)."""
+
+
 @dataclass(slots=True)
 class Request:
     """One chat request: rendered messages, the JSON schema the answer must follow, translated sampling.
@@ -16,7 +22,7 @@ class Request:
     `output_model` is the pydantic model `schema` was made from, for a backend whose SDK converts models itself
     (the openai backend's strict schemas); None when a request is built from a bare schema."""
 
-    messages: list[dict[str, str]]
+    messages: list[Message]
     schema: dict[str, Any]
     schema_name: str
     sampling: dict[str, Any] = field(default_factory=dict)

@@ -100,6 +100,14 @@ def check_output_model(config: EngineConfig[EngineOptions], model: type[BaseMode
     before any request."""
 
 
+@hookspec
+def check_input_media(config: EngineConfig[EngineOptions], fields: dict[str, str]) -> None:
+    """Raise `ConfigError` when the engine cannot take the media a step places in its user prompt, naming the field and
+    what to do. `fields` maps each placed media field (`photo`, `chain_input.photo`) to its kind: image, document or
+    audio (see `chainette.media`). Called for every step that places media, at the start of a run, before any request.
+    A backend that does not implement this hook is taken to send text only: a step placing media on it is refused."""
+
+
 @hookspec(firstresult=True)
 def model_price(config: EngineConfig[EngineOptions]) -> tuple[float, float] | None:
     """USD per million input and output tokens for the engine's model, if the backend knows it (None: unknown).

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from chainette import parquet
 from chainette.errors import InputError, describe_validation_error
+from chainette.media import ROOT_CONTEXT
 from chainette.remote import Location, RemoteFile, content_hash, is_url, open_binary
 
 HF_PREFIX = "hf:"
@@ -92,12 +93,14 @@ def _names(names: list[str]) -> str:
 
 @dataclass(slots=True)
 class RawRow:
-    """One input row before validation: where it came from, its text or object, the columns to pick, a problem found when reading it."""
+    """One input row before validation: where it came from, its text or object, the columns to pick, a problem found when
+    reading it, and the folder its relative media paths are read from (its file's; None: the current directory)."""
 
     where: str
     value: str | Any
     columns: Columns | None = None
     problem: str | None = None
+    folder: Path | None = None
 
 
 def read_source(source: str | os.PathLike[str], columns: Columns | None = None) -> Iterator[RawRow]:
@@ -120,7 +123,15 @@ def read_file(source: str | os.PathLike[str], columns: Columns | None = None) ->
             "(rename the file to match its format), or hf:name[:config]:split for a Hugging Face dataset."
         )
     open_binary(path).close()
-    return reader(path, columns)
+    rows = reader(path, columns)
+    return rows if isinstance(path, RemoteFile) else _in_folder(rows, path.resolve().parent)
+
+
+def _in_folder(rows: Iterator[RawRow], folder: Path) -> Iterator[RawRow]:
+    """`rows`, each reading its relative media paths from `folder` (a local input file's; an input at a URL has none)."""
+    for row in rows:
+        row.folder = folder
+        yield row
 
 
 def _with_columns(rows: Iterator[RawRow], columns: Columns) -> Iterator[RawRow]:
@@ -423,7 +434,7 @@ def validate(row: RawRow, value: dict[str, Any], model: type[BaseModel] | None) 
 
 def _validated(row: RawRow, value: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
     try:
-        data = model.model_validate(value).model_dump(mode="json")
+        data = model.model_validate(value, context={ROOT_CONTEXT: row.folder}).model_dump(mode="json")
     except Exception as exc:
         problems = describe_validation_error(exc, "field '{}'") if isinstance(exc, ValidationError) else str(exc)
         raise ValueError(f"{row.where}: does not match {model.__name__}: {problems}") from None

@@ -1,4 +1,4 @@
-"""Reading the OpenAI chat-completions wire format, shared by the backends that speak it."""
+"""The OpenAI chat-completions wire format, shared by the backends that speak it: reading answers, and writing the\nmessages of a request that places media."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from collections.abc import Callable, Mapping
 import json
 from typing import Any
 
-from chainette.client import Answer, Usage
+from chainette.client import Answer, Message, Usage
 from chainette.errors import CUT_OFF, BackendError, RetryableError, RowError, error_for_status, finish_error
+from chainette.media import base64_of, data_url
 
 
 def parse_usage(report: Any) -> Usage:
@@ -88,3 +89,58 @@ def parse_batch_result(
         return key, parse(body) if parse is not None else parse_chat_completion(body, engine=engine)
     except BackendError as exc:
         return key, exc
+
+
+def wire_messages(
+    messages: list[Message], media_part: Callable[[str, dict[str, Any]], dict[str, Any]], text_type: str = "text"
+) -> list[Message]:
+    """`messages` as sent: each media part replaced by the wire part `media_part(field, reference)` makes (its bytes
+    read now, dropped with the request), each text part typed `text_type`. Text-only messages are returned as they are."""
+    if all(type(message["content"]) is str for message in messages):
+        return messages
+    return [
+        message if type(message["content"]) is str else {**message, "content": _parts(message["content"], media_part, text_type)}
+        for message in messages
+    ]
+
+
+def _parts(
+    content: list[dict[str, Any]], media_part: Callable[[str, dict[str, Any]], dict[str, Any]], text_type: str
+) -> list[dict[str, Any]]:
+    return [
+        {"type": text_type, "text": part["text"]} if part["type"] == "text" else media_part(part["field"], part["reference"])
+        for part in content
+    ]
+
+
+AUDIO_FORMATS = {"audio/wav": "wav", "audio/mpeg": "mp3"}
+"""The audio Chat Completions' `input_audio` takes, by media type (the OpenAI API reference: "wav" or "mp3")."""
+
+
+def chat_media_part(field: str, reference: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAI Chat Completions part for a media reference: `image_url` (a data URL or the http(s) URL), `input_audio`
+    (base64 WAV or MP3) or `file` (a PDF as a data URL in `file_data`); a RowError for what the API cannot take."""
+    kind = reference["media"]
+    if kind == "image":
+        return {"type": "image_url", "image_url": {"url": data_url(reference, field=field)}}
+    if kind == "audio":
+        audio_format = AUDIO_FORMATS.get(reference["media_type"])
+        if audio_format is None:
+            raise RowError(
+                f"field '{field}': {reference['media_type'] or 'this audio'} cannot be sent: Chat Completions takes WAV or MP3 audio",
+                kind="media",
+            )
+        return {"type": "input_audio", "input_audio": {"data": base64_of(reference, field=field), "format": audio_format}}
+    if reference.get("url"):
+        raise RowError(
+            f"field '{field}': Chat Completions takes a document's bytes, not its URL; the Responses API (api: responses) takes URLs",
+            kind="media",
+        )
+    return {"type": "file", "file": {"filename": file_name(field, reference), "file_data": data_url(reference, field=field)}}
+
+
+def file_name(field: str, reference: dict[str, Any]) -> str:
+    """The name a document is sent under: its file's name, else the field's with the type's extension."""
+    path = reference.get("path") or reference.get("url") or ""
+    name = str(path).rsplit("/", 1)[-1].split("?", 1)[0]
+    return name or f"{field}.pdf"

@@ -212,6 +212,9 @@ class BackendHooks:
     def check_output_model(self, config: EngineConfig[EngineOptions], model: type[BaseModel]) -> None:
         self.plugins.call(self.backend, "check_output_model", config=config, model=model)
 
+    def check_input_media(self, config: EngineConfig[EngineOptions], fields: dict[str, str]) -> None:
+        self.plugins.call(self.backend, "check_input_media", config=config, fields=fields)
+
     def model_price(self, config: EngineConfig[EngineOptions]) -> tuple[float, float] | None:
         return cast("tuple[float, float] | None", self.plugins.call(self.backend, "model_price", config=config))
 

@@ -27,7 +27,7 @@ class RenderedStep:
     """One step's messages for a row (or why they do not render), and the earlier ids whose values are placeholders."""
 
     step_id: str
-    messages: list[dict[str, str]] | None
+    messages: list[dict[str, Any]] | None
     error: str | None
     placeholders: list[str]
 

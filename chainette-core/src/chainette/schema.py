@@ -68,7 +68,7 @@ def extract_json(text: str) -> str:
     return stripped
 
 
-def repair_messages(messages: list[dict[str, str]], answer: str, error: str) -> list[dict[str, str]]:
+def repair_messages(messages: list[dict[str, Any]], answer: str, error: str) -> list[dict[str, Any]]:
     """The conversation for one repair attempt: the failed answer and the validation error fed back."""
     return [
         *messages,

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from chainette.engines import EngineConfig, EngineOptions, public_url
 from chainette.errors import ConfigError
 from chainette.hookspecs import hookimpl
+from chainette.media import refuse_kinds
 from chainette.sampling import SamplingParams, map_sampling
 from chainette_ollama.options import DEFAULT_PORT, DEFAULT_URL, OllamaOptions
 
@@ -75,6 +76,15 @@ def ensure_running(config: EngineConfig[OllamaOptions]) -> str:
     if config.endpoint:
         return base_url(config.endpoint, source=f"engine '{config.name}' endpoint")
     return base_url(os.environ.get("OLLAMA_HOST"))
+
+
+@hookimpl
+def check_input_media(config: EngineConfig[OllamaOptions], fields: dict[str, str]) -> None:
+    """Ollama's /api/chat takes images only (the message's `images`)."""
+    why = (
+        "Ollama's /api/chat takes images only (a message's images list); use a backend that takes it, or leave the field out of the prompt."
+    )
+    refuse_kinds(config.name, fields, {"document": why, "audio": why})
 
 
 @hookimpl

@@ -6,11 +6,37 @@ from typing import Any
 
 import httpx2
 
-from chainette.client import Answer, Request, Usage
+from chainette.client import Answer, Message, Request, Usage
 from chainette.engines import EngineConfig
 from chainette.errors import CUT_OFF, EngineError, RowError, finish_error
 from chainette.http import JsonHttpClient, bearer
+from chainette.media import base64_of
 from chainette_ollama.options import DEFAULT_URL, OllamaOptions
+
+
+def wire_messages(messages: list[Message]) -> list[Message]:
+    """The messages as /api/chat takes them (Ollama's `api.md`): content a string, and a message's images in its
+    `images` list (base64, no data-URL prefix), in the order the prompt places them."""
+    if all(type(message["content"]) is str for message in messages):
+        return messages
+    return [message if type(message["content"]) is str else _with_images(message["content"], message) for message in messages]
+
+
+def _with_images(parts: list[dict[str, Any]], message: Message) -> Message:
+    text = "".join(part["text"] for part in parts if part["type"] == "text")
+    images = [_image(part["field"], part["reference"]) for part in parts if part["type"] == "media"]
+    return {**message, "content": text, "images": images}
+
+
+def _image(field: str, reference: dict[str, Any]) -> str:
+    if reference["media"] != "image":
+        raise RowError(f"field '{field}': Ollama's /api/chat takes images only", kind="media")
+    if reference.get("url"):
+        raise RowError(
+            f"field '{field}': Ollama cannot fetch {reference['url']}: give the image as a file or bytes (chainette does not download)",
+            kind="media",
+        )
+    return base64_of(reference, field=field)
 
 
 class OllamaClient:
@@ -25,7 +51,7 @@ class OllamaClient:
 
     def payload(self, request: Request) -> dict[str, Any]:
         """The /api/chat body: streaming off, the schema as `format`, sampling as `options`."""
-        body: dict[str, Any] = {"model": self.model, "messages": request.messages, "stream": False, "format": request.schema}
+        body: dict[str, Any] = {"model": self.model, "messages": wire_messages(request.messages), "stream": False, "format": request.schema}
         if request.sampling:
             body["options"] = request.sampling
         if self.think is not None:

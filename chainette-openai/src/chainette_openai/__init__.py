@@ -15,6 +15,7 @@ import warnings
 from chainette.engines import EngineConfig, EngineOptions, public_url
 from chainette.errors import ConfigError
 from chainette.hookspecs import hookimpl
+from chainette.media import refuse_kinds
 from chainette.sampling import SamplingParams, map_sampling
 from chainette_openai.options import DEFAULT_KEY_ENV, OpenAIOptions, api_of
 from chainette_openai.profiles import profile_name, resolve
@@ -95,6 +96,13 @@ def check_output_model(config: EngineConfig[OpenAIOptions], model: type[BaseMode
         from chainette_openai.strict import check_strict
 
         check_strict(config, model)
+
+
+@hookimpl
+def check_input_media(config: EngineConfig[OpenAIOptions], fields: dict[str, str]) -> None:
+    """The Responses API has no audio input part; Chat Completions takes images, audio (WAV, MP3) and PDFs."""
+    if api_of(config) == "responses":
+        refuse_kinds(config.name, fields, {"audio": "the Responses API has no audio input; use api: chat (input_audio parts)."})
 
 
 @hookimpl

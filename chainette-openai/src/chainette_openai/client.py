@@ -20,9 +20,10 @@ from chainette.client import Answer, Request
 from chainette.engines import EngineConfig, public_url
 from chainette.errors import BackendError, EngineError, RetryableError, error_code, error_for_status, parse_retry_after
 from chainette.http import async_client, error_message, split_query
-from chainette.openai_format import parse_chat_completion
+from chainette.openai_format import chat_media_part, parse_chat_completion, wire_messages
 from chainette_openai.options import DEFAULT_KEY_ENV, OpenAIOptions, api_of
 from chainette_openai.profiles import resolve, response_format
+from chainette_openai.responses import media_part as responses_media_part
 from chainette_openai.responses import parse_response, text_format
 from chainette_openai.strict import strict_schema
 
@@ -88,9 +89,10 @@ class OpenAIClient:
     def _arguments(self, request: Request) -> tuple[dict[str, Any], dict[str, Any]]:
         """The SDK call's arguments for `request`, and the fields the SDK does not know (its extra_body)."""
         if self.api == "responses":
-            kwargs: dict[str, Any] = {"model": self.model, "input": request.messages, "store": False, **self._format(request)}
+            messages = wire_messages(request.messages, responses_media_part, text_type="input_text")
+            kwargs: dict[str, Any] = {"model": self.model, "input": messages, "store": False, **self._format(request)}
         else:
-            kwargs = {"model": self.model, "messages": request.messages, **self._format(request)}
+            kwargs = {"model": self.model, "messages": wire_messages(request.messages, chat_media_part), **self._format(request)}
         extra_body = {}
         known = CREATE_FIELDS[self.api]
         for key, value in request.sampling.items():

@@ -1,4 +1,4 @@
-"""The Responses API wire format (`POST /v1/responses`): a Request's text format, and the Answer in a response.
+"""The Responses API wire format (`POST /v1/responses`): a Request's text format and media parts, and the Answer in a\nresponse.
 
 Responses are sent with `store: false`: a pipeline's prompts and answers are not kept by OpenAI for later use.
 """
@@ -9,8 +9,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from chainette.client import Answer, Request, Usage
-from chainette.errors import RetryableError
-from chainette.openai_format import raw_body, read_choice
+from chainette.errors import RetryableError, RowError
+from chainette.media import data_url
+from chainette.openai_format import file_name, raw_body, read_choice
 
 # The chat-completions finish reason of each reason a Response is `incomplete`.
 FINISH_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
@@ -20,6 +21,19 @@ def text_format(request: Request, strict_schema: dict[str, Any] | None) -> dict[
     """The `text.format` asking for `request`'s schema; strict when `strict_schema` (its strict form) is given."""
     schema, strict = (strict_schema, True) if strict_schema is not None else (request.schema, False)
     return {"type": "json_schema", "name": request.schema_name, "schema": schema, "strict": strict}
+
+
+def media_part(field: str, reference: dict[str, Any]) -> dict[str, Any]:
+    """The Responses input part for a media reference (the OpenAI API reference, `ResponseInputContent`): `input_image`
+    (a data URL or the http(s) URL in `image_url`, `detail` required) or `input_file` (a PDF as a data URL in
+    `file_data`, or its URL in `file_url`). Audio has no Responses input part: the start check refuses it."""
+    if reference["media"] == "image":
+        return {"type": "input_image", "image_url": data_url(reference, field=field), "detail": "auto"}
+    if reference["media"] == "document":
+        if reference.get("url"):
+            return {"type": "input_file", "file_url": reference["url"]}
+        return {"type": "input_file", "filename": file_name(field, reference), "file_data": data_url(reference, field=field)}
+    raise RowError(f"field '{field}': the Responses API takes no audio input; use api: chat for audio", kind="media")
 
 
 def parse_response(body: Any, *, engine: str) -> Answer:

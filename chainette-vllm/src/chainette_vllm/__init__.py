@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from chainette.engines import EngineConfig, EngineOptions
 from chainette.errors import ConfigError
 from chainette.hookspecs import hookimpl
+from chainette.media import refuse_kinds
 from chainette.sampling import SamplingParams, map_sampling
 from chainette_vllm.options import VllmOptions
 from chainette_vllm.spec import serve_spec
@@ -50,6 +51,12 @@ SAMPLING_FIELDS = {
 @hookimpl
 def backend_aliases() -> list[str]:
     return ["vllm_api"]
+
+
+@hookimpl
+def check_input_media(config: EngineConfig[VllmOptions], fields: dict[str, str]) -> None:
+    """vLLM's chat API takes images (`image_url`) and audio (`audio_url`), not documents."""
+    refuse_kinds(config.name, fields, {"document": "vLLM's chat API has no document part; give the pages as images (Image) instead."})
 
 
 @hookimpl

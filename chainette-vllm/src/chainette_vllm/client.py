@@ -15,9 +15,10 @@ import httpx2
 
 from chainette.client import Answer, Request
 from chainette.engines import EngineConfig
-from chainette.errors import ConfigError, RetryableError
+from chainette.errors import ConfigError, RetryableError, RowError
 from chainette.http import JsonHttpClient, bearer
-from chainette.openai_format import parse_chat_completion
+from chainette.media import data_url
+from chainette.openai_format import parse_chat_completion, wire_messages
 from chainette_vllm.options import API_KEY_ENV, VllmOptions
 
 
@@ -31,11 +32,20 @@ def engine_fields(config: EngineConfig[VllmOptions]) -> dict[str, Any]:
     return config.options.model_dump(include={"chat_template_kwargs", "include_reasoning"}, exclude_none=True)
 
 
+def media_part(field: str, reference: dict[str, Any]) -> dict[str, Any]:
+    """The vLLM chat part for a media reference (`vllm/entrypoints/chat_utils.py`: `image_url`, `audio_url`, each
+    `{"url": a data URL or an http(s) URL}`); documents are refused at start (`check_input_media`)."""
+    if reference["media"] == "document":
+        raise RowError(f"field '{field}': vLLM's chat API takes no documents", kind="media")
+    part = "image_url" if reference["media"] == "image" else "audio_url"
+    return {"type": part, part: {"url": data_url(reference, field=field)}}
+
+
 def chat_payload(model: str, fields: dict[str, Any], request: Request) -> dict[str, Any]:
     """The chat-completions body for `request`; its sampling comes last so that `extra` can override engine `fields`."""
     return {
         "model": model,
-        "messages": request.messages,
+        "messages": wire_messages(request.messages, media_part),
         "response_format": {"type": "json_schema", "json_schema": {"name": request.schema_name, "schema": request.schema}},
         **fields,
         **request.sampling,

@@ -2,7 +2,9 @@
 
 A key covers the backend, the model, the engine options that shape answers (not the endpoint, keys, limits or
 timeouts: two replicas of one model share their answers), the rendered messages, the schema, the translated
-sampling fields and the sample's index. When sampling is not deterministic (a temperature other than 0 and no
+sampling fields and the sample's index. A media part counts by its media type and the sha256 of its bytes (its URL
+when it has no hash), never by its path or its base64: two rows with the same text and different images are two
+entries, and one image at two paths is one. When sampling is not deterministic (a temperature other than 0 and no
 seed), the row's id is in the key too: each row keeps its own sample, and rows whose prompts render alike do
 not all get one answer on the next run.
 """
@@ -43,8 +45,22 @@ class RequestKeys:
         self.shared = hashlib.sha256(canonical([identity, schema, schema_name, sampling]))
         self.per_row = per_row
 
-    def key(self, messages: list[dict[str, str]], sample: int, row_id: str) -> bytes:
+    def key(self, messages: list[dict[str, Any]], sample: int, row_id: str) -> bytes:
         """The key of sample `sample` of the request with `messages`, made for the row `row_id`."""
         digest = self.shared.copy()
+        if any(type(message["content"]) is list for message in messages):
+            messages = [{**message, "content": _content_identity(message["content"])} for message in messages]
         digest.update(canonical([messages, sample, row_id if self.per_row else None]))
         return digest.digest()
+
+
+def _content_identity(content: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """A message's content as its key sees it: each media part as its media type and hash (or URL)."""
+    if isinstance(content, str):
+        return content
+    return [part if part["type"] != "media" else _media_identity(part["reference"]) for part in content]
+
+
+def _media_identity(reference: dict[str, Any]) -> dict[str, Any]:
+    seen = {"sha256": reference["sha256"]} if reference.get("sha256") else {"url": reference.get("url")}
+    return {"type": "media", "media_type": reference["media_type"], **seen}

@@ -6,6 +6,7 @@ from dataclasses import asdict
 import json
 import textwrap
 
+from chainette.execution.prompts import content_text
 from chainette.preview import RenderedStep, RowPrompts
 
 NOTE = (
@@ -32,7 +33,7 @@ def _step_lines(step: RenderedStep) -> list[str]:
     if step.error is not None:
         return [*lines, f"    {step.error}"]
     for message in step.messages or []:
-        lines += [f"    {message['role']}:", textwrap.indent(message["content"], "      ")]
+        lines += [f"    {message['role']}:", textwrap.indent(content_text(message["content"]), "      ")]
     return lines
 
 

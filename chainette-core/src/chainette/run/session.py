@@ -21,6 +21,7 @@ from chainette.errors import ConfigError
 from chainette.events import EventBus, Progress, RunFinished, RunStarted
 from chainette.execution.executor import Executor
 from chainette.execution.flatten import write_flattened
+from chainette.execution.prompts import placed_media
 from chainette.execution.stopping import stop_on_signals, with_resume_hint
 from chainette.inputs import Columns, Inputs, fingerprint, open_rows
 from chainette.nodes import INPUT_ID, Node, Step
@@ -33,6 +34,8 @@ from chainette.run.staging import RemoteOutput
 from chainette.secrets import engine_secrets, redact_data
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from chainette.chain import Chain
 
 
@@ -58,6 +61,7 @@ class RunSession:
         self.options = options
         self.engines = chain.engines()
         _check_output_models(chain.nodes, self.engines)
+        _check_input_media(chain.nodes, self.engines, chain.input_model)
         check_keys(self.engines)
         picked = Columns.parse(options.columns)
         self.rows = open_rows(inputs, picked)
@@ -158,6 +162,29 @@ def _check_output_models(nodes: list[Node], engines: dict[str, EngineConfig[Engi
             config = engines[node.engine_name]
             try:
                 get_plugins().hooks(config.backend).check_output_model(config, node.output_model)
+            except ConfigError as exc:
+                raise ConfigError(f"Step '{node.id}': {exc}", exc.loc, node=node) from None
+
+
+def _check_input_media(nodes: list[Node], engines: dict[str, EngineConfig[EngineOptions]], chain_input: type[BaseModel] | None) -> None:
+    """Let each step's backend refuse, before any request, media its user prompt places that the engine cannot take
+    (the ConfigError then names the step). A backend that implements no `check_input_media` hook takes no media: it
+    was written for text messages only."""
+    for node in graph.iter_nodes(nodes):
+        if isinstance(node, Step):
+            fields = placed_media(node, chain_input)
+            if not fields:
+                continue
+            config = engines[node.engine_name]
+            hooks = get_plugins().hooks(config.backend)
+            try:
+                if not hooks.implements("check_input_media"):
+                    field = next(iter(fields))
+                    raise ConfigError(
+                        f"field '{field}' is media, and backend '{config.backend}' (engine '{config.name}') does not say it can send media "
+                        "(it implements no check_input_media hook). Use a backend that does (openai, vllm, ollama), or leave the field out of the prompt."
+                    )
+                hooks.check_input_media(config, fields)
             except ConfigError as exc:
                 raise ConfigError(f"Step '{node.id}': {exc}", exc.loc, node=node) from None
 
