@@ -27,6 +27,7 @@ from chainette.plugins import get_plugins
 from chainette.results import RunResult
 from chainette.run.options import RunOptions
 from chainette.run.rundir import FLATTENED, GRAPH_FILE, RUN_FILE, RunDir
+from chainette.run.runner import run_on
 from chainette.secrets import engine_secrets, redact_data
 
 if TYPE_CHECKING:
@@ -34,7 +35,10 @@ if TYPE_CHECKING:
 
 
 def run_blocking(chain: Chain, inputs: Inputs, options: RunOptions) -> RunResult:
-    """Run `chain` over `inputs` to its end; inside a running event loop (Jupyter) the run happens on a worker thread."""
+    """Run `chain` over `inputs` to its end, here or with the runner `options.on` names; inside a running event loop
+    (Jupyter) the run happens on a worker thread."""
+    if options.on is not None:
+        return run_on(chain, inputs, options)
     if not _loop_running():
         return asyncio.run(run(chain, inputs, options))
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -42,7 +46,10 @@ def run_blocking(chain: Chain, inputs: Inputs, options: RunOptions) -> RunResult
 
 
 async def run(chain: Chain, inputs: Inputs, options: RunOptions) -> RunResult:
-    """Open a session of `chain` over `inputs`, execute it and close it, however it ends."""
+    """Open a session of `chain` over `inputs`, execute it and close it, however it ends (with a runner, `options.on`:
+    on a worker thread, since a runner's `run` blocks)."""
+    if options.on is not None:
+        return await asyncio.to_thread(run_on, chain, inputs, options)
     with RunSession(chain, inputs, options) as session:
         return await session.execute()
 
@@ -76,14 +83,16 @@ class RunSession:
         """Let go of the run directory: another run may use it from now on."""
         self.run_dir.close()
 
-    async def execute(self) -> RunResult:
-        """Run the chain's nodes over the rows in the run directory; run.json records how the session ended."""
+    async def execute(self, make_executor: type[Executor] = Executor) -> RunResult:
+        """Run the chain's nodes over the rows in the run directory; run.json records how the session ended.
+        `make_executor` is how the nodes run: the core's own `Executor`, or a runner's subclass of it that runs them
+        elsewhere and commits what they decided into the run directory (chainette-ray)."""
         chain, options, run_dir = self.chain, self.options, self.run_dir
         run_dir.write_json(GRAPH_FILE, chain.describe())
         secrets = frozenset().union(*(engine_secrets(config) for config in self.engines.values()))
         reporter = options.reporter
         bus = EventBus([reporter] if reporter else [], secrets)
-        run = Executor(chain.nodes, run_dir, self.engines, options, bus)
+        run = make_executor(chain.nodes, run_dir, self.engines, options, bus)
         status, error = "failed", None
         outline = [{"id": INPUT_ID, "kind": "input", "label": "input"}, *graph.outline(chain.nodes)]
         bus.emit(RunStarted(chain=chain.name, output_dir=str(run_dir.root), resumed=run_dir.resumed, nodes=outline))
