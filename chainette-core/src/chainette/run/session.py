@@ -8,6 +8,7 @@ Parquet files. Close: run.json records how the session ended (every session's fi
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +33,9 @@ from chainette.secrets import engine_secrets, redact_data
 
 if TYPE_CHECKING:
     from chainette.chain import Chain
+
+MakeExecutor = Callable[[list[Node], RunDir, dict[str, EngineConfig[EngineOptions]], RunOptions, EventBus], Executor]
+"""What makes the executor of a session: the core's `Executor`, or a runner's subclass (or a factory of one)."""
 
 
 def run_blocking(chain: Chain, inputs: Inputs, options: RunOptions) -> RunResult:
@@ -83,7 +87,7 @@ class RunSession:
         """Let go of the run directory: another run may use it from now on."""
         self.run_dir.close()
 
-    async def execute(self, make_executor: type[Executor] = Executor) -> RunResult:
+    async def execute(self, make_executor: MakeExecutor = Executor) -> RunResult:
         """Run the chain's nodes over the rows in the run directory; run.json records how the session ended.
         `make_executor` is how the nodes run: the core's own `Executor`, or a runner's subclass of it that runs them
         elsewhere and commits what they decided into the run directory (chainette-ray)."""

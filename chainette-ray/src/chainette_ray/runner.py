@@ -1,0 +1,102 @@
+"""The Ray runner: opens the run directory as a local run does (its lock, identity, resume check, graph.json: the core's
+run session), connects to the cluster (or starts a local one, stopped when the run ends however it ends), and executes
+the session with the driver's executor (chainette_ray.driver)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from functools import partial
+import logging
+import signal
+import sys
+import threading
+from typing import TYPE_CHECKING, Any
+
+from chainette.errors import ChainetteError, ConfigError
+from chainette.run.session import RunSession
+from chainette_ray.target import Target
+
+if TYPE_CHECKING:
+    from chainette.chain import Chain
+    from chainette.inputs import Inputs
+    from chainette.results import RunResult
+    from chainette.run.options import RunOptions
+
+
+class RayRunner:
+    """Runs a chain on the Ray cluster `target` names (chainette.run.runner.Runner)."""
+
+    def __init__(self, target: Target):
+        self.target = target
+
+    def run(self, chain: Chain, inputs: Inputs, options: RunOptions) -> RunResult:
+        """Run `chain` over `inputs` on the cluster into `options.output_dir`, as `Chain.run` does here."""
+        if options.batch:
+            raise ConfigError(
+                f"--batch cannot be combined with --on {self.target.text}: batch jobs run from one process. Leave out one of them."
+            )
+        from chainette_ray.driver import RayExecutor
+
+        with RunSession(chain, inputs, options) as session, connected(self.target):
+            return _blocking(session.execute(partial(RayExecutor, target=self.target)))
+
+
+@contextmanager
+def connected(target: Target) -> Iterator[None]:
+    """Connected to the target's cluster within the block; a local cluster started here is stopped at its end, on an
+    error, Ctrl-C or SIGTERM too (SIGTERM is a KeyboardInterrupt outside the run's own signal handling)."""
+    import ray
+
+    address = "local" if target.starts_cluster else target.address
+    with _terminate_interrupts():
+        try:
+            ray.init(
+                address=address,
+                num_cpus=target.num_cpus if target.starts_cluster else None,
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+                job_config=ray.job_config.JobConfig(code_search_path=[path for path in sys.path if path]),
+            )
+        except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+            ray.shutdown()
+            raise ChainetteError(
+                f"--on {target.text}: cannot connect to the Ray cluster at {address} ({type(exc).__name__}: {exc}). Check that the cluster "
+                "runs and that its client port is reachable from here, or use --on ray to start a local one."
+            ) from None
+        try:
+            yield
+        finally:
+            ray.shutdown()
+
+
+@contextmanager
+def _terminate_interrupts() -> Iterator[None]:
+    """Within the block, SIGTERM raises KeyboardInterrupt (in the main thread), so that the cluster is stopped in `finally`."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(number: int, frame: Any) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _blocking(work: Any) -> RunResult:
+    """Run the coroutine `work` to its end; inside a running event loop (Jupyter) on a worker thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        result: RunResult = asyncio.run(work)
+        return result
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        result = pool.submit(asyncio.run, work).result()
+    return result
