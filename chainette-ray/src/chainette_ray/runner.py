@@ -11,9 +11,11 @@ from contextlib import contextmanager
 from functools import partial
 import logging
 import signal
+import socket
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from chainette.errors import ChainetteError, ConfigError
 from chainette.run.session import RunSession
@@ -24,6 +26,10 @@ if TYPE_CHECKING:
     from chainette.inputs import Inputs
     from chainette.results import RunResult
     from chainette.run.options import RunOptions
+
+
+CLIENT_PORT = 10001
+CONNECT_SECONDS = 5.0
 
 
 class RayRunner:
@@ -40,8 +46,26 @@ class RayRunner:
             )
         from chainette_ray.driver import RayExecutor
 
+        _check_reachable(self.target)
         with RunSession(chain, inputs, options) as session, connected(self.target):
             return _blocking(session.execute(partial(RayExecutor, target=self.target)))
+
+
+def _check_reachable(target: Target) -> None:
+    """Refuse at once, before the run directory is opened, a `ray://HOST:PORT` nothing answers at (Ray's client would
+    retry for half a minute)."""
+    parts = urlsplit(target.address or "")
+    if parts.scheme != "ray" or parts.hostname is None:
+        return
+    port = parts.port or CLIENT_PORT
+    try:
+        socket.create_connection((parts.hostname, port), timeout=CONNECT_SECONDS).close()
+    except OSError as exc:
+        raise ChainetteError(
+            f"--on {target.text}: nothing answers at {parts.hostname}:{port} ({exc.strerror or exc}). Check the address of the Ray "
+            "cluster's client port (10001 by default, `ray start --head` prints it) and that it is reachable from here, or use --on ray "
+            "to start a local cluster."
+        ) from None
 
 
 @contextmanager
