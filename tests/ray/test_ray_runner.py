@@ -119,6 +119,29 @@ def test_driver_kill_then_the_same_command_sends_only_what_is_left(cluster, refe
     assert again["rows"] == left
 
 
+def test_a_block_committed_in_part_is_finished_without_committing_a_row_twice(cluster, reference, tmp_path):
+    """As if the driver died in the middle of committing blocks: the last node lost half its commits (and the done
+    markers are gone); the same command runs those rows' blocks again, and every other node skips the rows it decided."""
+    inputs, expected, _ = reference
+    out = tmp_path / "out"
+    args = command(inputs, out, "--on", f"ray?block_rows={BLOCK_ROWS}")
+    assert subprocess.run(args, env=run_env(cluster), capture_output=True, timeout=300).returncode == EXIT_SOME_ROWS_FAILED
+    state = out / ".chainette"
+    for marker in state.glob("*.done"):
+        if marker.stem != "chain_input":
+            marker.unlink()
+    last = state / "last.jsonl"
+    lines = last.read_bytes().splitlines(keepends=True)
+    last.write_bytes(b"".join(lines[: len(lines) // 2]))
+    done = subprocess.run(args, env=run_env(cluster), capture_output=True, text=True, timeout=300)
+    assert done.returncode == EXIT_SOME_ROWS_FAILED, done.stderr
+    assert_every_row_once(out, ROWS)
+    assert snapshot(out) == expected
+    again = json.loads((out / "run.json").read_text())["sessions"][-1]["nodes"]
+    assert again["last"]["rows"] == len(lines) - len(lines) // 2
+    assert again["first"]["rows"] == again["second"]["rows"] == 0
+
+
 def test_a_target_nothing_answers_at_is_one_paragraph(tmp_path):
     inputs = tmp_path / "in.jsonl"
     write_inputs(inputs, 3)
