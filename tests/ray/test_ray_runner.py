@@ -65,6 +65,19 @@ def test_results_and_figures_equal_a_local_run(cluster, reference, tmp_path):
     assert figures(out) == expected_figures
 
 
+def test_progress_moves_block_by_block(cluster, reference, tmp_path):
+    """The driver's events (--json-logs) show each node's rows growing as blocks are committed, not only at the end."""
+    inputs, _, expected_figures = reference
+    args = command(inputs, tmp_path / "out", "--json-logs", "--on", "ray?block_rows=100&in_flight=2")
+    done = subprocess.run(args, env=run_env(cluster, latency=0.005), capture_output=True, text=True, timeout=300)
+    assert done.returncode == EXIT_SOME_ROWS_FAILED, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    total = expected_figures["steps"]["first"]["rows_in"]
+    seen = [event["nodes"]["first"]["rows_in"] for event in events if event["event"] == "progress"]
+    assert any(0 < rows < total for rows in seen), f"no progress event between the start and the end: {seen}"
+    assert any(event["event"] == "node_finished" and event["node"] == "last" for event in events)
+
+
 def test_worker_kills_leave_every_row_once(cluster, reference, tmp_path):
     inputs, expected, _ = reference
     seed = random.randrange(1 << 30)
