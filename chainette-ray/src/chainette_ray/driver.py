@@ -7,8 +7,9 @@ again after a driver kill) is skipped, so every row is committed once."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import ray
@@ -18,7 +19,7 @@ from chainette import inputs
 from chainette.engines import EngineConfig, EngineOptions
 from chainette.errors import ChainetteError
 from chainette.events import EventBus
-from chainette.execution.executor import Everything, Executor
+from chainette.execution.executor import Executor
 from chainette.execution.feed import Feed
 from chainette.execution.files import NodeFiles
 from chainette.execution.recovery import Counts, NodeState
@@ -45,7 +46,7 @@ class OpenUnit:
 
     plan: UnitPlan
     files: NodeFiles | None
-    decided: Container[str]
+    decided: set[str]
     passed: set[str]
 
 
@@ -74,22 +75,27 @@ class RayExecutor(Executor):
         self.control.check()
         units = [self._open_unit(plan) for plan in plan_units(self, self.nodes)]
         try:
-            for _ in range(ROUNDS):
-                self.writer.flush()
-                pending = _pending(self.run_dir, units)
-                if not pending:
-                    break
-                await self._run_blocks(units, pending)
-            else:
-                self.writer.flush()
-                if _pending(self.run_dir, units):
-                    raise ChainetteError(
-                        f"Some rows are still undecided after {ROUNDS} passes (their blocks answered otherwise than the part of them "
-                        "committed before the driver stopped). Run the same command again to go on with them."
-                    )
-        finally:
-            self._close(units)
+            await self._decide_every_row(units)
+        except BaseException:
+            self._close(units, ended=False)
+            raise
+        self._close(units, ended=True)
         return self._finished_feed(units[-1].plan.state_id if units else INPUT_ID)
+
+    async def _decide_every_row(self, units: list[OpenUnit]) -> None:
+        """Run the blocks of the rows some unit has not decided, pass after pass, until none is left."""
+        for _ in range(ROUNDS):
+            self.writer.flush()
+            pending = _pending(self.run_dir, units)
+            if not pending:
+                return
+            await self._run_blocks(units, pending)
+        self.writer.flush()
+        if _pending(self.run_dir, units):
+            raise ChainetteError(
+                f"Some rows are still undecided after {ROUNDS} passes (their blocks answered otherwise than the part of them "
+                "committed before the driver stopped). Run the same command again to go on with them."
+            )
 
     def _open_unit(self, plan: UnitPlan) -> OpenUnit:
         """Reopen a unit's files as a local session would (its counts restored, NodeStarted sent for a node)."""
@@ -101,18 +107,18 @@ class RayExecutor(Executor):
             finished = state.finished_counts() is not None
             reopened = None if finished else state.reopen(self.writer, False, self.errors, self.control)
         if reopened is None:
-            return OpenUnit(plan, None, Everything(), passed)
+            return OpenUnit(plan, None, set(), passed)
         return OpenUnit(plan, reopened.files, reopened.decided, passed)
 
-    def _close(self, units: list[OpenUnit]) -> None:
-        """Close each unit's files; mark each finished unless the run stops early or `limit` left input rows out."""
-        complete = not self.control.stopping and not self.limited
+    def _close(self, units: list[OpenUnit], *, ended: bool) -> None:
+        """Close each unit's files. When every row was decided (`ended`), finish each unit as the core does: NodeFinished,
+        and its done marker unless `limit` left input rows out."""
         for unit in units:
-            if unit.plan.is_node:
+            if unit.plan.is_node and ended:
                 self._finish(unit.plan.state_id, unit.files)
             elif unit.files is not None:
                 unit.files.close()
-                if complete:
+                if ended and not self.limited:
                     NodeState(self.run_dir, unit.plan.state_id).mark_finished(Counts())
 
     async def _run_blocks(self, units: list[OpenUnit], pending: set[int]) -> None:
@@ -180,44 +186,42 @@ class RayExecutor(Executor):
             upstream_passed[unit.plan.state_id] = unit.passed
 
     def _commit_unit(self, unit: OpenUnit, result: BlockResult, failures: list[dict[str, Any]], upstream: set[str] | None) -> None:
-        files, decided = unit.files, unit.decided
-        assert files is not None and isinstance(decided, set)
+        """Commit what the block's unit decided (rows passed on or filtered out, then rows failed), and add what it spent."""
+        new = partial(_is_new, unit.decided, upstream)
         stats = self.stats.get(unit.plan.state_id)
-        outputs = result.outputs.get(unit.plan.state_id, {})
-        accepted = 0
-        for commit in commits_of(result, unit.plan.state_id):
-            if commit.source in decided or (upstream is not None and commit.source not in upstream):
-                continue
-            if files.outputs is not None:
+        commits = [commit for commit in commits_of(result, unit.plan.state_id) if new(commit.source)]
+        self._commit_rows(unit, commits, result.outputs.get(unit.plan.state_id, {}))
+        failed = [line for line in failures if new(line["row_id"])]
+        for line in failed:
+            row = Row(line["row_id"], {}, INPUT_ID, index=line["row_index"])
+            self.errors.record(row, line["step_id"], line["error_type"], line["message"], line["raw"])
+            unit.decided.add(row.row_id)
+        if stats is not None:
+            stats.failed += len(failed)
+            spent = result.spent.get(unit.plan.state_id, {})
+            stats.session = stats.session + Spent(**{**spent, "rows": len(commits) + len(failed), "seconds": 0.0})
+
+    def _commit_rows(self, unit: OpenUnit, commits: list[Commit], outputs: dict[str, dict[str, Any]]) -> None:
+        """Write each commit's output lines, then the commit, through the unit's files (and count them in its figures)."""
+        assert unit.files is not None, "a unit an earlier session finished commits nothing"
+        stats = self.stats.get(unit.plan.state_id)
+        for commit in commits:
+            if unit.files.outputs is not None:
                 for child in commit.rows:
-                    files.outputs.write(outputs[child.row_id])
-            files.commit(Row(commit.source, {}, INPUT_ID), commit.rows)
-            decided.add(commit.source)
+                    unit.files.outputs.write(outputs[child.row_id])
+            unit.files.commit(Row(commit.source, {}, INPUT_ID), commit.rows)
+            unit.decided.add(commit.source)
             unit.passed.update(child.row_id for child in commit.rows)
-            accepted += 1
             if stats is not None:
                 stats.rows_out += len(commit.rows)
-                if commit.rows:
-                    stats.ok += 1
-                else:
-                    stats.filtered += 1
-        for line in failures:
-            if line["row_id"] in decided or (upstream is not None and line["row_id"] not in upstream):
-                continue
-            self.errors.record(
-                Row(line["row_id"], {}, INPUT_ID, index=line["row_index"]),
-                line["step_id"],
-                line["error_type"],
-                line["message"],
-                line["raw"],
-            )
-            decided.add(line["row_id"])
-            accepted += 1
-            if stats is not None:
-                stats.failed += 1
-        if stats is not None:
-            spent = result.spent.get(unit.plan.state_id, {})
-            stats.session = stats.session + Spent(**{**spent, "rows": accepted, "seconds": 0.0})
+                stats.ok += bool(commit.rows)
+                stats.filtered += not commit.rows
+
+
+def _is_new(decided: set[str], upstream: set[str] | None, row_id: str) -> bool:
+    """Whether the driver should commit the block's decision on `row_id`: the unit has not decided it, and the unit
+    before passed it on (a row a block answered otherwise than the committed part of it is left for the next pass)."""
+    return row_id not in decided and (upstream is None or row_id in upstream)
 
 
 def commits_of(result: BlockResult, state_id: str) -> Iterator[Commit]:

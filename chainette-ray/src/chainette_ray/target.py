@@ -4,8 +4,9 @@ CHAINETTE_RAY_BLOCK_ROWS, CHAINETTE_RAY_IN_FLIGHT and CHAINETTE_RAY_NUM_CPUS giv
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import os
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from chainette.errors import ConfigError
@@ -39,23 +40,21 @@ class Target:
 def parse_target(text: str) -> Target:
     """The `Target` that `--on TEXT` names; a ConfigError naming the part to fix."""
     parts = urlsplit(text)
-    scheme = parts.scheme or parts.path
-    if scheme != "ray" or (parts.scheme and not parts.netloc) or (parts.scheme and parts.path):
+    if (parts.scheme or parts.path) != "ray" or (parts.scheme and (not parts.netloc or parts.path)):
         raise ConfigError(f"--on {text}: expected 'ray', 'ray?OPTION=VALUE&...' or 'ray://HOST:PORT[?OPTION=VALUE&...]'.")
-    if parts.netloc:
-        if parts.port is None and ":" in parts.netloc:
-            raise ConfigError(f"--on {text}: the port must be a number (ray://HOST:PORT, the Ray client port, 10001 by default).")
-        address: str | None = f"ray://{parts.netloc}"
-    else:
-        address = os.environ.get("RAY_ADDRESS") or None
-    given = {f"CHAINETTE_RAY_{name.upper()}": value for name, value in _environment().items()}
-    values = {**_environment(), **dict(parse_qsl(parts.query, keep_blank_values=True))}
-    unknown = sorted(set(values) - set(OPTIONS))
+    try:
+        parts.port  # noqa: B018 (urlsplit checks the port only when it is read)
+    except ValueError:
+        raise ConfigError(f"--on {text}: the port must be a number (ray://HOST:PORT, the Ray client port, 10001 by default).") from None
+    address = f"ray://{parts.netloc}" if parts.netloc else os.environ.get("RAY_ADDRESS") or None
+    given = {name: (value, f"CHAINETTE_RAY_{name.upper()}") for name, value in _environment().items()}
+    given.update((name, (value, f"--on {text}")) for name, value in parse_qsl(parts.query, keep_blank_values=True))
+    unknown = sorted(set(given) - set(OPTIONS))
     if unknown:
         known = "; ".join(f"{name}: {what}" for name, what in OPTIONS.items())
         raise ConfigError(f"--on {text}: unknown option {', '.join(unknown)}. The options are {known}.")
-    settings = {name: _number(text, name, value, given) for name, value in values.items()}
-    return Target(text, address, **settings)  # type: ignore[arg-type]
+    settings: dict[str, Any] = {name: _number(name, *value) for name, value in given.items()}
+    return replace(Target(text, address), **settings)
 
 
 def _environment() -> dict[str, str]:
@@ -63,13 +62,14 @@ def _environment() -> dict[str, str]:
     return {name: os.environ[key] for name in OPTIONS if (key := f"CHAINETTE_RAY_{name.upper()}") in os.environ}
 
 
-def _number(text: str, name: str, value: str, given: dict[str, str]) -> int | float:
-    """`value` as the positive number option `name` takes; a ConfigError naming where it came from."""
+def _number(name: str, value: str, where: str) -> int | float:
+    """`value` as the number option `name` takes (positive; max_retries may be 0); a ConfigError naming `where` it came from."""
     try:
-        number = float(value) if name == "cpus_per_block" else int(value)
+        number: int | float = float(value) if name == "cpus_per_block" else int(value)
     except ValueError:
-        number = 0
-    if number <= 0 and not (name == "max_retries" and number == 0 and value.strip() == "0"):
-        where = f"CHAINETTE_RAY_{name.upper()}" if given.get(f"CHAINETTE_RAY_{name.upper()}") == value else f"--on {text}"
-        raise ConfigError(f"{where}: {name} must be a positive number ({OPTIONS[name]}), not {value!r}.")
+        number = -1
+    if number < (0 if name == "max_retries" else 1e-9):
+        raise ConfigError(
+            f"{where}: {name} must be a {'number' if name == 'max_retries' else 'positive number'} ({OPTIONS[name]}), not {value!r}."
+        )
     return number
