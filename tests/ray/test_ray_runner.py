@@ -155,6 +155,52 @@ def test_a_block_committed_in_part_is_finished_without_committing_a_row_twice(cl
     assert again["first"]["rows"] == again["second"]["rows"] == 0
 
 
+DOWN = """
+from pydantic import BaseModel
+from chainette import Chain, Step, register_engine
+
+
+class Text(BaseModel):
+    text: str
+
+
+class Label(BaseModel):
+    label: str
+
+
+register_engine("llm", backend="openai", model="m", endpoint="http://127.0.0.1:9/v1", max_retries=0, api_key="sk-ray-test-secret")
+chain = Chain(name="down", steps=[Step(id="label", input_model=Text, output_model=Label, engine_name="llm", user_prompt="{{text}}")])
+"""
+
+
+def test_an_engine_error_on_a_worker_ends_the_run_with_its_message_and_nothing_finished(cluster, tmp_path):
+    pytest.importorskip("chainette_openai")
+    (tmp_path / "down.py").write_text(DOWN)
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text("".join(json.dumps({"text": f"t{n}"}) + "\n" for n in range(40)))
+    out = tmp_path / "out"
+    args = [
+        sys.executable,
+        "-m",
+        "chainette",
+        "run",
+        str(tmp_path / "down.py"),
+        "-i",
+        str(inputs),
+        "-o",
+        str(out),
+        "-q",
+        "--on",
+        "ray?block_rows=10",
+    ]
+    done = subprocess.run(args, env=run_env(cluster), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert "Error: Engine 'llm': the endpoint http://127.0.0.1:9/v1 does not answer" in done.stderr
+    assert "Traceback" not in done.stderr and "sk-ray-test-secret" not in done.stderr
+    assert not (out / ".chainette" / "label.done").exists(), "a node the run did not finish was marked finished"
+    assert json.loads((out / "run.json").read_text())["status"] == "failed"
+
+
 def test_a_target_nothing_answers_at_is_one_paragraph(tmp_path):
     inputs = tmp_path / "in.jsonl"
     write_inputs(inputs, 3)
