@@ -72,6 +72,12 @@ def test_a_runner_is_no_backend_and_refuses_targets_it_does_not_know(install_plu
         get_plugins().runner("far://bad:1")
 
 
+def test_a_broken_runner_says_it_failed_to_load(install_plugin):
+    install_plugin("chainette-far", "far", "far_broken_runner", "raise RuntimeError('no cluster library')")
+    with pytest.raises(ConfigError, match="Runner 'far' .* failed to load: import failed: RuntimeError: no cluster library"):
+        get_plugins().runner("far")
+
+
 def test_an_empty_target_is_refused():
     from chainette.run.options import RunOptions
 

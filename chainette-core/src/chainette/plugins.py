@@ -149,14 +149,14 @@ class Plugins:
         name = target.split("://", 1)[0].split("?", 1)[0]
         self._load(name)
         info = self.found.get(name)
+        if info is not None and info.error is not None:
+            raise ConfigError(f"Runner '{name}' ({info.distribution} {info.version}) is installed but failed to load: {info.error}")
         if info is None or info.kind != "runner":
             runners = ", ".join(i.name for i in self.all() if i.kind == "runner" and i.error is None) or "none"
             raise ConfigError(
                 f"No runner named '{name}' is installed (--on {target}; installed runners: {runners}). A runner is a distribution of "
                 f"its own: pip install chainette-{name}, then `chainette backends list` shows it; leave out --on (on=) to run here."
             )
-        if info.error is not None:
-            raise ConfigError(f"Runner '{name}' ({info.distribution} {info.version}) is installed but failed to load: {info.error}")
         runner = self.call(name, "make_runner", target=target)
         if runner is None:
             raise ConfigError(f"Runner '{name}' does not run on '{target}': see its documentation for the targets it accepts.")

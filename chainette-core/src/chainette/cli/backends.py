@@ -14,7 +14,8 @@ app = typer.Typer(help="Installed backends and runners.", no_args_is_help=True)
 def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
     """List every backend and runner found: name, kind, aliases, distribution, version and status (the error of a broken one).
 
-    A runner (kind "runner", such as ray from chainette-ray) runs whole chains elsewhere: `chainette run --on NAME`. Each plugin is loaded and its commands registered, so that a plugin broken in any way shows here.
+    A runner (kind "runner", such as ray from chainette-ray) runs whole chains elsewhere: `chainette run --on NAME`.
+    Each plugin is loaded and its commands registered, so that a plugin broken in any way shows here.
     """
     from dataclasses import asdict
 
