@@ -23,7 +23,7 @@ pytestmark = pytest.mark.ray
 ROWS = 2000
 INVALID = len(range(0, ROWS, 97))  # write_inputs makes every 97th row invalid
 BLOCK_ROWS = 250
-FIGURES = ("rows_in", "ok", "failed", "filtered", "rows_out", "requests", "retries", "repairs", "input_tokens", "output_tokens")
+FIGURES = ("rows_in", "ok", "failed", "filtered", "rows_out", "requests", "retries", "repairs", "input_tokens", "output_tokens", "cached")
 
 
 def command(inputs: Path, out: Path, *extra: str) -> list[str]:

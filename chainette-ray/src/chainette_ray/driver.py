@@ -128,7 +128,7 @@ class RayExecutor(Executor):
             num_cpus=self.target.cpus_per_block, max_retries=self.target.max_retries, retry_exceptions=False
         )
         nodes, engines = ray.put(self.nodes), ray.put(shared(self.engines, slots))
-        options = replace(self.options, reporter=None, output_dir=None, on=None, overwrite=False, retry_errors=False, limit=None)
+        options = _block_options(self.options)
         blocks = _blocks(self.run_dir, pending, self.target.block_rows)
         running: dict[ray.ObjectRef[BlockResult], int] = {}
         try:
@@ -222,6 +222,12 @@ def _is_new(decided: set[str], upstream: set[str] | None, row_id: str) -> bool:
     """Whether the driver should commit the block's decision on `row_id`: the unit has not decided it, and the unit
     before passed it on (a row a block answered otherwise than the committed part of it is left for the next pass)."""
     return row_id not in decided and (upstream is None or row_id in upstream)
+
+
+def _block_options(options: RunOptions) -> RunOptions:
+    """The run's options as a block runs with them: its own rows, nothing to resume or retry, and no fsync (what lasts
+    is the driver's commit, written with the run's own `durable`)."""
+    return replace(options, reporter=None, output_dir=None, on=None, overwrite=False, retry_errors=False, limit=None, durable=False)
 
 
 def commits_of(result: BlockResult, state_id: str) -> Iterator[Commit]:
