@@ -68,7 +68,7 @@ def test_results_and_figures_equal_a_local_run(cluster, reference, tmp_path):
 def test_progress_moves_block_by_block(cluster, reference, tmp_path):
     """The driver's events (--json-logs) show each node's rows growing as blocks are committed, not only at the end."""
     inputs, _, expected_figures = reference
-    args = command(inputs, tmp_path / "out", "--json-logs", "--on", "ray?block_rows=100&in_flight=2")
+    args = command(inputs, tmp_path / "out", "--json-logs", "--no-cache", "--on", "ray?block_rows=100&in_flight=2")
     done = subprocess.run(args, env=run_env(cluster, latency=0.005), capture_output=True, text=True, timeout=300)
     assert done.returncode == EXIT_SOME_ROWS_FAILED, done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
@@ -85,7 +85,7 @@ def test_worker_kills_leave_every_row_once(cluster, reference, tmp_path):
     rng = random.Random(seed)
     out = tmp_path / "out"
     run = subprocess.Popen(
-        command(inputs, out, "--on", f"ray?block_rows={BLOCK_ROWS}&max_retries=20"),
+        command(inputs, out, "--cache-dir", str(tmp_path / "cache"), "--on", f"ray?block_rows={BLOCK_ROWS}&max_retries=20"),
         env=run_env(cluster, latency=0.002),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -110,7 +110,7 @@ def test_driver_kill_then_the_same_command_sends_only_what_is_left(cluster, refe
     print(f"driver kill seed {seed}")
     rng = random.Random(seed)
     out = tmp_path / "out"
-    args = command(inputs, out, "--on", f"ray?block_rows={BLOCK_ROWS}&in_flight=2")
+    args = command(inputs, out, "--cache-dir", str(tmp_path / "cache"), "--on", f"ray?block_rows={BLOCK_ROWS}&in_flight=2")
     driver = subprocess.Popen(args, env=run_env(cluster, latency=0.002), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     first = out / ".chainette" / "first.jsonl"
     deadline = time.monotonic() + 120
@@ -137,7 +137,7 @@ def test_a_block_committed_in_part_is_finished_without_committing_a_row_twice(cl
     markers are gone); the same command runs those rows' blocks again, and every other node skips the rows it decided."""
     inputs, expected, _ = reference
     out = tmp_path / "out"
-    args = command(inputs, out, "--on", f"ray?block_rows={BLOCK_ROWS}")
+    args = command(inputs, out, "--cache-dir", str(tmp_path / "cache"), "--on", f"ray?block_rows={BLOCK_ROWS}")
     assert subprocess.run(args, env=run_env(cluster), capture_output=True, timeout=300).returncode == EXIT_SOME_ROWS_FAILED
     state = out / ".chainette"
     for marker in state.glob("*.done"):
