@@ -78,6 +78,28 @@ def test_progress_moves_block_by_block(cluster, reference, tmp_path):
     assert any(event["event"] == "node_finished" and event["node"] == "last" for event in events)
 
 
+def test_limit_then_the_rest_then_retry_errors_in_parquet_equal_a_local_run(cluster, reference, tmp_path):
+    """--limit runs the first rows only and the same command without it goes on with the rest, as locally; --retry-errors
+    asks the failed rows again (they fail alike: the fake backend and the apply are deterministic); Parquet too."""
+    pytest.importorskip("pyarrow")
+    inputs, expected, _ = reference
+    out = tmp_path / "out"
+    args = command(inputs, out, "--no-cache", "--format", "parquet", "--on", f"ray?block_rows={BLOCK_ROWS}")
+    first = subprocess.run([*args, "--limit", "600"], env=run_env(cluster), capture_output=True, text=True, timeout=300)
+    assert first.returncode == EXIT_SOME_ROWS_FAILED, first.stderr
+    assert json.loads((out / "run.json").read_text())["input"]["rows"] == 600
+    rest = subprocess.run(args, env=run_env(cluster), capture_output=True, text=True, timeout=300)
+    assert rest.returncode == EXIT_SOME_ROWS_FAILED, rest.stderr
+    assert_every_row_once(out, ROWS)
+    assert snapshot(out) == expected
+    again = subprocess.run([*args, "--retry-errors"], env=run_env(cluster), capture_output=True, text=True, timeout=300)
+    assert again.returncode == EXIT_SOME_ROWS_FAILED, again.stderr
+    assert_every_row_once(out, ROWS)
+    assert snapshot(out) == expected
+    retried = json.loads((out / "run.json").read_text())["sessions"][-1]["nodes"]
+    assert retried["split"]["rows"] == sum(1 for error in expected["errors"] if error["step_id"] == "split")
+
+
 def test_worker_kills_leave_every_row_once(cluster, reference, tmp_path):
     inputs, expected, _ = reference
     seed = random.randrange(1 << 30)
