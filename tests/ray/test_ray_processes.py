@@ -52,3 +52,18 @@ def test_sigterm_mid_run_stops_the_cluster_it_started(tmp_path):
     assert driver.returncode == 143, stderr.decode()
     assert "Traceback" not in stderr.decode()
     assert not wait_gone(marker), "the run left processes of its cluster behind"
+
+
+def test_sigterm_while_the_cluster_starts_stops_it(tmp_path):
+    inputs = tmp_path / "in.jsonl"
+    write_inputs(inputs, 300)
+    marker = uuid.uuid4().hex
+    driver = subprocess.Popen(command(inputs, tmp_path / "out"), env=environment(marker), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while len(marked(marker)) < 2 and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert driver.poll() is None, "the run ended before its cluster started"
+    driver.send_signal(signal.SIGTERM)
+    driver.communicate(timeout=120)
+    assert driver.returncode != 0
+    assert not wait_gone(marker), "the run left processes of its cluster behind"

@@ -77,21 +77,20 @@ def connected(target: Target) -> Iterator[None]:
     address = "local" if target.starts_cluster else target.address
     with _terminate_interrupts():
         try:
-            ray.init(
-                address=address,
-                num_cpus=target.num_cpus if target.starts_cluster else None,
-                include_dashboard=False,
-                logging_level=logging.WARNING,
-                log_to_driver=False,
-                job_config=ray.job_config.JobConfig(code_search_path=[path for path in sys.path if path]),
-            )
-        except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
-            ray.shutdown()
-            raise ChainetteError(
-                f"--on {target.text}: cannot connect to the Ray cluster at {address} ({type(exc).__name__}: {exc}). Check that the cluster "
-                "runs and that its client port is reachable from here, or use --on ray to start a local one."
-            ) from None
-        try:
+            try:
+                ray.init(
+                    address=address,
+                    num_cpus=target.num_cpus if target.starts_cluster else None,
+                    include_dashboard=False,
+                    logging_level=logging.WARNING,
+                    log_to_driver=False,
+                    job_config=ray.job_config.JobConfig(code_search_path=[path for path in sys.path if path]),
+                )
+            except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+                raise ChainetteError(
+                    f"--on {target.text}: cannot connect to the Ray cluster at {address} ({type(exc).__name__}: {exc}). Check that the "
+                    "cluster runs and that its client port is reachable from here, or use --on ray to start a local one."
+                ) from None
             yield
         finally:
             ray.shutdown()
