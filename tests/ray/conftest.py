@@ -66,11 +66,21 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A two-CPU Ray cluster for the module (its address, and the marker of its processes); stopped and checked gone at the end."""
+    """A two-CPU Ray cluster for the module (its address, the marker of its processes, and its client's ray:// address);
+    stopped and checked gone at the end."""
     marker = uuid.uuid4().hex
-    port = _free_port()
+    port, client_port = _free_port(), _free_port()
     env = environment(marker, CHAINETTE_CACHE_DIR=str(tmp_path_factory.mktemp("worker-cache")))
-    args = [str(RAY), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2"]
+    args = [
+        str(RAY),
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        f"--port={port}",
+        f"--ray-client-server-port={client_port}",
+    ]
+    args += ["--num-cpus=2"]
     args += ["--include-dashboard=false", "--disable-usage-stats"]
     head = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     address = f"127.0.0.1:{port}"
@@ -79,7 +89,7 @@ def cluster(tmp_path_factory):
         while subprocess.run([str(RAY), "status", f"--address={address}"], env=env, capture_output=True).returncode != 0:
             assert head.poll() is None and time.monotonic() < deadline, "the test cluster did not start"
             time.sleep(0.5)
-        yield address, marker
+        yield address, marker, f"ray://127.0.0.1:{client_port}"
     finally:
         head.terminate()
         head.wait(timeout=60)

@@ -30,8 +30,8 @@ def command(inputs: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "chainette", "run", chain_file(), "-i", str(inputs), "-o", str(out), "-q", *extra]
 
 
-def run_env(cluster: tuple[str, str], latency: float = 0.0) -> dict[str, str]:
-    address, marker = cluster
+def run_env(cluster: tuple[str, str, str], latency: float = 0.0) -> dict[str, str]:
+    address, marker, _ = cluster
     return environment(marker, RAY_ADDRESS=address, TORTURE_LATENCY=str(latency))
 
 
@@ -63,6 +63,18 @@ def test_results_and_figures_equal_a_local_run(cluster, reference, tmp_path):
     assert_every_row_once(out, ROWS)
     assert snapshot(out) == expected
     assert figures(out) == expected_figures
+
+
+def test_through_ray_client_the_chain_travels_by_value(cluster, reference, tmp_path):
+    """ray://HOST:PORT: the workers cannot import the chain file's module, which travels with the chain."""
+    inputs, expected, _ = reference
+    out = tmp_path / "out"
+    env = {key: value for key, value in run_env(cluster).items() if key != "RAY_ADDRESS"}
+    done = subprocess.run(
+        command(inputs, out, "--no-cache", "--on", f"{cluster[2]}?block_rows=500"), env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == EXIT_SOME_ROWS_FAILED, done.stderr
+    assert snapshot(out) == expected
 
 
 def test_progress_moves_block_by_block(cluster, reference, tmp_path):

@@ -45,9 +45,12 @@ class RayRunner:
                 f"--batch cannot be combined with --on {self.target.text}: batch jobs run from one process. Leave out one of them."
             )
         from chainette_ray.driver import RayExecutor
+        from chainette_ray.shipping import ship_by_value
 
         _check_reachable(self.target)
         with RunSession(chain, inputs, options) as session, connected(self.target):
+            if not self.target.starts_cluster:
+                ship_by_value(chain.nodes)
             return _blocking(session.execute(partial(RayExecutor, target=self.target)))
 
 
@@ -78,14 +81,7 @@ def connected(target: Target) -> Iterator[None]:
     with _terminate_interrupts():
         try:
             try:
-                ray.init(
-                    address=address,
-                    num_cpus=target.num_cpus if target.starts_cluster else None,
-                    include_dashboard=False,
-                    logging_level=logging.WARNING,
-                    log_to_driver=False,
-                    job_config=ray.job_config.JobConfig(code_search_path=[path for path in sys.path if path]),
-                )
+                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, **_driver_settings(target))
             except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
                 raise ChainetteError(
                     f"--on {target.text}: cannot connect to the Ray cluster at {address} ({type(exc).__name__}: {exc}). Check that the "
@@ -94,6 +90,19 @@ def connected(target: Target) -> Iterator[None]:
             yield
         finally:
             ray.shutdown()
+
+
+def _driver_settings(target: Target) -> dict[str, Any]:
+    """What `ray.init` takes besides the address: a local cluster's size; this process's `sys.path` for the workers to
+    import the chain's modules from (where they share its files: not through Ray's client, `ray://`)."""
+    if target.address is not None and target.address.startswith("ray://"):
+        return {}
+    import ray
+
+    settings: dict[str, Any] = {"job_config": ray.job_config.JobConfig(code_search_path=[path for path in sys.path if path])}
+    if target.starts_cluster:
+        settings.update(num_cpus=target.num_cpus, include_dashboard=False)
+    return settings
 
 
 @contextmanager
