@@ -16,6 +16,7 @@ from chainette.events import EventBus
 from chainette.execution.executor import Executor
 from chainette.execution.recovery import Counts, NodeState
 from chainette.nodes import INPUT_ID, Node
+from chainette.plugins import get_plugins
 from chainette.run.appends import read_lines
 from chainette.run.options import RunOptions
 from chainette.run.rundir import RunDir
@@ -39,6 +40,8 @@ def run_block(
     """Run `nodes` over the block's `count` input rows (`rows`: the input frontier's commit lines for them) and return
     what it committed. Errors the executor raises (an engine that cannot be reached, a step stopped on the same error)
     end the block, and the run."""
+    for config in engines.values():
+        get_plugins().resolve(config.backend)  # load the backends here: nothing else in this worker may have
     with tempfile.TemporaryDirectory(prefix="chainette-block-") as folder:
         run_dir = RunDir(Path(folder) / "run", {})
         try:
