@@ -49,3 +49,14 @@ def test_a_bad_option_from_the_environment_names_the_variable(monkeypatch):
     monkeypatch.setenv("CHAINETTE_RAY_IN_FLIGHT", "many")
     with pytest.raises(ConfigError, match="CHAINETTE_RAY_IN_FLIGHT: in_flight must be a positive number"):
         parse_target("ray")
+
+
+def test_batch_jobs_are_refused_before_anything_is_opened(tmp_path):
+    from chainette.chain import Chain
+    from chainette.run.options import RunOptions
+    from chainette_ray.runner import RayRunner
+
+    options = RunOptions(output_dir=tmp_path / "out", batch=True, on="ray")
+    with pytest.raises(ConfigError, match="--batch cannot be combined with --on ray"):
+        RayRunner(parse_target("ray")).run(Chain(name="c", steps=[]), [{"a": 1}], options)
+    assert not (tmp_path / "out").exists()
