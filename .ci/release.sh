@@ -17,7 +17,7 @@ tools=$work/tools/bin
 "$tools/pip" install -q 'build>=1.2' 'twine>=6.1' 'packaging>=24'
 phase "tools installed"
 
-for dist in chainette-core chainette-openai chainette-vllm chainette-ollama; do
+for dist in chainette-core chainette-openai chainette-vllm chainette-ollama chainette-ray; do
   "$tools/python" -m build --quiet --outdir "$work/dist" "$dist" >"$work/build.log" 2>&1 || { cat "$work/build.log"; exit 1; }
 done
 phase "built $(find "$work/dist" -type f | wc -l) files"
@@ -37,7 +37,7 @@ from packaging.version import Version
 dist = Path(sys.argv[1])
 wheels = {parse_wheel_filename(p.name)[0]: p for p in dist.glob("*.whl")}
 sdists = {parse_sdist_filename(p.name)[0]: p for p in dist.glob("*.tar.gz")}
-assert set(wheels) == set(sdists) and len(wheels) == 4, (sorted(wheels), sorted(sdists))
+assert set(wheels) == set(sdists) and len(wheels) == 5, (sorted(wheels), sorted(sdists))
 for name, sdist in sdists.items():
     with tarfile.open(sdist) as tar:
         files = {member.name.split("/", 1)[1] for member in tar.getmembers() if "/" in member.name}

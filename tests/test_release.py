@@ -1,4 +1,4 @@
-"""Release readiness: the four distributions move in step, each backend accepts the current core,
+"""Release readiness: the five distributions move in step, each backend accepts the current core,
 their metadata is complete, and README links resolve (those shipped to PyPI must be absolute)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ else:  # pytest depends on tomli before Python 3.11
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = "chainette-core"
-BACKENDS = ("chainette-openai", "chainette-vllm", "chainette-ollama")
+BACKENDS = ("chainette-openai", "chainette-vllm", "chainette-ollama", "chainette-ray")
 DISTRIBUTIONS = (CORE, *BACKENDS)
 REPO = "https://github.com/chainette/chainette"
 PYTHONS = ("3.10", "3.11", "3.12", "3.13")

@@ -24,6 +24,8 @@ HEAVY = (
     "chainette_openai",
     "chainette_vllm",
     "chainette_ollama",
+    "chainette_ray",
+    "ray",
     "jinja2",
 )
 
@@ -64,12 +66,13 @@ def test_declaring_a_chain_loads_no_plugin_machinery():
 
 
 ROOT = Path(__file__).resolve().parents[2]
-# The four packages' sources in this checkout (not what is installed: the core-only CI stage installs no backend).
+# The five packages' sources in this checkout (not what is installed: the core-only CI stage installs no backend).
 PACKAGES = {
     "chainette": ROOT / "chainette-core/src/chainette",
     "chainette_openai": ROOT / "chainette-openai/src/chainette_openai",
     "chainette_vllm": ROOT / "chainette-vllm/src/chainette_vllm",
     "chainette_ollama": ROOT / "chainette-ollama/src/chainette_ollama",
+    "chainette_ray": ROOT / "chainette-ray/src/chainette_ray",
 }
 
 
@@ -122,4 +125,6 @@ def test_cli_help_and_builtin_commands_load_no_backend():
     for command in ("--help", "backends --help", "run --help"):
         code = f"import sys\nfrom chainette.cli import main\nsys.argv = ['chainette', *{command.split()!r}]\ntry:\n    main()\nexcept SystemExit:\n    pass"
         loaded = imported_after(code)
-        assert loaded.isdisjoint({"openai", "httpx2", "httpx", "vllm", "chainette_openai", "chainette_vllm", "chainette_ollama"}), command
+        assert loaded.isdisjoint(
+            {"openai", "httpx2", "httpx", "vllm", "chainette_openai", "chainette_vllm", "chainette_ollama", "chainette_ray"}
+        ), command

@@ -73,6 +73,7 @@ class Chain:
         batch: bool = False,
         cancel_batches: bool = False,
         limit: int | None = None,
+        on: str | None = None,
     ) -> RunResult:
         """Run the chain over `inputs` (a JSONL, JSON, CSV or Parquet file, `hf:name[:config]:split`, or dicts/models).
 
@@ -86,6 +87,7 @@ class Chain:
         (False); `cache_dir` replaces $CHAINETTE_CACHE_DIR (see chainette.cache). `batch` runs every step whose
         backend can as offline batch jobs (docs/batch.md); `cancel_batches` cancels those in flight on a stop.
         `limit` runs only the first `limit` input rows: a later run on the same `output_dir` goes on with the rest.
+        `on` runs the chain with a runner plugin instead of here: "ray" or "ray://HOST:PORT" with chainette-ray (docs/ray.md).
         Works inside a running event loop too (Jupyter): the run then happens on a worker thread.
         """
         if reporter is None and (progress if progress is not None else _interactive()):
@@ -106,6 +108,7 @@ class Chain:
             batch=batch,
             cancel_batches=cancel_batches,
             limit=limit,
+            on=on,
         )
         from chainette.run import session  # declaring a chain loads no plugin machinery; running it does
 
@@ -128,6 +131,7 @@ class Chain:
         batch: bool = False,
         cancel_batches: bool = False,
         limit: int | None = None,
+        on: str | None = None,
     ) -> RunResult:
         """Async form of `run` (no live view unless a `reporter` is given)."""
         options = RunOptions(
@@ -144,6 +148,7 @@ class Chain:
             batch=batch,
             cancel_batches=cancel_batches,
             limit=limit,
+            on=on,
         )
         from chainette.run import session
 

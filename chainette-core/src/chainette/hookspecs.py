@@ -1,6 +1,7 @@
 # mypy: disable-error-code="empty-body"
 # Hookspecs only declare a hook's signature and document it: pluggy never calls their bodies.
-"""The plugin contract. A backend is a module of `@hookimpl` functions named by an entry point.
+"""The plugin contract. A backend is a module of `@hookimpl` functions named by an entry point; a runner (a plugin
+with `make_runner` and no `make_client`, such as chainette-ray) runs whole chains elsewhere (`chainette run --on`).
 
 Chainette calls a backend's hooks only for engines whose `backend` is that entry point's name,
 so an implementation never has to check which backend a config belongs to. Hooks are called
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from chainette.batch import BatchClient
     from chainette.client import Client
     from chainette.engines import EngineConfig, EngineOptions
+    from chainette.run.runner import Runner
     from chainette.sampling import SamplingParams
 
 hookspec = pluggy.HookspecMarker("chainette")
@@ -127,3 +129,10 @@ def stop_engine(config: EngineConfig[EngineOptions]) -> str | None:
 @hookspec
 def register_commands(app: typer.Typer) -> None:
     """Add commands to the `chainette` CLI (a typer app). Called for every plugin, backend or not."""
+
+
+@hookspec(firstresult=True)
+def make_runner(target: str) -> Runner | None:
+    """Return a `chainette.run.runner.Runner` for `target`, the value of `--on` (`on=`), when this runner plugin runs
+    there (its entry point's name is the target's scheme: `ray`, `ray://HOST:PORT`); None otherwise. Raise `ConfigError`
+    for a target it recognises but cannot use, naming what to fix."""

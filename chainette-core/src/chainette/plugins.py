@@ -1,4 +1,4 @@
-"""Finding backends: the built-in default plugins plus entry points, loaded one by one.
+"""Finding backends and runners: the built-in default plugins plus entry points, loaded one by one.
 
 A plugin that fails to import or register is recorded with its error and every other
 backend keeps working. `CHAINETTE_LOAD_PLUGINS` (comma-separated backend or distribution
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from chainette.batch import BatchClient
     from chainette.client import Client
     from chainette.engines import EngineConfig, EngineOptions
+    from chainette.run.runner import Runner
     from chainette.sampling import SamplingParams
 
 ENTRY_POINT_GROUP = "chainette.backends"
@@ -36,7 +37,8 @@ DEFAULT_PLUGINS = {"fake": "chainette.backends.fake"}
 
 @dataclass
 class PluginInfo:
-    """One backend as found: where it comes from and whether it loaded."""
+    """One plugin as found: where it comes from, whether it loaded, and its kind: a "backend" (engines name it) or a
+    "runner" (it runs whole chains elsewhere, `chainette run --on NAME`)."""
 
     name: str
     distribution: str
@@ -44,6 +46,7 @@ class PluginInfo:
     aliases: list[str] = field(default_factory=list)
     hooks: list[str] = field(default_factory=list)
     error: str | None = None
+    kind: str = "backend"
 
     @property
     def status(self) -> str:
@@ -103,10 +106,12 @@ class Plugins:
         info = PluginInfo(name, dist_name, version, hooks=hooks)
         if not unknown and "backend_aliases" in hooks:
             info.aliases = sorted(self.call(name, "backend_aliases") or [])
+        if "make_runner" in hooks and "make_client" not in hooks:
+            info.kind = "runner"
         if unknown:
             self.manager.unregister(plugin)
             info.error = f"unknown hook(s) {', '.join(unknown)}; see chainette.hookspecs"
-        elif "make_client" not in hooks:
+        elif "make_client" not in hooks and info.kind == "backend":
             info.error = "it implements no make_client hook"
         self.found[name] = info
 
@@ -123,15 +128,39 @@ class Plugins:
         self._load(backend)
         name = backend if backend in self.found else self._aliased(backend)
         info = self.found.get(name)
+        if info is not None and info.kind == "runner":
+            raise ConfigError(
+                f"'{name}' ({info.distribution}) is a runner, not a backend: it runs a whole chain (chainette run --on {name}, "
+                f"chain.run(on='{name}')); give an engine one of the backends `chainette backends list` shows."
+            )
         if info is not None and info.error is None:
             return name
         if info is not None:
             raise ConfigError(f"Backend '{name}' ({info.distribution} {info.version}) is installed but failed to load: {info.error}")
-        working = ", ".join(n for n, i in sorted(self.found.items()) if i.error is None)
+        working = ", ".join(n for n, i in sorted(self.found.items()) if i.error is None and i.kind == "backend")
         raise ConfigError(
             f"Unknown backend '{backend}'. Installed backends: {working}. A backend is a distribution of its own, "
             f"usually named chainette-{backend} (pip install chainette-{backend}); `chainette backends list` shows what is installed."
         )
+
+    def runner(self, target: str) -> Runner:
+        """The runner for `target` (`ray`, `ray://HOST:PORT`): the runner plugin named by its scheme; a ConfigError that
+        says what to install when none is, or what failed when it is broken or refuses the target."""
+        name = target.split("://", 1)[0].split("?", 1)[0]
+        self._load(name)
+        info = self.found.get(name)
+        if info is not None and info.error is not None:
+            raise ConfigError(f"Runner '{name}' ({info.distribution} {info.version}) is installed but failed to load: {info.error}")
+        if info is None or info.kind != "runner":
+            runners = ", ".join(i.name for i in self.all() if i.kind == "runner" and i.error is None) or "none"
+            raise ConfigError(
+                f"No runner named '{name}' is installed (--on {target}; installed runners: {runners}). A runner is a distribution of "
+                f"its own: pip install chainette-{name}, then `chainette backends list` shows it; leave out --on (on=) to run here."
+            )
+        runner = self.call(name, "make_runner", target=target)
+        if runner is None:
+            raise ConfigError(f"Runner '{name}' does not run on '{target}': see its documentation for the targets it accepts.")
+        return cast("Runner", runner)
 
     def _aliased(self, alias: str) -> str:
         """The backend that declares `alias` (every plugin is loaded to find it), else `alias` itself."""

@@ -1,4 +1,4 @@
-"""`chainette backends`: the installed backends and their state; a skeleton for a new one."""
+"""`chainette backends`: the installed backends and runners and their state; a skeleton for a new backend."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="Installed backends.", no_args_is_help=True)
+app = typer.Typer(help="Installed backends and runners.", no_args_is_help=True)
 
 
 @app.command("list")
 def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-    """List every backend found: name, aliases, distribution, version and status (the error of a broken one).
+    """List every backend and runner found: name, kind, aliases, distribution, version and status (the error of a broken one).
 
+    A runner (kind "runner", such as ray from chainette-ray) runs whole chains elsewhere: `chainette run --on NAME`.
     Each plugin is loaded and its commands registered, so that a plugin broken in any way shows here.
     """
     from dataclasses import asdict
@@ -31,11 +32,11 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON 
     from rich.text import Text
 
     table = Table()
-    for column in ("backend", "aliases", "distribution", "version", "status"):
+    for column in ("name", "kind", "aliases", "distribution", "version", "status"):
         table.add_column(column)
     for info in found:
         status = Text(info.status, style="green" if info.error is None else "red")
-        table.add_row(*map(Text, (info.name, ", ".join(info.aliases), info.distribution, info.version)), status)
+        table.add_row(*map(Text, (info.name, info.kind, ", ".join(info.aliases), info.distribution, info.version)), status)
     Console().print(table)
 
 

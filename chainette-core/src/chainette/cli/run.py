@@ -76,6 +76,11 @@ def run_command(
         "--limit",
         help="Run only the first N input rows (to try a chain); the same command without --limit then goes on with the rest.",
     ),
+    on: str | None = typer.Option(
+        None,
+        "--on",
+        help="Run the chain with a runner plugin instead of here: ray (RAY_ADDRESS, else a local cluster) or ray://HOST:PORT (chainette-ray).",
+    ),
 ) -> None:
     """Run CHAIN over INPUTS and write every step's outputs, the errors and the run's metadata to OUTPUT.
 
@@ -110,6 +115,7 @@ def run_command(
         batch=batch,
         cancel_batches=cancel_batches is True,
         limit=limit,
+        on=on,
     )
     try:
         result = run_blocking(loaded, inputs, options)

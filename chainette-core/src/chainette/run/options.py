@@ -35,8 +35,13 @@ class RunOptions:
     batch: bool = False
     cancel_batches: bool = False
     limit: int | None = None
+    on: str | None = None
 
     def __post_init__(self) -> None:
         limit = self.limit
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise ConfigError(f"The limit must be a positive number of input rows (got {limit!r}); leave it out to run every row.")
+        if self.on is not None and not self.on.strip():
+            raise ConfigError(
+                "The runner target (--on, on=) is empty: give one such as 'ray' or 'ray://HOST:PORT', or leave it out to run here."
+            )

@@ -9,6 +9,7 @@ With outputs at a URL the run directory is a local staging folder, uploaded when
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +31,7 @@ from chainette.remote import is_url
 from chainette.results import RunResult
 from chainette.run.options import RunOptions
 from chainette.run.rundir import FLATTENED, GRAPH_FILE, RUN_FILE, RunDir
+from chainette.run.runner import run_on
 from chainette.run.staging import RemoteOutput
 from chainette.secrets import engine_secrets, redact_data
 
@@ -38,9 +40,15 @@ if TYPE_CHECKING:
 
     from chainette.chain import Chain
 
+MakeExecutor = Callable[[list[Node], RunDir, dict[str, EngineConfig[EngineOptions]], RunOptions, EventBus], Executor]
+"""What makes the executor of a session: the core's `Executor`, or a runner's subclass (or a factory of one)."""
+
 
 def run_blocking(chain: Chain, inputs: Inputs, options: RunOptions) -> RunResult:
-    """Run `chain` over `inputs` to its end; inside a running event loop (Jupyter) the run happens on a worker thread."""
+    """Run `chain` over `inputs` to its end, here or with the runner `options.on` names; inside a running event loop
+    (Jupyter) the run happens on a worker thread."""
+    if options.on is not None:
+        return run_on(chain, inputs, options)
     if not _loop_running():
         return asyncio.run(run(chain, inputs, options))
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -48,7 +56,10 @@ def run_blocking(chain: Chain, inputs: Inputs, options: RunOptions) -> RunResult
 
 
 async def run(chain: Chain, inputs: Inputs, options: RunOptions) -> RunResult:
-    """Open a session of `chain` over `inputs`, execute it and close it, however it ends."""
+    """Open a session of `chain` over `inputs`, execute it and close it, however it ends (with a runner, `options.on`:
+    on a worker thread, since a runner's `run` blocks)."""
+    if options.on is not None:
+        return await asyncio.to_thread(run_on, chain, inputs, options)
     with RunSession(chain, inputs, options) as session:
         return await session.execute()
 
@@ -89,14 +100,16 @@ class RunSession:
         if self.target is not None:
             self.target.clean()
 
-    async def execute(self) -> RunResult:
-        """Run the chain's nodes over the rows in the run directory; run.json records how the session ended."""
+    async def execute(self, make_executor: MakeExecutor = Executor) -> RunResult:
+        """Run the chain's nodes over the rows in the run directory; run.json records how the session ended.
+        `make_executor` is how the nodes run: the core's own `Executor`, or a runner's subclass of it that runs them
+        elsewhere and commits what they decided into the run directory (chainette-ray)."""
         chain, options, run_dir = self.chain, self.options, self.run_dir
         run_dir.write_json(GRAPH_FILE, chain.describe())
         secrets = frozenset().union(*(engine_secrets(config) for config in self.engines.values()))
         reporter = options.reporter
         bus = EventBus([reporter] if reporter else [], secrets)
-        run = Executor(chain.nodes, run_dir, self.engines, options, bus)
+        run = make_executor(chain.nodes, run_dir, self.engines, options, bus)
         status, error = "failed", None
         outline = [{"id": INPUT_ID, "kind": "input", "label": "input"}, *graph.outline(chain.nodes)]
         bus.emit(RunStarted(chain=chain.name, output_dir=str(run_dir.root), resumed=run_dir.resumed, nodes=outline))

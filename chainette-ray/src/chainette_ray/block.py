@@ -1,0 +1,67 @@
+"""A block on a worker: chainette's own executor runs the chain over the block's input rows (with their global ids and
+positions) in a temporary run directory, and the block's result is what each unit committed there, for the driver to
+commit into the run (chainette_ray.driver). The worker's response cache is on as configured, so that a block run again
+after a failure is answered mostly from it."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+import tempfile
+from typing import Any
+
+from chainette.engines import EngineConfig, EngineOptions
+from chainette.events import EventBus
+from chainette.execution.executor import Executor
+from chainette.execution.recovery import Counts, NodeState
+from chainette.nodes import INPUT_ID, Node
+from chainette.plugins import get_plugins
+from chainette.run.appends import read_lines
+from chainette.run.options import RunOptions
+from chainette.run.rundir import RunDir
+from chainette_ray.units import plan_units
+
+
+@dataclass
+class BlockResult:
+    """What a block's run committed: each unit's frontier (its commit lines), each output-writing unit's output lines
+    by row id, the error lines, and what each node spent (chainette.stats.Spent, as a dict)."""
+
+    frontiers: dict[str, bytes] = field(default_factory=dict)
+    outputs: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    spent: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def run_block(
+    nodes: list[Node], engines: dict[str, EngineConfig[EngineOptions]], options: RunOptions, rows: bytes, count: int
+) -> BlockResult:
+    """Run `nodes` over the block's `count` input rows (`rows`: the input frontier's commit lines for them) and return
+    what it committed. Errors the executor raises (an engine that cannot be reached, a step stopped on the same error)
+    end the block, and the run."""
+    for config in engines.values():
+        get_plugins().resolve(config.backend)  # load the backends here: nothing else in this worker may have
+    with tempfile.TemporaryDirectory(prefix="chainette-block-") as folder:
+        run_dir = RunDir(Path(folder) / "run", {})
+        try:
+            NodeState(run_dir, INPUT_ID).frontier.write_bytes(rows)
+            NodeState(run_dir, INPUT_ID).mark_finished(Counts(ok=count, rows_out=count))
+            executor = Executor(nodes, run_dir, engines, options, EventBus())
+            asyncio.run(executor.execute(()))
+            return _collect(executor, run_dir, nodes)
+        finally:
+            run_dir.close()
+
+
+def _collect(executor: Executor, run_dir: RunDir, nodes: list[Node]) -> BlockResult:
+    result = BlockResult()
+    for unit in plan_units(executor, nodes):
+        frontier = NodeState(run_dir, unit.state_id).frontier
+        result.frontiers[unit.state_id] = frontier.read_bytes() if frontier.exists() else b""
+        if unit.yield_output:
+            lines = (line for path in sorted(run_dir.node_folder(unit.state_id).glob("*.jsonl")) for line in read_lines(path))
+            result.outputs[unit.state_id] = {line["row_id"]: line for line in lines}
+    result.errors = list(read_lines(run_dir.errors))
+    result.spent = {node_id: asdict(stats.session) for node_id, stats in executor.stats.items() if node_id != INPUT_ID}
+    return result

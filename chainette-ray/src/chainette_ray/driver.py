@@ -1,0 +1,261 @@
+"""The driver's executor: the core's `Executor` with its nodes run on the cluster. It reads the input as a local run
+does (row ids, invalid rows to the errors file), cuts the input rows some unit has not decided yet into blocks, runs
+each block as a Ray task (chainette_ray.block), a bounded number at once, and commits each finished block into the run
+directory, unit by unit in the chain's order, through the core's node files: a row a unit already decided (a block run
+again after a driver kill) is skipped, so every row is committed once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any
+
+import ray
+from ray.exceptions import RayError, RayTaskError
+
+from chainette import inputs
+from chainette.engines import EngineConfig, EngineOptions
+from chainette.errors import ChainetteError
+from chainette.events import EventBus
+from chainette.execution.executor import Executor
+from chainette.execution.feed import Feed
+from chainette.execution.files import NodeFiles
+from chainette.execution.recovery import Counts, NodeState
+from chainette.frontier import Commit, Row, commits, rows
+from chainette.nodes import INPUT_ID, Node
+from chainette.run.options import RunOptions
+from chainette.run.rundir import RunDir
+from chainette.stats import Spent
+from chainette_ray.block import BlockResult, run_block
+from chainette_ray.limits import most_blocks, shared
+from chainette_ray.target import Target
+from chainette_ray.units import UnitPlan, plan_units
+
+ROUNDS = 3
+"""Passes over the undecided rows: a second one only when a block re-run after a driver kill answered a row otherwise
+than the committed part of it did (an answer not from the cache), which leaves the rows after it undecided."""
+WAIT_SECONDS = 0.25
+
+
+@dataclass
+class OpenUnit:
+    """A unit as the driver commits into it: its plan, its files (None: an earlier session finished it), the input rows
+    it decided, and the ids of the rows it passed on."""
+
+    plan: UnitPlan
+    files: NodeFiles | None
+    decided: set[str]
+    passed: set[str]
+
+
+class RayExecutor(Executor):
+    """Runs the chain's nodes as blocks on the Ray cluster this process is connected to (see the module docstring)."""
+
+    def __init__(
+        self,
+        nodes: list[Node],
+        run_dir: RunDir,
+        engines: dict[str, EngineConfig[EngineOptions]],
+        options: RunOptions,
+        bus: EventBus | None = None,
+        *,
+        target: Target,
+    ):
+        super().__init__(nodes, run_dir, engines, options, bus)
+        self.target = target
+        self.engines = engines
+
+    async def _run_segments(self, raw_rows: Iterable[inputs.RawRow]) -> Feed:
+        """Read the input, run the undecided rows' blocks and commit them; return the last unit's feed."""
+        _, reading = self._open_input(raw_rows)
+        if reading is not None:
+            await reading()
+        self.control.check()
+        units = [self._open_unit(plan) for plan in plan_units(self, self.nodes)]
+        try:
+            await self._decide_every_row(units)
+        except BaseException:
+            self._close(units, ended=False)
+            raise
+        self._close(units, ended=True)
+        return self._finished_feed(units[-1].plan.state_id if units else INPUT_ID)
+
+    async def _decide_every_row(self, units: list[OpenUnit]) -> None:
+        """Run the blocks of the rows some unit has not decided, pass after pass, until none is left."""
+        for _ in range(ROUNDS):
+            self.writer.flush()
+            pending = _pending(self.run_dir, units)
+            if not pending:
+                return
+            await self._run_blocks(units, pending)
+        self.writer.flush()
+        if _pending(self.run_dir, units):
+            raise ChainetteError(
+                f"Some rows are still undecided after {ROUNDS} passes (their blocks answered otherwise than the part of them "
+                "committed before the driver stopped). Run the same command again to go on with them."
+            )
+
+    def _open_unit(self, plan: UnitPlan) -> OpenUnit:
+        """Reopen a unit's files as a local session would (its counts restored, NodeStarted sent for a node)."""
+        state = NodeState(self.run_dir, plan.state_id)
+        passed = {row.row_id for row in rows(state.frontier)}
+        if plan.is_node:
+            reopened = self._reopen(plan.state_id, plan.yield_output)
+        else:
+            finished = state.finished_counts() is not None
+            reopened = None if finished else state.reopen(self.writer, False, self.errors, self.control)
+        if reopened is None:
+            return OpenUnit(plan, None, set(), passed)
+        return OpenUnit(plan, reopened.files, reopened.decided, passed)
+
+    def _close(self, units: list[OpenUnit], *, ended: bool) -> None:
+        """Close each unit's files. When every row was decided (`ended`), finish each unit as the core does: NodeFinished,
+        and its done marker unless `limit` left input rows out."""
+        for unit in units:
+            if unit.plan.is_node and ended:
+                self._finish(unit.plan.state_id, unit.files)
+            elif unit.files is not None:
+                unit.files.close()
+                if ended and not self.limited:
+                    NodeState(self.run_dir, unit.plan.state_id).mark_finished(Counts())
+
+    async def _run_blocks(self, units: list[OpenUnit], pending: set[int]) -> None:
+        """Run the blocks of the `pending` input rows, at most the target's number at once, committing each as it ends."""
+        slots = most_blocks(self.engines, self.target.in_flight or self._cluster_slots())
+        task = ray.remote(run_block).options(
+            num_cpus=self.target.cpus_per_block, max_retries=self.target.max_retries, retry_exceptions=False
+        )
+        nodes, engines = ray.put(self.nodes), ray.put(shared(self.engines, slots))
+        options = _block_options(self.options)
+        blocks = _blocks(self.run_dir, pending, self.target.block_rows)
+        running: dict[ray.ObjectRef[BlockResult], int] = {}
+        try:
+            while True:
+                while len(running) < slots and (block := next(blocks, None)) is not None:
+                    running[task.remote(nodes, engines, options, *block)] = block[1]
+                if not running:
+                    return
+                for ref in await self._ready(list(running)):
+                    self._commit(units, self._result(ref, running.pop(ref)))
+                    self.writer.flush()
+        finally:
+            for ref in running:
+                ray.cancel(ref, force=True)
+
+    def _cluster_slots(self) -> int:
+        """How many blocks the cluster's CPUs run at once."""
+        cpus = float(ray.cluster_resources().get("CPU", 1))  # type: ignore[no-untyped-call]
+        return max(1, int(cpus / self.target.cpus_per_block))
+
+    async def _ready(self, refs: list[ray.ObjectRef[BlockResult]]) -> list[ray.ObjectRef[BlockResult]]:
+        """The blocks among `refs` that ended, once one has; RunInterrupted when the run is stopped meanwhile."""
+        while True:
+            self.control.check()
+            ready, _ = await asyncio.to_thread(ray.wait, refs, num_returns=1, timeout=WAIT_SECONDS)
+            if ready:
+                return ready
+
+    def _result(self, ref: ray.ObjectRef[BlockResult], count: int) -> BlockResult:
+        """The block's result; the error that ended it as a ChainetteError (the executor's own when it raised one)."""
+        try:
+            result: BlockResult = ray.get(ref)
+        except RayTaskError as exc:
+            cause = exc.cause
+            if isinstance(cause, ChainetteError):
+                raise cause from None
+            raise ChainetteError(f"A block of {count} rows failed on the cluster: {type(cause).__name__}: {cause}") from None
+        except RayError as exc:
+            raise ChainetteError(
+                f"A block of {count} rows could not be run on the cluster after {self.target.max_retries} retries ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}). Run the same command again to resume: the blocks committed are kept."
+            ) from None
+        return result
+
+    def _commit(self, units: list[OpenUnit], result: BlockResult) -> None:
+        """Commit a block's result unit by unit: each row its unit has not decided and its upstream passed on."""
+        upstream_passed: dict[str, set[str] | None] = {INPUT_ID: None}  # a block holds input rows only
+        failures: dict[str, list[dict[str, Any]]] = {}
+        for line in result.errors:
+            failures.setdefault(line["step_id"], []).append(line)
+        for unit in units:
+            passed = upstream_passed.get(unit.plan.upstream)
+            if unit.files is not None:
+                self._commit_unit(unit, result, failures.get(unit.plan.state_id, []), passed)
+            upstream_passed[unit.plan.state_id] = unit.passed
+
+    def _commit_unit(self, unit: OpenUnit, result: BlockResult, failures: list[dict[str, Any]], upstream: set[str] | None) -> None:
+        """Commit what the block's unit decided (rows passed on or filtered out, then rows failed), and add what it spent."""
+        new = partial(_is_new, unit.decided, upstream)
+        stats = self.stats.get(unit.plan.state_id)
+        commits = [commit for commit in commits_of(result, unit.plan.state_id) if new(commit.source)]
+        self._commit_rows(unit, commits, result.outputs.get(unit.plan.state_id, {}))
+        failed = [line for line in failures if new(line["row_id"])]
+        for line in failed:
+            row = Row(line["row_id"], {}, INPUT_ID, index=line["row_index"])
+            self.errors.record(row, line["step_id"], line["error_type"], line["message"], line["raw"])
+            unit.decided.add(row.row_id)
+        if stats is not None:
+            stats.failed += len(failed)
+            spent = result.spent.get(unit.plan.state_id, {})
+            stats.session = stats.session + Spent(**{**spent, "rows": len(commits) + len(failed), "seconds": 0.0})
+
+    def _commit_rows(self, unit: OpenUnit, commits: list[Commit], outputs: dict[str, dict[str, Any]]) -> None:
+        """Write each commit's output lines, then the commit, through the unit's files (and count them in its figures)."""
+        assert unit.files is not None, "a unit an earlier session finished commits nothing"
+        stats = self.stats.get(unit.plan.state_id)
+        for commit in commits:
+            if unit.files.outputs is not None:
+                for child in commit.rows:
+                    unit.files.outputs.write(outputs[child.row_id])
+            unit.files.commit(Row(commit.source, {}, INPUT_ID), commit.rows)
+            unit.decided.add(commit.source)
+            unit.passed.update(child.row_id for child in commit.rows)
+            if stats is not None:
+                stats.rows_out += len(commit.rows)
+                stats.ok += bool(commit.rows)
+                stats.filtered += not commit.rows
+
+
+def _is_new(decided: set[str], upstream: set[str] | None, row_id: str) -> bool:
+    """Whether the driver should commit the block's decision on `row_id`: the unit has not decided it, and the unit
+    before passed it on (a row a block answered otherwise than the committed part of it is left for the next pass)."""
+    return row_id not in decided and (upstream is None or row_id in upstream)
+
+
+def _block_options(options: RunOptions) -> RunOptions:
+    """The run's options as a block runs with them: its own rows, nothing to resume or retry, and no fsync (what lasts
+    is the driver's commit, written with the run's own `durable`)."""
+    return replace(options, reporter=None, output_dir=None, on=None, overwrite=False, retry_errors=False, limit=None, durable=False)
+
+
+def commits_of(result: BlockResult, state_id: str) -> Iterator[Commit]:
+    """The commits a block's unit made, in order."""
+    for line in result.frontiers.get(state_id, b"").splitlines():
+        yield Commit.decode(line)
+
+
+def _pending(run_dir: RunDir, units: list[OpenUnit]) -> set[int]:
+    """The input positions of the rows some unit has yet to decide: rows its upstream passed on that it did not decide."""
+    pending: set[int] = set()
+    for unit in units:
+        if unit.files is None:
+            continue
+        for row in rows(NodeState(run_dir, unit.plan.upstream).frontier):
+            if row.row_id not in unit.decided:
+                pending.add(row.index)
+    return pending
+
+
+def _blocks(run_dir: RunDir, pending: set[int], size: int) -> Iterator[tuple[bytes, int]]:
+    """The pending input rows as blocks of at most `size`: each the input frontier's commit lines for them, and its count."""
+    lines: list[bytes] = []
+    for commit in commits(NodeState(run_dir, INPUT_ID).frontier):
+        if commit.rows and commit.rows[0].index in pending:
+            lines.append(commit.encode())
+            if len(lines) == size:
+                yield b"".join(lines), len(lines)
+                lines = []
+    if lines:
+        yield b"".join(lines), len(lines)

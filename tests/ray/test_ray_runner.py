@@ -1,0 +1,254 @@
+"""`--on ray` on a local two-CPU cluster, over the kill tests' torture chain (every node kind, fan-out, filters, errors,
+a parallel group; fake backend, so answers are deterministic): the run directory equals a local run's, and every row
+is committed once across kill -9s of block workers and of the driver. Kill instants are random, seeded and printed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+import random
+import subprocess
+import sys
+import time
+
+import pytest
+
+from chainette.outcome import EXIT_SOME_ROWS_FAILED
+
+from ..integration.invariants import assert_every_row_once, chain_file, snapshot, write_inputs
+from .conftest import block_workers, environment
+
+pytestmark = pytest.mark.ray
+
+ROWS = 2000
+INVALID = len(range(0, ROWS, 97))  # write_inputs makes every 97th row invalid
+BLOCK_ROWS = 250
+FIGURES = ("rows_in", "ok", "failed", "filtered", "rows_out", "requests", "retries", "repairs", "input_tokens", "output_tokens", "cached")
+
+
+def command(inputs: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "chainette", "run", chain_file(), "-i", str(inputs), "-o", str(out), "-q", *extra]
+
+
+def run_env(cluster: tuple[str, str, str], latency: float = 0.0) -> dict[str, str]:
+    address, marker, _ = cluster
+    return environment(marker, RAY_ADDRESS=address, TORTURE_LATENCY=str(latency))
+
+
+def figures(out: Path) -> dict[str, object]:
+    """run.json's row and spending figures (not its times)."""
+    run = json.loads((out / "run.json").read_text())
+    steps = {node: {name: step[name] for name in FIGURES} for node, step in run["steps"].items()}
+    return {"input": run["input"], "rows_failed": run["rows_failed"], "steps": steps, "status": run["status"]}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The inputs, and a local run's results and figures over them (no cache)."""
+    root = tmp_path_factory.mktemp("reference")
+    inputs = root / "in.jsonl"
+    write_inputs(inputs, ROWS)
+    out = root / "local"
+    done = subprocess.run(command(inputs, out, "--no-cache"), env=environment("local"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == EXIT_SOME_ROWS_FAILED, done.stderr
+    return inputs, snapshot(out), figures(out)
+
+
+def test_results_and_figures_equal_a_local_run(cluster, reference, tmp_path):
+    inputs, expected, expected_figures = reference
+    out = tmp_path / "out"
+    on = f"ray?block_rows={BLOCK_ROWS}"
+    done = subprocess.run(command(inputs, out, "--no-cache", "--on", on), env=run_env(cluster), capture_output=True, text=True, timeout=300)
+    assert done.returncode == EXIT_SOME_ROWS_FAILED, done.stderr
+    assert_every_row_once(out, ROWS)
+    assert snapshot(out) == expected
+    assert figures(out) == expected_figures
+
+
+def test_through_ray_client_the_chain_travels_by_value(cluster, reference, tmp_path):
+    """ray://HOST:PORT: the workers cannot import the chain file's module, which travels with the chain."""
+    inputs, expected, _ = reference
+    out = tmp_path / "out"
+    env = {key: value for key, value in run_env(cluster).items() if key != "RAY_ADDRESS"}
+    done = subprocess.run(
+        command(inputs, out, "--no-cache", "--on", f"{cluster[2]}?block_rows=500"), env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == EXIT_SOME_ROWS_FAILED, done.stderr
+    assert snapshot(out) == expected
+
+
+def test_progress_moves_block_by_block(cluster, reference, tmp_path):
+    """The driver's events (--json-logs) show each node's rows growing as blocks are committed, not only at the end."""
+    inputs, _, expected_figures = reference
+    args = command(inputs, tmp_path / "out", "--json-logs", "--no-cache", "--on", "ray?block_rows=100&in_flight=2")
+    done = subprocess.run(args, env=run_env(cluster, latency=0.005), capture_output=True, text=True, timeout=300)
+    assert done.returncode == EXIT_SOME_ROWS_FAILED, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    total = expected_figures["steps"]["first"]["rows_in"]
+    seen = [event["nodes"]["first"]["rows_in"] for event in events if event["event"] == "progress"]
+    assert any(0 < rows < total for rows in seen), f"no progress event between the start and the end: {seen}"
+    assert any(event["event"] == "node_finished" and event["node"] == "last" for event in events)
+
+
+def test_limit_then_the_rest_then_retry_errors_in_parquet_equal_a_local_run(cluster, reference, tmp_path):
+    """--limit runs the first rows only and the same command without it goes on with the rest, as locally; --retry-errors
+    asks the failed rows again (they fail alike: the fake backend and the apply are deterministic); Parquet too."""
+    pytest.importorskip("pyarrow")
+    inputs, expected, _ = reference
+    out = tmp_path / "out"
+    args = command(inputs, out, "--no-cache", "--format", "parquet", "--on", f"ray?block_rows={BLOCK_ROWS}")
+    first = subprocess.run([*args, "--limit", "600"], env=run_env(cluster), capture_output=True, text=True, timeout=300)
+    assert first.returncode == EXIT_SOME_ROWS_FAILED, first.stderr
+    assert json.loads((out / "run.json").read_text())["input"]["rows"] == 600
+    rest = subprocess.run(args, env=run_env(cluster), capture_output=True, text=True, timeout=300)
+    assert rest.returncode == EXIT_SOME_ROWS_FAILED, rest.stderr
+    assert_every_row_once(out, ROWS)
+    assert snapshot(out) == expected
+    again = subprocess.run([*args, "--retry-errors"], env=run_env(cluster), capture_output=True, text=True, timeout=300)
+    assert again.returncode == EXIT_SOME_ROWS_FAILED, again.stderr
+    assert_every_row_once(out, ROWS)
+    assert snapshot(out) == expected
+    retried = json.loads((out / "run.json").read_text())["sessions"][-1]["nodes"]
+    assert retried["split"]["rows"] == sum(1 for error in expected["errors"] if error["step_id"] == "split")
+
+
+def test_worker_kills_leave_every_row_once(cluster, reference, tmp_path):
+    inputs, expected, _ = reference
+    seed = random.randrange(1 << 30)
+    print(f"worker kill seed {seed}")
+    rng = random.Random(seed)
+    out = tmp_path / "out"
+    run = subprocess.Popen(
+        command(inputs, out, "--cache-dir", str(tmp_path / "cache"), "--on", f"ray?block_rows={BLOCK_ROWS}&max_retries=20"),
+        env=run_env(cluster, latency=0.002),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    kills = 0
+    while run.poll() is None and kills < 4:
+        time.sleep(rng.uniform(0.2, 1.0))
+        busy = block_workers(cluster[1])
+        if busy:
+            rng.choice(busy).kill()
+            kills += 1
+    _, stderr = run.communicate(timeout=300)
+    assert run.returncode == EXIT_SOME_ROWS_FAILED, stderr.decode()
+    assert kills >= 1, "no block worker was found running to kill"
+    assert_every_row_once(out, ROWS)
+    assert snapshot(out) == expected
+
+
+def test_driver_kill_then_the_same_command_sends_only_what_is_left(cluster, reference, tmp_path):
+    inputs, expected, _ = reference
+    seed = random.randrange(1 << 30)
+    print(f"driver kill seed {seed}")
+    rng = random.Random(seed)
+    out = tmp_path / "out"
+    args = command(inputs, out, "--cache-dir", str(tmp_path / "cache"), "--on", f"ray?block_rows={BLOCK_ROWS}&in_flight=2")
+    driver = subprocess.Popen(args, env=run_env(cluster, latency=0.002), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = out / ".chainette" / "first.jsonl"
+    deadline = time.monotonic() + 120
+    while not (first.exists() and first.stat().st_size) and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(rng.uniform(0.0, 1.0))
+    driver.kill()
+    driver.communicate()
+    assert driver.returncode == -9, "the run ended before the kill: make it longer"
+    decided_before = sum(1 for _ in first.open("rb") if _.endswith(b"\n"))
+    done = subprocess.run(args, env=run_env(cluster, latency=0.002), capture_output=True, text=True, timeout=300)
+    assert done.returncode == EXIT_SOME_ROWS_FAILED, done.stderr
+    assert_every_row_once(out, ROWS)
+    assert snapshot(out) == expected
+    run = json.loads((out / "run.json").read_text())
+    again = run["sessions"][-1]["nodes"]["first"]
+    left = ROWS - INVALID - decided_before
+    assert again["requests"] <= left, f"the second run sent {again['requests']} requests for the {left} rows left at 'first'"
+    assert again["rows"] == left
+
+
+def test_a_block_committed_in_part_is_finished_without_committing_a_row_twice(cluster, reference, tmp_path):
+    """As if the driver died in the middle of committing blocks: the last node lost half its commits (and the done
+    markers are gone); the same command runs those rows' blocks again, and every other node skips the rows it decided."""
+    inputs, expected, _ = reference
+    out = tmp_path / "out"
+    args = command(inputs, out, "--cache-dir", str(tmp_path / "cache"), "--on", f"ray?block_rows={BLOCK_ROWS}")
+    assert subprocess.run(args, env=run_env(cluster), capture_output=True, timeout=300).returncode == EXIT_SOME_ROWS_FAILED
+    state = out / ".chainette"
+    for marker in state.glob("*.done"):
+        if marker.stem != "chain_input":
+            marker.unlink()
+    last = state / "last.jsonl"
+    lines = last.read_bytes().splitlines(keepends=True)
+    last.write_bytes(b"".join(lines[: len(lines) // 2]))
+    done = subprocess.run(args, env=run_env(cluster), capture_output=True, text=True, timeout=300)
+    assert done.returncode == EXIT_SOME_ROWS_FAILED, done.stderr
+    assert_every_row_once(out, ROWS)
+    assert snapshot(out) == expected
+    again = json.loads((out / "run.json").read_text())["sessions"][-1]["nodes"]
+    assert again["last"]["rows"] == len(lines) - len(lines) // 2
+    assert again["first"]["rows"] == again["second"]["rows"] == 0
+
+
+DOWN = """
+from pydantic import BaseModel
+from chainette import Chain, Step, register_engine
+
+
+class Text(BaseModel):
+    text: str
+
+
+class Label(BaseModel):
+    label: str
+
+
+register_engine("llm", backend="openai", model="m", endpoint="http://127.0.0.1:9/v1", max_retries=0, api_key="sk-ray-test-secret")
+chain = Chain(name="down", steps=[Step(id="label", input_model=Text, output_model=Label, engine_name="llm", user_prompt="{{text}}")])
+"""
+
+
+def test_an_engine_error_on_a_worker_ends_the_run_with_its_message_and_nothing_finished(cluster, tmp_path):
+    pytest.importorskip("chainette_openai")
+    (tmp_path / "down.py").write_text(DOWN)
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text("".join(json.dumps({"text": f"t{n}"}) + "\n" for n in range(40)))
+    out = tmp_path / "out"
+    args = [
+        sys.executable,
+        "-m",
+        "chainette",
+        "run",
+        str(tmp_path / "down.py"),
+        "-i",
+        str(inputs),
+        "-o",
+        str(out),
+        "-q",
+        "--on",
+        "ray?block_rows=10",
+    ]
+    done = subprocess.run(args, env=run_env(cluster), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert "Error: Engine 'llm': the endpoint http://127.0.0.1:9/v1 does not answer" in done.stderr
+    assert "Traceback" not in done.stderr and "sk-ray-test-secret" not in done.stderr
+    assert not (out / ".chainette" / "label.done").exists(), "a node the run did not finish was marked finished"
+    assert json.loads((out / "run.json").read_text())["status"] == "failed"
+
+
+def test_a_target_nothing_answers_at_is_one_paragraph(tmp_path):
+    inputs = tmp_path / "in.jsonl"
+    write_inputs(inputs, 3)
+    done = subprocess.run(command(inputs, tmp_path / "out", "--on", "ray://bad:1"), env=environment("bad"), capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "--on ray://bad:1: nothing answers at bad:1" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_backends_list_shows_the_runner():
+    done = subprocess.run(
+        [sys.executable, "-m", "chainette", "backends", "list", "--json"], env=environment("list"), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    ray = {entry["name"]: entry for entry in json.loads(done.stdout)}["ray"]
+    assert (ray["kind"], ray["distribution"], ray["status"]) == ("runner", "chainette-ray", "ok")
