@@ -15,8 +15,9 @@ import pytest
 
 from chainette import Audio, Chain, ConfigError, Document, Image, Step, hookimpl, register_engine
 from chainette.cache.keys import RequestKeys
+from chainette.client import content_text
 from chainette.errors import RowError
-from chainette.execution.prompts import Prompts, content_text, placed_media
+from chainette.execution.prompts import Prompts, placed_media
 from chainette.frontier import Row
 from chainette.inputs import read_file, validate
 from chainette.media import Media, is_reference, read_bytes, sniff

@@ -107,3 +107,12 @@ async def test_unreachable_endpoint_stops_the_engine(clock):
     with pytest.raises(EngineError, match="cannot connect to http://127.0.0.1:9"):
         await complete_with_retries(client, request(), gate)
     assert len(client.times) == 3
+
+
+def test_token_estimates_count_media_parts_not_their_number():
+    from chainette.policy import MEDIA_TOKENS, estimate_tokens
+
+    image = {"type": "media", "field": "photo", "reference": {"media": "image", "path": "/x.png"}}
+    parts = [{"type": "text", "text": "a" * 400}, image, {"type": "text", "text": "b" * 40}]
+    request = Request([{"role": "user", "content": parts}], {"type": "object"}, "x", {"max_tokens": 50})
+    assert estimate_tokens(request) == 100 + MEDIA_TOKENS + 10 + 50

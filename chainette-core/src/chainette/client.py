@@ -15,6 +15,18 @@ Message = dict[str, Any]
 `chainette.media`; its bytes are read by the backend as it builds the request: `chainette.media.read_bytes`)."""
 
 
+def content_text(content: str | list[dict[str, Any]]) -> str:
+    """A message's content as text to read: each media part as `[image photo: its path or URL]`."""
+    if isinstance(content, str):
+        return content
+    return "".join(part["text"] if part["type"] == "text" else _media_text(part) for part in content)
+
+
+def _media_text(part: dict[str, Any]) -> str:
+    reference = part["reference"]
+    return f"[{reference['media']} {part['field']}: {reference.get('path') or reference.get('url')}]"
+
+
 @dataclass(slots=True)
 class Request:
     """One chat request: rendered messages, the JSON schema the answer must follow, translated sampling.

@@ -14,7 +14,7 @@ import zlib
 import orjson
 from pydantic import Field
 
-from chainette.client import Answer, Request, Usage
+from chainette.client import Answer, Request, Usage, content_text
 from chainette.engines import EngineConfig, EngineOptions
 from chainette.hookspecs import hookimpl
 from chainette.sampling import SamplingParams
@@ -46,7 +46,7 @@ class FakeClient:
         cached = self._makers.get(id(request.schema))
         if cached is None or cached[0] is not request.schema:
             cached = self._makers[id(request.schema)] = (request.schema, compile_schema(request.schema))
-        prompt = "".join([message["content"] for message in request.messages])
+        prompt = "".join([content_text(message["content"]) for message in request.messages])
         seed = zlib.crc32(prompt.encode(), self._model_seed)  # the checksum of the model's name followed by the prompt
         text = orjson.dumps(cached[1](Draws(seed))).decode()
         return Answer(text, None, Usage(len(prompt) // 4 + 1, len(text) // 4 + 1))
@@ -131,6 +131,11 @@ def _string_maker(node: dict[str, Any], name: str) -> Maker:
 @hookimpl
 def engine_options() -> type[EngineOptions]:
     return FakeOptions
+
+
+@hookimpl
+def check_input_media(config: EngineConfig[FakeOptions], fields: dict[str, str]) -> None:
+    """The fake backend takes every kind of media: it answers from the prompt's text and each part's reference."""
 
 
 @hookimpl

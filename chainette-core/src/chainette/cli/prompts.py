@@ -6,7 +6,7 @@ from dataclasses import asdict
 import json
 import textwrap
 
-from chainette.execution.prompts import content_text
+from chainette.client import content_text
 from chainette.preview import RenderedStep, RowPrompts
 
 NOTE = (

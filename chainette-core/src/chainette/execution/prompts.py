@@ -138,18 +138,6 @@ def placed_media(step: Step, chain_input: type[BaseModel] | None) -> dict[str, s
     return placed
 
 
-def content_text(content: str | list[dict[str, Any]]) -> str:
-    """A message's content as text to read: each media part as `[image photo: its path or URL]`."""
-    if isinstance(content, str):
-        return content
-    return "".join(part["text"] if part["type"] == "text" else _media_text(part) for part in content)
-
-
-def _media_text(part: dict[str, Any]) -> str:
-    reference = part["reference"]
-    return f"[{reference['media']} {part['field']}: {reference.get('path') or reference.get('url')}]"
-
-
 def _render(key: str, template: Render, context: dict[str, Any]) -> str:
     """The prompt `key` rendered with `context`; a RowError (kind template) when it cannot be."""
     try:
