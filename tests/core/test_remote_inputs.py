@@ -126,3 +126,13 @@ def test_fingerprint_uses_the_version_the_filesystem_gives_without_reading(memor
 def test_importing_chainette_does_not_import_fsspec():
     assert "fsspec" not in imported_after("import chainette; import chainette.inputs")
     assert "fsspec" in sys.modules  # this module imported it; the check above ran in a fresh interpreter
+
+
+def test_a_url_s_credentials_never_reach_a_message(tmp_path):
+    """Credentials written into a URL (user:password@, a token in the query string) are masked in every error."""
+    url = "memory://alice:hunter2secret@bucket/missing.jsonl?token=qwerty12345"
+    with pytest.raises(InputError) as raised:
+        list(inputs.read_source(url))
+    text = str(raised.value)
+    assert "hunter2secret" not in text and "qwerty12345" not in text and "alice" not in text
+    assert "missing.jsonl" in text

@@ -13,10 +13,10 @@ import pytest
 from chainette import hookimpl, register_engine
 from chainette.backends.fake import FakeClient, FakeOptions
 from chainette.cli import main
-from chainette.engines import check_keys, public_url
+from chainette.engines import check_keys
 from chainette.errors import ConfigError, EngineError
 from chainette.plugins import get_plugins
-from chainette.secrets import MASK, engine_secrets, redact, redact_data
+from chainette.secrets import MASK, engine_secrets, public_url, redact, redact_data
 
 from .test_cli import EXAMPLE
 

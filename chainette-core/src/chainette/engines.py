@@ -6,13 +6,12 @@ from collections.abc import Mapping, Sequence
 import difflib
 import os
 from typing import Any, ClassVar, Generic, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from chainette.errors import ConfigError, describe_validation_error
 from chainette.plugins import get_plugins
-from chainette.secrets import MASK, clean_key, engine_secrets
+from chainette.secrets import clean_key, engine_secrets, public_url
 from chainette.yamlfile import Loc, YamlFile, read_yaml
 
 
@@ -330,20 +329,3 @@ def _register_entry(source: YamlFile, entry: Any, loc: Loc) -> EngineConfig[Engi
         return register_spec(spec)
     except ConfigError as exc:
         raise source.at(loc, str(exc)) from None
-
-
-def public_url(url: str | None) -> str | None:
-    """`url` safe to show or write: without `user:password@` credentials, each query-string value as MASK
-    (`?api-key=**********`; a bare `?token` is MASK whole)."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    query = "&".join(_masked(segment) for segment in parts.query.split("&")) if parts.query else ""
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1], query=query))
-
-
-def _masked(segment: str) -> str:
-    """One `name=value` of a query string with its value masked (a bare value masked whole, an empty one kept)."""
-    if "=" in segment:
-        return f"{segment.split('=', 1)[0]}={MASK}"
-    return MASK if segment else segment

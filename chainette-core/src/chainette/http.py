@@ -4,7 +4,7 @@ It sizes the connection pool to the engine's concurrency and turns every failure
 error classes the core's retry policy understands, so that a backend only builds payloads.
 A backend that talks through another client (an SDK over httpx2) shares `async_client`,
 `bearer` and `error_message`. An endpoint may carry a query string (`http://h/v1?api-key=TOKEN`): it is
-sent with every request (`split_query`, `join_url`), never shown (`chainette.engines.public_url`).
+sent with every request (`split_query`, `join_url`), never shown (`chainette.secrets.public_url`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 import httpx2
 import orjson
 
-from chainette.engines import EngineConfig, EngineOptions, public_url
+from chainette.engines import EngineConfig, EngineOptions
 from chainette.errors import EngineError, RetryableError, RowError, error_code, error_for_status, parse_retry_after
+from chainette.secrets import public_url
 
 if TYPE_CHECKING:
     import ssl

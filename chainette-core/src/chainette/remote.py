@@ -12,8 +12,10 @@ import hashlib
 from pathlib import Path, PurePosixPath
 import re
 from typing import Any, BinaryIO
+from urllib.parse import parse_qsl, urlsplit
 
 from chainette.errors import ChainetteError, InputError
+from chainette.secrets import MASK, public_url
 
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 INSTALL = 'pip install "chainette-core[remote]"'
@@ -34,6 +36,11 @@ def is_url(source: object) -> bool:
     return isinstance(source, str) and URL.match(source) is not None
 
 
+def shown(url: str) -> str:
+    """`url` as messages show it: without `user:password@` credentials, each query-string value masked."""
+    return public_url(url) or url
+
+
 def scheme(url: str) -> str:
     return url.split("://", 1)[0].lower()
 
@@ -44,26 +51,39 @@ def filesystem(url: str, error: type[ChainetteError] = InputError) -> tuple[Any,
     try:
         import fsspec
     except ImportError:
-        raise error(f"{url}: reading and writing URLs needs fsspec, which is not installed: {INSTALL}.") from None
+        raise error(f"{shown(url)}: reading and writing URLs needs fsspec, which is not installed: {INSTALL}.") from None
     try:
         fs, path = fsspec.core.url_to_fs(url)
     except ImportError:
         package = PACKAGES.get(scheme(url), "the fsspec package for this scheme")
-        raise error(f"{url}: {scheme(url)}:// URLs need {package}, which is not installed: pip install {package}.") from None
+        raise error(f"{shown(url)}: {scheme(url)}:// URLs need {package}, which is not installed: pip install {package}.") from None
     except ValueError as exc:
-        raise error(f"{url}: {exc}. Give a local path, or a URL of a filesystem fsspec knows (s3://, gs://, hf://).") from None
+        raise error(
+            f"{shown(url)}: {_cleaned(str(exc), url)}. Give a local path, or a URL of a filesystem fsspec knows (s3://, gs://, hf://)."
+        ) from None
     return fs, str(path)
 
 
 def problem(url: str, exc: BaseException) -> str:
     """What went wrong using `url`, in a sentence, with where credentials come from when they are the cause."""
     if isinstance(exc, FileNotFoundError):
-        return f"{url}: no such file or object"
-    text = str(exc) or type(exc).__name__
+        return f"{shown(url)}: no such file or object"
+    text = _cleaned(str(exc), url) or type(exc).__name__
     if isinstance(exc, PermissionError) or "credential" in text.lower() or "access denied" in text.lower():
         where = CREDENTIALS.get(scheme(url), "the usual place for this filesystem")
-        return f"{url}: access refused or no credentials ({text}); credentials are read from {where}"
-    return f"{url}: {text}"
+        return f"{shown(url)}: access refused or no credentials ({text}); credentials are read from {where}"
+    return f"{shown(url)}: {text}"
+
+
+def _cleaned(text: str, url: str) -> str:
+    """`text` (a filesystem's own message) with the URL's credentials and query-string values masked."""
+    parts = urlsplit(url)
+    secrets = [parts.password, *(value for _, value in parse_qsl(parts.query))]
+    text = text.replace(url, shown(url))
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, MASK)
+    return text
 
 
 @dataclass(frozen=True)
@@ -80,15 +100,15 @@ class RemoteFile:
         return cls(url, fs, path)
 
     def __str__(self) -> str:
-        return self.url
+        return shown(self.url)
 
     @property
     def suffix(self) -> str:
-        return PurePosixPath(self.path).suffix
+        return PurePosixPath(urlsplit(self.url).path).suffix
 
     @property
     def stem(self) -> str:
-        return PurePosixPath(self.path).stem
+        return PurePosixPath(urlsplit(self.url).path).stem
 
     def open(self) -> BinaryIO:
         """The file for reading, buffered by fsspec (read in blocks, never whole); InputError when it cannot be."""

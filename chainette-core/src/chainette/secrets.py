@@ -16,7 +16,7 @@ import json
 import os
 import re
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit
+from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit, urlunsplit
 
 from pydantic import BaseModel, SecretStr
 
@@ -152,3 +152,20 @@ def redact_data(value: Any, secrets: Collection[str]) -> Any:
     if isinstance(value, (list, tuple)):
         return [redact_data(item, secrets) for item in value]
     return value
+
+
+def public_url(url: str | None) -> str | None:
+    """`url` safe to show or write: without `user:password@` credentials, each query-string value as MASK
+    (`?api-key=**********`; a bare `?token` is MASK whole)."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    query = "&".join(_masked(segment) for segment in parts.query.split("&")) if parts.query else ""
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1], query=query))
+
+
+def _masked(segment: str) -> str:
+    """One `name=value` of a query string with its value masked (a bare value masked whole, an empty one kept)."""
+    if "=" in segment:
+        return f"{segment.split('=', 1)[0]}={MASK}"
+    return MASK if segment else segment

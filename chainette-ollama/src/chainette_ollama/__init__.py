@@ -10,11 +10,12 @@ import os
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from chainette.engines import EngineConfig, EngineOptions, public_url
+from chainette.engines import EngineConfig, EngineOptions
 from chainette.errors import ConfigError
 from chainette.hookspecs import hookimpl
 from chainette.media import refuse_kinds
 from chainette.sampling import SamplingParams, map_sampling
+from chainette.secrets import public_url
 from chainette_ollama.options import DEFAULT_PORT, DEFAULT_URL, OllamaOptions
 
 if TYPE_CHECKING:

@@ -12,11 +12,12 @@ import threading
 from typing import TYPE_CHECKING, Any
 import warnings
 
-from chainette.engines import EngineConfig, EngineOptions, public_url
+from chainette.engines import EngineConfig, EngineOptions
 from chainette.errors import ConfigError
 from chainette.hookspecs import hookimpl
 from chainette.media import refuse_kinds
 from chainette.sampling import SamplingParams, map_sampling
+from chainette.secrets import public_url
 from chainette_openai.options import DEFAULT_KEY_ENV, OpenAIOptions, api_of
 from chainette_openai.profiles import profile_name, resolve
 

@@ -17,10 +17,11 @@ from openai.resources.chat.completions import AsyncCompletions
 from openai.resources.responses import AsyncResponses
 
 from chainette.client import Answer, Request
-from chainette.engines import EngineConfig, public_url
+from chainette.engines import EngineConfig
 from chainette.errors import BackendError, EngineError, RetryableError, error_code, error_for_status, parse_retry_after
 from chainette.http import async_client, error_message, split_query
 from chainette.openai_format import chat_media_part, parse_chat_completion, wire_messages
+from chainette.secrets import public_url
 from chainette_openai.options import DEFAULT_KEY_ENV, OpenAIOptions, api_of
 from chainette_openai.profiles import resolve, response_format
 from chainette_openai.responses import media_part as responses_media_part

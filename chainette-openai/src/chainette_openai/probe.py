@@ -15,8 +15,9 @@ import warnings
 
 import httpx2
 
-from chainette.engines import EngineConfig, public_url
+from chainette.engines import EngineConfig
 from chainette.http import join_url, request_timeout
+from chainette.secrets import public_url
 from chainette_openai.options import OpenAIOptions
 from chainette_openai.profiles import Profile, StructuredOutput, TokenLimit, probed
 

@@ -11,8 +11,9 @@ from typing import cast
 
 import typer
 
-from chainette.engines import EngineConfig, EngineOptions, get_engine, load_engines_from_yaml, public_url
+from chainette.engines import EngineConfig, EngineOptions, get_engine, load_engines_from_yaml
 from chainette.errors import ConfigError
+from chainette.secrets import public_url
 from chainette_vllm.options import VllmOptions
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import warnings
 
-from chainette.engines import EngineConfig, public_url
+from chainette.engines import EngineConfig
 from chainette.errors import EngineError
 from chainette.http import bearer, join_url, list_models
+from chainette.secrets import public_url
 from chainette_vllm.options import API_KEY_ENV, SERVE_OPTIONS, VllmOptions
 
 

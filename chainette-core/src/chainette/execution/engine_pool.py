@@ -9,12 +9,13 @@ from pathlib import Path
 from chainette.balancer import BalancedClient, Endpoint
 from chainette.batch import BatchClient
 from chainette.client import Client
-from chainette.engines import EngineConfig, EngineOptions, public_url
+from chainette.engines import EngineConfig, EngineOptions
 from chainette.events import EngineChanged, EventBus
 from chainette.execution.segments import claimed_devices, server_keys
 from chainette.execution.stopping import StopSignal
 from chainette.plugins import get_plugins
 from chainette.policy import EngineGate
+from chainette.secrets import public_url
 
 
 @dataclass

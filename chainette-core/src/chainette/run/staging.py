@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from chainette.errors import ChainetteError
-from chainette.remote import filesystem, join, problem, url_hash
+from chainette.remote import filesystem, join, problem, shown, url_hash
 from chainette.results import RunResult
 from chainette.run.rundir import MANIFEST, RUN_FILE, STATE_DIR, refuse_other_run
 
@@ -66,17 +66,17 @@ class RemoteOutput:
         except Exception as exc:
             raise ChainetteError(f"Cannot use output {problem(self.url, exc)}.") from None
         if is_file:
-            raise ChainetteError(f"Output {self.url} is a file: give a folder (a prefix) to upload the run's files under.")
+            raise ChainetteError(f"Output {shown(self.url)} is a file: give a folder (a prefix) to upload the run's files under.")
         if held:
             raise ChainetteError(
-                f"Output {self.url} is not empty and holds no chainette run (no {STATE_DIR}/{MANIFEST}): nothing there is deleted "
+                f"Output {shown(self.url)} is not empty and holds no chainette run (no {STATE_DIR}/{MANIFEST}): nothing there is deleted "
                 "or replaced, with --overwrite (overwrite=True) too. Choose a new or empty folder."
             )
         try:
             return None if text is None else dict(json.loads(text))
         except (ValueError, TypeError):
             raise ChainetteError(
-                f"Output {self.url}: its {STATE_DIR}/{MANIFEST} is not a chainette manifest; choose another folder."
+                f"Output {shown(self.url)}: its {STATE_DIR}/{MANIFEST} is not a chainette manifest; choose another folder."
             ) from None
 
     def upload(self, root: Path, status: str) -> None:
@@ -146,17 +146,17 @@ class UploadedRun(RunResult):
     def note(self) -> str:
         """Where the outputs went and what became of the staging folder, in a sentence (for the summary)."""
         if self._removed:
-            return f"Uploaded to {self.url}; the staging folder {self.output_dir} was removed."
+            return f"Uploaded to {shown(self.url)}; the staging folder {self.output_dir} was removed."
         return (
-            f"Uploaded what is done so far to {self.url}; the staging folder {self.output_dir} keeps the run "
+            f"Uploaded what is done so far to {shown(self.url)}; the staging folder {self.output_dir} keeps the run "
             "until it completes: the same command goes on with it."
         )
 
     def _check_kept(self) -> None:
         if self._removed:
             raise ChainetteError(
-                f"The run's outputs were uploaded to {self.url} and its staging folder removed: read them there "
-                f"(for example pandas.read_json('{self.url}/flattened/000.jsonl', lines=True))."
+                f"The run's outputs were uploaded to {shown(self.url)} and its staging folder removed: read them there "
+                f"(for example pandas.read_json('{shown(self.url)}/flattened/000.jsonl', lines=True))."
             )
 
     def __repr__(self) -> str:
