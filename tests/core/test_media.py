@@ -302,7 +302,8 @@ def peak_memory(tmp_path: Path, size: int, sizes: list[int]) -> int:
 
 def test_memory_stays_flat_over_ten_thousand_images(scripted, tmp_path):
     """Images are read when their request is built and dropped after: 10,000 images of 4 KiB (40 MB in all) raise
-    the run's peak by less than 5 % of their total over 10,000 images of 4 bytes (kept, they would raise it by all)."""
+    the run's peak by less than a quarter of their total over 10,000 images of 4 bytes (kept, they would raise it by
+    all; the margin is the run's own buffers, whose peaks vary from run to run by a few MB)."""
     sizes: list[int] = []
 
     def answer(request, attempt):
@@ -313,7 +314,7 @@ def test_memory_stays_flat_over_ten_thousand_images(scripted, tmp_path):
     register_engine("s", backend="scripted", model="m", max_concurrency=16)
     small = peak_memory(tmp_path / "small", 4, sizes)
     large = peak_memory(tmp_path / "large", 4096, sizes)
-    assert large - small < 10_000 * 4096 / 20
+    assert large - small < 10_000 * 4096 / 4
 
 
 def test_a_backend_without_the_media_hook_is_refused_at_start_naming_step_field_and_backend(tmp_path):
