@@ -11,13 +11,16 @@ from collections.abc import Awaitable, Callable
 import random
 import re
 import time
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from chainette.client import Answer, Client, Request, Usage
 from chainette.engines import EngineOptions
 from chainette.errors import BackendError, EngineError, RetryableError, RowError, RunInterrupted
 from chainette.stats import NodeStats, Spent
 from chainette.window import Window
+
+if TYPE_CHECKING:
+    from chainette.telemetry import RequestTracer
 
 BASE_DELAY = 0.5
 MAX_DELAY = 30.0
@@ -67,8 +70,9 @@ class TokenBucket:
 class EngineGate:
     """Admission control shared by every request to one engine; once `close`d (the run is stopping), it sends none."""
 
-    def __init__(self, options: EngineOptions):
+    def __init__(self, options: EngineOptions, tracer: RequestTracer | None = None):
         self.options = options
+        self.tracer = tracer  # OpenTelemetry's, when the run asked for it (chainette.telemetry)
         self.closed = False
         self.window = Window(options.max_concurrency, options.adaptive_concurrency)
         self.requests = TokenBucket(options.requests_per_minute) if options.requests_per_minute else None
@@ -157,23 +161,29 @@ async def complete_with_retries(client: Client, request: Request, gate: EngineGa
 async def _sent(client: Client, request: Request, gate: EngineGate, node: NodeStats) -> Answer:
     """The client's answer to `request`, asked within the engine's window, which the answer adapts: counted among
     `node`'s requests, and in flight on it meanwhile. RunInterrupted, without sending it, once the gate is closed."""
-    window = gate.window
+    window, tracer = gate.window, gate.tracer
     number = await window.enter()
     try:
         if gate.closed:
             raise RunInterrupted("the run is stopping: the request was not sent")
         node.session.requests += 1
         node.in_flight += 1
+        span = tracer.started(request) if tracer is not None else None
         started = clock()
         try:
             answer = await client.complete(request)
-        except RetryableError as exc:
-            if exc.kind in OVERLOAD_KINDS:
+        except BaseException as exc:
+            if isinstance(exc, RetryableError) and exc.kind in OVERLOAD_KINDS:
                 window.overloaded(number)
+            if tracer is not None and span is not None:
+                tracer.ended(span, clock() - started, None, exc)
             raise
         finally:
             node.in_flight -= 1
-        window.answered(clock() - started)
+        seconds = clock() - started
+        window.answered(seconds)
+        if tracer is not None and span is not None:
+            tracer.ended(span, seconds, answer, None)
         return answer
     finally:
         window.leave()

@@ -81,6 +81,11 @@ def run_command(
         "--on",
         help="Run the chain with a runner plugin instead of here: ray (RAY_ADDRESS, else a local cluster) or ray://HOST:PORT (chainette-ray).",
     ),
+    otel: bool = typer.Option(
+        False,
+        "--otel",
+        help="Send OpenTelemetry spans and metrics of the run, its nodes and requests (chainette-core[otel]; docs/telemetry.md).",
+    ),
 ) -> None:
     """Run CHAIN over INPUTS and write every step's outputs, the errors and the run's metadata to OUTPUT.
 
@@ -116,6 +121,7 @@ def run_command(
         cancel_batches=cancel_batches is True,
         limit=limit,
         on=on,
+        telemetry=otel,
     )
     try:
         result = run_blocking(loaded, inputs, options)

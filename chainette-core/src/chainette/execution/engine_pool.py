@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chainette.balancer import BalancedClient, Endpoint
 from chainette.batch import BatchClient
 from chainette.client import Client
-from chainette.engines import EngineConfig, EngineOptions
+from chainette.engines import EngineConfig, EngineOptions, engine_price
 from chainette.events import EngineChanged, EventBus
 from chainette.execution.segments import claimed_devices, server_keys
 from chainette.execution.stopping import StopSignal
 from chainette.plugins import get_plugins
 from chainette.policy import EngineGate
 from chainette.secrets import public_url
+
+if TYPE_CHECKING:
+    from chainette.telemetry import Telemetry
 
 
 @dataclass
@@ -54,6 +58,7 @@ class EnginePool:
         self.running: dict[str, RunningEngine] = {}
         self.keys = server_keys(configs)
         self.devices = claimed_devices(configs)
+        self.telemetry: Telemetry | None = None  # the run's OpenTelemetry, when it asked for it
 
     async def start_persistent(self) -> None:
         for name in sorted(set().union(*self.plan)):
@@ -81,16 +86,21 @@ class EnginePool:
         self.bus.emit(EngineChanged(engine=name, state="starting", detail=f"{config.backend}: {config.model}"))
         if config.options.batch:
             batches = get_plugins().hooks(config.backend).make_batch_client(config, self.run_dir)
-            engine = self.running[name] = RunningEngine(config, None, EngineGate(config.options), batches)
+            engine = self.running[name] = RunningEngine(config, None, self._gate(config), batches)
             self.bus.emit(EngineChanged(engine=name, state="ready", detail="batch jobs"))
             return engine
         endpoints = [await self._connect(config.for_url(url)) for url in config.urls]
         client = endpoints[0][1] if len(endpoints) == 1 else BalancedClient([Endpoint(url or "", client) for url, client in endpoints])
-        engine = RunningEngine(config, client, EngineGate(config.options))
+        engine = RunningEngine(config, client, self._gate(config))
         self.control.on_stop(engine.gate.close)
         self.running[name] = engine
         self.bus.emit(EngineChanged(engine=name, state="ready", detail=", ".join(public_url(url) or "" for url, _ in endpoints)))
         return engine
+
+    def _gate(self, config: EngineConfig[EngineOptions]) -> EngineGate:
+        """The engine's admission gate, tracing its requests when the run has telemetry on."""
+        tracer = self.telemetry.for_engine(config, engine_price(config)) if self.telemetry is not None else None
+        return EngineGate(config.options, tracer)
 
     async def _connect(self, single: EngineConfig[EngineOptions]) -> tuple[str | None, Client]:
         """Make sure the server at `single.endpoint` answers (the backend may start it); return its URL and client."""

@@ -35,6 +35,7 @@ class RunOptions:
     batch: bool = False
     cancel_batches: bool = False
     limit: int | None = None
+    telemetry: bool = False
     on: str | None = None
 
     def __post_init__(self) -> None:

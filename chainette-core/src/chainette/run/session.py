@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from chainette.chain import Chain
+    from chainette.telemetry import Telemetry
 
 MakeExecutor = Callable[[list[Node], RunDir, dict[str, EngineConfig[EngineOptions]], RunOptions, EventBus], Executor]
 """What makes the executor of a session: the core's `Executor`, or a runner's subclass (or a factory of one)."""
@@ -110,6 +111,9 @@ class RunSession:
         reporter = options.reporter
         bus = EventBus([reporter] if reporter else [], secrets)
         run = make_executor(chain.nodes, run_dir, self.engines, options, bus)
+        if options.telemetry:
+            run.pool.telemetry = _telemetry(secrets)
+            bus.listeners.append(run.pool.telemetry)
         status, error = "failed", None
         outline = [{"id": INPUT_ID, "kind": "input", "label": "input"}, *graph.outline(chain.nodes)]
         bus.emit(RunStarted(chain=chain.name, output_dir=str(run_dir.root), resumed=run_dir.resumed, nodes=outline))
@@ -153,6 +157,15 @@ class RunSession:
         if self.target is not None:
             return self.target.result(recorded, chain.output_models())
         return RunResult(run_dir.root, chain.output_models())
+
+
+def _telemetry(secrets: frozenset[str]) -> Telemetry:
+    """The run's OpenTelemetry spans and metrics (chainette.telemetry, imported only for a run that asks for them)."""
+    try:
+        from chainette.telemetry import Telemetry
+    except ImportError:
+        raise ConfigError('Telemetry needs opentelemetry-api, which is not installed: pip install "chainette-core[otel]".') from None
+    return Telemetry(secrets)
 
 
 async def _tick(run: Executor, interval: float) -> None:
