@@ -140,3 +140,30 @@ def test_paths_join_before_an_endpoint_query_string():
     assert join_url("http://h/v1/?api-key=T&x=1", "/models") == "http://h/v1/models?api-key=T&x=1"
     assert join_url("http://u:p@h:8000", "/api/chat") == "http://u:p@h:8000/api/chat"
     assert split_query("http://h/v1?api-key=a%2Bb&flag=") == ("http://h/v1", {"api-key": "a+b", "flag": ""})
+
+
+@pytest.mark.parametrize(
+    ("headers", "wait"),
+    [
+        ({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "6m0s"}, 360.0),
+        ({"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "20ms", "x-ratelimit-remaining-requests": "9"}, 0.02),
+        (
+            {
+                "x-ratelimit-remaining-requests": "0",
+                "x-ratelimit-reset-requests": "1s",
+                "x-ratelimit-remaining-tokens": "0",
+                "x-ratelimit-reset-tokens": "1m2.5s",
+            },
+            62.5,
+        ),
+        ({"x-ratelimit-remaining-requests": "5", "x-ratelimit-reset-requests": "1s"}, None),
+        ({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "soon"}, None),
+        ({"retry-after": "3", "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "6m0s"}, 3.0),
+    ],
+)
+def test_a_429_without_retry_after_waits_for_the_spent_rate_limit_to_reset(headers, wait):
+    """OpenAI's rate-limit headers (x-ratelimit-remaining-*, x-ratelimit-reset-* as durations such as 12ms or 6m0s, per
+    the OpenAI rate-limits guide) say how long a spent limit lasts; Retry-After wins when the server sends it."""
+    from chainette.errors import parse_retry_after
+
+    assert parse_retry_after(headers) == (pytest.approx(wait) if wait is not None else None)

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from email.utils import parsedate_to_datetime
 import json
 from pathlib import Path
+import re
 import time
 import traceback
 from typing import TYPE_CHECKING
@@ -78,8 +79,19 @@ class EngineError(BackendError, ChainetteError):
     """The engine cannot serve any row (authentication, unknown model, unreachable): the run stops."""
 
 
+RATE_LIMITS = (
+    ("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
+    ("x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
+)
+"""OpenAI's rate-limit headers (also sent by Groq, OpenRouter and other compatible APIs): each limit's remaining count,
+and how long until it resets, as a duration (`20ms`, `1s`, `6m0s`)."""
+DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from `Retry-After-Ms` or `Retry-After` (seconds or an HTTP date), if present."""
+    """Seconds to wait from `Retry-After-Ms` or `Retry-After` (seconds or an HTTP date), else from the provider's
+    rate-limit headers (the reset of each limit spent), if present."""
     millis = headers.get("retry-after-ms")
     if millis:
         try:
@@ -88,7 +100,7 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
             pass
     value = headers.get("retry-after")
     if not value:
-        return None
+        return rate_limit_reset(headers)
     try:
         return max(float(value), 0.0)
     except ValueError:
@@ -97,6 +109,21 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
         return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
     except (TypeError, ValueError):
         return None
+
+
+def rate_limit_reset(headers: Mapping[str, str]) -> float | None:
+    """Seconds until the last spent rate limit resets (RATE_LIMITS: a limit whose remaining count is 0), or None."""
+    waits = [_duration(headers.get(reset) or "") for remaining, reset in RATE_LIMITS if headers.get(remaining) == "0"]
+    found = [wait for wait in waits if wait is not None]
+    return max(found) if found else None
+
+
+def _duration(text: str) -> float | None:
+    """Seconds in a duration such as `20ms`, `1s`, `6m0s` or `1h2m3.5s`; None for anything else."""
+    parts = DURATION_PART.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text.strip():
+        return None
+    return sum(float(number) * DURATION_UNITS[unit] for number, unit in parts)
 
 
 def error_for_status(status: int, message: str, *, engine: str, retry_after: float | None = None, code: str | None = None) -> BackendError:
