@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 import sys
+from typing import Any
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}<|end|>{% endfor %}"
@@ -40,20 +41,24 @@ def corpus() -> list[str]:
     return [f'{{"{w}": "{v}", "n": {i}}}' for i, (w, v) in enumerate(zip(words, reversed(words), strict=True))] * 20
 
 
-def main(out: Path) -> None:
+def tokenizer(special: list[str]) -> Any:
+    """A byte-level BPE tokenizer of 512 tokens trained on `corpus()`, with the `special` tokens (a transformers fast tokenizer)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
-    torch.manual_seed(0)
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator(corpus(), trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="<|end|>", unk_token="<unk>", pad_token="</s>")
-    fast.chat_template = CHAT_TEMPLATE
-    config = LlamaConfig(
+    trained = Tokenizer(models.BPE(unk_token="<unk>"))
+    trained.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trained.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trained.train_from_iterator(corpus(), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=trained, bos_token="<s>", eos_token="<|end|>", unk_token="<unk>", pad_token="</s>")
+
+
+def text_config(fast: Any, **more: Any) -> Any:
+    """The tiny Llama's config (2 layers of 128) for the tokenizer `fast`, with `more` settings."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
         vocab_size=fast.vocab_size,
         hidden_size=128,
         intermediate_size=256,
@@ -64,9 +69,18 @@ def main(out: Path) -> None:
         bos_token_id=fast.bos_token_id,
         eos_token_id=fast.eos_token_id,
         pad_token_id=fast.pad_token_id,
-        tie_word_embeddings=True,
+        **more,
     )
-    model = LlamaForCausalLM(config).to(torch.bfloat16)
+
+
+def main(out: Path) -> None:
+    import torch
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    fast = tokenizer(SPECIAL)
+    fast.chat_template = CHAT_TEMPLATE
+    model = LlamaForCausalLM(text_config(fast, tie_word_embeddings=True)).to(torch.bfloat16)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     fast.save_pretrained(out)

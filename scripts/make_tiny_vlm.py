@@ -10,47 +10,20 @@ from __future__ import annotations
 from pathlib import Path
 import sys
 
-from make_tiny_model import CHAT_TEMPLATE, SPECIAL, corpus
+from make_tiny_model import CHAT_TEMPLATE, SPECIAL, text_config, tokenizer
 
 IMAGE_TOKEN = "<image>"
 IMAGE_SIZE, PATCH = 30, 15  # (30 / 15)² = 4 patches: 4 image tokens per image
 
 
 def main(out: Path) -> None:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     import torch
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-        PreTrainedTokenizerFast,
-    )
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
     torch.manual_seed(0)
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=512, special_tokens=[*SPECIAL, IMAGE_TOKEN], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tokenizer.train_from_iterator(corpus(), trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="<|end|>", unk_token="<unk>", pad_token="</s>")
+    fast = tokenizer([*SPECIAL, IMAGE_TOKEN])
     fast.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
-    text = LlamaConfig(
-        vocab_size=fast.vocab_size,
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=1024,
-        bos_token_id=fast.bos_token_id,
-        eos_token_id=fast.eos_token_id,
-        pad_token_id=fast.pad_token_id,
-    )
+    text = text_config(fast)
     vision = CLIPVisionConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=IMAGE_SIZE, patch_size=PATCH
     )
