@@ -344,3 +344,16 @@ def test_a_field_typed_with_the_base_media_type_takes_any_kind():
         item: Media
 
     assert Any_.model_validate({"item": PDF}).item.kind == "document" and Any_.model_validate({"item": PNG}).item.kind == "image"
+
+
+def test_rows_given_in_python_with_pil_images_resume_as_the_same_inputs():
+    """A list of rows holding PIL images (or bytes) has the same fingerprint on every run: a resume is not refused as
+    other inputs (their reprs hold memory addresses)."""
+    PIL = pytest.importorskip("PIL.Image")
+    from chainette.inputs import fingerprint
+
+    def rows() -> list[dict]:
+        return [{"photo": PIL.new("RGB", (4, 4), "white"), "raw": b"\x00\x01"}]
+
+    assert fingerprint(rows()) == fingerprint(rows())
+    assert fingerprint(rows()) != fingerprint([{"photo": PIL.new("RGB", (4, 4), "black"), "raw": b"\x00\x01"}])

@@ -500,6 +500,15 @@ def open_rows(source: Inputs, columns: Columns | None) -> Iterable[RawRow]:
     return from_objects(source, columns)
 
 
+def _stable(value: Any) -> str:
+    """A value JSON cannot hold, as the same text on every run: bytes and images (PIL's `tobytes`) by the hash of
+    their bytes, anything else by its `str` (never a repr holding a memory address, for those two)."""
+    data = value.tobytes() if hasattr(value, "tobytes") else value
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return hashlib.sha256(data).hexdigest()
+    return str(value)
+
+
 def fingerprint(source: Inputs, columns: Columns | None = None, id_column: str | None = None) -> str | None:
     """A hash of the inputs when they can be read twice (a file's bytes, a list, a dataset's name and split), with
     the columns picked and the id column; None for a one-shot iterator. A file at a URL is not read for it when its
@@ -521,7 +530,7 @@ def fingerprint(source: Inputs, columns: Columns | None = None, id_column: str |
     elif isinstance(source, (list, tuple)):
         for row in source:
             data = row.model_dump(mode="json") if isinstance(row, BaseModel) else row
-            digest.update(json.dumps(data, sort_keys=True, default=str).encode())
+            digest.update(json.dumps(data, sort_keys=True, default=_stable).encode())
     else:
         return None
     if columns is not None:
