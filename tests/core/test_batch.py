@@ -4,6 +4,7 @@ kill (a line cut short is ignored)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -35,12 +36,19 @@ def test_lines_are_split_at_the_request_and_byte_limits(tmp_path):
     assert sizes(tmp_path, [], 4, 100) == []
 
 
+def written(folder, lines: list[dict]) -> Path:
+    """A batch file of `lines`, written as a ChunkWriter writes one, not journaled yet."""
+    path = folder / "next.jsonl.part"
+    path.write_bytes(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
+    return path
+
+
 def test_the_journal_reads_back_every_chunk_and_ignores_a_line_cut_by_a_kill(tmp_path):
     journal = BatchJournal(tmp_path / "step")
-    chunk = journal.add(0, [json.dumps({"custom_id": custom_id("q", 0, str(i))}).encode() + b"\n" for i in range(3)])
+    chunk = journal.add(0, written(journal.folder, [{"custom_id": custom_id("q", 0, str(i))} for i in range(3)]), 3)
     journal.record(chunk, file_id="file-1")
     journal.record(chunk, batch_id="batch_1", state="submitted")
-    second = journal.add(1, [json.dumps({"custom_id": custom_id("r", 0, "2")}).encode() + b"\n"])
+    second = journal.add(1, written(journal.folder, [{"custom_id": custom_id("r", 0, "2")}]), 1)
     journal.record(second, done=True)
     with open(journal.path, "a") as cut:
         cut.write('{"chunk": "001-00001", "batch_')
@@ -50,3 +58,15 @@ def test_the_journal_reads_back_every_chunk_and_ignores_a_line_cut_by_a_kill(tmp
     assert (open_chunk.name, open_chunk.file_id, open_chunk.batch_id, open_chunk.state) == (chunk.name, "file-1", "batch_1", "submitted")
     assert row_ids_of(open_chunk) == {"0", "1", "2"}
     assert again.last_round == 1 and again.chunks[second.name].done
+
+
+def test_a_chunk_writer_keeps_no_line_in_memory(tmp_path):
+    """Lines go to disk as they are written (a line with media holds their bytes): what the writer holds is a count."""
+    journal = BatchJournal(tmp_path / "step")
+    writer = ChunkWriter(journal, 0, max_requests=100, max_bytes=10**9)
+    writer.write([{"custom_id": custom_id("q", 0, str(i)), "body": "x" * 1000} for i in range(50)])
+    assert writer.part.stat().st_size > 40_000 and not journal.chunks, "on disk but a write buffer, not journaled yet"
+    assert not any(isinstance(value, list) and value for value in vars(writer).values() if value is not writer.chunks)
+    writer.close()
+    [chunk] = writer.chunks
+    assert chunk.lines == 50 and not writer.part.exists() and len(row_ids_of(chunk)) == 50

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import json
 import os
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from chainette.client import Answer, Request
 from chainette.errors import BackendError
@@ -139,13 +139,13 @@ class BatchJournal:
             journal.flush()
             os.fsync(journal.fileno())
 
-    def add(self, round: int, lines: list[bytes]) -> Chunk:
-        """Write `lines` (encoded JSON lines) as a new chunk's batch file, then journal it."""
+    def add(self, round: int, written: Path, lines: int) -> Chunk:
+        """Make the batch file `written` (`lines` JSON lines) a new chunk's, under its name, then journal it."""
         name = f"{round:03d}-{len(self.chunks):05d}"
         path = self.folder / f"{name}.jsonl"
-        path.write_bytes(b"".join(lines))
-        self._append({"chunk": name, "path": path.name, "round": round, "lines": len(lines)})
-        chunk = self.chunks[name] = Chunk(name, round, path, len(lines))
+        os.replace(written, path)
+        self._append({"chunk": name, "path": path.name, "round": round, "lines": lines})
+        chunk = self.chunks[name] = Chunk(name, round, path, lines)
         return chunk
 
     def writer(self, round: int, client: BatchClient) -> ChunkWriter:
@@ -161,23 +161,28 @@ class BatchJournal:
 
 
 class ChunkWriter:
-    """Writes lines into a journal's batch files of one round as they come, starting a new file at `max_requests`
-    lines or `max_bytes` bytes (a longer line goes alone), so that a step's requests never sit in memory together.
-    `close` writes the last file; `chunks` lists those written."""
+    """Writes lines into a journal's batch files of one round as they come, straight to disk (a line with its media
+    holds their bytes: none stays in memory), starting a new file at `max_requests` lines or `max_bytes` bytes (a
+    longer line goes alone). A file becomes a chunk once it is full or closed; `chunks` lists those written."""
 
     def __init__(self, journal: BatchJournal, round: int, max_requests: int, max_bytes: int):
         self.journal, self.round = journal, round
         self.max_requests, self.max_bytes = max_requests, max_bytes
-        self.lines: list[bytes] = []
+        self.part = journal.folder / f"{round:03d}-next.jsonl.part"  # the file being written, not journaled yet
+        self.file: BinaryIO | None = None
+        self.lines = 0
         self.size = 0
         self.chunks: list[Chunk] = []
 
     def write(self, lines: list[dict[str, Any]]) -> None:
         for line in lines:
             encoded = json.dumps(line).encode() + b"\n"
-            if self.lines and (len(self.lines) >= self.max_requests or self.size + len(encoded) > self.max_bytes):
+            if self.lines and (self.lines >= self.max_requests or self.size + len(encoded) > self.max_bytes):
                 self._flush()
-            self.lines.append(encoded)
+            if self.file is None:
+                self.file = open(self.part, "wb")  # noqa: SIM115 (open across `write` calls, closed by `_flush`)
+            self.file.write(encoded)
+            self.lines += 1
             self.size += len(encoded)
 
     def close(self) -> None:
@@ -185,8 +190,11 @@ class ChunkWriter:
             self._flush()
 
     def _flush(self) -> None:
-        self.chunks.append(self.journal.add(self.round, self.lines))
-        self.lines, self.size = [], 0
+        assert self.file is not None, "a file with lines is open"
+        self.file.close()
+        self.file = None
+        self.chunks.append(self.journal.add(self.round, self.part, self.lines))
+        self.lines, self.size = 0, 0
 
 
 def row_ids_of(chunk: Chunk) -> set[str]:
