@@ -1,5 +1,5 @@
-"""Goal 2: chainette's own per-row cost, the fake backend with no latency over two steps, every output written:
->= 10,000 rows/s (against plain json.loads + json.dumps of every row, no chainette); what --durable's fsyncs cost
+"""Goal 2: chainette's own per-row cost, the fake backend with no latency over two steps, the response cache on, every
+output written: >= 20,000 rows/s (issue 25) (against plain json.loads + json.dumps of every row, no chainette); what --durable's fsyncs cost
 on this disk: >= 50 % of the rate without (best of two, interleaved); and where the time goes."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def measure(count: int) -> Outcome:
     plain, durable = best["plain"], best["durable"]
     return Outcome(
         (
-            Figure(f"2. fake backend, two steps, {count:,} rows", plain, best["json"], ">= 10,000 rows/s", plain >= 10_000),
+            Figure(f"2. fake backend, two steps, {count:,} rows", plain, best["json"], ">= 20,000 rows/s", plain >= 20_000),
             Figure("2. the same with --durable (fsync per flush) vs without", durable, plain, ">= 50% of without", durable >= 0.5 * plain),
         ),
         (profile,),
