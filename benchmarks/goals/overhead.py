@@ -1,6 +1,6 @@
 """Goal 2: chainette's own per-row cost, the fake backend with no latency over two steps, the response cache on, every
-output written: >= 20,000 rows/s (issue 25) (against plain json.loads + json.dumps of every row, no chainette); what --durable's fsyncs cost
-on this disk: >= 50 % of the rate without (best of two, interleaved); and where the time goes."""
+output written: >= 20,000 rows/s (issue 25; against plain json.loads + json.dumps of every row, no chainette); what
+--durable's fsyncs cost on this disk: >= 50 % of the rate without (best of two, interleaved); and where the time goes."""
 
 from __future__ import annotations
 
