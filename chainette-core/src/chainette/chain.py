@@ -74,6 +74,7 @@ class Chain:
         cancel_batches: bool = False,
         limit: int | None = None,
         on: str | None = None,
+        max_cost: float | None = None,
     ) -> RunResult:
         """Run the chain over `inputs` (a JSONL, JSON, CSV or Parquet file, `hf:name[:config]:split`, or dicts/models).
 
@@ -88,6 +89,8 @@ class Chain:
         backend can as offline batch jobs (docs/batch.md); `cancel_batches` cancels those in flight on a stop.
         `limit` runs only the first `limit` input rows: a later run on the same `output_dir` goes on with the rest.
         `on` runs the chain with a runner plugin instead of here: "ray" or "ray://HOST:PORT" with chainette-ray (docs/ray.md).
+        `max_cost` (USD) stops the run gracefully, resumable, once what this call spent, its requests in flight included,
+        reaches it (RunInterrupted, exit status 4; every step's engine needs a price; docs/running.md).
         Works inside a running event loop too (Jupyter): the run then happens on a worker thread.
         """
         if reporter is None and (progress if progress is not None else _interactive()):
@@ -109,6 +112,7 @@ class Chain:
             cancel_batches=cancel_batches,
             limit=limit,
             on=on,
+            max_cost=max_cost,
         )
         from chainette.run import session  # declaring a chain loads no plugin machinery; running it does
 
@@ -132,6 +136,7 @@ class Chain:
         cancel_batches: bool = False,
         limit: int | None = None,
         on: str | None = None,
+        max_cost: float | None = None,
     ) -> RunResult:
         """Async form of `run` (no live view unless a `reporter` is given)."""
         options = RunOptions(
@@ -149,6 +154,7 @@ class Chain:
             cancel_batches=cancel_batches,
             limit=limit,
             on=on,
+            max_cost=max_cost,
         )
         from chainette.run import session
 

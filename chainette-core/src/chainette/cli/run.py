@@ -81,6 +81,12 @@ def run_command(
         "--on",
         help="Run the chain with a runner plugin instead of here: ray (RAY_ADDRESS, else a local cluster) or ray://HOST:PORT (chainette-ray).",
     ),
+    max_cost: float | None = typer.Option(
+        None,
+        "--max-cost",
+        metavar="USD",
+        help="Stop gracefully (resumable, exit status 4) once this command has spent USD, its requests in flight included; every engine needs a price.",
+    ),
 ) -> None:
     """Run CHAIN over INPUTS and write every step's outputs, the errors and the run's metadata to OUTPUT.
 
@@ -116,6 +122,7 @@ def run_command(
         cancel_batches=cancel_batches is True,
         limit=limit,
         on=on,
+        max_cost=max_cost,
     )
     try:
         result = run_blocking(loaded, inputs, options)
