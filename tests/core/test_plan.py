@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from chainette import Chain, register_engine
 from chainette.plan import make_plan
+from chainette.plan import sample as sampling
+from chainette.testing import FakeServer
 
 from .test_cli import chainette
 from .test_run import echo, label_step
@@ -94,3 +98,31 @@ def test_the_cli_prints_the_plan_and_says_once_that_a_cost_is_unknown(tmp_path):
     assert plan["input_rows"] == 40 and plan["sample"] == {"rows": 8, "spread": True}
     assert [step["step"] for step in plan["steps"]] == ["first", "again"] and plan["unpriced_engines"] == ["llm"]
     assert plan["steps"][0]["requests"]["estimate"] == 40 and plan["cost_usd"] is None
+
+
+def test_a_parquet_input_is_counted_from_its_footer_and_sampled_over_it(tmp_path, monkeypatch):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet
+
+    path = tmp_path / "in.parquet"
+    pyarrow.parquet.write_table(pa.Table.from_pylist(varied(60)), path)
+    read = []
+    counted = sampling.inputs.open_rows
+    monkeypatch.setattr(sampling.inputs, "open_rows", lambda *args: read.append(args) or counted(*args))
+    plan = make_plan(fake_chain(), str(path), sample=6, cache=False)
+    assert (plan.total_rows, plan.sample_rows, plan.spread) == (60, 6, True)
+    assert len(read) == 1, "the rows are read once, for the sample: their count comes from the footer"
+
+
+def test_batch_engines_are_asked_online_for_the_sample(tmp_path):
+    pytest.importorskip("chainette_openai")
+    rows = varied(8)
+    with FakeServer(models=("gpt-4o-mini",)) as server:
+        register_engine("s", backend="openai", model="gpt-4o-mini", endpoint=f"{server.base_url}/v1", api_key="sk-plan", **PRICES)
+        chain = Chain(name="c", steps=[label_step()])
+        online = make_plan(chain, rows, sample=8, cache=False).steps[0]
+        batched = make_plan(chain, rows, sample=8, batch=True, cache=False).steps[0]
+        assert len(server.chat_requests()) == 16, "both samples were asked online"
+    assert batched.batch and not online.batch
+    assert batched.input_tokens == online.input_tokens and batched.cost_usd == online.cost_usd, "explicit prices are what a batch pays too"
+    assert batched.seconds is None, "a batch step's time is the provider's"

@@ -1,5 +1,6 @@
-"""The rows a plan runs: the input's rows counted (a text file's lines are not decoded), then a sample of them,
-spread evenly over the input when it can be read twice (a file, a list), else its first rows."""
+"""The rows a plan runs: the input's rows counted (a text file's lines are not decoded, a Parquet file's count is read
+from its footer), then a sample of them, spread evenly over the input when it can be read twice (a file, a list), else
+its first rows."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ import itertools
 import os
 from typing import Any
 
-from chainette import inputs
+from chainette import inputs, parquet
+from chainette.errors import InputError
+from chainette.remote import open_binary
+
+PARQUET = (".parquet", ".pq")
 
 
 @dataclass
@@ -35,13 +40,24 @@ def sample_rows(source: inputs.Inputs, size: int) -> Sample:
     """`size` rows of `source`, spread evenly over it when it can be read twice, else its first rows (the rest of a
     one-shot iterator is then only counted)."""
     if isinstance(source, (str, os.PathLike, list, tuple)):
-        total = sum(1 for _ in inputs.open_rows(source, None))
+        total = count_rows(source)
         wanted = spread_positions(total, size)
         picked = [(index, raw) for index, raw in enumerate(inputs.open_rows(source, None)) if index in wanted]
         return Sample(total, picked, spread=total > size)
     rows = iter(inputs.open_rows(source, None))
     first = list(enumerate(itertools.islice(rows, size)))
     return Sample(len(first) + sum(1 for _ in rows), first, spread=False)
+
+
+def count_rows(source: inputs.Inputs) -> int:
+    """How many rows `source` holds: a Parquet file's footer says, else its rows are read (not decoded)."""
+    if isinstance(source, (str, os.PathLike)) and inputs.hf_source(source) is None:
+        found = inputs.location(source)
+        if found.suffix.lower() in PARQUET:
+            pa = parquet.require(f"Counting the rows of {found}", InputError)
+            with open_binary(found) as handle:
+                return int(pa.parquet.ParquetFile(handle).metadata.num_rows)
+    return sum(1 for _ in inputs.open_rows(source, None))
 
 
 def spread_positions(total: int, size: int) -> set[int]:
