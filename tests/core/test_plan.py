@@ -5,10 +5,13 @@ the cache would answer are subtracted; an engine with no price has its cost "unk
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import pytest
 
 from chainette import Chain, register_engine
+from chainette.errors import RunInterrupted
 from chainette.plan import make_plan
 from chainette.plan import sample as sampling
 from chainette.testing import FakeServer
@@ -126,3 +129,25 @@ def test_batch_engines_are_asked_online_for_the_sample(tmp_path):
     assert batched.batch and not online.batch
     assert batched.input_tokens == online.input_tokens and batched.cost_usd == online.cost_usd, "explicit prices are what a batch pays too"
     assert batched.seconds is None, "a batch step's time is the provider's"
+
+
+def test_a_stopped_plan_says_its_sample_is_not_kept_and_a_second_one_reuses_its_answers(scripted):
+    stopped: list[bool] = []
+
+    def answer(request, attempt):
+        if len(backend.requests) == 3 and not stopped:
+            stopped.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return echo(request, attempt)
+
+    backend = scripted(answer)
+    register_engine("s", backend="scripted", model="m", max_concurrency=1, **PRICES)
+    chain = Chain(name="c", steps=[label_step()])
+    rows = [{"text": f"row{i}"} for i in range(10)]
+    with pytest.raises(RunInterrupted) as excinfo:
+        make_plan(chain, rows, sample=10)
+    assert excinfo.value.exit_code == 143
+    assert "The plan was stopped (Ctrl-C or SIGTERM) before its sample had run" in str(excinfo.value)
+    assert "Run the same command again (same chain, inputs and output directory)" not in str(excinfo.value)
+    make_plan(chain, rows, sample=10)
+    assert len(backend.requests) == 10, "the answers received before the stop were not asked again"

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from chainette import graph, inputs
 from chainette.cache import CacheSetting, open_cache
 from chainette.engines import EngineConfig, EngineOptions, engine_price
+from chainette.errors import RunInterrupted
 from chainette.execution.batching import batch_engines
 from chainette.nodes import Step
 from chainette.plan.cached import Hits, cache_hits, first_steps
@@ -172,7 +173,14 @@ def _run_sample(
     with tempfile.TemporaryDirectory(prefix="chainette-plan-") as folder:
         for end in ends:
             options = RunOptions(output_dir=folder, columns=columns, id_column=id_column, cache=cache, cache_dir=cache_dir, limit=end)
-            asyncio.run(_run_session(chain, rows, options))
+            try:
+                asyncio.run(_run_session(chain, rows, options))
+            except RunInterrupted as exc:
+                raise RunInterrupted(
+                    "The plan was stopped (Ctrl-C or SIGTERM) before its sample had run, and nothing of it is kept but the answers "
+                    "it received, in the response cache: running the same command again does not ask them again.",
+                    exc.exit_code,
+                ) from None
         sessions: list[dict[str, Any]] = json.loads((Path(folder) / RUN_FILE).read_text(encoding="utf-8"))["sessions"] if ends else []
     return sessions, [end - start for start, end in zip([0, *ends], ends, strict=False)]
 
