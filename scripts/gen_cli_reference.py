@@ -28,7 +28,8 @@ HEADER = """# CLI reference
 
 Every command also takes `--help`; `--debug` may appear anywhere on the line. An error you can fix
 prints one paragraph and exits with status 1 (2 for a malformed command line, such as a missing
-option); an interrupted run exits with 130 (Ctrl-C) or 143 (SIGTERM).
+option); an interrupted run exits with 130 (Ctrl-C) or 143 (SIGTERM), one its budget stopped
+(`--max-cost`) with 4.
 """
 
 

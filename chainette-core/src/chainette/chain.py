@@ -75,6 +75,7 @@ class Chain:
         limit: int | None = None,
         on: str | None = None,
         telemetry: bool = False,
+        max_cost: float | None = None,
     ) -> RunResult:
         """Run the chain over `inputs` (a JSONL, JSON, CSV or Parquet file, `hf:name[:config]:split`, or dicts/models).
 
@@ -90,6 +91,8 @@ class Chain:
         `limit` runs only the first `limit` input rows: a later run on the same `output_dir` goes on with the rest.
         `on` runs the chain with a runner plugin instead of here: "ray" or "ray://HOST:PORT" with chainette-ray (docs/ray.md).
         `telemetry` sends OpenTelemetry spans and metrics for the run, its nodes and requests (docs/telemetry.md).
+        `max_cost` (USD) stops the run gracefully, resumable, once what this call spent, its requests in flight included,
+        reaches it (RunInterrupted, exit status 4; every step's engine needs a price; docs/running.md).
         Works inside a running event loop too (Jupyter): the run then happens on a worker thread.
         """
         if reporter is None and (progress if progress is not None else _interactive()):
@@ -112,6 +115,7 @@ class Chain:
             limit=limit,
             on=on,
             telemetry=telemetry,
+            max_cost=max_cost,
         )
         from chainette.run import session  # declaring a chain loads no plugin machinery; running it does
 
@@ -136,6 +140,7 @@ class Chain:
         limit: int | None = None,
         on: str | None = None,
         telemetry: bool = False,
+        max_cost: float | None = None,
     ) -> RunResult:
         """Async form of `run` (no live view unless a `reporter` is given)."""
         options = RunOptions(
@@ -154,6 +159,7 @@ class Chain:
             limit=limit,
             on=on,
             telemetry=telemetry,
+            max_cost=max_cost,
         )
         from chainette.run import session
 

@@ -86,6 +86,12 @@ def run_command(
         "--otel",
         help="Send OpenTelemetry spans and metrics of the run, its nodes and requests (chainette-core[otel]; docs/telemetry.md).",
     ),
+    max_cost: float | None = typer.Option(
+        None,
+        "--max-cost",
+        metavar="USD",
+        help="Stop gracefully (resumable, exit status 4) once this command has spent USD, its requests in flight included; every engine needs a price.",
+    ),
 ) -> None:
     """Run CHAIN over INPUTS and write every step's outputs, the errors and the run's metadata to OUTPUT.
 
@@ -122,6 +128,7 @@ def run_command(
         limit=limit,
         on=on,
         telemetry=otel,
+        max_cost=max_cost,
     )
     try:
         result = run_blocking(loaded, inputs, options)

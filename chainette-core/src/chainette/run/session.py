@@ -29,6 +29,7 @@ from chainette.nodes import INPUT_ID, Node, Step
 from chainette.plugins import get_plugins
 from chainette.remote import is_url
 from chainette.results import RunResult
+from chainette.run.budget import Budget, check_priced
 from chainette.run.options import RunOptions
 from chainette.run.rundir import FLATTENED, GRAPH_FILE, RUN_FILE, RunDir
 from chainette.run.runner import run_on
@@ -75,6 +76,8 @@ class RunSession:
         _check_output_models(chain.nodes, self.engines)
         _check_input_media(chain.nodes, self.engines, chain.input_model)
         check_keys(self.engines)
+        if options.max_cost is not None:
+            check_priced({n.id: n.engine_name for n in graph.iter_nodes(chain.nodes) if isinstance(n, Step)}, self.engines)
         picked = Columns.parse(options.columns)
         self.rows = open_rows(inputs, picked)
         identity = {
@@ -114,6 +117,7 @@ class RunSession:
         if options.telemetry:
             run.pool.telemetry = _telemetry(secrets)
             bus.listeners.append(run.pool.telemetry)
+        budget = None if options.max_cost is None else Budget(options.max_cost, run.stats, run.prices, run.control)
         status, error = "failed", None
         outline = [{"id": INPUT_ID, "kind": "input", "label": "input"}, *graph.outline(chain.nodes)]
         bus.emit(RunStarted(chain=chain.name, output_dir=str(run_dir.root), resumed=run_dir.resumed, nodes=outline))
@@ -125,12 +129,14 @@ class RunSession:
             run_dir.export_parquet([*chain.output_models(), FLATTENED])
             status = "limited" if run.limited else "completed"
         except BaseException as exc:
+            over_budget = budget is not None and budget.reached
             if run.control.stopping or isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
-                status = "interrupted"
+                status = "budget_reached" if over_budget else "interrupted"
             else:
                 error = f"{type(exc).__name__}: {exc}"
             if run.control.stopping:
-                raise with_resume_hint(run.control.interrupted(), run.control, run_dir.root) from None
+                stopped = budget.interrupted() if budget is not None and over_budget else run.control.interrupted()
+                raise with_resume_hint(stopped, run.control, run_dir.root) from None
             raise
         finally:
             if ticker is not None:
