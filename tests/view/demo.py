@@ -49,7 +49,15 @@ def answer(body: dict[str, Any]) -> str:
 
 
 def make_chain(server: FakeServer) -> Chain:
-    register_engine("demo-llm", backend="openai", model="fake-model", endpoint=f"{server.base_url}/v1", api_key="sk-demo-viewer")
+    register_engine(
+        "demo-llm",
+        backend="openai",
+        model="fake-model",
+        endpoint=f"{server.base_url}/v1",
+        api_key="sk-demo-viewer",
+        price_per_million_input=0.15,
+        price_per_million_output=0.6,
+    )
     label = Step(
         id="sentiment",
         output_model=Sentiment,
