@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -88,6 +89,15 @@ def test_no_answer_holds_the_engine_key(server: ViewServer, run_dir: Path) -> No
 def test_view_refuses_a_folder_that_is_not_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["view", str(tmp_path), "--no-browser"]) == 1
     assert f"{tmp_path} is not a chainette run directory" in capsys.readouterr().err
+
+
+def test_view_refuses_a_port_in_use(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["view", str(run_dir), "--port", str(port), "--no-browser"]) == 1
+    assert f"Cannot serve on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
 def test_view_prints_its_url_serves_the_run_and_stops_on_ctrl_c(run_dir: Path) -> None:

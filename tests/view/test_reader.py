@@ -91,8 +91,21 @@ def test_failed_rows_come_with_their_node_kind_message_and_raw_answer(demo_run: 
 
 def test_filtered_rows_are_the_rows_a_node_received_and_passed_nothing_on_from(demo_run: Path) -> None:
     page = RunView(demo_run).page("long_enough", "filtered")
-    assert {row_id: item["row"]["received"] for row_id, item in by_id(page).items()} == {"2": {"text": "Ok."}, "6": {"text": "Fine."}}
+    assert {row_id: item["row"] for row_id, item in by_id(page).items()} == {
+        "2": {"row_id": "2", "row_index": 2, "text": "Ok."},
+        "6": {"row_id": "6", "row_index": 6, "text": "Fine."},
+    }
     assert by_id(page)["2"]["input"] == {"text": "Ok."}
+    assert ids(RunView(demo_run).page("long_enough", "filtered", query="text=fine.")) == ["6"]
+
+
+def test_the_input_node_shows_the_input_rows(demo_run: Path) -> None:
+    page = RunView(demo_run).page("chain_input", "ok", limit=3)
+    assert [item["row"] for item in page["items"]] == [
+        {"row_id": "0", "row_index": 0, "text": "The kettle boils fast and looks great on the counter."},
+        {"row_id": "1", "row_index": 1, "text": "Broke after two weeks, I want a refund."},
+        {"row_id": "2", "row_index": 2, "text": "Ok."},
+    ]
 
 
 def test_outputs_show_their_reasoning_apart_and_figures_come_from_run_json(demo_run: Path) -> None:
@@ -134,6 +147,16 @@ def test_a_run_in_progress_shows_new_complete_lines_as_they_are_written(tmp_path
         file.write(output_line(4)[10:])
     assert ids(view.page("label", "ok", cursor=first["next"])) == ["3", "4"]
     assert view.summary()["run"] == {}
+
+
+def test_a_file_cut_short_is_read_again_from_its_start(tmp_path: Path) -> None:
+    root = write_run(tmp_path / "out", 2_500, part_rows=10_000, finished=False)
+    view = RunView(root)
+    assert ids(view.page("label", "ok", cursor="0:2400", limit=1)) == ["2400"]
+    (root / "label" / "000.jsonl").write_text("".join(output_line(index + 10) for index in range(1_500)))
+    assert ids(view.page("label", "ok", cursor="0:1200", limit=1)) == ["1210"]
+    (root / ".chainette" / "chain_input.jsonl").write_text("")
+    assert view.chain_input(3) is None
 
 
 def test_a_parquet_run_in_progress_is_read_from_its_staged_jsonl_files(tmp_path: Path) -> None:

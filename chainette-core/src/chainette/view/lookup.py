@@ -7,8 +7,9 @@ reads on from where the last scan stopped (a file that grows is read further on 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -27,30 +28,32 @@ class KeyedLines:
 
     def find(self, key: Hashable) -> Any:
         """The value stored under `key`, or None when no complete line holds it (yet)."""
-        if key not in self._offsets:
-            self._scan_for(key)
-        offset = self._offsets.get(key)
-        if offset is None:
+        if not self.path.exists():
             return None
         with open(self.path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size < self._scanned:  # cut short (a resume drops a torn line): index anew
+                self._offsets, self._scanned = {}, 0
+            if key not in self._offsets:
+                self._scan_for(key, handle)
+            offset = self._offsets.get(key)
+            if offset is None:
+                return None
             handle.seek(offset)
             record = orjson.loads(handle.readline())
         return next((value for found, value in self._entries(record) if found == key), None)
 
-    def _scan_for(self, key: Hashable) -> None:
-        if not self.path.exists():
-            return
-        with open(self.path, "rb") as handle:
-            handle.seek(self._scanned)
-            for raw in handle:
-                if not raw.endswith(b"\n"):
-                    return
-                offset = self._scanned
-                self._scanned += len(raw)
-                for found, _ in self._entries(orjson.loads(raw)):
-                    self._offsets.setdefault(found, offset)
-                if key in self._offsets:
-                    return
+    def _scan_for(self, key: Hashable, handle: BinaryIO) -> None:
+        """Read on from where the last scan stopped, remembering every key's offset, until `key` or the last full line."""
+        handle.seek(self._scanned)
+        for raw in handle:
+            if not raw.endswith(b"\n"):
+                return
+            offset = self._scanned
+            self._scanned += len(raw)
+            for found, _ in self._entries(orjson.loads(raw)):
+                self._offsets.setdefault(found, offset)
+            if key in self._offsets:
+                return
 
 
 def frontier_rows(key: str) -> Entries:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
+import os
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,11 +47,13 @@ class JsonlPart:
                 yield line, orjson.loads(raw)
 
     def _raw_lines_from(self, row: int) -> Iterator[tuple[int, bytes]]:
-        at = bisect_right(self._lines, row) - 1
-        line, offset = self._lines[at], self._offsets[at]
         if not self.path.exists():
             return
         with open(self.path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size < self._offsets[-1]:  # cut short (a resume drops a torn line): index anew
+                self._lines, self._offsets = [0], [0]
+            at = bisect_right(self._lines, row) - 1
+            line, offset = self._lines[at], self._offsets[at]
             handle.seek(offset)
             for raw in handle:
                 if not raw.endswith(b"\n"):

@@ -1,8 +1,8 @@
 """A run directory as the viewer reads it: the chain's nodes and figures, and each node's rows page by page.
 
-A node's rows have a status: `ok` (its output folder), `failed` (its lines of errors.jsonl) or `filtered` (the rows
-it received and passed nothing on from: the empty commits of its frontier in the state folder, shown with the input
-the node received). Each row comes with its chain input (found by `row_index` in the input node's frontier, or in
+A node's rows have a status: `ok` (its output folder; for the input node, the input rows its frontier holds), `failed`
+(its lines of errors.jsonl) or `filtered` (the rows it received and passed nothing on from: the empty commits of its
+frontier in the state folder, shown with the fields the node received). Each row comes with its chain input (found by `row_index` in the input node's frontier, or in
 flattened/ when the state folder is gone). Rows are shown in the order they were written; a search scans forward
 from the cursor until a page is full or SCAN_LIMIT rows were read, and returns where to go on from.
 """
@@ -108,6 +108,11 @@ class RunView:
             for position, commit in self._table(node, status).rows_from(start):
                 yield position, self._received(node, commit["source"])
             return
+        if status == "ok" and node == INPUT_ID:
+            for position, commit in self._table(node, status).rows_from(start):
+                for row in commit["rows"]:
+                    yield position, {"row_id": row["row_id"], "row_index": row["index"], **row["ctx"][INPUT_ID]}
+            return
         rows = self._table(node, status).rows_from(start)
         if status == "failed":
             rows = ((position, record) for position, record in rows if node is None or record.get("step_id") == node)
@@ -116,7 +121,10 @@ class RunView:
     def _table(self, node: str | None, status: str) -> Table:
         key = (node, status)
         if key not in self._tables:
-            if status == "ok" and node is not None:
+            if status == "ok" and node == INPUT_ID:
+                frontier = self.paths.frontier(node)
+                self._tables[key] = Table(lambda: [frontier], keep=lambda raw: not raw.startswith(b'{"n":0,'))
+            elif status == "ok" and node is not None:
                 self._tables[key] = Table(lambda: self._outputs(node))
             elif status == "filtered" and node is not None:
                 frontier = self.paths.frontier(node)
@@ -138,13 +146,13 @@ class RunView:
         return {"status": status, "node": node, "row": record, "reasoning": reasoning, "input": self.chain_input(record.get("row_index"))}
 
     def _received(self, node: str, row_id: str) -> dict[str, Any]:
-        """The row `node` received as `row_id` (looked up in the frontiers of the nodes before it): its id, index and input."""
+        """The row `node` received as `row_id` (looked up in the frontiers of the nodes before it): its id and index, and
+        the fields of its input where a frontier still holds it."""
         for source in [edge[0] for edge in self.graph.get("edges", []) if edge[1] == node] or [INPUT_ID]:
             row = self._frontier(source, "row_id").find(row_id)
             if row is not None:
-                received = row.get("ctx", {}).get(row.get("direct"), {})
-                return {"row_id": row_id, "row_index": row.get("index"), "received": received}
-        return {"row_id": row_id, "row_index": None, "received": None}
+                return {"row_id": row_id, "row_index": row.get("index"), **row.get("ctx", {}).get(row.get("direct"), {})}
+        return {"row_id": row_id, "row_index": None}
 
     def chain_input(self, row_index: Any) -> dict[str, Any] | None:
         """The chain input row at `row_index`, or None where the run directory no longer holds it."""
