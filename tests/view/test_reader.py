@@ -26,6 +26,7 @@ def big_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def demo_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     if request.param == "parquet":
         pytest.importorskip("pyarrow")
+    pytest.importorskip("chainette_openai")  # the demo run's step asks the fake server through the OpenAI backend
     return make_run(tmp_path_factory.mktemp("demo") / "out", output_format=request.param)
 
 
@@ -196,3 +197,17 @@ def test_unknown_nodes_statuses_and_cursors_are_refused(big_run: Path) -> None:
         view.page("label", "done")
     with pytest.raises(ValueError):
         view.page("label", "ok", cursor="x:y")
+
+
+def test_a_run_working_in_the_directory_shows_as_running_with_its_session_figures(tmp_path: Path) -> None:
+    from chainette.runlock import RunLock
+
+    root = write_run(tmp_path / "out", 3, part_rows=10, finished=False)
+    session = {"session": 1, "status": "running", "nodes": {"label": {"rows": 3, "input_tokens": 30, "output_tokens": 9, "cached": 1}}}
+    (root / ".chainette" / "sessions.json").write_text(json.dumps([session]))
+    view = RunView(root)
+    assert view.summary()["running"] is False
+    with RunLock(root / ".chainette", "chainette run"):
+        summary = view.summary()
+    assert summary["running"] is True
+    assert next(node["live"] for node in summary["nodes"] if node["id"] == "label") == session["nodes"]["label"]
