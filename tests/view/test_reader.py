@@ -68,6 +68,18 @@ def test_a_search_scans_a_bounded_number_of_rows_and_says_where_it_stopped(big_r
     assert pages == -(-ROWS // SCAN_LIMIT)
 
 
+def test_a_nodes_errors_are_scanned_within_the_same_bound_among_other_nodes_errors(tmp_path: Path) -> None:
+    root = write_run(tmp_path / "out", 1, part_rows=10)
+    error = {"row_id": "0", "row_index": 0, "step_id": "other", "error_type": "validation", "message": "m", "raw": "{}"}
+    lines = [json.dumps({**error, "row_id": str(index)}) for index in range(SCAN_LIMIT + 5)] + [json.dumps({**error, "step_id": "label"})]
+    (root / "errors.jsonl").write_text("\n".join(lines) + "\n")
+    view = RunView(root)
+    first = view.page("label", "failed")
+    assert (first["items"], first["scanned"], first["more"]) == ([], SCAN_LIMIT, True)
+    second = view.page("label", "failed", cursor=first["next"])
+    assert [item["row"]["step_id"] for item in second["items"]] == ["label"] and second["scanned"] == 6
+
+
 @pytest.mark.parametrize(
     ("query", "expected"),
     [("label=LABEL-3", ["3", "10", "17"]), ("label~bel-6", ["6", "13", "20"]), ("BEL-5", ["5", "12", "19"]), ("nothing=1", [])],

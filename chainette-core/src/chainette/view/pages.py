@@ -28,7 +28,7 @@ Keep = Callable[[bytes], bool]
 class Part(Protocol):
     """One numbered file of a folder, read from a row on."""
 
-    def rows_from(self, row: int) -> Iterator[tuple[int, dict[str, Any]]]: ...
+    def rows_from(self, row: int) -> Iterator[tuple[int, dict[str, Any] | None]]: ...
 
 
 class JsonlPart:
@@ -40,11 +40,10 @@ class JsonlPart:
         self._offsets = [0]
         self._keep = keep
 
-    def rows_from(self, row: int) -> Iterator[tuple[int, dict[str, Any]]]:
-        """`(line, record)` for each complete line from `row` on; `keep(raw_line)` False skips a line undecoded."""
+    def rows_from(self, row: int) -> Iterator[tuple[int, dict[str, Any] | None]]:
+        """`(line, record)` for each complete line from `row` on; the record is None for a line `keep` refuses (not decoded)."""
         for line, raw in self._raw_lines_from(row):
-            if self._keep is None or self._keep(raw):
-                yield line, orjson.loads(raw)
+            yield line, orjson.loads(raw) if self._keep is None or self._keep(raw) else None
 
     def _raw_lines_from(self, row: int) -> Iterator[tuple[int, bytes]]:
         if not self.path.exists():
@@ -73,7 +72,7 @@ class ParquetPart:
     def __init__(self, path: Path):
         self.path = path
 
-    def rows_from(self, row: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    def rows_from(self, row: int) -> Iterator[tuple[int, dict[str, Any] | None]]:
         pa = parquet.require(f"Reading {self.path}")
         file = pa.parquet.ParquetFile(self.path)
         encoded = parquet.json_fields(file.schema_arrow)
@@ -105,8 +104,8 @@ class Table:
         self._keep = keep
         self._parts: dict[Path, Part] = {}
 
-    def rows_from(self, position: Position) -> Iterator[tuple[Position, dict[str, Any]]]:
-        """`((part, row), record)` for each row from `position` on, part by part."""
+    def rows_from(self, position: Position) -> Iterator[tuple[Position, dict[str, Any] | None]]:
+        """`((part, row), record)` for each row from `position` on, part by part (None for a line `keep` refuses)."""
         for number, path in enumerate(self._find()):
             if number < position[0]:
                 continue

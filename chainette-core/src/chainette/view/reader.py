@@ -63,8 +63,6 @@ class RunView:
             "running": running,
             "run": run,
             "nodes": nodes,
-            "edges": self.graph.get("edges", []),
-            "engines": self.graph.get("engines", {}),
             "filtered_available": self.paths.state.is_dir(),
         }
 
@@ -95,7 +93,7 @@ class RunView:
         scanned, last, more = 0, start, False
         for position, record in self._records(node, status, start):
             scanned, last = scanned + 1, position
-            if match is None or match(record):
+            if record is not None and (match is None or match(record)):
                 items.append(self._item(node, status, record))
             if len(items) >= size or scanned >= SCAN_LIMIT:
                 more = True
@@ -103,20 +101,19 @@ class RunView:
         after = (last[0], last[1] + 1) if scanned else start
         return {"items": items, "cursor": encode_cursor(start), "next": encode_cursor(after), "more": more, "scanned": scanned}
 
-    def _records(self, node: str | None, status: str, start: Position) -> Iterator[tuple[Position, dict[str, Any]]]:
-        if status == "filtered" and node is not None:
-            for position, commit in self._table(node, status).rows_from(start):
-                yield position, self._received(node, commit["source"])
-            return
-        if status == "ok" and node == INPUT_ID:
-            for position, commit in self._table(node, status).rows_from(start):
-                for row in commit["rows"]:
-                    yield position, {"row_id": row["row_id"], "row_index": row["index"], **row["ctx"][INPUT_ID]}
-            return
-        rows = self._table(node, status).rows_from(start)
-        if status == "failed":
-            rows = ((position, record) for position, record in rows if node is None or record.get("step_id") == node)
-        yield from rows
+    def _records(self, node: str | None, status: str, start: Position) -> Iterator[tuple[Position, dict[str, Any] | None]]:
+        """Every row read from `start` on, as the page shows it; None for a row read that is not one of them (another
+        node's error, a commit that passed rows on), so that a request's scan is bounded by the rows it reads."""
+        for position, record in self._table(node, status).rows_from(start):
+            if record is None or (status == "ok" and node != INPUT_ID):
+                yield position, record
+            elif status == "filtered" and node is not None:
+                yield position, self._received(node, record["source"])
+            elif status == "ok":
+                row = record["rows"][0]
+                yield position, {"row_id": row["row_id"], "row_index": row["index"], **row["ctx"][INPUT_ID]}
+            else:
+                yield position, record if node is None or record.get("step_id") == node else None
 
     def _table(self, node: str | None, status: str) -> Table:
         key = (node, status)
