@@ -51,7 +51,7 @@ def read_rows(path: Location, columns: list[str] | None = None) -> Iterator[dict
     with open_binary(path) as handle:
         file = pa.parquet.ParquetFile(handle)
         schema = file.schema_arrow
-        encoded = [name for name in _json_fields(schema) if columns is None or name in columns]
+        encoded = [name for name in json_fields(schema) if columns is None or name in columns]
         for batch in file.iter_batches(batch_size=BATCH_ROWS, columns=columns):
             for row in batch.to_pylist():
                 for name in encoded:
@@ -152,12 +152,13 @@ def _writable(pa: Any, kind: Any) -> bool:
     return True
 
 
-def _json_fields(schema: Any) -> list[str]:
+def json_fields(schema: Any) -> list[str]:
+    """The fields of a schema chainette stored as JSON text (types that could not be unified), to decode on reading."""
     return [field.name for field in schema if (field.metadata or {}).get(b"chainette") == b"json"]
 
 
 def _table(pa: Any, batch: list[dict[str, Any]], schema: Any) -> Any:
-    encoded = _json_fields(schema)
+    encoded = json_fields(schema)
     if encoded:
         batch = [_encode(row, encoded) for row in batch]
     return pa.Table.from_pylist(batch, schema=schema)

@@ -33,7 +33,7 @@ def _global_options(
     """Typed LLM pipelines: run a chain over input rows, inspect it, manage backends and the response cache."""
 
 
-BUILT_IN = ("run", "plan", "inspect", "push", "batches", "backends", "cache")
+BUILT_IN = ("run", "plan", "inspect", "view", "push", "batches", "backends", "cache")
 # Help text is Markdown, as in docs/cli.md, where brackets (`chainette-core[parquet]`) stay literal; typer's default,
 # rich markup, would take `[parquet]` for a style tag and drop it. Commands and groups plugins add inherit it.
 HELP_MARKUP: Final = "markdown"
@@ -42,7 +42,7 @@ EPILOG = "Plugins can add commands (chainette-vllm adds warmup, kill and ps): ru
 
 def build_app(with_plugins: bool = True) -> typer.Typer:
     """The `chainette` app: the built-in commands, plus those plugins add through `register_commands`."""
-    from chainette.cli import backends, batches, cache, inspect, plan, push, run
+    from chainette.cli import backends, batches, cache, inspect, plan, push, run, view
     from chainette.cli.help import use_plain_help
 
     app = typer.Typer(
@@ -57,6 +57,7 @@ def build_app(with_plugins: bool = True) -> typer.Typer:
     app.command("run")(run.run_command)
     app.command("plan")(plan.plan_command)
     app.command("inspect")(inspect.inspect_command)
+    app.command("view")(view.view_command)
     app.command("push")(push.push_command)
     app.command("batches")(batches.batches_command)
     app.add_typer(backends.app, name="backends")
