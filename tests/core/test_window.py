@@ -4,6 +4,7 @@ round trip after, held while latency has risen), and never more in flight than i
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 
 from pydantic import BaseModel
@@ -54,31 +55,38 @@ async def test_answers_widen_the_window_by_one_a_round_trip_up_to_its_ceiling():
     window.leave()
     assert window.allowed == 4
     for _ in range(4):  # one round trip of a 4-wide window: about one more
-        await window.enter()
-        window.answered(1.0)
+        window.answered(await window.enter(), 1.0)
         window.leave()
     assert 4.9 < window.size < 5
     for _ in range(200):
-        await window.enter()
-        window.answered(1.0)
+        window.answered(await window.enter(), 1.0)
         window.leave()
     assert window.allowed == 8 and window.size == 8.0
 
 
-async def test_risen_latency_holds_the_window_but_never_cuts_it():
-    window = Window(64, adaptive=True)
-    window.overloaded(await window.enter())
-    window.leave()
-    for latency in [1.0] * 20 + [3.0] * 10:  # then a server three times slower, once its average has caught up ...
-        await window.enter()
-        window.answered(latency)
+async def pipeline(window: Window, latencies: list[float], flying: collections.deque[int]) -> list[float]:
+    """Keep the window full, answering the oldest request in flight (`flying`) with each latency in turn: the window's
+    size after each answer."""
+    sizes = []
+    for latency in latencies:
+        while window.in_flight < window.allowed:
+            flying.append(await window.enter())
+        window.answered(flying.popleft(), latency)
         window.leave()
-    held = window.size
-    for _ in range(100):  # ... holds the window: it neither grows nor shrinks
-        await window.enter()
-        window.answered(3.0)
-        window.leave()
-    assert window.size == held < 64
+        sizes.append(window.size)
+    return sizes
+
+
+async def test_latency_risen_against_its_long_run_average_narrows_the_window_by_a_tenth_a_round_trip():
+    """A server suddenly three times slower: the window loses a tenth a round trip while the recent latency is twice the
+    long-run average, then widens again once that average has caught up (a lasting change, such as longer answers, does
+    not shrink it for good); steady latency, however high, never narrows it."""
+    window, flying = Window(64, adaptive=True), collections.deque[int]()
+    assert set(await pipeline(window, [1.0] * 500, flying)) == {64.0}, "steady at 1 s with 64 in flight: a batching server's normal"
+    sizes = await pipeline(window, [3.0] * 3000, flying)
+    cuts = sum(1 for before, after in zip(sizes, sizes[1:]) if after < before)
+    assert 1 <= cuts <= 2, f"a tenth once a round trip of ~64 answers while latency stayed risen ({cuts} cuts)"
+    assert min(sizes) >= 64 * 0.9**2 and sizes[-1] == 64, "widened back once the long-run average had caught up"
 
 
 async def test_waiters_enter_in_order_and_cancelled_ones_give_their_room_back():
@@ -125,7 +133,7 @@ async def test_never_more_in_flight_than_the_window_allows_under_random_answers(
             if rng.random() < 0.1:
                 window.overloaded(number)
             else:
-                window.answered(rng.random())
+                window.answered(number, rng.random())
         finally:
             in_flight -= 1
             window.leave()

@@ -181,7 +181,7 @@ async def _sent(client: Client, request: Request, gate: EngineGate, node: NodeSt
         finally:
             node.in_flight -= 1
         seconds = clock() - started
-        window.answered(seconds)
+        window.answered(number, seconds)
         if tracer is not None and span is not None:
             tracer.ended(span, seconds, answer, None)
         return answer

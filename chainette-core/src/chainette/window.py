@@ -5,11 +5,12 @@ The rules it keeps:
 - never more requests in flight than the window allows, and the window never above `ceiling` (the engine's
   max_concurrency) nor below one;
 - fixed (`adaptive=False`): the window is the ceiling, always;
-- adaptive: it starts at the ceiling; an overload answer (a 429, a 503 or 529, a timeout) halves it, at most once a
-  round trip (only an answer to a request sent after the last cut cuts again, as TCP does); every other answer raises
-  it by 1/window, so by one a round trip, back up to the ceiling, unless latency has risen to twice the best seen.
-  Latency alone never lowers it: a batching GPU server answers each request more slowly with more in flight, yet
-  serves more in all.
+- adaptive: it starts at the ceiling; an overload answer (a 429, a 503 or 529, a timeout) halves it, and latency
+  risen to twice its long-run average (the recent average against one that follows slow changes, such as longer
+  answers later in an input) narrows it by a tenth; either at most once a round trip (only an answer to a request sent
+  after the last cut cuts again, as TCP does). Every other answer widens it by 1/window, so by one a round trip, back up
+  to the ceiling. Latency is compared with its own long-run average, not with the best seen: a batching GPU server
+  answers each request more slowly with more in flight, yet serves more in all.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import asyncio
 from collections import deque
 import contextlib
 
-LATENCY_RISE = 2.0  # the window stops growing while latency is this many times the best seen
-SMOOTHING = 0.1  # the weight of each answer's latency in the running average
+LATENCY_RISE = 2.0  # a recent latency this many times the long-run average narrows the window
+RECENT, LONG_RUN = 0.1, 0.01  # the weight of each answer's latency in the recent and in the long-run average
+OVERLOAD_CUT, LATENCY_CUT = 0.5, 0.9  # what an overload answer, and a rise of latency, leave of the window
 
 
 class Window:
@@ -32,8 +34,8 @@ class Window:
         self.size = float(ceiling)
         self.in_flight = 0
         self.sent = 0  # requests let through so far: the number `enter` returns
-        self.latency: float | None = None  # the running average of answers' latency, in seconds
-        self.best_latency = float("inf")
+        self.latency: float | None = None  # the recent average of answers' latency, in seconds
+        self.long_run: float | None = None  # the long-run average
         self._cut_after = 0  # `sent` when the window was last cut: only answers to later requests cut it again
         self._waiting: deque[asyncio.Future[None]] = deque()
 
@@ -65,21 +67,28 @@ class Window:
         self.in_flight -= 1
         self._admit()
 
-    def answered(self, seconds: float) -> None:
-        """A request was answered in `seconds`: widen an adaptive window unless latency has risen."""
+    def answered(self, number: int, seconds: float) -> None:
+        """Request `number` was answered in `seconds`: narrow an adaptive window if latency has risen, else widen it."""
         if not self.adaptive:
             return
-        self.latency = seconds if self.latency is None else self.latency + SMOOTHING * (seconds - self.latency)
-        self.best_latency = min(self.best_latency, self.latency)
-        if self.size < self.ceiling and self.latency < LATENCY_RISE * self.best_latency:
+        self.latency = seconds if self.latency is None else self.latency + RECENT * (seconds - self.latency)
+        self.long_run = seconds if self.long_run is None else self.long_run + LONG_RUN * (seconds - self.long_run)
+        if self.latency > LATENCY_RISE * self.long_run:
+            self._cut(number, LATENCY_CUT)
+        elif self.size < self.ceiling:
             self.size = min(float(self.ceiling), self.size + 1 / self.size)
             self._admit()
 
     def overloaded(self, number: int) -> None:
-        """Request `number` got an overload answer: halve an adaptive window, unless it was sent before the last cut."""
-        if self.adaptive and number > self._cut_after:
+        """Request `number` got an overload answer: halve an adaptive window."""
+        if self.adaptive:
+            self._cut(number, OVERLOAD_CUT)
+
+    def _cut(self, number: int, keep: float) -> None:
+        """Leave `keep` of the window, unless request `number` was sent before the last cut (once a round trip)."""
+        if number > self._cut_after:
             self._cut_after = self.sent
-            self.size = max(1.0, self.size / 2)
+            self.size = max(1.0, self.size * keep)
 
     def _admit(self) -> None:
         """Let waiting requests in while there is room, taking it for each."""
