@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import random
 
 from pydantic import BaseModel
@@ -84,7 +85,7 @@ async def test_latency_risen_against_its_long_run_average_narrows_the_window_by_
     window, flying = Window(64, adaptive=True), collections.deque[int]()
     assert set(await pipeline(window, [1.0] * 500, flying)) == {64.0}, "steady at 1 s with 64 in flight: a batching server's normal"
     sizes = await pipeline(window, [3.0] * 3000, flying)
-    cuts = sum(1 for before, after in zip(sizes, sizes[1:]) if after < before)
+    cuts = sum(1 for before, after in itertools.pairwise(sizes) if after < before)
     assert 1 <= cuts <= 2, f"a tenth once a round trip of ~64 answers while latency stayed risen ({cuts} cuts)"
     assert min(sizes) >= 64 * 0.9**2 and sizes[-1] == 64, "widened back once the long-run average had caught up"
 
