@@ -149,13 +149,13 @@ class RayExecutor(Executor):
 
     def _start_workers(self, slots: int) -> list[Any]:
         """One block worker (a Ray actor, restarted after its process died) per slot, each with its share of the engines'
-        limits."""
+        limits. The chain goes with each actor's creation, not through the object store: Ray keeps an actor's own
+        arguments for its restarts."""
         worker = ray.remote(BlockWorker).options(
             num_cpus=self.target.cpus_per_block, max_restarts=self.target.max_retries, max_task_retries=self.target.max_retries
         )
-        nodes, engines = ray.put(self.nodes), ray.put(shared(self.engines, slots))
-        options = _block_options(self.options)
-        return [worker.remote(nodes, engines, options) for _ in range(slots)]
+        engines, options = shared(self.engines, slots), _block_options(self.options)
+        return [worker.remote(self.nodes, engines, options) for _ in range(slots)]
 
     def _cluster_slots(self) -> int:
         """How many blocks the cluster's CPUs run at once."""
