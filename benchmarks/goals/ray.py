@@ -27,7 +27,6 @@ from harness import IN_FLIGHT, Figure, Outcome, best_of, server, write_inputs
 LATENCY = 0.02
 """The fake server's answer time here, in seconds (the figure the first part of issue 26 was measured at)."""
 CPUS = 2
-BLOCK_ROWS = 500
 START_SECONDS = 60.0
 FEW = 20
 """Rows of the run that measures a ray run's fixed cost."""
@@ -86,11 +85,10 @@ def measure(requests: int, rows: int) -> Outcome:
 
 
 def rate(chain: Chain, last: str, inputs: Path, output: Path, count: int, on: str | None) -> float:
-    """rows/s of a run of `chain` over the `count` rows of `inputs` (locally, or `on` the cluster), with no response
-    cache; every row must be answered by its last step, `last`."""
-    target = None if on is None else f"{on}&block_rows={BLOCK_ROWS}"
+    """rows/s of a run of `chain` over the `count` rows of `inputs` (locally, or `on` the cluster, in blocks of the
+    default size), with no response cache; every row must be answered by its last step, `last`."""
     started = time.perf_counter()
-    result = chain.run(inputs, output_dir=output, cache=False, on=target)
+    result = chain.run(inputs, output_dir=output, cache=False, on=on)
     elapsed = time.perf_counter() - started
     answered = result.stats["steps"][last]["ok"]
     assert answered == count, f"{chain.name} on {on or 'this machine'}: {answered} of {count} rows answered"
