@@ -5,6 +5,7 @@ is the files and results of a local run over a local copy of the input."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 import subprocess
 
@@ -14,13 +15,35 @@ from chainette.outcome import EXIT_SOME_ROWS_FAILED
 from chainette.run import staging
 
 from ..integration.invariants import snapshot, write_inputs
-from ..integration.test_s3 import BUCKET, s3  # noqa: F401 (the module's S3 server fixture)
+from ..integration.test_s3 import DUMMY_CREDENTIALS, ISOLATED, free_port, moto_server, s3fs
 from .conftest import environment
 from .test_ray_runner import BLOCK_ROWS, command, run_env
 
 pytestmark = pytest.mark.ray
 
 ROWS = 1000
+BUCKET = "chainette-ray-tests"
+"""A bucket of this module's own: moto keeps its buckets in the test process across servers (tests/integration/test_s3.py
+makes its own)."""
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A moto S3 server on loopback with this module's bucket, found through AWS_ENDPOINT_URL (as in
+    tests/integration/test_s3.py); yields a filesystem on it."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    port = free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {**DUMMY_CREDENTIALS, **ISOLATED, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}.items():
+            patch.setenv(name, value)
+        s3fs.S3FileSystem.clear_instance_cache()
+        fs = s3fs.S3FileSystem(skip_instance_cache=True)
+        fs.mkdir(BUCKET)
+        yield fs
+        s3fs.S3FileSystem.clear_instance_cache()
+    server.stop()
 
 
 def files(out: Path) -> set[str]:
@@ -29,7 +52,7 @@ def files(out: Path) -> set[str]:
     return {name for name in names if not name.startswith(".chainette/") or name == ".chainette/manifest.json"}
 
 
-def test_a_ray_run_from_s3_to_s3_equals_a_local_run(cluster, s3, tmp_path, monkeypatch):  # noqa: F811 (the fixture imported above)
+def test_a_ray_run_from_s3_to_s3_equals_a_local_run(cluster, s3, tmp_path, monkeypatch):
     inputs = tmp_path / "in.jsonl"
     write_inputs(inputs, ROWS)
     local = tmp_path / "local"
