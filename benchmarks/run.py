@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import os
 import sys
 
-from goals import adaptive, cache, first_row, memory, overhead, pipeline, scale_out, start_up, state_size, throughput
+from goals import adaptive, cache, first_row, memory, overhead, pipeline, ray, scale_out, start_up, state_size, throughput
 from harness import Figure, Outcome, fresh_cache
 
 
@@ -45,13 +45,14 @@ GOALS: dict[str, Callable[[Sizes], Outcome]] = {
     "pipeline": lambda sizes: pipeline.measure(sizes.relay),
     "first-row": lambda sizes: first_row.measure(),
     "adaptive": lambda sizes: adaptive.measure(sizes.relay // 3),
+    "ray": lambda sizes: ray.measure(sizes.requests, sizes.rows // 10),
 }
 """Every goal by name, in the order they run, each measured at the sizes the run was given."""
 
 
 def main() -> None:
     args = parser().parse_args()
-    os.environ.setdefault("CHAINETTE_LOAD_PLUGINS", "openai,vllm,ollama")
+    os.environ.setdefault("CHAINETTE_LOAD_PLUGINS", "openai,vllm,ollama,ray")
     sizes = QUICK if args.quick else FULL
     with fresh_cache():
         outcomes = [GOALS[name](sizes) for name in args.only]

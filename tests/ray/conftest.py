@@ -47,11 +47,11 @@ def wait_gone(marker: str, seconds: float = 30.0) -> list[psutil.Process]:
 
 
 def block_workers(marker: str) -> list[psutil.Process]:
-    """The Ray worker processes running a block now."""
+    """The Ray worker processes that run blocks (the block workers, Ray actors)."""
     busy = []
     for process in marked(marker):
         try:
-            if "ray::run_block" in " ".join(process.cmdline()):
+            if "ray::BlockWorker" in " ".join(process.cmdline()):
                 busy.append(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue

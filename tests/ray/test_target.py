@@ -60,3 +60,10 @@ def test_batch_jobs_are_refused_before_anything_is_opened(tmp_path):
     with pytest.raises(ConfigError, match="--batch cannot be combined with --on ray"):
         RayRunner(parse_target("ray")).run(Chain(name="c", steps=[]), [{"a": 1}], options)
     assert not (tmp_path / "out").exists()
+
+
+def test_blocks_default_to_a_thousand_rows(monkeypatch):
+    """Large enough that a block's start and tail cost little against its rows (benchmark goal 10), small enough that a
+    kill costs little more than a thousand rows a worker."""
+    monkeypatch.delenv("CHAINETTE_RAY_BLOCK_ROWS", raising=False)
+    assert parse_target("ray").block_rows == 1000

@@ -1,7 +1,8 @@
 """A block on a worker: chainette's own executor runs the chain over the block's input rows (with their global ids and
 positions) in a temporary run directory, and the block's result is what each unit committed there, for the driver to
-commit into the run (chainette_ray.driver). The worker's response cache is on as configured, so that a block run again
-after a failure is answered mostly from it."""
+commit into the run (chainette_ray.driver). Blocks run in long-lived workers (`BlockWorker`, one Ray actor per slot),
+which hold the chain and load its backends once. The worker's response cache is on as configured, so that a block run
+again after a failure is answered mostly from it."""
 
 from __future__ import annotations
 
@@ -34,14 +35,26 @@ class BlockResult:
     spent: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+class BlockWorker:
+    """A slot of the cluster: runs the blocks it is given, one at a time, over the chain it was made with (made a Ray
+    actor by the driver, which Ray restarts after its process died, running its unfinished blocks again)."""
+
+    def __init__(self, nodes: list[Node], engines: dict[str, EngineConfig[EngineOptions]], options: RunOptions):
+        self.nodes, self.engines, self.options = nodes, engines, options
+        for config in engines.values():
+            get_plugins().resolve(config.backend)  # load the backends here: nothing else in this worker may have
+
+    def run(self, rows: bytes, count: int) -> BlockResult:
+        """The result of the block of `count` input rows `rows` (see `run_block`)."""
+        return run_block(self.nodes, self.engines, self.options, rows, count)
+
+
 def run_block(
     nodes: list[Node], engines: dict[str, EngineConfig[EngineOptions]], options: RunOptions, rows: bytes, count: int
 ) -> BlockResult:
     """Run `nodes` over the block's `count` input rows (`rows`: the input frontier's commit lines for them) and return
     what it committed. Errors the executor raises (an engine that cannot be reached, a step stopped on the same error)
     end the block, and the run."""
-    for config in engines.values():
-        get_plugins().resolve(config.backend)  # load the backends here: nothing else in this worker may have
     with tempfile.TemporaryDirectory(prefix="chainette-block-") as folder:
         run_dir = RunDir(Path(folder) / "run", {})
         try:

@@ -1,7 +1,7 @@
 """The driver's executor: the core's `Executor` with its nodes run on the cluster. It reads the input as a local run
 does (row ids, invalid rows to the errors file), cuts the input rows some unit has not decided yet into blocks, runs
-each block as a Ray task (chainette_ray.block), a bounded number at once, and commits each finished block into the run
-directory, unit by unit in the chain's order, through the core's node files: a row a unit already decided (a block run
+them on long-lived block workers (a Ray actor per slot, chainette_ray.block), and commits each finished block into the
+run directory, unit by unit in the chain's order, through the core's node files: a row a unit already decided (a block run
 again after a driver kill) is skipped, so every row is committed once."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from chainette.nodes import INPUT_ID, Node
 from chainette.run.options import RunOptions
 from chainette.run.rundir import RunDir
 from chainette.stats import Spent
-from chainette_ray.block import BlockResult, run_block
+from chainette_ray.block import BlockResult, BlockWorker
 from chainette_ray.limits import most_blocks, shared
 from chainette_ray.target import Target
 from chainette_ray.units import UnitPlan, plan_units
@@ -37,6 +37,8 @@ ROUNDS = 3
 """Passes over the undecided rows: a second one only when a block re-run after a driver kill answered a row otherwise
 than the committed part of it did (an answer not from the cache), which leaves the rows after it undecided."""
 WAIT_SECONDS = 0.25
+QUEUED = 2
+"""Blocks given to a worker at once: the one it runs and the next, so that it never waits for the driver between them."""
 
 
 @dataclass
@@ -122,27 +124,38 @@ class RayExecutor(Executor):
                     NodeState(self.run_dir, unit.plan.state_id).mark_finished(Counts())
 
     async def _run_blocks(self, units: list[OpenUnit], pending: set[int]) -> None:
-        """Run the blocks of the `pending` input rows, at most the target's number at once, committing each as it ends."""
+        """Run the blocks of the `pending` input rows on one worker per slot, each given up to QUEUED blocks at once (the
+        next starts as soon as the one before ends), committing each block as it ends."""
         slots = most_blocks(self.engines, self.target.in_flight or self._cluster_slots())
-        task = ray.remote(run_block).options(
-            num_cpus=self.target.cpus_per_block, max_retries=self.target.max_retries, retry_exceptions=False
-        )
-        nodes, engines = ray.put(self.nodes), ray.put(shared(self.engines, slots))
-        options = _block_options(self.options)
+        workers = self._start_workers(slots)
         blocks = _blocks(self.run_dir, pending, self.target.block_rows)
-        running: dict[ray.ObjectRef[BlockResult], int] = {}
+        queued = dict.fromkeys(range(slots), 0)
+        running: dict[ray.ObjectRef[BlockResult], tuple[int, int]] = {}
         try:
             while True:
-                while len(running) < slots and (block := next(blocks, None)) is not None:
-                    running[task.remote(nodes, engines, options, *block)] = block[1]
+                while queued[slot := min(queued, key=queued.__getitem__)] < QUEUED and (block := next(blocks, None)) is not None:
+                    running[workers[slot].run.remote(*block)] = (slot, block[1])
+                    queued[slot] += 1
                 if not running:
                     return
                 for ref in await self._ready(list(running)):
-                    self._commit(units, self._result(ref, running.pop(ref)))
+                    slot, count = running.pop(ref)
+                    queued[slot] -= 1
+                    self._commit(units, self._result(ref, count))
                     self.writer.flush()
         finally:
-            for ref in running:
-                ray.cancel(ref, force=True)
+            for worker in workers:
+                ray.kill(worker)
+
+    def _start_workers(self, slots: int) -> list[Any]:
+        """One block worker (a Ray actor, restarted after its process died) per slot, each with its share of the engines'
+        limits. The chain goes with each actor's creation, not through the object store: Ray keeps an actor's own
+        arguments for its restarts."""
+        worker = ray.remote(BlockWorker).options(
+            num_cpus=self.target.cpus_per_block, max_restarts=self.target.max_retries, max_task_retries=self.target.max_retries
+        )
+        engines, options = shared(self.engines, slots), _block_options(self.options)
+        return [worker.remote(self.nodes, engines, options) for _ in range(slots)]
 
     def _cluster_slots(self) -> int:
         """How many blocks the cluster's CPUs run at once."""

@@ -12,11 +12,11 @@ from urllib.parse import parse_qsl, urlsplit
 from chainette.errors import ConfigError
 
 OPTIONS = {
-    "block_rows": "input rows per block (default 500)",
-    "in_flight": "blocks running at once (default: the cluster's CPUs / cpus_per_block)",
-    "cpus_per_block": "CPUs Ray reserves for each block's task (default 1)",
+    "block_rows": "input rows per block (default 1000)",
+    "in_flight": "block workers, so blocks running at once (default: the cluster's CPUs / cpus_per_block)",
+    "cpus_per_block": "CPUs Ray reserves for each block worker (default 1)",
     "num_cpus": "CPUs of the local cluster the run starts (default: all of this machine's)",
-    "max_retries": "times Ray runs a block again after its worker died (default 3)",
+    "max_retries": "times Ray restarts a block worker whose process died, running its blocks again (default 3)",
 }
 
 
@@ -26,7 +26,7 @@ class Target:
 
     text: str
     address: str | None
-    block_rows: int = 500
+    block_rows: int = 1000
     in_flight: int | None = None
     cpus_per_block: float = 1.0
     num_cpus: int | None = None

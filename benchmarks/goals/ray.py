@@ -1,0 +1,137 @@
+"""Goal 10 (issue 26): `--on ray` on one local cluster started for the goal (two CPUs). Against the same fake server as
+the local goals, one block in flight reaches >= 0.9 of a local run of the same chain; and on the fake-backend overhead
+path (`chains.two_fake_steps`), two blocks in flight reach >= 1.6 x one block (both cores used). Measurements take turns,
+best of two; the response cache is off in every run (the cluster's workers would otherwise answer the second round from
+the first's cache)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+import contextlib
+from importlib.util import find_spec
+import itertools
+import json
+import os
+from pathlib import Path
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from chainette import Chain
+
+from chains import LABEL, SECOND, labelling, two_fake_steps
+from harness import IN_FLIGHT, Figure, Outcome, best_of, server, write_inputs
+
+LATENCY = 0.02
+"""The fake server's answer time here, in seconds (the figure the first part of issue 26 was measured at)."""
+CPUS = 2
+START_SECONDS = 60.0
+FEW = 20
+"""Rows of the run that measures a ray run's fixed cost."""
+SETTINGS = {"RAY_DISABLE_USAGE_STATS": "1", "RAY_AUTH_MODE": "disabled"}
+"""The environment of the cluster and of the runs: no usage report, no token (a loopback cluster of the goal's own)."""
+
+
+def measure(requests: int, rows: int) -> Outcome:
+    """Rates over `requests` rows to a fake server (local, ray with one block in flight) and over `rows` rows of the fake
+    backend (ray with one and with two blocks in flight); a note and no figure when chainette-ray is not installed."""
+    if find_spec("ray") is None or find_spec("chainette_ray") is None:
+        return Outcome((), ("10. ray: skipped (chainette-ray is not installed: pip install chainette-ray)",))
+    with tempfile.TemporaryDirectory() as folder, cluster(), server(LATENCY) as url:
+        root = Path(folder)
+        outputs = (root / f"out-{number}" for number in itertools.count())
+        reviews, texts = root / "reviews.jsonl", root / "texts.jsonl"
+        write_reviews(reviews, requests)
+        write_inputs(texts, rows)
+        few = root / "few.jsonl"
+        write_inputs(few, FEW)
+        served, fake = labelling("vllm", f"{url}/v1", IN_FLIGHT), two_fake_steps()
+        best = best_of(
+            2,
+            {
+                "local": lambda: rate(served, LABEL, reviews, next(outputs), requests, None),
+                "ray": lambda: rate(served, LABEL, reviews, next(outputs), requests, "ray?in_flight=1"),
+                "one block": lambda: rate(fake, SECOND, texts, next(outputs), rows, "ray?in_flight=1"),
+                "two blocks": lambda: rate(fake, SECOND, texts, next(outputs), rows, "ray?in_flight=2"),
+                "few rows": lambda: rate(fake, SECOND, few, next(outputs), FEW, "ray?in_flight=1"),
+            },
+        )
+    fixed = FEW / best["few rows"]
+    alone = requests / (requests / best["ray"] - fixed)
+    return Outcome(
+        (
+            Figure(
+                f"10. --on ray, 1 block in flight vs local ({requests:,} rows, {LATENCY * 1000:.0f} ms)",
+                best["ray"],
+                best["local"],
+                ">= 0.9 x local",
+                best["ray"] >= 0.9 * best["local"],
+            ),
+            Figure(
+                f"10. --on ray, fake backend, 2 blocks vs 1 ({rows:,} rows)",
+                best["two blocks"],
+                best["one block"],
+                ">= 1.6 x",
+                best["two blocks"] >= 1.6 * best["one block"],
+            ),
+        ),
+        (
+            f"10. where the time goes: a ray run's fixed cost (connect, start the block workers, stop) is {fixed:.2f} s (a run of "
+            f"{FEW} rows); without it the 1-block run reaches {alone / best['local']:.2f} x local",
+        ),
+    )
+
+
+def rate(chain: Chain, last: str, inputs: Path, output: Path, count: int, on: str | None) -> float:
+    """rows/s of a run of `chain` over the `count` rows of `inputs` (locally, or `on` the cluster, in blocks of the
+    default size), with no response cache; every row must be answered by its last step, `last`."""
+    started = time.perf_counter()
+    result = chain.run(inputs, output_dir=output, cache=False, on=on)
+    elapsed = time.perf_counter() - started
+    answered = result.stats["steps"][last]["ok"]
+    assert answered == count, f"{chain.name} on {on or 'this machine'}: {answered} of {count} rows answered"
+    return count / elapsed
+
+
+def write_reviews(path: Path, count: int) -> None:
+    """A JSONL file of `count` rows `{"index": i}`, the input of the chains on a fake server."""
+    with open(path, "w") as file:
+        for index in range(count):
+            file.write(json.dumps({"index": index}) + "\n")
+
+
+@contextlib.contextmanager
+def cluster() -> Iterator[str]:
+    """A local Ray cluster of `CPUS` CPUs for the whole goal (`ray start --head`), which `--on ray` connects to through
+    RAY_ADDRESS (and SETTINGS) within the block; its workers inherit this process's environment (its response cache folder). Stopped
+    at the end."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    address = f"127.0.0.1:{port}"
+    ray = str(Path(sys.executable).with_name("ray"))
+    env = {**os.environ, **SETTINGS}
+    args = [ray, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", f"--num-cpus={CPUS}"]
+    head = subprocess.Popen(
+        [*args, "--include-dashboard=false", "--disable-usage-stats"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    settings = {**SETTINGS, "RAY_ADDRESS": address}
+    before = {name: os.environ.get(name) for name in settings}
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while subprocess.run([ray, "status", f"--address={address}"], env=env, capture_output=True).returncode != 0:
+            if head.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the benchmark's Ray cluster did not start")
+            time.sleep(0.5)
+        os.environ.update(settings)
+        yield address
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        head.terminate()  # `ray start --block` stops the cluster's processes on SIGTERM, which takes a while
+        head.wait(START_SECONDS)
