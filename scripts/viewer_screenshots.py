@@ -15,22 +15,13 @@ import tempfile
 import threading
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def capture(out: Path, rows: int) -> list[Path]:
     """Run the demo chain over `rows` reviews, serve it, and write viewer-rows.png, viewer-search.png and
     viewer-errors.png into `out`."""
     sys.path.insert(0, str(ROOT / "tests" / "view"))
+    from chromium import CHROMIUM, CHROMIUM_ARGS  # how the tests launch Debian's chromium
     from demo import make_run  # the tests' demo run
     from playwright.sync_api import expect, sync_playwright
 
@@ -44,7 +35,7 @@ def capture(out: Path, rows: int) -> list[Path]:
         os.environ["CHAINETTE_CACHE_DIR"] = str(Path(folder) / "cache")  # repeated reviews hit a cache of its own
         server = ViewServer(RunView(make_run(Path(folder) / "runs" / "reviews", rows=rows)))
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 820})
         page.goto(server.url)
         page.click("#nodes button[data-node=sentiment]")

@@ -7,11 +7,9 @@ from __future__ import annotations
 from collections import Counter
 import io
 import json
-import logging
 import os
 from pathlib import Path
 import signal
-import socket
 import subprocess
 import sys
 
@@ -23,45 +21,18 @@ from chainette.run import staging
 from chainette.testing import FakeServer
 
 from .conftest import Project, echo, request_key, wait_for
-
-moto_server = pytest.importorskip("moto.server")
-s3fs = pytest.importorskip("s3fs")
+from .s3server import DUMMY_CREDENTIALS, moto_s3
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "reviews"
 BUCKET = "chainette-tests"
-DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-# Nothing outside the test may answer for credentials: no ~/.aws files, no instance metadata service.
-ISOLATED = {
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-    "AWS_CONFIG_FILE": os.devnull,
-    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def s3():
-    """A moto S3 server on loopback with one bucket, found by s3fs through AWS_ENDPOINT_URL; yields a filesystem on it."""
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    port = free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in {**DUMMY_CREDENTIALS, **ISOLATED, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}.items():
-            patch.setenv(name, value)
-        s3fs.S3FileSystem.clear_instance_cache()
-        fs = s3fs.S3FileSystem(skip_instance_cache=True)
-        fs.mkdir(BUCKET)
+    """A moto S3 server on loopback with one bucket; yields a filesystem on it."""
+    with moto_s3(BUCKET) as fs:
         yield fs
-        s3fs.S3FileSystem.clear_instance_cache()
-    server.stop()
 
 
 @pytest.fixture(autouse=True)

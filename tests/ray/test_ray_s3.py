@@ -5,7 +5,6 @@ is the files and results of a local run over a local copy of the input."""
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 import subprocess
 
@@ -15,7 +14,7 @@ from chainette.outcome import EXIT_SOME_ROWS_FAILED
 from chainette.run import staging
 
 from ..integration.invariants import snapshot, write_inputs
-from ..integration.test_s3 import DUMMY_CREDENTIALS, ISOLATED, free_port, moto_server, s3fs
+from ..integration.s3server import moto_s3
 from .conftest import environment
 from .test_ray_runner import BLOCK_ROWS, command, run_env
 
@@ -29,21 +28,9 @@ makes its own)."""
 
 @pytest.fixture(scope="module")
 def s3():
-    """A moto S3 server on loopback with this module's bucket, found through AWS_ENDPOINT_URL (as in
-    tests/integration/test_s3.py); yields a filesystem on it."""
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    port = free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in {**DUMMY_CREDENTIALS, **ISOLATED, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}.items():
-            patch.setenv(name, value)
-        s3fs.S3FileSystem.clear_instance_cache()
-        fs = s3fs.S3FileSystem(skip_instance_cache=True)
-        fs.mkdir(BUCKET)
+    """A moto S3 server on loopback with this module's bucket; yields a filesystem on it."""
+    with moto_s3(BUCKET) as fs:
         yield fs
-        s3fs.S3FileSystem.clear_instance_cache()
-    server.stop()
 
 
 def files(out: Path) -> set[str]:

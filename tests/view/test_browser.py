@@ -13,19 +13,9 @@ import pytest
 from chainette.view.api import ViewServer
 from chainette.view.reader import RunView
 
+from .chromium import CHROMIUM, CHROMIUM_ARGS
 from .demo import make_run
 from .synthetic import output_line, write_run
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 pytestmark = [
     pytest.mark.browser,
