@@ -150,3 +150,4 @@ def test_without_opentelemetry_a_run_asking_for_it_says_what_to_install(scripted
     monkeypatch.setitem(sys.modules, "chainette.telemetry", None)
     with pytest.raises(ConfigError, match=r'pip install "chainette-core\[otel\]"'):
         run(scripted, tmp_path, [{"text": "a"}])
+    assert not (tmp_path / "out").exists(), "refused before the output directory is made"

@@ -78,6 +78,8 @@ class RunSession:
         check_keys(self.engines)
         if options.max_cost is not None:
             check_priced({n.id: n.engine_name for n in graph.iter_nodes(chain.nodes) if isinstance(n, Step)}, self.engines)
+        self.secrets = frozenset().union(*(engine_secrets(config) for config in self.engines.values()))
+        self.telemetry = _telemetry(self.secrets) if options.telemetry else None
         picked = Columns.parse(options.columns)
         self.rows = open_rows(inputs, picked)
         identity = {
@@ -110,13 +112,13 @@ class RunSession:
         elsewhere and commits what they decided into the run directory (chainette-ray)."""
         chain, options, run_dir = self.chain, self.options, self.run_dir
         run_dir.write_json(GRAPH_FILE, chain.describe())
-        secrets = frozenset().union(*(engine_secrets(config) for config in self.engines.values()))
+        secrets = self.secrets
         reporter = options.reporter
         bus = EventBus([reporter] if reporter else [], secrets)
         run = make_executor(chain.nodes, run_dir, self.engines, options, bus)
-        if options.telemetry:
-            run.pool.telemetry = _telemetry(secrets)
-            bus.listeners.append(run.pool.telemetry)
+        if self.telemetry is not None:
+            run.pool.telemetry = self.telemetry
+            bus.listeners.append(self.telemetry)
         budget = None if options.max_cost is None else Budget(options.max_cost, run.stats, run.prices, run.control)
         status, error = "failed", None
         outline = [{"id": INPUT_ID, "kind": "input", "label": "input"}, *graph.outline(chain.nodes)]
