@@ -203,3 +203,13 @@ async def test_policy_narrows_the_window_on_overload_answers_only():
     with pytest.raises(RowError):
         await complete_with_retries(Refusing("http_429"), request, gate, node)
     assert gate.window.allowed == 4 and node.window == 4
+
+
+async def test_latency_jitter_and_a_young_average_never_narrow_the_window():
+    """Answers that take milliseconds vary by multiples from one to the next: no cut for them, nor before the long-run
+    average has seen enough answers (a step whose first requests hang must still send as many as its window allows)."""
+    window, flying = Window(5, adaptive=True), collections.deque[int]()
+    await pipeline(window, [0.0001, 0.0001, 0.0001, 0.01], flying)
+    assert window.size == 5, "four answers: too few to judge latency by"
+    await pipeline(window, [0.0001] * 200 + [0.01] * 50, flying)
+    assert window.size == 5, "a hundred-fold rise of a millisecond is jitter"

@@ -7,7 +7,8 @@ The rules it keeps:
 - fixed (`adaptive=False`): the window is the ceiling, always;
 - adaptive: it starts at the ceiling; an overload answer (a 429, a 503 or 529, a timeout) halves it, and latency
   risen to twice its long-run average (the recent average against one that follows slow changes, such as longer
-  answers later in an input) narrows it by a tenth; either at most once a round trip (only an answer to a request sent
+  answers later in an input), once that average has seen WARM_UP answers and by at least MIN_RISE seconds (no cut on
+  the jitter of answers that take milliseconds), narrows it by a tenth; either at most once a round trip (only an answer to a request sent
   after the last cut cuts again, as TCP does). Every other answer widens it by 1/window, so by one a round trip, back up
   to the ceiling. Latency is compared with its own long-run average, not with the best seen: a batching GPU server
   answers each request more slowly with more in flight, yet serves more in all.
@@ -22,6 +23,8 @@ import contextlib
 LATENCY_RISE = 2.0  # a recent latency this many times the long-run average narrows the window
 RECENT, LONG_RUN = 0.1, 0.01  # the weight of each answer's latency in the recent and in the long-run average
 OVERLOAD_CUT, LATENCY_CUT = 0.5, 0.9  # what an overload answer, and a rise of latency, leave of the window
+WARM_UP = round(1 / LONG_RUN)  # answers before the long-run average means anything
+MIN_RISE = 0.05  # seconds: a rise of latency smaller than this is jitter, not a server queueing
 
 
 class Window:
@@ -36,6 +39,7 @@ class Window:
         self.sent = 0  # requests let through so far: the number `enter` returns
         self.latency: float | None = None  # the recent average of answers' latency, in seconds
         self.long_run: float | None = None  # the long-run average
+        self.answers = 0
         self._cut_after = 0  # `sent` when the window was last cut: only answers to later requests cut it again
         self._waiting: deque[asyncio.Future[None]] = deque()
 
@@ -71,9 +75,10 @@ class Window:
         """Request `number` was answered in `seconds`: narrow an adaptive window if latency has risen, else widen it."""
         if not self.adaptive:
             return
-        self.latency = seconds if self.latency is None else self.latency + RECENT * (seconds - self.latency)
-        self.long_run = seconds if self.long_run is None else self.long_run + LONG_RUN * (seconds - self.long_run)
-        if self.latency > LATENCY_RISE * self.long_run:
+        self.latency = recent = seconds if self.latency is None else self.latency + RECENT * (seconds - self.latency)
+        self.long_run = usual = seconds if self.long_run is None else self.long_run + LONG_RUN * (seconds - self.long_run)
+        self.answers += 1
+        if self.answers >= WARM_UP and recent > LATENCY_RISE * usual and recent - usual >= MIN_RISE:
             self._cut(number, LATENCY_CUT)
         elif self.size < self.ceiling:
             self.size = min(float(self.ceiling), self.size + 1 / self.size)
