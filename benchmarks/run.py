@@ -44,7 +44,7 @@ GOALS: dict[str, Callable[[Sizes], Outcome]] = {
     "cache": lambda sizes: cache.measure(sizes.requests, sizes.rows),
     "pipeline": lambda sizes: pipeline.measure(sizes.relay),
     "first-row": lambda sizes: first_row.measure(),
-    "adaptive": lambda sizes: adaptive.measure(sizes.relay // 3),
+    "adaptive": lambda sizes: adaptive.measure(max(sizes.relay, 3 * adaptive.CONCURRENCY)),
     "ray": lambda sizes: ray.measure(sizes.requests, sizes.rows // 10),
 }
 """Every goal by name, in the order they run, each measured at the sizes the run was given."""

@@ -25,6 +25,7 @@ SMALL: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "cache": ("6.", lambda goal: goal.measure(16, 100)),
     "pipeline": ("7.", lambda goal: goal.measure(16)),
     "first_row": ("8.", lambda goal: goal.measure(32)),
+    "adaptive": ("9.", lambda goal: goal.measure(40)),
 }
 """Each goal module, the number its figures carry, and a call of its `measure` at small sizes."""
 
