@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 CLIENT_PORT = 10001
 CONNECT_SECONDS = 5.0
+CONNECT_TRIES = 3
 
 
 class RayRunner:
@@ -77,19 +79,38 @@ def connected(target: Target) -> Iterator[None]:
     error, Ctrl-C or SIGTERM too (SIGTERM is a KeyboardInterrupt outside the run's own signal handling)."""
     import ray
 
-    address = "local" if target.starts_cluster else target.address
     with _terminate_interrupts():
         try:
-            try:
-                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, **_driver_settings(target))
-            except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
-                raise ChainetteError(
-                    f"--on {target.text}: cannot connect to the Ray cluster at {address} ({type(exc).__name__}: {exc}). Check that the "
-                    "cluster runs and that its client port is reachable from here, or use --on ray to start a local one."
-                ) from None
+            _init(target)
             yield
         finally:
             ray.shutdown()
+
+
+def _init(target: Target) -> None:
+    """`ray.init` for the target, tried again (up to CONNECT_TRIES times in all) when Ray's client server reports that the
+    per-client server it forks died at start-up (ConnectionAbortedError), which a loaded head node does now and then."""
+    import ray
+
+    address = "local" if target.starts_cluster else target.address
+    for attempt in range(1, CONNECT_TRIES + 1):
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, **_driver_settings(target))
+            return
+        except ConnectionAbortedError as exc:
+            ray.shutdown()
+            if attempt == CONNECT_TRIES:
+                raise _not_connected(target, address, exc) from None
+            time.sleep(attempt)
+        except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+            raise _not_connected(target, address, exc) from None
+
+
+def _not_connected(target: Target, address: str | None, exc: Exception) -> ChainetteError:
+    return ChainetteError(
+        f"--on {target.text}: cannot connect to the Ray cluster at {address} ({type(exc).__name__}: {exc}). Check that the "
+        "cluster runs and that its client port is reachable from here, or use --on ray to start a local one."
+    )
 
 
 def _driver_settings(target: Target) -> dict[str, Any]:
