@@ -16,12 +16,13 @@ from chainette.cache import cache_path, max_size, step_cache
 from chainette.cache.database import CachedAnswer, ResponseCache
 from chainette.cache.keys import RequestKeys, deterministic, engine_identity
 from chainette.cli import main
+from chainette.client import Usage
 from chainette.errors import ConfigError
 
 from .test_run import echo, label_step, rows
 
 MESSAGES = [{"role": "user", "content": "hello"}]
-ANSWER = CachedAnswer("{}", None, 1, 2)
+ANSWER = CachedAnswer("{}", None, Usage(1, 2))
 
 
 def keys(config, sampling=None, schema=None) -> RequestKeys:
@@ -184,7 +185,7 @@ def test_answers_are_written_once_their_bytes_reach_a_batch_so_large_answers_sta
     monkeypatch.setattr(database, "FLUSH_BYTES", 1000)
     path = tmp_path / "c.sqlite"
     store = ResponseCache(path, max_bytes=10**6)
-    large = CachedAnswer("x" * 300, None, 1, 2)
+    large = CachedAnswer("x" * 300, None, Usage(1, 2))
     for index in range(10):
         store.put(index.to_bytes(32, "big"), "fake", "m", large)
         assert len(store._pending) <= 3, "at most the answers that reach FLUSH_BYTES wait in memory"
@@ -197,7 +198,7 @@ def test_answers_are_written_once_their_bytes_reach_a_batch_so_large_answers_sta
 def test_of_two_answers_stored_under_one_key_in_one_batch_the_later_is_kept(tmp_path):
     store = ResponseCache(tmp_path / "c.sqlite", max_bytes=10**6)
     for index, text in enumerate(["first", "second", "third"]):
-        store.put(b"z" * 32, "fake", "m", CachedAnswer(text, None, 1, 2))
+        store.put(b"z" * 32, "fake", "m", CachedAnswer(text, None, Usage(1, 2)))
         store.put(index.to_bytes(32, "big"), "fake", "m", ANSWER)
     store.close()
     store = ResponseCache(tmp_path / "c.sqlite", max_bytes=10**6)

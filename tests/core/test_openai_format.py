@@ -123,3 +123,15 @@ def test_vllm_finish_reasons_abort_is_retryable_and_repetition_is_a_cut_off():
         parse_chat_completion(body('{"a": 1}', finish_reason="abort"), engine="e")
     assert info.value.kind == "aborted"
     assert parse_chat_completion(body('{"a": "again again', finish_reason="repetition"), engine="e").cut_off
+
+
+def test_cached_input_is_counted_apart_from_the_rest_of_the_input():
+    usage = {**USAGE, "prompt_tokens_details": {"cached_tokens": 10, "audio_tokens": 0}}
+    answer = parse_chat_completion(body(usage=usage), engine="e")
+    assert (answer.usage.input_tokens, answer.usage.cache_read_tokens, answer.usage.output_tokens) == (2, 10, 34)
+    assert answer.usage.total == 46
+    responses = parse_usage(
+        {"input_tokens": 30, "output_tokens": 5, "input_tokens_details": {"cached_tokens": 24}}, names=("input_tokens", "output_tokens")
+    )
+    assert (responses.input_tokens, responses.cache_read_tokens, responses.output_tokens) == (6, 24, 5)
+    assert parse_usage({**USAGE, "prompt_tokens_details": None}).cache_read_tokens == 0

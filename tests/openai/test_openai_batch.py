@@ -13,6 +13,7 @@ import pytest
 from chainette import Chain, EngineError, Step, register_engine
 from chainette.errors import ConfigError
 import chainette.policy
+from chainette.pricing import Price
 from chainette.testing import FakeServer
 
 KEY = "sk-batch-test"
@@ -95,7 +96,7 @@ def test_the_batch_discount_halves_the_price(server, tmp_path):
     from chainette.engines import get_engine
 
     online, offline = engine_price(get_engine("online")), engine_price(get_engine("offline"))
-    assert online is not None and offline == (online[0] / 2, online[1] / 2)
+    assert online is not None and offline == Price(online.input / 2, online.output / 2, cache_read=online.cache_read / 2)
 
 
 def test_lines_that_fail_transiently_or_expire_are_asked_again_and_row_errors_are_recorded(server, tmp_path):

@@ -12,6 +12,7 @@ import pytest
 from chainette import register_engine
 from chainette.errors import ConfigError, EngineError
 from chainette.plugins import get_plugins
+from chainette.pricing import Price
 from chainette.sampling import SamplingParams, UnsupportedSamplingWarning
 from chainette_openai import OpenAIOptions
 
@@ -151,11 +152,11 @@ def test_loading_the_plugin_imports_no_http_library():
 def test_known_models_have_a_price_and_engine_options_override_it():
     from chainette.engines import engine_price
 
-    assert engine_price(register_engine("a", backend="openai", model="gpt-4o-mini")) == (0.15, 0.60)
-    assert engine_price(register_engine("b", backend="openai", model="gpt-4o-2024-08-06")) == (2.50, 10.00)
+    assert engine_price(register_engine("a", backend="openai", model="gpt-4o-mini")) == Price(0.15, 0.60, cache_read=0.075)
+    assert engine_price(register_engine("b", backend="openai", model="gpt-4o-2024-08-06")) == Price(2.50, 10.00, cache_read=1.25)
     assert engine_price(register_engine("c", backend="openai", model="my-finetune")) is None
     assert engine_price(register_engine("d", backend="openai", model="gpt-4o", endpoint="http://127.0.0.1:1/v1")) is None
-    assert engine_price(register_engine("e", backend="openai", model="gpt-4o", price_per_million_input=1, price_per_million_output=2)) == (
-        1,
-        2,
-    )
+    given = register_engine("e", backend="openai", model="gpt-4o", price_per_million_input=1, price_per_million_output=2)
+    assert engine_price(given) == Price(1, 2)
+    cheaper_reads = register_engine("f", backend="openai", model="gpt-4o", price_per_million_cache_read=0.5)
+    assert engine_price(cheaper_reads) == Price(2.50, 10.00, cache_read=0.5), "a cache price alone overrides the table's"

@@ -45,10 +45,27 @@ class Request:
 
 @dataclass(slots=True)
 class Usage:
-    """Token counts reported by the backend (0 when it reports none)."""
+    """Token counts reported by the backend (0 when it reports none). `input_tokens` counts the input billed at the
+    full price: input read from the provider's prompt cache (`cache_read_tokens`) and written to it
+    (`cache_write_tokens`) are counted apart (chainette.pricing)."""
 
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    @property
+    def total(self) -> int:
+        """Every token of the request, whatever its price (what a tokens-per-minute limit counts)."""
+        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_read_tokens + other.cache_read_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+        )
 
 
 @dataclass(slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 import difflib
 import os
 from typing import Any, ClassVar, Generic, TypeVar
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from chainette.errors import ConfigError, describe_validation_error
 from chainette.plugins import get_plugins
+from chainette.pricing import Price
 from chainette.secrets import clean_key, engine_secrets, public_url
 from chainette.yamlfile import Loc, YamlFile, read_yaml
 
@@ -42,6 +44,8 @@ class EngineOptions(BaseModel):
             "tokens_per_minute",
             "price_per_million_input",
             "price_per_million_output",
+            "price_per_million_cache_read",
+            "price_per_million_cache_write",
             "cache",
             "batch",
             "batch_poll_seconds",
@@ -60,6 +64,12 @@ class EngineOptions(BaseModel):
     tokens_per_minute: int | None = Field(None, ge=1, description="Token rate limit (estimated before, corrected after each request).")
     price_per_million_input: float | None = Field(None, ge=0, description="USD per million input tokens, for cost estimates.")
     price_per_million_output: float | None = Field(None, ge=0, description="USD per million output tokens, for cost estimates.")
+    price_per_million_cache_read: float | None = Field(
+        None, ge=0, description="USD per million input tokens read from the prompt cache (None: the input price)."
+    )
+    price_per_million_cache_write: float | None = Field(
+        None, ge=0, description="USD per million input tokens written to the prompt cache (None: the input price)."
+    )
     cache: bool = Field(True, description="Answer from the response cache, and store answers there (see docs/cache.md).")
     batch: bool = Field(False, description="Answer the steps as offline batch jobs, where the backend can (see docs/batch.md).")
     batch_poll_seconds: float = Field(60.0, gt=0, description="The longest wait between two looks at a batch's state.")
@@ -200,12 +210,18 @@ def check_engine_name(name: object) -> None:
     )
 
 
-def engine_price(config: EngineConfig[EngineOptions]) -> tuple[float, float] | None:
-    """USD per million input and output tokens: the engine's price options, else its backend's table, else None."""
+def engine_price(config: EngineConfig[EngineOptions]) -> Price | None:
+    """The engine's price: its price options (input and output where it sets either), over its backend's table; None
+    when neither gives one."""
     options = config.options
     if options.price_per_million_input is not None or options.price_per_million_output is not None:
-        return (options.price_per_million_input or 0.0, options.price_per_million_output or 0.0)
-    return get_plugins().hooks(config.backend).model_price(config)
+        base: Price | None = Price(options.price_per_million_input or 0.0, options.price_per_million_output or 0.0)
+    else:
+        base = get_plugins().hooks(config.backend).model_price(config)
+    if base is None:
+        return None
+    read, write = options.price_per_million_cache_read, options.price_per_million_cache_write
+    return replace(base, cache_read=base.cache_read if read is None else read, cache_write=base.cache_write if write is None else write)
 
 
 def _validate_options(name: str, backend: str, options_model: type[EngineOptions], given: dict[str, Any]) -> EngineOptions:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from chainette.batch import BatchClient
     from chainette.client import Client
     from chainette.engines import EngineConfig, EngineOptions
+    from chainette.pricing import Price
     from chainette.run.runner import Runner
     from chainette.sampling import SamplingParams
 
@@ -111,10 +112,12 @@ def check_input_media(config: EngineConfig[EngineOptions], fields: dict[str, str
 
 
 @hookspec(firstresult=True)
-def model_price(config: EngineConfig[EngineOptions]) -> tuple[float, float] | None:
-    """USD per million input and output tokens for the engine's model, if the backend knows it (None: unknown).
+def model_price(config: EngineConfig[EngineOptions]) -> Price | tuple[float, float] | None:
+    """The price of the engine's model, if the backend knows it (None: unknown): a `chainette.pricing.Price` (USD per
+    million tokens of input, output, and input read from and written to the prompt cache), or a pair (input, output).
+    A backend whose batch API is cheaper returns the batch price for an engine with `batch=True` (`BATCH_DISCOUNT`).
 
-    An engine's `price_per_million_input` / `price_per_million_output` options take precedence.
+    An engine's `price_per_million_*` options take precedence.
     """
 
 

@@ -19,6 +19,7 @@ import pluggy
 
 from chainette import hookspecs
 from chainette.errors import ConfigError
+from chainette.pricing import Price, as_price
 from chainette.sampling import DEFAULT_WIRE_NAMES, map_sampling
 
 if TYPE_CHECKING:
@@ -244,8 +245,8 @@ class BackendHooks:
     def check_input_media(self, config: EngineConfig[EngineOptions], fields: dict[str, str]) -> None:
         self.plugins.call(self.backend, "check_input_media", config=config, fields=fields)
 
-    def model_price(self, config: EngineConfig[EngineOptions]) -> tuple[float, float] | None:
-        return cast("tuple[float, float] | None", self.plugins.call(self.backend, "model_price", config=config))
+    def model_price(self, config: EngineConfig[EngineOptions]) -> Price | None:
+        return as_price(self.plugins.call(self.backend, "model_price", config=config))
 
     def stop_engine(self, config: EngineConfig[EngineOptions]) -> str | None:
         """The backend's note when what the engine used keeps running, else None (see the hook)."""

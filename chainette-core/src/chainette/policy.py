@@ -91,8 +91,8 @@ class EngineGate:
 
     def settle(self, estimate: int, usage: Usage) -> None:
         """Correct the token budget once the real usage is known."""
-        if self.tokens is not None and usage.input_tokens + usage.output_tokens:
-            self.tokens.give_back(estimate - usage.input_tokens - usage.output_tokens)
+        if self.tokens is not None and usage.total:
+            self.tokens.give_back(estimate - usage.total)
 
     def close(self) -> None:
         """Send no more requests: those waiting for a slot, or to be retried, are not sent (the requests in flight finish)."""
@@ -207,7 +207,7 @@ async def call_with_retries(call: Callable[[], Awaitable[T]], options: EngineOpt
 
 def _count_usage(spent: Spent, usage: Usage | None) -> None:
     if usage is not None:
-        spent.add_usage(usage.input_tokens, usage.output_tokens)
+        spent.add_usage(usage)
 
 
 class SameErrorStop:

@@ -15,7 +15,9 @@ from pathlib import Path
 import time
 from typing import Any
 
+from chainette.client import Usage
 from chainette.nodes import INPUT_ID
+from chainette.pricing import Price, cost
 from chainette.run.appends import write_atomically
 
 
@@ -23,7 +25,8 @@ from chainette.run.appends import write_atomically
 class Spent:
     """What one session did for a node: rows it decided, requests it sent (retries and repair requests among
     them), tokens the server counted for them (failed requests too), and seconds; rows answered from the response
-    cache without a request (`cached`), and the tokens the cached answers cost when they were first requested."""
+    cache without a request (`cached`), and the tokens the cached answers cost when they were first requested
+    (`saved_*`). Tokens are counted by kind, as `chainette.client.Usage` counts them."""
 
     rows: int = 0
     requests: int = 0
@@ -31,14 +34,31 @@ class Spent:
     repairs: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
     seconds: float = 0.0
     cached: int = 0
     saved_input_tokens: int = 0
     saved_output_tokens: int = 0
+    saved_cache_read_tokens: int = 0
+    saved_cache_write_tokens: int = 0
 
-    def add_usage(self, input_tokens: int, output_tokens: int) -> None:
-        self.input_tokens += input_tokens
-        self.output_tokens += output_tokens
+    def add_usage(self, usage: Usage) -> None:
+        self.input_tokens += usage.input_tokens
+        self.output_tokens += usage.output_tokens
+        self.cache_read_tokens += usage.cache_read_tokens
+        self.cache_write_tokens += usage.cache_write_tokens
+
+    def add_saved(self, usage: Usage) -> None:
+        self.saved_input_tokens += usage.input_tokens
+        self.saved_output_tokens += usage.output_tokens
+        self.saved_cache_read_tokens += usage.cache_read_tokens
+        self.saved_cache_write_tokens += usage.cache_write_tokens
+
+    @property
+    def saved(self) -> Usage:
+        """The tokens the answers taken from the response cache cost when they were first requested."""
+        return Usage(self.saved_input_tokens, self.saved_output_tokens, self.saved_cache_read_tokens, self.saved_cache_write_tokens)
 
     def __add__(self, other: Spent) -> Spent:
         return Spent(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(Spent)})
@@ -66,7 +86,7 @@ class NodeStats:
         """Rows decided so far (answered, failed or filtered): not those in flight."""
         return self.ok + self.failed + self.filtered
 
-    def snapshot(self, price: tuple[float, float] | None) -> dict[str, Any]:
+    def snapshot(self, price: Price | None) -> dict[str, Any]:
         """The node's figures as run.json and the views show them: whole-run totals, plus this session's spending."""
         total = self.earlier + self.session
         figures = {
@@ -80,19 +100,12 @@ class NodeStats:
         figures.update({name: value for name, value in asdict(total).items() if name != "rows"})
         figures["seconds"] = round(total.seconds, 3)
         step = self.kind == "step"
-        figures["cost_usd"] = cost(price, total.input_tokens, total.output_tokens) if step else None
-        figures["saved_usd"] = cost(price, total.saved_input_tokens, total.saved_output_tokens) if step else None
+        figures["cost_usd"] = cost(price, total) if step else None
+        figures["saved_usd"] = cost(price, total.saved) if step else None
         figures["in_flight"] = self.in_flight
         figures["window"] = self.window
         figures["session"] = asdict(self.session)
         return figures
-
-
-def cost(price: tuple[float, float] | None, input_tokens: int, output_tokens: int) -> float | None:
-    """USD for the tokens at `price` (per million input and output tokens); None when the price is unknown."""
-    if price is None:
-        return None
-    return round((input_tokens * price[0] + output_tokens * price[1]) / 1_000_000, 6)
 
 
 def now_iso() -> str:
@@ -154,7 +167,7 @@ class SessionLog:
         return records
 
 
-def run_figures(stats: dict[str, NodeStats], prices: dict[str, tuple[float, float] | None], rows_failed: int) -> dict[str, Any]:
+def run_figures(stats: dict[str, NodeStats], prices: dict[str, Price | None], rows_failed: int) -> dict[str, Any]:
     """run.json's figures: input rows, the input rows that failed at some node (`rows_failed`: each counted once,
     however many of its error lines there are), and per node rows, requests, tokens, cost and what the cache saved
     (None when the price is unknown), time.

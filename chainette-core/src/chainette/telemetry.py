@@ -23,8 +23,8 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 import orjson
 
 from chainette.events import Event, NodeFinished, NodeStarted, RowFailed, RunFinished, RunStarted
+from chainette.pricing import Price, cost
 from chainette.secrets import redact_data
-from chainette.stats import cost
 
 if TYPE_CHECKING:
     from chainette.client import Answer, Request
@@ -72,7 +72,7 @@ class Telemetry:
         elif isinstance(event, RunFinished):
             self._run_finished(event)
 
-    def for_engine(self, config: EngineConfig[EngineOptions], price: tuple[float, float] | None) -> RequestTracer:
+    def for_engine(self, config: EngineConfig[EngineOptions], price: Price | None) -> RequestTracer:
         """The tracer of one engine's requests (`price`: USD per million input and output tokens, if known)."""
         return RequestTracer(self, config.backend, config.model, price)
 
@@ -112,7 +112,7 @@ class Telemetry:
 class RequestTracer:
     """The spans and metrics of one engine's requests, each a child of its step's node span."""
 
-    def __init__(self, telemetry: Telemetry, backend: str, model: str, price: tuple[float, float] | None):
+    def __init__(self, telemetry: Telemetry, backend: str, model: str, price: Price | None):
         self.telemetry = telemetry
         self.price = price
         self.attributes = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": backend, "gen_ai.request.model": model}
@@ -140,15 +140,25 @@ class RequestTracer:
             span.end()
             return
         usage = answer.usage
-        span.set_attributes({"gen_ai.usage.input_tokens": usage.input_tokens, "gen_ai.usage.output_tokens": usage.output_tokens})
+        all_input = (
+            usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
+        )  # the conventions' input counts cached tokens in
+        span.set_attributes(
+            {
+                "gen_ai.usage.input_tokens": all_input,
+                "gen_ai.usage.output_tokens": usage.output_tokens,
+                "gen_ai.usage.cache_read.input_tokens": usage.cache_read_tokens,
+                "gen_ai.usage.cache_creation.input_tokens": usage.cache_write_tokens,
+            }
+        )
         if answer.cut_off:
             span.set_attribute("gen_ai.response.finish_reasons", ["length"])
         if telemetry.content:
             span.set_attribute("gen_ai.output.messages", self._cleared([{"role": "assistant", "content": answer.text}]))
         telemetry.duration.record(seconds, self.attributes)
-        telemetry.tokens.record(usage.input_tokens, {**self.attributes, "gen_ai.token.type": "input"})
+        telemetry.tokens.record(all_input, {**self.attributes, "gen_ai.token.type": "input"})
         telemetry.tokens.record(usage.output_tokens, {**self.attributes, "gen_ai.token.type": "output"})
-        spent = cost(self.price, usage.input_tokens, usage.output_tokens)
+        spent = cost(self.price, usage)
         if spent:
             telemetry.spent.add(spent, self.attributes)
         span.end()

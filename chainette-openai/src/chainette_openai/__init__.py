@@ -16,6 +16,7 @@ from chainette.engines import EngineConfig, EngineOptions
 from chainette.errors import ConfigError
 from chainette.hookspecs import hookimpl
 from chainette.media import refuse_kinds
+from chainette.pricing import BATCH_DISCOUNT, Price
 from chainette.sampling import SamplingParams, map_sampling
 from chainette.secrets import public_url
 from chainette_openai.options import DEFAULT_KEY_ENV, OpenAIOptions, api_of
@@ -42,22 +43,22 @@ CHAT_FIELDS = {
 RESPONSES_FIELDS = {"temperature": "temperature", "top_p": "top_p", "max_tokens": "max_output_tokens"}
 
 MAX_STOP = 4  # the OpenAI API's limit on stop sequences
-BATCH_DISCOUNT = 0.5  # the Batch API costs half the price of online requests
 
-# USD per million input and output tokens, from OpenAI's price list (standard tier, 2025).
-# Engines override them with price_per_million_input/output; unknown models get no cost estimate.
+# USD per million tokens of input, output and cached input (read from the automatic prompt cache, which costs nothing
+# to write), from OpenAI's price list (standard tier, as of 2025-08). Engines override them with their
+# price_per_million_* options; unknown models get no cost estimate. The Batch API halves every kind.
 PRICES = {
-    "gpt-5": (1.25, 10.00),
-    "gpt-5-mini": (0.25, 2.00),
-    "gpt-5-nano": (0.05, 0.40),
-    "gpt-4.1": (2.00, 8.00),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1-nano": (0.10, 0.40),
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4o-mini": (0.15, 0.60),
-    "o3": (2.00, 8.00),
-    "o3-mini": (1.10, 4.40),
-    "o4-mini": (1.10, 4.40),
+    "gpt-5": Price(1.25, 10.00, cache_read=0.125),
+    "gpt-5-mini": Price(0.25, 2.00, cache_read=0.025),
+    "gpt-5-nano": Price(0.05, 0.40, cache_read=0.005),
+    "gpt-4.1": Price(2.00, 8.00, cache_read=0.50),
+    "gpt-4.1-mini": Price(0.40, 1.60, cache_read=0.10),
+    "gpt-4.1-nano": Price(0.10, 0.40, cache_read=0.025),
+    "gpt-4o": Price(2.50, 10.00, cache_read=1.25),
+    "gpt-4o-mini": Price(0.15, 0.60, cache_read=0.075),
+    "o3": Price(2.00, 8.00, cache_read=0.50),
+    "o3-mini": Price(1.10, 4.40, cache_read=0.55),
+    "o4-mini": Price(1.10, 4.40, cache_read=0.275),
 }
 
 
@@ -135,7 +136,7 @@ def translate_sampling(config: EngineConfig[OpenAIOptions], sampling: SamplingPa
 
 
 @hookimpl
-def model_price(config: EngineConfig[OpenAIOptions]) -> tuple[float, float] | None:
+def model_price(config: EngineConfig[OpenAIOptions]) -> Price | None:
     """The price of the engine's model on the OpenAI API (a dated snapshot such as gpt-4o-2024-08-06 counts as gpt-4o)."""
     if config.endpoint:
         return None
@@ -143,4 +144,4 @@ def model_price(config: EngineConfig[OpenAIOptions]) -> tuple[float, float] | No
     price = PRICES.get(model)
     if price is None or not config.options.batch:
         return price
-    return price[0] * BATCH_DISCOUNT, price[1] * BATCH_DISCOUNT
+    return price.scaled(BATCH_DISCOUNT)

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from chainette.client import Answer, Request, Usage
+from chainette.client import Answer, Request
 from chainette.errors import RetryableError, RowError
 from chainette.media import data_url
-from chainette.openai_format import file_name, raw_body, read_choice
+from chainette.openai_format import file_name, parse_usage, raw_body, read_choice
 
 # The chat-completions finish reason of each reason a Response is `incomplete`.
 FINISH_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
@@ -43,9 +43,7 @@ def parse_response(body: Any, *, engine: str) -> Answer:
     reports as truncated) and at `content_filter` as the filter. A failed or empty response is a RetryableError.
     Every error carries the usage."""
     fields: Mapping[str, Any] = body if isinstance(body, Mapping) else {}
-    report = fields.get("usage")
-    counts: Mapping[str, Any] = report if isinstance(report, Mapping) else {}
-    usage = Usage(input_tokens=counts.get("input_tokens") or 0, output_tokens=counts.get("output_tokens") or 0)
+    usage = parse_usage(fields.get("usage"), names=("input_tokens", "output_tokens"))
     items = [item for item in fields.get("output") or [] if isinstance(item, Mapping)]
     status = fields.get("status")
     if status == "failed" or (not items and status != "incomplete"):

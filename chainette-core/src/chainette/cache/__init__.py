@@ -93,7 +93,7 @@ class StepCache:
         return self.response_cache.get(key) if self.read else None
 
     def save(self, key: bytes, answer: Answer) -> None:
-        entry = CachedAnswer(answer.text, answer.reasoning, answer.usage.input_tokens, answer.usage.output_tokens)
+        entry = CachedAnswer(answer.text, answer.reasoning, answer.usage)
         self.response_cache.put(key, self.backend, self.model, entry)
 
 

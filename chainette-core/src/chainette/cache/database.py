@@ -28,6 +28,8 @@ from typing import Any
 
 import orjson
 
+from chainette.client import Usage
+
 APPLICATION_ID = 0x43484E54  # "CHNT": marks the file as chainette's response cache
 SCHEMA_VERSION = 1
 BUSY_SECONDS = 10.0
@@ -97,8 +99,7 @@ class CachedAnswer:
 
     text: str
     reasoning: str | None
-    input_tokens: int
-    output_tokens: int
+    usage: Usage
 
 
 @dataclass(frozen=True)
@@ -145,12 +146,13 @@ class ResponseCache:
         if found is None:
             return None
         try:
-            text, reasoning, input_tokens, output_tokens = orjson.loads(found[0])
+            text, reasoning, *tokens = orjson.loads(found[0])
+            usage = Usage(*tokens)
         except (ValueError, TypeError):
             return None  # an entry this version cannot read is a miss: the answer is asked again and replaced
         self._hits[key] = self._hits.get(key, 0) + 1
         self._flush_when_due()
-        return CachedAnswer(text, reasoning, input_tokens, output_tokens)
+        return CachedAnswer(text, reasoning, usage)
 
     def _hold_snapshot(self, db: sqlite3.Connection) -> None:
         """Begin the read transaction the look-ups share (one instead of one per look-up: a third of a look-up's cost),
@@ -230,7 +232,9 @@ class ResponseCache:
         """The table rows of the buffered answers, each answer serialised as its row is written (held by the thousand,
         orjson's output buffers would cost tens of MB); their bytes are counted in the file's size."""
         for key, backend, model, now, answer in pending:
-            blob = orjson.dumps([answer.text, answer.reasoning, answer.input_tokens, answer.output_tokens])
+            usage = answer.usage
+            tokens = [usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens]
+            blob = orjson.dumps([answer.text, answer.reasoning, *tokens])
             size = len(blob) + len(key)
             self._stored += size
             yield key, backend, model, now, now, size, blob

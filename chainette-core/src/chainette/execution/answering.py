@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from chainette.cache import CacheSetting, ResponseCache, step_cache
-from chainette.client import Answer, Request, Usage
+from chainette.client import Answer, Request
 from chainette.engines import EngineConfig, EngineOptions
 from chainette.errors import BackendError, RowError, describe_validation_error, truncated
 from chainette.execution.context import keep
@@ -89,13 +89,12 @@ class RowAnswerer:
         hit = self.cache.lookup(key)
         if hit is None:
             return None
-        answer = Answer(hit.text, hit.reasoning, Usage(hit.input_tokens, hit.output_tokens))
+        answer = Answer(hit.text, hit.reasoning, hit.usage)
         try:
             data = self.validated(answer)
         except Unfit:
             return None
-        self.stats.session.saved_input_tokens += hit.input_tokens
-        self.stats.session.saved_output_tokens += hit.output_tokens
+        self.stats.session.add_saved(hit.usage)
         return data, answer
 
     def validated(self, answer: Answer) -> dict[str, Any]:

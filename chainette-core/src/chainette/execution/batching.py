@@ -201,7 +201,7 @@ class BatchStage:
         if isinstance(outcome, BackendError):
             self._decide(row, outcome)
             return []
-        self.stats.session.add_usage(outcome.usage.input_tokens, outcome.usage.output_tokens)
+        self.stats.session.add_usage(outcome.usage)
         samples = self.answerer.samples
         answers = [(sample, outcome)] if kind == "r" else list(enumerate([outcome, *outcome.alternatives][:samples]))
         if kind == "q" and len(answers) < samples:

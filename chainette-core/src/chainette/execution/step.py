@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, replace
 
-from chainette.client import Answer, Request, Usage
+from chainette.client import Answer, Request
 from chainette.errors import BackendError, EngineError, RunInterrupted
 from chainette.execution.answering import Candidate, RowAnswerer, Unfit
 from chainette.execution.engine_pool import RunningEngine
@@ -87,8 +87,7 @@ class StepStage:
         except Unfit as unfit:
             repair = self.answerer.repair(request, answer, unfit)
         repaired = await self._send(repair)
-        usage = Usage(answer.usage.input_tokens + repaired.usage.input_tokens, answer.usage.output_tokens + repaired.usage.output_tokens)
-        return self.answerer.repaired(repaired), replace(repaired, usage=usage)
+        return self.answerer.repaired(repaired), replace(repaired, usage=answer.usage + repaired.usage)
 
     async def _send(self, request: Request) -> Answer:
         assert self.engine.client is not None, "an engine answering through batch jobs has a batch stage"

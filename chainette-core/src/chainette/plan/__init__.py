@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from chainette import graph, inputs
 from chainette.cache import CacheSetting, open_cache
+from chainette.client import Usage
 from chainette.engines import EngineConfig, EngineOptions, engine_price
 from chainette.errors import RunInterrupted
 from chainette.execution.batching import batch_engines
@@ -23,10 +24,10 @@ from chainette.nodes import Step
 from chainette.plan.cached import Hits, cache_hits, first_steps
 from chainette.plan.projection import ZERO, Range, project
 from chainette.plan.sample import Sample, sample_rows
+from chainette.pricing import cost
 from chainette.run.options import RunOptions
 from chainette.run.rundir import RUN_FILE
 from chainette.run.session import RunSession
-from chainette.stats import cost
 
 if TYPE_CHECKING:
     from chainette.chain import Chain
@@ -215,10 +216,9 @@ def _step_plan(
     price = engine_price(config)
     spent = None
     if price is not None:
-        costs = [
-            cost(price, int(i), int(o)) or 0.0
-            for i, o in zip(each("input_tokens", "saved_input_tokens"), each("output_tokens", "saved_output_tokens"), strict=True)
-        ]
+        kinds = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+        tokens = zip(*(each(kind, f"saved_{kind}") for kind in kinds), strict=True)
+        costs = [cost(price, Usage(*(int(count) for count in counts))) or 0.0 for counts in tokens]
         spent = project(costs, sizes, total, fresh)
     return StepPlan(
         step.id,

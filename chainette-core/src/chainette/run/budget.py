@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from chainette.client import Usage
 from chainette.engines import EngineConfig, EngineOptions, engine_price
 from chainette.errors import ConfigError, RunInterrupted
 from chainette.execution.stopping import StopSignal
-from chainette.stats import NodeStats, Spent, cost
+from chainette.pricing import Price, cost
+from chainette.stats import NodeStats, Spent
 from chainette.ui.state import money
 
 EXIT_BUDGET_REACHED = 4
@@ -39,8 +41,8 @@ class _Metered(Spent):
         super().__init__(**vars(spent))
         self._counted = counted
 
-    def add_usage(self, input_tokens: int, output_tokens: int) -> None:
-        super().add_usage(input_tokens, output_tokens)
+    def add_usage(self, usage: Usage) -> None:
+        super().add_usage(usage)
         self._counted()
 
 
@@ -48,7 +50,7 @@ class Budget:
     """Watches the spending of a session's priced steps (`prices`, by step id, at the prices the run pays: batch prices
     for batch engines) and stops the run through `control` once it reaches `max_cost` USD."""
 
-    def __init__(self, max_cost: float, stats: dict[str, NodeStats], prices: Mapping[str, tuple[float, float] | None], control: StopSignal):
+    def __init__(self, max_cost: float, stats: dict[str, NodeStats], prices: Mapping[str, Price | None], control: StopSignal):
         self.max_cost = max_cost
         self.control = control
         self.reached = False
@@ -58,7 +60,7 @@ class Budget:
 
     def spent(self) -> float:
         """USD this session spent so far (requests answered, failed and retried alike)."""
-        return sum(cost(price, node.session.input_tokens, node.session.output_tokens) or 0.0 for node, price in self.steps)
+        return sum(cost(price, node.session) or 0.0 for node, price in self.steps)
 
     def in_flight(self) -> float:
         """The estimated USD of the requests in flight: each at its step's mean cost per request answered so far (this
@@ -81,9 +83,9 @@ class Budget:
         )
 
 
-def _mean_request_cost(node: NodeStats, price: tuple[float, float]) -> float:
+def _mean_request_cost(node: NodeStats, price: Price) -> float:
     """A step's mean USD per request answered: this session's when it has any, else the earlier sessions', else 0."""
     for spent, answered in ((node.session, node.session.requests - node.in_flight), (node.earlier, node.earlier.requests)):
         if answered > 0:
-            return (cost(price, spent.input_tokens, spent.output_tokens) or 0.0) / answered
+            return (cost(price, spent) or 0.0) / answered
     return 0.0

@@ -25,7 +25,7 @@ def summary(stats: dict[str, Any], output_dir: str) -> Group:
     valid = str(rows["rows"] - rows["invalid"])
     table.add_row("(input)", str(rows["rows"]), valid, str(rows["invalid"]), "", valid, "", "", "", "")
     for node_id, node in stats["steps"].items():
-        tokens = f"{node['input_tokens']}/{node['output_tokens']}" if node["kind"] == "step" else ""
+        tokens = _tokens(node) if node["kind"] == "step" else ""
         cost = money(node.get("cost_usd")) if node["kind"] == "step" else ""
         counts = (node["rows_in"], node["ok"], node["failed"], node["filtered"], node["rows_out"])
         cached = str(node.get("cached", 0)) if node["kind"] == "step" else ""
@@ -39,6 +39,14 @@ def summary(stats: dict[str, Any], output_dir: str) -> Group:
     return Group(*lines)
 
 
+def _tokens(node: dict[str, Any]) -> str:
+    """`in/out`, and the input read from and written to the provider's prompt cache where there was any."""
+    text = f"{node['input_tokens']}/{node['output_tokens']}"
+    read, written = node.get("cache_read_tokens", 0), node.get("cache_write_tokens", 0)
+    cached = [f"+{read} cached" if read else "", f"+{written} to cache" if written else ""]
+    return " ".join([text, *filter(None, cached)])
+
+
 def _cache_line(stats: dict[str, Any]) -> list[Text]:
     """`Cache: N of M rows answered without a request, saving T tokens ($X)`, when the cache answered any row."""
     steps = [node for node in stats["steps"].values() if node["kind"] == "step"]
@@ -46,7 +54,8 @@ def _cache_line(stats: dict[str, Any]) -> list[Text]:
     if not cached:
         return []
     answered = sum(node["ok"] for node in steps)
-    tokens = sum(node.get("saved_input_tokens", 0) + node.get("saved_output_tokens", 0) for node in steps)
+    kinds = ("input", "output", "cache_read", "cache_write")
+    tokens = sum(node.get(f"saved_{kind}_tokens", 0) for node in steps for kind in kinds)
     saved = f" ({money(stats['saved_usd'])})" if stats.get("saved_usd") is not None else ""
     return [Text(f"Cache: {cached} of {answered} step rows answered without a request, saving {tokens} tokens{saved}.", style="cyan")]
 
