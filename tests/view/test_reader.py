@@ -223,3 +223,13 @@ def test_a_run_working_in_the_directory_shows_as_running_with_its_session_figure
         summary = view.summary()
     assert summary["running"] is True
     assert next(node["live"] for node in summary["nodes"] if node["id"] == "label") == session["nodes"]["label"]
+
+
+def test_a_steps_rows_say_whether_they_were_asked_or_answered_from_the_response_cache(tmp_path: Path) -> None:
+    pytest.importorskip("chainette_openai")
+    first = make_run(tmp_path / "first")
+    again = make_run(tmp_path / "again")  # the same rows: every answer comes from the response cache
+    for root, cached in ((first, False), (again, True)):
+        items = RunView(root).page("sentiment", "ok")["items"]
+        assert items and {item["cached"] for item in items} == {cached}
+    assert "cached" not in RunView(first).page("long_enough", "ok")["items"][0], "an apply asks nothing"

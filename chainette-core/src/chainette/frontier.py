@@ -5,8 +5,9 @@ row it passes or filters out: the rows it produced from it (one, several when an
 out, none when it filters it). A row that fails is committed to the errors file instead. One line
 per input row makes a fan-out atomic: a crash can cut a line, never a group of children.
 
-Each line is `{"n": <rows>, "source": ..., "rows": [...]}`: the keys are the record's own, never
-user data, and `n` comes first so that a frontier's rows can be counted without decoding them.
+Each line is `{"n": <rows>, "source": ..., "rows": [...]}`, and `"cached": true` where a step took the row's answers
+from the response cache instead of asking: the keys are the record's own, never user data, and `n` comes first so
+that a frontier's rows can be counted without decoding them.
 """
 
 from __future__ import annotations
@@ -43,19 +44,24 @@ class Row:
 
 @dataclass(slots=True)
 class Commit:
-    """What a node did with its input row `source`: the rows it produced from it (none: filtered out)."""
+    """What a node did with its input row `source`: the rows it produced from it (none: filtered out); `cached`: a
+    step answered it from the response cache."""
 
     source: str
     rows: list[Row] = field(default_factory=list)
+    cached: bool = False
 
     def encode(self) -> bytes:
         """The commit as one JSONL line."""
-        return orjson.dumps({"n": len(self.rows), "source": self.source, "rows": self.rows}, option=orjson.OPT_APPEND_NEWLINE)
+        record: dict[str, Any] = {"n": len(self.rows), "source": self.source, "rows": self.rows}
+        if self.cached:
+            record["cached"] = True
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
     @classmethod
     def decode(cls, line: bytes) -> Commit:
         record = orjson.loads(line)
-        return cls(record["source"], [Row(**row) for row in record["rows"]])
+        return cls(record["source"], [Row(**row) for row in record["rows"]], record.get("cached", False))
 
 
 def commits(path: Path) -> Iterator[Commit]:

@@ -222,7 +222,7 @@ class RayExecutor(Executor):
             if unit.files.outputs is not None:
                 for child in commit.rows:
                     unit.files.outputs.write(outputs[child.row_id])
-            unit.files.commit(Row(commit.source, {}, INPUT_ID), commit.rows)
+            unit.files.commit(Row(commit.source, {}, INPUT_ID), commit.rows, cached=commit.cached)
             unit.decided.add(commit.source)
             unit.passed.update(child.row_id for child in commit.rows)
             if stats is not None:

@@ -124,9 +124,9 @@ class RowAnswerer:
                 raw=answer.text,
             ) from None
 
-    def commit(self, row: Row, candidates: list[Candidate]) -> None:
+    def commit(self, row: Row, candidates: list[Candidate], *, cached: bool = False) -> None:
         """Decide the row as answered: write its output lines and commit it, one row, or with `n` candidates, one child
-        per candidate."""
+        per candidate (`cached`: every candidate came from the response cache)."""
         self.stats.session.rows += 1
         self.same_error.succeeded()
         self.stats.ok += 1
@@ -141,7 +141,7 @@ class RowAnswerer:
             if self.files.outputs is not None:
                 self.files.outputs.write(line)
             children.append(child)
-        self.files.commit(row, children)
+        self.files.commit(row, children, cached=cached)
         self.stats.rows_out += len(children)
 
     def fail(self, row: Row, exc: BackendError) -> None:

@@ -240,7 +240,7 @@ class BatchStage:
             keys = self.answerer.keys(self.answerer.request(row), row)
             for key, (_, answer) in zip(keys, outcome, strict=True):
                 cache.save(key, answer)
-        self.answerer.commit(row, outcome)
+        self.answerer.commit(row, outcome, cached=not fresh)
 
     async def _leave(self, journal: BatchJournal) -> None:
         """On a stop: cancel the batches in flight when asked to, else leave them running where they outlive the run;

@@ -38,9 +38,10 @@ class NodeFiles:
         self.decided: Decided | None = None
         writer.flushed.append(self.feed.release)
 
-    def commit(self, row: Row, children: list[Row]) -> None:
-        """Commit input row `row` as passing on `children` (filtered out when there are none)."""
-        self.frontier.commit(Commit(row.row_id, children))
+    def commit(self, row: Row, children: list[Row], *, cached: bool = False) -> None:
+        """Commit input row `row` as passing on `children` (filtered out when there are none; `cached`: answered from
+        the response cache)."""
+        self.frontier.commit(Commit(row.row_id, children, cached))
         self.feed.passed(len(children))
         if self.decided is not None:
             self.decided(row, children)

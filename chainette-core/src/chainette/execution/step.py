@@ -41,7 +41,7 @@ class StepStage:
 
     async def _answer_row(self, row: Row) -> None:
         try:
-            candidates = await self._candidates(row)
+            candidates, cached = await self._candidates(row)
         except RunInterrupted:
             return  # the run stopped before the row's requests were all sent: the row is left for the resume
         except EngineError:
@@ -49,14 +49,15 @@ class StepStage:
         except BackendError as exc:
             self.answerer.fail(row, exc)
             return
-        self.answerer.commit(row, candidates)
+        self.answerer.commit(row, candidates, cached=cached)
 
-    async def _candidates(self, row: Row) -> list[Candidate]:
-        """The row's candidates: from the cache where it has them, else requested (and then stored)."""
+    async def _candidates(self, row: Row) -> tuple[list[Candidate], bool]:
+        """The row's candidates, from the cache where it has them, else requested (and then stored); and whether the
+        cache had them all."""
         answerer, cache = self.answerer, self.answerer.cache
         request = answerer.request(row)
         if cache is None:
-            return await self._requested(request, answerer.samples)
+            return await self._requested(request, answerer.samples), False
         keys = answerer.keys(request, row)
         found = answerer.cached(keys)
         missing = [sample for sample, hit in enumerate(found) if hit is None]
@@ -64,7 +65,7 @@ class StepStage:
             for sample, fresh in zip(missing, await self._requested(request, len(missing)), strict=True):
                 cache.save(keys[sample], fresh[1])
                 found[sample] = fresh
-        return [hit for hit in found if hit is not None]
+        return [hit for hit in found if hit is not None], not missing
 
     async def _requested(self, request: Request, count: int) -> list[Candidate]:
         """`count` valid candidates: those one request returns (a server that honours `n`, when all the row's are

@@ -66,6 +66,12 @@ def frontier_rows(key: str) -> Entries:
     return entries
 
 
+def answered_from_cache(record: dict[str, Any]) -> Iterator[tuple[Hashable, Any]]:
+    """Entries of a step's frontier file: whether each row it passed on was answered from the response cache."""
+    for row in record.get("rows", ()):
+        yield row.get("row_id"), bool(record.get("cached"))
+
+
 def flattened_inputs(record: dict[str, Any]) -> Iterator[tuple[Hashable, Any]]:
     """The chain input of a flattened line (its `chain_input.<field>` columns), under its `row_index`."""
     prefix = "chain_input."

@@ -18,7 +18,7 @@ from chainette.errors import ChainetteError
 from chainette.nodes import INPUT_ID
 from chainette.run.rundir import FLATTENED, GRAPH_FILE, RUN_FILE, SESSIONS_FILE, STAGED_OUTPUTS, RunPaths
 from chainette.runlock import holder
-from chainette.view.lookup import KeyedLines, flattened_inputs, frontier_rows
+from chainette.view.lookup import KeyedLines, answered_from_cache, flattened_inputs, frontier_rows
 from chainette.view.pages import Position, Table, decode_cursor, encode_cursor, numbered
 from chainette.view.query import matcher
 
@@ -27,6 +27,7 @@ SCAN_LIMIT = 20_000
 """The most rows one request reads while searching; the page then says where the search stopped."""
 PAGE_LIMIT = 200
 REASONING = "_reasoning"
+CACHED = "cached"  # the key of the lookup of whether a step's rows came from the response cache
 
 
 def not_a_run(root: Path, why: str) -> ChainetteError:
@@ -43,6 +44,7 @@ class RunView:
         self.paths = RunPaths(root)
         self.graph = _read_graph(root)
         self.node_ids = [node["id"] for node in self.graph["nodes"]]
+        self.step_ids = {node["id"] for node in self.graph["nodes"] if node.get("kind") == "step"}
         self._tables: dict[tuple[str | None, str], Table] = {}
         self._frontiers: dict[tuple[str, str], KeyedLines] = {}
 
@@ -138,9 +140,13 @@ class RunView:
         return (self.paths.root / node_id).is_dir() or (self.paths.state / STAGED_OUTPUTS / node_id).is_dir()
 
     def _item(self, node: str | None, status: str, record: dict[str, Any]) -> dict[str, Any]:
-        """A row as the page shows it: its fields, its reasoning text apart, and its chain input."""
+        """A row as the page shows it: its fields, its reasoning text apart, its chain input, and for a step's answered
+        row whether it came from the response cache (`cached`; None where the state folder no longer tells)."""
         reasoning = {key: record.pop(key) for key in list(record) if key.endswith(REASONING) and isinstance(record[key], str)}
-        return {"status": status, "node": node, "row": record, "reasoning": reasoning, "input": self.chain_input(record.get("row_index"))}
+        item = {"status": status, "node": node, "row": record, "reasoning": reasoning, "input": self.chain_input(record.get("row_index"))}
+        if status == "ok" and node is not None and node in self.step_ids:
+            item["cached"] = self._answers(node).find(record.get("row_id"))
+        return item
 
     def _received(self, node: str, row_id: str) -> dict[str, Any]:
         """The row `node` received as `row_id` (looked up in the frontiers of the nodes before it): its id and index, and
@@ -170,6 +176,11 @@ class RunView:
         if (node_id, key) not in self._frontiers:
             self._frontiers[(node_id, key)] = KeyedLines(self.paths.frontier(node_id), frontier_rows(key))
         return self._frontiers[(node_id, key)]
+
+    def _answers(self, node_id: str) -> KeyedLines:
+        if (node_id, CACHED) not in self._frontiers:
+            self._frontiers[(node_id, CACHED)] = KeyedLines(self.paths.frontier(node_id), answered_from_cache)
+        return self._frontiers[(node_id, CACHED)]
 
     def _flattened(self, path: Path) -> KeyedLines:
         if (str(path), FLATTENED) not in self._frontiers:
