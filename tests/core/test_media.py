@@ -357,3 +357,27 @@ def test_rows_given_in_python_with_pil_images_resume_as_the_same_inputs():
 
     assert fingerprint(rows()) == fingerprint(rows())
     assert fingerprint(rows()) != fingerprint([{"photo": PIL.new("RGB", (4, 4), "black"), "raw": b"\x00\x01"}])
+
+
+def test_a_plans_sample_reads_relative_media_paths_from_its_input_files_folder(scripted, tmp_path, monkeypatch):
+    from chainette.plan import make_plan
+
+    backend = scripted(lambda request, attempt: json.dumps({"label": "paid", "score": 1.0}))
+    register_engine("s", backend="scripted", model="m")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "receipt.png").write_bytes(PNG)
+    (data / "inputs.jsonl").write_text(json.dumps({"photo": "receipt.png"}) + "\n")
+    monkeypatch.chdir(tmp_path)  # not the input's folder: a relative path read from here is not found
+    chain = Chain(name="c", steps=[Step(id="read", input_model=Receipt, output_model=Label, engine_name="s", user_prompt="{{photo}}")])
+    plan = make_plan(chain, str(data / "inputs.jsonl"), sample=1, cache=False)
+    assert plan.steps[0].requests.estimate == 1 and len(backend.requests) == 1
+
+
+def test_rows_given_in_python_read_relative_media_paths_from_media_root(scripted, tmp_path):
+    backend = scripted(lambda request, attempt: json.dumps({"label": "paid", "score": 1.0}))
+    register_engine("s", backend="scripted", model="m")
+    (tmp_path / "receipt.png").write_bytes(PNG)
+    chain = Chain(name="c", steps=[Step(id="read", input_model=Receipt, output_model=Label, engine_name="s", user_prompt="{{photo}}")])
+    result = chain.run([{"photo": "receipt.png"}], output_dir=tmp_path / "out", media_root=tmp_path)
+    assert result.stats["steps"]["read"]["ok"] == 1 and len(backend.requests) == 1

@@ -76,6 +76,7 @@ class Chain:
         on: str | None = None,
         telemetry: bool = False,
         max_cost: float | None = None,
+        media_root: str | os.PathLike[str] | None = None,
     ) -> RunResult:
         """Run the chain over `inputs` (a JSONL, JSON, CSV or Parquet file, `hf:name[:config]:split`, or dicts/models).
 
@@ -93,6 +94,8 @@ class Chain:
         `telemetry` sends OpenTelemetry spans and metrics for the run, its nodes and requests (docs/telemetry.md).
         `max_cost` (USD) stops the run gracefully, resumable, once what this call spent, its requests in flight included,
         reaches it (RunInterrupted, exit status 4; every step's engine needs a price; docs/running.md).
+        `media_root`: the folder relative media paths of rows given in Python are read from (default: the current
+        directory; a file's rows read them from the file's folder).
         Works inside a running event loop too (Jupyter): the run then happens on a worker thread.
         """
         if reporter is None and (progress if progress is not None else _interactive()):
@@ -116,6 +119,7 @@ class Chain:
             on=on,
             telemetry=telemetry,
             max_cost=max_cost,
+            media_root=media_root,
         )
         from chainette.run import session  # declaring a chain loads no plugin machinery; running it does
 
@@ -141,6 +145,7 @@ class Chain:
         on: str | None = None,
         telemetry: bool = False,
         max_cost: float | None = None,
+        media_root: str | os.PathLike[str] | None = None,
     ) -> RunResult:
         """Async form of `run` (no live view unless a `reporter` is given)."""
         options = RunOptions(
@@ -160,6 +165,7 @@ class Chain:
             on=on,
             telemetry=telemetry,
             max_cost=max_cost,
+            media_root=media_root,
         )
         from chainette.run import session
 

@@ -380,12 +380,13 @@ def _hf_rows(spec: HfSource, columns: Columns | None) -> Iterator[RawRow]:
     return (RawRow(f"{HF_PREFIX}{spec.name}[{spec.split}][{index}]", dict(item)) for index, item in enumerate(dataset))
 
 
-def from_objects(rows: Iterable[Any], columns: Columns | None = None) -> Iterator[RawRow]:
-    """Rows given in Python: dicts or pydantic models."""
+def from_objects(rows: Iterable[Any], columns: Columns | None = None, folder: Path | None = None) -> Iterator[RawRow]:
+    """Rows given in Python: dicts or pydantic models, reading their relative media paths from `folder` (None: the
+    current directory)."""
     for index, row in enumerate(rows):
         if isinstance(row, BaseModel):
             row = row.model_dump(mode="json")
-        yield RawRow(f"inputs[{index}]", row, columns)
+        yield RawRow(f"inputs[{index}]", row, columns, folder=folder)
 
 
 def decode(row: RawRow) -> dict[str, Any]:
@@ -493,11 +494,12 @@ def row_id_of(row: RawRow, value: dict[str, Any], id_column: str) -> str:
 Inputs = str | os.PathLike[str] | Iterable[dict[str, Any] | BaseModel]
 
 
-def open_rows(source: Inputs, columns: Columns | None) -> Iterable[RawRow]:
-    """The input rows; a file or dataset is opened now, so a missing file or column stops the run before it starts."""
+def open_rows(source: Inputs, columns: Columns | None, *, media_root: str | os.PathLike[str] | None = None) -> Iterable[RawRow]:
+    """The input rows; a file or dataset is opened now, so a missing file or column stops the run before it starts.
+    Rows given in Python read their relative media paths from `media_root` (None: the current directory)."""
     if isinstance(source, (str, os.PathLike)):
         return read_source(source, columns)
-    return from_objects(source, columns)
+    return from_objects(source, columns, Path(media_root).resolve() if media_root is not None else None)
 
 
 def _stable(value: Any) -> str:

@@ -123,7 +123,7 @@ def make_plan(
     engines = batch_engines(chain.engines(), [step.engine_name for step in steps], forced=batch)
     picked = sample_rows(source, sample)
     hits, every = _first_hits(chain, source, picked, engines, cache, cache_dir, columns, id_column)
-    sessions, sizes = _run_sample(chain, picked.decoded(), columns, id_column, cache, cache_dir)
+    sessions, sizes = _run_sample(chain, picked, columns, id_column, cache, cache_dir)
     first_rate = sum(found.rate for found in hits.values()) / len(hits) if hits else 0.0
     plans = []
     for step in steps:
@@ -163,17 +163,27 @@ def _first_hits(
 
 def _run_sample(
     chain: Chain,
-    rows: list[dict[str, Any]],
+    sample: Sample,
     columns: inputs.ColumnSpec,
     id_column: str | None,
     cache: CacheSetting,
     cache_dir: str | Path | None,
 ) -> tuple[list[dict[str, Any]], list[int]]:
-    """Every session's record (run.json's `sessions`) of the sample's run, and how many input rows each took."""
+    """Every session's record (run.json's `sessions`) of the sample's run, and how many input rows each took. The rows
+    read their relative media paths from their input file's folder, as a run of the file would."""
+    rows = sample.decoded()
     ends = sorted({math.ceil(len(rows) * (part + 1) / SESSIONS) for part in range(SESSIONS)} - {0})
     with tempfile.TemporaryDirectory(prefix="chainette-plan-") as folder:
         for end in ends:
-            options = RunOptions(output_dir=folder, columns=columns, id_column=id_column, cache=cache, cache_dir=cache_dir, limit=end)
+            options = RunOptions(
+                output_dir=folder,
+                columns=columns,
+                id_column=id_column,
+                cache=cache,
+                cache_dir=cache_dir,
+                limit=end,
+                media_root=sample.folder,
+            )
             try:
                 asyncio.run(_run_session(chain, rows, options))
             except RunInterrupted as exc:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import itertools
 import os
+from pathlib import Path
 from typing import Any
 
 from chainette import inputs, parquet
@@ -24,6 +25,11 @@ class Sample:
     total: int
     rows: list[tuple[int, inputs.RawRow]]
     spread: bool
+
+    @property
+    def folder(self) -> Path | None:
+        """The folder the sample's relative media paths are read from (its input file's; None: the current directory)."""
+        return next((raw.folder for _, raw in self.rows), None)
 
     def decoded(self) -> list[dict[str, Any]]:
         """The sample's rows as objects (every column), to run; a row that cannot be read is left out: it costs nothing."""

@@ -40,6 +40,7 @@ class RunOptions:
     telemetry: bool = False
     on: str | None = None
     max_cost: float | None = None
+    media_root: str | os.PathLike[str] | None = None
 
     def __post_init__(self) -> None:
         limit = self.limit

@@ -81,7 +81,7 @@ class RunSession:
         self.secrets = frozenset().union(*(engine_secrets(config) for config in self.engines.values()))
         self.telemetry = _telemetry(self.secrets) if options.telemetry else None
         picked = Columns.parse(options.columns)
-        self.rows = open_rows(inputs, picked)
+        self.rows = open_rows(inputs, picked, media_root=options.media_root)
         identity = {
             "chain": graph.fingerprint(chain.nodes),
             "inputs": fingerprint(inputs, picked, options.id_column),
