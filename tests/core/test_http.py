@@ -167,3 +167,42 @@ def test_a_429_without_retry_after_waits_for_the_spent_rate_limit_to_reset(heade
     from chainette.errors import parse_retry_after
 
     assert parse_retry_after(headers) == (pytest.approx(wait) if wait is not None else None)
+
+
+def test_anthropics_rate_limit_resets_are_times():
+    """Anthropic's anthropic-ratelimit-*-reset headers give the RFC 3339 time the limit resets at."""
+    from datetime import datetime, timedelta, timezone
+
+    from chainette.errors import rate_limit_reset
+
+    soon = (datetime.now(timezone.utc) + timedelta(seconds=30)).isoformat().replace("+00:00", "Z")
+    spent = {"anthropic-ratelimit-requests-remaining": "0", "anthropic-ratelimit-requests-reset": soon}
+    assert 25 < rate_limit_reset(spent) <= 30
+    assert rate_limit_reset({**spent, "anthropic-ratelimit-requests-reset": "2020-01-01T00:00:00Z"}) == 0.0
+    assert rate_limit_reset({**spent, "anthropic-ratelimit-requests-remaining": "3"}) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "held"),
+    [
+        (200, {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s"}, [2.0]),
+        (200, {"x-ratelimit-remaining-requests": "7", "x-ratelimit-reset-requests": "2s"}, []),
+        (429, {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s"}, []),
+    ],
+)
+async def test_an_answer_saying_a_limit_is_spent_holds_the_engines_next_requests(engine, status, headers, held):
+    """A successful answer whose rate-limit headers say a limit is spent tells the request's engine (policy.LIMIT_SPENT)
+    how long until it resets; a 429 is left to the retry policy; outside a request nothing is told."""
+    from chainette.policy import LIMIT_SPENT
+
+    told: list[float] = []
+    transport = httpx2.MockTransport(lambda request: httpx2.Response(status, json={}, headers=headers))
+    client = async_client(engine.options, base_url="http://h", transport=transport)
+    await client.get("/x")  # no request of the core's: no one to tell
+    token = LIMIT_SPENT.set(told.append)
+    try:
+        await client.get("/x")
+    finally:
+        LIMIT_SPENT.reset(token)
+        await client.aclose()
+    assert told == pytest.approx(held)

@@ -116,3 +116,20 @@ def test_token_estimates_count_media_parts_not_their_number():
     parts = [{"type": "text", "text": "a" * 400}, image, {"type": "text", "text": "b" * 40}]
     request = Request([{"role": "user", "content": parts}], {"type": "object"}, "x", {"max_tokens": 50})
     assert estimate_tokens(request) == 100 + MEDIA_TOKENS + 10 + 50
+
+
+async def test_a_client_told_that_a_rate_limit_is_spent_holds_the_engines_next_requests():
+    from chainette.engines import EngineOptions
+    from chainette.policy import LIMIT_SPENT, clock
+
+    class Client:
+        async def complete(self, request):
+            LIMIT_SPENT.get()(30.0)  # what chainette.http's clients do for an answer whose headers say so
+            return Answer('{"a": 1}')
+
+        async def aclose(self):
+            pass
+
+    gate = EngineGate(EngineOptions())
+    await complete_with_retries(Client(), Request([{"role": "user", "content": "x"}], {}, "s"), gate)
+    assert gate.resume_at > clock() + 25 and LIMIT_SPENT.get() is None

@@ -314,3 +314,17 @@ def test_more_than_four_stop_strings_are_refused_for_the_openai_api_before_any_r
         "other servers decide"
     )
     assert "stop" not in translate_sampling(config, SamplingParams(stop=[])), "an empty list is not sent"
+
+
+async def test_an_answer_saying_the_request_limit_is_spent_holds_the_engine_until_it_resets():
+    """Through the SDK, the shared client's hook reads x-ratelimit-* of a successful answer (chainette.http.watch_limits)."""
+    from chainette.policy import EngineGate, clock, complete_with_retries
+
+    spent = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "40s"}
+    client = make(Recorder(httpx2.Response(200, json=completion(), headers=spent)))
+    gate = EngineGate(OpenAIOptions(api="chat"))
+    try:
+        await complete_with_retries(client, request(), gate)
+    finally:
+        await client.aclose()
+    assert gate.resume_at > clock() + 35

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 import json
 from pathlib import Path
@@ -82,9 +83,13 @@ class EngineError(BackendError, ChainetteError):
 RATE_LIMITS = (
     ("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
     ("x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
+    ("anthropic-ratelimit-requests-remaining", "anthropic-ratelimit-requests-reset"),
+    ("anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-tokens-reset"),
+    ("anthropic-ratelimit-input-tokens-remaining", "anthropic-ratelimit-input-tokens-reset"),
+    ("anthropic-ratelimit-output-tokens-remaining", "anthropic-ratelimit-output-tokens-reset"),
 )
-"""OpenAI's rate-limit headers (also sent by Groq, OpenRouter and other compatible APIs): each limit's remaining count,
-and how long until it resets, as a duration (`20ms`, `1s`, `6m0s`)."""
+"""Providers' rate-limit headers: each limit's remaining count, and when it resets. OpenAI's (also sent by Groq,
+OpenRouter and other compatible APIs) give a duration (`20ms`, `1s`, `6m0s`); Anthropic's an RFC 3339 time."""
 DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -113,9 +118,20 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
 
 def rate_limit_reset(headers: Mapping[str, str]) -> float | None:
     """Seconds until the last spent rate limit resets (RATE_LIMITS: a limit whose remaining count is 0), or None."""
-    waits = [_duration(headers.get(reset) or "") for remaining, reset in RATE_LIMITS if headers.get(remaining) == "0"]
+    waits = [_reset_in(headers.get(reset) or "") for remaining, reset in RATE_LIMITS if headers.get(remaining) == "0"]
     found = [wait for wait in waits if wait is not None]
     return max(found) if found else None
+
+
+def _reset_in(text: str) -> float | None:
+    """Seconds until a reset given as a duration or as an RFC 3339 time (never negative); None for anything else."""
+    found = _duration(text)
+    if found is not None or not text:
+        return found
+    try:
+        return max(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() - time.time(), 0.0)
+    except ValueError:
+        return None
 
 
 def _duration(text: str) -> float | None:

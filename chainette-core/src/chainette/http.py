@@ -17,7 +17,8 @@ import httpx2
 import orjson
 
 from chainette.engines import EngineConfig, EngineOptions
-from chainette.errors import EngineError, RetryableError, RowError, error_code, error_for_status, parse_retry_after
+from chainette.errors import EngineError, RetryableError, RowError, error_code, error_for_status, parse_retry_after, rate_limit_reset
+from chainette.policy import LIMIT_SPENT
 from chainette.secrets import public_url
 
 if TYPE_CHECKING:
@@ -94,7 +95,8 @@ def async_client(
     transport: httpx2.AsyncBaseTransport | None = None,
 ) -> httpx2.AsyncClient:
     """An httpx2 client for one engine: `options.timeout` per request (at most CONNECT_TIMEOUT of it to connect), a pool of
-    max_concurrency; `params` are added to every request's query string."""
+    max_concurrency; `params` are added to every request's query string. An answer whose rate-limit headers say a limit
+    is spent holds the engine's next requests until it resets (`watch_limits`)."""
     pool = options.max_concurrency
     return httpx2.AsyncClient(
         base_url=base_url,
@@ -104,7 +106,17 @@ def async_client(
         limits=httpx2.Limits(max_connections=pool, max_keepalive_connections=pool),
         transport=transport,
         verify=tls_context(),
+        event_hooks={"response": [watch_limits]},
     )
+
+
+async def watch_limits(response: httpx2.Response) -> None:
+    """Tell the request's engine (policy.LIMIT_SPENT) how long until a rate limit resets when a successful answer's headers
+    say it is spent (errors.RATE_LIMITS): its next requests wait for it instead of meeting a 429. A 429 is the retry
+    policy's."""
+    spent = LIMIT_SPENT.get()
+    if spent is not None and response.status_code < 400 and (seconds := rate_limit_reset(response.headers)):
+        spent(seconds)
 
 
 @functools.cache

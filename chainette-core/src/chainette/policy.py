@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 import random
 import re
 import time
@@ -67,6 +68,11 @@ class TokenBucket:
         self.level = min(self.capacity, self.level + amount)
 
 
+LIMIT_SPENT: ContextVar[Callable[[float], None] | None] = ContextVar("chainette_limit_spent", default=None)
+"""Within a request to a backend, what to tell when the provider's answer says one of its rate limits is spent: the
+seconds until it resets (`chainette.http`'s clients do, from the headers of every answer)."""
+
+
 class EngineGate:
     """Admission control shared by every request to one engine; once `close`d (the run is stopping), it sends none."""
 
@@ -99,7 +105,7 @@ class EngineGate:
         self.closed = True
 
     def cool_down(self, seconds: float) -> None:
-        """Hold every request to this engine for `seconds` (after a 429)."""
+        """Hold every request to this engine for `seconds` (after a 429, or an answer saying a rate limit is spent)."""
         self.resume_at = max(self.resume_at, clock() + seconds)
 
 
@@ -170,6 +176,7 @@ async def _sent(client: Client, request: Request, gate: EngineGate, node: NodeSt
         node.in_flight += 1
         span = tracer.started(request) if tracer is not None else None
         started = clock()
+        hold = LIMIT_SPENT.set(gate.cool_down)
         try:
             answer = await client.complete(request)
         except BaseException as exc:
@@ -179,6 +186,7 @@ async def _sent(client: Client, request: Request, gate: EngineGate, node: NodeSt
                 tracer.ended(span, clock() - started, None, exc)
             raise
         finally:
+            LIMIT_SPENT.reset(hold)
             node.in_flight -= 1
         seconds = clock() - started
         window.answered(number, seconds)
