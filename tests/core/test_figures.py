@@ -162,6 +162,13 @@ def test_rows_failed_counts_input_rows_once_however_many_lines_they_fail(scripte
     assert chain.run(rows(5), output_dir=out).stats["rows_failed"] == 2, "read back from errors.jsonl on a resume"
 
 
+def test_an_older_run_json_without_the_newer_figures_gets_an_exit_status():
+    """run.json written by an earlier version (no rows_failed, no kind or rows_in per node) reads as 0 for what it lacks."""
+    old = {"chain": "c", "status": "completed", "seconds": 1.0, "input": {"rows": 2, "invalid": 0}, "steps": {"a": {"ok": 0, "failed": 2}}}
+    assert exit_status(old) == (1, "node 'a' passed on none of its 2 rows (2 failed): see errors.jsonl.")
+    assert exit_status({**old, "steps": {"a": {"ok": 2, "failed": 0}}}) == (0, None)
+
+
 def test_rows_failed_counts_a_row_failing_in_two_branches_once(scripted, tmp_path):
     scripted(lambda request, attempt: RowError("no", kind="refusal") if request.row_id == "3" else echo(request, attempt))
     register_engine("s", backend="scripted", model="m")
