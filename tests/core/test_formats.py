@@ -540,7 +540,7 @@ class Scored(BaseModel):
     score: float
 
 
-NON_FINITE = "not a finite number: outputs are JSON, which has no NaN or Infinity, so it is refused rather than written as null"
+NON_FINITE = "not a finite number: outputs are JSON, which has no NaN or Infinity, so the row is refused rather than written altered"
 
 
 def write_scores(path: Path) -> Path:
@@ -593,3 +593,11 @@ def test_a_non_finite_number_nested_in_a_picked_column_is_refused_but_one_the_ru
     assert result.errors[0]["message"].startswith(f"inputs[0]: field 'extra.p[1]' is nan, {NON_FINITE}")
     assert result.errors[1]["message"] == "inputs[1]: no column 'extra' (the row has: text, unused)"
     assert labels(one_step().run(rows, output_dir=tmp_path / "dropped")) == ["a", "b"]
+
+
+def test_an_integer_beyond_64_bits_is_an_invalid_row_not_a_crash(engine, tmp_path):
+    rows = [{"text": "a", "n": 1}, {"text": "b", "n": 123456789012345678901234567890}]
+    result = one_step().run(rows, output_dir=tmp_path / "o", columns="text,n")
+    assert labels(result) == ["a"]
+    [error] = result.errors
+    assert error["message"].startswith("inputs[1]: field 'n' is 123456789012345678901234567890, an integer beyond 64 bits")

@@ -247,6 +247,31 @@ def test_apply_filters_fans_out_and_records_failures(scripted, tmp_path):
     assert (stats["rows_in"], stats["ok"], stats["failed"], stats["filtered"]) == (3, 1, 1, 1)
 
 
+def test_values_a_line_cannot_hold_fail_their_row_whether_an_apply_returns_them_or_a_model_answers_them(scripted, tmp_path):
+    """NaN (orjson would write null) and integers beyond 64 bits (orjson refuses them) never reach a file: an apply's
+    row fails naming the field, and a step's answer holding NaN is unfit, so it is repaired."""
+    backend = scripted(lambda request, attempt: '{"label": "x", "score": NaN}' if attempt == 1 else '{"label": "fixed", "score": 0.5}')
+    register_engine("s", backend="scripted", model="m")
+
+    class Counted(BaseModel):
+        text: str
+        share: float = 0.0
+        count: int = 0
+
+    def odd(item: Text):
+        return {"row0": [Counted(text="a", share=float("nan"))], "row1": [Counted(text="b", count=2**70)]}.get(
+            item.text, [Counted(text=item.text)]
+        )
+
+    chain = Chain(name="c", steps=[apply(odd, input_model=Text, output_model=Counted), label_step("after", input_model=None)])
+    result = chain.run(rows(3), output_dir=tmp_path / "o")
+    assert [(e["row_id"], e["error_type"]) for e in result.errors] == [("0", "invalid_output"), ("1", "invalid_output")]
+    assert "'odd' returned share = nan, not a finite number" in result.errors[0]["message"]
+    assert "'odd' returned count = 1180591620717411303424, an integer beyond 64 bits" in result.errors[1]["message"]
+    assert [r.label for r in result["after"]] == ["fixed"] and result.stats["steps"]["after"]["repairs"] == 1
+    assert "is nan" in backend.requests[1].messages[-1]["content"], "the repair request says what was wrong"
+
+
 def test_parallel_branches_join_and_keep_alignment(scripted, tmp_path):
     scripted(echo)
     register_engine("s", backend="scripted", model="m")

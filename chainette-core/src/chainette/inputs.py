@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import hashlib
 import io
 import json
-import math
 import os
 from pathlib import Path
 import re
@@ -26,6 +25,7 @@ from chainette import parquet
 from chainette.errors import InputError, describe_validation_error
 from chainette.media import ROOT_CONTEXT
 from chainette.remote import Location, RemoteFile, content_hash, is_url, open_binary
+from chainette.values import unwritable, why
 
 HF_PREFIX = "hf:"
 ColumnSpec = str | Sequence[str] | Mapping[str, str] | None
@@ -402,8 +402,8 @@ def decode(row: RawRow) -> dict[str, Any]:
 
 
 def _json_line(where: str, text: str) -> Any:
-    """The value of one JSONL line; ValueError naming the column of a syntax error. NaN and Infinity, which orjson
-    refuses, are read (by the json module) so that `validate` judges them as it does in every other format."""
+    """The value of one JSONL line; ValueError naming the column of a syntax error. NaN, Infinity and integers beyond 64
+    bits, which orjson refuses, are read (by the json module) so that `validate` judges them as in every other format."""
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
@@ -412,7 +412,7 @@ def _json_line(where: str, text: str) -> Any:
         value = json.loads(text)
     except (ValueError, RecursionError):
         raise ValueError(problem) from None
-    if _non_finite(value) is None:
+    if unwritable(value) is None:
         raise ValueError(problem)
     return value
 
@@ -423,12 +423,12 @@ def validate(row: RawRow, value: dict[str, Any], model: type[BaseModel] | None) 
     if row.columns is not None:
         value = row.columns.select(value, row.where)
     data = value if model is None else _validated(row, value, model)
-    found = None if _all_finite(data) else _non_finite(data)
+    found = unwritable(data)
     if found is not None:
         field, number = found
         raise ValueError(
-            f"{row.where}: field '{field}' is {number}, not a finite number: outputs are JSON, which has no NaN or "
-            "Infinity, so it is refused rather than written as null; give a number (or null, where the input model allows it)"
+            f"{row.where}: field '{field}' is {why(number)}, so the row is refused rather than written altered; give another "
+            "number (or null, where the input model allows it)"
         )
     return data
 
@@ -442,34 +442,6 @@ def _validated(row: RawRow, value: dict[str, Any], model: type[BaseModel]) -> di
     if row.columns is not None:
         data.update({key: field for key, field in value.items() if key not in data})
     return data
-
-
-def _all_finite(value: Any) -> bool:
-    """Whether every number in `value` is finite: the per-row check, which names no place (`_non_finite` does)."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
-        elif isinstance(item, float) and not math.isfinite(item):
-            return False
-    return True
-
-
-def _non_finite(value: Any) -> tuple[str, float] | None:
-    """The place (`score`, `scores[2]`, `meta.p`) and value of the first NaN or infinite number in `value`, or None."""
-    stack: list[tuple[str, Any]] = [("", value)]
-    while stack:
-        place, item = stack.pop()
-        if isinstance(item, float) and not math.isfinite(item):
-            return place, item
-        if isinstance(item, dict):
-            stack.extend((f"{place}.{key}" if place else str(key), child) for key, child in reversed(item.items()))
-        elif isinstance(item, (list, tuple)):
-            stack.extend((f"{place}[{index}]", child) for index, child in reversed(list(enumerate(item))))
-    return None
 
 
 def _too_deep(value: Any) -> bool:

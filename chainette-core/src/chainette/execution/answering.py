@@ -24,6 +24,7 @@ from chainette.plugins import translate_sampling
 from chainette.policy import SameErrorStop
 from chainette.schema import json_schema, parse_answer, repair_messages, schema_name
 from chainette.stats import NodeStats
+from chainette.values import unwritable, why
 
 Candidate = tuple[dict[str, Any], Answer]
 """One valid answer of a row: its data (the output model's, as JSON) and the answer it came from."""
@@ -106,6 +107,9 @@ class RowAnswerer:
             if answer.cut_off:
                 raise truncated(self.engine.name, answer, exc) from None
             raise Unfit(describe_validation_error(exc)) from None
+        found = unwritable(data)
+        if found is not None:
+            raise Unfit(f"field '{found[0]}' is {why(found[1])}")
         return data
 
     def repair(self, request: Request, answer: Answer, unfit: Unfit) -> Request:

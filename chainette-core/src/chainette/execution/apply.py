@@ -16,6 +16,7 @@ from chainette.execution.feed import Source
 from chainette.execution.files import Stage
 from chainette.frontier import Row
 from chainette.nodes import Apply
+from chainette.values import unwritable, why
 
 YIELD_EVERY = 64  # rows a synchronous apply handles before letting the loop flush files and take signals
 
@@ -44,6 +45,11 @@ class ApplyStage(Stage):
             finally:
                 self.stats.in_flight -= 1
                 self.stats.session.rows += 1
+            found = next(filter(None, map(unwritable, results)), None)
+            if found is not None:
+                self.stats.failed += 1
+                self.files.fail(row, "invalid_output", f"'{self.node.id}' returned {found[0]} = {why(found[1])}; return another value")
+                continue
             self._commit(row, results)
 
     def _commit(self, row: Row, results: list[dict[str, Any]]) -> None:
