@@ -29,8 +29,83 @@ class GeminiServer(FakeServer):
     thought: str | None = None
     block: str | None = None
 
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.jobs: dict[str, dict[str, Any]] = {}  # batch name -> its model, source, state
+        self.created: list[str] = []
+        self.cancelled: list[str] = []
+        self.files: dict[str, bytes] = {}
+        self.uploads: dict[str, bytearray] = {}
+        self.hold = False  # batches stay running until False
+        self.line_error: dict[str, dict[str, Any]] = {}  # key -> the error its line gets, once
+
     def routes(self) -> list[web.RouteDef]:
-        return [*super().routes(), web.post("/{version}/models/{model}:generateContent", self._generate)]
+        return [
+            *super().routes(),
+            web.post("/{version}/models/{model}:generateContent", self._generate),
+            web.post("/{version}/models/{model}:batchGenerateContent", self._batch_create),
+            web.get("/{version}/batches/{name}", self._batch_get),
+            web.post("/{version}/batches/{name}:cancel", self._batch_cancel),
+            web.post("/upload/{version}/files", self._upload_start),
+            web.post("/upload-session/{name}", self._upload_chunk),
+            web.get("/{version}/files/{name}:download", self._download),
+        ]
+
+    async def _batch_create(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        name = f"batches/{len(self.jobs) + 1}"
+        self.jobs[name] = {"model": request.match_info["model"], "input": body["batch"]["inputConfig"], "state": "BATCH_STATE_PENDING"}
+        self.created.append(name)
+        return web.json_response({"name": name, "metadata": {"state": "BATCH_STATE_PENDING"}})
+
+    async def _batch_get(self, request: web.Request) -> web.StreamResponse:
+        name = f"batches/{request.match_info['name']}"
+        job = self.jobs[name]
+        if job["state"] == "BATCH_STATE_PENDING" and not self.hold:
+            job["state"], job["output"] = "BATCH_STATE_SUCCEEDED", self._run(name, job)
+        metadata = {"state": job["state"], **({"output": job["output"]} if "output" in job else {})}
+        return web.json_response({"name": name, "metadata": metadata})
+
+    def _run(self, name: str, job: dict[str, Any]) -> dict[str, Any]:
+        """The job's output: inline responses for inline requests, a result file for an uploaded one."""
+        source = job["input"]
+        if "fileName" in source:
+            lines = [json.loads(text) for text in self.files[source["fileName"]].decode().splitlines()]
+            answered = [{"key": line["key"], **self._answer_line(line["key"], line["request"])} for line in lines]
+            output = f"files/out-{name.rsplit('/', 1)[-1]}"
+            self.files[output] = "".join(json.dumps(line) + "\n" for line in answered).encode()
+            return {"responsesFile": output}
+        requests = source["requests"]["requests"]
+        answered = [{"metadata": item["metadata"], **self._answer_line(item["metadata"]["key"], item["request"])} for item in requests]
+        return {"inlinedResponses": {"inlinedResponses": answered}}
+
+    def _answer_line(self, key: str, request: dict[str, Any]) -> dict[str, Any]:
+        error = self.line_error.pop(key, None)
+        return {"error": error} if error else {"response": self.generated(request)}
+
+    async def _batch_cancel(self, request: web.Request) -> web.StreamResponse:
+        name = f"batches/{request.match_info['name']}"
+        self.jobs[name]["state"] = "BATCH_STATE_CANCELLED"
+        self.cancelled.append(name)
+        return web.json_response({})
+
+    async def _upload_start(self, request: web.Request) -> web.StreamResponse:
+        session = str(len(self.uploads) + 1)
+        self.uploads[session] = bytearray()
+        return web.json_response({}, headers={"X-Goog-Upload-URL": f"{self.base_url}/upload-session/{session}"})
+
+    async def _upload_chunk(self, request: web.Request) -> web.StreamResponse:
+        session = request.match_info["name"]
+        self.uploads[session] += await request.read()
+        if "finalize" not in request.headers.get("X-Goog-Upload-Command", ""):
+            return web.json_response({}, headers={"X-Goog-Upload-Status": "active"})
+        name = f"files/upload-{session}"
+        self.files[name] = bytes(self.uploads[session])
+        file = {"name": name, "mimeType": "jsonl", "sizeBytes": str(len(self.files[name]))}
+        return web.json_response({"file": file}, headers={"X-Goog-Upload-Status": "final"})
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=self.files[f"files/{request.match_info['name']}"])
 
     def chat_requests(self) -> list[dict[str, Any]]:
         return [r["body"] for r in self.requests if r["path"].endswith(":generateContent")]

@@ -18,6 +18,7 @@ from chainette_gemini.options import GeminiOptions
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from chainette_gemini.batch import GeminiBatchClient
     from chainette_gemini.client import GeminiClient
 
 __version__ = "0.1.0"
@@ -69,9 +70,17 @@ def check_input_media(config: EngineConfig[GeminiOptions], fields: dict[str, str
 
 @hookimpl
 def make_client(config: EngineConfig[GeminiOptions]) -> GeminiClient:
+    from chainette_gemini.batch import GeminiBatchClient
     from chainette_gemini.client import GeminiClient
 
     return GeminiClient(config)
+
+
+@hookimpl
+def make_batch_client(config: EngineConfig[GeminiOptions]) -> GeminiBatchClient:
+    from chainette_gemini.batch import GeminiBatchClient
+
+    return GeminiBatchClient(config)
 
 
 @hookimpl
