@@ -189,3 +189,11 @@ def test_a_chain_runs_and_writes_no_key(gemini_server, tmp_path, monkeypatch, ev
     assert result.errors == [] and len(result["label"]) == 1
     assert gemini_server.requests[-1]["headers"]["x-goog-api-key"] == API_KEY
     assert API_KEY.encode() not in every_byte(tmp_path / "run")
+
+
+def test_the_environment_cannot_turn_the_client_to_vertex_ai(gemini_server, monkeypatch):
+    monkeypatch.setenv("GOOGLE_GENAI_USE_VERTEXAI", "true")
+    monkeypatch.setenv("GOOGLE_API_KEY", "another-key-from-the-environment")
+    assert Label.model_validate_json(complete(gemini_server, request_for()).text)
+    assert gemini_server.requests[-1]["path"] == "/v1beta/models/fake-model:generateContent"
+    assert gemini_server.requests[-1]["headers"]["x-goog-api-key"] == API_KEY

@@ -53,7 +53,9 @@ class GeminiClient:
             retry_options=types.HttpRetryOptions(attempts=1),
             httpx_async_client=self._http,
         )
-        self._client = genai.Client(api_key=self._key or PLACEHOLDER_KEY, http_options=http_options)
+        self._client = genai.Client(
+            vertexai=False, api_key=self._key or PLACEHOLDER_KEY, http_options=http_options
+        )  # not GOOGLE_GENAI_USE_VERTEXAI
         self._schemas: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
 
     async def complete(self, request: Request) -> Answer:
