@@ -7,7 +7,7 @@ from typing import Any
 
 from google.genai import types
 
-from chainette.client import Answer, Message, Usage
+from chainette.client import Answer, Message, Usage, content_text
 from chainette.errors import RowError
 from chainette.media import read_bytes
 from chainette.openai_format import raw_body
@@ -21,7 +21,7 @@ ROLES = {"user": "user", "assistant": "model"}
 def contents_of(messages: list[Message]) -> tuple[str | None, list[types.Content]]:
     """The system instruction (the system messages' text) and the conversation as Gemini contents: user turns as
     `user`, assistant turns (a repair's failed answer) as `model`, media as their parts (`media_part`)."""
-    system = [str(message["content"]) for message in messages if message["role"] == "system"]
+    system = [content_text(message["content"]) for message in messages if message["role"] == "system"]
     contents = [
         types.Content(role=ROLES.get(message["role"], "user"), parts=_parts(message["content"]))
         for message in messages
