@@ -37,6 +37,7 @@ class GeminiServer(FakeServer):
         self.files: dict[str, bytes] = {}
         self.uploads: dict[str, bytearray] = {}
         self.hold = False  # batches stay running until False
+        self.outcomes: list[str] = []  # how the next batches end, in turn (then SUCCEEDED); FAILED and EXPIRED answer nothing
         self.line_error: dict[str, dict[str, Any]] = {}  # key -> the error its line gets, once
 
     def routes(self) -> list[web.RouteDef]:
@@ -62,9 +63,12 @@ class GeminiServer(FakeServer):
         name = f"batches/{request.match_info['name']}"
         job = self.jobs[name]
         if job["state"] == "BATCH_STATE_PENDING" and not self.hold:
-            job["state"], job["output"] = "BATCH_STATE_SUCCEEDED", self._run(name, job)
+            job["state"] = self.outcomes.pop(0) if self.outcomes else "BATCH_STATE_SUCCEEDED"
+            if job["state"] == "BATCH_STATE_SUCCEEDED":
+                job["output"] = self._run(name, job)
         metadata = {"state": job["state"], **({"output": job["output"]} if "output" in job else {})}
-        return web.json_response({"name": name, "metadata": metadata})
+        failed = {"error": {"code": 3, "message": "the input file is not valid JSONL"}} if job["state"] == "BATCH_STATE_FAILED" else {}
+        return web.json_response({"name": name, "metadata": metadata, **failed})
 
     def _run(self, name: str, job: dict[str, Any]) -> dict[str, Any]:
         """The job's output: inline responses for inline requests, a result file for an uploaded one."""

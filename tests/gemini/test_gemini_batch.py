@@ -106,6 +106,20 @@ def test_lines_that_fail_transiently_are_asked_again_and_others_fail_their_rows(
     assert error["row_id"] == "2" and error["error_type"] == "batch_3"
 
 
+def test_a_failed_batch_fails_its_rows_and_an_expired_one_is_asked_again(server, tmp_path):
+    engine(server)
+    first = Step(id="label", input_model=Text, output_model=Label, engine_name="llm", user_prompt="<<{{text}}>>")
+    server.outcomes = ["BATCH_STATE_FAILED"]  # google-genai 3.6 drops a Developer API batch's error: no reason to quote
+    Chain(name="one", steps=[first]).run(rows(2), output_dir=tmp_path / "failed")
+    errors = [json.loads(line) for line in (tmp_path / "failed" / "errors.jsonl").read_text().splitlines()]
+    assert [error["error_type"] for error in errors] == ["batch_failed"] * 2 and "the batch failed" in errors[0]["message"]
+
+    server.outcomes = ["BATCH_STATE_EXPIRED"]
+    result = Chain(name="one", steps=[first]).run(rows(2), output_dir=tmp_path / "expired")
+    assert labels(result, "label") == {"0": "row0", "1": "row1"}
+    assert len(server.created) == 3, "the expired batch's rows were asked again in a new batch"
+
+
 def test_a_fresh_client_re_attaches_by_the_journaled_ids_and_cancels(server, tmp_path):
     """What a rerun after kill -9 does: a new client creates the batch from the journaled upload id alone, and reads a
     batch's state and answers from its id alone."""
