@@ -71,8 +71,10 @@ class GeminiBatchClient(GeminiClient):
                 line = json.loads(text)
                 out.write(json.dumps({"key": line["custom_id"], "request": self._wire(line["request"])}) + "\n")
         config = types.UploadFileConfig(mime_type="jsonl", display_name=path.name)
-        uploaded = await self._sdk(self._client.aio.files.upload(file=converted, config=config))
-        converted.unlink()
+        try:
+            uploaded = await self._sdk(self._client.aio.files.upload(file=converted, config=config))
+        finally:
+            converted.unlink()
         return str(uploaded.name)
 
     def _wire(self, request: dict[str, Any]) -> dict[str, Any]:
