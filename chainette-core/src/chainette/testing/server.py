@@ -154,18 +154,7 @@ class FakeServer:
         self._stop = asyncio.Event()
         self._slots = asyncio.Semaphore(self.capacity) if self.capacity else None
         app = web.Application()
-        app.add_routes(
-            [
-                web.get("/health", self._health),
-                web.get("/v1/models", self._openai_models),
-                web.post("/v1/chat/completions", self._openai_chat),
-                web.post("/v1/responses", self._openai_responses),
-                web.get("/api/tags", self._ollama_tags),
-                web.get("/api/version", self._ollama_version),
-                web.post("/api/chat", self._ollama_chat),
-                *self.batches.routes(),
-            ]
-        )
+        app.add_routes(self.routes())
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", self.port)
@@ -174,6 +163,19 @@ class FakeServer:
         self._ready.set()
         await self._stop.wait()
         await runner.cleanup()
+
+    def routes(self) -> list[web.RouteDef]:
+        """The routes served; a subclass standing in for another provider's API (a backend's own tests) adds its own."""
+        return [
+            web.get("/health", self._health),
+            web.get("/v1/models", self._openai_models),
+            web.post("/v1/chat/completions", self._openai_chat),
+            web.post("/v1/responses", self._openai_responses),
+            web.get("/api/tags", self._ollama_tags),
+            web.get("/api/version", self._ollama_version),
+            web.post("/api/chat", self._ollama_chat),
+            *self.batches.routes(),
+        ]
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.Response(text="")

@@ -31,7 +31,10 @@ class BackendConformance(ContractChecks, FailureChecks, ConcurrencyChecks):
     Attributes a subclass may set:
       backend: the backend's name (required);
       model: the model engines name (FakeServer serves it);
-      wire_format: "openai" (FakeServer's /v1/chat/completions), "ollama" (/api/chat), or None;
+      wire_format: "openai" (FakeServer's /v1/chat/completions), "ollama" (/api/chat), or None; a backend
+        with a provider API of its own names it, sets `chat_path`, and overrides the `server` fixture with a
+        FakeServer subclass serving that API (`FakeServer.routes`);
+      chat_path: the path its chat requests go to, for a wire format CHAT_PATHS does not know;
       plugin: a module of hooks to register by hand when the backend is not installed (the entry
         point check is then skipped);
       reports_usage: without a server, whether answers must report some token usage;

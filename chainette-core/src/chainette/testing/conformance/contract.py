@@ -84,9 +84,9 @@ class ContractChecks(Harness):
         assert len(verdicts) == len(rows) and all(isinstance(v, Verdict) for v in verdicts)
         if server is None:
             return
-        assert self.wire_format is not None, "a FakeServer runs only for a wire format"
-        sent = [r for r in server.requests if r["path"] in CHAT_PATHS.values()]
-        assert {r["path"] for r in sent} == {CHAT_PATHS[self.wire_format]}, f"requests went to {sorted({r['path'] for r in sent})}"
+        path = self.chat_requests_path()
+        sent = [r for r in server.requests if r["path"] in {*CHAT_PATHS.values(), path}]
+        assert {r["path"] for r in sent} == {path}, f"requests went to {sorted({r['path'] for r in sent})}"
         for record in sent:
             assert carries_schema(record["body"], Verdict), f"a request did not carry the output schema: {record['body']}"
 

@@ -72,10 +72,16 @@ class Harness:
 
     backend: ClassVar[str]
     model: ClassVar[str] = "fake-model"
-    wire_format: ClassVar[Literal["openai", "ollama"] | None] = "openai"
+    wire_format: ClassVar[str | None] = "openai"
+    chat_path: ClassVar[str | None] = None
     plugin: ClassVar[object | None] = None
     reports_usage: ClassVar[bool] = True
     deterministic: ClassVar[bool] = True
+
+    def chat_requests_path(self) -> str:
+        """The path the backend's chat requests go to: `chat_path`, else its wire format's (CHAT_PATHS)."""
+        assert self.wire_format is not None, "a FakeServer runs only for a wire format"
+        return self.chat_path or CHAT_PATHS[self.wire_format]
 
     def engine_options(self, server: FakeServer | None) -> dict[str, Any]:
         """register_engine() keyword arguments (other than backend and model) for an engine served by `server`.
