@@ -25,6 +25,8 @@ HEAVY = (
     "chainette_vllm",
     "chainette_ollama",
     "chainette_ray",
+    "chainette_anthropic",
+    "anthropic",
     "ray",
     "jinja2",
 )
@@ -73,6 +75,7 @@ PACKAGES = {
     "chainette_vllm": ROOT / "chainette-vllm/src/chainette_vllm",
     "chainette_ollama": ROOT / "chainette-ollama/src/chainette_ollama",
     "chainette_ray": ROOT / "chainette-ray/src/chainette_ray",
+    "chainette_anthropic": ROOT / "chainette-anthropic/src/chainette_anthropic",
 }
 
 
@@ -126,5 +129,16 @@ def test_cli_help_and_builtin_commands_load_no_backend():
         code = f"import sys\nfrom chainette.cli import main\nsys.argv = ['chainette', *{command.split()!r}]\ntry:\n    main()\nexcept SystemExit:\n    pass"
         loaded = imported_after(code)
         assert loaded.isdisjoint(
-            {"openai", "httpx2", "httpx", "vllm", "chainette_openai", "chainette_vllm", "chainette_ollama", "chainette_ray"}
+            {
+                "openai",
+                "httpx2",
+                "httpx",
+                "vllm",
+                "chainette_openai",
+                "chainette_vllm",
+                "chainette_ollama",
+                "chainette_ray",
+                "chainette_anthropic",
+                "anthropic",
+            }
         ), command

@@ -31,7 +31,9 @@ class BackendConformance(ContractChecks, FailureChecks, ConcurrencyChecks):
     Attributes a subclass may set:
       backend: the backend's name (required);
       model: the model engines name (FakeServer serves it);
-      wire_format: "openai" (FakeServer's /v1/chat/completions), "ollama" (/api/chat), or None;
+      wire_format: "openai" (FakeServer's /v1/chat/completions), "ollama" (/api/chat), "anthropic" (/v1/messages,
+        which FakeServer itself does not serve: set server_class), or None;
+      server_class: the FakeServer (sub)class the checks run against: a provider's own stand-in;
       plugin: a module of hooks to register by hand when the backend is not installed (the entry
         point check is then skipped);
       reports_usage: without a server, whether answers must report some token usage;

@@ -24,7 +24,7 @@ from chainette.testing.server import FakeServer
 ENGINE = "conformance"
 HANG_GUARD = 60.0  # seconds after which a check counts as hung: a guard, not a timing assertion
 SERVER_USAGE = (11, 7)  # the (prompt, completion) token counts FakeServer reports for every chat request
-CHAT_PATHS = {"openai": "/v1/chat/completions", "ollama": "/api/chat"}
+CHAT_PATHS = {"openai": "/v1/chat/completions", "ollama": "/api/chat", "anthropic": "/v1/messages"}
 NO_SERVER = "the backend talks its own protocol (wire_format = None): no FakeServer check applies"
 CONCURRENT = 16
 EXTRA = {"conformance_extra": "passed-through"}
@@ -72,7 +72,8 @@ class Harness:
 
     backend: ClassVar[str]
     model: ClassVar[str] = "fake-model"
-    wire_format: ClassVar[Literal["openai", "ollama"] | None] = "openai"
+    wire_format: ClassVar[Literal["openai", "ollama", "anthropic"] | None] = "openai"
+    server_class: ClassVar[type[FakeServer]] = FakeServer
     plugin: ClassVar[object | None] = None
     reports_usage: ClassVar[bool] = True
     deterministic: ClassVar[bool] = True
@@ -98,11 +99,11 @@ class Harness:
 
     @pytest.fixture
     def server(self) -> Iterator[FakeServer | None]:
-        """A FakeServer serving `model`, or None when `wire_format` is None."""
+        """A `server_class` serving `model`, or None when `wire_format` is None."""
         if self.wire_format is None:
             yield None
             return
-        with FakeServer(models=(self.model,)) as fake:
+        with self.server_class(models=(self.model,)) as fake:
             yield fake
 
     def register(self, server: FakeServer | None, **options: Any) -> EngineConfig[EngineOptions]:
