@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-SAMPLING_FIELDS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "max_tokens": "max_tokens", "stop": "stop_sequences"}
+# The sampling fields of the Messages API as the SDK 2.x types it (`MessageCreateParams`): it has no temperature, top_p
+# or top_k (they warn; `SamplingParams.extra` still sends them, for a model that takes them).
+SAMPLING_FIELDS = {"max_tokens": "max_tokens", "stop": "stop_sequences"}
 PROVIDER_HOSTS = ("https://api.anthropic.com",)  # an endpoint= here is still Anthropic's own API, at its prices
 
 # USD per million tokens of input, output, input read from the prompt cache (0.1x input) and input written to it
@@ -87,22 +89,15 @@ def make_batch_client(config: EngineConfig[AnthropicOptions], run_dir: Path | No
 
 @hookimpl
 def translate_sampling(config: EngineConfig[AnthropicOptions], sampling: SamplingParams) -> dict[str, Any]:
-    """The Messages API's fields (stop strings as stop_sequences). Extended thinking takes no temperature or top_k and
-    needs a token limit above its budget: a ConfigError at start otherwise."""
+    """The Messages API's fields (stop strings as stop_sequences). Extended thinking needs a token limit above its
+    budget: a ConfigError at start otherwise."""
     budget = config.options.thinking_budget
-    if budget is not None:
-        changed = [name for name in ("temperature", "top_k") if getattr(sampling, name) is not None]
-        if changed:
-            raise ConfigError(
-                f"Engine '{config.name}': Anthropic's extended thinking (thinking_budget={budget}) does not allow setting "
-                f"{' or '.join(changed)}. Remove it from the step's sampling, or turn thinking off."
-            )
-        limit = sampling.max_tokens or config.options.max_tokens
-        if limit <= budget:
-            raise ConfigError(
-                f"Engine '{config.name}': the token limit ({limit}) must be above thinking_budget ({budget}), which it includes. "
-                "Raise max_tokens (the step's sampling or the engine's option), or lower thinking_budget."
-            )
+    limit = sampling.max_tokens or config.options.max_tokens
+    if budget is not None and limit <= budget:
+        raise ConfigError(
+            f"Engine '{config.name}': the token limit ({limit}) must be above thinking_budget ({budget}), which it includes. "
+            "Raise max_tokens (the step's sampling or the engine's option), or lower thinking_budget."
+        )
     return map_sampling(sampling, SAMPLING_FIELDS, engine=config.name)
 
 

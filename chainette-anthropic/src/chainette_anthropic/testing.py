@@ -26,7 +26,7 @@ INPUT_TOKENS = 11
 
 
 class FakeAnthropic(FakeServer):
-    """Use as a context manager, like FakeServer; `api_key`, when set, is the `x-api-key` it takes."""
+    """Use as a context manager, like FakeServer; `api_key`, when set, is the key it takes."""
 
     chat_paths = (*CHAT_PATHS, "/v1/messages")
 
@@ -51,7 +51,7 @@ class FakeAnthropic(FakeServer):
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         if not self._key_ok(request):
-            return _error(401, "authentication_error", "invalid x-api-key")
+            return _error(401, "authentication_error", "invalid api key")
         body, early, mangle = await self._receive(request)
         if early is not None:
             return early
@@ -97,7 +97,7 @@ class FakeAnthropic(FakeServer):
 
     async def _create_batch(self, request: web.Request) -> web.StreamResponse:
         if not self._key_ok(request):
-            return _error(401, "authentication_error", "invalid x-api-key")
+            return _error(401, "authentication_error", "invalid api key")
         body = await request.json()
         self.requests.append({"path": request.path, "query": request.query_string, "body": body, "headers": dict(request.headers)})
         batch_id = f"msgbatch_{next(self._batch_ids)}"
@@ -166,7 +166,8 @@ class FakeAnthropic(FakeServer):
         return batch.model_dump(mode="json")
 
     def _key_ok(self, request: web.Request) -> bool:
-        return self.api_key is None or request.headers.get("x-api-key") == self.api_key
+        """The key, as the API takes it: `x-api-key`, or `Authorization: Bearer` (what the SDK 2.x sends)."""
+        return self.api_key is None or self.api_key in (request.headers.get("x-api-key"), request.headers.get("Authorization", "")[7:])
 
 
 def _error(status: int, kind: str, message: str) -> web.Response:
