@@ -154,6 +154,7 @@ def error(kind: str, message: str) -> dict[str, Any]:
         (Fault(status=401, body=error("authentication_error", "invalid key")), EngineError, "authentication"),
         (Fault(status=403, body=error("permission_error", "no access")), EngineError, "authentication"),
         (Fault(status=400, body=error("invalid_request_error", "Your credit balance is too low to access the API")), EngineError, "quota"),
+        (Fault(status=402, body=error("billing_error", "payment required")), EngineError, "quota"),
     ],
 )
 async def test_errors_by_status_follow_the_shared_rules(server, fault, raised, kind):

@@ -22,16 +22,29 @@ import anthropic
 from chainette.batch import BatchStatus
 from chainette.client import Answer, Request
 from chainette.engines import EngineConfig
-from chainette.errors import BackendError, RetryableError, error_for_status
-from chainette_anthropic.client import AnthropicClient
+from chainette.errors import BackendError, RetryableError
+from chainette_anthropic.client import AnthropicClient, api_error
 from chainette_anthropic.options import AnthropicOptions
-from chainette_anthropic.wire import parse_message
 
 MAX_REQUESTS = 100_000  # Message Batches' limits per batch
 MAX_BYTES = 256 * 1024 * 1024
 WIRE_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 IDS_FOLDER = "anthropic-batch-ids"
 T = TypeVar("T")
+
+# The HTTP status of each error type an errored batch request reports (the API's errors page), for `api_error`.
+ERROR_STATUSES = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
 
 
 def wire_id(custom_id: str) -> str:
@@ -103,13 +116,14 @@ class AnthropicBatchClient(AnthropicClient):
         kind = result.get("type")
         if kind == "succeeded":
             try:
-                return key, parse_message(result.get("message"), engine=self.engine)
+                return key, self.read(result.get("message"))
             except BackendError as exc:
                 return key, exc
         if kind == "errored":
             error = (result.get("error") or {}).get("error") or {}
-            status = ERROR_STATUSES.get(str(error.get("type")), 500)
-            return key, error_for_status(status, self.scrub(str(error.get("message") or error.get("type"))), engine=self.engine)
+            error_type = str(error.get("type"))
+            message = self.scrub(str(error.get("message") or error_type))
+            return key, api_error(ERROR_STATUSES.get(error_type, 500), message, engine=self.engine, code=error_type)
         return key, RetryableError(f"engine '{self.engine}': the batch did not run this request ({kind})", kind=f"batch_{kind}")
 
     async def cancel(self, batch_id: str) -> None:
@@ -137,16 +151,3 @@ class AnthropicBatchClient(AnthropicClient):
             return await call
         except anthropic.APIError as exc:
             raise self.classify(exc) from None
-
-
-# The HTTP status of each error type an errored batch request reports (the API's errors page), for `error_for_status`.
-ERROR_STATUSES = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "request_too_large": 413,
-    "rate_limit_error": 429,
-    "api_error": 500,
-    "overloaded_error": 529,
-}

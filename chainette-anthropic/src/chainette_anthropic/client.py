@@ -62,8 +62,12 @@ class AnthropicClient:
             reply = await self._client.messages.create(**kwargs, extra_body=extra_body or None)
         except anthropic.APIError as exc:
             raise self.classify(exc) from None
+        return self.read(reply.to_dict(warnings=False))
+
+    def read(self, body: Any) -> Answer:
+        """The Answer in a decoded Message (`parse_message`); an error's raw text without the key."""
         try:
-            return parse_message(reply.to_dict(warnings=False), engine=self.engine)
+            return parse_message(body, engine=self.engine)
         except BackendError as exc:
             if exc.raw:
                 exc.raw = self.scrub(exc.raw)
@@ -116,12 +120,8 @@ class AnthropicClient:
             return RetryableError(self.scrub(f"engine '{self.engine}': cannot connect to {url}{cause}"), kind="connection")
         if isinstance(exc, anthropic.APIStatusError):
             message = self.scrub(error_message(exc.response))
-            if exc.status_code == 400 and NO_CREDIT in message:
-                advice = "The account has no credit left: add some with Anthropic, or use another api_key; then run the same command again to resume."
-                return EngineError(f"engine '{self.engine}': HTTP 400: {message}. {advice}", kind="quota")
             retry_after = parse_retry_after(exc.response.headers)
-            code = error_code(exc.response.content)
-            return error_for_status(exc.status_code, message, engine=self.engine, retry_after=retry_after, code=code)
+            return api_error(exc.status_code, message, engine=self.engine, code=error_code(exc.response.content), retry_after=retry_after)
         return RetryableError(self.scrub(f"engine '{self.engine}': {url} answered badly: {exc.message}"), kind="bad_response")
 
     def scrub(self, text: str) -> str:
@@ -129,3 +129,14 @@ class AnthropicClient:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def api_error(status: int, message: str, *, engine: str, code: str | None, retry_after: float | None = None) -> BackendError:
+    """The chainette error for an API error answer (`code`: its error type): an account without credit stops the run
+    (a billing_error, or a 400 saying so), the rest follows the core's shared rules (`error_for_status`)."""
+    if code == "billing_error" or (status == 400 and NO_CREDIT in message):
+        advice = (
+            "The account has no credit left: add some with Anthropic, or use another api_key; then run the same command again to resume."
+        )
+        return EngineError(f"engine '{engine}': HTTP {status}: {message}. {advice}", kind="quota")
+    return error_for_status(status, message, engine=engine, retry_after=retry_after, code=code)
