@@ -210,3 +210,30 @@ def test_an_empty_answer_fails_the_row_and_a_body_without_content_is_retried():
         parse_message(message(stop="end_turn"), engine="claude")
     with pytest.raises(RetryableError, match="not a message"):
         parse_message({"type": "message"}, engine="claude")
+
+
+def test_a_chain_counts_cache_reads_and_writes_apart_and_prices_each(server, tmp_path):
+    """Rows sharing a long system prompt: the first writes it to the cache, the others read it; run.json counts each
+    kind apart and the cost prices each at its own rate."""
+    from chainette import Chain
+
+    prices = {"price_per_million_input": 1.0, "price_per_million_output": 5.0}
+    register_engine(
+        "claude",
+        backend="anthropic",
+        model="fake-model",
+        endpoint=server.base_url,
+        api_key=KEY,
+        max_concurrency=1,
+        **prices,
+        price_per_million_cache_read=0.1,
+        price_per_million_cache_write=1.25,
+    )
+    step = Step(id="label", input_model=Text, output_model=Text, engine_name="claude", system_prompt=LONG, user_prompt="{{text}}")
+    result = Chain(name="cached", steps=[step]).run([{"text": f"row {i}"} for i in range(4)], output_dir=tmp_path / "out", cache=False)
+    figures = result.stats["steps"]["label"]
+    written = figures["cache_write_tokens"]
+    assert written > 1000 and figures["cache_read_tokens"] == 3 * written
+    assert (figures["input_tokens"], figures["output_tokens"]) == (4 * 11, 4 * 7)
+    expected = (4 * 11 * 1.0 + 4 * 7 * 5.0 + 3 * written * 0.1 + written * 1.25) / 1_000_000
+    assert figures["cost_usd"] == round(expected, 6), "each kind at its price (the cost is rounded to a millionth)"
