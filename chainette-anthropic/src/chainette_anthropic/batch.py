@@ -26,8 +26,8 @@ from chainette.errors import BackendError, RetryableError
 from chainette_anthropic.client import AnthropicClient, api_error
 from chainette_anthropic.options import AnthropicOptions
 
-MAX_REQUESTS = 100_000  # Message Batches' limits per batch
-MAX_BYTES = 256 * 1024 * 1024
+MAX_REQUESTS = 100_000  # Message Batches' limits per batch: 100,000 requests, 256 MB
+MAX_BYTES = 248 * 1024 * 1024  # of batch file: room for the create call's JSON and custom_ids made longer by a digest
 WIRE_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 IDS_FOLDER = "anthropic-batch-ids"
 T = TypeVar("T")
