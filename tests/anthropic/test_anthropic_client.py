@@ -83,22 +83,41 @@ async def test_a_forced_tool_carries_the_plain_schema_and_its_input_is_the_answe
     assert "output_config" not in body
 
 
-async def test_a_long_system_prompt_is_cached_and_reads_and_writes_are_counted_apart(server):
-    first = await ask(server, with_system(request(Text, "one"), LONG))
-    second = await ask(server, with_system(request(Text, "two"), LONG))
-    body = checked(server.chat_requests()[0])
-    assert body["system"] == [{"type": "text", "text": LONG, "cache_control": {"type": "ephemeral"}}]
-    assert first.usage.cache_write_tokens > 0 and first.usage.cache_read_tokens == 0
-    assert second.usage.cache_read_tokens == first.usage.cache_write_tokens and second.usage.cache_write_tokens == 0
-    assert (second.usage.input_tokens, second.usage.output_tokens) == (11, 7), "input_tokens stays the uncached input"
+async def asked(server: FakeAnthropic, requests: list[Request], model: str = "fake-model", **options: Any) -> list[Answer]:
+    """The answers of one client to `requests`, sent one after the other."""
+    config = register_engine("claude", backend="anthropic", model=model, endpoint=server.base_url, api_key=KEY, **options)
+    client = AnthropicClient(config)
+    try:
+        return [await client.complete(req) for req in requests]
+    finally:
+        await client.aclose()
+
+
+async def test_a_repeated_long_system_prompt_is_cached_and_reads_and_writes_are_counted_apart(server):
+    """The first request with a system prompt does not mark it (it may never come again); the second marks it and
+    writes it to the cache, the next ones read it."""
+    first, second, third = await asked(server, [with_system(request(Text, word), LONG) for word in ("one", "two", "three")])
+    bodies = [checked(body) for body in server.chat_requests()]
+    assert bodies[0]["system"] == [{"type": "text", "text": LONG}]
+    assert bodies[1]["system"] == bodies[2]["system"] == [{"type": "text", "text": LONG, "cache_control": {"type": "ephemeral"}}]
+    assert first.usage.cache_write_tokens == first.usage.cache_read_tokens == 0
+    assert second.usage.cache_write_tokens > 0 and second.usage.cache_read_tokens == 0
+    assert third.usage.cache_read_tokens == second.usage.cache_write_tokens and third.usage.cache_write_tokens == 0
+    assert (third.usage.input_tokens, third.usage.output_tokens) == (11, 7), "input_tokens stays the uncached input"
+
+
+async def test_a_system_prompt_that_differs_on_every_row_is_never_marked(server):
+    """It would only be written to the cache, at 1.25 times the input price, and never read."""
+    await asked(server, [with_system(request(Text, "row"), f"Row {index}. {LONG}") for index in range(3)])
+    assert all("cache_control" not in checked(body)["system"][0] for body in server.chat_requests())
 
 
 @pytest.mark.parametrize(("model", "options"), [("fake-model", {"prompt_cache": False}), ("claude-haiku-4-5", {})])
 async def test_no_cache_mark_when_turned_off_or_below_the_model_s_minimum(server, model, options):
     """Haiku 4.5 caches prefixes of 4,096 tokens or more: about 1,400 tokens of system prompt would only be processed."""
-    answer = await ask(server, with_system(request(Text, "one"), LONG), model=model, **options)
-    assert "cache_control" not in checked(server.chat_requests()[0])["system"][0]
-    assert answer.usage.cache_write_tokens == 0
+    answers = await asked(server, [with_system(request(Text, word), LONG) for word in ("one", "two")], model=model, **options)
+    assert all("cache_control" not in checked(body)["system"][0] for body in server.chat_requests())
+    assert answers[1].usage.cache_write_tokens == 0
 
 
 async def test_thinking_is_asked_with_its_budget_and_kept_as_the_reasoning(server):
@@ -213,8 +232,8 @@ def test_an_empty_answer_fails_the_row_and_a_body_without_content_is_retried():
 
 
 def test_a_chain_counts_cache_reads_and_writes_apart_and_prices_each(server, tmp_path):
-    """Rows sharing a long system prompt: the first writes it to the cache, the others read it; run.json counts each
-    kind apart and the cost prices each at its own rate."""
+    """Rows sharing a long system prompt: the second writes it to the cache, the next ones read it; run.json counts
+    each kind apart and the cost prices each at its own rate."""
     from chainette import Chain
 
     prices = {"price_per_million_input": 1.0, "price_per_million_output": 5.0}
@@ -233,7 +252,7 @@ def test_a_chain_counts_cache_reads_and_writes_apart_and_prices_each(server, tmp
     result = Chain(name="cached", steps=[step]).run([{"text": f"row {i}"} for i in range(4)], output_dir=tmp_path / "out", cache=False)
     figures = result.stats["steps"]["label"]
     written = figures["cache_write_tokens"]
-    assert written > 1000 and figures["cache_read_tokens"] == 3 * written
+    assert written > 1000 and figures["cache_read_tokens"] == 2 * written
     assert (figures["input_tokens"], figures["output_tokens"]) == (4 * 11, 4 * 7)
-    expected = (4 * 11 * 1.0 + 4 * 7 * 5.0 + 3 * written * 0.1 + written * 1.25) / 1_000_000
+    expected = (4 * 11 * 1.0 + 4 * 7 * 5.0 + 2 * written * 0.1 + written * 1.25) / 1_000_000
     assert figures["cost_usd"] == round(expected, 6), "each kind at its price (the cost is rounded to a millionth)"

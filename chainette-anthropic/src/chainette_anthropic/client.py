@@ -20,9 +20,10 @@ from chainette.engines import EngineConfig
 from chainette.errors import BackendError, EngineError, RetryableError, error_code, error_for_status, parse_retry_after
 from chainette.http import async_client, error_message
 from chainette.secrets import public_url
+from chainette_anthropic.caching import PromptCache
 from chainette_anthropic.options import DEFAULT_KEY_ENV, AnthropicOptions
 from chainette_anthropic.schema import json_output_schema
-from chainette_anthropic.wire import cache_minimum, parse_message, system_blocks, turns
+from chainette_anthropic.wire import parse_message, system_blocks, system_text, turns
 
 CREATE_FIELDS = frozenset(inspect.signature(AsyncMessages.create).parameters) - {
     "self",
@@ -53,7 +54,7 @@ class AnthropicClient:
         self._client = anthropic.AsyncAnthropic(
             api_key=self._key, base_url=config.endpoint, max_retries=0, timeout=http_client.timeout, http_client=http_client
         )
-        self._cached_from = cache_minimum(self.model) if config.options.prompt_cache else None
+        self._cache = PromptCache(self.model) if config.options.prompt_cache else None
         self._formats: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
 
     async def complete(self, request: Request) -> Answer:
@@ -76,14 +77,15 @@ class AnthropicClient:
     def arguments(self, request: Request) -> tuple[dict[str, Any], dict[str, Any]]:
         """The SDK call's arguments for `request`, and the fields the SDK does not know (its extra_body)."""
         wanted = self._format(request)
-        prefix = len(json.dumps(wanted["tools"])) if "tools" in wanted else 0
         kwargs: dict[str, Any] = {
             "model": self.model,
             "max_tokens": self.options.max_tokens,
             "messages": turns(request.messages),
             **wanted,
         }
-        system = system_blocks(request.messages, cached_from=self._cached_from, prefix_chars=prefix)
+        tools = json.dumps(wanted["tools"]) if "tools" in wanted else ""
+        marked = self._cache is not None and self._cache.marks(tools, system_text(request.messages))
+        system = system_blocks(request.messages, marked=marked)
         if system:
             kwargs["system"] = system
         if self.options.thinking_budget is not None:

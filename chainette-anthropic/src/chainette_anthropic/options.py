@@ -32,7 +32,9 @@ class AnthropicOptions(EngineOptions):
         "taking the schema as its input, its use forced; for models without JSON outputs).",
     )
     prompt_cache: bool = Field(
-        True, description="Mark the system prompt for Anthropic's prompt cache (5-minute) when it is long enough to be cached."
+        True,
+        description="Mark the system prompt for Anthropic's prompt cache (5-minute) when it is long enough to be cached and "
+        "was sent before (a prompt shared by a step's rows).",
     )
     thinking_budget: int | None = Field(
         None, ge=1024, description="Extended thinking with this budget of tokens (None: off); must be below the token limit."

@@ -12,27 +12,23 @@ from chainette.errors import RetryableError, RowError
 from chainette.media import base64_of
 from chainette.openai_format import raw_body, read_choice
 
-CHARS_PER_TOKEN = 4  # a rough estimate of English text, to tell whether a prompt reaches the cache's minimum
-CACHE_MINIMUM = 1024  # tokens of a prefix Anthropic caches at least, for most models (their prompt caching guide)
-CACHE_MINIMUMS = {"claude-opus-4-5": 4096, "claude-haiku-4-5": 4096, "claude-3-5-haiku": 2048, "claude-3-haiku": 2048}
 EPHEMERAL = {"type": "ephemeral"}  # the 5-minute cache
 CUT_OFF_STOPS = frozenset({"max_tokens", "model_context_window_exceeded"})
 
 
-def cache_minimum(model: str) -> int:
-    """The shortest prefix, in tokens, Anthropic caches for `model` (a dated id counts as its family)."""
-    return next((tokens for family, tokens in CACHE_MINIMUMS.items() if model.startswith(family)), CACHE_MINIMUM)
-
-
-def system_blocks(messages: list[Message], *, cached_from: int | None, prefix_chars: int = 0) -> list[dict[str, Any]]:
-    """The request's system messages as `system` text blocks; the last one marked for the prompt cache when the
-    prefix it ends (`prefix_chars` of tools or schema before it, then the system text) reaches `cached_from` tokens
-    (estimated at CHARS_PER_TOKEN characters a token; None: no caching)."""
-    texts = [str(message["content"]) for message in messages if message["role"] == "system"]
-    blocks: list[dict[str, Any]] = [{"type": "text", "text": text} for text in texts if text]
-    if blocks and cached_from is not None and (prefix_chars + sum(map(len, texts))) // CHARS_PER_TOKEN >= cached_from:
+def system_blocks(messages: list[Message], *, marked: bool) -> list[dict[str, Any]]:
+    """The request's system messages as `system` text blocks; the last one marked for the prompt cache if `marked`."""
+    blocks: list[dict[str, Any]] = [
+        {"type": "text", "text": str(message["content"])} for message in messages if message["role"] == "system" and message["content"]
+    ]
+    if blocks and marked:
         blocks[-1]["cache_control"] = EPHEMERAL
     return blocks
+
+
+def system_text(messages: list[Message]) -> str:
+    """The text of the request's system messages, joined."""
+    return "\n".join(str(message["content"]) for message in messages if message["role"] == "system")
 
 
 def turns(messages: list[Message]) -> list[dict[str, Any]]:
