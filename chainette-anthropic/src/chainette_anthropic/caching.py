@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 import hashlib
+from typing import Any
 
 CHARS_PER_TOKEN = 4  # a rough estimate of English text, to tell whether a prefix reaches the cache's minimum
 CACHE_MINIMUM = 1024  # tokens of a prefix Anthropic caches at least, for most models (their prompt caching guide)
 CACHE_MINIMUMS = {"claude-opus-4-5": 4096, "claude-haiku-4-5": 4096, "claude-3-5-haiku": 2048, "claude-3-haiku": 2048}
 REMEMBERED = 4096  # prefixes a client remembers having sent, the most recent
+EPHEMERAL = {"type": "ephemeral"}  # the 5-minute cache
 
 
 def cache_minimum(model: str) -> int:
@@ -29,7 +31,13 @@ class PromptCache:
         self.minimum = cache_minimum(model)
         self._sent: OrderedDict[bytes, None] = OrderedDict()
 
-    def marks(self, tools: str, system: str) -> bool:
+    def mark(self, tools: str, system: list[dict[str, Any]]) -> None:
+        """Mark the last of the `system` text blocks for the cache if the prefix of `tools` (their JSON) then `system`
+        is to be."""
+        if system and self._pays(tools, "\n".join(block["text"] for block in system)):
+            system[-1]["cache_control"] = dict(EPHEMERAL)
+
+    def _pays(self, tools: str, system: str) -> bool:
         """Whether the prefix of `tools` (their JSON) then `system` (the system text) is to be marked for the cache."""
         if (len(tools) + len(system)) // CHARS_PER_TOKEN < self.minimum:
             return False

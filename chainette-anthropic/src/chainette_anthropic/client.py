@@ -23,7 +23,7 @@ from chainette.secrets import public_url
 from chainette_anthropic.caching import PromptCache
 from chainette_anthropic.options import DEFAULT_KEY_ENV, AnthropicOptions
 from chainette_anthropic.schema import json_output_schema
-from chainette_anthropic.wire import parse_message, system_blocks, system_text, turns
+from chainette_anthropic.wire import parse_message, system_blocks, turns
 
 CREATE_FIELDS = frozenset(inspect.signature(AsyncMessages.create).parameters) - {
     "self",
@@ -83,9 +83,9 @@ class AnthropicClient:
             "messages": turns(request.messages),
             **wanted,
         }
-        tools = json.dumps(wanted["tools"]) if "tools" in wanted else ""
-        marked = self._cache is not None and self._cache.marks(tools, system_text(request.messages))
-        system = system_blocks(request.messages, marked=marked)
+        system = system_blocks(request.messages)
+        if self._cache is not None:
+            self._cache.mark(json.dumps(wanted["tools"]) if "tools" in wanted else "", system)
         if system:
             kwargs["system"] = system
         if self.options.thinking_budget is not None:

@@ -12,23 +12,12 @@ from chainette.errors import RetryableError, RowError
 from chainette.media import base64_of
 from chainette.openai_format import raw_body, read_choice
 
-EPHEMERAL = {"type": "ephemeral"}  # the 5-minute cache
 CUT_OFF_STOPS = frozenset({"max_tokens", "model_context_window_exceeded"})
 
 
-def system_blocks(messages: list[Message], *, marked: bool) -> list[dict[str, Any]]:
-    """The request's system messages as `system` text blocks; the last one marked for the prompt cache if `marked`."""
-    blocks: list[dict[str, Any]] = [
-        {"type": "text", "text": str(message["content"])} for message in messages if message["role"] == "system" and message["content"]
-    ]
-    if blocks and marked:
-        blocks[-1]["cache_control"] = EPHEMERAL
-    return blocks
-
-
-def system_text(messages: list[Message]) -> str:
-    """The text of the request's system messages, joined."""
-    return "\n".join(str(message["content"]) for message in messages if message["role"] == "system")
+def system_blocks(messages: list[Message]) -> list[dict[str, Any]]:
+    """The request's system messages as `system` text blocks."""
+    return [{"type": "text", "text": str(message["content"])} for message in messages if message["role"] == "system" and message["content"]]
 
 
 def turns(messages: list[Message]) -> list[dict[str, Any]]:
