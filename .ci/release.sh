@@ -17,7 +17,7 @@ tools=$work/tools/bin
 "$tools/pip" install -q 'build>=1.2' 'twine>=6.1' 'packaging>=24'
 phase "tools installed"
 
-for dist in chainette-core chainette-openai chainette-vllm chainette-ollama chainette-ray chainette-gemini; do
+for dist in chainette-core chainette-openai chainette-vllm chainette-ollama chainette-ray chainette-anthropic chainette-gemini; do
   "$tools/python" -m build --quiet --outdir "$work/dist" "$dist" >"$work/build.log" 2>&1 || { cat "$work/build.log"; exit 1; }
 done
 phase "built $(find "$work/dist" -type f | wc -l) files"

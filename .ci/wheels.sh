@@ -5,7 +5,7 @@ set -euo pipefail
 work=$(mktemp -d)
 python3 -m venv "$work/build"
 "$work/build/bin/pip" install -q 'build>=1.2'
-for dist in chainette-core chainette-openai chainette-vllm chainette-ollama chainette-ray chainette-gemini; do
+for dist in chainette-core chainette-openai chainette-vllm chainette-ollama chainette-ray chainette-anthropic chainette-gemini; do
   "$work/build/bin/python" -m build --wheel --outdir "$work/wheels" "$dist" >/dev/null
 done
 ls "$work/wheels"

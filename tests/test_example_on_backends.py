@@ -1,5 +1,5 @@
-"""The reviews example runs unchanged on every first-party backend against the loopback fake server,
-with each row's answers aligned to its input (the engine is swapped by an engines YAML file)."""
+"""The reviews example runs unchanged on every first-party backend against the loopback fake server (the Messages API
+stand-in for anthropic), with each row's answers aligned to its input (the engine is swapped by an engines YAML file)."""
 
 from __future__ import annotations
 
@@ -17,14 +17,16 @@ ENGINES = {
     "openai": "    endpoint: {url}/v1\n    api_key_env: EXAMPLE_TEST_KEY\n",
     "vllm": "    endpoint: {url}/v1\n",
     "ollama": "    endpoint: {url}\n",
+    "anthropic": "    endpoint: {url}\n    api_key_env: EXAMPLE_TEST_KEY\n",
 }
+KEYED = ("openai", "anthropic")
 
 
 def echo_review(body: dict) -> str:
     """Answer from the schema's fields, quoting the review in the prompt so alignment can be checked."""
     prompt = body["messages"][-1]["content"]
     review = re.search(r"(?:Review|review into \w+): (.*)", prompt).group(1)
-    fields = json.dumps(body.get("response_format") or body.get("format"))
+    fields = json.dumps(body.get("response_format") or body.get("format") or body.get("output_config"))
     if '"sentiment"' in fields:
         return json.dumps({"sentiment": "mixed", "confidence": 0.9})
     if '"translation"' in fields:
@@ -36,7 +38,8 @@ def echo_review(body: dict) -> str:
 def test_reviews_example_on_backend(backend, tmp_path, monkeypatch):
     pytest.importorskip(f"chainette_{backend}")
     monkeypatch.setenv("EXAMPLE_TEST_KEY", "sk-example-test")
-    with FakeServer(respond=echo_review, api_key="sk-example-test" if backend == "openai" else None) as server:
+    server_class = pytest.importorskip("chainette_anthropic.testing").FakeAnthropic if backend == "anthropic" else FakeServer
+    with server_class(respond=echo_review, api_key="sk-example-test" if backend in KEYED else None) as server:
         engines = tmp_path / "engines.yaml"
         extra = ENGINES[backend].format(url=server.base_url)
         engines.write_text(f"engines:\n  - name: llm\n    backend: {backend}\n    model: fake-model\n{extra}")

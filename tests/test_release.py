@@ -18,7 +18,7 @@ else:  # pytest depends on tomli before Python 3.11
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = "chainette-core"
-BACKENDS = ("chainette-openai", "chainette-vllm", "chainette-ollama", "chainette-ray", "chainette-gemini")
+BACKENDS = ("chainette-openai", "chainette-vllm", "chainette-ollama", "chainette-ray", "chainette-anthropic", "chainette-gemini")
 DISTRIBUTIONS = (CORE, *BACKENDS)
 REPO = "https://github.com/chainette/chainette"
 PYTHONS = ("3.10", "3.11", "3.12", "3.13")

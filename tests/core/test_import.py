@@ -25,6 +25,8 @@ HEAVY = (
     "chainette_vllm",
     "chainette_ollama",
     "chainette_ray",
+    "chainette_anthropic",
+    "anthropic",
     "chainette_gemini",
     "google",
     "ray",
@@ -75,6 +77,7 @@ PACKAGES = {
     "chainette_vllm": ROOT / "chainette-vllm/src/chainette_vllm",
     "chainette_ollama": ROOT / "chainette-ollama/src/chainette_ollama",
     "chainette_ray": ROOT / "chainette-ray/src/chainette_ray",
+    "chainette_anthropic": ROOT / "chainette-anthropic/src/chainette_anthropic",
     "chainette_gemini": ROOT / "chainette-gemini/src/chainette_gemini",
 }
 
@@ -138,6 +141,8 @@ def test_cli_help_and_builtin_commands_load_no_backend():
                 "chainette_vllm",
                 "chainette_ollama",
                 "chainette_ray",
+                "chainette_anthropic",
+                "anthropic",
                 "chainette_gemini",
                 "google",
             }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 import json
 from pathlib import Path
 import re
@@ -129,9 +130,24 @@ def test_redact_data_reaches_every_string_of_nested_data():
     assert redact_data(data, {TOKEN}) == {"error": f"refused {MASK}", "steps": [{MASK: [1, f"x{MASK}"]}], "seconds": 1.5, "resumed": None}
 
 
-@pytest.mark.parametrize("backend", ["vault", "vllm"])
-def test_planted_secrets_are_never_written_or_shown(backend, tmp_path, capsys, fake_server, every_byte):
-    engines = write_engines(tmp_path, vault_engine() if backend == "vault" else vllm_engine(fake_server.base_url))
+@pytest.fixture
+def served_engine(request, fake_server) -> Iterator[dict]:
+    """register_engine() arguments of the parametrised backend's engine, with secrets planted, served where it needs a
+    server: vllm by the OpenAI-format FakeServer, anthropic by the Messages API stand-in taking only the planted key."""
+    if request.param == "vault":
+        yield vault_engine()
+    elif request.param == "vllm":
+        yield vllm_engine(fake_server.base_url)
+    else:
+        testing = pytest.importorskip("chainette_anthropic.testing")
+        with testing.FakeAnthropic(api_key=KEY) as server:
+            yield {"name": "llm", "backend": "anthropic", "model": "fake-model", "endpoint": server.base_url, "api_key": KEY}
+            assert server.chat_requests(), "the run reached the stand-in, with the key it takes"
+
+
+@pytest.mark.parametrize("served_engine", ["vault", "vllm", "anthropic"], indirect=True)
+def test_planted_secrets_are_never_written_or_shown(served_engine, tmp_path, capsys, every_byte):
+    engines = write_engines(tmp_path, served_engine)
     out = tmp_path / "out"
     chain = f"{EXAMPLE}/chain.py:chain"
     assert main(["run", chain, "-i", str(EXAMPLE / "inputs.jsonl"), "-o", str(out), "-e", str(engines)]) == 0
@@ -141,7 +157,8 @@ def test_planted_secrets_are_never_written_or_shown(backend, tmp_path, capsys, f
 
     assert b"PLANTED" not in every_byte(out) + shown.out.encode() + shown.err.encode()
     options = json.loads((out / "graph.json").read_text())["engines"]["llm"]["options"]
-    assert MASK in json.dumps(options), "the secret options are described, masked"
+    if served_engine["backend"] != "anthropic":  # its secret is the key alone, which options do not hold
+        assert MASK in json.dumps(options), "the secret options are described, masked"
     assert (out / "run.json").is_file() and (out / ".chainette").is_dir()
 
 

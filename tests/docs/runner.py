@@ -21,7 +21,7 @@ from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[2]
 BLOCK_TIMEOUT = 120.0  # seconds: a guard against a hanging block, far above what any block takes
-PLUGINS = "openai,vllm,ollama,ray,gemini"
+PLUGINS = "openai,vllm,ollama,ray,anthropic,gemini"
 # Commands a doc test refuses to run (a block holding one needs a marker): they change the environment or start servers.
 UNSAFE = re.compile(r"\b(pip3?|uv) (install|uninstall)\b|-m venv\b|\bray start\b|\bdocker run\b|\bvllm serve\b|\bollama (pull|serve)\b")
 IGNORED = shutil.ignore_patterns("__pycache__", "*.egg-info", "runs", "out", "chainette-runs")

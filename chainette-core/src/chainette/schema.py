@@ -3,6 +3,7 @@ extracting JSON from an answer, and the repair request after a failed validation
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import lru_cache
 import json
 import re
@@ -80,3 +81,18 @@ def repair_messages(messages: list[dict[str, Any]], answer: str, error: str) -> 
             + "\nAnswer again with only the corrected JSON object.",
         },
     ]
+
+
+def subschemas(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every schema object inside `node` with a readable path: `Model.field`, `[]` for items, the $defs' own names."""
+    yield path, node
+    for name, child in node.get("$defs", {}).items():
+        yield from subschemas(child, name)
+    for name, child in node.get("properties", {}).items():
+        yield from subschemas(child, f"{path}.{name}")
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            yield from subschemas(node[key], f"{path}[]" if key == "items" else f"{path}{{}}")
+    for key in ("anyOf", "allOf", "oneOf", "prefixItems"):
+        for child in node.get(key, []):
+            yield from subschemas(child, path)

@@ -9,7 +9,6 @@ anyway and asks for a repair. A field strict mode cannot express at all (an obje
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from openai.lib._pydantic import to_strict_json_schema
@@ -17,6 +16,7 @@ from pydantic import BaseModel
 
 from chainette.engines import EngineConfig, EngineOptions
 from chainette.errors import ConfigError
+from chainette.schema import subschemas
 
 # Keywords strict mode rejects that only narrow a value: dropped from the schema sent, checked by validation.
 NARROWING_KEYWORDS = frozenset(
@@ -31,7 +31,7 @@ def strict_schema(model: type[BaseModel]) -> dict[str, Any]:
     """`model`'s schema as strict mode takes it: the SDK's conversion (every object closed, every field required,
     described references inlined), without the narrowing keywords and formats strict mode does not know."""
     schema = to_strict_json_schema(model)
-    for _, node in _subschemas(schema, model.__name__):
+    for _, node in subschemas(schema, model.__name__):
         for keyword in NARROWING_KEYWORDS & node.keys():
             del node[keyword]
         if node.get("format") not in (None, *FORMATS):
@@ -43,7 +43,7 @@ def open_objects(schema: dict[str, Any]) -> list[str]:
     """The places in a strict `schema` (`Model.field` paths) holding an object with free keys, which strict mode
     cannot express: it only takes objects whose every key is declared."""
     found = []
-    for path, node in _subschemas(schema, schema.get("title", "output")):
+    for path, node in subschemas(schema, schema.get("title", "output")):
         if node.get("type") == "object" and node.get("additionalProperties") is not False:
             found.append(path)
     return found
@@ -56,7 +56,7 @@ def over_limits(schema: dict[str, Any]) -> list[str]:
     depth = _depth(schema, schema.get("$defs", {}), frozenset())
     if depth > MAX_DEPTH:
         found.append(f"{depth} levels of nested objects (at most {MAX_DEPTH})")
-    nodes = [node for _, node in _subschemas(schema, "")]
+    nodes = [node for _, node in subschemas(schema, "")]
     properties = sum(len(node.get("properties", {})) for node in nodes)
     if properties > MAX_PROPERTIES:
         found.append(f"{properties} properties (at most {MAX_PROPERTIES})")
@@ -97,18 +97,3 @@ def _depth(node: dict[str, Any], defs: dict[str, Any], entered: frozenset[str]) 
         children.append(node["items"])
     below = max((_depth(child, defs, entered) for child in children), default=0)
     return below + (1 if "properties" in node else 0)
-
-
-def _subschemas(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every schema object inside `node` with a readable path: `Model.field`, `[]` for items, the $defs' own names."""
-    yield path, node
-    for name, child in node.get("$defs", {}).items():
-        yield from _subschemas(child, name)
-    for name, child in node.get("properties", {}).items():
-        yield from _subschemas(child, f"{path}.{name}")
-    for key in ("items", "additionalProperties"):
-        if isinstance(node.get(key), dict):
-            yield from _subschemas(node[key], f"{path}[]" if key == "items" else f"{path}{{}}")
-    for key in ("anyOf", "allOf", "oneOf", "prefixItems"):
-        for child in node.get(key, []):
-            yield from _subschemas(child, path)

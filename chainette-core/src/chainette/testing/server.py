@@ -75,7 +75,12 @@ class FakeServer:
     vLLM: `rejects` holds the response_format types it answers with HTTP 500 (llama-cpp-python rejects
     `json_schema`), and `token_fields` the token-limit fields it reads, first found first (a limit below the
     answer's 7 tokens stops it there, `finish_reason` "length").
+
+    A stand-in for another provider's API subclasses it: it adds its own `routes` to these, and its `chat_paths` count as
+    chat endpoints (`chat_requests`, `fail_next`).
     """
+
+    chat_paths: tuple[str, ...] = CHAT_PATHS
 
     def __init__(
         self,
@@ -126,7 +131,7 @@ class FakeServer:
 
     def chat_requests(self) -> list[dict[str, Any]]:
         """The JSON bodies received on the chat endpoints."""
-        return [r["body"] for r in self.requests if r["path"] in CHAT_PATHS]
+        return [r["body"] for r in self.requests if r["path"] in self.chat_paths]
 
     def __enter__(self) -> FakeServer:
         self._thread = threading.Thread(target=self._serve, name="chainette-fake-server", daemon=True)

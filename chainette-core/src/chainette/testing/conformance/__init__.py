@@ -32,9 +32,10 @@ class BackendConformance(ContractChecks, FailureChecks, ConcurrencyChecks):
       backend: the backend's name (required);
       model: the model engines name (FakeServer serves it);
       wire_format: "openai" (FakeServer's /v1/chat/completions), "ollama" (/api/chat), or None; a backend
-        with a provider API of its own names it, sets `chat_path`, and overrides the `server` fixture with a
-        FakeServer subclass serving that API (`FakeServer.routes`);
+        with a provider API of its own names it, sets `chat_path`, and runs the checks against a FakeServer
+        subclass serving that API (`FakeServer.routes`): `server_class`, or its own `server` fixture;
       chat_path: the path its chat requests go to, for a wire format CHAT_PATHS does not know;
+      server_class: the FakeServer (sub)class the checks run against: a provider's own stand-in;
       plugin: a module of hooks to register by hand when the backend is not installed (the entry
         point check is then skipped);
       reports_usage: without a server, whether answers must report some token usage;

@@ -48,7 +48,7 @@ class FailureChecks(Harness):
             pytest.skip(NO_SERVER)
 
         async def check() -> BaseException | Answer:
-            with FakeServer(models=(self.model,)) as doomed:
+            with self.server_class(models=(self.model,)) as doomed:
                 async with self.open_client(self.register(doomed)) as client:
                     await asyncio.to_thread(doomed.stop)
                     try:

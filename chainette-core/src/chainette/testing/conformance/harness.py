@@ -74,6 +74,7 @@ class Harness:
     model: ClassVar[str] = "fake-model"
     wire_format: ClassVar[str | None] = "openai"
     chat_path: ClassVar[str | None] = None
+    server_class: ClassVar[type[FakeServer]] = FakeServer
     plugin: ClassVar[object | None] = None
     reports_usage: ClassVar[bool] = True
     deterministic: ClassVar[bool] = True
@@ -104,11 +105,11 @@ class Harness:
 
     @pytest.fixture
     def server(self) -> Iterator[FakeServer | None]:
-        """A FakeServer serving `model`, or None when `wire_format` is None."""
+        """A `server_class` serving `model`, or None when `wire_format` is None."""
         if self.wire_format is None:
             yield None
             return
-        with FakeServer(models=(self.model,)) as fake:
+        with self.server_class(models=(self.model,)) as fake:
             yield fake
 
     def register(self, server: FakeServer | None, **options: Any) -> EngineConfig[EngineOptions]:
