@@ -14,7 +14,7 @@ import sys
 import textwrap
 import time
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import TypeAdapter
 import pytest
 
 pytest.importorskip("anthropic")
@@ -22,31 +22,14 @@ pytest.importorskip("anthropic")
 from anthropic.types.message_create_params import MessageCreateParamsNonStreaming
 
 from chainette import Chain, Step, register_engine
-import chainette.policy
 from chainette.pricing import Price
 from chainette_anthropic.batch import IDS_FOLDER, wire_id
 from chainette_anthropic.testing import FakeAnthropic
 
+from ..batch_chain import Label, Text, echo, fast  # noqa: F401 (fast: an autouse fixture)
+
 KEY = "sk-ant-BATCH-0a1b2c"
 PARAMS = TypeAdapter(MessageCreateParamsNonStreaming)
-
-
-class Text(BaseModel):
-    text: str
-
-
-class Label(BaseModel):
-    label: str
-
-
-def echo(body: dict) -> str:
-    user = next(message["content"] for message in body["messages"] if message["role"] == "user")
-    return json.dumps({"label": re.search(r"<<(.*?)>>", user).group(1)})
-
-
-@pytest.fixture(autouse=True)
-def fast(monkeypatch):
-    monkeypatch.setattr(chainette.policy, "BASE_DELAY", 0.001)
 
 
 @pytest.fixture

@@ -7,43 +7,24 @@ import asyncio
 import json
 import os
 from pathlib import Path
-import re
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 
-from pydantic import BaseModel
 import pytest
 
 from chainette import Chain, Step, register_engine
 from chainette.client import Answer
-import chainette.policy
 
 genai_types = pytest.importorskip("google.genai.types")
 import chainette_gemini.batch as batch_module  # noqa: E402
 from chainette_gemini.batch import GeminiBatchClient  # noqa: E402
 
+from ..batch_chain import Label, Text, echo, fast  # noqa: E402, F401 (fast: an autouse fixture)
+
 KEY = "gm-batch-key-0123456789"
-
-
-class Text(BaseModel):
-    text: str
-
-
-class Label(BaseModel):
-    label: str
-
-
-def echo(body: dict) -> str:
-    user = next(message["content"] for message in body["messages"] if message["role"] == "user")
-    return json.dumps({"label": re.search(r"<<(.*?)>>", user).group(1)})
-
-
-@pytest.fixture(autouse=True)
-def fast(monkeypatch):
-    monkeypatch.setattr(chainette.policy, "BASE_DELAY", 0.001)
 
 
 @pytest.fixture

@@ -5,36 +5,17 @@ discount, the cache, and the refusals."""
 from __future__ import annotations
 
 import json
-import re
 
-from pydantic import BaseModel
 import pytest
 
 from chainette import Chain, EngineError, Step, register_engine
 from chainette.errors import ConfigError
-import chainette.policy
 from chainette.pricing import Price
 from chainette.testing import FakeServer
 
+from ..batch_chain import Label, Text, echo, fast  # noqa: F401 (fast: an autouse fixture)
+
 KEY = "sk-batch-test"
-
-
-class Text(BaseModel):
-    text: str
-
-
-class Label(BaseModel):
-    label: str
-
-
-def echo(body: dict) -> str:
-    user = next(message["content"] for message in body["messages"] if message["role"] == "user")
-    return json.dumps({"label": re.search(r"<<(.*?)>>", user).group(1)})
-
-
-@pytest.fixture(autouse=True)
-def fast(monkeypatch):
-    monkeypatch.setattr(chainette.policy, "BASE_DELAY", 0.001)
 
 
 @pytest.fixture
