@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Release check: build the wheel and sdist of the four distributions (each wheel from its sdist),
+# Release check: build the wheel and sdist of every distribution (each wheel from its sdist),
 # `twine check --strict` them, check their versions agree and each ships its LICENSE, then install
 # each backend wheel with the LOWEST chainette-core its range allows into a clean venv and check
 # that the backend loads. Nothing is uploaded.
@@ -17,7 +17,8 @@ tools=$work/tools/bin
 "$tools/pip" install -q 'build>=1.2' 'twine>=6.1' 'packaging>=24'
 phase "tools installed"
 
-for dist in chainette-core chainette-openai chainette-vllm chainette-ollama chainette-ray chainette-anthropic chainette-gemini; do
+dists=(chainette-core chainette-openai chainette-vllm chainette-ollama chainette-ray chainette-anthropic chainette-gemini)
+for dist in "${dists[@]}"; do
   "$tools/python" -m build --quiet --outdir "$work/dist" "$dist" >"$work/build.log" 2>&1 || { cat "$work/build.log"; exit 1; }
 done
 phase "built $(find "$work/dist" -type f | wc -l) files"
@@ -26,7 +27,7 @@ phase "built $(find "$work/dist" -type f | wc -l) files"
 phase "twine check passed"
 
 # Versions in step, LICENSE and README in every file; print "backend core_wheel_or_requirement" lines.
-"$tools/python" - "$work/dist" >"$work/plan" <<'PY'
+"$tools/python" - "$work/dist" "${#dists[@]}" >"$work/plan" <<'PY'
 import sys, tarfile, zipfile
 from email.parser import HeaderParser
 from pathlib import Path
@@ -37,7 +38,7 @@ from packaging.version import Version
 dist = Path(sys.argv[1])
 wheels = {parse_wheel_filename(p.name)[0]: p for p in dist.glob("*.whl")}
 sdists = {parse_sdist_filename(p.name)[0]: p for p in dist.glob("*.tar.gz")}
-assert set(wheels) == set(sdists) and len(wheels) == 5, (sorted(wheels), sorted(sdists))
+assert set(wheels) == set(sdists) and len(wheels) == int(sys.argv[2]), (sorted(wheels), sorted(sdists))
 for name, sdist in sdists.items():
     with tarfile.open(sdist) as tar:
         files = {member.name.split("/", 1)[1] for member in tar.getmembers() if "/" in member.name}
@@ -56,7 +57,7 @@ core = versions["chainette-core"]
 for name, meta in sorted(metadata.items()):
     if name == "chainette-core":
         continue
-    [req] = [Requirement(r) for r in meta.get_all("Requires-Dist") if Requirement(r).name == "chainette-core"]
+    [req] = [req for req in map(Requirement, meta.get_all("Requires-Dist")) if req.name == "chainette-core" and req.marker is None]
     lower = [Version(s.version) for s in req.specifier if s.operator in (">=", "==", "~=")]
     assert lower, f"{name}: {req} has no lower bound"
     lowest = max(lower)

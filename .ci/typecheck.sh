@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Strict type checking: the four distributions' sources and benchmarks/ (mypy --strict, configured in pyproject.toml), then a
+# Strict type checking: every distribution's sources and benchmarks/ (mypy --strict, configured in pyproject.toml), then a
 # backend as a third party starts one (`chainette backends new`), checked strictly against the installed core.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
