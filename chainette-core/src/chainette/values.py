@@ -35,15 +35,20 @@ def why(number: int | float) -> str:
 
 
 def _writable(value: Any) -> bool:
-    """Whether every number in `value` can be written: the per-row check, which names no place."""
+    """Whether every number in `value` can be written: the per-row check, which names no place (plain JSON types only, as
+    `model_dump(mode="json")` gives them, compared by exact type for speed)."""
     stack = [value]
     while stack:
         item = stack.pop()
-        if isinstance(item, dict):
+        kind = type(item)
+        if kind is dict:
             stack.extend(item.values())
-        elif isinstance(item, (list, tuple)):
+        elif kind is list or kind is tuple:
             stack.extend(item)
-        elif _bad_number(item):
+        elif kind is float:
+            if not math.isfinite(item):
+                return False
+        elif kind is int and not SMALLEST <= item <= LARGEST:
             return False
     return True
 
