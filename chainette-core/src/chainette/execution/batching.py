@@ -315,7 +315,9 @@ def batch_engines(
     if not forced:
         return engines
     if not capable:
-        raise ConfigError("--batch: no step's engine can run batch jobs (the openai, anthropic, gemini and vllm backends can); run without --batch.")
+        raise ConfigError(
+            "--batch: no step's engine can run batch jobs (the openai, anthropic, gemini and vllm backends can); run without --batch."
+        )
     batched = {
         name: engines[name].model_copy(update={"options": engines[name].options.model_copy(update={"batch": True})}) for name in capable
     }
