@@ -162,3 +162,38 @@ def test_retry_errors_asks_again_a_row_that_failed_in_a_branch_the_group_does_no
     again = chain.run(rows(6), output_dir=tmp_path / "o", retry_errors=True)
     assert again.errors == [] and sorted((r["row_id"] for r in again.records("side")), key=int) == [str(i) for i in range(6)]
     assert len(again.records("after")) == 6
+
+
+async def test_a_reader_at_the_tail_takes_rows_from_memory_and_one_further_behind_from_the_file(tmp_path):
+    """The latest commits stay in memory (feed.RECENT to twice that) for the readers at the tail: they get the very rows
+    committed; a reader further behind decodes equal rows from the file, and each skips the rows its node decided."""
+    from chainette.execution.stopping import StopSignal
+    from chainette.frontier import Commit, Row
+    from chainette.run.appends import LineFile, Writer
+
+    writer, control, path = Writer(), StopSignal(), tmp_path / "frontier.jsonl"
+    file = LineFile(writer, path)
+    source = feed.Feed(path, file, control)
+    writer.flushed.append(source.release)
+    early = feed.Reader(source, control)
+    made = [Row(str(i), {"a": {"x": i}}, "a", index=i) for i in range(3 * feed.RECENT)]
+
+    def commit(rows: list[Row]) -> None:
+        for row in rows:
+            source.passed([row], file.commit(Commit(row.row_id, [row])))
+        writer.flush()
+
+    async def take(reader: feed.Reader, count: int) -> list[Row]:
+        return [await reader.next() for _ in range(count)]
+
+    commit(made[:10])
+    assert all(got is row for got, row in zip(await take(early, 10), made[:10], strict=True)), "from memory"
+    commit(made[10:])
+    source.close()
+    late = feed.Reader(source, control, decided={"3"})
+    from_file = await take(late, 3 * feed.RECENT - 1)
+    assert [row.row_id for row in from_file] == [row.row_id for row in made if row.row_id != "3"]
+    assert from_file[0] is not made[0] and from_file[0] == made[0], "the older commits were dropped from memory: decoded"
+    assert from_file[-1] is made[-1], "once it reaches the kept ones, from memory"
+    assert await late.next() is None
+    assert (await take(early, len(made) - 10))[-1] is made[-1] and await early.next() is None

@@ -4,7 +4,8 @@ The rules this module keeps:
 
 - a row is handed on only once its commit is written (the writer's flush calls `Feed.release`), so a node never
   commits a row whose source commit a crash could still lose;
-- what a reader has not reached yet waits on disk, in the frontier file, never in memory;
+- what a reader has not reached yet waits on disk, in the frontier file; the latest commits are also kept in memory
+  (at most RECENT), so that a reader at the tail takes their rows as they were made instead of decoding them again;
 - backpressure: a node takes no new input row while the slowest reader of its own frontier is more than `WINDOW`
   rows behind it, so what waits between two nodes is bounded, not a queue of every row.
 
@@ -15,6 +16,7 @@ already decided), then the rows committed as they are written, until the node be
 from __future__ import annotations
 
 import asyncio
+import bisect
 from collections import deque
 from collections.abc import Callable, Container, Iterator
 from dataclasses import replace
@@ -27,6 +29,7 @@ from chainette.frontier import Commit, Row, count_rows, rows
 from chainette.run.appends import LineFile
 
 WINDOW = 1024
+RECENT = WINDOW  # a feed keeps the latest RECENT to 2 * RECENT commits in memory, for the readers at its tail
 CHUNK = 1 << 18  # bytes of lines a reader decodes at a time (what its buffer holds at most, besides one long line)
 
 
@@ -52,14 +55,35 @@ class Feed:
         self.rows = count_rows(path)
         self.closed = file is None
         self.readers: list[Reader] = []
+        self.recent: list[tuple[int, list[Row]]] = []  # the end offset and rows of the latest commits, in order
+        self.recent_start = self.written  # where the first of them starts in the file
         self.full = False  # whether the node waits for room
         self._changed = asyncio.Event()
         self._moved = asyncio.Event()
         control.on_stop(self.wake)
 
-    def passed(self, count: int) -> None:
-        """Note `count` more rows committed (they are handed on at the next `release`)."""
-        self.rows += count
+    def passed(self, rows: list[Row], size: int) -> None:
+        """Note a commit of `rows`, `size` bytes long (handed on at the next `release`), kept in memory while a reader may
+        want it."""
+        self.rows += len(rows)
+        recent = self.recent
+        end = (recent[-1][0] if recent else self.recent_start) + size
+        if not self.readers:
+            self.recent_start = end
+            return
+        recent.append((end, rows))
+        if len(recent) > 2 * RECENT:  # drop the older half at once: each commit is dropped once
+            self.recent_start = recent[RECENT - 1][0]
+            del recent[:RECENT]
+
+    def recent_from(self, offset: int) -> list[tuple[int, list[Row]]] | None:
+        """The commits kept in memory that start at `offset` and are written, in order; None when the commit at `offset`
+        is no longer (or not) kept: it is read from the file."""
+        recent = self.recent
+        index = bisect.bisect_right(recent, offset, key=_end)
+        if (recent[index - 1][0] if index else self.recent_start) != offset:
+            return None
+        return recent[index : bisect.bisect_right(recent, self.written, lo=index, key=_end)]
 
     def release(self) -> None:
         """Hand the rows whose commits are now written to the readers."""
@@ -98,6 +122,10 @@ class Feed:
             self._moved.clear()
             await self._moved.wait()
         self.full = False
+
+
+def _end(entry: tuple[int, list[Row]]) -> int:
+    return entry[0]
 
 
 class Reader:
@@ -148,26 +176,40 @@ class Reader:
         return self.buffer.popleft()
 
     def _fill(self) -> bool:
-        """Decode the next written lines into the buffer; whether there were any."""
-        size = min(self.feed.written - self.offset, CHUNK)
-        if size <= 0:
+        """Take the next written commits' rows into the buffer, from memory where the feed still keeps them, else decoded
+        from the file; whether there were any."""
+        if self.feed.written <= self.offset:
             return False
-        data = os.pread(self.fd, size, self.offset)
+        kept = self.feed.recent_from(self.offset)
+        if kept:
+            self.offset = kept[-1][0]
+            for _, rows in kept:
+                self._take(rows)
+        else:
+            self._read()
+        self.feed.moved()
+        return True
+
+    def _read(self) -> None:
+        """Decode the next written lines of the file (a chunk of them) into the buffer."""
+        data = os.pread(self.fd, min(self.feed.written - self.offset, CHUNK), self.offset)
         end = data.rfind(b"\n") + 1
         if end == 0:  # a line longer than CHUNK
             data = os.pread(self.fd, self.feed.written - self.offset, self.offset)
             end = data.rfind(b"\n") + 1
         self.offset += end
         for line in data[:end].splitlines():
-            for row in Commit.decode(line).rows:
-                if self.limit is not None and row.index >= self.limit:
-                    self.beyond += 1
-                elif row.row_id not in self.decided:
-                    self.buffer.append(row)
-                    continue
-                self.taken += 1
-        self.feed.moved()
-        return True
+            self._take(Commit.decode(line).rows)
+
+    def _take(self, rows: list[Row]) -> None:
+        """Buffer the rows of one commit the node has to decide: not decided before, of input rows within `limit`."""
+        for row in rows:
+            if self.limit is not None and row.index >= self.limit:
+                self.beyond += 1
+            elif row.row_id not in self.decided:
+                self.buffer.append(row)
+                continue
+            self.taken += 1
 
     def again(self) -> Iterator[Row]:
         return rows(self.feed.path)

@@ -41,8 +41,7 @@ class NodeFiles:
     def commit(self, row: Row, children: list[Row], *, cached: bool = False) -> None:
         """Commit input row `row` as passing on `children` (filtered out when there are none; `cached`: answered from
         the response cache)."""
-        self.frontier.commit(Commit(row.row_id, children, cached))
-        self.feed.passed(len(children))
+        self.feed.passed(children, self.frontier.commit(Commit(row.row_id, children, cached)))
         if self.decided is not None:
             self.decided(row, children)
 

@@ -164,8 +164,11 @@ class LineFile:
     def write(self, record: Mapping[str, Any]) -> None:
         self._file.append(encode_line(record))
 
-    def commit(self, commit: Commit) -> None:
-        self._file.append(commit.encode())
+    def commit(self, commit: Commit) -> int:
+        """Append `commit`'s line; its length in bytes."""
+        line = commit.encode()
+        self._file.append(line)
+        return len(line)
 
     def close(self) -> None:
         self._file.close()
