@@ -17,7 +17,16 @@ import httpx2
 import orjson
 
 from chainette.engines import EngineConfig, EngineOptions
-from chainette.errors import EngineError, RetryableError, RowError, error_code, error_for_status, parse_retry_after, rate_limit_reset
+from chainette.errors import (
+    RATE_LIMITS,
+    EngineError,
+    RetryableError,
+    RowError,
+    error_code,
+    error_for_status,
+    parse_retry_after,
+    rate_limit_reset,
+)
 from chainette.policy import LIMIT_SPENT
 from chainette.secrets import public_url
 
@@ -26,6 +35,7 @@ if TYPE_CHECKING:
 
 CONNECT_TIMEOUT = 10.0
 JSON_HEADERS = {"Content-Type": "application/json"}
+SPENT_NAMES = frozenset(remaining.encode() for remaining, _ in RATE_LIMITS)  # a rate limit's remaining count
 
 
 class JsonHttpClient:
@@ -115,8 +125,16 @@ async def watch_limits(response: httpx2.Response) -> None:
     say it is spent (errors.RATE_LIMITS): its next requests wait for it instead of meeting a 429. A 429 is the retry
     policy's."""
     spent = LIMIT_SPENT.get()
-    if spent is not None and response.status_code < 400 and (seconds := rate_limit_reset(response.headers)):
+    if spent is None or response.status_code >= 400 or not _says_spent(response.headers):
+        return
+    seconds = rate_limit_reset(response.headers)
+    if seconds:
         spent(seconds)
+
+
+def _says_spent(headers: httpx2.Headers) -> bool:
+    """Whether a rate limit's remaining count is 0: one pass over the raw headers (most answers send none of them)."""
+    return any(value == b"0" and name.lower() in SPENT_NAMES for name, value in headers.raw)
 
 
 @functools.cache
