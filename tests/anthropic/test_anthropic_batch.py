@@ -21,12 +21,12 @@ pytest.importorskip("anthropic")
 
 from anthropic.types.message_create_params import MessageCreateParamsNonStreaming
 
-from chainette import Chain, Step, register_engine
+from chainette import register_engine
 from chainette.pricing import Price
 from chainette_anthropic.batch import IDS_FOLDER, wire_id
 from chainette_anthropic.testing import FakeAnthropic
 
-from ..batch_chain import Label, Text, echo, fast  # noqa: F401 (fast: an autouse fixture)
+from ..batch_chain import Label, Text, chain, echo, fast, labels, rows  # noqa: F401 (fast: an autouse fixture)
 
 KEY = "sk-ant-BATCH-0a1b2c"
 PARAMS = TypeAdapter(MessageCreateParamsNonStreaming)
@@ -42,20 +42,6 @@ def server():
 def engine(server: FakeAnthropic, **options) -> None:
     options = {"batch": True, "batch_poll_seconds": 0.01, **options}
     register_engine("llm", backend="anthropic", model="fake-model", endpoint=server.base_url, api_key=KEY, **options)
-
-
-def chain(*, two: bool = True) -> Chain:
-    first = Step(id="label", input_model=Text, output_model=Label, engine_name="llm", user_prompt="<<{{text}}>>")
-    second = Step(id="again", output_model=Label, engine_name="llm", user_prompt="again <<{{label.label}}>>")
-    return Chain(name="batched", steps=[first, second] if two else [first])
-
-
-def rows(n: int) -> list[dict]:
-    return [{"text": f"row{i}"} for i in range(n)]
-
-
-def labels(result, step: str = "again") -> dict[str, str]:
-    return {record["row_id"]: record["label"] for record in result.records(step)}
 
 
 def created(server: FakeAnthropic) -> list[dict]:

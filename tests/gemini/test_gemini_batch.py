@@ -22,7 +22,7 @@ genai_types = pytest.importorskip("google.genai.types")
 import chainette_gemini.batch as batch_module  # noqa: E402
 from chainette_gemini.batch import GeminiBatchClient  # noqa: E402
 
-from ..batch_chain import Label, Text, echo, fast  # noqa: E402, F401 (fast: an autouse fixture)
+from ..batch_chain import Label, Text, chain, echo, fast, labels, rows  # noqa: E402, F401 (fast: an autouse fixture)
 
 KEY = "gm-batch-key-0123456789"
 
@@ -36,21 +36,6 @@ def server(gemini_server):
 def engine(server, **options):
     options = {"batch": True, "batch_poll_seconds": 0.01, **options}
     return register_engine("llm", backend="gemini", model="fake-model", endpoint=server.base_url, api_key=KEY, **options)
-
-
-def chain() -> Chain:
-    first = Step(id="label", input_model=Text, output_model=Label, engine_name="llm", user_prompt="<<{{text}}>>")
-    return Chain(
-        name="batched", steps=[first, Step(id="again", output_model=Label, engine_name="llm", user_prompt="again <<{{label.label}}>>")]
-    )
-
-
-def rows(n: int) -> list[dict]:
-    return [{"text": f"row{i}"} for i in range(n)]
-
-
-def labels(result, step: str = "again") -> dict[str, str]:
-    return {record["row_id"]: record["label"] for record in result.records(step)}
 
 
 def test_a_chain_answered_through_inline_batches_keeps_every_row_aligned(server, tmp_path):

@@ -13,7 +13,7 @@ from chainette.errors import ConfigError
 from chainette.pricing import Price
 from chainette.testing import FakeServer
 
-from ..batch_chain import Label, Text, echo, fast  # noqa: F401 (fast: an autouse fixture)
+from ..batch_chain import Label, Text, chain, echo, fast, labels, rows  # noqa: F401 (fast: an autouse fixture)
 
 KEY = "sk-batch-test"
 
@@ -27,21 +27,6 @@ def server():
 def engine(server, **options) -> None:
     options = {"batch": True, "batch_poll_seconds": 0.01, **options}
     register_engine("llm", backend="openai", model="fake-model", endpoint=f"{server.base_url}/v1", api_key=KEY, **options)
-
-
-def chain() -> Chain:
-    first = Step(id="label", input_model=Text, output_model=Label, engine_name="llm", user_prompt="<<{{text}}>>")
-    return Chain(
-        name="batched", steps=[first, Step(id="again", output_model=Label, engine_name="llm", user_prompt="again <<{{label.label}}>>")]
-    )
-
-
-def rows(n: int) -> list[dict]:
-    return [{"text": f"row{i}"} for i in range(n)]
-
-
-def labels(result, step: str = "again") -> dict[str, str]:
-    return {record["row_id"]: record["label"] for record in result.records(step)}
 
 
 def test_a_chain_answered_through_batches_keeps_every_row_aligned(server, tmp_path):
