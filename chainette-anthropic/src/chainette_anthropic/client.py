@@ -17,7 +17,7 @@ import httpx2
 
 from chainette.client import Answer, Request
 from chainette.engines import EngineConfig
-from chainette.errors import BackendError, EngineError, RetryableError, error_code, error_for_status, parse_retry_after
+from chainette.errors import BackendError, EngineError, RetryableError, error_code, error_for_status, missing_key, parse_retry_after
 from chainette.http import async_client, error_message
 from chainette.secrets import public_url
 from chainette_anthropic.caching import PromptCache
@@ -44,12 +44,7 @@ class AnthropicClient:
         self.options = config.options
         self._key = config.resolve_api_key(default_env=DEFAULT_KEY_ENV)
         if not self._key:
-            raise EngineError(
-                f"engine '{self.engine}': no Anthropic API key (the environment variable {DEFAULT_KEY_ENV} is not set). Provide "
-                "it with register_engine(api_key=...), with api_key_env='VAR' naming the environment variable that holds it, "
-                f"or by setting {DEFAULT_KEY_ENV}.",
-                kind="authentication",
-            )
+            raise missing_key(self.engine, "Anthropic", DEFAULT_KEY_ENV)
         http_client = async_client(config.options, transport=transport)
         self._client = anthropic.AsyncAnthropic(
             api_key=self._key, base_url=config.endpoint, max_retries=0, timeout=http_client.timeout, http_client=http_client

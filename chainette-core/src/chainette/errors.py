@@ -142,6 +142,17 @@ def _duration(text: str) -> float | None:
     return sum(float(number) * DURATION_UNITS[unit] for number, unit in parts)
 
 
+def missing_key(engine: str, provider: str, variable: str, hint: str = "") -> EngineError:
+    """The error of an engine that has no API key: where the backend looked (`variable`), how to give one, and the
+    backend's own `hint`."""
+    return EngineError(
+        f"engine '{engine}': no {provider} API key (the environment variable {variable} is not set). Provide it with "
+        f"register_engine(api_key=...), with api_key_env='VAR' naming the environment variable that holds it, or by setting "
+        f"{variable}.{hint}",
+        kind="authentication",
+    )
+
+
 def error_for_status(status: int, message: str, *, engine: str, retry_after: float | None = None, code: str | None = None) -> BackendError:
     """Classify an HTTP error status, with the server's `message` and error `code` (see `error_code`), into the error
     the core's retry policy understands: EngineError when no row can succeed, RetryableError, else RowError."""

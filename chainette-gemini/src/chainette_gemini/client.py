@@ -18,7 +18,7 @@ import httpx2
 
 from chainette.client import Answer, Request
 from chainette.engines import EngineConfig
-from chainette.errors import BackendError, EngineError, RetryableError, error_for_status, parse_retry_after
+from chainette.errors import BackendError, EngineError, RetryableError, error_for_status, missing_key, parse_retry_after
 from chainette.http import async_client
 from chainette_gemini.options import DEFAULT_KEY_ENV, GeminiOptions
 from chainette_gemini.schema import gemini_schema
@@ -39,12 +39,7 @@ class GeminiClient:
         self.options = config.options
         self._key = config.resolve_api_key(default_env=DEFAULT_KEY_ENV)
         if not self._key and not config.endpoint:
-            raise EngineError(
-                f"engine '{self.engine}': no Gemini API key (the environment variable {DEFAULT_KEY_ENV} is not set). Provide it "
-                f"with register_engine(api_key=...), with api_key_env='VAR' naming the environment variable that holds it "
-                f"(api_key_env='GOOGLE_API_KEY' for that one), or by setting {DEFAULT_KEY_ENV}.",
-                kind="authentication",
-            )
+            raise missing_key(self.engine, "Gemini", DEFAULT_KEY_ENV, " For GOOGLE_API_KEY, give api_key_env='GOOGLE_API_KEY'.")
         self._http = async_client(config.options, transport=transport)
         http_options = types.HttpOptions(
             base_url=config.endpoint,

@@ -18,7 +18,7 @@ from openai.resources.responses import AsyncResponses
 
 from chainette.client import Answer, Request
 from chainette.engines import EngineConfig
-from chainette.errors import BackendError, EngineError, RetryableError, error_code, error_for_status, parse_retry_after
+from chainette.errors import BackendError, RetryableError, error_code, error_for_status, missing_key, parse_retry_after
 from chainette.http import async_client, error_message, split_query
 from chainette.openai_format import chat_media_part, parse_chat_completion, wire_messages
 from chainette.secrets import public_url
@@ -46,11 +46,8 @@ class OpenAIClient:
         self.profile = resolve(config)
         self._key = config.resolve_api_key(default_env=DEFAULT_KEY_ENV)
         if not self._key and not config.endpoint:
-            raise EngineError(
-                f"engine '{self.engine}': no OpenAI API key (the environment variable {DEFAULT_KEY_ENV} is not set). Provide it with "
-                f"register_engine(api_key=...), with api_key_env='VAR' naming the environment variable that holds it, or by setting "
-                f"{DEFAULT_KEY_ENV}. An OpenAI-compatible server that needs no key only needs endpoint=....",
-                kind="authentication",
+            raise missing_key(
+                self.engine, "OpenAI", DEFAULT_KEY_ENV, " An OpenAI-compatible server that needs no key only needs endpoint=...."
             )
         http_client = async_client(config.options, transport=transport)
         base_url, query = split_query(config.endpoint) if config.endpoint else (None, {})
