@@ -1,7 +1,8 @@
 """A block on a worker: chainette's own executor runs the chain over the block's input rows (with their global ids and
 positions) in a temporary run directory, and the block's result is what each unit committed there, for the driver to
 commit into the run (chainette_ray.driver). Blocks run in long-lived workers (`BlockWorker`, one Ray actor per slot),
-which hold the chain and load its backends once. The worker's response cache is on as configured, so that a block run
+which hold the chain, load its backends once and keep its engines (clients, gates, servers) and an event loop from one
+block to the next, until the driver closes them. The worker's response cache is on as configured, so that a block run
 again after a failure is answered mostly from it."""
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ from pathlib import Path
 import tempfile
 from typing import Any
 
+import orjson
+
 from chainette.engines import EngineConfig, EngineOptions
 from chainette.events import EventBus
+from chainette.execution.engine_pool import RunningEngine, stop_lasting
 from chainette.execution.executor import Executor
 from chainette.execution.recovery import Counts, NodeState
 from chainette.nodes import INPUT_ID, Node
@@ -27,41 +31,57 @@ from chainette_ray.units import plan_units
 @dataclass
 class BlockResult:
     """What a block's run committed: each unit's frontier (its commit lines), each output-writing unit's output lines
-    by row id, the error lines, and what each node spent (chainette.stats.Spent, as a dict)."""
+    by row id (encoded, as the driver writes them), the error lines, and what each node spent (chainette.stats.Spent,
+    as a dict)."""
 
     frontiers: dict[str, bytes] = field(default_factory=dict)
-    outputs: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    outputs: dict[str, dict[str, bytes]] = field(default_factory=dict)
     errors: list[dict[str, Any]] = field(default_factory=list)
     spent: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class BlockWorker:
     """A slot of the cluster: runs the blocks it is given, one at a time, over the chain it was made with (made a Ray
-    actor by the driver, which Ray restarts after its process died, running its unfinished blocks again)."""
+    actor by the driver, which Ray restarts after its process died, running its unfinished blocks again), then `close`."""
 
     def __init__(self, nodes: list[Node], engines: dict[str, EngineConfig[EngineOptions]], options: RunOptions):
         self.nodes, self.engines, self.options = nodes, engines, options
+        self.loop = asyncio.new_event_loop()
+        self.lasting: dict[str, RunningEngine] = {}
         for config in engines.values():
             get_plugins().resolve(config.backend)  # load the backends here: nothing else in this worker may have
 
     def run(self, rows: bytes, count: int) -> BlockResult:
         """The result of the block of `count` input rows `rows` (see `run_block`)."""
-        return run_block(self.nodes, self.engines, self.options, rows, count)
+        return run_block(self.nodes, self.engines, self.options, rows, count, self.loop, self.lasting)
+
+    def close(self) -> None:
+        """Stop the engines the blocks kept, and the event loop."""
+        try:
+            self.loop.run_until_complete(stop_lasting(self.lasting, self.engines))
+        finally:
+            self.loop.close()
 
 
 def run_block(
-    nodes: list[Node], engines: dict[str, EngineConfig[EngineOptions]], options: RunOptions, rows: bytes, count: int
+    nodes: list[Node],
+    engines: dict[str, EngineConfig[EngineOptions]],
+    options: RunOptions,
+    rows: bytes,
+    count: int,
+    loop: asyncio.AbstractEventLoop,
+    lasting: dict[str, RunningEngine],
 ) -> BlockResult:
-    """Run `nodes` over the block's `count` input rows (`rows`: the input frontier's commit lines for them) and return
-    what it committed. Errors the executor raises (an engine that cannot be reached, a step stopped on the same error)
-    end the block, and the run."""
+    """Run `nodes` over the block's `count` input rows (`rows`: the input frontier's commit lines for them) on `loop`,
+    with the engines `lasting` holds (and leaving there those it started), and return what it committed. Errors the
+    executor raises (an engine that cannot be reached, a step stopped on the same error) end the block, and the run."""
     with tempfile.TemporaryDirectory(prefix="chainette-block-") as folder:
         run_dir = RunDir(Path(folder) / "run", {})
         try:
             NodeState(run_dir, INPUT_ID).frontier.write_bytes(rows)
             NodeState(run_dir, INPUT_ID).mark_finished(Counts(ok=count, rows_out=count))
-            executor = Executor(nodes, run_dir, engines, options, EventBus())
-            asyncio.run(executor.execute(()))
+            executor = Executor(nodes, run_dir, engines, options, EventBus(), lasting)
+            loop.run_until_complete(executor.execute(()))
             return _collect(executor, run_dir, nodes)
         finally:
             run_dir.close()
@@ -73,8 +93,9 @@ def _collect(executor: Executor, run_dir: RunDir, nodes: list[Node]) -> BlockRes
         frontier = NodeState(run_dir, unit.state_id).frontier
         result.frontiers[unit.state_id] = frontier.read_bytes() if frontier.exists() else b""
         if unit.yield_output:
-            lines = (line for path in sorted(run_dir.node_folder(unit.state_id).glob("*.jsonl")) for line in read_lines(path))
-            result.outputs[unit.state_id] = {line["row_id"]: line for line in lines}
+            paths = sorted(run_dir.node_folder(unit.state_id).glob("*.jsonl"))
+            lines = (line for path in paths for line in path.read_bytes().splitlines(keepends=True))
+            result.outputs[unit.state_id] = {orjson.loads(line)["row_id"]: line for line in lines}
     result.errors = list(read_lines(run_dir.errors))
     result.spent = {node_id: asdict(stats.session) for node_id, stats in executor.stats.items() if node_id != INPUT_ID}
     return result

@@ -37,6 +37,8 @@ ROUNDS = 3
 """Passes over the undecided rows: a second one only when a block re-run after a driver kill answered a row otherwise
 than the committed part of it did (an answer not from the cache), which leaves the rows after it undecided."""
 WAIT_SECONDS = 0.25
+CLOSE_SECONDS = 30.0
+"""How long the block workers have to stop the engines they kept, once the blocks are run (a server they started stops then)."""
 QUEUED = 2
 """Blocks given to a worker at once: the one it runs and the next, so that it never waits for the driver between them."""
 
@@ -44,12 +46,12 @@ QUEUED = 2
 @dataclass
 class OpenUnit:
     """A unit as the driver commits into it: its plan, its files (None: an earlier session finished it), the input rows
-    it decided, and the ids of the rows it passed on."""
+    it decided, and the rows it passed on (id: input position)."""
 
     plan: UnitPlan
     files: NodeFiles | None
     decided: set[str]
-    passed: set[str]
+    passed: dict[str, int]
 
 
 class RayExecutor(Executor):
@@ -75,25 +77,27 @@ class RayExecutor(Executor):
         if reading is not None:
             await reading()
         self.control.check()
+        self.writer.flush()
+        read, order = _read_input(self.run_dir)
         units = [self._open_unit(plan) for plan in plan_units(self, self.nodes)]
         try:
-            await self._decide_every_row(units)
+            await self._decide_every_row(units, read, order)
         except BaseException:
             self._close(units, ended=False)
             raise
         self._close(units, ended=True)
         return self._finished_feed(units[-1].plan.state_id if units else INPUT_ID)
 
-    async def _decide_every_row(self, units: list[OpenUnit]) -> None:
-        """Run the blocks of the rows some unit has not decided, pass after pass, until none is left."""
+    async def _decide_every_row(self, units: list[OpenUnit], read: dict[str, int], order: list[int]) -> None:
+        """Run the blocks of the rows some unit has not decided (`read` and `order`: see `_read_input`), pass after pass,
+        until none is left."""
         for _ in range(ROUNDS):
             self.writer.flush()
-            pending = _pending(self.run_dir, units)
+            pending = _pending(units, read)
             if not pending:
                 return
-            await self._run_blocks(units, pending)
-        self.writer.flush()
-        if _pending(self.run_dir, units):
+            await self._run_blocks(units, pending, order)
+        if _pending(units, read):
             raise ChainetteError(
                 f"Some rows are still undecided after {ROUNDS} passes (their blocks answered otherwise than the part of them "
                 "committed before the driver stopped). Run the same command again to go on with them."
@@ -102,7 +106,7 @@ class RayExecutor(Executor):
     def _open_unit(self, plan: UnitPlan) -> OpenUnit:
         """Reopen a unit's files as a local session would (its counts restored, NodeStarted sent for a node)."""
         state = NodeState(self.run_dir, plan.state_id)
-        passed = {row.row_id for row in rows(state.frontier)}
+        passed = _passed(self.run_dir, plan.state_id)
         if plan.is_node:
             reopened = self._reopen(plan.state_id, plan.yield_output)
         else:
@@ -123,12 +127,13 @@ class RayExecutor(Executor):
                 if ended and not self.limited:
                     NodeState(self.run_dir, unit.plan.state_id).mark_finished(Counts())
 
-    async def _run_blocks(self, units: list[OpenUnit], pending: set[int]) -> None:
-        """Run the blocks of the `pending` input rows on one worker per slot, each given up to QUEUED blocks at once (the
-        next starts as soon as the one before ends), committing each block as it ends."""
+    async def _run_blocks(self, units: list[OpenUnit], pending: set[int], order: list[int]) -> None:
+        """Run the blocks of the `pending` input rows (`order`: the input positions in the input frontier's order) on one
+        worker per slot, each given up to QUEUED blocks at once (the next starts as soon as the one before ends),
+        committing each block as it ends."""
         slots = most_blocks(self.engines, self.target.in_flight or self._cluster_slots())
         workers = self._start_workers(slots)
-        blocks = _blocks(self.run_dir, pending, self.target.block_rows)
+        blocks = _blocks(self.run_dir, pending, order, self.target.block_rows)
         queued = dict.fromkeys(range(slots), 0)
         running: dict[ray.ObjectRef[BlockResult], tuple[int, int]] = {}
         try:
@@ -144,8 +149,7 @@ class RayExecutor(Executor):
                     self._commit(units, self._result(ref, count))
                     self.writer.flush()
         finally:
-            for worker in workers:
-                ray.kill(worker)
+            _end(workers, graceful=not running)
 
     def _start_workers(self, slots: int) -> list[Any]:
         """One block worker (a Ray actor, restarted after its process died) per slot, each with its share of the engines'
@@ -188,7 +192,7 @@ class RayExecutor(Executor):
 
     def _commit(self, units: list[OpenUnit], result: BlockResult) -> None:
         """Commit a block's result unit by unit: each row its unit has not decided and its upstream passed on."""
-        upstream_passed: dict[str, set[str] | None] = {INPUT_ID: None}  # a block holds input rows only
+        upstream_passed: dict[str, dict[str, int] | None] = {INPUT_ID: None}  # a block holds input rows only
         failures: dict[str, list[dict[str, Any]]] = {}
         for line in result.errors:
             failures.setdefault(line["step_id"], []).append(line)
@@ -198,12 +202,12 @@ class RayExecutor(Executor):
                 self._commit_unit(unit, result, failures.get(unit.plan.state_id, []), passed)
             upstream_passed[unit.plan.state_id] = unit.passed
 
-    def _commit_unit(self, unit: OpenUnit, result: BlockResult, failures: list[dict[str, Any]], upstream: set[str] | None) -> None:
+    def _commit_unit(self, unit: OpenUnit, result: BlockResult, failures: list[dict[str, Any]], upstream: dict[str, int] | None) -> None:
         """Commit what the block's unit decided (rows passed on or filtered out, then rows failed), and add what it spent."""
         new = partial(_is_new, unit.decided, upstream)
         stats = self.stats.get(unit.plan.state_id)
-        commits = [commit for commit in commits_of(result, unit.plan.state_id) if new(commit.source)]
-        self._commit_rows(unit, commits, result.outputs.get(unit.plan.state_id, {}))
+        decided = [(commit, line) for commit, line in commits_of(result, unit.plan.state_id) if new(commit.source)]
+        self._commit_rows(unit, decided, result.outputs.get(unit.plan.state_id, {}))
         failed = [line for line in failures if new(line["row_id"])]
         for line in failed:
             row = Row(line["row_id"], {}, INPUT_ID, index=line["row_index"])
@@ -212,26 +216,36 @@ class RayExecutor(Executor):
         if stats is not None:
             stats.failed += len(failed)
             spent = result.spent.get(unit.plan.state_id, {})
-            stats.session = stats.session + Spent(**{**spent, "rows": len(commits) + len(failed), "seconds": 0.0})
+            stats.session = stats.session + Spent(**{**spent, "rows": len(decided) + len(failed), "seconds": 0.0})
 
-    def _commit_rows(self, unit: OpenUnit, commits: list[Commit], outputs: dict[str, dict[str, Any]]) -> None:
-        """Write each commit's output lines, then the commit, through the unit's files (and count them in its figures)."""
+    def _commit_rows(self, unit: OpenUnit, decided: list[tuple[Commit, bytes]], outputs: dict[str, bytes]) -> None:
+        """Write each commit's output lines, then the commit, through the unit's files (and count them in its figures);
+        both as the block encoded them."""
         assert unit.files is not None, "a unit an earlier session finished commits nothing"
         stats = self.stats.get(unit.plan.state_id)
-        for commit in commits:
+        for commit, line in decided:
             if unit.files.outputs is not None:
                 for child in commit.rows:
-                    unit.files.outputs.write(outputs[child.row_id])
-            unit.files.commit(Row(commit.source, {}, INPUT_ID), commit.rows, cached=commit.cached)
+                    unit.files.outputs.write_line(outputs[child.row_id])
+            unit.files.commit(Row(commit.source, {}, INPUT_ID), commit.rows, cached=commit.cached, line=line)
             unit.decided.add(commit.source)
-            unit.passed.update(child.row_id for child in commit.rows)
+            unit.passed.update((child.row_id, child.index) for child in commit.rows)
             if stats is not None:
                 stats.rows_out += len(commit.rows)
                 stats.ok += bool(commit.rows)
                 stats.filtered += not commit.rows
 
 
-def _is_new(decided: set[str], upstream: set[str] | None, row_id: str) -> bool:
+def _end(workers: list[Any], *, graceful: bool) -> None:
+    """End the block workers; `graceful` (no block running), once each has stopped the engines it kept (for at most
+    CLOSE_SECONDS: a worker's close waits behind the blocks it was given)."""
+    if graceful:
+        ray.wait([worker.close.remote() for worker in workers], num_returns=len(workers), timeout=CLOSE_SECONDS)
+    for worker in workers:
+        ray.kill(worker)
+
+
+def _is_new(decided: set[str], upstream: dict[str, int] | None, row_id: str) -> bool:
     """Whether the driver should commit the block's decision on `row_id`: the unit has not decided it, and the unit
     before passed it on (a row a block answered otherwise than the committed part of it is left for the next pass)."""
     return row_id not in decided and (upstream is None or row_id in upstream)
@@ -243,32 +257,48 @@ def _block_options(options: RunOptions) -> RunOptions:
     return replace(options, reporter=None, output_dir=None, on=None, overwrite=False, retry_errors=False, limit=None, durable=False)
 
 
-def commits_of(result: BlockResult, state_id: str) -> Iterator[Commit]:
-    """The commits a block's unit made, in order."""
-    for line in result.frontiers.get(state_id, b"").splitlines():
-        yield Commit.decode(line)
+def commits_of(result: BlockResult, state_id: str) -> Iterator[tuple[Commit, bytes]]:
+    """The commits a block's unit made, in order, each with its line."""
+    for line in result.frontiers.get(state_id, b"").splitlines(keepends=True):
+        yield Commit.decode(line), line
 
 
-def _pending(run_dir: RunDir, units: list[OpenUnit]) -> set[int]:
-    """The input positions of the rows some unit has yet to decide: rows its upstream passed on that it did not decide."""
+def _passed(run_dir: RunDir, state_id: str) -> dict[str, int]:
+    """The rows a unit's frontier passed on (id: input position), in commit order."""
+    return {row.row_id: row.index for row in rows(NodeState(run_dir, state_id).frontier)}
+
+
+def _read_input(run_dir: RunDir) -> tuple[dict[str, int], list[int]]:
+    """The rows the input frontier passed on (id: input position), and the input position of each of its lines."""
+    read: dict[str, int] = {}
+    order: list[int] = []
+    for commit in commits(NodeState(run_dir, INPUT_ID).frontier):
+        order.append(commit.rows[0].index if commit.rows else -1)
+        read.update((row.row_id, row.index) for row in commit.rows)
+    return read, order
+
+
+def _pending(units: list[OpenUnit], read: dict[str, int]) -> set[int]:
+    """The input positions of the rows some unit has yet to decide: rows its upstream passed on (`read`: the input's)
+    that it did not decide."""
+    passed = {INPUT_ID: read, **{unit.plan.state_id: unit.passed for unit in units}}
     pending: set[int] = set()
     for unit in units:
-        if unit.files is None:
-            continue
-        for row in rows(NodeState(run_dir, unit.plan.upstream).frontier):
-            if row.row_id not in unit.decided:
-                pending.add(row.index)
+        if unit.files is not None:
+            pending.update(index for row_id, index in passed[unit.plan.upstream].items() if row_id not in unit.decided)
     return pending
 
 
-def _blocks(run_dir: RunDir, pending: set[int], size: int) -> Iterator[tuple[bytes, int]]:
-    """The pending input rows as blocks of at most `size`: each the input frontier's commit lines for them, and its count."""
+def _blocks(run_dir: RunDir, pending: set[int], order: list[int], size: int) -> Iterator[tuple[bytes, int]]:
+    """The pending input rows as blocks of at most `size`: each the input frontier's commit lines for them (`order`: the
+    input position of each line), and its count."""
     lines: list[bytes] = []
-    for commit in commits(NodeState(run_dir, INPUT_ID).frontier):
-        if commit.rows and commit.rows[0].index in pending:
-            lines.append(commit.encode())
-            if len(lines) == size:
-                yield b"".join(lines), len(lines)
-                lines = []
+    with open(NodeState(run_dir, INPUT_ID).frontier, "rb") as frontier:
+        for line, index in zip(frontier, order, strict=True):
+            if index in pending:
+                lines.append(line)
+                if len(lines) == size:
+                    yield b"".join(lines), len(lines)
+                    lines = []
     if lines:
         yield b"".join(lines), len(lines)

@@ -12,7 +12,7 @@ from chainette.batch import BatchClient
 from chainette.client import Client
 from chainette.engines import EngineConfig, EngineOptions, engine_price
 from chainette.events import EngineChanged, EventBus
-from chainette.execution.segments import claimed_devices, server_keys
+from chainette.execution.segments import claimed_devices, plan_segments, server_keys
 from chainette.execution.stopping import StopSignal
 from chainette.plugins import get_plugins
 from chainette.policy import EngineGate
@@ -40,6 +40,11 @@ class EnginePool:
     contiguous run of segments that use its server (engines whose backends report the same `server_key` share one)
     to the last; segments that use no engine (applies) do not break a run. An engine with `lazy=False` runs for the
     whole run.
+
+    With `lasting` (a dict its owner keeps from one session to the next, such as a block worker's), engines outlive the
+    session: one found there is used instead of started, and one the session is done with is left there instead of
+    stopped, for the owner to stop (`stop_lasting`); but not one whose gate a stop closed, nor, when the nodes run in
+    several segments, a lazy one (it gives its GPUs to the next segment, or the next session's first).
     """
 
     def __init__(
@@ -49,8 +54,10 @@ class EnginePool:
         run_dir: Path | None,
         control: StopSignal,
         bus: EventBus,
+        lasting: dict[str, RunningEngine] | None = None,
     ):
         self.configs = configs
+        self.lasting = lasting
         self.plan = plan
         self.run_dir = run_dir
         self.control = control
@@ -58,6 +65,7 @@ class EnginePool:
         self.running: dict[str, RunningEngine] = {}
         self.keys = server_keys(configs)
         self.devices = claimed_devices(configs)
+        self.segments = plan_segments(plan, configs, self.keys, self.devices)
         self.telemetry: Telemetry | None = None  # the run's OpenTelemetry, when it asked for it
 
     async def start_persistent(self) -> None:
@@ -76,13 +84,17 @@ class EnginePool:
         needed = {self.keys[name] for position in following for name in self.plan[position]}
         for name in sorted(self.running):
             if self.configs[name].lazy and self.keys[name] not in needed:
-                await self.stop(name)
+                await self._release(name)
 
     def get(self, name: str) -> RunningEngine:
         return self.running[name]
 
     async def start(self, name: str) -> RunningEngine:
         config = self.configs[name]
+        if self.lasting is not None and name in self.lasting:
+            engine = self.running[name] = self.lasting.pop(name)
+            self.control.on_stop(engine.gate.close)
+            return engine
         self.bus.emit(EngineChanged(engine=name, state="starting", detail=f"{config.backend}: {config.model}"))
         if config.options.batch:
             batches = get_plugins().hooks(config.backend).make_batch_client(config, self.run_dir)
@@ -126,12 +138,31 @@ class EnginePool:
             self.bus.emit(EngineChanged(engine=name, state="released" if note else "stopped", detail=note or ""))
 
     async def stop_all(self) -> None:
-        """Stop every running engine, even when one of them fails to stop (the first failure is raised)."""
+        """Stop every running engine (or leave it in `lasting`), even when one of them fails to stop (the first failure is raised)."""
         failure: BaseException | None = None
         for name in list(self.running):
             try:
-                await self.stop(name)
+                await self._release(name)
             except Exception as exc:
                 failure = failure or exc
         if failure is not None:
             raise failure
+
+    async def _release(self, name: str) -> None:
+        """Done with the running engine `name` for this session: leave it in `lasting` when it lasts, else stop it."""
+        if self.lasting is not None and self._lasts(name):
+            self.lasting[name] = self.running.pop(name)
+        else:
+            await self.stop(name)
+
+    def _lasts(self, name: str) -> bool:
+        """Whether the running engine `name` is left in `lasting` at the session's end (see the class)."""
+        return not self.running[name].gate.closed and (len(self.segments) == 1 or not self.configs[name].lazy)
+
+
+async def stop_lasting(lasting: dict[str, RunningEngine], configs: dict[str, EngineConfig[EngineOptions]]) -> None:
+    """Stop the engines `lasting` holds (see EnginePool), leaving it empty; the first failure is raised once all were tried."""
+    pool = EnginePool(configs, [], None, StopSignal(), EventBus())
+    pool.running = lasting.copy()
+    lasting.clear()
+    await pool.stop_all()

@@ -31,14 +31,13 @@ from chainette.execution.answering import RowAnswerer
 from chainette.execution.apply import ApplyStage
 from chainette.execution.batching import BatchStage, batch_engines
 from chainette.execution.context import carried_to_end, kept_entries, own_entries
-from chainette.execution.engine_pool import EnginePool
+from chainette.execution.engine_pool import EnginePool, RunningEngine
 from chainette.execution.feed import Feed, Queue, Reader, Source
 from chainette.execution.files import ErrorLog, NodeFiles
 from chainette.execution.flatten import Source as FlattenSource
 from chainette.execution.group import Group
 from chainette.execution.ingest import ingest
 from chainette.execution.recovery import Counts, NodeState, Reopened, forget_filtered, forget_finished, recover_errors
-from chainette.execution.segments import plan_segments
 from chainette.execution.step import StepStage
 from chainette.execution.stopping import StopSignal, first_failure_cancels
 from chainette.frontier import rows
@@ -72,7 +71,8 @@ SAVE_EVERY = 1.0
 
 
 class Executor:
-    """Executes a chain's nodes into a run directory for one session (a first run or a resumption)."""
+    """Executes a chain's nodes into a run directory for one session (a first run or a resumption); `lasting`: engines
+    that outlive the session (see EnginePool)."""
 
     errors: ErrorLog  # opened by `execute`, once the errors file is repaired
 
@@ -83,6 +83,7 @@ class Executor:
         engines: dict[str, EngineConfig[EngineOptions]],
         options: RunOptions,
         bus: EventBus | None = None,
+        lasting: dict[str, RunningEngine] | None = None,
     ):
         self.nodes = nodes
         self.run_dir = run_dir
@@ -102,7 +103,7 @@ class Executor:
         self.groups = {id(group): f"group{index}" for index, group in enumerate(graph.parallels(nodes))}
         self.kept = kept_entries(nodes)
         engines = batch_engines(engines, [n.engine_name for n in graph.iter_nodes(nodes) if isinstance(n, Step)], forced=options.batch)
-        self.pool = EnginePool(engines, [graph.engines_used(n) for n in nodes], run_dir.root, self.control, self.bus)
+        self.pool = EnginePool(engines, [graph.engines_used(n) for n in nodes], run_dir.root, self.control, self.bus, lasting)
         self.prices = {n.id: engine_price(engines[n.engine_name]) for n in graph.iter_nodes(nodes) if isinstance(n, Step)}
         self.asking = [
             self.stats[n.id] for n in graph.iter_nodes(nodes) if isinstance(n, Step) and not engines[n.engine_name].options.batch
@@ -140,7 +141,7 @@ class Executor:
             await reading()
             reading = None
         await self.pool.start_persistent()
-        segments = plan_segments(self.pool.plan, self.pool.configs, self.pool.keys, self.pool.devices)
+        segments = self.pool.segments
         for number, segment in enumerate(segments):
             await self.pool.before(segment)
             work = [reading()] if reading is not None else []

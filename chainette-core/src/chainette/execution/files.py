@@ -38,10 +38,10 @@ class NodeFiles:
         self.decided: Decided | None = None
         writer.flushed.append(self.feed.release)
 
-    def commit(self, row: Row, children: list[Row], *, cached: bool = False) -> None:
+    def commit(self, row: Row, children: list[Row], *, cached: bool = False, line: bytes | None = None) -> None:
         """Commit input row `row` as passing on `children` (filtered out when there are none; `cached`: answered from
-        the response cache)."""
-        self.feed.passed(children, self.frontier.commit(Commit(row.row_id, children, cached)))
+        the response cache; `line`: the commit's line, when encoded already)."""
+        self.feed.passed(children, self.frontier.commit(Commit(row.row_id, children, cached), line))
         if self.decided is not None:
             self.decided(row, children)
 

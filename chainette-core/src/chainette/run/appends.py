@@ -164,9 +164,9 @@ class LineFile:
     def write(self, record: Mapping[str, Any]) -> None:
         self._file.append(encode_line(record))
 
-    def commit(self, commit: Commit) -> int:
-        """Append `commit`'s line; its length in bytes."""
-        line = commit.encode()
+    def commit(self, commit: Commit, line: bytes | None = None) -> int:
+        """Append `commit`'s line (`line`, when it is encoded already); its length in bytes."""
+        line = line if line is not None else commit.encode()
         self._file.append(line)
         return len(line)
 
@@ -185,10 +185,14 @@ class OutputFolder:
         self._file: AppendFile | None = None
 
     def write(self, record: Mapping[str, Any]) -> None:
+        self.write_line(encode_line(record))
+
+    def write_line(self, line: bytes) -> None:
+        """Append one output line, encoded already (newline included)."""
         if self._file is None or self.count % self.rows_per_file == 0:
             self._roll()
         assert self._file is not None
-        self._file.append(encode_line(record))
+        self._file.append(line)
         self.count += 1
 
     def _roll(self) -> None:
