@@ -46,10 +46,12 @@ class FakeClient:
         cached = self._makers.get(id(request.schema))
         if cached is None or cached[0] is not request.schema:
             cached = self._makers[id(request.schema)] = (request.schema, compile_schema(request.schema))
-        prompt = "".join([content_text(message["content"]) for message in request.messages])
-        seed = zlib.crc32(prompt.encode(), self._model_seed)  # the checksum of the model's name followed by the prompt
+        seed, length = self._model_seed, 0
+        for message in request.messages:  # the checksum of the model's name followed by the prompt, message by message
+            content = content_text(message["content"])
+            seed, length = zlib.crc32(content.encode(), seed), length + len(content)
         text = orjson.dumps(cached[1](Draws(seed))).decode()
-        return Answer(text, None, Usage(len(prompt) // 4 + 1, len(text) // 4 + 1))
+        return Answer(text, None, Usage(length // 4 + 1, len(text) // 4 + 1))
 
     async def aclose(self) -> None:
         return None
@@ -122,10 +124,11 @@ def _string_maker(node: dict[str, Any], name: str) -> Maker:
     min_length, max_length = node.get("minLength", 0), node.get("maxLength")
 
     def make(draws: Draws) -> str:
-        text = f"{name} {WORDS[draws.below(10)]} {WORDS[draws.below(10)]}".ljust(min_length, "x")
-        return text if max_length is None else text[:max_length]
+        return f"{name} {WORDS[draws.below(10)]} {WORDS[draws.below(10)]}"
 
-    return make
+    if not min_length and max_length is None:
+        return make
+    return lambda draws: make(draws).ljust(min_length, "x")[:max_length]
 
 
 @hookimpl
