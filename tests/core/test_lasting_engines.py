@@ -9,7 +9,8 @@ import asyncio
 from chainette import register_engine
 from chainette.engines import get_engine
 from chainette.events import EngineChanged, EventBus
-from chainette.execution.engine_pool import EnginePool, RunningEngine, stop_lasting
+from chainette.execution.engine_pool import EnginePool, RunningEngine
+from chainette.execution.lasting import Lasting
 from chainette.execution.stopping import StopSignal
 
 
@@ -40,20 +41,20 @@ async def one_session(pool: EnginePool) -> None:
 def test_a_lasting_engine_is_started_once_for_many_sessions_and_stopped_by_its_owner(scripted):
     backend = scripted(echo)
     register_engine("s", backend="scripted", model="m")
-    lasting: dict[str, RunningEngine] = {}
+    lasting = Lasting()
     started: list[str] = []
-    pools = [session(["s"], [{"s"}], lasting, started) for _ in range(3)]
+    pools = [session(["s"], [{"s"}], lasting.engines, started) for _ in range(3)]
 
     async def main() -> None:
         for pool in pools:
             await one_session(pool)
         assert pools[0].segments == [[0]]
-        assert set(lasting) == {"s"} and backend.events == ["start s"]
-        await stop_lasting(lasting, {"s": get_engine("s")})
+        assert set(lasting.engines) == {"s"} and backend.events == ["start s"]
+        await lasting.close({"s": get_engine("s")})
 
     asyncio.run(main())
     assert started == ["s"]
-    assert backend.events == ["start s", "close s", "stop s"] and lasting == {}
+    assert backend.events == ["start s", "close s", "stop s"] and lasting.engines == {}
 
 
 def test_an_engine_whose_gate_a_stop_closed_is_stopped_not_kept(scripted):

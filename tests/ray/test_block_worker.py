@@ -1,13 +1,17 @@
-"""A block worker, in this process (Ray only wraps it as an actor): the engines it starts for its first block serve
-the next ones, and `close` stops them, a server its backend started included."""
+"""A block worker, in this process (Ray only wraps it as an actor): the engines it starts and the response cache it
+opens for its first block serve the next ones, and `close` stops them, a server its backend started included."""
 
 from __future__ import annotations
+
+import sqlite3
 
 import orjson
 from pydantic import BaseModel
 
 from chainette import Answer, Request, Step, Usage, hookimpl, register_engine
+from chainette.cache import cache_path, open_cache
 from chainette.engines import get_engine
+from chainette.execution import executor
 from chainette.frontier import Commit, Row
 from chainette.nodes import INPUT_ID
 from chainette.plugins import get_plugins
@@ -58,12 +62,23 @@ def block(first: int, count: int) -> bytes:
     return b"".join(Commit(row.row_id, [row]).encode() for row in rows)
 
 
-def test_the_engines_of_the_first_block_serve_the_next_ones_until_close():
-    backend = ServerBackend()
+def worker_of(backend: ServerBackend, *, cache: bool) -> BlockWorker:
+    """A block worker over one step on an engine of `backend`, with the response cache on or off."""
     get_plugins().register("servers", backend)
     register_engine("e", backend="servers", model="m")
     step = Step(id="label", input_model=Text, output_model=Label, engine_name="e", user_prompt="{{text}}")
-    worker = BlockWorker([step], {"e": get_engine("e")}, RunOptions(cache=False))
+    return BlockWorker([step], {"e": get_engine("e")}, RunOptions(cache=cache))
+
+
+def stored_answers() -> int:
+    """How many answers the response cache file holds (what the worker flushed)."""
+    with sqlite3.connect(cache_path()) as db:
+        return int(db.execute("SELECT COUNT(*) FROM answers").fetchone()[0])
+
+
+def test_the_engines_of_the_first_block_serve_the_next_ones_until_close():
+    backend = ServerBackend()
+    worker = worker_of(backend, cache=False)
 
     results = [worker.run(block(first, 5), 5) for first in (0, 5, 10)]
     assert backend.events == ["server started", "client made"]
@@ -72,3 +87,16 @@ def test_the_engines_of_the_first_block_serve_the_next_ones_until_close():
     assert backend.events == ["server started", "client made", "client closed", "server stopped"]
     answered = [orjson.loads(line)["source"] for result in results for line in result.frontiers["label"].splitlines()]
     assert answered == [str(index) for index in range(15)]
+
+
+def test_the_response_cache_is_opened_once_and_each_block_s_answers_are_stored_when_it_ends(monkeypatch):
+    opened = []
+    monkeypatch.setattr(executor, "open_cache", lambda *args: opened.append(args) or open_cache(*args))
+    worker = worker_of(ServerBackend(), cache=True)
+
+    for first in (0, 5):
+        worker.run(block(first, 5), 5)
+        assert stored_answers() == first + 5
+    assert len(opened) == 1 and worker.lasting.cache is not None
+    worker.close()
+    assert worker.lasting.cache is None

@@ -1,9 +1,9 @@
 """A block on a worker: chainette's own executor runs the chain over the block's input rows (with their global ids and
 positions) in a temporary run directory, and the block's result is what each unit committed there, for the driver to
 commit into the run (chainette_ray.driver). Blocks run in long-lived workers (`BlockWorker`, one Ray actor per slot),
-which hold the chain, load its backends once and keep its engines (clients, gates, servers) and an event loop from one
-block to the next, until the driver closes them. The worker's response cache is on as configured, so that a block run
-again after a failure is answered mostly from it."""
+which hold the chain, load its backends once and keep its engines (clients, gates, servers), its response cache and an
+event loop from one block to the next, until the driver closes them. The worker's response cache is on as configured,
+so that a block run again after a failure is answered mostly from it."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import orjson
 
 from chainette.engines import EngineConfig, EngineOptions
 from chainette.events import EventBus
-from chainette.execution.engine_pool import RunningEngine, stop_lasting
 from chainette.execution.executor import Executor
+from chainette.execution.lasting import Lasting
 from chainette.execution.recovery import Counts, NodeState
 from chainette.nodes import INPUT_ID, Node
 from chainette.plugins import get_plugins
@@ -47,7 +47,7 @@ class BlockWorker:
     def __init__(self, nodes: list[Node], engines: dict[str, EngineConfig[EngineOptions]], options: RunOptions):
         self.nodes, self.engines, self.options = nodes, engines, options
         self.loop = asyncio.new_event_loop()
-        self.lasting: dict[str, RunningEngine] = {}
+        self.lasting = Lasting()
         for config in engines.values():
             get_plugins().resolve(config.backend)  # load the backends here: nothing else in this worker may have
 
@@ -56,9 +56,9 @@ class BlockWorker:
         return run_block(self.nodes, self.engines, self.options, rows, count, self.loop, self.lasting)
 
     def close(self) -> None:
-        """Stop the engines the blocks kept, and the event loop."""
+        """Stop the engines the blocks kept, close the response cache, and the event loop."""
         try:
-            self.loop.run_until_complete(stop_lasting(self.lasting, self.engines))
+            self.loop.run_until_complete(self.lasting.close(self.engines))
         finally:
             self.loop.close()
 
@@ -70,10 +70,10 @@ def run_block(
     rows: bytes,
     count: int,
     loop: asyncio.AbstractEventLoop,
-    lasting: dict[str, RunningEngine],
+    lasting: Lasting,
 ) -> BlockResult:
     """Run `nodes` over the block's `count` input rows (`rows`: the input frontier's commit lines for them) on `loop`,
-    with the engines `lasting` holds (and leaving there those it started), and return what it committed. Errors the
+    with the engines and cache `lasting` holds (leaving there those it started or opened), and return what it committed. Errors the
     executor raises (an engine that cannot be reached, a step stopped on the same error) end the block, and the run."""
     with tempfile.TemporaryDirectory(prefix="chainette-block-") as folder:
         run_dir = RunDir(Path(folder) / "run", {})

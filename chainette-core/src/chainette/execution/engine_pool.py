@@ -43,7 +43,7 @@ class EnginePool:
 
     With `lasting` (a dict its owner keeps from one session to the next, such as a block worker's), engines outlive the
     session: one found there is used instead of started, and one the session is done with is left there instead of
-    stopped, for the owner to stop (`stop_lasting`); but not one whose gate a stop closed, nor, when the nodes run in
+    stopped, for the owner to stop (chainette.execution.lasting); but not one whose gate a stop closed, nor, when the nodes run in
     several segments, a lazy one (it gives its GPUs to the next segment, or the next session's first).
     """
 
@@ -158,11 +158,3 @@ class EnginePool:
     def _lasts(self, name: str) -> bool:
         """Whether the running engine `name` is left in `lasting` at the session's end (see the class)."""
         return not self.running[name].gate.closed and (len(self.segments) == 1 or not self.configs[name].lazy)
-
-
-async def stop_lasting(lasting: dict[str, RunningEngine], configs: dict[str, EngineConfig[EngineOptions]]) -> None:
-    """Stop the engines `lasting` holds (see EnginePool), leaving it empty; the first failure is raised once all were tried."""
-    pool = EnginePool(configs, [], None, StopSignal(), EventBus())
-    pool.running = lasting.copy()
-    lasting.clear()
-    await pool.stop_all()

@@ -31,12 +31,13 @@ from chainette.execution.answering import RowAnswerer
 from chainette.execution.apply import ApplyStage
 from chainette.execution.batching import BatchStage, batch_engines
 from chainette.execution.context import carried_to_end, kept_entries, own_entries
-from chainette.execution.engine_pool import EnginePool, RunningEngine
+from chainette.execution.engine_pool import EnginePool
 from chainette.execution.feed import Feed, Queue, Reader, Source
 from chainette.execution.files import ErrorLog, NodeFiles
 from chainette.execution.flatten import Source as FlattenSource
 from chainette.execution.group import Group
 from chainette.execution.ingest import ingest
+from chainette.execution.lasting import Lasting
 from chainette.execution.recovery import Counts, NodeState, Reopened, forget_filtered, forget_finished, recover_errors
 from chainette.execution.step import StepStage
 from chainette.execution.stopping import StopSignal, first_failure_cancels
@@ -71,8 +72,8 @@ SAVE_EVERY = 1.0
 
 
 class Executor:
-    """Executes a chain's nodes into a run directory for one session (a first run or a resumption); `lasting`: engines
-    that outlive the session (see EnginePool)."""
+    """Executes a chain's nodes into a run directory for one session (a first run or a resumption); `lasting`: the
+    engines and response cache its owner keeps from one session to the next (chainette.execution.lasting)."""
 
     errors: ErrorLog  # opened by `execute`, once the errors file is repaired
 
@@ -83,7 +84,7 @@ class Executor:
         engines: dict[str, EngineConfig[EngineOptions]],
         options: RunOptions,
         bus: EventBus | None = None,
-        lasting: dict[str, RunningEngine] | None = None,
+        lasting: Lasting | None = None,
     ):
         self.nodes = nodes
         self.run_dir = run_dir
@@ -103,7 +104,9 @@ class Executor:
         self.groups = {id(group): f"group{index}" for index, group in enumerate(graph.parallels(nodes))}
         self.kept = kept_entries(nodes)
         engines = batch_engines(engines, [n.engine_name for n in graph.iter_nodes(nodes) if isinstance(n, Step)], forced=options.batch)
-        self.pool = EnginePool(engines, [graph.engines_used(n) for n in nodes], run_dir.root, self.control, self.bus, lasting)
+        self.pool = EnginePool(
+            engines, [graph.engines_used(n) for n in nodes], run_dir.root, self.control, self.bus, lasting.engines if lasting else None
+        )
         self.prices = {n.id: engine_price(engines[n.engine_name]) for n in graph.iter_nodes(nodes) if isinstance(n, Step)}
         self.asking = [
             self.stats[n.id] for n in graph.iter_nodes(nodes) if isinstance(n, Step) and not engines[n.engine_name].options.batch
@@ -113,12 +116,13 @@ class Executor:
             uses_cache(options.cache, engines[n.engine_name], n) for n in graph.iter_nodes(nodes) if isinstance(n, Step)
         )
         self.response_cache: ResponseCache | None = None
+        self.lasting = lasting
 
     async def execute(self, raw_rows: Iterable[inputs.RawRow]) -> Path:
         """Run every node over `raw_rows`; return the final frontier (the rows that made it through)."""
         self._recover()
         if self.cache_wanted:
-            self.response_cache = open_cache(self.options.cache_dir, lambda message: self.bus.emit(Notice(message)))
+            self.response_cache = self._open_cache()
         saver = asyncio.ensure_future(self._save_sessions())
         try:
             return (await self._run_segments(raw_rows)).path
@@ -129,8 +133,15 @@ class Executor:
             finally:
                 self.writer.flush()
                 self.errors.close()
-                if self.response_cache is not None:
+                if self.response_cache is not None and self.lasting is None:
                     self.response_cache.close()
+                elif self.response_cache is not None:
+                    self.response_cache.flush()
+
+    def _open_cache(self) -> ResponseCache | None:
+        """The response cache (the owner's, when it keeps one); None when it cannot be used."""
+        opening = partial(open_cache, self.options.cache_dir, lambda message: self.bus.emit(Notice(message)))
+        return opening() if self.lasting is None else self.lasting.response_cache(opening)
 
     async def _run_segments(self, raw_rows: Iterable[inputs.RawRow]) -> Feed:
         """Read the input and run the nodes, segment after segment, each with its engines; return the last node's feed.
