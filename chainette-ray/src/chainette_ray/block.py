@@ -73,8 +73,9 @@ def run_block(
     lasting: Lasting,
 ) -> BlockResult:
     """Run `nodes` over the block's `count` input rows (`rows`: the input frontier's commit lines for them) on `loop`,
-    with the engines and cache `lasting` holds (leaving there those it started or opened), and return what it committed. Errors the
-    executor raises (an engine that cannot be reached, a step stopped on the same error) end the block, and the run."""
+    with the engines and cache `lasting` holds (leaving there those it started or opened), and return what it
+    committed. Errors the executor raises (an engine that cannot be reached, a step stopped on the same error) end the
+    block, and the run."""
     with tempfile.TemporaryDirectory(prefix="chainette-block-") as folder:
         run_dir = RunDir(Path(folder) / "run", {})
         try:

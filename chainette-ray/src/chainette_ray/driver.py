@@ -23,7 +23,7 @@ from chainette.execution.executor import Executor
 from chainette.execution.feed import Feed
 from chainette.execution.files import NodeFiles
 from chainette.execution.recovery import Counts, NodeState
-from chainette.frontier import Commit, Row, commits, rows
+from chainette.frontier import Commit, Row, rows
 from chainette.nodes import INPUT_ID, Node
 from chainette.run.options import RunOptions
 from chainette.run.rundir import RunDir
@@ -78,25 +78,25 @@ class RayExecutor(Executor):
             await reading()
         self.control.check()
         self.writer.flush()
-        read, order = _read_input(self.run_dir)
+        read = _passed(self.run_dir, INPUT_ID)
         units = [self._open_unit(plan) for plan in plan_units(self, self.nodes)]
         try:
-            await self._decide_every_row(units, read, order)
+            await self._decide_every_row(units, read)
         except BaseException:
             self._close(units, ended=False)
             raise
         self._close(units, ended=True)
         return self._finished_feed(units[-1].plan.state_id if units else INPUT_ID)
 
-    async def _decide_every_row(self, units: list[OpenUnit], read: dict[str, int], order: list[int]) -> None:
-        """Run the blocks of the rows some unit has not decided (`read` and `order`: see `_read_input`), pass after pass,
-        until none is left."""
+    async def _decide_every_row(self, units: list[OpenUnit], read: dict[str, int]) -> None:
+        """Run the blocks of the rows some unit has not decided (`read`: the input's rows, id: position, one a line of the
+        input frontier), pass after pass, until none is left."""
         for _ in range(ROUNDS):
             self.writer.flush()
             pending = _pending(units, read)
             if not pending:
                 return
-            await self._run_blocks(units, pending, order)
+            await self._run_blocks(units, pending, read)
         if _pending(units, read):
             raise ChainetteError(
                 f"Some rows are still undecided after {ROUNDS} passes (their blocks answered otherwise than the part of them "
@@ -127,13 +127,12 @@ class RayExecutor(Executor):
                 if ended and not self.limited:
                     NodeState(self.run_dir, unit.plan.state_id).mark_finished(Counts())
 
-    async def _run_blocks(self, units: list[OpenUnit], pending: set[int], order: list[int]) -> None:
-        """Run the blocks of the `pending` input rows (`order`: the input positions in the input frontier's order) on one
-        worker per slot, each given up to QUEUED blocks at once (the next starts as soon as the one before ends),
+    async def _run_blocks(self, units: list[OpenUnit], pending: set[int], read: dict[str, int]) -> None:
+        """Run the blocks of the `pending` input rows (`read`: the input's rows) on one worker per slot, each given up to QUEUED blocks at once (the next starts as soon as the one before ends),
         committing each block as it ends."""
         slots = most_blocks(self.engines, self.target.in_flight or self._cluster_slots())
         workers = self._start_workers(slots)
-        blocks = _blocks(self.run_dir, pending, order, self.target.block_rows)
+        blocks = _blocks(self.run_dir, pending, read, self.target.block_rows)
         queued = dict.fromkeys(range(slots), 0)
         running: dict[ray.ObjectRef[BlockResult], tuple[int, int]] = {}
         try:
@@ -268,16 +267,6 @@ def _passed(run_dir: RunDir, state_id: str) -> dict[str, int]:
     return {row.row_id: row.index for row in rows(NodeState(run_dir, state_id).frontier)}
 
 
-def _read_input(run_dir: RunDir) -> tuple[dict[str, int], list[int]]:
-    """The rows the input frontier passed on (id: input position), and the input position of each of its lines."""
-    read: dict[str, int] = {}
-    order: list[int] = []
-    for commit in commits(NodeState(run_dir, INPUT_ID).frontier):
-        order.append(commit.rows[0].index if commit.rows else -1)
-        read.update((row.row_id, row.index) for row in commit.rows)
-    return read, order
-
-
 def _pending(units: list[OpenUnit], read: dict[str, int]) -> set[int]:
     """The input positions of the rows some unit has yet to decide: rows its upstream passed on (`read`: the input's)
     that it did not decide."""
@@ -289,12 +278,12 @@ def _pending(units: list[OpenUnit], read: dict[str, int]) -> set[int]:
     return pending
 
 
-def _blocks(run_dir: RunDir, pending: set[int], order: list[int], size: int) -> Iterator[tuple[bytes, int]]:
-    """The pending input rows as blocks of at most `size`: each the input frontier's commit lines for them (`order`: the
-    input position of each line), and its count."""
+def _blocks(run_dir: RunDir, pending: set[int], read: dict[str, int], size: int) -> Iterator[tuple[bytes, int]]:
+    """The pending input rows as blocks of at most `size`: each the input frontier's commit lines for them (`read`: the
+    input's rows in the order of its lines), and its count."""
     lines: list[bytes] = []
     with open(NodeState(run_dir, INPUT_ID).frontier, "rb") as frontier:
-        for line, index in zip(frontier, order, strict=True):
+        for line, index in zip(frontier, read.values(), strict=True):
             if index in pending:
                 lines.append(line)
                 if len(lines) == size:

@@ -43,8 +43,8 @@ class EnginePool:
 
     With `lasting` (a dict its owner keeps from one session to the next, such as a block worker's), engines outlive the
     session: one found there is used instead of started, and one the session is done with is left there instead of
-    stopped, for the owner to stop (chainette.execution.lasting); but not one whose gate a stop closed, nor, when the nodes run in
-    several segments, a lazy one (it gives its GPUs to the next segment, or the next session's first).
+    stopped, for the owner to stop (chainette.execution.lasting); but not one whose gate a stop closed, nor, when the
+    nodes run in several segments, a lazy one (it gives its GPUs to the next segment, or the next session's first).
     """
 
     def __init__(

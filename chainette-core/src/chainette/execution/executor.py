@@ -133,10 +133,15 @@ class Executor:
             finally:
                 self.writer.flush()
                 self.errors.close()
-                if self.response_cache is not None and self.lasting is None:
-                    self.response_cache.close()
-                elif self.response_cache is not None:
-                    self.response_cache.flush()
+                if self.response_cache is not None:
+                    self._release_cache(self.response_cache)
+
+    def _release_cache(self, cache: ResponseCache) -> None:
+        """Close the response cache at the session's end; one the owner keeps is only flushed."""
+        if self.lasting is None:
+            cache.close()
+        else:
+            cache.flush()
 
     def _open_cache(self) -> ResponseCache | None:
         """The response cache (the owner's, when it keeps one); None when it cannot be used."""
