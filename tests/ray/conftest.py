@@ -3,6 +3,7 @@ a marker in their environment), and `chainette run` subprocesses over the kill t
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 import socket
@@ -64,6 +65,13 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _listening(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:`port`."""
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+    return False
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A two-CPU Ray cluster for the module (its address, the marker of its processes, and its client's ray:// address);
@@ -89,6 +97,9 @@ def cluster(tmp_path_factory):
         while subprocess.run([str(RAY), "status", f"--address={address}"], env=env, capture_output=True).returncode != 0:
             assert head.poll() is None and time.monotonic() < deadline, "the test cluster did not start"
             time.sleep(0.5)
+        while not _listening(client_port):  # the client server starts after the cluster answers `ray status`
+            assert head.poll() is None and time.monotonic() < deadline, "the test cluster's client server did not start"
+            time.sleep(0.2)
         yield address, marker, f"ray://127.0.0.1:{client_port}"
     finally:
         head.terminate()
