@@ -168,7 +168,7 @@ async def _sent(client: Client, request: Request, gate: EngineGate, node: NodeSt
     """The client's answer to `request`, asked within the engine's window, which the answer adapts: counted among
     `node`'s requests, and in flight on it meanwhile. RunInterrupted, without sending it, once the gate is closed."""
     window, tracer = gate.window, gate.tracer
-    number = await window.enter()
+    number = window.take() or await window.enter()
     try:
         if gate.closed:
             raise RunInterrupted("the run is stopping: the request was not sent")
@@ -195,7 +195,8 @@ async def _sent(client: Client, request: Request, gate: EngineGate, node: NodeSt
         return answer
     finally:
         window.leave()
-        node.window = window.allowed if window.allowed < window.ceiling else None
+        allowed = window.allowed
+        node.window = allowed if allowed < window.ceiling else None
 
 
 async def call_with_retries(call: Callable[[], Awaitable[T]], options: EngineOptions, spent: Spent) -> T:

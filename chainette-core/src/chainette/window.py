@@ -48,21 +48,29 @@ class Window:
         """Requests that may be in flight now."""
         return max(1, int(self.size))
 
-    async def enter(self) -> int:
-        """Wait for room in the window, then take it; the request's number, for `overloaded`."""
+    def take(self) -> int:
+        """Take room in the window at once, when it has some and no request waits before: the request's number, for
+        `overloaded`; else 0, and `enter` waits for room."""
         if self.in_flight < self.allowed and not self._waiting:
             self.in_flight += 1
-        else:
-            room = asyncio.get_running_loop().create_future()
-            self._waiting.append(room)
-            try:
-                await room  # `_admit` takes the room for the request before waking it
-            except asyncio.CancelledError:
-                if room.done() and not room.cancelled():
-                    self.leave()
-                with contextlib.suppress(ValueError):
-                    self._waiting.remove(room)
-                raise
+            self.sent += 1
+            return self.sent
+        return 0
+
+    async def enter(self) -> int:
+        """Wait for room in the window, then take it; the request's number, for `overloaded`."""
+        if number := self.take():
+            return number
+        room = asyncio.get_running_loop().create_future()
+        self._waiting.append(room)
+        try:
+            await room  # `_admit` takes the room for the request before waking it
+        except asyncio.CancelledError:
+            if room.done() and not room.cancelled():
+                self.leave()
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(room)
+            raise
         self.sent += 1
         return self.sent
 

@@ -35,6 +35,7 @@ from chainette.execution.engine_pool import EnginePool
 from chainette.execution.feed import Feed, Queue, Reader, Source
 from chainette.execution.files import ErrorLog, NodeFiles
 from chainette.execution.flatten import Source as FlattenSource
+from chainette.execution.garbage import session_pace
 from chainette.execution.group import Group
 from chainette.execution.ingest import ingest
 from chainette.execution.lasting import Lasting
@@ -125,7 +126,8 @@ class Executor:
             self.response_cache = self._open_cache()
         saver = asyncio.ensure_future(self._save_sessions())
         try:
-            return (await self._run_segments(raw_rows)).path
+            with session_pace():
+                return (await self._run_segments(raw_rows)).path
         finally:
             saver.cancel()
             try:

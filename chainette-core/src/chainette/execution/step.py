@@ -5,6 +5,7 @@ flight. Each row is asked, looked up, validated, repaired and decided by the ste
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 
 from chainette.client import Answer, Request
@@ -32,24 +33,21 @@ class StepStage:
         async def worker() -> None:
             count = 0
             while (row := await source.next()) is not None:
-                await self._answer_row(row)
+                try:
+                    candidates, cached = await self._candidates(row)
+                except RunInterrupted:
+                    continue  # the run stopped before the row's requests were all sent: the row is left for the resume
+                except EngineError:
+                    raise
+                except BackendError as exc:
+                    self.answerer.fail(row, exc)
+                else:
+                    self.answerer.commit(row, candidates, cached=cached)
                 count += 1
                 if count % YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # rows answered from the cache never wait: let signals and progress in
 
         await first_failure_cancels([worker() for _ in range(self.engine.config.options.max_concurrency)])
-
-    async def _answer_row(self, row: Row) -> None:
-        try:
-            candidates, cached = await self._candidates(row)
-        except RunInterrupted:
-            return  # the run stopped before the row's requests were all sent: the row is left for the resume
-        except EngineError:
-            raise
-        except BackendError as exc:
-            self.answerer.fail(row, exc)
-            return
-        self.answerer.commit(row, candidates, cached=cached)
 
     async def _candidates(self, row: Row) -> tuple[list[Candidate], bool]:
         """The row's candidates, from the cache where it has them, else requested (and then stored); and whether the
@@ -77,19 +75,19 @@ class StepStage:
             single = self.answerer.single(request)
             answers += await asyncio.gather(*(self._send(single) for _ in range(count - len(answers))))
         candidates = []
-        for answer in answers:  # a loop, not an async comprehension: one coroutine fewer per row on the hot path
-            candidates.append(await self._validated(request, answer))
+        for answer in answers:  # a loop, not an async comprehension, and no coroutine for a fit answer: fewer per row
+            try:
+                candidates.append((self.answerer.validated(answer), answer))
+            except Unfit as unfit:
+                candidates.append(await self._repaired(request, answer, unfit))
         return candidates
 
-    async def _validated(self, request: Request, answer: Answer) -> Candidate:
-        """The answer's data and the answer it came from, after at most one repair request (its usage then counting both)."""
-        try:
-            return self.answerer.validated(answer), answer
-        except Unfit as unfit:
-            repair = self.answerer.repair(request, answer, unfit)
-        repaired = await self._send(repair)
+    async def _repaired(self, request: Request, answer: Answer, unfit: Unfit) -> Candidate:
+        """The candidate an unfit answer's repair request gives (its usage counting both), or a RowError."""
+        repaired = await self._send(self.answerer.repair(request, answer, unfit))
         return self.answerer.repaired(repaired), replace(repaired, usage=answer.usage + repaired.usage)
 
-    async def _send(self, request: Request) -> Answer:
+    def _send(self, request: Request) -> Awaitable[Answer]:
+        """The engine's answer to `request`, with the core's retry policy (a plain function: one coroutine fewer per request)."""
         assert self.engine.client is not None, "an engine answering through batch jobs has a batch stage"
-        return await complete_with_retries(self.engine.client, request, self.engine.gate, self.answerer.stats)
+        return complete_with_retries(self.engine.client, request, self.engine.gate, self.answerer.stats)
