@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 import httpx2
 import orjson
 
+from chainette.connections import pooled_transport
 from chainette.engines import EngineConfig, EngineOptions
 from chainette.errors import (
     RATE_LIMITS,
@@ -104,9 +105,10 @@ def async_client(
     params: dict[str, str] | None = None,
     transport: httpx2.AsyncBaseTransport | None = None,
 ) -> httpx2.AsyncClient:
-    """An httpx2 client for one engine: `options.timeout` per request (at most CONNECT_TIMEOUT of it to connect), a pool of
-    max_concurrency; `params` are added to every request's query string. An answer whose rate-limit headers say a limit
-    is spent holds the engine's next requests until it resets (`watch_limits`)."""
+    """An httpx2 client for one engine: `options.timeout` per request (at most CONNECT_TIMEOUT of it to connect),
+    max_concurrency connections (in pools of a few: chainette.connections), through `transport` when given; `params`
+    are added to every request's query string. An answer whose rate-limit headers say a limit is spent holds the
+    engine's next requests until it resets (`watch_limits`)."""
     pool = options.max_concurrency
     return httpx2.AsyncClient(
         base_url=base_url,
@@ -114,7 +116,7 @@ def async_client(
         params=params,
         timeout=request_timeout(options),
         limits=httpx2.Limits(max_connections=pool, max_keepalive_connections=pool),
-        transport=transport,
+        transport=transport if transport is not None else pooled_transport(pool, tls_context()),
         verify=tls_context(),
         event_hooks={"response": [watch_limits]},
     )
