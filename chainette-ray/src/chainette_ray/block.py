@@ -1,9 +1,11 @@
 """A block on a worker: chainette's own executor runs the chain over the block's input rows (with their global ids and
 positions) in a temporary run directory, and the block's result is what each unit committed there, for the driver to
 commit into the run (chainette_ray.driver). Blocks run in long-lived workers (`BlockWorker`, one Ray actor per slot),
-which hold the chain, load its backends once and keep its engines (clients, gates, servers), its response cache and an
-event loop from one block to the next, until the driver closes them. The worker's response cache is on as configured,
-so that a block run again after a failure is answered mostly from it."""
+which hold the chain, load its backends once and keep its engines (clients, gates, servers) and its response cache from
+one block to the next, until the driver closes them. Once its engines are kept, a worker runs its next block beside the
+one before, sharing them (the engine's limits hold across both), so that the engines stay busy while a block's last
+requests are answered. The worker's response cache is on as configured, so that a block run again after a failure is
+answered mostly from it."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from chainette import graph
 from chainette.engines import EngineConfig, EngineOptions
 from chainette.events import EventBus
 from chainette.execution.executor import Executor
@@ -41,48 +44,49 @@ class BlockResult:
 
 
 class BlockWorker:
-    """A slot of the cluster: runs the blocks it is given, one at a time, over the chain it was made with (made a Ray
-    actor by the driver, which Ray restarts after its process died, running its unfinished blocks again), then `close`."""
+    """A slot of the cluster: runs the blocks it is given over the chain it was made with (made an async Ray actor by the
+    driver, which Ray restarts after its process died, running its unfinished blocks again), then `close`. A block runs
+    alone until every engine the chain uses is kept in `lasting` (the first block starts them; an engine stopped at each
+    session's end, such as a lazy one taking turns on GPUs, never is): after that, blocks run side by side."""
 
     def __init__(self, nodes: list[Node], engines: dict[str, EngineConfig[EngineOptions]], options: RunOptions):
         self.nodes, self.engines, self.options = nodes, engines, options
-        self.loop = asyncio.new_event_loop()
         self.lasting = Lasting()
+        self.used = set().union(*(graph.engines_used(node) for node in nodes))
+        self.alone = asyncio.Lock()
         for config in engines.values():
             get_plugins().resolve(config.backend)  # load the backends here: nothing else in this worker may have
 
-    def run(self, rows: bytes, count: int) -> BlockResult:
+    async def run(self, rows: bytes, count: int) -> BlockResult:
         """The result of the block of `count` input rows `rows` (see `run_block`)."""
-        return run_block(self.nodes, self.engines, self.options, rows, count, self.loop, self.lasting)
+        if not self._kept():
+            async with self.alone:
+                if not self._kept():
+                    return await run_block(self.nodes, self.engines, self.options, rows, count, self.lasting)
+        return await run_block(self.nodes, self.engines, self.options, rows, count, self.lasting)
 
-    def close(self) -> None:
-        """Stop the engines the blocks kept, close the response cache, and the event loop."""
-        try:
-            self.loop.run_until_complete(self.lasting.close(self.engines))
-        finally:
-            self.loop.close()
+    def _kept(self) -> bool:
+        """Whether every engine the chain uses is kept, started by an earlier block."""
+        return self.used <= self.lasting.engines.keys()
+
+    async def close(self) -> None:
+        """Stop the engines the blocks kept and close the response cache."""
+        await self.lasting.close(self.engines)
 
 
-def run_block(
-    nodes: list[Node],
-    engines: dict[str, EngineConfig[EngineOptions]],
-    options: RunOptions,
-    rows: bytes,
-    count: int,
-    loop: asyncio.AbstractEventLoop,
-    lasting: Lasting,
+async def run_block(
+    nodes: list[Node], engines: dict[str, EngineConfig[EngineOptions]], options: RunOptions, rows: bytes, count: int, lasting: Lasting
 ) -> BlockResult:
-    """Run `nodes` over the block's `count` input rows (`rows`: the input frontier's commit lines for them) on `loop`,
-    with the engines and cache `lasting` holds (leaving there those it started or opened), and return what it
-    committed. Errors the executor raises (an engine that cannot be reached, a step stopped on the same error) end the
-    block, and the run."""
+    """Run `nodes` over the block's `count` input rows (`rows`: the input frontier's commit lines for them) with the
+    engines and cache `lasting` holds (leaving there those it started or opened), and return what it committed. Errors
+    the executor raises (an engine that cannot be reached, a step stopped on the same error) end the block, and the run."""
     with tempfile.TemporaryDirectory(prefix="chainette-block-") as folder:
         run_dir = RunDir(Path(folder) / "run", {})
         try:
             NodeState(run_dir, INPUT_ID).frontier.write_bytes(rows)
             NodeState(run_dir, INPUT_ID).mark_finished(Counts(ok=count, rows_out=count))
             executor = Executor(nodes, run_dir, engines, options, EventBus(), lasting)
-            loop.run_until_complete(executor.execute(()))
+            await executor.execute(())
             return _collect(executor, run_dir, nodes)
         finally:
             run_dir.close()

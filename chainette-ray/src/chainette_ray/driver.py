@@ -40,7 +40,8 @@ WAIT_SECONDS = 0.25
 CLOSE_SECONDS = 30.0
 """How long the block workers have to stop the engines they kept, once the blocks are run (a server they started stops then)."""
 QUEUED = 2
-"""Blocks given to a worker at once: the one it runs and the next, so that it never waits for the driver between them."""
+"""Blocks given to a worker at once: it never waits for the driver between two, and once its engines are started it
+runs them side by side (chainette_ray.block), so that a block's last requests do not leave the engines idle."""
 
 
 @dataclass
@@ -128,7 +129,7 @@ class RayExecutor(Executor):
                     NodeState(self.run_dir, unit.plan.state_id).mark_finished(Counts())
 
     async def _run_blocks(self, units: list[OpenUnit], pending: set[int], read: dict[str, int]) -> None:
-        """Run the blocks of the `pending` input rows (`read`: the input's rows) on one worker per slot, each given up to QUEUED blocks at once (the next starts as soon as the one before ends),
+        """Run the blocks of the `pending` input rows (`read`: the input's rows) on one worker per slot, each given up to QUEUED blocks at once,
         committing each block as it ends."""
         slots = most_blocks(self.engines, self.target.in_flight or self._cluster_slots())
         workers = self._start_workers(slots)
@@ -155,7 +156,10 @@ class RayExecutor(Executor):
         limits. The chain goes with each actor's creation, not through the object store: Ray keeps an actor's own
         arguments for its restarts."""
         worker = ray.remote(BlockWorker).options(
-            num_cpus=self.target.cpus_per_block, max_restarts=self.target.max_retries, max_task_retries=self.target.max_retries
+            num_cpus=self.target.cpus_per_block,
+            max_restarts=self.target.max_retries,
+            max_task_retries=self.target.max_retries,
+            max_concurrency=QUEUED,
         )
         engines, options = shared(self.engines, slots), _block_options(self.options)
         return [worker.remote(self.nodes, engines, options) for _ in range(slots)]

@@ -42,9 +42,10 @@ class EnginePool:
     whole run.
 
     With `lasting` (a dict its owner keeps from one session to the next, such as a block worker's), engines outlive the
-    session: one found there is used instead of started, and one the session is done with is left there instead of
-    stopped, for the owner to stop (chainette.execution.lasting); but not one whose gate a stop closed, nor, when the
-    nodes run in several segments, a lazy one (it gives its GPUs to the next segment, or the next session's first).
+    session: one found there is used instead of started (by every session that finds it, at once), and one the session
+    is done with is left there instead of stopped, for the owner to stop (chainette.execution.lasting); but not one
+    whose gate a stop closed, nor, when the nodes run in several segments, a lazy one (it gives its GPUs to the next
+    segment, or the next session's first): that one is stopped, and taken out of `lasting`.
     """
 
     def __init__(
@@ -92,7 +93,7 @@ class EnginePool:
     async def start(self, name: str) -> RunningEngine:
         config = self.configs[name]
         if self.lasting is not None and name in self.lasting:
-            engine = self.running[name] = self.lasting.pop(name)
+            engine = self.running[name] = self.lasting[name]
             self.control.on_stop(engine.gate.close)
             return engine
         self.bus.emit(EngineChanged(engine=name, state="starting", detail=f"{config.backend}: {config.model}"))
@@ -125,6 +126,8 @@ class EnginePool:
         engine = self.running.pop(name, None)
         if engine is None:
             return
+        if self.lasting is not None and self.lasting.get(name) is engine:
+            del self.lasting[name]
         if engine.batches is not None:
             await engine.batches.aclose()
             self.bus.emit(EngineChanged(engine=name, state="stopped"))
