@@ -13,6 +13,7 @@ import pytest
 from chainette import Branch, Chain, EngineError, RetryableError, RowError, Step, apply, register_engine
 from chainette.cli import main
 from chainette.errors import error_code, error_for_status
+from chainette.events import Event, NodeFinished, NodeStarted
 from chainette.http import JsonHttpClient
 from chainette.outcome import exit_status
 import chainette.policy
@@ -333,12 +334,17 @@ async def test_a_step_stopped_by_the_same_error_cancels_its_sibling_branches_at_
     def asked(step: str) -> list[str]:
         return [request.row_id for request in backend.requests if request.step_id == step]
 
+    events: list[Event] = []
     with pytest.raises(EngineError, match="Step 'failing' stopped"):
-        await chain.arun(rows(400), output_dir=tmp_path / "o")
+        await chain.arun(rows(400), output_dir=tmp_path / "o", reporter=events.append)
     released.set()
     for _ in range(100):
         await asyncio.sleep(0)
     assert len(asked("sibling")) == CONCURRENCY, "the sibling sent no request after the stop"
+    started = [event.node for event in events if isinstance(event, NodeStarted)]
+    finished = {event.node: event.complete for event in events if isinstance(event, NodeFinished)}
+    assert sorted(finished) == sorted(started), "every node that started finished, the cancelled sibling too"
+    assert not finished["failing"] and not finished["sibling"]
     assert json.loads((tmp_path / "o" / "run.json").read_text())["status"] == "failed"
     if failing_prompt == "<<{{text.brand}}>>":
         return

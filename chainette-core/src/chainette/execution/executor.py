@@ -12,7 +12,8 @@ consistent after a crash, and chainette.execution.feed for why a node's commits 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Container, Iterable
+from collections.abc import Awaitable, Callable, Container, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from itertools import groupby, pairwise
@@ -230,9 +231,10 @@ class Executor:
         self.bus.emit(NodeStarted(node=node_id, kind=stats.kind, total=total, done=stats.rows_in))
         return reopened
 
-    def _finish(self, node_id: str, files: NodeFiles | None) -> None:
-        """Close the node's files, record its time, and mark it done unless the run is stopping or `limit` left input
-        rows unread (the node then has more rows to come)."""
+    def _finish(self, node_id: str, files: NodeFiles | None, *, ended: bool = True) -> None:
+        """Close the node's files, record its time, and mark it done unless it did not end (`ended`: it failed, or a
+        failure beside it cancelled it), the run is stopping or `limit` left input rows unread (the node then has more
+        rows to come)."""
         if files is not None:
             files.close()
         if self.response_cache is not None:
@@ -240,7 +242,7 @@ class Executor:
         self._tally_seconds()
         del self.running[node_id]
         stats = self.stats[node_id]
-        complete = not self.control.stopping
+        complete = ended and not self.control.stopping
         self.bus.emit(NodeFinished(node=node_id, stats=stats.snapshot(self.prices.get(node_id)), complete=complete))
         if files is not None and complete and not self.limited:
             NodeState(self.run_dir, node_id).mark_finished(Counts(stats.ok, stats.failed, stats.filtered, stats.rows_out))
@@ -257,8 +259,8 @@ class Executor:
         files = reopened.files
 
         async def read() -> None:
-            self.limited = await ingest(raw_rows, self.input_model, reopened.decided, files, stats, self.options.id_column, self.limit)
-            self._finish(INPUT_ID, files)
+            with self._finishing(INPUT_ID, files):
+                self.limited = await ingest(raw_rows, self.input_model, reopened.decided, files, stats, self.options.id_column, self.limit)
             if not self.control.stopping:
                 self._counted(INPUT_ID, stats.rows_in)
 
@@ -280,11 +282,22 @@ class Executor:
 
     async def _run_node(self, node: Step | Apply, files: NodeFiles, source: Source) -> None:
         tools = (files, self.stats[node.id], self.control, self.kept[id(node)])
-        if isinstance(node, Step):
-            await self._step_stage(node, tools, source).process(source)
-        else:
-            await ApplyStage(*tools, node=node, models=self.models).process(source)
-        self._finish(node.id, files)
+        with self._finishing(node.id, files):
+            if isinstance(node, Step):
+                await self._step_stage(node, tools, source).process(source)
+            else:
+                await ApplyStage(*tools, node=node, models=self.models).process(source)
+
+    @contextmanager
+    def _finishing(self, node_id: str, files: NodeFiles) -> Iterator[None]:
+        """Finish the node once its work ends, however it ends: a failure, or a cancellation by one beside it, finishes
+        it as not complete (its NodeFinished still comes, with its time) and goes on."""
+        try:
+            yield
+        except BaseException:
+            self._finish(node_id, files, ended=False)
+            raise
+        self._finish(node_id, files)
 
     def _step_stage(
         self, step: Step, tools: tuple[NodeFiles, NodeStats, StopSignal, frozenset[str]], source: Source
