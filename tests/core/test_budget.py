@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from rich.console import Console
 
 from chainette import Chain, register_engine
 from chainette.errors import ConfigError, RunInterrupted
 from chainette.run.budget import EXIT_BUDGET_REACHED
+from chainette.ui.summary import summary
 
 from .test_cli import EXAMPLE, chainette
 from .test_run import label_step, rows
@@ -46,6 +48,9 @@ def test_a_run_stops_at_its_budget_and_resumes_with_a_budget_of_its_own(tmp_path
     message = str(excinfo.value)
     assert f"Budget reached (${step['cost_usd']:.4f} spent by this session of its $0.0200 budget, --max-cost;" in message
     assert "requests in flight were finished" in message and "Run the same command again" in message
+    assert recorded["budget"] == {"max_cost_usd": budget, "spent_usd": pytest.approx(step["cost_usd"], abs=1e-6)}
+    shown = " ".join(rendered(recorded).split())
+    assert f"Budget: ${step['cost_usd']:.4f} of $0.0200 spent by this session (--max-cost): reached, the run stopped." in shown
 
     first = step["ok"]
     with pytest.raises(RunInterrupted):
@@ -85,6 +90,17 @@ def test_a_budget_not_reached_changes_nothing(tmp_path):
     priced_fake()
     result = Chain(name="c", steps=[label_step()]).run(rows(20), output_dir=tmp_path / "o", cache=False, max_cost=100.0)
     assert len(result["label"]) == 20 and result.stats["status"] == "completed"
+    assert result.stats["budget"]["spent_usd"] == pytest.approx(result.stats["cost_usd"], abs=1e-6)
+    assert "Budget: $" in rendered(result.stats) and "reached" not in rendered(result.stats)
+    unbudgeted = Chain(name="c", steps=[label_step()]).run(rows(5), output_dir=tmp_path / "u", cache=False)
+    assert unbudgeted.stats["budget"] is None and "Budget" not in rendered(unbudgeted.stats)
+
+
+def rendered(stats: dict) -> str:
+    """The end-of-run summary of `stats` (run.json), as text."""
+    console = Console(width=200, record=True, color_system=None)
+    console.print(summary(stats, "o"))
+    return console.export_text()
 
 
 def test_the_cli_stops_at_the_budget_with_its_own_exit_status_and_one_paragraph(tmp_path):

@@ -62,6 +62,10 @@ class Budget:
         """USD this session spent so far (requests answered, failed and retried alike)."""
         return sum(cost(price, node.session) or 0.0 for node, price in self.steps)
 
+    def record(self) -> dict[str, float]:
+        """What run.json records of the budget: the session's budget and what it spent, in USD."""
+        return {"max_cost_usd": self.max_cost, "spent_usd": round(self.spent(), 6)}
+
     def in_flight(self) -> float:
         """The estimated USD of the requests in flight: each at its step's mean cost per request answered so far (this
         session's, else the earlier sessions'; nothing before any is known)."""

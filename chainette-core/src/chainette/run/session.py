@@ -153,6 +153,7 @@ class RunSession:
                 "started_at": sessions[0]["started_at"],
                 "finished_at": sessions[-1]["finished_at"],
                 "seconds": round(sum(session["seconds"] for session in sessions), 3),
+                "budget": None if budget is None else budget.record(),
                 **run.summary(),
                 "sessions": sessions,
                 "versions": _versions(self.engines),

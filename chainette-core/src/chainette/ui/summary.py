@@ -1,6 +1,6 @@
 """The end-of-run table: per node rows in/ok/failed/filtered, rows out (passed on to the next node: more than `ok`
 where a node fans rows out or asks several samples), rows answered from the cache, tokens, cost and time,
-where the outputs are, what the cache saved, and why the exit status is not 0 when it is not."""
+where the outputs are, what the cache saved and the budget spent, and why the exit status is not 0 when it is not."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def summary(stats: dict[str, Any], output_dir: str) -> Group:
         table.add_row(Text(node_id), *map(str, counts), cached, tokens, cost, f"{node['seconds']:.1f}s")
     total = f"   total cost {money(stats.get('cost_usd'))}" if stats.get("cost_usd") is not None else ""
     where = Text(f"Outputs: {output_dir}/<node>/   flattened: {output_dir}/flattened/   errors: {output_dir}/errors.jsonl{total}")
-    lines: list[RenderableType] = [table, where, *_cache_line(stats), *_limit_line(stats)]
+    lines: list[RenderableType] = [table, where, *_cache_line(stats), *_budget_line(stats), *_limit_line(stats)]
     code, reason = exit_status(stats)
     if reason is not None:
         lines.append(Text(f"Exit status {code}: {reason}", style="bold yellow" if code == EXIT_SOME_ROWS_FAILED else "bold red"))
@@ -58,6 +58,16 @@ def _cache_line(stats: dict[str, Any]) -> list[Text]:
     tokens = sum(node.get(f"saved_{kind}_tokens", 0) for node in steps for kind in kinds)
     saved = f" ({money(stats['saved_usd'])})" if stats.get("saved_usd") is not None else ""
     return [Text(f"Cache: {cached} of {answered} step rows answered without a request, saving {tokens} tokens{saved}.", style="cyan")]
+
+
+def _budget_line(stats: dict[str, Any]) -> list[Text]:
+    """`Budget: $X of $Y spent by this session (--max-cost)`, and whether it was reached, when the run had one."""
+    budget = stats.get("budget")
+    if not budget:
+        return []
+    reached = ": reached, the run stopped" if stats["status"] == "budget_reached" else ""
+    spent, limit = money(budget["spent_usd"]), money(budget["max_cost_usd"])
+    return [Text(f"Budget: {spent} of {limit} spent by this session (--max-cost){reached}.", style="cyan")]
 
 
 def _limit_line(stats: dict[str, Any]) -> list[Text]:
