@@ -36,7 +36,7 @@ class StepStage:
                 try:
                     candidates, cached = await self._candidates(row)
                 except RunInterrupted:
-                    continue  # the run stopped before the row's requests were all sent: the row is left for the resume
+                    pass  # the run stopped before the row's requests were all sent: the row is left for the resume
                 except EngineError:
                     raise
                 except BackendError as exc:
