@@ -28,7 +28,7 @@ def test_more_connections_than_a_pool_holds_are_split_into_pools_of_about_equal_
 async def test_as_many_requests_as_connections_all_go_out_at_once_wave_after_wave(connections):
     """A request waiting in a full pool while another has a free connection would keep the server's peak below
     `connections`; the second wave needs every connection the first used to be free again."""
-    config = register_engine("e", backend="vllm", model="fake-model", endpoint="http://unused", max_concurrency=connections)
+    config = register_engine("e", backend="fake", model="fake-model", max_concurrency=connections)
     with FakeServer(latency=0.3) as server:
         client = JsonHttpClient(config, f"{server.base_url}/v1")
         transport = client._client._transport
