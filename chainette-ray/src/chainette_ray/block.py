@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 import tempfile
 from typing import Any
@@ -59,11 +60,12 @@ class BlockWorker:
 
     async def run(self, rows: bytes, count: int) -> BlockResult:
         """The result of the block of `count` input rows `rows` (see `run_block`)."""
+        block = partial(run_block, self.nodes, self.engines, self.options, rows, count, self.lasting)
         if not self._kept():
             async with self.alone:
                 if not self._kept():
-                    return await run_block(self.nodes, self.engines, self.options, rows, count, self.lasting)
-        return await run_block(self.nodes, self.engines, self.options, rows, count, self.lasting)
+                    return await block()
+        return await block()
 
     def _kept(self) -> bool:
         """Whether every engine the chain uses is kept, started by an earlier block."""

@@ -1,6 +1,6 @@
 """What outlives one executor session for an owner that runs many of them (a Ray block worker runs one per block):
-the engines a session is done with (see EnginePool) and the response cache, opened by the first session that wants
-it (opening reads the whole file's size). The owner ends them with `close`."""
+the engines its sessions keep, each shared by every session that finds it (see EnginePool), and the response cache,
+opened by the first session that wants it (opening reads the whole file's size). The owner ends them with `close`."""
 
 from __future__ import annotations
 
