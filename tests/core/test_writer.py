@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from chainette.run.appends import LineFile, Writer
+from chainette.run.appends import LineFile, OutputFolder, Writer
 
 
 def test_appends_go_out_at_the_end_of_the_loop_iteration(tmp_path):
@@ -31,3 +31,14 @@ def test_with_no_loop_appends_wait_for_the_close(tmp_path):
     assert path.read_bytes() == b"", "one write per line would be one system call per line"
     file.close()
     assert path.read_text().splitlines() == ['{"i":0}', '{"i":1}', '{"i":2}']
+
+
+def test_output_lines_roll_to_a_new_file_every_rows_per_file_lines_one_by_one_or_in_a_batch(tmp_path):
+    folder = OutputFolder(Writer(), tmp_path, rows_per_file=3)
+    folder.write({"i": 0})
+    folder.write_lines([b'{"i":%d}\n' % index for index in range(1, 8)])
+    folder.write_line(b'{"i":8}\n')
+    folder.close()
+    files = sorted(tmp_path.glob("*.jsonl"))
+    assert [path.name for path in files] == ["000.jsonl", "001.jsonl", "002.jsonl"]
+    assert [[int(line[5:-1]) for line in path.read_text().splitlines()] for path in files] == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]

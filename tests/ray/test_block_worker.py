@@ -85,7 +85,7 @@ def stored_answers() -> int:
 
 def answered(results: list[BlockResult]) -> list[str]:
     """The ids of the rows the blocks' step committed, block after block."""
-    return [orjson.loads(line)["source"] for result in results for line in result.frontiers["label"].splitlines()]
+    return [source for result in results for source in result.units["label"].sources]
 
 
 def test_the_engines_of_the_first_block_serve_the_next_ones_until_close():

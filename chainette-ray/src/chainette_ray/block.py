@@ -29,17 +29,28 @@ from chainette.plugins import get_plugins
 from chainette.run.appends import read_lines
 from chainette.run.options import RunOptions
 from chainette.run.rundir import RunDir
-from chainette_ray.units import plan_units
+from chainette_ray.units import UnitPlan, plan_units
+
+
+@dataclass
+class UnitResult:
+    """What a block's unit committed, encoded as the driver writes it: its commit lines, the input row each commit
+    decided and the rows they passed on (id, input position), both in commit order, how many commits passed rows on,
+    and its output lines (in the same order; none for a unit without outputs)."""
+
+    commits: bytes = b""
+    sources: list[str] = field(default_factory=list)
+    passed: list[tuple[str, int]] = field(default_factory=list)
+    ok: int = 0
+    outputs: list[bytes] = field(default_factory=list)
 
 
 @dataclass
 class BlockResult:
-    """What a block's run committed: each unit's frontier (its commit lines), each output-writing unit's output lines
-    by row id (encoded, as the driver writes them), the error lines, and what each node spent (chainette.stats.Spent,
-    as a dict)."""
+    """What a block's run committed: each unit's result by state id, the error lines, and what each node spent
+    (chainette.stats.Spent, as a dict)."""
 
-    frontiers: dict[str, bytes] = field(default_factory=dict)
-    outputs: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    units: dict[str, UnitResult] = field(default_factory=dict)
     errors: list[dict[str, Any]] = field(default_factory=list)
     spent: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -97,12 +108,22 @@ async def run_block(
 def _collect(executor: Executor, run_dir: RunDir, nodes: list[Node]) -> BlockResult:
     result = BlockResult()
     for unit in plan_units(executor, nodes):
-        frontier = NodeState(run_dir, unit.state_id).frontier
-        result.frontiers[unit.state_id] = frontier.read_bytes() if frontier.exists() else b""
-        if unit.yield_output:
-            paths = sorted(run_dir.node_folder(unit.state_id).glob("*.jsonl"))
-            lines = (line for path in paths for line in path.read_bytes().splitlines(keepends=True))
-            result.outputs[unit.state_id] = {orjson.loads(line)["row_id"]: line for line in lines}
+        result.units[unit.state_id] = _unit_result(run_dir, unit)
     result.errors = list(read_lines(run_dir.errors))
     result.spent = {node_id: asdict(stats.session) for node_id, stats in executor.stats.items() if node_id != INPUT_ID}
+    return result
+
+
+def _unit_result(run_dir: RunDir, unit: UnitPlan) -> UnitResult:
+    """A unit's result, read from the block's run directory (its commits decoded here, so that the driver need not)."""
+    frontier = NodeState(run_dir, unit.state_id).frontier
+    result = UnitResult(frontier.read_bytes() if frontier.exists() else b"")
+    for line in result.commits.splitlines():
+        record = orjson.loads(line)
+        result.sources.append(record["source"])
+        result.passed += [(row["row_id"], row["index"]) for row in record["rows"]]
+        result.ok += bool(record["rows"])
+    if unit.yield_output:
+        paths = sorted(run_dir.node_folder(unit.state_id).glob("*.jsonl"))
+        result.outputs = [line for path in paths for line in path.read_bytes().splitlines(keepends=True)]
     return result

@@ -7,11 +7,12 @@ again after a driver kill) is skipped, so every row is committed once."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
+import orjson
 import ray
 from ray.exceptions import RayError, RayTaskError
 
@@ -28,7 +29,7 @@ from chainette.nodes import INPUT_ID, Node
 from chainette.run.options import RunOptions
 from chainette.run.rundir import RunDir
 from chainette.stats import Spent
-from chainette_ray.block import BlockResult, BlockWorker
+from chainette_ray.block import BlockResult, BlockWorker, UnitResult
 from chainette_ray.limits import most_blocks, shared
 from chainette_ray.target import Target
 from chainette_ray.units import UnitPlan, plan_units
@@ -209,8 +210,12 @@ class RayExecutor(Executor):
         """Commit what the block's unit decided (rows passed on or filtered out, then rows failed), and add what it spent."""
         new = partial(_is_new, unit.decided, upstream)
         stats = self.stats.get(unit.plan.state_id)
-        decided = [(commit, line) for commit, line in commits_of(result, unit.plan.state_id) if new(commit.source)]
-        self._commit_rows(unit, decided, result.outputs.get(unit.plan.state_id, {}))
+        answered = result.units[unit.plan.state_id]
+        if _all_new(unit.decided, upstream, answered.sources):
+            self._commit_block(unit, answered)
+            decided = len(answered.sources)
+        else:
+            decided = self._commit_each(unit, answered, new)
         failed = [line for line in failures if new(line["row_id"])]
         for line in failed:
             row = Row(line["row_id"], {}, INPUT_ID, index=line["row_index"])
@@ -219,13 +224,24 @@ class RayExecutor(Executor):
         if stats is not None:
             stats.failed += len(failed)
             spent = result.spent.get(unit.plan.state_id, {})
-            stats.session = stats.session + Spent(**{**spent, "rows": len(decided) + len(failed), "seconds": 0.0})
+            stats.session = stats.session + Spent(**{**spent, "rows": decided + len(failed), "seconds": 0.0})
 
-    def _commit_rows(self, unit: OpenUnit, decided: list[tuple[Commit, bytes]], outputs: dict[str, bytes]) -> None:
-        """Write each commit's output lines, then the commit, through the unit's files (and count them in its figures);
-        both as the block encoded them."""
+    def _commit_block(self, unit: OpenUnit, answered: UnitResult) -> None:
+        """Commit every row the block's unit decided, as the block encoded them: its output lines, then its commit lines."""
         assert unit.files is not None, "a unit an earlier session finished commits nothing"
-        stats = self.stats.get(unit.plan.state_id)
+        if unit.files.outputs is not None:
+            unit.files.outputs.write_lines(answered.outputs)
+        unit.files.commit_lines(answered.commits, len(answered.passed))
+        unit.decided.update(answered.sources)
+        unit.passed.update(answered.passed)
+        self._count(unit, len(answered.passed), answered.ok, len(answered.sources) - answered.ok)
+
+    def _commit_each(self, unit: OpenUnit, answered: UnitResult, new: Callable[[str], bool]) -> int:
+        """Commit, one by one, the rows of the block's unit that are `new` (a block run again after a driver kill holds
+        rows committed already): each one's output lines, then its commit. How many it committed."""
+        assert unit.files is not None, "a unit an earlier session finished commits nothing"
+        outputs = {orjson.loads(line)["row_id"]: line for line in answered.outputs}
+        decided = [(commit, line) for line in answered.commits.splitlines(keepends=True) if new((commit := Commit.decode(line)).source)]
         for commit, line in decided:
             if unit.files.outputs is not None:
                 for child in commit.rows:
@@ -233,10 +249,16 @@ class RayExecutor(Executor):
             unit.files.commit(Row(commit.source, {}, INPUT_ID), commit.rows, cached=commit.cached, line=line)
             unit.decided.add(commit.source)
             unit.passed.update((child.row_id, child.index) for child in commit.rows)
-            if stats is not None:
-                stats.rows_out += len(commit.rows)
-                stats.ok += bool(commit.rows)
-                stats.filtered += not commit.rows
+            self._count(unit, len(commit.rows), bool(commit.rows), not commit.rows)
+        return len(decided)
+
+    def _count(self, unit: OpenUnit, rows_out: int, ok: int, filtered: int) -> None:
+        """Add committed rows to a node's figures (a group's join has none)."""
+        stats = self.stats.get(unit.plan.state_id)
+        if stats is not None:
+            stats.rows_out += rows_out
+            stats.ok += ok
+            stats.filtered += filtered
 
 
 def _end(workers: list[Any], *, graceful: bool) -> None:
@@ -254,16 +276,15 @@ def _is_new(decided: set[str], upstream: dict[str, int] | None, row_id: str) -> 
     return row_id not in decided and (upstream is None or row_id in upstream)
 
 
+def _all_new(decided: set[str], upstream: dict[str, int] | None, row_ids: list[str]) -> bool:
+    """Whether every one of `row_ids` is new (see `_is_new`): the common case, a block run once."""
+    return decided.isdisjoint(row_ids) and (upstream is None or all(map(upstream.__contains__, row_ids)))
+
+
 def _block_options(options: RunOptions) -> RunOptions:
     """The run's options as a block runs with them: its own rows, nothing to resume or retry, and no fsync (what lasts
     is the driver's commit, written with the run's own `durable`)."""
     return replace(options, reporter=None, output_dir=None, on=None, overwrite=False, retry_errors=False, limit=None, durable=False)
-
-
-def commits_of(result: BlockResult, state_id: str) -> Iterator[tuple[Commit, bytes]]:
-    """The commits a block's unit made, in order, each with its line."""
-    for line in result.frontiers.get(state_id, b"").splitlines(keepends=True):
-        yield Commit.decode(line), line
 
 
 def _passed(run_dir: RunDir, state_id: str) -> dict[str, int]:

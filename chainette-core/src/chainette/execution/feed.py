@@ -65,16 +65,21 @@ class Feed:
     def passed(self, rows: list[Row], size: int) -> None:
         """Note a commit of `rows`, `size` bytes long (handed on at the next `release`), kept in memory while a reader may
         want it."""
+        if not self.readers:
+            self.advanced(len(rows), size)
+            return
         self.rows += len(rows)
         recent = self.recent
-        end = (recent[-1][0] if recent else self.recent_start) + size
-        if not self.readers:
-            self.recent_start = end
-            return
-        recent.append((end, rows))
+        recent.append(((recent[-1][0] if recent else self.recent_start) + size, rows))
         if len(recent) > 2 * RECENT:  # drop the older half at once: each commit is dropped once
             self.recent_start = recent[RECENT - 1][0]
             del recent[:RECENT]
+
+    def advanced(self, rows: int, size: int) -> None:
+        """Note commits of `rows` rows in all, `size` bytes long, that no reader follows yet (handed on at the next `release`)."""
+        assert not self.readers, "a reader at the tail takes the rows of each commit: note them with `passed`"
+        self.rows += rows
+        self.recent_start = (self.recent[-1][0] if self.recent else self.recent_start) + size
 
     def recent_from(self, offset: int) -> list[tuple[int, list[Row]]] | None:
         """The commits kept in memory that start at `offset` and are written, in order; None when the commit at `offset`

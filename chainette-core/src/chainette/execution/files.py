@@ -45,6 +45,13 @@ class NodeFiles:
         if self.decided is not None:
             self.decided(row, children)
 
+    def commit_lines(self, lines: bytes, rows: int) -> None:
+        """Commit input rows by their commit lines, encoded already (passing on `rows` rows in all), for a node no
+        reader follows while it runs and nothing is `decided` of (a Ray driver committing a block as it came)."""
+        assert self.decided is None, "a parallel group follows its branches row by row: commit each"
+        self.frontier.append_lines(lines)
+        self.feed.advanced(rows, len(lines))
+
     def fail(self, row: Row, kind: str, message: str, raw: Any = None) -> None:
         """Send input row `row` to the errors file."""
         self.errors.record(row, self.node_id, kind, message, raw)

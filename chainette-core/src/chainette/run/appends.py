@@ -170,6 +170,10 @@ class LineFile:
         self._file.append(line)
         return len(line)
 
+    def append_lines(self, lines: bytes) -> None:
+        """Append whole lines, encoded already."""
+        self._file.append(lines)
+
     def close(self) -> None:
         self._file.close()
 
@@ -189,16 +193,26 @@ class OutputFolder:
 
     def write_line(self, line: bytes) -> None:
         """Append one output line, encoded already (newline included)."""
-        if self._file is None or self.count % self.rows_per_file == 0:
-            self._roll()
-        assert self._file is not None
-        self._file.append(line)
+        self._current().append(line)
         self.count += 1
 
-    def _roll(self) -> None:
-        if self._file is not None:
-            self._file.close()
-        self._file = self.writer.open(self.folder / f"{self.count // self.rows_per_file:03d}.jsonl", commit=False)
+    def write_lines(self, lines: list[bytes]) -> None:
+        """Append output lines encoded already, each with its newline (a file at a time)."""
+        start = 0
+        while start < len(lines):
+            file = self._current()
+            chunk = lines[start : start + self.rows_per_file - self.count % self.rows_per_file]
+            file.append(b"".join(chunk))
+            self.count += len(chunk)
+            start += len(chunk)
+
+    def _current(self) -> AppendFile:
+        """The file the next line goes to: a new one once `rows_per_file` lines fill the last."""
+        if self._file is None or self.count % self.rows_per_file == 0:
+            if self._file is not None:
+                self._file.close()
+            self._file = self.writer.open(self.folder / f"{self.count // self.rows_per_file:03d}.jsonl", commit=False)
+        return self._file
 
     def close(self) -> None:
         if self._file is not None:
