@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "reviews"
 
 
-def chainette(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def chainette(*args: str, cwd: Path | None = None, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CHAINETTE_LOAD_PLUGINS": "", "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "chainette", *args], capture_output=True, text=True, env=env, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "chainette", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
 
 
 def test_run_example_on_fake_backend(tmp_path):
@@ -87,6 +87,14 @@ def test_bad_template_in_user_chain_is_reported(tmp_path):
     assert done.returncode == 1
     assert "Step 's' user_prompt: template variable 'txet' cannot exist" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_an_input_that_is_a_pipe_is_refused_in_a_paragraph(tmp_path):
+    os.mkfifo(tmp_path / "rows.jsonl")  # nothing writes to it: a run that opened it would wait forever
+    done = chainette("run", f"{EXAMPLE}/chain.py", "-i", str(tmp_path / "rows.jsonl"), "-o", str(tmp_path / "o"), timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "rows.jsonl: it is not a regular file (a pipe or a device)" in done.stderr
 
 
 def test_missing_input_file_and_non_empty_output(tmp_path):

@@ -141,6 +141,11 @@ def open_binary(location: Location) -> BinaryIO:
     if isinstance(location, RemoteFile):
         return location.open()
     try:
+        if location.exists() and not location.is_file() and not location.is_dir():
+            raise InputError(
+                f"Cannot read input file {location}: it is not a regular file (a pipe or a device). A run reads its input "
+                "more than once (to check it, to name the run, to resume it): save the rows to a file and give that."
+            )
         return open(location, "rb")
     except OSError as exc:
         raise InputError(f"Cannot read input file {location}: {exc.strerror}.") from None
