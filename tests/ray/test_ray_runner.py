@@ -4,6 +4,7 @@ is committed once across kill -9s of block workers and of the driver. Kill insta
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 import random
@@ -11,8 +12,12 @@ import subprocess
 import sys
 import time
 
+from pydantic import BaseModel
 import pytest
 
+from chainette import Chain, apply
+from chainette.events import Event, NodeFinished, RowFailed
+from chainette.nodes import INPUT_ID
 from chainette.outcome import EXIT_SOME_ROWS_FAILED
 
 from ..integration.invariants import assert_every_row_once, chain_file, snapshot, write_inputs
@@ -233,6 +238,73 @@ def test_an_engine_error_on_a_worker_ends_the_run_with_its_message_and_nothing_f
     assert "Traceback" not in done.stderr and "sk-ray-test-secret" not in done.stderr
     assert not (out / ".chainette" / "label.done").exists(), "a node the run did not finish was marked finished"
     assert json.loads((out / "run.json").read_text())["status"] == "failed"
+
+
+IDS = """
+from pydantic import BaseModel
+from chainette import Chain, Step, register_engine
+
+
+class Text(BaseModel):
+    text: str
+
+
+class Label(BaseModel):
+    label: str
+
+
+register_engine("llm", backend="fake", model="m")
+chain = Chain(name="ids", steps=[Step(id="label", input_model=Text, output_model=Label, engine_name="llm", user_prompt="{{text}}")])
+"""
+
+
+def test_with_an_id_column_a_repeated_id_stops_the_run_before_any_block(cluster, tmp_path):
+    (tmp_path / "ids.py").write_text(IDS)
+    inputs = tmp_path / "in.jsonl"
+    ids = [*range(100_000), 3]  # long enough to read that blocks would be committed meanwhile
+    inputs.write_text("".join(json.dumps({"key": f"k{n}", "text": f"t{n}"}) + "\n" for n in ids))
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "chainette", "run", str(tmp_path / "ids.py"), "-i", str(inputs), "-o", str(out), "-q"]
+    done = subprocess.run([*args, "--id-column", "key", "--on", "ray?block_rows=100"], env=run_env(cluster), capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr
+    assert "in.jsonl:100001" in done.stderr and "Row ids must be unique" in done.stderr and "Traceback" not in done.stderr
+    assert not list((out / "label").glob("*.jsonl")) or not (out / "label" / "000.jsonl").read_text(), (
+        "a block ran before the ids were checked"
+    )
+
+
+def test_blocks_are_committed_while_the_input_is_read(cluster, tmp_path, monkeypatch):
+    """The input is read slowly (each row gives the event loop a millisecond): rows of the first blocks are committed,
+    their failures reported, before the input node finishes."""
+    from chainette.execution import ingest
+
+    class Slow:
+        @staticmethod
+        async def sleep(seconds: float) -> None:
+            await asyncio.sleep(seconds or 0.001)
+
+    monkeypatch.setattr(ingest, "YIELD_EVERY", 1)
+    monkeypatch.setattr(ingest, "asyncio", Slow)
+    monkeypatch.setenv("RAY_ADDRESS", cluster[0])
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(f'{{"n": {n}}}\n' for n in range(3000)))
+    events: list[Event] = []
+    chain = Chain(name="thousandths", steps=[apply(_check, input_model=_Number, output_model=_Number)])
+    chain.run(rows, output_dir=tmp_path / "out", reporter=events.append, on="ray?block_rows=100")
+    read = next(n for n, event in enumerate(events) if isinstance(event, NodeFinished) and event.node == INPUT_ID)
+    failed = [n for n, event in enumerate(events) if isinstance(event, RowFailed)]  # a block's failures come with its commit
+    assert len(failed) == 3
+    assert failed[0] < read, "no block was committed before the whole input was read"
+
+
+class _Number(BaseModel):
+    n: int
+
+
+def _check(row: _Number) -> list[_Number]:
+    if row.n % 1000 == 0:
+        raise ValueError("a thousandth row")
+    return [row]
 
 
 def test_a_target_nothing_answers_at_is_one_paragraph(tmp_path):

@@ -7,7 +7,7 @@ again after a driver kill) is skipped, so every row is committed once."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -24,12 +24,14 @@ from chainette.execution.executor import Executor
 from chainette.execution.feed import Feed
 from chainette.execution.files import NodeFiles
 from chainette.execution.recovery import Counts, NodeState
+from chainette.execution.stopping import first_failure_cancels
 from chainette.frontier import Commit, Row, rows
 from chainette.nodes import INPUT_ID, Node
 from chainette.run.options import RunOptions
 from chainette.run.rundir import RunDir
 from chainette.stats import Spent
 from chainette_ray.block import BlockResult, BlockWorker, UnitResult
+from chainette_ray.blocks import Blocks
 from chainette_ray.limits import most_blocks, shared
 from chainette_ray.target import Target
 from chainette_ray.units import UnitPlan, plan_units
@@ -38,6 +40,7 @@ ROUNDS = 3
 """Passes over the undecided rows: a second one only when a block re-run after a driver kill answered a row otherwise
 than the committed part of it did (an answer not from the cache), which leaves the rows after it undecided."""
 WAIT_SECONDS = 0.25
+SHORT_WAIT_SECONDS = 0.02
 CLOSE_SECONDS = 30.0
 """How long the block workers have to stop the engines they kept, once the blocks are run (a server they started stops then)."""
 QUEUED = 2
@@ -74,31 +77,32 @@ class RayExecutor(Executor):
         self.engines = engines
 
     async def _run_segments(self, raw_rows: Iterable[inputs.RawRow]) -> Feed:
-        """Read the input, run the undecided rows' blocks and commit them; return the last unit's feed."""
-        _, reading = self._open_input(raw_rows)
-        if reading is not None:
+        """Read the input while running the undecided rows' blocks and committing them (before them, with `id_column`:
+        the ids are checked unique over the whole input before any request); return the last unit's feed."""
+        feed, reading = self._open_input(raw_rows)
+        if reading is not None and self.options.id_column:
             await reading()
-        self.control.check()
-        self.writer.flush()
-        read = _passed(self.run_dir, INPUT_ID)
+            reading = None
         units = [self._open_unit(plan) for plan in plan_units(self, self.nodes)]
         try:
-            await self._decide_every_row(units, read)
+            await self._decide_every_row(units, feed, reading)
         except BaseException:
             self._close(units, ended=False)
             raise
         self._close(units, ended=True)
         return self._finished_feed(units[-1].plan.state_id if units else INPUT_ID)
 
-    async def _decide_every_row(self, units: list[OpenUnit], read: dict[str, int]) -> None:
-        """Run the blocks of the rows some unit has not decided (`read`: the input's rows, id: position, one a line of the
-        input frontier), pass after pass, until none is left."""
-        for _ in range(ROUNDS):
-            self.writer.flush()
-            pending = _pending(units, read)
-            if not pending:
+    async def _decide_every_row(self, units: list[OpenUnit], feed: Feed, reading: Callable[[], Awaitable[None]] | None) -> None:
+        """Run the blocks of the rows some unit has not decided, pass after pass over the input frontier (`feed`), until
+        none is left; the first pass while `reading` reads the input into it (None: an earlier session read it all)."""
+        read: dict[str, int] = {}  # the input's rows, id: position, noted by each pass
+        for number in range(ROUNDS):
+            if number and not _pending(units, read):
                 return
-            await self._run_blocks(units, pending, read)
+            blocks = Blocks(feed, self.control, self.target.block_rows, _wanted(units), read)
+            await first_failure_cancels([blocks.fill(), self._run_blocks(units, blocks), *([reading()] if reading and not number else [])])
+            self.control.check()
+            self.writer.flush()
         if _pending(units, read):
             raise ChainetteError(
                 f"Some rows are still undecided after {ROUNDS} passes (their blocks answered otherwise than the part of them "
@@ -129,22 +133,25 @@ class RayExecutor(Executor):
                 if ended and not self.limited:
                     NodeState(self.run_dir, unit.plan.state_id).mark_finished(Counts())
 
-    async def _run_blocks(self, units: list[OpenUnit], pending: set[int], read: dict[str, int]) -> None:
-        """Run the blocks of the `pending` input rows (`read`: the input's rows) on one worker per slot, each given up to QUEUED blocks at once,
-        committing each block as it ends."""
+    async def _run_blocks(self, units: list[OpenUnit], blocks: Blocks) -> None:
+        """Run the pass's `blocks` as they are made on one worker per slot (started with the first block), each given up to
+        QUEUED blocks at once, committing each block as it ends."""
         slots = most_blocks(self.engines, self.target.in_flight or self._cluster_slots())
-        workers = self._start_workers(slots)
-        blocks = _blocks(self.run_dir, pending, read, self.target.block_rows)
+        workers: list[Any] = []
         queued = dict.fromkeys(range(slots), 0)
         running: dict[ray.ObjectRef[BlockResult], tuple[int, int]] = {}
         try:
             while True:
-                while queued[slot := min(queued, key=queued.__getitem__)] < QUEUED and (block := next(blocks, None)) is not None:
+                while queued[slot := min(queued, key=queued.__getitem__)] < QUEUED and (block := blocks.take()) is not None:
+                    workers = workers or self._start_workers(slots)
                     running[workers[slot].run.remote(*block)] = (slot, block[1])
                     queued[slot] += 1
                 if not running:
-                    return
-                for ref in await self._ready(list(running)):
+                    if blocks.finished and not blocks.ready:
+                        return
+                    await blocks.changed()
+                    continue
+                for ref in await self._ready(list(running), patient=blocks.finished or queued[slot] == QUEUED):
                     slot, count = running.pop(ref)
                     queued[slot] -= 1
                     self._commit(units, self._result(ref, count))
@@ -170,12 +177,14 @@ class RayExecutor(Executor):
         cpus = float(ray.cluster_resources().get("CPU", 1))  # type: ignore[no-untyped-call]
         return max(1, int(cpus / self.target.cpus_per_block))
 
-    async def _ready(self, refs: list[ray.ObjectRef[BlockResult]]) -> list[ray.ObjectRef[BlockResult]]:
-        """The blocks among `refs` that ended, once one has; RunInterrupted when the run is stopped meanwhile."""
+    async def _ready(self, refs: list[ray.ObjectRef[BlockResult]], *, patient: bool) -> list[ray.ObjectRef[BlockResult]]:
+        """The blocks among `refs` that ended: once one has, or (not `patient`: a block may be made meanwhile for a worker
+        with room) after at most SHORT_WAIT_SECONDS, maybe none. RunInterrupted when the run is stopped meanwhile."""
         while True:
             self.control.check()
-            ready, _ = await asyncio.to_thread(ray.wait, refs, num_returns=1, timeout=WAIT_SECONDS)
-            if ready:
+            wait = WAIT_SECONDS if patient else SHORT_WAIT_SECONDS
+            ready, _ = await asyncio.to_thread(ray.wait, refs, num_returns=1, timeout=wait)
+            if ready or not patient:
                 return ready
 
     def _result(self, ref: ray.ObjectRef[BlockResult], count: int) -> BlockResult:
@@ -264,7 +273,7 @@ class RayExecutor(Executor):
 def _end(workers: list[Any], *, graceful: bool) -> None:
     """End the block workers; `graceful` (no block running), once each has stopped the engines it kept (for at most
     CLOSE_SECONDS: a worker's close waits behind the blocks it was given)."""
-    if graceful:
+    if graceful and workers:
         ray.wait([worker.close.remote() for worker in workers], num_returns=len(workers), timeout=CLOSE_SECONDS)
     for worker in workers:
         ray.kill(worker)
@@ -303,16 +312,9 @@ def _pending(units: list[OpenUnit], read: dict[str, int]) -> set[int]:
     return pending
 
 
-def _blocks(run_dir: RunDir, pending: set[int], read: dict[str, int], size: int) -> Iterator[tuple[bytes, int]]:
-    """The pending input rows as blocks of at most `size`: each the input frontier's commit lines for them (`read`: the
-    input's rows in the order of its lines), and its count."""
-    lines: list[bytes] = []
-    with open(NodeState(run_dir, INPUT_ID).frontier, "rb") as frontier:
-        for line, index in zip(frontier, read.values(), strict=True):
-            if index in pending:
-                lines.append(line)
-                if len(lines) == size:
-                    yield b"".join(lines), len(lines)
-                    lines = []
-    if lines:
-        yield b"".join(lines), len(lines)
+def _wanted(units: list[OpenUnit]) -> Callable[[str, int], bool]:
+    """Whether a pass wants input row (id, position) in a block: a unit reading the input has yet to decide it, or a
+    later unit a row passed on from it (as the pass begins: a block runs every unit of its rows)."""
+    first = [unit.decided for unit in units if unit.files is not None and unit.plan.upstream == INPUT_ID]
+    later = _pending(units, {})
+    return lambda row_id, index: index in later or any(row_id not in decided for decided in first)

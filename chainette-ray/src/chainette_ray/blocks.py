@@ -1,0 +1,98 @@
+"""The blocks a pass of the driver hands to the workers: the input rows some unit has yet to decide, cut into blocks as
+the input frontier grows, so that the first block starts while the input is still being read.
+
+The rules this module keeps: every line of the input frontier is read once a pass, in order, and its row noted in `read`
+(id: input position) before its block is made; a block holds each row of it once; at most `READY` blocks wait for a
+worker, so what the driver holds is bounded however large the input (the rest waits on disk, in the frontier)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+import os
+
+import orjson
+
+from chainette.execution.feed import CHUNK, Feed
+from chainette.execution.stopping import StopSignal
+
+Block = tuple[bytes, int]
+"""A block: the input frontier's commit lines of its rows, and how many rows."""
+READY = 4
+"""Blocks made and not yet handed to a worker, at most."""
+
+
+class Blocks:
+    """The blocks of one pass over the input `feed`: the rows it `wanted` (by id and position), at most `size` a
+    block. `fill` makes them (noting every row read in `read`); the driver takes them with `take` as workers have room."""
+
+    def __init__(self, feed: Feed, control: StopSignal, size: int, wanted: Callable[[str, int], bool], read: dict[str, int]):
+        self.feed, self.control, self.size = feed, control, size
+        self.wanted, self.read = wanted, read
+        self.ready: deque[Block] = deque()
+        self.finished = False
+        self._changed = asyncio.Event()
+        self._taken = asyncio.Event()
+
+    def take(self) -> Block | None:
+        """The next block made, if one is ready."""
+        if not self.ready:
+            return None
+        self._taken.set()
+        return self.ready.popleft()
+
+    async def changed(self) -> None:
+        """Wait until a block is made or the pass has made its last."""
+        while not self.ready and not self.finished:
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def fill(self) -> None:
+        """Read the input frontier to its end (its node finished), making the pass's blocks."""
+        lines: list[bytes] = []
+        try:
+            async for line in frontier_lines(self.feed, self.control):
+                (row,) = orjson.loads(line)["rows"]  # an input commit passes its one row on
+                self.read[row["row_id"]] = row["index"]
+                if self.wanted(row["row_id"], row["index"]):
+                    lines.append(line)
+                if len(lines) == self.size:
+                    await self._made(lines)
+                    lines = []
+            if lines:
+                await self._made(lines)
+        finally:
+            self.finished = True
+            self._changed.set()
+
+    async def _made(self, lines: list[bytes]) -> None:
+        while len(self.ready) >= READY and not self.control.stopping:
+            self._taken.clear()
+            await self._taken.wait()
+        self.ready.append((b"".join(lines), len(lines)))
+        self._changed.set()
+
+
+async def frontier_lines(feed: Feed, control: StopSignal) -> AsyncIterator[bytes]:
+    """Each line of `feed`'s frontier as it is written, from the start, until its node finished (or the run stops)."""
+    offset = 0
+    fd = os.open(feed.path, os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        while not control.stopping:
+            if feed.written > offset:
+                data = os.pread(fd, min(feed.written - offset, CHUNK), offset)
+                end = data.rfind(b"\n") + 1
+                if end == 0:  # a line longer than CHUNK (what is written ends with a whole line)
+                    data = os.pread(fd, feed.written - offset, offset)
+                    end = len(data)
+                offset += end
+                for line in data[:end].splitlines(keepends=True):
+                    yield line
+                await asyncio.sleep(0)
+            elif feed.closed:
+                return
+            else:
+                await feed.changed()
+    finally:
+        os.close(fd)

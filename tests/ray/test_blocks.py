@@ -1,0 +1,112 @@
+"""A pass's blocks are cut from the input frontier as it grows: the first is ready while the input is still being read,
+at most READY wait for a worker, and every row read is noted and wanted once."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import orjson
+
+from chainette.execution.feed import Feed
+from chainette.execution.stopping import StopSignal
+from chainette.frontier import Commit, Row
+from chainette.nodes import INPUT_ID
+from chainette.run.appends import LineFile, Writer
+from chainette_ray.blocks import READY, Blocks
+
+
+class Input:
+    """An input frontier being written, as the driver's input stage writes it."""
+
+    def __init__(self, tmp_path, control: StopSignal):
+        self.writer = Writer()
+        path = tmp_path / f"{INPUT_ID}.jsonl"
+        self.file = LineFile(self.writer, path)
+        self.feed = Feed(path, self.file, control)
+        self.writer.flushed.append(self.feed.release)
+
+    def commit(self, index: int) -> None:
+        row = Row(str(index), {INPUT_ID: {"text": f"row {index}"}}, INPUT_ID, index=index)
+        self.feed.passed([row], self.file.commit(Commit(row.row_id, [row])))
+
+    def finish(self) -> None:
+        self.writer.flush()
+        self.feed.close()
+
+
+def ids(block: tuple[bytes, int]) -> list[str]:
+    lines, count = block
+    found = [orjson.loads(line)["source"] for line in lines.splitlines()]
+    assert len(found) == count
+    return found
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+def test_the_first_block_is_ready_while_the_input_is_read_and_no_more_than_ready_wait(tmp_path):
+    async def scenario() -> None:
+        control = StopSignal()
+        source = Input(tmp_path, control)
+        read: dict[str, int] = {}
+        blocks = Blocks(source.feed, control, 3, lambda row_id, index: index % 5 != 4, read)
+        filling = asyncio.ensure_future(blocks.fill())
+        for index in range(4):
+            source.commit(index)
+        source.writer.flush()
+        await settle()
+        first = blocks.take()
+        assert first is not None and ids(first) == ["0", "1", "2"], "a full block is handed on before the input ends"
+        assert not blocks.finished
+        for index in range(4, 40):
+            source.commit(index)
+        source.writer.flush()
+        await settle()
+        assert len(blocks.ready) == READY, "blocks made wait for a worker, at most READY of them"
+        taken = [first]
+        source.finish()
+        while not filling.done() or blocks.ready:
+            block = blocks.take()
+            if block is not None:
+                taken.append(block)
+            await settle()
+        await filling
+        assert blocks.finished
+        assert [row_id for block in taken for row_id in ids(block)] == [str(i) for i in range(40) if i % 5 != 4]
+        assert read == {str(i): i for i in range(40)}
+
+    asyncio.run(scenario())
+
+
+def test_rows_written_at_random_moments_each_reach_one_block_in_order(tmp_path):
+    async def scenario(seed: int) -> None:
+        rng = random.Random(seed)
+        control = StopSignal()
+        source = Input(tmp_path / str(seed), control)
+        skip = rng.randint(2, 6)
+        blocks = Blocks(source.feed, control, rng.randint(1, 7), lambda row_id, index: index % skip != 0, {})
+        filling = asyncio.ensure_future(blocks.fill())
+        taken: list[str] = []
+        count = rng.randint(0, 200)
+        for index in range(count):
+            source.commit(index)
+            if rng.random() < 0.2:
+                source.writer.flush()
+            if rng.random() < 0.3:
+                await asyncio.sleep(0)
+            while rng.random() < 0.5 and (block := blocks.take()) is not None:
+                taken += ids(block)
+        source.finish()
+        while not filling.done() or blocks.ready:
+            block = blocks.take()
+            if block is not None:
+                taken += ids(block)
+            await asyncio.sleep(0)
+        assert taken == [str(index) for index in range(count) if index % skip], f"seed {seed}: a row lost, out of order or twice"
+
+    for seed in range(30):
+        (tmp_path / str(seed)).mkdir()
+        asyncio.run(scenario(seed))
