@@ -89,6 +89,14 @@ def test_bad_template_in_user_chain_is_reported(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def test_a_chain_file_named_like_a_standard_module_is_refused_in_a_paragraph(tmp_path):
+    chain = tmp_path / "numbers.py"  # imported as `numbers`, it would stand in for the standard library's
+    chain.write_text((EXAMPLE / "chain.py").read_text())
+    done = chainette("run", str(chain), "-i", str(EXAMPLE / "inputs.jsonl"), "-o", str(tmp_path / "o"))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "is named like the Python module 'numbers'" in done.stderr and "numbers_chain.py" in done.stderr
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
 def test_an_input_that_is_a_pipe_is_refused_in_a_paragraph(tmp_path):
     os.mkfifo(tmp_path / "rows.jsonl")  # nothing writes to it: a run that opened it would wait forever

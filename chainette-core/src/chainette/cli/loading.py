@@ -44,6 +44,8 @@ def load_chain(reference: str) -> Chain:
 
 
 FORMS = "path/to/file.py:attr, package.module:attr or chain.yaml"
+CHAIN_FILE = "__chainette_chain_file__"
+"""Set on the module of each chain file loaded: another chain file of the same name may replace it."""
 
 
 def _module_name(target: str) -> str:
@@ -58,6 +60,7 @@ def _module_name(target: str) -> str:
 def _import_file(path: Path) -> ModuleType:
     if not path.is_file():
         raise ConfigError(f"Chain file {path} does not exist.")
+    _refuse_taken_name(path)
     folder = str(path.resolve().parent)
     if folder not in sys.path:
         sys.path.insert(0, folder)
@@ -66,9 +69,22 @@ def _import_file(path: Path) -> ModuleType:
         raise ConfigError(f"Chain file {path} cannot be imported as a Python module: name it as {FORMS}.")
     loader = spec.loader
     module = importlib.util.module_from_spec(spec)
+    setattr(module, CHAIN_FILE, True)
     sys.modules[path.stem] = module
     _run_user_code(lambda: loader.exec_module(module), str(path), [path.resolve().parent])
     return module
+
+
+def _refuse_taken_name(path: Path) -> None:
+    """ConfigError when the chain file is named like a module of the standard library or one imported already (not
+    another chain file): it is imported under its name, so it would stand in for that module everywhere in the run."""
+    name, module = path.stem, sys.modules.get(path.stem)
+    if name in sys.stdlib_module_names or (module is not None and not hasattr(module, CHAIN_FILE)):
+        where = getattr(module, "__file__", None) or "the standard library"
+        raise ConfigError(
+            f"Chain file {path} is named like the Python module '{name}' ({where}): loading it would stand in for that "
+            f"module in the whole run. Rename the file (say, to {name}_chain.py)."
+        )
 
 
 def _import_module(name: str) -> ModuleType:
