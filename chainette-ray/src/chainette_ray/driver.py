@@ -1,8 +1,8 @@
 """The driver's executor: the core's `Executor` with its nodes run on the cluster. It reads the input as a local run
-does (row ids, invalid rows to the errors file), cuts the input rows some unit has not decided yet into blocks, runs
-them on long-lived block workers (a Ray actor per slot, chainette_ray.block), and commits each finished block into the
-run directory, unit by unit in the chain's order, through the core's node files: a row a unit already decided (a block run
-again after a driver kill) is skipped, so every row is committed once."""
+does (row ids, invalid rows to the errors file), cuts the input rows some unit has not decided yet into blocks as it
+reads them (chainette_ray.blocks), runs them on long-lived block workers (a Ray actor per slot, chainette_ray.block),
+and commits each finished block into the run directory, unit by unit in the chain's order, through the core's node
+files: a row a unit already decided (a block run again after a driver kill) is skipped, so every row is committed once."""
 
 from __future__ import annotations
 
@@ -151,7 +151,7 @@ class RayExecutor(Executor):
                         return
                     await blocks.changed()
                     continue
-                for ref in await self._ready(list(running), patient=blocks.finished or queued[slot] == QUEUED):
+                for ref in await self._ready(list(running), patient=blocks.finished or min(queued.values()) == QUEUED):
                     slot, count = running.pop(ref)
                     queued[slot] -= 1
                     self._commit(units, self._result(ref, count))
