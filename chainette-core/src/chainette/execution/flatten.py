@@ -51,21 +51,24 @@ def write_flattened(run_dir: RunDir, final: Path, sources: list[Source]) -> None
                 entries: dict[str, Any] = {}
                 if pending is not None and pending[0] == position:
                     entries, pending = pending[1], next(found, None)
-                values = ((key, row["ctx"] if own else entries) for key, own in columns)
                 line = {"row_id": row["row_id"], "row_index": row["index"]}
-                writer.write(flatten(line, {key: where[key] for key, where in values if key in where}))
+                ctx = row["ctx"]
+                for key, own in columns:
+                    where = ctx if own else entries
+                    if key in where:
+                        flatten(line, key, where[key])
+                writer.write(line)
     finally:
         writer.close()
 
 
-def flatten(line: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
-    """`line` (the row's id and index) with each entry's fields as `<entry>.<field>`, an entry that is not an object as itself."""
-    for key, value in ctx.items():
-        if isinstance(value, dict):
-            line.update({f"{key}.{field}": v for field, v in value.items()})
-        else:
-            line[key] = value
-    return line
+def flatten(line: dict[str, Any], key: str, value: Any) -> None:
+    """Add entry `key` to `line`: an object's fields as `<key>.<field>`, anything else as itself."""
+    if isinstance(value, dict):
+        for field, item in value.items():
+            line[f"{key}.{field}"] = item
+    else:
+        line[key] = value
 
 
 def ancestors(row: dict[str, Any]) -> list[str]:
