@@ -16,7 +16,10 @@ from pydantic import BaseModel
 import pytest
 
 from chainette import Chain, apply
+from chainette.cli.loading import load_chain
 from chainette.events import Event, NodeFinished, RowFailed
+from chainette.execution.executor import Executor
+from chainette.frontier import rows
 from chainette.nodes import INPUT_ID
 from chainette.outcome import EXIT_SOME_ROWS_FAILED
 
@@ -169,6 +172,28 @@ def test_driver_kill_then_the_same_command_sends_only_what_is_left(cluster, refe
     left = ROWS - INVALID - decided_before
     assert again["requests"] <= left, f"the second run sent {again['requests']} requests for the {left} rows left at 'first'"
     assert again["rows"] == left
+
+
+def test_the_flattened_table_is_the_blocks_own_in_the_last_node_s_commit_order(cluster, reference, tmp_path, monkeypatch):
+    """A fresh run takes every block whole: the driver writes the flattened lines the blocks made instead of making
+    them again from the frontiers (which this test forbids), and they equal a local run's."""
+    inputs, expected, _ = reference
+
+    def from_frontiers(self: Executor, final: Path) -> None:
+        raise AssertionError("the driver made the flattened table from the frontiers")
+
+    monkeypatch.setattr(Executor, "write_flattened", from_frontiers)
+    monkeypatch.setenv("RAY_ADDRESS", cluster[0])
+    monkeypatch.setenv("TORTURE_LATENCY", "0")
+    out = tmp_path / "out"
+    load_chain(chain_file()).run(inputs, output_dir=out, cache=False, on=f"ray?block_rows={BLOCK_ROWS}")
+    assert snapshot(out) == expected
+    flattened = [json.loads(line)["row_id"] for line in read_lines_of(out / "flattened")]
+    assert flattened == [row.row_id for row in rows(out / ".chainette" / "last.jsonl")]
+
+
+def read_lines_of(folder: Path) -> list[str]:
+    return [line for path in sorted(folder.glob("*.jsonl")) for line in path.read_text().splitlines()]
 
 
 def test_a_block_committed_in_part_is_finished_without_committing_a_row_twice(cluster, reference, tmp_path):

@@ -28,7 +28,7 @@ from chainette.nodes import INPUT_ID, Node
 from chainette.plugins import get_plugins
 from chainette.run.appends import read_lines
 from chainette.run.options import RunOptions
-from chainette.run.rundir import RunDir
+from chainette.run.rundir import FLATTENED, RunDir
 from chainette_ray.units import UnitPlan, plan_units
 
 
@@ -47,12 +47,14 @@ class UnitResult:
 
 @dataclass
 class BlockResult:
-    """What a block's run committed: each unit's result by state id, the error lines, and what each node spent
-    (chainette.stats.Spent, as a dict)."""
+    """What a block's run committed: each unit's result by state id, the error lines, what each node spent
+    (chainette.stats.Spent, as a dict), and its rows' lines of the flattened table."""
 
     units: dict[str, UnitResult] = field(default_factory=dict)
     errors: list[dict[str, Any]] = field(default_factory=list)
     spent: dict[str, dict[str, Any]] = field(default_factory=dict)
+    flattened: list[bytes] = field(default_factory=list)
+    """The flattened table's lines for the rows that made it through, in the last unit's commit order."""
 
 
 class BlockWorker:
@@ -99,7 +101,7 @@ async def run_block(
             NodeState(run_dir, INPUT_ID).frontier.write_bytes(rows)
             NodeState(run_dir, INPUT_ID).mark_finished(Counts(ok=count, rows_out=count))
             executor = Executor(nodes, run_dir, engines, options, EventBus(), lasting)
-            await executor.execute(())
+            executor.write_flattened(await executor.execute(()))
             return _collect(executor, run_dir, nodes)
         finally:
             run_dir.close()
@@ -111,6 +113,7 @@ def _collect(executor: Executor, run_dir: RunDir, nodes: list[Node]) -> BlockRes
         result.units[unit.state_id] = _unit_result(run_dir, unit)
     result.errors = list(read_lines(run_dir.errors))
     result.spent = {node_id: asdict(stats.session) for node_id, stats in executor.stats.items() if node_id != INPUT_ID}
+    result.flattened = _lines(run_dir.node_folder(FLATTENED))
     return result
 
 
@@ -124,6 +127,10 @@ def _unit_result(run_dir: RunDir, unit: UnitPlan) -> UnitResult:
         result.passed += [(row["row_id"], row["index"]) for row in record["rows"]]
         result.ok += bool(record["rows"])
     if unit.yield_output:
-        paths = sorted(run_dir.node_folder(unit.state_id).glob("*.jsonl"))
-        result.outputs = [line for path in paths for line in path.read_bytes().splitlines(keepends=True)]
+        result.outputs = _lines(run_dir.node_folder(unit.state_id))
     return result
+
+
+def _lines(folder: Path) -> list[bytes]:
+    """The lines of an output folder's files, in order."""
+    return [line for path in sorted(folder.glob("*.jsonl")) for line in path.read_bytes().splitlines(keepends=True)]

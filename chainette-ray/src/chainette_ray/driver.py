@@ -10,6 +10,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import partial
+from pathlib import Path
+import shutil
 from typing import Any
 
 import orjson
@@ -27,8 +29,9 @@ from chainette.execution.recovery import Counts, NodeState
 from chainette.execution.stopping import first_failure_cancels
 from chainette.frontier import Commit, Row, rows
 from chainette.nodes import INPUT_ID, Node
+from chainette.run.appends import OutputFolder, Writer
 from chainette.run.options import RunOptions
-from chainette.run.rundir import RunDir
+from chainette.run.rundir import FLATTENED, RunDir
 from chainette.stats import Spent
 from chainette_ray.block import BlockResult, BlockWorker, UnitResult
 from chainette_ray.blocks import Blocks
@@ -75,6 +78,7 @@ class RayExecutor(Executor):
         super().__init__(nodes, run_dir, engines, options, bus)
         self.target = target
         self.engines = engines
+        self.staged: OutputFolder | None = None
 
     async def _run_segments(self, raw_rows: Iterable[inputs.RawRow]) -> Feed:
         """Read the input while running the undecided rows' blocks and committing them (before them, with `id_column`:
@@ -84,6 +88,7 @@ class RayExecutor(Executor):
             await reading()
             reading = None
         units = [self._open_unit(plan) for plan in plan_units(self, self.nodes)]
+        self.staged = self._stage_flattened(units[-1] if units else None)
         try:
             await self._decide_every_row(units, feed, reading)
         except BaseException:
@@ -204,23 +209,59 @@ class RayExecutor(Executor):
         return result
 
     def _commit(self, units: list[OpenUnit], result: BlockResult) -> None:
-        """Commit a block's result unit by unit: each row its unit has not decided and its upstream passed on."""
+        """Commit a block's result unit by unit: each row its unit has not decided and its upstream passed on; and stage
+        its flattened lines while every unit takes every block whole."""
         upstream_passed: dict[str, dict[str, int] | None] = {INPUT_ID: None}  # a block holds input rows only
         failures: dict[str, list[dict[str, Any]]] = {}
         for line in result.errors:
             failures.setdefault(line["step_id"], []).append(line)
+        whole = True
         for unit in units:
             passed = upstream_passed.get(unit.plan.upstream)
             if unit.files is not None:
-                self._commit_unit(unit, result, failures.get(unit.plan.state_id, []), passed)
+                whole = self._commit_unit(unit, result, failures.get(unit.plan.state_id, []), passed) and whole
             upstream_passed[unit.plan.state_id] = unit.passed
+        if self.staged is not None and whole:
+            self.staged.write_lines(result.flattened)
+        elif self.staged is not None:
+            self._unstage()
 
-    def _commit_unit(self, unit: OpenUnit, result: BlockResult, failures: list[dict[str, Any]], upstream: dict[str, int] | None) -> None:
-        """Commit what the block's unit decided (rows passed on or filtered out, then rows failed), and add what it spent."""
+    def _stage_flattened(self, last: OpenUnit | None) -> OutputFolder | None:
+        """Where the flattened lines of the blocks gather when the last unit starts this session with nothing committed
+        (None otherwise: the table is made at the end from the frontiers, as locally)."""
+        shutil.rmtree(self.run_dir.staged_flattened(), ignore_errors=True)
+        if last is None or last.files is None or last.decided:
+            return None
+        return OutputFolder(Writer(), self.run_dir.staged_flattened())
+
+    def _unstage(self) -> None:
+        """Give up the staged flattened lines (the last unit took a block in part: its rows are flattened at the end)."""
+        if self.staged is not None:
+            self.staged.close()
+            self.staged = None
+        shutil.rmtree(self.run_dir.staged_flattened(), ignore_errors=True)
+
+    def write_flattened(self, final: Path) -> None:
+        """The flattened table: the lines the blocks made, when the last unit started this session empty and every unit
+        took every block whole (in commit order: the last unit's frontier's); else made from the frontiers, as locally."""
+        if self.staged is None:
+            super().write_flattened(final)
+            return
+        self.staged.close()
+        folder = self.run_dir.node_folder(FLATTENED)
+        shutil.rmtree(folder, ignore_errors=True)
+        if self.run_dir.staged_flattened().exists():
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            self.run_dir.staged_flattened().rename(folder)
+
+    def _commit_unit(self, unit: OpenUnit, result: BlockResult, failures: list[dict[str, Any]], upstream: dict[str, int] | None) -> bool:
+        """Commit what the block's unit decided (rows passed on or filtered out, then rows failed), and add what it spent;
+        whether it committed every row the block's unit passed on."""
         new = partial(_is_new, unit.decided, upstream)
         stats = self.stats.get(unit.plan.state_id)
         answered = result.units[unit.plan.state_id]
-        if _all_new(unit.decided, upstream, answered.sources):
+        whole = _all_new(unit.decided, upstream, answered.sources)
+        if whole:
             self._commit_block(unit, answered)
             decided = len(answered.sources)
         else:
@@ -234,6 +275,7 @@ class RayExecutor(Executor):
             stats.failed += len(failed)
             spent = result.spent.get(unit.plan.state_id, {})
             stats.session = stats.session + Spent(**{**spent, "rows": decided + len(failed), "seconds": 0.0})
+        return whole
 
     def _commit_block(self, unit: OpenUnit, answered: UnitResult) -> None:
         """Commit every row the block's unit decided, as the block encoded them: its output lines, then its commit lines."""

@@ -36,6 +36,7 @@ from chainette.execution.engine_pool import EnginePool
 from chainette.execution.feed import Feed, Queue, Reader, Source
 from chainette.execution.files import ErrorLog, NodeFiles
 from chainette.execution.flatten import Source as FlattenSource
+from chainette.execution.flatten import write_flattened
 from chainette.execution.garbage import session_pace
 from chainette.execution.group import Group
 from chainette.execution.ingest import ingest
@@ -376,6 +377,10 @@ class Executor:
 
     def _joined(self, group: Parallel) -> Path:
         return NodeState(self.run_dir, self._state_id(group)).frontier
+
+    def write_flattened(self, final: Path) -> None:
+        """Write the run's flattened table for the rows of the `final` frontier (chainette.execution.flatten)."""
+        write_flattened(self.run_dir, final, self.flattened_sources(final))
 
     def flattened_sources(self, final: Path) -> list[FlattenSource]:
         """Where the flattened table finds each entry, in column order: the `final` frontier for the entries its

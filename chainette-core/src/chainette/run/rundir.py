@@ -40,6 +40,7 @@ RUN_DIR_ENTRIES = frozenset({STATE_DIR, FLATTENED, ERRORS_FILE, GRAPH_FILE, RUN_
 SESSIONS_FILE = "sessions.json"
 BATCHES_DIR = "batches"
 STAGED_OUTPUTS = "outputs"
+STAGED_FLATTENED = "flattened.staged"
 
 
 class RunPaths:
@@ -71,6 +72,10 @@ class RunPaths:
     def scratch(self, name: str) -> Path:
         """A scratch index's file (chainette.run.scratch), removed once used."""
         return self.state / f"{name}.sqlite"
+
+    def staged_flattened(self) -> Path:
+        """Where a runner gathering the flattened table's lines during a session (chainette-ray) keeps them until it ends."""
+        return self.state / STAGED_FLATTENED
 
 
 def output_path(value: str | os.PathLike[str], what: str = "Output directory") -> Path:

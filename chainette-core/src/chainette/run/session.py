@@ -21,7 +21,6 @@ from chainette.engines import EngineConfig, EngineOptions, check_keys
 from chainette.errors import ConfigError
 from chainette.events import EventBus, Progress, RunFinished, RunStarted
 from chainette.execution.executor import Executor
-from chainette.execution.flatten import write_flattened
 from chainette.execution.prompts import placed_media
 from chainette.execution.stopping import stop_on_signals, with_resume_hint
 from chainette.inputs import Columns, Inputs, fingerprint, open_rows
@@ -127,7 +126,7 @@ class RunSession:
         try:
             with stop_on_signals(run.control):
                 final = await run.execute(self.rows)
-            write_flattened(run_dir, final, run.flattened_sources(final))
+            run.write_flattened(final)
             run_dir.export_parquet([*chain.output_models(), FLATTENED])
             status = "limited" if run.limited else "completed"
         except BaseException as exc:
