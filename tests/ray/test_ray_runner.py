@@ -219,7 +219,7 @@ def test_a_block_committed_in_part_is_finished_without_committing_a_row_twice(cl
     assert again["first"]["rows"] == again["second"]["rows"] == 0
 
 
-DOWN = """
+LABELLING = """
 from pydantic import BaseModel
 from chainette import Chain, Step, register_engine
 
@@ -232,9 +232,11 @@ class Label(BaseModel):
     label: str
 
 
-register_engine("llm", backend="openai", model="m", endpoint="http://127.0.0.1:9/v1", max_retries=0, api_key="sk-ray-test-secret")
-chain = Chain(name="down", steps=[Step(id="label", input_model=Text, output_model=Label, engine_name="llm", user_prompt="{{text}}")])
+register_engine("llm", {engine})
+chain = Chain(name="labels", steps=[Step(id="label", input_model=Text, output_model=Label, engine_name="llm", user_prompt="{{{{text}}}}")])
 """
+"""A chain file: one step labelling texts on the engine "llm", registered with the options `engine` (a format field)."""
+DOWN = LABELLING.format(engine='backend="openai", model="m", endpoint="http://127.0.0.1:9/v1", max_retries=0, api_key="sk-ray-test-secret"')
 
 
 def test_an_engine_error_on_a_worker_ends_the_run_with_its_message_and_nothing_finished(cluster, tmp_path):
@@ -265,22 +267,7 @@ def test_an_engine_error_on_a_worker_ends_the_run_with_its_message_and_nothing_f
     assert json.loads((out / "run.json").read_text())["status"] == "failed"
 
 
-IDS = """
-from pydantic import BaseModel
-from chainette import Chain, Step, register_engine
-
-
-class Text(BaseModel):
-    text: str
-
-
-class Label(BaseModel):
-    label: str
-
-
-register_engine("llm", backend="fake", model="m")
-chain = Chain(name="ids", steps=[Step(id="label", input_model=Text, output_model=Label, engine_name="llm", user_prompt="{{text}}")])
-"""
+IDS = LABELLING.format(engine='backend="fake", model="m"')
 
 
 def test_with_an_id_column_a_repeated_id_stops_the_run_before_any_block(cluster, tmp_path):
