@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+import site
 import subprocess
 import sys
 
 import pytest
 
 from chainette.cli import main
+from chainette.cli.loading import load_chain
+from chainette.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "reviews"
@@ -95,6 +98,19 @@ def test_a_chain_file_named_like_a_standard_module_is_refused_in_a_paragraph(tmp
     done = chainette("run", str(chain), "-i", str(EXAMPLE / "inputs.jsonl"), "-o", str(tmp_path / "o"))
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "is named like the Python module 'numbers'" in done.stderr and "numbers_chain.py" in done.stderr
+
+
+def test_a_chain_file_named_like_an_installed_module_not_imported_yet_is_refused(tmp_path, monkeypatch):
+    installed = tmp_path / "site-packages" / "labelkit"
+    installed.mkdir(parents=True)
+    (installed / "__init__.py").write_text("")
+    (tmp_path / "site-packages" / "leftover").mkdir()  # a bare folder some distribution left: no module to stand in for
+    monkeypatch.setattr(site, "getsitepackages", lambda: [str(tmp_path / "site-packages")])
+    for name in ("labelkit", "leftover"):
+        (tmp_path / f"{name}.py").write_text((EXAMPLE / "chain.py").read_text())
+    with pytest.raises(ConfigError, match=r"named like the Python module 'labelkit' \(installed at .*labelkit.__init__\.py\)"):
+        load_chain(str(tmp_path / "labelkit.py"))
+    assert load_chain(str(tmp_path / "leftover.py")).name
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 import importlib
+import importlib.machinery
 import importlib.util
 from pathlib import Path
+import site
 import sys
 from types import ModuleType
 from typing import TypeVar
@@ -76,15 +78,26 @@ def _import_file(path: Path) -> ModuleType:
 
 
 def _refuse_taken_name(path: Path) -> None:
-    """ConfigError when the chain file is named like a module of the standard library or one imported already (not
-    another chain file): it is imported under its name, so it would stand in for that module everywhere in the run."""
+    """ConfigError when the chain file is named like a module of the standard library, one imported already (not
+    another chain file) or one installed: it is imported under its name, so it would stand in for that module
+    everywhere in the run."""
     name, module = path.stem, sys.modules.get(path.stem)
     if name in sys.stdlib_module_names or (module is not None and not hasattr(module, CHAIN_FILE)):
         where = getattr(module, "__file__", None) or "the standard library"
-        raise ConfigError(
-            f"Chain file {path} is named like the Python module '{name}' ({where}): loading it would stand in for that "
-            f"module in the whole run. Rename the file (say, to {name}_chain.py)."
-        )
+    elif (installed := importlib.machinery.PathFinder.find_spec(name, _installed_places())) is not None and installed.origin:
+        where = f"installed at {installed.origin}"  # a module or package, not a bare folder some distribution left there
+    else:
+        return
+    raise ConfigError(
+        f"Chain file {path} is named like the Python module '{name}' ({where}): loading it would stand in for that "
+        f"module in the whole run. Rename the file (say, to {name}_chain.py)."
+    )
+
+
+def _installed_places() -> list[str]:
+    """The folders installed distributions' modules are imported from (site-packages, the user's included)."""
+    places = site.getsitepackages()
+    return [*places, site.getusersitepackages()] if site.ENABLE_USER_SITE else places
 
 
 def _import_module(name: str) -> ModuleType:
