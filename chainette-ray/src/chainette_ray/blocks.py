@@ -14,7 +14,7 @@ import os
 
 import orjson
 
-from chainette.execution.feed import CHUNK, Feed
+from chainette.execution.feed import Feed, next_lines
 from chainette.execution.stopping import StopSignal
 
 Block = tuple[bytes, int]
@@ -81,13 +81,9 @@ async def frontier_lines(feed: Feed, control: StopSignal) -> AsyncIterator[bytes
     try:
         while not control.stopping:
             if feed.written > offset:
-                data = os.pread(fd, min(feed.written - offset, CHUNK), offset)
-                end = data.rfind(b"\n") + 1
-                if end == 0:  # a line longer than CHUNK (what is written ends with a whole line)
-                    data = os.pread(fd, feed.written - offset, offset)
-                    end = len(data)
-                offset += end
-                for line in data[:end].splitlines(keepends=True):
+                data = next_lines(fd, offset, feed.written)
+                offset += len(data)
+                for line in data.splitlines(keepends=True):
                     yield line
                 await asyncio.sleep(0)
             elif feed.closed:

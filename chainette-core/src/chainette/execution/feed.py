@@ -129,6 +129,17 @@ class Feed:
         self.full = False
 
 
+def next_lines(fd: int, offset: int, written: int) -> bytes:
+    """The whole lines of file `fd` from `offset` on (a chunk of them, at least one), of the `written` bytes, which end
+    with a whole line."""
+    data = os.pread(fd, min(written - offset, CHUNK), offset)
+    end = data.rfind(b"\n") + 1
+    if end == 0:  # a line longer than CHUNK
+        data = os.pread(fd, written - offset, offset)
+        end = len(data)
+    return data[:end]
+
+
 def _end(entry: tuple[int, list[Row]]) -> int:
     return entry[0]
 
@@ -197,13 +208,9 @@ class Reader:
 
     def _read(self) -> None:
         """Decode the next written lines of the file (a chunk of them) into the buffer."""
-        data = os.pread(self.fd, min(self.feed.written - self.offset, CHUNK), self.offset)
-        end = data.rfind(b"\n") + 1
-        if end == 0:  # a line longer than CHUNK
-            data = os.pread(self.fd, self.feed.written - self.offset, self.offset)
-            end = data.rfind(b"\n") + 1
-        self.offset += end
-        for line in data[:end].splitlines():
+        data = next_lines(self.fd, self.offset, self.feed.written)
+        self.offset += len(data)
+        for line in data.splitlines():
             self._take(Commit.decode(line).rows)
 
     def _take(self, rows: list[Row]) -> None:
