@@ -237,7 +237,7 @@ class Executor:
         failure beside it cancelled it), the run is stopping or `limit` left input rows unread (the node then has more
         rows to come)."""
         if files is not None:
-            files.close()
+            files.close(ended=ended)
         if self.response_cache is not None:
             self.response_cache.flush()
         self._tally_seconds()

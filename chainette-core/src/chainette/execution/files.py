@@ -58,12 +58,15 @@ class NodeFiles:
         if self.decided is not None:
             self.decided(row, [])
 
-    def close(self) -> None:
-        """Write out and close the files, and tell the readers that the node finished."""
+    def close(self, *, ended: bool = True) -> None:
+        """Write out and close the files, and tell the readers that the node finished, when it `ended`: the readers of a
+        node that failed (or was cancelled) are not told, since to them an end means every row came; they wait until
+        the failure cancels them too."""
         if self.outputs is not None:
             self.outputs.close()
         self.frontier.close()
-        self.feed.close()
+        if ended:
+            self.feed.close()
 
 
 class ErrorLog:
