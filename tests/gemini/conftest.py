@@ -39,6 +39,7 @@ class GeminiServer(FakeServer):
         self.hold = False  # batches stay running until False
         self.outcomes: list[str] = []  # how the next batches end, in turn (then SUCCEEDED); FAILED and EXPIRED answer nothing
         self.line_error: dict[str, dict[str, Any]] = {}  # key -> the error its line gets, once
+        self.lost_creates = 0  # batches created whose answer is a 504, as when a gateway times out
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -46,6 +47,7 @@ class GeminiServer(FakeServer):
             web.post("/{version}/models/{model}:generateContent", self._generate),
             web.post("/{version}/models/{model}:batchGenerateContent", self._batch_create),
             web.get("/{version}/batches/{name}", self._batch_get),
+            web.get("/{version}/batches", self._batch_list),
             web.post("/{version}/batches/{name}:cancel", self._batch_cancel),
             web.post("/upload/{version}/files", self._upload_start),
             web.post("/upload-session/{name}", self._upload_chunk),
@@ -55,9 +57,27 @@ class GeminiServer(FakeServer):
     async def _batch_create(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         name = f"batches/{len(self.jobs) + 1}"
-        self.jobs[name] = {"model": request.match_info["model"], "input": body["batch"]["inputConfig"], "state": "BATCH_STATE_PENDING"}
+        batch = body["batch"]
+        self.jobs[name] = {"model": request.match_info["model"], "input": batch["inputConfig"], "state": "BATCH_STATE_PENDING"}
+        self.jobs[name]["display_name"] = batch.get("displayName")
         self.created.append(name)
-        return web.json_response({"name": name, "metadata": {"state": "BATCH_STATE_PENDING"}})
+        if self.lost_creates:
+            self.lost_creates -= 1
+            return web.json_response(
+                {"error": {"code": 504, "message": "injected gateway timeout", "status": "DEADLINE_EXCEEDED"}}, status=504
+            )
+        return web.json_response({"name": name, "metadata": {"state": "BATCH_STATE_PENDING", "displayName": batch.get("displayName")}})
+
+    async def _batch_list(self, request: web.Request) -> web.StreamResponse:
+        """The jobs, newest first, a page of `pageSize` after the page token (an offset here)."""
+        newest = self.created[::-1]
+        start, size = int(request.query.get("pageToken") or 0), int(request.query.get("pageSize", "50"))
+        page = [
+            {"name": name, "metadata": {"displayName": self.jobs[name]["display_name"], "state": self.jobs[name]["state"]}}
+            for name in newest[start : start + size]
+        ]
+        more = {"nextPageToken": str(start + size)} if start + size < len(newest) else {}
+        return web.json_response({"operations": page, **more})
 
     async def _batch_get(self, request: web.Request) -> web.StreamResponse:
         name = f"batches/{request.match_info['name']}"

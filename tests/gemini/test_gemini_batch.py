@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from chainette import Chain, Step, register_engine
+from chainette import Chain, EngineError, Step, register_engine
 from chainette.client import Answer
 
 genai_types = pytest.importorskip("google.genai.types")
@@ -61,6 +61,27 @@ def test_a_batch_above_the_inline_limit_goes_through_the_files_api(server, tmp_p
     line = json.loads(server.files["files/upload-1"].decode().splitlines()[0])
     assert line["key"] == "q-0-0" and genai_types.Content.model_validate(line["request"]["contents"][0]).parts[0].text == "<<row0>>"
     assert not list((tmp_path / "out").rglob("*.upload.jsonl")), "the converted file is removed once uploaded"
+
+
+@pytest.mark.parametrize("inline", [True, False])
+def test_a_create_whose_answer_was_lost_is_found_not_made_twice(server, tmp_path, monkeypatch, inline):
+    """The server made the job but answered a 504: the retry finds that job by its display name instead of running the
+    file twice, inline or uploaded; and a run stopped there takes that job up on resume."""
+    if not inline:
+        monkeypatch.setattr(batch_module, "INLINE_BYTES", 10)
+    engine(server)
+    server.lost_creates = 1
+    result = chain().run(rows(6), output_dir=tmp_path / "out")
+    assert labels(result) == {str(i): f"row{i}" for i in range(6)}
+    assert len(server.created) == 2, "one job per step, none made twice"
+    engine(server, max_retries=0)
+    server.lost_creates = 1
+    with pytest.raises(EngineError):
+        chain().run(rows(6), output_dir=tmp_path / "again", cache=False)
+    engine(server)
+    result = chain().run(rows(6), output_dir=tmp_path / "again", cache=False)
+    assert labels(result) == {str(i): f"row{i}" for i in range(6)}
+    assert len(server.created) == 4, "the resumed run took up the job its lost create made"
 
 
 def test_lines_that_fail_transiently_are_asked_again_and_others_fail_their_rows(server, tmp_path):
@@ -122,7 +143,7 @@ def test_a_fresh_client_re_attaches_by_the_journaled_ids_and_cancels(server, tmp
 CHAIN = """
 import os
 from pydantic import BaseModel
-from chainette import Chain, Step, register_engine
+from chainette import Chain, EngineError, Step, register_engine
 
 class Text(BaseModel):
     text: str

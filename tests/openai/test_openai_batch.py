@@ -105,6 +105,32 @@ def test_a_failed_upload_is_retried(server, tmp_path):
     assert len(labels(result)) == 5 and result.stats["steps"]["label"]["retries"] == 2
 
 
+def test_a_create_whose_answer_was_lost_is_found_not_made_twice(server, tmp_path):
+    """The server made the batch but its answer was a 504: the retry finds that batch instead of running the file twice."""
+    engine(server)
+    server.batches.lost_creates = 1
+    result = chain().run(rows(8), output_dir=tmp_path / "out")
+    assert labels(result) == {str(i): f"row{i}" for i in range(8)}
+    assert len(server.batches.created) == 2, "one batch per step, none made twice"
+    figures = result.stats["steps"]["label"]
+    assert figures["requests"] == 8 and figures["retries"] == 1
+
+
+def test_a_run_stopped_after_a_lost_create_takes_that_batch_on_resume(server, tmp_path):
+    """A run that gave up after a create whose answer was lost (as a kill before the journal got its id would leave it)
+    is resumed onto the batch the server made, not a second one; a file uploaded afresh is created at once."""
+    engine(server, max_retries=0)
+    server.batches.lost_creates = 1
+    with pytest.raises(EngineError):
+        chain().run(rows(5), output_dir=tmp_path / "out")
+    assert len(server.batches.created) == 1
+    engine(server)
+    result = chain().run(rows(5), output_dir=tmp_path / "out")
+    assert labels(result) == {str(i): f"row{i}" for i in range(5)}
+    assert len(server.batches.created) == 2, "the first step's batch taken up again, the second step's made once"
+    assert server.batches.listed == 1, "only the resumed file was looked for"
+
+
 def test_an_invalid_answer_is_repaired_in_a_follow_up_batch(tmp_path):
     def answer(body: dict) -> str:
         repairing = len(body["messages"]) > 2

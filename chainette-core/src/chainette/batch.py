@@ -75,6 +75,16 @@ class BatchClient(Protocol):
         ...
 
 
+@runtime_checkable
+class FindsBatches(Protocol):
+    """What a batch client may add: finding the batch a create made when its answer was lost (a timeout, a dropped
+    connection, a kill before the journal recorded it), so that a file is never run, and billed, twice."""
+
+    async def batch_of(self, file_id: str) -> str | None:
+        """The id of a batch already created from the uploaded file `file_id`, or None when there is none."""
+        ...
+
+
 def custom_id(kind: str, sample: int, row_id: str) -> str:
     return f"{kind}-{sample}-{row_id}"
 

@@ -1,17 +1,19 @@
 """The gemini backend's batch client: a step's requests as Gemini batch-mode jobs through the SDK
-(`batches.create`, `get`, `cancel`; `files.upload` and `download` for large ones), with the client's request and
-answer handling.
+(`batches.create`, `get`, `list`, `cancel`; `files.upload` and `download` for large ones), with the client's request
+and answer handling.
 
 Each batch file line is `{"custom_id", "request": InlinedRequest}` (the SDK's own request shape, as JSON; its metadata
 `key` is the custom_id). A file of at most INLINE_BYTES is sent inline, within the create call (Gemini takes 20 MB
 so); a larger one is written in the API's file form (`{"key", "request"}`, each request by the SDK's own conversion)
 and uploaded through the Files API. Either way the id
-`upload` returns is journaled, so a run killed before `create` re-attaches: an inline id names the file on disk.
+`upload` returns is journaled, so a run killed before `create` re-attaches: an inline id names the file on disk. A job's
+display name carries a digest of that id, by which a create whose answer was lost finds its job (`batch_of`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +32,8 @@ INLINE_BYTES = 19 * 1024 * 1024  # Gemini takes inline batches of up to 20 MB pe
 MAX_BYTES = 2 * 1024 * 1024 * 1024  # the Files API's limit per file
 MAX_REQUESTS = 50_000
 INLINE = "inline:"
+PAGE_SIZE = 100  # jobs per page of the batches list
+LISTED_PAGES = 10  # how many pages `batch_of` looks through
 STATES = {
     "JOB_STATE_UNSPECIFIED": "validating",
     "JOB_STATE_QUEUED": "validating",
@@ -91,9 +95,28 @@ class GeminiBatchClient(GeminiClient):
             source = [
                 types.InlinedRequest.model_validate_json(json.dumps(json.loads(line)["request"])) for line in text.splitlines() if line
             ]
-        config = types.CreateBatchJobConfig(display_name=f"chainette {self.engine}")
+        config = types.CreateBatchJobConfig(display_name=self._display_name(file_id))
         job = await self._sdk(self._client.aio.batches.create(model=self.model, src=source, config=config))
         return str(job.name)
+
+    async def batch_of(self, file_id: str) -> str | None:
+        """The job created from `file_id`: the one bearing its display name, among the LISTED_PAGES first pages of jobs."""
+        name = self._display_name(file_id)
+        pager = await self._sdk(self._client.aio.batches.list(config=types.ListBatchJobsConfig(page_size=PAGE_SIZE)))
+        for _ in range(LISTED_PAGES):
+            found = next((str(job.name) for job in pager.page if job.display_name == name), None)
+            if found is not None or not pager.config.get("page_token"):
+                return found
+            await self._sdk(pager.next_page())
+        return None
+
+    def _display_name(self, file_id: str) -> str:
+        """The name a job created from `file_id` bears, which `batch_of` finds it by: the engine, and a digest of the file's
+        id (an inline one's with the time its file was written, since a later run may write it again at the same path)."""
+        identity = file_id
+        if file_id.startswith(INLINE):
+            identity += f" {Path(file_id.removeprefix(INLINE)).stat().st_mtime_ns}"
+        return f"chainette {self.engine} {hashlib.sha256(identity.encode()).hexdigest()[:16]}"
 
     async def status(self, batch_id: str) -> BatchStatus:
         job = await self._sdk(self._client.aio.batches.get(name=batch_id))

@@ -1,5 +1,5 @@
 """The openai backend's batch client: a step's requests as OpenAI Batch API jobs (files upload, batches create,
-retrieve and cancel, output and error files), through the SDK, with the client's request body and error handling."""
+retrieve, list and cancel, output and error files), through the SDK, with the client's request body and error handling."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ ENDPOINTS: Final[dict[str, Literal["/v1/chat/completions", "/v1/responses"]]] = 
 }
 MAX_REQUESTS = 50_000  # the Batch API's limits per input file
 MAX_BYTES = 200 * 1024 * 1024
+LISTED = 100  # batches per page of the Batches API's list, its most
 T = TypeVar("T")
 
 
@@ -43,6 +44,16 @@ class OpenAIBatchClient(OpenAIClient):
         return (
             await self._sdk(self._client.batches.create(input_file_id=file_id, endpoint=ENDPOINTS[self.api], completion_window="24h"))
         ).id
+
+    async def batch_of(self, file_id: str) -> str | None:
+        """The batch created from `file_id`: the batches are listed newest first, down to those older than the file."""
+        uploaded = (await self._sdk(self._client.files.retrieve(file_id))).created_at
+        page = await self._sdk(self._client.batches.list(limit=LISTED))
+        while True:
+            found = next((batch.id for batch in page.data if batch.input_file_id == file_id), None)
+            if found is not None or not page.data or page.data[-1].created_at < uploaded or not page.has_next_page():
+                return found
+            page = await self._sdk(page.get_next_page())
 
     async def status(self, batch_id: str) -> BatchStatus:
         batch = await self._sdk(self._client.batches.retrieve(batch_id))

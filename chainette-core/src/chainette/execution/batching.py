@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from chainette.batch import BatchClient, BatchJournal, BatchStatus, Chunk, custom_id, parse_custom_id, row_ids_of
+from chainette.batch import BatchClient, BatchJournal, BatchStatus, Chunk, FindsBatches, custom_id, parse_custom_id, row_ids_of
 from chainette.client import Answer
 from chainette.engines import EngineConfig, EngineOptions
 from chainette.errors import BackendError, ConfigError, RetryableError, RowError
@@ -116,13 +116,31 @@ class BatchStage:
     async def _submit(self, journal: BatchJournal, chunk: Chunk) -> None:
         """Upload the chunk's file and create its batch, whichever is not done yet, journaling each id at once."""
         batches = self.batches
-        if chunk.file_id is None:
+        uploaded = chunk.file_id is None
+        if uploaded:
             journal.record(chunk, file_id=await self._call(lambda: batches.upload(chunk.path)))
         if chunk.batch_id is None:
             file_id = chunk.file_id
             assert file_id is not None
-            journal.record(chunk, batch_id=await self._call(lambda: batches.create(file_id)), state="submitted")
+            journal.record(chunk, batch_id=await self._create(file_id, known_new=uploaded), state="submitted")
             self.stats.session.requests += chunk.lines
+
+    async def _create(self, file_id: str, known_new: bool) -> str:
+        """The id of the batch of `file_id`, created once: every try but the first of a file `known_new` (uploaded by this
+        call) first asks a client that can find batches (chainette.batch.FindsBatches) for the one an earlier try, or
+        the run before a kill, may have created without its answer arriving."""
+        batches, tried = self.batches, not known_new
+
+        async def attempt() -> str:
+            nonlocal tried
+            if tried and isinstance(batches, FindsBatches):
+                found = await batches.batch_of(file_id)
+                if found is not None:
+                    return found
+            tried = True
+            return await batches.create(file_id)
+
+        return await self._call(attempt)
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
         return await call_with_retries(call, self.answerer.engine.options, self.stats.session)

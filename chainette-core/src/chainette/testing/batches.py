@@ -1,7 +1,8 @@
 """The fake server's OpenAI Files and Batches endpoints: upload a batch file, create a batch, poll it, read its
 output and error files, cancel it. A batch finishes after `polls_to_finish` polls, answered by the server's chat
 logic, unless told otherwise: `outcome` (completed, expired with half the lines answered (rounded up), failed, cancelled),
-`line_status` (an HTTP status for some lines), `failed_uploads` (uploads refused with a 500)."""
+`line_status` (an HTTP status for some lines), `failed_uploads` (uploads refused with a 500), `lost_creates` (batches
+created whose answer is a 504, as when a gateway times out). Batches are listed newest first, as OpenAI lists them."""
 
 from __future__ import annotations
 
@@ -18,18 +19,22 @@ if TYPE_CHECKING:
 
 
 class FakeBatches:
-    """The Files and Batches state of one FakeServer; `created` lists every batch id created, in order."""
+    """The Files and Batches state of one FakeServer; `created` lists every batch id created, in order, and `listed`
+    counts the pages of batches listed."""
 
     def __init__(self, server: FakeServer):
         self.server = server
         self.files: dict[str, bytes] = {}
+        self.uploaded_at: dict[str, int] = {}
         self.batches: dict[str, dict[str, Any]] = {}
         self.created: list[str] = []
         self.cancelled: list[str] = []
+        self.listed = 0
         self.polls_to_finish = 2
         self.outcome = "completed"
         self.line_status: Callable[[str], int | None] = lambda custom_id: None
         self.failed_uploads = 0
+        self.lost_creates = 0
         self._ids = itertools.count(1)
 
     def routes(self) -> list[web.RouteDef]:
@@ -37,6 +42,8 @@ class FakeBatches:
             web.post("/v1/files", self._upload),
             web.get("/v1/files/{id}/content", self._content),
             web.post("/v1/batches", self._create),
+            web.get("/v1/batches", self._list),
+            web.get("/v1/files/{id}", self._file),
             web.get("/v1/batches/{id}", self._retrieve),
             web.post("/v1/batches/{id}/cancel", self._cancel),
         ]
@@ -52,17 +59,8 @@ class FakeBatches:
         content = upload.file.read() if hasattr(upload, "file") else str(upload).encode()
         file_id = f"file-{next(self._ids)}"
         self.files[file_id] = content
-        return web.json_response(
-            {
-                "id": file_id,
-                "object": "file",
-                "bytes": len(content),
-                "created_at": int(time.time()),
-                "filename": "batch.jsonl",
-                "purpose": "batch",
-                "status": "processed",
-            }
-        )
+        self.uploaded_at[file_id] = int(time.time())
+        return web.json_response(self._file_view(file_id))
 
     async def _content(self, request: web.Request) -> web.Response:
         content = self.files.get(request.match_info["id"])
@@ -84,11 +82,32 @@ class FakeBatches:
             "endpoint": body.get("endpoint"),
             "input_file_id": body["input_file_id"],
             "status": "validating",
+            "created_at": int(time.time()),
             "polls": 0,
             "total": len(lines),
         }
         self.created.append(batch_id)
+        if self.lost_creates:
+            self.lost_creates -= 1
+            return web.json_response({"error": {"message": "injected gateway timeout", "type": "server_error"}}, status=504)
         return web.json_response(self._view(batch_id))
+
+    async def _list(self, request: web.Request) -> web.Response:
+        """A page of the batches, newest first, after the batch `after` (the Batches API's cursor), `limit` of them."""
+        self.listed += 1
+        newest = self.created[::-1]
+        after = request.query.get("after")
+        start = newest.index(after) + 1 if after in newest else 0
+        page = newest[start : start + int(request.query.get("limit", "20"))]
+        more = start + len(page) < len(newest)
+        body = {"object": "list", "data": [self._view(batch_id) for batch_id in page], "has_more": more}
+        return web.json_response({**body, "first_id": page[0] if page else None, "last_id": page[-1] if page else None})
+
+    async def _file(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["id"]
+        if file_id not in self.files:
+            return web.json_response({"error": {"message": "No such file"}}, status=404)
+        return web.json_response(self._file_view(file_id))
 
     async def _retrieve(self, request: web.Request) -> web.Response:
         batch_id = request.match_info["id"]
@@ -151,7 +170,20 @@ class FakeBatches:
             return None
         file_id = f"file-{next(self._ids)}"
         self.files[file_id] = "".join(json.dumps(line) + "\n" for line in lines).encode()
+        self.uploaded_at[file_id] = int(time.time())
         return file_id
+
+    def _file_view(self, file_id: str) -> dict[str, Any]:
+        """The uploaded file as the Files API shows it."""
+        return {
+            "id": file_id,
+            "object": "file",
+            "bytes": len(self.files[file_id]),
+            "created_at": self.uploaded_at[file_id],
+            "filename": "batch.jsonl",
+            "purpose": "batch",
+            "status": "processed",
+        }
 
     def _view(self, batch_id: str) -> dict[str, Any]:
         """The batch as the Batches API shows it."""
@@ -163,7 +195,7 @@ class FakeBatches:
             "input_file_id": batch["input_file_id"],
             "completion_window": "24h",
             "status": batch["status"],
-            "created_at": int(time.time()),
+            "created_at": batch["created_at"],
             "output_file_id": batch.get("output_file_id"),
             "error_file_id": batch.get("error_file_id"),
             "errors": batch.get("errors"),
