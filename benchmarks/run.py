@@ -1,8 +1,8 @@
-"""Chainette's benchmark: every throughput, overhead, memory, start-up, scale-out and cache goal, each against a
-baseline measured in the same run (one module per goal in benchmarks/goals), and the pipelining and first-row
-figures, reported without a verdict until rows stream between nodes. Prints a table: figure, value, baseline,
-ratio, goal, met (or "reported"). Every run starts with an empty response cache of its own (never the user's), so
-that no figure is a cache hit but those of the fully cached reruns (goals 3 and 6).
+"""Chainette's benchmark: every throughput, overhead, memory, start-up, scale-out and cache goal, and the pipelining,
+first-row and Ray goals, each against a baseline measured in the same run (one module per goal in benchmarks/goals).
+Prints a table: figure, value, baseline, ratio, goal, met (or "reported"). Every run starts with an empty response
+cache of its own (never the user's), so that no figure is a cache hit but those of the fully cached reruns (goals 3
+and 6).
 
 Usage: python benchmarks/run.py [--quick] [--strict] [--only GOAL[,GOAL...]]
 
