@@ -200,31 +200,20 @@ async def test_a_reader_at_the_tail_takes_rows_from_memory_and_one_further_behin
     assert (await take(early, len(made) - 10))[-1] is made[-1] and await early.next() is None
 
 
-def _tail(kind: str) -> list:
-    """The nodes after the first step, by kind: a step, an apply then a step, or a group of two joined branches."""
-    again = label_step("again", "<<{{label.label}}>>", input_model=None)
-    if kind == "step":
-        return [again]
-    if kind == "apply":
-        return [apply(lambda row: row, id="same"), again]
-    return [
-        [Branch(name="l", steps=[label_step("left", "<<{{label.label}}>>", input_model=None)]).join("l"), Branch(name="r", steps=[again])]
-    ]
-
-
-@pytest.mark.parametrize("seed", range(9))
-def test_the_nodes_after_a_step_that_fails_are_not_finished_and_a_resume_decides_every_row_in_them(scripted, tmp_path, seed):
-    """A step stopped by an EngineError after a random number of rows: whatever follows it (a step, an apply, a group)
-    must not take the end of its rows for the end of its input, or the resume would skip them in every later node."""
+@pytest.mark.parametrize("seed", range(12))
+def test_a_step_failing_anywhere_leaves_no_node_after_it_finished_and_a_resume_decides_every_row(scripted, tmp_path, seed):
+    """A chain of every node kind (a step, an apply, a group of two joined branches, a step joining them), one of its
+    steps stopped by an EngineError after a random number of rows: no node after it may take the end of its rows for
+    the end of its input (it would be marked done, and the resume would skip them); the resume answers every row."""
     from chainette import EngineError
     from chainette.errors import error_for_status
 
     draw = random.Random(seed)
-    kind, fail_after, size = ("step", "apply", "group")[seed % 3], draw.randrange(0, 25), draw.randrange(25, 60)
+    failing, fail_after, size = draw.choice(["label", "left", "right", "after"]), draw.randrange(0, 25), draw.randrange(25, 60)
     answered = [0]
 
     def answer(request, attempt):
-        if request.step_id == "label" and answered[0] is not None:
+        if request.step_id == failing and answered[0] is not None:
             answered[0] += 1
             if answered[0] > fail_after:
                 return error_for_status(501, "Not Implemented", engine="s")
@@ -232,11 +221,16 @@ def test_the_nodes_after_a_step_that_fails_are_not_finished_and_a_resume_decides
 
     scripted(answer)
     register_engine("s", backend="scripted", model="m", max_concurrency=draw.choice([1, 3]))
-    chain = Chain(name="c", steps=[label_step(), *_tail(kind)])
+    branches = [
+        Branch(name="l", steps=[label_step("left", "<<{{label.label}}>>", input_model=None)]).join("l"),
+        Branch(name="r", steps=[label_step("right", "<<{{label.label}}>>", input_model=None)]).join("r"),
+    ]
+    after = label_step("after", "<<{{l.label}}+{{r.label}}>>", input_model=None)
+    chain = Chain(name="c", steps=[label_step(), apply(lambda row: row, id="same"), branches, after])
     with pytest.raises(EngineError, match="HTTP 501"):
         chain.run(rows(size), output_dir=tmp_path / "o", cache=False)
     answered[0] = None
     result = chain.run(rows(size), output_dir=tmp_path / "o", cache=False)
-    last = "again" if kind != "group" else "left"
-    assert sorted(int(r["row_id"]) for r in result.records(last)) == list(range(size)), f"{kind}: rows lost after the failure"
+    labels = {int(r["row_id"]): r["label"] for r in result.records("after")}
+    assert labels == {i: f"row{i}+row{i}" for i in range(size)}, f"rows lost after a failure in '{failing}'"
     assert result.errors == []
