@@ -96,10 +96,11 @@ def interrupt_then_resume(reference, out: Path, output_format: str, rng: random.
             command(inputs, out, output_format), env=environment(LATENCY), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         time.sleep(rng.uniform(0.2, duration * 0.8))
-        for sent in signals():
+        for position, sent in enumerate(signals()):
+            if position:
+                time.sleep(rng.uniform(0, 0.05))
             if process.poll() is None:
                 process.send_signal(sent)
-            time.sleep(rng.uniform(0, 0.05))
         _, stderr = process.communicate(timeout=120)
         # 130 and 143: stopped; -2 and -15: the signal came before chainette listens for it (start-up), as a kill
         assert process.returncode in (EXIT_SOME_ROWS_FAILED, -9, -2, -15, 130, 143), stderr.decode()
