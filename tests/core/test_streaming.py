@@ -203,16 +203,23 @@ async def test_a_reader_at_the_tail_takes_rows_from_memory_and_one_further_behin
 @pytest.mark.parametrize("seed", range(12))
 def test_a_step_failing_anywhere_leaves_no_node_after_it_finished_and_a_resume_decides_every_row(scripted, tmp_path, seed):
     """A chain of every node kind (a step, an apply, a group of two joined branches, a step joining them), one of its
-    steps stopped by an EngineError after a random number of rows: no node after it may take the end of its rows for
-    the end of its input (it would be marked done, and the resume would skip them); the resume answers every row."""
-    from chainette import EngineError
+    steps stopped by an EngineError after a random number of rows, and a few random rows refused by some step before:
+    no node after the failed step may take the end of its rows for the end of its input (it would be marked done, and
+    the resume would skip them). The resume decides every row once (the refused ones stay failed, each once), and
+    --retry-errors then answers those too."""
+    from chainette import EngineError, RowError
     from chainette.errors import error_for_status
 
     draw = random.Random(seed)
-    failing, fail_after, size = draw.choice(["label", "left", "right", "after"]), draw.randrange(0, 25), draw.randrange(25, 60)
-    answered = [0]
+    steps = ["label", "left", "right", "after"]
+    failing, size = draw.choice(steps), draw.randrange(25, 60)
+    refused = {(draw.choice(steps), str(row)) for row in range(size) if draw.random() < 0.1}
+    fail_after = draw.randrange(0, min(25, size - len(refused)))  # fewer than the rows that reach the failing step
+    answered: list[int | None] = [0]
 
     def answer(request, attempt):
+        if answered[0] is not None and (request.step_id, request.row_id) in refused:
+            return RowError("refused", kind="refusal")
         if request.step_id == failing and answered[0] is not None:
             answered[0] += 1
             if answered[0] > fail_after:
@@ -231,6 +238,9 @@ def test_a_step_failing_anywhere_leaves_no_node_after_it_finished_and_a_resume_d
         chain.run(rows(size), output_dir=tmp_path / "o", cache=False)
     answered[0] = None
     result = chain.run(rows(size), output_dir=tmp_path / "o", cache=False)
-    labels = {int(r["row_id"]): r["label"] for r in result.records("after")}
-    assert labels == {i: f"row{i}+row{i}" for i in range(size)}, f"rows lost after a failure in '{failing}'"
-    assert result.errors == []
+    failed = [error["row_id"] for error in result.errors]
+    assert len(failed) == len(set(failed)) and set(failed) <= {row for _, row in refused}, "each refused row failed once"
+    labels = {r["row_id"]: r["label"] for r in result.records("after")}
+    assert labels == {str(i): f"row{i}+row{i}" for i in range(size) if str(i) not in failed}, f"rows lost after a failure in '{failing}'"
+    result = chain.run(rows(size), output_dir=tmp_path / "o", cache=False, retry_errors=True)
+    assert {int(r["row_id"]) for r in result.records("after")} == set(range(size)) and result.errors == []
