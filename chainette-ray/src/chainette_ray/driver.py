@@ -134,7 +134,7 @@ class RayExecutor(Executor):
             if unit.plan.is_node and ended:
                 self._finish(unit.plan.state_id, unit.files)
             elif unit.files is not None:
-                unit.files.close()
+                unit.files.close(ended=ended)
                 if ended and not self.limited:
                     NodeState(self.run_dir, unit.plan.state_id).mark_finished(Counts())
 
