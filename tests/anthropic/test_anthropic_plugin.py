@@ -140,6 +140,9 @@ def test_audio_is_refused_at_start_images_and_documents_are_taken():
         ("claude-3-7-sonnet-latest", Price(3.00, 15.00, cache_read=0.30, cache_write=3.75)),
         ("claude-haiku-4-5", Price(1.00, 5.00, cache_read=0.10, cache_write=1.25)),
         ("claude-opus-4-1-20250805", Price(15.00, 75.00, cache_read=1.50, cache_write=18.75)),
+        ("claude-opus-5-5-20260922", Price(4.00, 20.00, cache_read=0.20, cache_write=5.00)),  # not Opus 5's price
+        ("claude-opus-5", Price(5.00, 25.00, cache_read=0.50, cache_write=6.25)),
+        ("claude-fable-5-1", Price(10.00, 50.00, cache_read=0.25, cache_write=12.50)),
         ("claude-unknown-9", None),
     ],
 )

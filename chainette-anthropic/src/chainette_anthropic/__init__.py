@@ -31,11 +31,25 @@ __version__ = "0.1.0"
 SAMPLING_FIELDS = {"max_tokens": "max_tokens", "stop": "stop_sequences"}
 PROVIDER_HOSTS = ("https://api.anthropic.com",)  # an endpoint= here is still Anthropic's own API, at its prices
 
-# USD per million tokens of input, output, input read from the prompt cache (0.1x input) and input written to it
-# (1.25x input, the 5-minute cache), from Anthropic's pricing page (https://docs.anthropic.com/en/docs/about-claude/pricing)
-# as of 2025-12; Sonnet 4 and 4.5 prompts over 200K tokens cost more, which this table does not know. Engines override
-# them with their price_per_million_* options; unknown models get no cost estimate. Message Batches halve every kind.
+# USD per million tokens of input, output, input read from the prompt cache and input written to it (the 5-minute
+# cache), from Anthropic's pricing page and model pages (https://platform.claude.com/docs/en/about-claude/pricing) as of
+# 2026-12. Haiku 5.5 is at its rate for prompts of up to 100K tokens, and Sonnet 4 and 4.5 prompts over 200K tokens cost
+# more, which this table does not know. Engines override them with their price_per_million_* options; unknown models get
+# no cost estimate. Message Batches halve every kind.
 PRICES = {
+    "claude-fable-5-2": Price(8.00, 40.00, cache_read=0.20, cache_write=10.00),
+    "claude-mythos-5-2": Price(8.00, 40.00, cache_read=0.20, cache_write=10.00),
+    "claude-fable-5-1": Price(10.00, 50.00, cache_read=0.25, cache_write=12.50),
+    "claude-mythos-5-1": Price(10.00, 50.00, cache_read=0.25, cache_write=12.50),
+    "claude-fable-5": Price(10.00, 50.00, cache_read=1.00, cache_write=12.50),
+    "claude-mythos-5": Price(10.00, 50.00, cache_read=1.00, cache_write=12.50),
+    "claude-opus-5-5": Price(4.00, 20.00, cache_read=0.20, cache_write=5.00),
+    "claude-opus-5": Price(5.00, 25.00, cache_read=0.50, cache_write=6.25),
+    "claude-opus-4-8": Price(5.00, 25.00, cache_read=0.50, cache_write=6.25),
+    "claude-opus-4-7": Price(5.00, 25.00, cache_read=0.50, cache_write=6.25),
+    "claude-sonnet-5-5": Price(2.00, 10.00, cache_read=0.10, cache_write=2.50),
+    "claude-sonnet-5": Price(2.00, 10.00, cache_read=0.20, cache_write=2.50),
+    "claude-haiku-5-5": Price(0.10, 0.50, cache_read=0.01, cache_write=0.125),
     "claude-opus-4-6": Price(5.00, 25.00, cache_read=0.50, cache_write=6.25),
     "claude-sonnet-4-6": Price(3.00, 15.00, cache_read=0.30, cache_write=3.75),
     "claude-opus-4-5": Price(5.00, 25.00, cache_read=0.50, cache_write=6.25),

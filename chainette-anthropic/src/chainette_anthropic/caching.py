@@ -1,6 +1,6 @@
 """When a request marks its system prompt for Anthropic's prompt cache (`cache_control` on the last system block).
 
-A cache write costs 1.25 times the input price and a read 0.1 times, so marking pays only for a prefix that will be
+A cache write costs 1.25 times the input price and a read at most 0.1 times, so marking pays only for a prefix that will be
 read again. A prefix is marked when it is long enough for the model's minimum (estimated at CHARS_PER_TOKEN
 characters a token) and this client has sent it before: a system prompt shared by a step's rows is written by its
 second request and read by the others; one that differs on every row is never marked, so never paid for at 1.25x.
