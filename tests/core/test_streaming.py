@@ -200,31 +200,35 @@ async def test_a_reader_at_the_tail_takes_rows_from_memory_and_one_further_behin
     assert (await take(early, len(made) - 10))[-1] is made[-1] and await early.next() is None
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(16))
 def test_a_step_failing_anywhere_leaves_no_node_after_it_finished_and_a_resume_decides_every_row(scripted, tmp_path, seed):
-    """A chain of every node kind (a step, an apply, a group of two joined branches, a step joining them), one of its
-    steps stopped by an EngineError after a random number of rows, and a few random rows refused by some step before:
-    no node after the failed step may take the end of its rows for the end of its input (it would be marked done, and
-    the resume would skip them). The resume decides every row once (the refused ones stay failed, each once), and
-    --retry-errors then answers those too."""
+    """A chain of every node kind (a step, an apply, a group of two joined branches, a step joining them; the apply
+    passing rows on as they are, or filtering some out and fanning the others out in two), one of its steps stopped by
+    an EngineError after a random number of rows, and a few random rows refused by some step before: no node after the
+    failed step may take the end of its rows for the end of its input (it would be marked done, and the resume would
+    skip them). The resume decides every row once (the refused ones stay failed, each once), and --retry-errors then
+    answers those too."""
     from chainette import EngineError, RowError
     from chainette.errors import error_for_status
 
     draw = random.Random(seed)
     steps = ["label", "left", "right", "after"]
-    failing, size = draw.choice(steps), draw.randrange(25, 60)
+    failing, size, fanned = draw.choice(steps), draw.randrange(25, 60), seed % 2 == 1
     refused = {(draw.choice(steps), str(row)) for row in range(size) if draw.random() < 0.1}
     fail_after = draw.randrange(0, min(25, size - len(refused)))  # fewer than the rows that reach the failing step
     answered: list[int | None] = [0]
 
     def answer(request, attempt):
-        if answered[0] is not None and (request.step_id, request.row_id) in refused:
+        if answered[0] is not None and (request.step_id, request.row_id.split("-")[0]) in refused:
             return RowError("refused", kind="refusal")
         if request.step_id == failing and answered[0] is not None:
             answered[0] += 1
             if answered[0] > fail_after:
                 return error_for_status(501, "Not Implemented", engine="s")
         return echo(request, attempt)
+
+    def spread(row):
+        return [] if row.label.endswith("3") else [row, row]
 
     scripted(answer)
     register_engine("s", backend="scripted", model="m", max_concurrency=draw.choice([1, 3]))
@@ -233,14 +237,18 @@ def test_a_step_failing_anywhere_leaves_no_node_after_it_finished_and_a_resume_d
         Branch(name="r", steps=[label_step("right", "<<{{label.label}}>>", input_model=None)]).join("r"),
     ]
     after = label_step("after", "<<{{l.label}}+{{r.label}}>>", input_model=None)
-    chain = Chain(name="c", steps=[label_step(), apply(lambda row: row, id="same"), branches, after])
+    middle = apply(spread, id="spread") if fanned else apply(lambda row: row, id="same")
+    chain = Chain(name="c", steps=[label_step(), middle, branches, after])
     with pytest.raises(EngineError, match="HTTP 501"):
         chain.run(rows(size), output_dir=tmp_path / "o", cache=False)
     answered[0] = None
     result = chain.run(rows(size), output_dir=tmp_path / "o", cache=False)
     failed = [error["row_id"] for error in result.errors]
-    assert len(failed) == len(set(failed)) and set(failed) <= {row for _, row in refused}, "each refused row failed once"
+    assert len(failed) == len(set(failed)) and {row.split("-")[0] for row in failed} <= {row for _, row in refused}, "each failed once"
+    kept = [i for i in range(size) if not (fanned and str(i).endswith("3"))]
+    expected = {f"{i}-{k}" if fanned else str(i): f"row{i}+row{i}" for i in kept for k in range(2 if fanned else 1)}
     labels = {r["row_id"]: r["label"] for r in result.records("after")}
-    assert labels == {str(i): f"row{i}+row{i}" for i in range(size) if str(i) not in failed}, f"rows lost after a failure in '{failing}'"
+    answered_rows = {row: label for row, label in expected.items() if row not in failed and row.split("-")[0] not in failed}
+    assert labels == answered_rows, f"rows lost after a failure in '{failing}'"
     result = chain.run(rows(size), output_dir=tmp_path / "o", cache=False, retry_errors=True)
-    assert {int(r["row_id"]) for r in result.records("after")} == set(range(size)) and result.errors == []
+    assert {r["row_id"]: r["label"] for r in result.records("after")} == expected and result.errors == []
