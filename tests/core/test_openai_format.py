@@ -135,3 +135,17 @@ def test_cached_input_is_counted_apart_from_the_rest_of_the_input():
     )
     assert (responses.input_tokens, responses.cache_read_tokens, responses.output_tokens) == (6, 24, 5)
     assert parse_usage({**USAGE, "prompt_tokens_details": None}).cache_read_tokens == 0
+
+
+def test_input_written_to_the_prompt_cache_is_counted_apart_too():
+    """GPT-5.6 and later report (and bill at 1.25 times the input) the input written to the cache, as the SDK types it:
+    `prompt_tokens_details.cache_write_tokens`, `input_tokens_details.cache_write_tokens`."""
+    usage = {**USAGE, "prompt_tokens_details": {"cached_tokens": 4, "cache_write_tokens": 6}}
+    answer = parse_chat_completion(body(usage=usage), engine="e")
+    assert (answer.usage.input_tokens, answer.usage.cache_read_tokens, answer.usage.cache_write_tokens) == (2, 4, 6)
+    assert answer.usage.total == 46
+    responses = parse_usage(
+        {"input_tokens": 30, "output_tokens": 5, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 24}},
+        names=("input_tokens", "output_tokens"),
+    )
+    assert (responses.input_tokens, responses.cache_write_tokens) == (6, 24)

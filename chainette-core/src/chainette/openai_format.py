@@ -14,13 +14,20 @@ from chainette.media import base64_of, data_url
 def parse_usage(report: Any, *, names: tuple[str, str] = ("prompt_tokens", "completion_tokens")) -> Usage:
     """The token counts of an OpenAI `usage` object (a JSON mapping; `names`: its input and output counts, the Responses
     API's `input_tokens` and `output_tokens`); zeros for what it lacks or when it is not one. The input read from the
-    prompt cache (`*_tokens_details.cached_tokens`, inside the input count) is counted apart."""
+    prompt cache and the input written to it (`*_tokens_details.cached_tokens` and `cache_write_tokens`, which GPT-5.6
+    and later bill at 1.25 times the input; both inside the input count) are counted apart."""
     if not isinstance(report, Mapping):
         return Usage()
     input_name, output_name = names
     details = report.get(f"{input_name}_details")
-    cached = (details.get("cached_tokens") or 0) if isinstance(details, Mapping) else 0
-    return Usage(input_tokens=(report.get(input_name) or 0) - cached, output_tokens=report.get(output_name) or 0, cache_read_tokens=cached)
+    details = details if isinstance(details, Mapping) else {}
+    cached, written = details.get("cached_tokens") or 0, details.get("cache_write_tokens") or 0
+    return Usage(
+        input_tokens=(report.get(input_name) or 0) - cached - written,
+        output_tokens=report.get(output_name) or 0,
+        cache_read_tokens=cached,
+        cache_write_tokens=written,
+    )
 
 
 def parse_chat_completion(body: Any, *, engine: str) -> Answer:
