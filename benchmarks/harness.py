@@ -61,11 +61,12 @@ class Outcome:
 
 
 def best_of(rounds: int, measures: Mapping[str, Callable[[], float]]) -> dict[str, float]:
-    """The highest value of each measure over `rounds` rounds, the measures taking turns within each round (so that
-    a slow spell of a shared machine falls on all of them)."""
+    """The highest value of each measure over `rounds` rounds, the measures taking turns within each round, in the
+    opposite order each round (so that a slow spell of a shared machine, or what a run leaves behind for the next one,
+    falls on all of them)."""
     best = dict.fromkeys(measures, 0.0)
-    for _ in range(rounds):
-        for name, measure in measures.items():
+    for number in range(rounds):
+        for name, measure in list(measures.items())[:: -1 if number % 2 else 1]:
             best[name] = max(best[name], measure())
     return best
 
