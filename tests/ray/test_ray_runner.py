@@ -22,6 +22,7 @@ from chainette.execution.executor import Executor
 from chainette.frontier import rows
 from chainette.nodes import INPUT_ID
 from chainette.outcome import EXIT_SOME_ROWS_FAILED
+from chainette_ray.driver import RayExecutor
 
 from ..integration.invariants import assert_every_row_once, chain_file, snapshot, write_inputs
 from .conftest import block_workers, environment
@@ -190,6 +191,26 @@ def test_the_flattened_table_is_the_blocks_own_in_the_last_node_s_commit_order(c
     assert snapshot(out) == expected
     flattened = [json.loads(line)["row_id"] for line in read_lines_of(out / "flattened")]
     assert flattened == [row.row_id for row in rows(out / ".chainette" / "last.jsonl")]
+
+
+def test_on_a_fresh_run_the_driver_keeps_nothing_per_row(cluster, reference, tmp_path, monkeypatch):
+    """What the driver holds does not grow with the input: with nothing committed before, no unit's decided or passed
+    rows are kept while blocks are committed, and the results are a local run's."""
+    inputs, expected, _ = reference
+    kept: list[int] = []
+    commit = RayExecutor._commit
+
+    def counting(self: RayExecutor, units: list, result: object) -> None:
+        commit(self, units, result)
+        kept.append(sum(len(unit.decided) + len(unit.passed) for unit in units))
+
+    monkeypatch.setattr(RayExecutor, "_commit", counting)
+    monkeypatch.setenv("RAY_ADDRESS", cluster[0])
+    monkeypatch.setenv("TORTURE_LATENCY", "0")
+    out = tmp_path / "out"
+    load_chain(chain_file()).run(inputs, output_dir=out, cache=False, on=f"ray?block_rows={BLOCK_ROWS}")
+    assert snapshot(out) == expected
+    assert len(kept) == -(-ROWS // BLOCK_ROWS) and set(kept) == {0}
 
 
 def read_lines_of(folder: Path) -> list[str]:

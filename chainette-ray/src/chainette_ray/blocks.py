@@ -1,9 +1,9 @@
 """The blocks a pass of the driver hands to the workers: the input rows some unit has yet to decide, cut into blocks as
 the input frontier grows, so that the first block starts while the input is still being read.
 
-The rules this module keeps: every line of the input frontier is read once a pass, in order, and its row noted in `read`
-(id: input position) before its block is made; a block holds each row of it once; at most `READY` blocks wait for a
-worker, so what the driver holds is bounded however large the input (the rest waits on disk, in the frontier)."""
+The rules this module keeps: every line of the input frontier is read once a pass, in order; a row is in at most one
+block of a pass; at most `READY` blocks wait for a worker, so what the driver holds is bounded however large the input
+(the rest waits on disk, in the frontier)."""
 
 from __future__ import annotations
 
@@ -24,12 +24,12 @@ READY = 4
 
 
 class Blocks:
-    """The blocks of one pass over the input `feed`: the rows it `wanted` (by id and position), at most `size` a
-    block. `fill` makes them (noting every row read in `read`); the driver takes them with `take` as workers have room."""
+    """The blocks of one pass over the input `feed`: the rows it `wanted` (by id and position; None: every row), at
+    most `size` a block. `fill` makes them; the driver takes them with `take` as workers have room."""
 
-    def __init__(self, feed: Feed, control: StopSignal, size: int, wanted: Callable[[str, int], bool], read: dict[str, int]):
+    def __init__(self, feed: Feed, control: StopSignal, size: int, wanted: Callable[[str, int], bool] | None):
         self.feed, self.control, self.size = feed, control, size
-        self.wanted, self.read = wanted, read
+        self.wanted = wanted
         self.ready: deque[Block] = deque()
         self.finished = False
         self._changed = asyncio.Event()
@@ -53,9 +53,7 @@ class Blocks:
         lines: list[bytes] = []
         try:
             async for line in frontier_lines(self.feed, self.control):
-                (row,) = orjson.loads(line)["rows"]  # an input commit passes its one row on
-                self.read[row["row_id"]] = row["index"]
-                if self.wanted(row["row_id"], row["index"]):
+                if self.wanted is None or self._wants(line):
                     lines.append(line)
                 if len(lines) == self.size:
                     await self._made(lines)
@@ -65,6 +63,11 @@ class Blocks:
         finally:
             self.finished = True
             self._changed.set()
+
+    def _wants(self, line: bytes) -> bool:
+        assert self.wanted is not None
+        (row,) = orjson.loads(line)["rows"]  # an input commit passes its one row on
+        return self.wanted(row["row_id"], row["index"])
 
     async def _made(self, lines: list[bytes]) -> None:
         while len(self.ready) >= READY and not self.control.stopping:

@@ -2,12 +2,17 @@
 does (row ids, invalid rows to the errors file), cuts the input rows some unit has not decided yet into blocks as it
 reads them (chainette_ray.blocks), runs them on long-lived block workers (a Ray actor per slot, chainette_ray.block),
 and commits each finished block into the run directory, unit by unit in the chain's order, through the core's node
-files: a row a unit already decided (a block run again after a driver kill) is skipped, so every row is committed once."""
+files: a row a unit already decided (a block run again after a driver kill) is skipped, so every row is committed once.
+
+What the driver holds does not grow with the input: a pass never offers a row twice (its blocks hold each row once, and
+each block's result comes once), so a unit is checked only against what it had committed when the pass began, read
+from disk (nothing on a fresh run)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections import ChainMap
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -27,9 +32,9 @@ from chainette.execution.feed import Feed
 from chainette.execution.files import NodeFiles
 from chainette.execution.recovery import Counts, NodeState
 from chainette.execution.stopping import first_failure_cancels
-from chainette.frontier import Commit, Row, rows
+from chainette.frontier import Commit, Row, commits, rows
 from chainette.nodes import INPUT_ID, Node
-from chainette.run.appends import OutputFolder, Writer
+from chainette.run.appends import OutputFolder, Writer, read_lines
 from chainette.run.options import RunOptions
 from chainette.run.rundir import FLATTENED, RunDir
 from chainette.stats import Spent
@@ -53,8 +58,8 @@ runs them side by side (chainette_ray.block), so that a block's last requests do
 
 @dataclass
 class OpenUnit:
-    """A unit as the driver commits into it: its plan, its files (None: an earlier session finished it), the input rows
-    it decided, and the rows it passed on (id: input position)."""
+    """A unit as the driver commits into it: its plan, its files (None: an earlier session finished it), and what it had
+    committed when the pass began: the input rows it decided, and the rows it passed on (id: input position)."""
 
     plan: UnitPlan
     files: NodeFiles | None
@@ -79,6 +84,8 @@ class RayExecutor(Executor):
         self.target = target
         self.engines = engines
         self.staged: OutputFolder | None = None
+        self.partial = False
+        """Whether the pass took a block in part (a block run again after a driver kill): it may have left rows undecided."""
 
     async def _run_segments(self, raw_rows: Iterable[inputs.RawRow]) -> Feed:
         """Read the input while running the undecided rows' blocks and committing them (before them, with `id_column`:
@@ -99,20 +106,36 @@ class RayExecutor(Executor):
 
     async def _decide_every_row(self, units: list[OpenUnit], feed: Feed, reading: Callable[[], Awaitable[None]] | None) -> None:
         """Run the blocks of the rows some unit has not decided, pass after pass over the input frontier (`feed`), until
-        none is left; the first pass while `reading` reads the input into it (None: an earlier session read it all)."""
-        read: dict[str, int] = {}  # the input's rows, id: position, noted by each pass
+        none is left; the first pass while `reading` reads the input into it (None: an earlier session read it all). A
+        pass that took every block whole decided every row it offered; after one that did not, the units' state is read
+        back to find the rows left."""
         for number in range(ROUNDS):
-            if number and not _pending(units, read):
+            if number and not self._reload(units):
                 return
-            blocks = Blocks(feed, self.control, self.target.block_rows, _wanted(units), read)
+            self.partial = False
+            blocks = Blocks(feed, self.control, self.target.block_rows, _wanted(units))
             await first_failure_cancels([blocks.fill(), self._run_blocks(units, blocks), *([reading()] if reading and not number else [])])
             self.control.check()
             self.writer.flush()
-        if _pending(units, read):
+            if not self.partial:
+                return
+        if self._reload(units):
             raise ChainetteError(
                 f"Some rows are still undecided after {ROUNDS} passes (their blocks answered otherwise than the part of them "
                 "committed before the driver stopped). Run the same command again to go on with them."
             )
+
+    def _reload(self, units: list[OpenUnit]) -> bool:
+        """Read back what each open unit has committed (after the writer's flush); whether some row is left undecided."""
+        failed: dict[str, set[str]] = {}
+        for line in read_lines(self.run_dir.errors):
+            failed.setdefault(line["step_id"], set()).add(line["row_id"])
+        for unit in units:
+            if unit.files is not None:
+                state_id = unit.plan.state_id
+                unit.decided = {commit.source for commit in commits(self.run_dir.frontier(state_id))} | failed.get(state_id, set())
+                unit.passed = _passed(self.run_dir, state_id)
+        return bool(_pending(units, _passed(self.run_dir, INPUT_ID)))
 
     def _open_unit(self, plan: UnitPlan) -> OpenUnit:
         """Reopen a unit's files as a local session would (its counts restored, NodeStarted sent for a node)."""
@@ -209,18 +232,21 @@ class RayExecutor(Executor):
         return result
 
     def _commit(self, units: list[OpenUnit], result: BlockResult) -> None:
-        """Commit a block's result unit by unit: each row its unit has not decided and its upstream passed on; and stage
-        its flattened lines while every unit takes every block whole."""
-        upstream_passed: dict[str, dict[str, int] | None] = {INPUT_ID: None}  # a block holds input rows only
+        """Commit a block's result unit by unit: each row its unit has not decided and its upstream passed on (before the
+        pass, or from this block); and stage its flattened lines while every unit takes every block whole."""
+        upstream_passed: dict[str, Mapping[str, int] | None] = {INPUT_ID: None}  # a block holds input rows only
         failures: dict[str, list[dict[str, Any]]] = {}
         for line in result.errors:
             failures.setdefault(line["step_id"], []).append(line)
         whole = True
         for unit in units:
             passed = upstream_passed.get(unit.plan.upstream)
+            committed: dict[str, int] = {}
             if unit.files is not None:
-                whole = self._commit_unit(unit, result, failures.get(unit.plan.state_id, []), passed) and whole
-            upstream_passed[unit.plan.state_id] = unit.passed
+                took_whole, committed = self._commit_unit(unit, result, failures.get(unit.plan.state_id, []), passed)
+                whole = whole and took_whole
+            upstream_passed[unit.plan.state_id] = ChainMap(committed, unit.passed) if unit.passed else committed
+        self.partial = self.partial or not whole
         if self.staged is not None and whole:
             self.staged.write_lines(result.flattened)
         elif self.staged is not None:
@@ -254,54 +280,56 @@ class RayExecutor(Executor):
             folder.parent.mkdir(parents=True, exist_ok=True)
             self.run_dir.staged_flattened().rename(folder)
 
-    def _commit_unit(self, unit: OpenUnit, result: BlockResult, failures: list[dict[str, Any]], upstream: dict[str, int] | None) -> bool:
+    def _commit_unit(
+        self, unit: OpenUnit, result: BlockResult, failures: list[dict[str, Any]], upstream: Mapping[str, int] | None
+    ) -> tuple[bool, dict[str, int]]:
         """Commit what the block's unit decided (rows passed on or filtered out, then rows failed), and add what it spent;
-        whether it committed every row the block's unit passed on."""
+        whether it took every row the block's unit decided, and the rows it passed on (id: input position)."""
         new = partial(_is_new, unit.decided, upstream)
         stats = self.stats.get(unit.plan.state_id)
         answered = result.units[unit.plan.state_id]
         whole = _all_new(unit.decided, upstream, answered.sources)
         if whole:
-            self._commit_block(unit, answered)
+            committed = self._commit_block(unit, answered)
             decided = len(answered.sources)
         else:
-            decided = self._commit_each(unit, answered, new)
+            decided, committed = self._commit_each(unit, answered, new)
         failed = [line for line in failures if new(line["row_id"])]
         for line in failed:
             row = Row(line["row_id"], {}, INPUT_ID, index=line["row_index"])
             self.errors.record(row, line["step_id"], line["error_type"], line["message"], line["raw"])
-            unit.decided.add(row.row_id)
         if stats is not None:
             stats.failed += len(failed)
             spent = result.spent.get(unit.plan.state_id, {})
             stats.session = stats.session + Spent(**{**spent, "rows": decided + len(failed), "seconds": 0.0})
-        return whole
+        return whole, committed
 
-    def _commit_block(self, unit: OpenUnit, answered: UnitResult) -> None:
-        """Commit every row the block's unit decided, as the block encoded them: its output lines, then its commit lines."""
+    def _commit_block(self, unit: OpenUnit, answered: UnitResult) -> dict[str, int]:
+        """Commit every row the block's unit decided, as the block encoded them: its output lines, then its commit lines;
+        the rows it passed on."""
         assert unit.files is not None, "a unit an earlier session finished commits nothing"
         if unit.files.outputs is not None:
             unit.files.outputs.write_lines(answered.outputs)
         unit.files.commit_lines(answered.commits, len(answered.passed))
-        unit.decided.update(answered.sources)
-        unit.passed.update(answered.passed)
         self._count(unit, len(answered.passed), answered.ok, len(answered.sources) - answered.ok)
+        return dict(answered.passed)
 
-    def _commit_each(self, unit: OpenUnit, answered: UnitResult, new: Callable[[str], bool]) -> int:
+    def _commit_each(self, unit: OpenUnit, answered: UnitResult, new: Callable[[str], bool]) -> tuple[int, dict[str, int]]:
         """Commit, one by one, the rows of the block's unit that are `new` (a block run again after a driver kill holds
-        rows committed already): each one's output lines, then its commit. How many it committed."""
+        rows committed already): each one's output lines, then its commit. How many it committed, and the rows they
+        passed on."""
         assert unit.files is not None, "a unit an earlier session finished commits nothing"
         outputs = {orjson.loads(line)["row_id"]: line for line in answered.outputs}
         decided = [(commit, line) for line in answered.commits.splitlines(keepends=True) if new((commit := Commit.decode(line)).source)]
+        committed: dict[str, int] = {}
         for commit, line in decided:
             if unit.files.outputs is not None:
                 for child in commit.rows:
                     unit.files.outputs.write_line(outputs[child.row_id])
             unit.files.commit(Row(commit.source, {}, INPUT_ID), commit.rows, cached=commit.cached, line=line)
-            unit.decided.add(commit.source)
-            unit.passed.update((child.row_id, child.index) for child in commit.rows)
+            committed.update((child.row_id, child.index) for child in commit.rows)
             self._count(unit, len(commit.rows), bool(commit.rows), not commit.rows)
-        return len(decided)
+        return len(decided), committed
 
     def _count(self, unit: OpenUnit, rows_out: int, ok: int, filtered: int) -> None:
         """Add committed rows to a node's figures (a group's join has none)."""
@@ -321,13 +349,13 @@ def _end(workers: list[Any], *, graceful: bool) -> None:
         ray.kill(worker)
 
 
-def _is_new(decided: set[str], upstream: dict[str, int] | None, row_id: str) -> bool:
+def _is_new(decided: set[str], upstream: Mapping[str, int] | None, row_id: str) -> bool:
     """Whether the driver should commit the block's decision on `row_id`: the unit has not decided it, and the unit
     before passed it on (a row a block answered otherwise than the committed part of it is left for the next pass)."""
     return row_id not in decided and (upstream is None or row_id in upstream)
 
 
-def _all_new(decided: set[str], upstream: dict[str, int] | None, row_ids: list[str]) -> bool:
+def _all_new(decided: set[str], upstream: Mapping[str, int] | None, row_ids: list[str]) -> bool:
     """Whether every one of `row_ids` is new (see `_is_new`): the common case, a block run once."""
     return decided.isdisjoint(row_ids) and (upstream is None or all(map(upstream.__contains__, row_ids)))
 
@@ -354,9 +382,12 @@ def _pending(units: list[OpenUnit], read: dict[str, int]) -> set[int]:
     return pending
 
 
-def _wanted(units: list[OpenUnit]) -> Callable[[str, int], bool]:
+def _wanted(units: list[OpenUnit]) -> Callable[[str, int], bool] | None:
     """Whether a pass wants input row (id, position) in a block: a unit reading the input has yet to decide it, or a
-    later unit a row passed on from it (as the pass begins: a block runs every unit of its rows)."""
+    later unit a row passed on from it (as the pass begins: a block runs every unit of its rows). None when it wants
+    every row: a unit reading the input has decided none."""
     first = [unit.decided for unit in units if unit.files is not None and unit.plan.upstream == INPUT_ID]
+    if any(not decided for decided in first):
+        return None
     later = _pending(units, {})
     return lambda row_id, index: index in later or any(row_id not in decided for decided in first)
