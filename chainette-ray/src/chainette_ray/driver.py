@@ -84,7 +84,7 @@ class RayExecutor(Executor):
         self.target = target
         self.engines = engines
         self.staged: OutputFolder | None = None
-        self.partial = False
+        self.took_in_part = False
         """Whether the pass took a block in part (a block run again after a driver kill): it may have left rows undecided."""
 
     async def _run_segments(self, raw_rows: Iterable[inputs.RawRow]) -> Feed:
@@ -112,12 +112,12 @@ class RayExecutor(Executor):
         for number in range(ROUNDS):
             if number and not self._reload(units):
                 return
-            self.partial = False
+            self.took_in_part = False
             blocks = Blocks(feed, self.control, self.target.block_rows, _wanted(units))
             await first_failure_cancels([blocks.fill(), self._run_blocks(units, blocks), *([reading()] if reading and not number else [])])
             self.control.check()
             self.writer.flush()
-            if not self.partial:
+            if not self.took_in_part:
                 return
         if self._reload(units):
             raise ChainetteError(
@@ -246,7 +246,7 @@ class RayExecutor(Executor):
                 took_whole, committed = self._commit_unit(unit, result, failures.get(unit.plan.state_id, []), passed)
                 whole = whole and took_whole
             upstream_passed[unit.plan.state_id] = ChainMap(committed, unit.passed) if unit.passed else committed
-        self.partial = self.partial or not whole
+        self.took_in_part = self.took_in_part or not whole
         if self.staged is not None and whole:
             self.staged.write_lines(result.flattened)
         elif self.staged is not None:
