@@ -17,6 +17,7 @@ import pytest
 
 from chainette import Chain, apply
 from chainette.cli.loading import load_chain
+from chainette.errors import ChainetteError
 from chainette.events import Event, NodeFinished, RowFailed
 from chainette.execution.executor import Executor
 from chainette.frontier import rows
@@ -338,6 +339,48 @@ def _check(row: _Number) -> list[_Number]:
     if row.n % 1000 == 0:
         raise ValueError("a thousandth row")
     return [row]
+
+
+_OTHERWISE = Path("/nonexistent")
+"""While this file exists, `_first` leaves odd rows out: it answers otherwise, with the same code (a test sets the path)."""
+
+
+def _first(row: _Number) -> list[_Number]:
+    return [row] if row.n % 2 == 0 or not _OTHERWISE.exists() else []
+
+
+def _last(row: _Number) -> _Number:
+    return row
+
+
+def test_rows_a_block_run_again_answers_otherwise_are_passed_over_until_a_command_decides_them(cluster, tmp_path, monkeypatch):
+    """As if the driver died after 'first' passed every row on and 'last' committed half of them, and 'first' now
+    answers otherwise (it leaves odd rows out): the blocks run again commit the even rows, the odd ones stay undecided
+    pass after pass (the run says so and what to do), and the same command, once 'first' answers as before, decides
+    them; each row once throughout."""
+    monkeypatch.setenv("RAY_ADDRESS", cluster[0])
+    monkeypatch.setattr(sys.modules[__name__], "_OTHERWISE", tmp_path / "otherwise")
+    inputs, out = tmp_path / "in.jsonl", tmp_path / "out"
+    inputs.write_text("".join(f'{{"n": {n}}}\n' for n in range(40)))
+    chain = Chain(name="again", steps=[apply(_first, id="first", input_model=_Number, output_model=_Number), apply(_last, id="last")])
+    chain.run(inputs, output_dir=out, cache=False, on=BY_EIGHT)
+    state = out / ".chainette"
+    for node in ("first", "last"):
+        (state / f"{node}.done").unlink()
+    last = state / "last.jsonl"
+    last.write_bytes(b"".join(last.read_bytes().splitlines(keepends=True)[:20]))
+    kept = {row.index for row in rows(last)}
+    (tmp_path / "otherwise").touch()
+    with pytest.raises(ChainetteError, match="still undecided after 3 passes"):
+        chain.run(inputs, output_dir=out, cache=False, on=BY_EIGHT)
+    assert sorted(row.index for row in rows(last)) == sorted(kept | set(range(0, 40, 2)))
+    (tmp_path / "otherwise").unlink()
+    chain.run(inputs, output_dir=out, cache=False, on=BY_EIGHT)
+    assert sorted(row.index for row in rows(last)) == list(range(40))
+    assert sorted(row.index for row in rows(state / "first.jsonl")) == list(range(40))
+
+
+BY_EIGHT = "ray?block_rows=8"
 
 
 def test_a_target_nothing_answers_at_is_one_paragraph(tmp_path):
