@@ -308,27 +308,35 @@ def test_with_an_id_column_a_repeated_id_stops_the_run_before_any_block(cluster,
 
 
 def test_blocks_are_committed_while_the_input_is_read(cluster, tmp_path, monkeypatch):
-    """The input is read slowly (each row gives the event loop a millisecond): rows of the first blocks are committed,
-    their failures reported, before the input node finishes."""
+    """The input is read slowly: past its first two blocks' rows it waits (up to a minute) for a block to be committed,
+    its failure reported, before reading on; so the first failure comes before the input node finishes, however slowly
+    the workers start, unless blocks wait for the whole input."""
     from chainette.execution import ingest
+
+    events: list[Event] = []
+    read = 0
 
     class Slow:
         @staticmethod
         async def sleep(seconds: float) -> None:
-            await asyncio.sleep(seconds or 0.001)
+            nonlocal read
+            read += 1
+            deadline = time.monotonic() + 60
+            while read > 200 and not any(isinstance(event, RowFailed) for event in events) and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(seconds)
 
     monkeypatch.setattr(ingest, "YIELD_EVERY", 1)
     monkeypatch.setattr(ingest, "asyncio", Slow)
     monkeypatch.setenv("RAY_ADDRESS", cluster[0])
     rows = tmp_path / "rows.jsonl"
     rows.write_text("".join(f'{{"n": {n}}}\n' for n in range(3000)))
-    events: list[Event] = []
     chain = Chain(name="thousandths", steps=[apply(_check, input_model=_Number, output_model=_Number)])
     chain.run(rows, output_dir=tmp_path / "out", reporter=events.append, on="ray?block_rows=100")
-    read = next(n for n, event in enumerate(events) if isinstance(event, NodeFinished) and event.node == INPUT_ID)
+    finished = next(n for n, event in enumerate(events) if isinstance(event, NodeFinished) and event.node == INPUT_ID)
     failed = [n for n, event in enumerate(events) if isinstance(event, RowFailed)]  # a block's failures come with its commit
     assert len(failed) == 3
-    assert failed[0] < read, "no block was committed before the whole input was read"
+    assert failed[0] < finished, "no block was committed before the whole input was read"
 
 
 class _Number(BaseModel):
