@@ -31,6 +31,7 @@ from chainette.execution.executor import Executor
 from chainette.execution.feed import Feed
 from chainette.execution.files import NodeFiles
 from chainette.execution.recovery import Counts, NodeState
+from chainette.execution.rowids import Decided, RowIds, as_decided
 from chainette.execution.stopping import first_failure_cancels
 from chainette.frontier import Commit, Row, commits, rows
 from chainette.nodes import INPUT_ID, Node
@@ -63,7 +64,7 @@ class OpenUnit:
 
     plan: UnitPlan
     files: NodeFiles | None
-    decided: set[str]
+    decided: Decided
     passed: dict[str, int]
 
 
@@ -133,7 +134,9 @@ class RayExecutor(Executor):
         for unit in units:
             if unit.files is not None:
                 state_id = unit.plan.state_id
-                unit.decided = {commit.source for commit in commits(self.run_dir.frontier(state_id))} | failed.get(state_id, set())
+                ids = RowIds(commit.source for commit in commits(self.run_dir.frontier(state_id)))
+                ids.update(failed.get(state_id, ()))
+                unit.decided = as_decided(ids)
                 unit.passed = _passed(self.run_dir, state_id)
         return bool(_pending(units, _passed(self.run_dir, INPUT_ID)))
 
@@ -147,7 +150,7 @@ class RayExecutor(Executor):
             finished = state.finished_counts() is not None
             reopened = None if finished else state.reopen(self.writer, False, self.errors, self.control)
         if reopened is None:
-            return OpenUnit(plan, None, set(), passed)
+            return OpenUnit(plan, None, frozenset(), passed)
         return OpenUnit(plan, reopened.files, reopened.decided, passed)
 
     def _close(self, units: list[OpenUnit], *, ended: bool) -> None:
@@ -349,13 +352,13 @@ def _end(workers: list[Any], *, graceful: bool) -> None:
         ray.kill(worker)
 
 
-def _is_new(decided: set[str], upstream: Mapping[str, int] | None, row_id: str) -> bool:
+def _is_new(decided: Decided, upstream: Mapping[str, int] | None, row_id: str) -> bool:
     """Whether the driver should commit the block's decision on `row_id`: the unit has not decided it, and the unit
     before passed it on (a row a block answered otherwise than the committed part of it is left for the next pass)."""
     return row_id not in decided and (upstream is None or row_id in upstream)
 
 
-def _all_new(decided: set[str], upstream: Mapping[str, int] | None, row_ids: list[str]) -> bool:
+def _all_new(decided: Decided, upstream: Mapping[str, int] | None, row_ids: list[str]) -> bool:
     """Whether every one of `row_ids` is new (see `_is_new`): the common case, a block run once."""
     return decided.isdisjoint(row_ids) and (upstream is None or all(map(upstream.__contains__, row_ids)))
 

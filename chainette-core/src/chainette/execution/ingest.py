@@ -5,7 +5,7 @@ frontier; a row that does not parse goes to the errors file. A row's id is its p
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 import contextlib
 import itertools
 from pathlib import Path
@@ -31,7 +31,7 @@ UNIQUE = "Row ids must be unique: fix the input, or leave out --id-column (id_co
 async def ingest(
     raw_rows: Iterable[inputs.RawRow],
     model: type[BaseModel] | None,
-    decided: set[str],
+    decided: Container[str],
     files: NodeFiles,
     stats: NodeStats,
     id_column: str | None = None,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from chainette.errors import ChainetteError
 from chainette.execution.files import ErrorLog, NodeFiles
+from chainette.execution.rowids import Decided, RowIds, as_decided
 from chainette.execution.stopping import StopSignal
 from chainette.frontier import commits, count_rows
 from chainette.nodes import INPUT_ID
@@ -33,7 +34,7 @@ class Reopened:
     """A node's files reopened for appending, the input rows it already decided, and its counts so far."""
 
     files: NodeFiles
-    decided: set[str]
+    decided: Decided
     counts: Counts
 
 
@@ -64,7 +65,8 @@ class NodeState:
         committed = recover_node(self.frontier, folder)
         failed = errors.failed.get(self.node_id, set())
         files = NodeFiles(writer, self.node_id, self.frontier, folder, committed.rows, errors, control)
-        return Reopened(files, committed.sources | failed, Counts(committed.passed, len(failed), committed.filtered, committed.rows))
+        committed.sources.update(failed)
+        return Reopened(files, as_decided(committed.sources), Counts(committed.passed, len(failed), committed.filtered, committed.rows))
 
 
 def forget_finished(run_dir: RunDir, keep: str) -> None:
@@ -98,7 +100,7 @@ def drop_partial_line(path: Path) -> None:
 class Committed:
     """What a node's frontier held after recovery: the input rows it decided, how many it passed and filtered, rows it produced."""
 
-    sources: set[str]
+    sources: RowIds
     passed: int = 0
     filtered: int = 0
     rows: int = 0
@@ -108,7 +110,7 @@ def recover_node(frontier: Path, outputs: Path | None) -> Committed:
     """Repair what a crash left of a node's files and return its commits: the frontier loses a half-written
     last line, the output folder every line after those its commits cover."""
     drop_partial_line(frontier)
-    committed = Committed(set())
+    committed = Committed(RowIds())
     for commit in commits(frontier):
         committed.sources.add(commit.source)
         committed.rows += len(commit.rows)
