@@ -176,27 +176,10 @@ def test_driver_kill_then_the_same_command_sends_only_what_is_left(cluster, refe
     assert again["rows"] == left
 
 
-def test_the_flattened_table_is_the_blocks_own_in_the_last_node_s_commit_order(cluster, reference, tmp_path, monkeypatch):
-    """A fresh run takes every block whole: the driver writes the flattened lines the blocks made instead of making
-    them again from the frontiers (which this test forbids), and they equal a local run's."""
-    inputs, expected, _ = reference
-
-    def from_frontiers(self: Executor, final: Path) -> None:
-        raise AssertionError("the driver made the flattened table from the frontiers")
-
-    monkeypatch.setattr(Executor, "write_flattened", from_frontiers)
-    monkeypatch.setenv("RAY_ADDRESS", cluster[0])
-    monkeypatch.setenv("TORTURE_LATENCY", "0")
-    out = tmp_path / "out"
-    load_chain(chain_file()).run(inputs, output_dir=out, cache=False, on=f"ray?block_rows={BLOCK_ROWS}")
-    assert snapshot(out) == expected
-    flattened = [json.loads(line)["row_id"] for line in read_lines_of(out / "flattened")]
-    assert flattened == [row.row_id for row in rows(out / ".chainette" / "last.jsonl")]
-
-
-def test_on_a_fresh_run_the_driver_keeps_nothing_per_row(cluster, reference, tmp_path, monkeypatch):
-    """What the driver holds does not grow with the input: with nothing committed before, no unit's decided or passed
-    rows are kept while blocks are committed, and the results are a local run's."""
+def test_a_fresh_run_takes_every_block_whole_and_keeps_nothing_per_row(cluster, reference, tmp_path, monkeypatch):
+    """A fresh run takes every block whole: the driver writes the flattened lines the blocks made instead of making them
+    again from the frontiers (which this test forbids), and what it holds does not grow with the input (no unit's
+    decided or passed rows are kept as blocks are committed); the results equal a local run's."""
     inputs, expected, _ = reference
     kept: list[int] = []
     commit = RayExecutor._commit
@@ -205,12 +188,18 @@ def test_on_a_fresh_run_the_driver_keeps_nothing_per_row(cluster, reference, tmp
         commit(self, units, result)
         kept.append(sum(len(unit.decided) + len(unit.passed) for unit in units))
 
+    def from_frontiers(self: Executor, final: Path) -> None:
+        raise AssertionError("the driver made the flattened table from the frontiers")
+
     monkeypatch.setattr(RayExecutor, "_commit", counting)
+    monkeypatch.setattr(Executor, "write_flattened", from_frontiers)
     monkeypatch.setenv("RAY_ADDRESS", cluster[0])
     monkeypatch.setenv("TORTURE_LATENCY", "0")
     out = tmp_path / "out"
     load_chain(chain_file()).run(inputs, output_dir=out, cache=False, on=f"ray?block_rows={BLOCK_ROWS}")
     assert snapshot(out) == expected
+    flattened = [json.loads(line)["row_id"] for line in read_lines_of(out / "flattened")]
+    assert flattened == [row.row_id for row in rows(out / ".chainette" / "last.jsonl")]
     assert len(kept) == -(-ROWS // BLOCK_ROWS) and set(kept) == {0}
 
 
