@@ -47,3 +47,8 @@ def test_a_million_positions_take_about_a_bit_each():
         tracemalloc.stop()
     assert len(ids) == 1_000_000 and "999999" in ids and "1000000" not in ids
     assert held < 2 * 1_000_000 // 8 + 10_000, f"{held} bytes for a million positions"
+
+
+def test_the_bitmap_never_outgrows_its_bound():
+    ids = RowIds([str(POSITIONS // 2), str(POSITIONS - 1)])
+    assert str(POSITIONS - 1) in ids and len(ids._bits) == POSITIONS // 8

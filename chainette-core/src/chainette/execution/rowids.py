@@ -28,8 +28,8 @@ class RowIds:
             self._others.add(row_id)
             return
         byte, bit = position >> 3, 1 << (position & 7)
-        if byte >= len(self._bits):
-            self._bits.extend(bytes(max(byte + 1, 2 * len(self._bits)) - len(self._bits)))
+        if byte >= len(self._bits):  # grow by doubling, to the bitmap's bound at most
+            self._bits.extend(bytes(min(max(byte + 1, 2 * len(self._bits)), POSITIONS >> 3) - len(self._bits)))
         if not self._bits[byte] & bit:
             self._bits[byte] |= bit
             self._count += 1
