@@ -30,12 +30,12 @@ from chainette.events import EventBus
 from chainette.execution.executor import Executor
 from chainette.execution.feed import Feed
 from chainette.execution.files import NodeFiles
-from chainette.execution.recovery import Counts, NodeState
+from chainette.execution.recovery import Counts, NodeState, recover_errors
 from chainette.execution.rowids import Decided, RowIds, as_decided
 from chainette.execution.stopping import first_failure_cancels
 from chainette.frontier import Commit, Row, commits, rows
 from chainette.nodes import INPUT_ID, Node
-from chainette.run.appends import OutputFolder, Writer, read_lines
+from chainette.run.appends import OutputFolder, Writer
 from chainette.run.options import RunOptions
 from chainette.run.rundir import FLATTENED, RunDir
 from chainette.stats import Spent
@@ -128,9 +128,7 @@ class RayExecutor(Executor):
 
     def _reload(self, units: list[OpenUnit]) -> bool:
         """Read back what each open unit has committed (after the writer's flush); whether some row is left undecided."""
-        failed: dict[str, set[str]] = {}
-        for line in read_lines(self.run_dir.errors):
-            failed.setdefault(line["step_id"], set()).add(line["row_id"])
+        failed, _ = recover_errors(self.run_dir.errors)
         for unit in units:
             if unit.files is not None:
                 state_id = unit.plan.state_id
