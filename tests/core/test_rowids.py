@@ -1,4 +1,5 @@
-"""RowIds holds the same ids as a set would, whatever they look like: positions in its bitmap, any other id as it is."""
+"""RowIds holds (and gives back) the same ids as a set would, whatever they look like: positions in its bitmap, any
+other id as it is."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ def test_random_ids_are_held_as_a_set_holds_them():
         probes = [random_id(rng) for _ in range(20)]
         assert ids.isdisjoint(probes) == expected.isdisjoint(probes), f"seed {seed}"
         assert all(row_id in ids for row_id in expected)
+        assert sorted(ids) == sorted(expected), f"seed {seed}"
 
 
 def test_a_million_positions_take_about_a_bit_each():

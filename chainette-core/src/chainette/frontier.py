@@ -79,6 +79,16 @@ def rows(path: Path) -> Iterator[Row]:
         yield from commit.rows
 
 
+def row_records(path: Path) -> Iterator[dict[str, Any]]:
+    """The rows a frontier passes on, in commit order, each as its record (a dict of Row's fields): read without building
+    Row objects (nothing if the file does not exist)."""
+    if not path.exists():
+        return
+    with open(path, "rb") as file:
+        for line in file:
+            yield from orjson.loads(line)["rows"]
+
+
 def count_rows(path: Path) -> int:
     """How many rows a frontier passes on, read from each line's leading `n` without decoding the rest."""
     if not path.exists():

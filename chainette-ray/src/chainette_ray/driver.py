@@ -6,13 +6,13 @@ files: a row a unit already decided (a block run again after a driver kill) is s
 
 What the driver holds does not grow with the input: a pass never offers a row twice (its blocks hold each row once, and
 each block's result comes once), so a unit is checked only against what it had committed when the pass began, read
-from disk (nothing on a fresh run)."""
+from disk: nothing on a fresh run, and on a resume about a bit for each row whose id is its position
+(chainette.execution.rowids, chainette_ray.positions)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections import ChainMap
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Container, Iterable
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -33,7 +33,7 @@ from chainette.execution.files import NodeFiles
 from chainette.execution.recovery import Counts, NodeState, recover_errors
 from chainette.execution.rowids import Decided, RowIds, as_decided
 from chainette.execution.stopping import first_failure_cancels
-from chainette.frontier import Commit, Row, commits, rows
+from chainette.frontier import Commit, Row, commits
 from chainette.nodes import INPUT_ID, Node
 from chainette.run.appends import OutputFolder, Writer
 from chainette.run.options import RunOptions
@@ -42,6 +42,7 @@ from chainette.stats import Spent
 from chainette_ray.block import BlockResult, BlockWorker, UnitResult
 from chainette_ray.blocks import Blocks
 from chainette_ray.limits import most_blocks, shared
+from chainette_ray.positions import RowPositions, passed_on
 from chainette_ray.target import Target
 from chainette_ray.units import UnitPlan, plan_units
 
@@ -60,12 +61,12 @@ runs them side by side (chainette_ray.block), so that a block's last requests do
 @dataclass
 class OpenUnit:
     """A unit as the driver commits into it: its plan, its files (None: an earlier session finished it), and what it had
-    committed when the pass began: the input rows it decided, and the rows it passed on (id: input position)."""
+    committed when the pass began: the input rows it decided, and the rows it passed on (with their input positions)."""
 
     plan: UnitPlan
     files: NodeFiles | None
     decided: Decided
-    passed: dict[str, int]
+    passed: RowPositions
 
 
 class RayExecutor(Executor):
@@ -235,18 +236,18 @@ class RayExecutor(Executor):
     def _commit(self, units: list[OpenUnit], result: BlockResult) -> None:
         """Commit a block's result unit by unit: each row its unit has not decided and its upstream passed on (before the
         pass, or from this block); and stage its flattened lines while every unit takes every block whole."""
-        upstream_passed: dict[str, Mapping[str, int] | None] = {INPUT_ID: None}  # a block holds input rows only
+        upstream_passed: dict[str, Container[str] | None] = {INPUT_ID: None}  # a block holds input rows only
         failures: dict[str, list[dict[str, Any]]] = {}
         for line in result.errors:
             failures.setdefault(line["step_id"], []).append(line)
         whole = True
         for unit in units:
             passed = upstream_passed.get(unit.plan.upstream)
-            committed: dict[str, int] = {}
+            committed: set[str] = set()
             if unit.files is not None:
                 took_whole, committed = self._commit_unit(unit, result, failures.get(unit.plan.state_id, []), passed)
                 whole = whole and took_whole
-            upstream_passed[unit.plan.state_id] = ChainMap(committed, unit.passed) if unit.passed else committed
+            upstream_passed[unit.plan.state_id] = _Either(committed, unit.passed) if unit.passed else committed
         self.took_in_part = self.took_in_part or not whole
         if self.staged is not None and whole:
             self.staged.write_lines(result.flattened)
@@ -282,10 +283,10 @@ class RayExecutor(Executor):
             self.run_dir.staged_flattened().rename(folder)
 
     def _commit_unit(
-        self, unit: OpenUnit, result: BlockResult, failures: list[dict[str, Any]], upstream: Mapping[str, int] | None
-    ) -> tuple[bool, dict[str, int]]:
+        self, unit: OpenUnit, result: BlockResult, failures: list[dict[str, Any]], upstream: Container[str] | None
+    ) -> tuple[bool, set[str]]:
         """Commit what the block's unit decided (rows passed on or filtered out, then rows failed), and add what it spent;
-        whether it took every row the block's unit decided, and the rows it passed on (id: input position)."""
+        whether it took every row the block's unit decided, and the ids of the rows it passed on."""
         new = partial(_is_new, unit.decided, upstream)
         stats = self.stats.get(unit.plan.state_id)
         answered = result.units[unit.plan.state_id]
@@ -305,30 +306,30 @@ class RayExecutor(Executor):
             stats.session = stats.session + Spent(**{**spent, "rows": decided + len(failed), "seconds": 0.0})
         return whole, committed
 
-    def _commit_block(self, unit: OpenUnit, answered: UnitResult) -> dict[str, int]:
+    def _commit_block(self, unit: OpenUnit, answered: UnitResult) -> set[str]:
         """Commit every row the block's unit decided, as the block encoded them: its output lines, then its commit lines;
-        the rows it passed on."""
+        the ids of the rows it passed on."""
         assert unit.files is not None, "a unit an earlier session finished commits nothing"
         if unit.files.outputs is not None:
             unit.files.outputs.write_lines(answered.outputs)
         unit.files.commit_lines(answered.commits, len(answered.passed))
         self._count(unit, len(answered.passed), answered.ok, len(answered.sources) - answered.ok)
-        return dict(answered.passed)
+        return {row_id for row_id, _ in answered.passed}
 
-    def _commit_each(self, unit: OpenUnit, answered: UnitResult, new: Callable[[str], bool]) -> tuple[int, dict[str, int]]:
+    def _commit_each(self, unit: OpenUnit, answered: UnitResult, new: Callable[[str], bool]) -> tuple[int, set[str]]:
         """Commit, one by one, the rows of the block's unit that are `new` (a block run again after a driver kill holds
-        rows committed already): each one's output lines, then its commit. How many it committed, and the rows they
-        passed on."""
+        rows committed already): each one's output lines, then its commit. How many it committed, and the ids of the
+        rows they passed on."""
         assert unit.files is not None, "a unit an earlier session finished commits nothing"
         outputs = {orjson.loads(line)["row_id"]: line for line in answered.outputs}
         decided = [(commit, line) for line in answered.commits.splitlines(keepends=True) if new((commit := Commit.decode(line)).source)]
-        committed: dict[str, int] = {}
+        committed: set[str] = set()
         for commit, line in decided:
             if unit.files.outputs is not None:
                 for child in commit.rows:
                     unit.files.outputs.write_line(outputs[child.row_id])
             unit.files.commit(Row(commit.source, {}, INPUT_ID), commit.rows, cached=commit.cached, line=line)
-            committed.update((child.row_id, child.index) for child in commit.rows)
+            committed.update(child.row_id for child in commit.rows)
             self._count(unit, len(commit.rows), bool(commit.rows), not commit.rows)
         return len(decided), committed
 
@@ -350,13 +351,13 @@ def _end(workers: list[Any], *, graceful: bool) -> None:
         ray.kill(worker)
 
 
-def _is_new(decided: Decided, upstream: Mapping[str, int] | None, row_id: str) -> bool:
+def _is_new(decided: Decided, upstream: Container[str] | None, row_id: str) -> bool:
     """Whether the driver should commit the block's decision on `row_id`: the unit has not decided it, and the unit
     before passed it on (a row a block answered otherwise than the committed part of it is left for the next pass)."""
     return row_id not in decided and (upstream is None or row_id in upstream)
 
 
-def _all_new(decided: Decided, upstream: Mapping[str, int] | None, row_ids: list[str]) -> bool:
+def _all_new(decided: Decided, upstream: Container[str] | None, row_ids: list[str]) -> bool:
     """Whether every one of `row_ids` is new (see `_is_new`): the common case, a block run once."""
     return decided.isdisjoint(row_ids) and (upstream is None or all(map(upstream.__contains__, row_ids)))
 
@@ -367,19 +368,30 @@ def _block_options(options: RunOptions) -> RunOptions:
     return replace(options, reporter=None, output_dir=None, on=None, overwrite=False, retry_errors=False, limit=None, durable=False)
 
 
-def _passed(run_dir: RunDir, state_id: str) -> dict[str, int]:
-    """The rows a unit's frontier passed on (id: input position), in commit order."""
-    return {row.row_id: row.index for row in rows(NodeState(run_dir, state_id).frontier)}
+@dataclass(frozen=True)
+class _Either:
+    """The ids of the rows a unit passed on: in this block (`block`), or before the pass (`before`)."""
+
+    block: set[str]
+    before: RowPositions
+
+    def __contains__(self, row_id: object) -> bool:
+        return row_id in self.block or row_id in self.before
 
 
-def _pending(units: list[OpenUnit], read: dict[str, int]) -> set[int]:
-    """The input positions of the rows some unit has yet to decide: rows its upstream passed on (`read`: the input's)
-    that it did not decide."""
+def _passed(run_dir: RunDir, state_id: str) -> RowPositions:
+    """The rows a unit's frontier passed on, with their input positions."""
+    return passed_on(NodeState(run_dir, state_id).frontier)
+
+
+def _pending(units: list[OpenUnit], read: RowPositions) -> RowIds:
+    """The input positions (written as ids, a bit each) of the rows some unit has yet to decide: rows its upstream
+    passed on (`read`: the input's) that it did not decide."""
     passed = {INPUT_ID: read, **{unit.plan.state_id: unit.passed for unit in units}}
-    pending: set[int] = set()
+    pending = RowIds()
     for unit in units:
         if unit.files is not None:
-            pending.update(index for row_id, index in passed[unit.plan.upstream].items() if row_id not in unit.decided)
+            pending.update(str(index) for row_id, index in passed[unit.plan.upstream].items() if row_id not in unit.decided)
     return pending
 
 
@@ -390,5 +402,5 @@ def _wanted(units: list[OpenUnit]) -> Callable[[str, int], bool] | None:
     first = [unit.decided for unit in units if unit.files is not None and unit.plan.upstream == INPUT_ID]
     if any(not decided for decided in first):
         return None
-    later = _pending(units, {})
-    return lambda row_id, index: index in later or any(row_id not in decided for decided in first)
+    later = _pending(units, RowPositions())
+    return lambda row_id, index: str(index) in later or any(row_id not in decided for decided in first)

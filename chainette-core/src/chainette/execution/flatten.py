@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from chainette.frontier import row_records
 from chainette.run.appends import OutputFolder, Writer
 from chainette.run.rundir import FLATTENED, RunDir
 from chainette.run.scratch import ScratchIndex
@@ -45,9 +46,9 @@ def write_flattened(run_dir: RunDir, final: Path, sources: list[Source]) -> None
                 index = stack.enter_context(EntryIndex(run_dir.scratch(FLATTENED)))
                 for position, source in gathered:
                     index.add(position, source)
-                found = index.gather(ancestors(row) for row in _contexts(final))
+                found = index.gather(ancestors(row) for row in row_records(final))
             pending = next(found, None)
-            for position, row in enumerate(_contexts(final)):
+            for position, row in enumerate(row_records(final)):
                 entries: dict[str, Any] = {}
                 if pending is not None and pending[0] == position:
                     entries, pending = pending[1], next(found, None)
@@ -92,7 +93,7 @@ class EntryIndex(ScratchIndex):
         """Index the entries `source` provides; `position` orders the columns."""
         entries = (
             (row["row_id"], position, place, key, orjson.dumps(row["ctx"][key]))
-            for row in _contexts(source.frontier)
+            for row in row_records(source.frontier)
             for place, key in enumerate(source.entries)
             if key in row["ctx"]
         )
@@ -118,15 +119,6 @@ class EntryIndex(ScratchIndex):
             entries.append((source, place, key, value))
         if current is not None:
             yield current, _in_place_order(entries)
-
-
-def _contexts(frontier: Path) -> Iterator[dict[str, Any]]:
-    """Each row of a frontier as its record (a dict with the fields of frontier.Row), read without building Row objects."""
-    if not frontier.exists():
-        return
-    with open(frontier, "rb") as file:
-        for line in file:
-            yield from orjson.loads(line)["rows"]
 
 
 def _in_place_order(entries: list[tuple[int, int, str, bytes]]) -> dict[str, Any]:
