@@ -37,14 +37,13 @@ def why(number: int | float) -> str:
 def _writable(value: Any) -> bool:
     """Whether every number in `value` can be written: the per-row check, which names no place (plain JSON types only, as
     `model_dump(mode="json")` gives them, compared by exact type for speed)."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
+    items = [value]
+    for item in items:  # the loop reaches the items appended while it runs
         kind = type(item)
         if kind is dict:
-            stack.extend(item.values())
+            items.extend(item.values())
         elif kind is list or kind is tuple:
-            stack.extend(item)
+            items.extend(item)
         elif kind is float:
             if not math.isfinite(item):
                 return False

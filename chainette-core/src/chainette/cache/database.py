@@ -60,6 +60,11 @@ ON CONFLICT (key) DO UPDATE SET created = excluded.created, used = excluded.used
 """
 
 
+Pending = tuple[bytes, str, str, float, str, str | None, int, int, int, int]
+"""An answer waiting for the next batch: key, backend, model, when, then what the row stores (text, reasoning, tokens), held
+as plain values only, which the garbage collector stops tracking."""
+
+
 class CacheUnavailable(Exception):
     """The cache file cannot be used (someone else's, unreadable); the message says which and why, `advice` what to do."""
 
@@ -121,7 +126,7 @@ class ResponseCache:
         self.max_bytes = max_bytes
         self.notice = notice
         self.writable = True
-        self._pending: list[tuple[bytes, str, str, float, CachedAnswer]] = []
+        self._pending: list[Pending] = []
         self._pending_bytes = 0
         self._hits: dict[bytes, int] = {}
         self._flushed_at = time.monotonic()
@@ -188,7 +193,9 @@ class ResponseCache:
         """Store `answer` under `key` with the next batch (replacing what the key held)."""
         if self.db is None or not self.writable:
             return
-        self._pending.append((key, backend, model, time.time(), answer))
+        usage = answer.usage
+        tokens = (usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens)
+        self._pending.append((key, backend, model, time.time(), answer.text, answer.reasoning, *tokens))
         self._pending_bytes += len(key) + len(answer.text) + len(answer.reasoning or "")
         self._flush_later()
         self._flush_when_due()
@@ -228,13 +235,11 @@ class ResponseCache:
         except sqlite3.Error as exc:
             self._turn_off(unavailable(self.path, exc, "write"))
 
-    def _rows(self, pending: list[tuple[bytes, str, str, float, CachedAnswer]]) -> Iterator[tuple[Any, ...]]:
+    def _rows(self, pending: list[Pending]) -> Iterator[tuple[Any, ...]]:
         """The table rows of the buffered answers, each answer serialised as its row is written (held by the thousand,
         orjson's output buffers would cost tens of MB); their bytes are counted in the file's size."""
-        for key, backend, model, now, answer in pending:
-            usage = answer.usage
-            tokens = [usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens]
-            blob = orjson.dumps([answer.text, answer.reasoning, *tokens])
+        for key, backend, model, now, *answer in pending:
+            blob = orjson.dumps(answer)
             size = len(blob) + len(key)
             self._stored += size
             yield key, backend, model, now, now, size, blob
