@@ -144,7 +144,7 @@ class ResponseCache:
             return None
         try:
             self._hold_snapshot(self.db)
-            found = self.db.execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone()
+            found = self.db.execute("SELECT answer FROM answers WHERE key = ?", (_blob(key),)).fetchone()
         except sqlite3.Error as exc:
             self._turn_off(unavailable(self.path, exc, "read"))
             return None
@@ -226,7 +226,7 @@ class ResponseCache:
         try:
             with _transaction(self.db) as db:
                 db.executemany(UPSERT, self._rows(pending))
-                db.executemany("UPDATE answers SET used = ?, hits = hits + ? WHERE key = ?", [(now, n, k) for k, n in sorted(hits.items())])
+                db.executemany("UPDATE answers SET used = ?, hits = hits + ? WHERE key = ?", [(now, n, _blob(k)) for k, n in sorted(hits.items())])
                 if self._stored > self.max_bytes:
                     self._evict(db)
         except sqlite3.OperationalError as exc:
@@ -242,7 +242,7 @@ class ResponseCache:
             blob = orjson.dumps(answer)
             size = len(blob) + len(key)
             self._stored += size
-            yield key, backend, model, now, now, size, blob
+            yield _blob(key), backend, model, now, now, size, _blob(blob)
 
     def close(self) -> None:
         """Flush, then close the file."""
@@ -319,6 +319,12 @@ def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         db.rollback()
         raise
     db.commit()
+
+
+def _blob(data: bytes) -> bytearray:
+    """`data` as the sqlite3 module binds a blob fastest: it looks for an adapter (a registry look-up and two attribute
+    look-ups) for every parameter but an exact int, float, str or bytearray, bytes included; stored alike."""
+    return bytearray(data)
 
 
 def _stored_bytes(db: sqlite3.Connection) -> int:
