@@ -20,12 +20,14 @@ from typing import Any
 import orjson
 
 
-@dataclass(slots=True)
+@dataclass
 class Row:
     """A row between two nodes: `ctx` holds the chain input and every earlier output by id, `direct` names
     the entry that is the next node's direct input, `origin` the row a parallel group's branches started from,
     `index` the position of the input row it comes from, `up` the ids of the rows it was fanned out from
-    (nearest first; ids are the user's own with `id_column`, so they are never parsed)."""
+    (nearest first; ids are the user's own with `id_column`, so they are never parsed).
+
+    Not slotted: orjson writes a dataclass that has a `__dict__` from it, three times faster than one with slots."""
 
     row_id: str
     ctx: dict[str, Any]
