@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 import textwrap
 
+from jinja2 import StrictUndefined
 from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 import pytest
 
 from chainette import Chain, ConfigError, EngineError, Step, register_engine
@@ -63,6 +65,23 @@ def test_the_fast_path_reads_attributes_through_the_sandbox():
     with pytest.raises(SecurityError, match="'__class__' of 'str' object is unsafe"):
         render({"text": "a row", "item": {"a": 1}})
     assert compile_template("{{ item.a }} {{ item._id }}")({"item": {"a": 1, "_id": "x"}}) == "1 x"
+
+
+@pytest.mark.parametrize("path", ["item.a", "item.keys", "item.items", "item.get", "item.nested.b", "item.nested.copy", "item.__class__"])
+def test_the_fast_path_reads_dict_keys_as_jinja_does(path):
+    """A key that names a dict attribute (`keys`, `get`) gives the attribute, as in Jinja; any other gives the value."""
+    source = "{{ " + path + " }}"
+    context = {"item": {"a": 1, "keys": "k", "items": 2, "get": 3, "nested": {"b": 4, "copy": 5}, "__class__": 6}}
+    jinja = ImmutableSandboxedEnvironment(undefined=StrictUndefined).from_string(source)
+    try:
+        expected = jinja.render(context)
+    except SecurityError:
+        with pytest.raises(SecurityError):
+            compile_template(source)(context)
+        return
+    assert compile_template(source)(context) == expected
+    with pytest.raises(UndefinedError):
+        compile_template("{{ item.missing }}")(context)
 
 
 @pytest.mark.parametrize("prompt", ["<<{{text}}>>", "{% if text %}<<{{ text }}>>{% endif %}"])

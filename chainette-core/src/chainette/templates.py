@@ -19,6 +19,7 @@ from chainette.errors import ConfigError
 
 _ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
 Render = Callable[[Mapping[str, Any]], str]
+_DICT_ATTRIBUTES = frozenset(dir(dict))
 
 
 @lru_cache(maxsize=512)
@@ -68,7 +69,9 @@ def _lookup(context: Mapping[str, Any], path: tuple[str, ...]) -> str:
     except KeyError:
         raise jinja2.UndefinedError(f"'{path[0]}' is undefined") from None
     for attr in path[1:]:
-        value = _ENV.getattr(value, attr)
+        # a dict's key that names no dict attribute: what the sandbox gives, without the AttributeError it raises first
+        direct = type(value) is dict and attr in value and attr not in _DICT_ATTRIBUTES
+        value = value[attr] if direct else _ENV.getattr(value, attr)
     return str(value)
 
 

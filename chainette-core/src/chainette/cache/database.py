@@ -226,7 +226,9 @@ class ResponseCache:
         try:
             with _transaction(self.db) as db:
                 db.executemany(UPSERT, self._rows(pending))
-                db.executemany("UPDATE answers SET used = ?, hits = hits + ? WHERE key = ?", [(now, n, _blob(k)) for k, n in sorted(hits.items())])
+                db.executemany(
+                    "UPDATE answers SET used = ?, hits = hits + ? WHERE key = ?", [(now, n, _blob(k)) for k, n in sorted(hits.items())]
+                )
                 if self._stored > self.max_bytes:
                     self._evict(db)
         except sqlite3.OperationalError as exc:
