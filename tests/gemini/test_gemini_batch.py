@@ -181,3 +181,32 @@ def test_kill_9_while_a_batch_runs_and_the_rerun_re_attaches_to_it(server, tmp_p
     outputs = [json.loads(line) for path in sorted((out / "label").glob("*.jsonl")) for line in path.read_text().splitlines()]
     assert {line["row_id"]: line["label"] for line in outputs} == {str(i): f"row{i}" for i in range(6)}
     assert not Path(out).joinpath("errors.jsonl").exists() or not (out / "errors.jsonl").read_text()
+
+
+@pytest.mark.parametrize(("newer", "found"), [(0, True), (3, True), (5, True), (6, False)])
+def test_a_job_is_found_by_its_file_within_the_pages_listed(server, tmp_path, monkeypatch, newer, found):
+    """`batch_of` looks through the first LISTED_PAGES pages of jobs, newest first: a job with `newer` jobs made after it
+    is found while it is on one of them (pages of two, three pages here), and not past them."""
+    monkeypatch.setattr(batch_module, "PAGE_SIZE", 2)
+    monkeypatch.setattr(batch_module, "LISTED_PAGES", 3)
+    from chainette.client import Request
+    from chainette.schema import json_schema
+
+    request = Request([{"role": "user", "content": "<<again>>"}], json_schema(Label), "Label", {}, "s", "0", Label)
+    path = tmp_path / "000-00000.jsonl"
+
+    async def scenario() -> tuple[str, str | None]:
+        client = GeminiBatchClient(engine(server))
+        path.write_text(json.dumps(client.line("q-0-0", request)) + "\n")
+        upload_id = await client.upload(path)
+        made = await client.create(upload_id)
+        for number in range(newer):
+            name = f"batches/other-{number}"
+            server.jobs[name] = {"state": "BATCH_STATE_PENDING", "display_name": f"someone else's {number}"}
+            server.created.append(name)
+        looked_up = await client.batch_of(upload_id)
+        await client.aclose()
+        return made, looked_up
+
+    made, looked_up = asyncio.run(scenario())
+    assert looked_up == (made if found else None)

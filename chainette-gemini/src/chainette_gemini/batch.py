@@ -103,12 +103,14 @@ class GeminiBatchClient(GeminiClient):
         """The job created from `file_id`: the one bearing its display name, among the LISTED_PAGES first pages of jobs."""
         name = self._display_name(file_id)
         pager = await self._sdk(self._client.aio.batches.list(config=types.ListBatchJobsConfig(page_size=PAGE_SIZE)))
-        for page in range(1, LISTED_PAGES + 1):
+        found = None
+        for page in range(LISTED_PAGES):
+            if page:
+                await self._sdk(pager.next_page())
             found = next((str(job.name) for job in pager.page if job.display_name == name), None)
-            if found is not None or page == LISTED_PAGES or not pager.config.get("page_token"):
-                return found
-            await self._sdk(pager.next_page())
-        return None
+            if found is not None or not pager.config.get("page_token"):
+                break
+        return found
 
     def _display_name(self, file_id: str) -> str:
         """The name a job created from `file_id` bears, which `batch_of` finds it by: the engine, and a digest of the file's
