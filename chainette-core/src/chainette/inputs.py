@@ -25,6 +25,7 @@ from chainette import parquet
 from chainette.errors import InputError, describe_validation_error
 from chainette.media import ROOT_CONTEXT
 from chainette.remote import Location, RemoteFile, content_hash, is_url, open_binary
+from chainette.schema import json_data
 from chainette.values import unwritable, why
 
 HF_PREFIX = "hf:"
@@ -435,7 +436,7 @@ def validate(row: RawRow, value: dict[str, Any], model: type[BaseModel] | None) 
 
 def _validated(row: RawRow, value: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
     try:
-        data = model.model_validate(value, context={ROOT_CONTEXT: row.folder}).model_dump(mode="json")
+        data = json_data(model.__pydantic_validator__.validate_python(value, context={ROOT_CONTEXT: row.folder}))
     except Exception as exc:
         problems = describe_validation_error(exc, "field '{}'") if isinstance(exc, ValidationError) else str(exc)
         raise ValueError(f"{row.where}: does not match {model.__name__}: {problems}") from None
@@ -448,7 +449,9 @@ def _too_deep(value: Any) -> bool:
     """Whether `value` nests lists and dicts more than MAX_DEPTH levels deep (one that holds itself does)."""
     level = [value]
     for _ in range(MAX_DEPTH):
-        level = [child for item in level for child in (item.values() if isinstance(item, dict) else item if isinstance(item, list) else ())]
+        level = [
+            child for item in level for child in (item.values() if isinstance(item, dict) else item) if isinstance(child, (dict, list))
+        ]
         if not level:
             return False
     return True

@@ -22,7 +22,7 @@ from chainette.frontier import Row
 from chainette.nodes import Step
 from chainette.plugins import translate_sampling
 from chainette.policy import SameErrorStop
-from chainette.schema import json_schema, parse_answer, repair_messages, schema_name
+from chainette.schema import json_data, json_schema, parse_answer, repair_messages, schema_name
 from chainette.stats import NodeStats
 from chainette.values import unwritable, why
 
@@ -102,7 +102,7 @@ class RowAnswerer:
         """The answer's data, valid for the output model. Unfit when it does not fit, a RowError when it was cut off (a
         repair would be cut off again)."""
         try:
-            data: dict[str, Any] = parse_answer(self.step.output_model, answer.text).model_dump(mode="json")
+            data = json_data(parse_answer(self.step.output_model, answer.text))
         except ValidationError as exc:
             if answer.cut_off:
                 raise truncated(self.engine.name, answer, exc) from None
