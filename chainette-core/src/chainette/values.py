@@ -40,6 +40,8 @@ def _writable(value: Any) -> bool:
     items = [value]
     for item in items:  # the loop reaches the items appended while it runs
         kind = type(item)
+        if kind is str:
+            continue
         if kind is dict:
             items.extend(item.values())
         elif kind is list or kind is tuple:

@@ -90,6 +90,8 @@ class _MediaMarks:
         self.context = context
         for name, attributes in names.items():
             value = context.get(name)
+            if type(value) is not dict and type(value) is not list:
+                continue  # text or a number: no media in it
             marked = value if attributes else self._marked(name, value)
             if marked is not value:
                 self.context = {**self.context, name: marked}
