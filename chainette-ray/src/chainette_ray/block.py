@@ -35,12 +35,12 @@ from chainette_ray.units import UnitPlan, plan_units
 @dataclass
 class UnitResult:
     """What a block's unit committed, encoded as the driver writes it: its commit lines, the input row each commit
-    decided and the rows they passed on (id, input position), both in commit order, how many commits passed rows on,
+    decided and the ids of the rows they passed on, both in commit order, how many commits passed rows on,
     and its output lines (in the same order; none for a unit without outputs)."""
 
     commits: bytes = b""
     sources: list[str] = field(default_factory=list)
-    passed: list[tuple[str, int]] = field(default_factory=list)
+    passed: list[str] = field(default_factory=list)
     ok: int = 0
     outputs: list[bytes] = field(default_factory=list)
 
@@ -124,7 +124,7 @@ def _unit_result(run_dir: RunDir, unit: UnitPlan) -> UnitResult:
     for line in result.commits.splitlines():
         record = orjson.loads(line)
         result.sources.append(record["source"])
-        result.passed += [(row["row_id"], row["index"]) for row in record["rows"]]
+        result.passed += [row["row_id"] for row in record["rows"]]
         result.ok += bool(record["rows"])
     if unit.yield_output:
         result.outputs = _lines(run_dir.node_folder(unit.state_id))

@@ -314,7 +314,7 @@ class RayExecutor(Executor):
             unit.files.outputs.write_lines(answered.outputs)
         unit.files.commit_lines(answered.commits, len(answered.passed))
         self._count(unit, len(answered.passed), answered.ok, len(answered.sources) - answered.ok)
-        return {row_id for row_id, _ in answered.passed}
+        return set(answered.passed)
 
     def _commit_each(self, unit: OpenUnit, answered: UnitResult, new: Callable[[str], bool]) -> tuple[int, set[str]]:
         """Commit, one by one, the rows of the block's unit that are `new` (a block run again after a driver kill holds
