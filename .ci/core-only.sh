@@ -2,7 +2,9 @@
 # The core's tests in an environment where chainette-core is the only chainette distribution,
 # and proof that `import chainette` pulls in no backend, HTTP, CLI or UI library.
 set -euo pipefail
-venv=$(mktemp -d)/venv
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+venv=$work/venv
 python3 -m venv "$venv"
 "$venv/bin/pip" install -q './chainette-core[http,testing]' 'pytest>=8' 'pytest-asyncio>=0.24' 'pytest-xdist>=3.5'
 "$venv/bin/python" - <<'PY'

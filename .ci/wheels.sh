@@ -3,6 +3,7 @@
 # those wheels in a clean venv and check that `chainette backends list` shows fake and openai.
 set -euo pipefail
 work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
 python3 -m venv "$work/build"
 "$work/build/bin/pip" install -q 'build>=1.2'
 for dist in chainette-core chainette-openai chainette-vllm chainette-ollama chainette-ray chainette-anthropic chainette-gemini; do

@@ -27,5 +27,6 @@ if [ ! -f "$dir/vlm/config.json" ]; then
   HF_HUB_OFFLINE=1 "$py" "$root/scripts/make_tiny_vlm.py" "$dir/vlm" >/dev/null
 fi
 cd "$root"
-CHAINETTE_REAL_VLLM_BIN="$venv/bin" CHAINETTE_REAL_VLLM_MODEL="$dir/model" CHAINETTE_REAL_VLLM_VLM="$dir/vlm" \
+# torch writes its compile cache under /tmp unless told (GBs over a few runs): keep it beside the venv.
+TORCHINDUCTOR_CACHE_DIR="$dir/inductor" CHAINETTE_REAL_VLLM_BIN="$venv/bin" CHAINETTE_REAL_VLLM_MODEL="$dir/model" CHAINETTE_REAL_VLLM_VLM="$dir/vlm" \
   .venv/bin/python -m pytest tests/vllm/test_real_vllm.py -m real_vllm -n 0 -v "$@"

@@ -133,13 +133,13 @@ def test_no_prompt_or_answer_unless_asked_and_never_a_secret(scripted, tmp_path,
     assert SECRET not in everything and "**********" in everything
 
 
-def test_off_by_default_imports_nothing_of_opentelemetry():
+def test_off_by_default_imports_nothing_of_opentelemetry(tmp_path):
     code = (
         "from pydantic import BaseModel\nfrom chainette import Chain, Step, register_engine\n"
         "class M(BaseModel):\n    text: str\n"
         "register_engine('e', backend='fake', model='m')\n"
         "step = Step(id='s', input_model=M, output_model=M, engine_name='e', user_prompt='{{text}}')\n"
-        "import tempfile\nChain(name='c', steps=[step]).run([{'text': 'a'}], output_dir=tempfile.mkdtemp() + '/o', progress=False)"
+        f"Chain(name='c', steps=[step]).run([{{'text': 'a'}}], output_dir={str(tmp_path / 'o')!r}, progress=False)"
     )
     assert "opentelemetry" not in imported_after(code)
 
