@@ -86,15 +86,16 @@ class StepCache:
     model: str
     read: bool
 
-    def key(self, request: Request, sample: int, row_id: str) -> bytes:
-        return self.keys.key(request.messages, sample, row_id)
+    def keys_of(self, request: Request, row_id: str, samples: int) -> list[bytes]:
+        """The keys of the first `samples` samples of `request`, made for the row `row_id`."""
+        key, messages = self.keys.key, request.messages
+        return [key(messages, sample, row_id) for sample in range(samples)]
 
     def lookup(self, key: bytes) -> CachedAnswer | None:
         return self.response_cache.get(key) if self.read else None
 
     def save(self, key: bytes, answer: Answer) -> None:
-        entry = CachedAnswer(answer.text, answer.reasoning, answer.usage)
-        self.response_cache.put(key, self.backend, self.model, entry)
+        self.response_cache.put(key, self.backend, self.model, answer)
 
 
 def uses_cache(setting: CacheSetting, config: EngineConfig[EngineOptions], step: Step) -> bool:

@@ -16,6 +16,7 @@ and the run goes on.
 from __future__ import annotations
 
 import asyncio
+from asyncio import _get_running_loop
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from chainette.client import Usage
+from chainette.client import Answer, Usage
 
 APPLICATION_ID = 0x43484E54  # "CHNT": marks the file as chainette's response cache
 SCHEMA_VERSION = 1
@@ -140,11 +141,14 @@ class ResponseCache:
 
     def get(self, key: bytes) -> CachedAnswer | None:
         """The answer stored under `key`, or None; a hit is counted (written with the next batch)."""
-        if self.db is None:
+        db = self.db
+        if db is None:
             return None
         try:
-            self._hold_snapshot(self.db)
-            found = self.db.execute("SELECT answer FROM answers WHERE key = ?", (_blob(key),)).fetchone()
+            due = self._due
+            if due is None or due[0] is not _get_running_loop() or not db.in_transaction:
+                self._hold_snapshot(db)
+            found = db.execute("SELECT answer FROM answers WHERE key = ?", (_blob(key),)).fetchone()
         except sqlite3.Error as exc:
             self._turn_off(unavailable(self.path, exc, "read"))
             return None
@@ -171,9 +175,8 @@ class ResponseCache:
 
     def _flush_later(self) -> bool:
         """Have the running event loop flush `FLUSH_SECONDS` from now, unless it is to already; False outside a loop."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        loop = _get_running_loop()
+        if loop is None:
             return False
         if self._due is None or self._due[0] is not loop:  # a flush set in a loop that has ended would never come
             self._due = (loop, loop.call_later(FLUSH_SECONDS, self.flush))
@@ -189,15 +192,17 @@ class ResponseCache:
         except sqlite3.Error as exc:
             self._turn_off(unavailable(self.path, exc, "read"))
 
-    def put(self, key: bytes, backend: str, model: str, answer: CachedAnswer) -> None:
-        """Store `answer` under `key` with the next batch (replacing what the key held)."""
+    def put(self, key: bytes, backend: str, model: str, answer: CachedAnswer | Answer) -> None:
+        """Store `answer` (its text, reasoning and usage) under `key` with the next batch (replacing what the key held)."""
         if self.db is None or not self.writable:
             return
-        usage = answer.usage
+        text, reasoning, usage = answer.text, answer.reasoning, answer.usage
         tokens = (usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens)
-        self._pending.append((key, backend, model, time.time(), answer.text, answer.reasoning, *tokens))
-        self._pending_bytes += len(key) + len(answer.text) + len(answer.reasoning or "")
-        self._flush_later()
+        self._pending.append((key, backend, model, time.time(), text, reasoning, *tokens))
+        self._pending_bytes += len(key) + len(text) + (len(reasoning) if reasoning else 0)
+        due = self._due
+        if due is None or due[0] is not _get_running_loop():
+            self._flush_later()
         self._flush_when_due()
 
     def _flush_when_due(self) -> None:

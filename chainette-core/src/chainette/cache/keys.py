@@ -48,8 +48,10 @@ class RequestKeys:
     def key(self, messages: list[dict[str, Any]], sample: int, row_id: str) -> bytes:
         """The key of sample `sample` of the request with `messages`, made for the row `row_id`."""
         digest = self.shared.copy()
-        if any(type(message["content"]) is list for message in messages):
-            messages = [{**message, "content": _content_identity(message["content"])} for message in messages]
+        for message in messages:  # a loop, not any(): no generator a key
+            if type(message["content"]) is list:
+                messages = [{**message, "content": _content_identity(message["content"])} for message in messages]
+                break
         digest.update(canonical([messages, sample, row_id if self.per_row else None]))
         return digest.digest()
 

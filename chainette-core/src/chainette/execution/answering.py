@@ -74,7 +74,7 @@ class RowAnswerer:
     def keys(self, request: Request, row: Row) -> list[bytes]:
         """The cache key of each of the row's candidates (only for a step that uses the cache)."""
         assert self.cache is not None
-        return [self.cache.key(request, sample, row.row_id) for sample in range(self.samples)]
+        return self.cache.keys_of(request, row.row_id, self.samples)
 
     def cached(self, keys: list[bytes]) -> list[Candidate | None]:
         """The candidate stored under each key (fresh answers go in through `cache.save`), or None; a row whose

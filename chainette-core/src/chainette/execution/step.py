@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from dataclasses import dataclass, replace
+from typing import cast
 
 from chainette.client import Answer, Request
 from chainette.errors import BackendError, EngineError, RunInterrupted
@@ -63,7 +64,7 @@ class StepStage:
             for sample, fresh in zip(missing, await self._requested(request, len(missing)), strict=True):
                 cache.save(keys[sample], fresh[1])
                 found[sample] = fresh
-        return [hit for hit in found if hit is not None], not missing
+        return cast(list[Candidate], found), not missing  # every sample missing was just filled
 
     async def _requested(self, request: Request, count: int) -> list[Candidate]:
         """`count` valid candidates: those one request returns (a server that honours `n`, when all the row's are
