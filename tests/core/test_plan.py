@@ -70,13 +70,16 @@ def test_a_second_plan_sends_nothing_and_cached_rows_are_subtracted(scripted, tm
 
     again = make_plan(chain, rows, sample=10)
     assert len(backend.requests) == sent, "the sample was answered from the cache"
-    # the sample's rows are numbered afresh in its run: only its first (input row 0, id "0") answers the real run too
-    assert again.steps[0].cached_rows == 1 and again.steps[0].requests.estimate == 49
+    # the step's key holds the row's id (no temperature 0): the sample's rows ran with the ids the whole run gives them
+    assert again.steps[0].cached_rows == 10 and again.steps[0].requests.estimate == 40
 
     chain.run(rows[:30], output_dir=tmp_path / "o")
+    sampled = [position for position in sampling.spread_positions(50, 10) if position < 30]
+    assert len(sampled) > 1 and len(backend.requests) == sent + 30 - len(sampled), "the run reused the sample's answers"
     after = make_plan(chain, rows, sample=10).steps[0]
-    assert after.cached_rows == 30, "every input row's first-step keys were looked up"
-    assert after.requests.estimate == 20 and after.cost_usd is not None
+    cached = 30 + 10 - len(sampled)  # the run's rows and the sample's after them
+    assert after.cached_rows == cached, "every input row's first-step keys were looked up"
+    assert after.requests.estimate == pytest.approx(50 - cached) and after.cost_usd is not None
     assert after.cost_usd.estimate < first.steps[0].cost_usd.estimate
 
 

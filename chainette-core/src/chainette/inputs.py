@@ -95,13 +95,15 @@ def _names(names: list[str]) -> str:
 @dataclass(slots=True)
 class RawRow:
     """One input row before validation: where it came from, its text or object, the columns to pick, a problem found when
-    reading it, and the folder its relative media paths are read from (its file's; None: the current directory)."""
+    reading it, the folder its relative media paths are read from (its file's; None: the current directory), and its
+    `position` in the whole input when it is run apart from it (a plan's sample), which numbers it then."""
 
     where: str
     value: str | Any
     columns: Columns | None = None
     problem: str | None = None
     folder: Path | None = None
+    position: int | None = None
 
 
 def read_source(source: str | os.PathLike[str], columns: Columns | None = None) -> Iterator[RawRow]:

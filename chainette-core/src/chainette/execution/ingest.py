@@ -69,12 +69,14 @@ async def ingest(
 
 
 def identify(raw: inputs.RawRow, index: int, id_column: str | None) -> tuple[str, dict[str, Any] | ValueError]:
-    """The row's id, and its decoded object or why it cannot be read (a row with no usable id is named by where it is)."""
+    """The row's id (its `index` read, or its position in the whole input when it has one), and its decoded object or
+    why it cannot be read (a row with no usable id is named by where it is)."""
+    number = index if raw.position is None else raw.position
     try:
         value = inputs.decode(raw)
-        return (inputs.row_id_of(raw, value, id_column) if id_column else str(index)), value
+        return (inputs.row_id_of(raw, value, id_column) if id_column else str(number)), value
     except ValueError as exc:
-        return (raw.where if id_column else str(index)), exc
+        return (raw.where if id_column else str(number)), exc
 
 
 class SeenIds(ScratchIndex):

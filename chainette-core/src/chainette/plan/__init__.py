@@ -171,7 +171,7 @@ def _run_sample(
 ) -> tuple[list[dict[str, Any]], list[int]]:
     """Every session's record (run.json's `sessions`) of the sample's run, and how many input rows each took. The rows
     read their relative media paths from their input file's folder, as a run of the file would."""
-    rows = sample.decoded()
+    rows = sample.runnable(inputs.Columns.parse(columns))
     ends = sorted({math.ceil(len(rows) * (part + 1) / SESSIONS) for part in range(SESSIONS)} - {0})
     with tempfile.TemporaryDirectory(prefix="chainette-plan-") as folder:
         for end in ends:
@@ -182,7 +182,6 @@ def _run_sample(
                 cache=cache,
                 cache_dir=cache_dir,
                 limit=end,
-                media_root=sample.folder,
             )
             try:
                 asyncio.run(_run_session(chain, rows, options))
@@ -196,9 +195,10 @@ def _run_sample(
     return sessions, [end - start for start, end in zip([0, *ends], ends, strict=False)]
 
 
-async def _run_session(chain: Chain, rows: list[dict[str, Any]], options: RunOptions) -> None:
-    """One session of the sample's run, its batch engines asked online."""
-    with RunSession(chain, rows, options) as session:
+async def _run_session(chain: Chain, rows: list[inputs.RawRow], options: RunOptions) -> None:
+    """One session of the sample's run over `rows` (read already), its batch engines asked online."""
+    with RunSession(chain, [], options) as session:
+        session.rows = rows
         session.engines = {name: _online(config) for name, config in session.engines.items()}
         await session.execute()
 

@@ -4,11 +4,9 @@ its first rows."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import itertools
 import os
-from pathlib import Path
-from typing import Any
 
 from chainette import inputs, parquet
 from chainette.errors import InputError
@@ -26,19 +24,17 @@ class Sample:
     rows: list[tuple[int, inputs.RawRow]]
     spread: bool
 
-    @property
-    def folder(self) -> Path | None:
-        """The folder the sample's relative media paths are read from (its input file's; None: the current directory)."""
-        return next((raw.folder for _, raw in self.rows), None)
-
-    def decoded(self) -> list[dict[str, Any]]:
-        """The sample's rows as objects (every column), to run; a row that cannot be read is left out: it costs nothing."""
+    def runnable(self, columns: inputs.Columns | None) -> list[inputs.RawRow]:
+        """The sample's rows to run, picking `columns`, each numbered by its position in the input as the whole run numbers
+        it (a step whose cache key holds the row's id then stores what that run looks up); a row that cannot be read is
+        left out: it costs nothing."""
         found = []
-        for _, raw in self.rows:
+        for position, raw in self.rows:
             try:
-                found.append(inputs.decode(raw))
+                inputs.decode(raw)
             except ValueError:
                 continue
+            found.append(replace(raw, columns=columns, position=position))
         return found
 
 
