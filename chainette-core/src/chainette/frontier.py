@@ -15,9 +15,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+import re
 from typing import Any
 
 import orjson
+
+_HEAD = re.compile(rb'\{"n":(\d+),"source":"((?:[^"\\]|\\.)*)"(?:,"rows":\[\{"row_id":"((?:[^"\\]|\\.)*)")?')
+"""A commit line's leading fields as `Commit.encode` writes them: its row count, source, and first row's id."""
+Head = tuple[int, str, str | None]
+"""A commit's row count, source, and the id of its first row (None when it passes none)."""
 
 
 @dataclass
@@ -73,6 +79,30 @@ def commits(path: Path) -> Iterator[Commit]:
     with open(path, "rb") as file:
         for line in file:
             yield Commit.decode(line)
+
+
+def head(line: bytes) -> Head:
+    """A commit line's row count, source and first row's id, read without decoding its rows."""
+    found = _HEAD.match(line)
+    if found is None:  # not as `encode` writes it: decoded whole
+        commit = Commit.decode(line)
+        return len(commit.rows), commit.source, commit.rows[0].row_id if commit.rows else None
+    first = found[3]
+    return int(found[1]), _text(found[2]), None if first is None else _text(first)
+
+
+def heads(path: Path) -> Iterator[Head]:
+    """Every commit of a frontier file as its `head` (nothing if the file does not exist)."""
+    if not path.exists():
+        return
+    with open(path, "rb") as file:
+        for line in file:
+            yield head(line)
+
+
+def _text(raw: bytes) -> str:
+    """The text of a JSON string's content as orjson writes it (UTF-8, escaped only where it holds a backslash)."""
+    return str(orjson.loads(b'"' + raw + b'"')) if b"\\" in raw else raw.decode()
 
 
 def rows(path: Path) -> Iterator[Row]:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 from chainette.execution.stopping import StopSignal
-from chainette.frontier import Commit, Row, count_rows, rows
+from chainette.frontier import Commit, Row, count_rows, head, rows
 from chainette.run.appends import LineFile
 
 WINDOW = 1024
@@ -210,8 +210,20 @@ class Reader:
         """Decode the next written lines of the file (a chunk of them) into the buffer."""
         data = next_lines(self.fd, self.offset, self.feed.written)
         self.offset += len(data)
+        skips = bool(self.decided) and self.limit is None
         for line in data.splitlines():
+            if skips and self._decided_alone(line):
+                continue
             self._take(Commit.decode(line).rows)
+
+    def _decided_alone(self, line: bytes) -> bool:
+        """Whether the commit `line` passes on one row, which the node decided already: taken without decoding it (a
+        resumed node reads every commit before those it has left)."""
+        count, _, first = head(line)
+        if count != 1 or first not in self.decided:
+            return False
+        self.taken += 1
+        return True
 
     def _take(self, rows: list[Row]) -> None:
         """Buffer the rows of one commit the node has to decide: not decided before, of input rows within `limit`."""

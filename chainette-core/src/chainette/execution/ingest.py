@@ -43,9 +43,12 @@ async def ingest(
     remaining = iter(raw_rows)
     with contextlib.ExitStack() as stack:
         seen = stack.enter_context(SeenIds(files.frontier.path.with_name("ids.sqlite"))) if id_column else None
+        numbered = not id_column and bool(decided)  # a resume whose rows are numbered: skip those decided unread
         for index, raw in enumerate(itertools.islice(remaining, limit)):
             if index % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
+            if numbered and position_id(raw, index) in decided:
+                continue
             row_id, value = identify(raw, index, id_column)
             if seen is not None:
                 seen.claim(row_id, raw.where, id_column or "")
@@ -69,14 +72,18 @@ async def ingest(
 
 
 def identify(raw: inputs.RawRow, index: int, id_column: str | None) -> tuple[str, dict[str, Any] | ValueError]:
-    """The row's id (its `index` read, or its position in the whole input when it has one), and its decoded object or
-    why it cannot be read (a row with no usable id is named by where it is)."""
-    number = index if raw.position is None else raw.position
+    """The row's id, and its decoded object or why it cannot be read (a row with no usable id is named by where it is)."""
     try:
         value = inputs.decode(raw)
-        return (inputs.row_id_of(raw, value, id_column) if id_column else str(number)), value
+        return (inputs.row_id_of(raw, value, id_column) if id_column else position_id(raw, index)), value
     except ValueError as exc:
-        return (raw.where if id_column else str(number)), exc
+        return (raw.where if id_column else position_id(raw, index)), exc
+
+
+def position_id(raw: inputs.RawRow, index: int) -> str:
+    """The id of a row when the input has no id column: its position, the `index` it was read at unless it has its own
+    (a plan's sample row)."""
+    return str(index if raw.position is None else raw.position)
 
 
 class SeenIds(ScratchIndex):

@@ -13,7 +13,7 @@ from chainette.errors import ChainetteError
 from chainette.execution.files import ErrorLog, NodeFiles
 from chainette.execution.rowids import Decided, RowIds, as_decided
 from chainette.execution.stopping import StopSignal
-from chainette.frontier import commits, count_rows
+from chainette.frontier import commits, count_rows, heads
 from chainette.nodes import INPUT_ID
 from chainette.run.appends import Writer, encode_line, output_files, read_lines, write_atomically, write_lines_atomically
 from chainette.run.rundir import RunDir
@@ -111,10 +111,10 @@ def recover_node(frontier: Path, outputs: Path | None) -> Committed:
     last line, the output folder every line after those its commits cover."""
     drop_partial_line(frontier)
     committed = Committed(RowIds())
-    for commit in commits(frontier):
-        committed.sources.add(commit.source)
-        committed.rows += len(commit.rows)
-        if commit.rows:
+    for count, source, _ in heads(frontier):  # the rows themselves are not decoded
+        committed.sources.add(source)
+        committed.rows += count
+        if count:
             committed.passed += 1
         else:
             committed.filtered += 1
