@@ -96,10 +96,20 @@ class _MediaMarks:
             if marked is not value:
                 self.context = {**self.context, name: marked}
             elif type(value) is dict and attributes and not is_reference(value):
-                inner = {attribute: self._marked(f"{name}.{attribute}", value.get(attribute)) for attribute in attributes}
-                changed = {key: item for key, item in inner.items() if item is not value.get(key)}
+                changed = self._marked_fields(name, value, attributes)
                 if changed:
                     self.context = {**self.context, name: {**value, **changed}}
+
+    def _marked_fields(self, name: str, value: dict[str, Any], attributes: frozenset[str]) -> dict[str, Any]:
+        """The fields `attributes` of `value` (read as `name.attribute`) that hold media, each replaced by its marks."""
+        changed = {}
+        for attribute in attributes:
+            item = value.get(attribute)
+            if type(item) is dict or type(item) is list:  # text or a number: no media in it
+                marked = self._marked(f"{name}.{attribute}", item)
+                if marked is not item:
+                    changed[attribute] = marked
+        return changed
 
     def _marked(self, field: str, value: Any) -> Any:
         if is_reference(value):
