@@ -48,7 +48,7 @@ class RequestKeys:
     def key(self, messages: list[dict[str, Any]], sample: int, row_id: str) -> bytes:
         """The key of sample `sample` of the request with `messages`, made for the row `row_id`."""
         digest = self.shared.copy()
-        for message in messages:  # a loop, not any(): no generator a key
+        for message in messages:  # a loop rather than any(): no generator made for each key
             if type(message["content"]) is list:
                 messages = [{**message, "content": _content_identity(message["content"])} for message in messages]
                 break
