@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import os
 import sys
 
-from goals import adaptive, cache, first_row, memory, overhead, pipeline, ray, scale_out, start_up, state_size, throughput
+from goals import adaptive, cache, first_row, memory, overhead, pipeline, ray, resume, scale_out, start_up, state_size, throughput
 from harness import Figure, Outcome, fresh_cache
 
 
@@ -38,6 +38,7 @@ GOALS: dict[str, Callable[[Sizes], Outcome]] = {
     "throughput": lambda sizes: throughput.measure(sizes.requests),
     "overhead": lambda sizes: overhead.measure(sizes.rows),
     "state-size": lambda sizes: state_size.measure(sizes.rows // 10),
+    "resume": lambda sizes: resume.measure(sizes.rows),
     "memory": lambda sizes: memory.measure(sizes.big),
     "start-up": lambda sizes: start_up.measure(),
     "scale-out": lambda sizes: scale_out.measure(sizes.requests // 2),

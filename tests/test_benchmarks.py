@@ -19,6 +19,7 @@ SMALL: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "throughput": ("1.", lambda goal: goal.measure(16)),
     "overhead": ("2.", lambda goal: goal.measure(100)),
     "state_size": ("2.", lambda goal: goal.measure(20)),
+    "resume": ("2.", lambda goal: goal.measure(200)),
     "memory": ("3.", lambda goal: goal.measure(200)),
     "start_up": ("4.", lambda goal: goal.measure()),
     "scale_out": ("5.", lambda goal: goal.measure(32)),
@@ -65,5 +66,5 @@ def test_only_refuses_an_unknown_goal_and_names_them_all() -> None:
     done = subprocess.run([sys.executable, str(BENCHMARKS / "run.py"), "--only", "overhead,startup"], capture_output=True, text=True)
     assert done.returncode == 2
     assert "no goal named startup" in done.stderr
-    assert "throughput, overhead, state-size, memory, start-up, scale-out, cache, pipeline, first-row" in done.stderr
+    assert "throughput, overhead, state-size, resume, memory, start-up, scale-out, cache, pipeline, first-row" in done.stderr
     assert done.stdout == ""
