@@ -87,8 +87,10 @@ def head(line: bytes) -> Head:
     if found is None:  # not as `encode` writes it: decoded whole
         commit = Commit.decode(line)
         return len(commit.rows), commit.source, commit.rows[0].row_id if commit.rows else None
-    first = found[3]
-    return int(found[1]), _text(found[2]), None if first is None else _text(first)
+    source, first = _text(found[2]), found[3]
+    if first is None:
+        return int(found[1]), source, None
+    return int(found[1]), source, source if first == found[2] else _text(first)  # a row passed on as itself: its source's id
 
 
 def heads(path: Path) -> Iterator[Head]:
