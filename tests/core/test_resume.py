@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 from chainette import Chain, RowError, Step, register_engine
+from chainette import inputs as inputs_module
+from chainette.frontier import Commit
 
 from .conftest import Label, Text
 from .test_run import echo, rows
@@ -133,3 +135,29 @@ def test_a_run_another_state_layout_wrote_is_refused_with_what_to_do(scripted, t
     with pytest.raises(ChainetteError, match=r"another version of chainette wrote \(state layout 1, this one reads 2\).*--overwrite"):
         chain.run(rows(3), output_dir=out)
     assert len(chain.run(rows(3), output_dir=out, overwrite=True)["label"]) == 3
+
+
+def test_a_resume_decodes_only_what_is_left(scripted, tmp_path, monkeypatch):
+    """The input rows decided already are not decoded again, nor are the commits of one row a node decided already
+    (only their heads are read): the work of a resume follows the rows it has left, not the whole run."""
+    scripted(echo)
+    register_engine("s", backend="scripted", model="m")
+    chain = two_steps()
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text("".join(json.dumps(row) + "\n" for row in rows(100)))
+    chain.run(inputs, output_dir=tmp_path / "o", limit=90)
+    decoded = {"inputs": 0, "commits": 0}
+
+    def counted(kind, decode):
+        def decode_counted(*args):
+            decoded[kind] += 1
+            return decode(*args)
+
+        return decode_counted
+
+    monkeypatch.setattr(inputs_module, "decode", counted("inputs", inputs_module.decode))
+    monkeypatch.setattr(Commit, "decode", counted("commits", Commit.decode))
+    result = chain.run(inputs, output_dir=tmp_path / "o")
+    assert result.stats["steps"]["again"]["ok"] == 100
+    assert decoded["inputs"] == 10, "only the input rows left are decoded"
+    assert decoded["commits"] <= 2 * 10, "each reader decodes at most the commits of the rows left"
