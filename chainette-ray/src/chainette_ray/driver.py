@@ -33,7 +33,7 @@ from chainette.execution.files import NodeFiles
 from chainette.execution.recovery import Counts, NodeState, recover_errors
 from chainette.execution.rowids import Decided, RowIds, as_decided
 from chainette.execution.stopping import first_failure_cancels
-from chainette.frontier import Commit, Row, commits
+from chainette.frontier import Commit, Row, heads
 from chainette.nodes import INPUT_ID, Node
 from chainette.run.appends import OutputFolder, Writer
 from chainette.run.options import RunOptions
@@ -133,7 +133,7 @@ class RayExecutor(Executor):
         for unit in units:
             if unit.files is not None:
                 state_id = unit.plan.state_id
-                ids = RowIds(commit.source for commit in commits(self.run_dir.frontier(state_id)))
+                ids = RowIds(source for _, source, _ in heads(self.run_dir.frontier(state_id)))
                 ids.update(failed.get(state_id, ()))
                 unit.decided = as_decided(ids)
                 unit.passed = _passed(self.run_dir, state_id)
