@@ -188,10 +188,10 @@ def test_answers_are_written_once_their_bytes_reach_a_batch_so_large_answers_sta
     large = CachedAnswer("x" * 300, None, Usage(1, 2))
     for index in range(10):
         store.put(index.to_bytes(32, "big"), "fake", "m", large)
-        assert len(store._pending) <= 3, "at most the answers that reach FLUSH_BYTES wait in memory"
+        assert len(store._answers) <= 3, "at most the answers that reach FLUSH_BYTES wait in memory"
     with closing(sqlite3.connect(path)) as db:
         (stored,) = db.execute("SELECT COUNT(*) FROM answers").fetchone()
-    assert stored == 10 - len(store._pending) >= 7
+    assert stored == 10 - len(store._answers) >= 7
     store.close()
 
 
@@ -405,3 +405,43 @@ def test_no_cache_and_refresh_cache_together_are_refused(tmp_path, capsys):
     assert main(args) == 1
     assert "--no-cache and --refresh-cache contradict each other" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+TEXTS = ['{"label": "\\"quoted\\" \\\\ back"}', "línea\nnueva\t😀", "\x00nul and \u2028 separator", "[]", ""]
+
+
+async def test_answers_the_writer_s_thread_stores_read_back_whole_in_order_of_the_keys_asked(tmp_path, monkeypatch):
+    """In an event loop, batches are written by the writer's thread from one JSON document; each answer (text, reasoning,
+    every token count) comes back as it was put, under its own key, and a key never stored is a miss."""
+    from chainette.cache import database
+
+    monkeypatch.setattr(database, "FLUSH_EVERY", 2)
+    path = tmp_path / "c.sqlite"
+    store = ResponseCache(path, max_bytes=10**6)
+    answers = {index.to_bytes(32, "big"): CachedAnswer(text, text or None, Usage(index, 2, 3, 4)) for index, text in enumerate(TEXTS)}
+    for key, answer in answers.items():
+        store.put(key, "fake", "m", answer)
+        await asyncio.sleep(0)
+    store.close()
+    store = ResponseCache(path, max_bytes=10**6)
+    keys = [b"x" * 32, *reversed(answers), next(iter(answers))]
+    assert store.get_many(keys) == [None, *reversed(answers.values()), next(iter(answers.values()))]
+    store.close()
+    with closing(sqlite3.connect(path)) as db:
+        sizes = db.execute("SELECT SUM(size), SUM(length(answer) + length(key)), typeof(answer) FROM answers").fetchone()
+    assert sizes[0] == sizes[1] and sizes[2] == "blob", "each entry's size counts its bytes"
+
+
+def test_hits_are_counted_per_key_however_often_a_key_was_hit_in_a_batch(tmp_path):
+    path = tmp_path / "c.sqlite"
+    store = ResponseCache(path, max_bytes=10**6)
+    for key in (b"a" * 32, b"b" * 32, b"c" * 32):
+        store.put(key, "fake", "m", ANSWER)
+    store.close()
+    store = ResponseCache(path, max_bytes=10**6)
+    store.get_many([b"a" * 32, b"b" * 32, b"a" * 32, b"z" * 32])
+    store.get(b"a" * 32)
+    store.close()
+    with closing(sqlite3.connect(path)) as db:
+        hits = dict(db.execute("SELECT key, hits FROM answers").fetchall())
+    assert hits == {b"a" * 32: 3, b"b" * 32: 1, b"c" * 32: 0}

@@ -8,6 +8,7 @@ import itertools
 import json
 from pathlib import Path
 import sqlite3
+import threading
 
 from pydantic import BaseModel, field_validator
 import pytest
@@ -303,3 +304,36 @@ def test_no_secret_and_no_endpoint_reach_the_cache_file(server, tmp_path, cache_
     four_steps().run(rows(5), output_dir=tmp_path / "one")
     stored = every_byte(cache_dir)
     assert stored and KEY.encode() not in stored and b"127.0.0.1" not in stored
+
+
+class Tagged(BaseModel):
+    text: str
+    tags: dict[str, str]
+
+
+def test_a_step_looks_up_the_rows_at_hand_together_and_each_row_keeps_its_own_answer(server, tmp_path, monkeypatch):
+    """Rows reach the cache in groups (one query each), cached and new rows mixed, with rows whose prompt cannot render
+    among them: each row ends once, in the output with its own answer or in errors with its reason."""
+    from chainette.cache import ResponseCache
+
+    looked_up: list[int] = []
+    get_many = ResponseCache.get_many
+    monkeypatch.setattr(ResponseCache, "get_many", lambda self, keys: looked_up.append(len(keys)) or get_many(self, keys))
+    chain = Chain(name="tags", steps=[step("a", "a:{{text}}:{{tags.kind}}", input_model=Tagged)])
+    chain.run([{"text": f"row{i}", "tags": {"kind": "k"}} for i in range(0, 600, 2)], output_dir=tmp_path / "one")
+    server.requests.clear()
+    looked_up.clear()
+
+    inputs = [{"text": f"row{i}", "tags": {"kind": "k"} if i % 7 else {}} for i in range(600)]
+    result = chain.run(inputs, output_dir=tmp_path / "two")
+    unrenderable = {str(i) for i in range(0, 600, 7)}
+    asked_now = {first_user_message(body) for body in server.chat_requests()}
+    assert asked_now == {f"a:row{i}:k" for i in range(1, 600, 2) if i % 7}, "only the new rows that render are asked"
+    labels = {row["row_id"]: row["label"] for row in result.records("a")}
+    assert labels == {str(i): f"a:row{i}:k" for i in range(600) if i % 7}, "each row has its own answer, cached or not"
+    errors = [json.loads(line) for line in (tmp_path / "two" / "errors.jsonl").read_text().splitlines()]
+    assert sorted(error["row_id"] for error in errors) == sorted(unrenderable)
+    assert all(error["error_type"] == "template" and "kind" in error["message"] for error in errors)
+    assert sum(looked_up) == 600 - len(unrenderable) and len(looked_up) < 60, f"looked up in groups: {looked_up}"
+    assert result.stats["steps"]["a"]["cached"] == len({i for i in range(0, 600, 2) if i % 7})
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("chainette-cache")], "the writer's thread ended"

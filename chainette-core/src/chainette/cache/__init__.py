@@ -91,8 +91,9 @@ class StepCache:
         key, messages = self.keys.key, request.messages
         return [key(messages, sample, row_id) for sample in range(samples)]
 
-    def lookup(self, key: bytes) -> CachedAnswer | None:
-        return self.response_cache.get(key) if self.read else None
+    def look_up(self, keys: list[bytes]) -> list[CachedAnswer | None]:
+        """The answer stored under each of `keys`, or None (every one when refreshing)."""
+        return self.response_cache.get_many(keys) if self.read else [None] * len(keys)
 
     def save(self, key: bytes, answer: Answer) -> None:
         self.response_cache.put(key, self.backend, self.model, answer)

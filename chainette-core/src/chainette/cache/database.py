@@ -2,8 +2,9 @@
 
 Writes (answers, and the hits that mark answers as used) are buffered and committed in batches (once `FLUSH_EVERY`
 are buffered, `FLUSH_BYTES` of answers are, or `FLUSH_SECONDS` have passed, and at each `flush`), each batch one
-transaction written in key order (neighbouring keys share the index's pages): the buffers stay small on any mix of
-hits and answers, and a kill -9 loses the writes of the batch in progress, never the file. Two runs may use
+transaction (chainette.cache.writer), written in its own thread while an event loop goes on and at once outside one:
+the buffers stay small on any mix of hits and answers, and a kill -9 loses the writes of the batches in progress,
+never the file. Two runs may use
 the file at once (WAL: readers never wait; a writer waits up to `BUSY_SECONDS` for the other). Within an event loop,
 look-ups share one read transaction, ended by each flush, and the loop flushes `FLUSH_SECONDS` after a batch or a
 read transaction began even when no call follows (a quiet run holds neither its answers nor the log); so a run sees
@@ -17,18 +18,17 @@ from __future__ import annotations
 
 import asyncio
 from asyncio import _get_running_loop
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
-from operator import itemgetter
 from pathlib import Path
 import shlex
 import sqlite3
 import time
-from typing import Any
 
 import orjson
 
+from chainette.cache.writer import EACH_KEY, KEY_BYTES, Stored, Writer, batch, stored_bytes, transaction
 from chainette.client import Answer, Usage
 
 APPLICATION_ID = 0x43484E54  # "CHNT": marks the file as chainette's response cache
@@ -37,7 +37,6 @@ BUSY_SECONDS = 10.0
 FLUSH_EVERY = 16384
 FLUSH_BYTES = 4 * 1024 * 1024
 FLUSH_SECONDS = 1.0
-EVICT_TO = 0.9  # eviction stops at this share of the size cap
 CHECKPOINT_PAGES = 10_000  # the write-ahead log is copied into the file past 40 MB (SQLite's default: 4 MB)
 PAGE_CACHE_KIB = 8 * 1024  # SQLite's page cache per connection (its default: 2 MB), the index's pages kept between batches
 
@@ -55,15 +54,7 @@ CREATE TABLE IF NOT EXISTS answers (
 );
 """
 
-UPSERT = """
-INSERT INTO answers (key, backend, model, created, used, size, answer) VALUES (?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (key) DO UPDATE SET created = excluded.created, used = excluded.used, size = excluded.size, answer = excluded.answer
-"""
-
-
-Pending = tuple[bytes, str, str, float, str, str | None, int, int, int, int]
-"""An answer waiting for the next batch: key, backend, model, when, then what the row stores (text, reasoning, tokens), held
-as plain values only, which the garbage collector stops tracking."""
+LOOK_UP = f"SELECT key, answer FROM answers WHERE key IN ({EACH_KEY})"
 
 
 class CacheUnavailable(Exception):
@@ -127,40 +118,58 @@ class ResponseCache:
         self.max_bytes = max_bytes
         self.notice = notice
         self.writable = True
-        self._pending: list[Pending] = []
-        self._pending_bytes = 0
+        self._keys: list[bytes] = []  # of the answers waiting for the next batch
+        self._answers: list[Stored] = []
+        self._answer_bytes = 0
         self._hits: dict[bytes, int] = {}
         self._flushed_at = time.monotonic()
         self._due: tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle] | None = None
         self.db: sqlite3.Connection | None = _connect(path)
         try:
-            self._stored = _stored_bytes(self.db)
+            stored = stored_bytes(self.db)
+            self._writer = Writer(_connect(path), stored, max_bytes)
         except sqlite3.Error as exc:
             self.db.close()
             raise unavailable(path, exc, "read") from None
+        except CacheUnavailable:
+            self.db.close()
+            raise
 
     def get(self, key: bytes) -> CachedAnswer | None:
         """The answer stored under `key`, or None; a hit is counted (written with the next batch)."""
+        return self.get_many([key])[0]
+
+    def get_many(self, keys: list[bytes]) -> list[CachedAnswer | None]:
+        """The answer stored under each of `keys` (looked up in one query), or None; each hit is counted (written with the
+        next batch)."""
         db = self.db
         if db is None:
-            return None
+            return [None] * len(keys)
         try:
             due = self._due
             if due is None or due[0] is not _get_running_loop() or not db.in_transaction:
                 self._hold_snapshot(db)
-            found = db.execute("SELECT answer FROM answers WHERE key = ?", (_blob(key),)).fetchone()
+            found = dict(db.execute(LOOK_UP, {"keys": b"".join(keys)}).fetchall())
         except sqlite3.Error as exc:
             self._turn_off(unavailable(self.path, exc, "read"))
-            return None
-        if found is None:
+            return [None] * len(keys)
+        if not found:
+            return [None] * len(keys)
+        answers = [self._hit(key, found.get(key)) for key in keys]
+        self._flush_when_due()
+        return answers
+
+    def _hit(self, key: bytes, stored: bytes | None) -> CachedAnswer | None:
+        """The answer `stored` under `key` (None: nothing), counted as a hit; an entry this version cannot read is a miss:
+        the answer is asked again and replaced."""
+        if stored is None:
             return None
         try:
-            text, reasoning, *tokens = orjson.loads(found[0])
+            text, reasoning, *tokens = orjson.loads(stored)
             usage = Usage(*tokens)
         except (ValueError, TypeError):
-            return None  # an entry this version cannot read is a miss: the answer is asked again and replaced
+            return None
         self._hits[key] = self._hits.get(key, 0) + 1
-        self._flush_when_due()
         return CachedAnswer(text, reasoning, usage)
 
     def _hold_snapshot(self, db: sqlite3.Connection) -> None:
@@ -179,7 +188,7 @@ class ResponseCache:
         if loop is None:
             return False
         if self._due is None or self._due[0] is not loop:  # a flush set in a loop that has ended would never come
-            self._due = (loop, loop.call_later(FLUSH_SECONDS, self.flush))
+            self._due = (loop, loop.call_later(FLUSH_SECONDS, self._write, False))
         return True
 
     def _end_snapshot(self) -> None:
@@ -196,10 +205,13 @@ class ResponseCache:
         """Store `answer` (its text, reasoning and usage) under `key` with the next batch (replacing what the key held)."""
         if self.db is None or not self.writable:
             return
+        assert len(key) == KEY_BYTES, "a key is a sha256 digest"
         text, reasoning, usage = answer.text, answer.reasoning, answer.usage
-        tokens = (usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens)
-        self._pending.append((key, backend, model, time.time(), text, reasoning, *tokens))
-        self._pending_bytes += len(key) + len(text) + (len(reasoning) if reasoning else 0)
+        self._keys.append(key)
+        self._answers.append(
+            (backend, model, (text, reasoning, usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens))
+        )
+        self._answer_bytes += len(key) + len(text) + (len(reasoning) if reasoning else 0)
         due = self._due
         if due is None or due[0] is not _get_running_loop():
             self._flush_later()
@@ -207,70 +219,54 @@ class ResponseCache:
 
     def _flush_when_due(self) -> None:
         """Flush once `FLUSH_EVERY` answers and hits or `FLUSH_BYTES` of answers are buffered, or `FLUSH_SECONDS` after
-        the last flush."""
+        the last flush; within an event loop, without waiting for the batch to be written."""
         if (
-            len(self._pending) + len(self._hits) >= FLUSH_EVERY
-            or self._pending_bytes >= FLUSH_BYTES
+            len(self._answers) + len(self._hits) >= FLUSH_EVERY
+            or self._answer_bytes >= FLUSH_BYTES
             or time.monotonic() - self._flushed_at >= FLUSH_SECONDS
         ):
-            self.flush()
+            self._write(wait=_get_running_loop() is None)
 
     def flush(self) -> None:
-        """Commit the buffered answers and hits in one transaction, in key order, then evict if the file is over its cap."""
-        pending, hits = self._pending, self._hits
-        self._pending, self._hits, self._pending_bytes = [], {}, 0
+        """Write the buffered answers and hits in one transaction (then evict if the file is over its cap); return once
+        they are written."""
+        self._write(wait=True)
+
+    def _write(self, wait: bool) -> None:
+        """End the look-ups' read transaction and hand the buffered answers and hits to the writer (`wait`: until written)."""
+        keys, answers, hits = self._keys, self._answers, self._hits
+        self._keys, self._answers, self._hits, self._answer_bytes = [], [], {}, 0
         self._flushed_at = time.monotonic()
         if self._due is not None:
             self._due[1].cancel()
             self._due = None
         self._end_snapshot()
-        if self.db is None or not self.writable or not (pending or hits):
+        if self.db is None or not self.writable:
             return
-        pending.sort(key=itemgetter(0))  # stable: of two answers under one key, the later still wins
-        now = time.time()
         try:
-            with _transaction(self.db) as db:
-                db.executemany(UPSERT, self._rows(pending))
-                db.executemany(
-                    "UPDATE answers SET used = ?, hits = hits + ? WHERE key = ?", [(now, n, _blob(k)) for k, n in sorted(hits.items())]
-                )
-                if self._stored > self.max_bytes:
-                    self._evict(db)
+            if answers or hits:
+                self._writer.hand(batch(keys, answers, hits, time.time()))
+            if wait:
+                self._writer.settle()
         except sqlite3.OperationalError as exc:
             self.writable = False
             self.notice(f"response cache {self.path}: answers are no longer stored ({exc}); the run goes on without storing them.")
         except sqlite3.Error as exc:
             self._turn_off(unavailable(self.path, exc, "write"))
 
-    def _rows(self, pending: list[Pending]) -> Iterator[tuple[Any, ...]]:
-        """The table rows of the buffered answers, each answer serialised as its row is written (held by the thousand,
-        orjson's output buffers would cost tens of MB); their bytes are counted in the file's size."""
-        for key, backend, model, now, *answer in pending:
-            blob = orjson.dumps(answer)
-            size = len(blob) + len(key)
-            self._stored += size
-            yield _blob(key), backend, model, now, now, size, _blob(blob)
-
     def close(self) -> None:
         """Flush, then close the file."""
         self.flush()
-        if self.db is not None:
-            self.db.close()
-            self.db = None
-
-    def _evict(self, db: sqlite3.Connection) -> None:
-        """Delete the least recently used answers while the file holds more than its cap (other runs' answers counted)."""
-        self._stored = _stored_bytes(db)
-        while self._stored > self.max_bytes:
-            (entries,) = db.execute("SELECT COUNT(*) FROM answers").fetchone()
-            share = (self._stored - self.max_bytes * EVICT_TO) / self._stored
-            db.execute("DELETE FROM answers WHERE id IN (SELECT id FROM answers ORDER BY used LIMIT ?)", (max(1, int(entries * share)),))
-            self._stored = _stored_bytes(db)
+        self._close()
 
     def _turn_off(self, problem: CacheUnavailable) -> None:
         """Stop using the file for the rest of the run, with a notice saying why."""
         self.notice(turned_off(problem))
+        self._close()
+
+    def _close(self) -> None:
         if self.db is not None:
+            self._writer.close()
             self.db.close()
         self.db = None
 
@@ -307,37 +303,13 @@ class ResponseCache:
             values.append(time.time() - unused_for)
         self._end_snapshot()
         try:
-            with _transaction(self.db) as db:
+            with transaction(self.db) as db:
                 removed = db.execute(f"DELETE FROM answers WHERE {' AND '.join(where)}", values).rowcount
             with suppress(sqlite3.OperationalError):  # another run has the file open: its pages are reused instead
                 self.db.execute("VACUUM")
         except sqlite3.Error as exc:
             raise unavailable(self.path, exc, "write") from None
         return int(removed)
-
-
-@contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """A write transaction on `db`, taken at once (BEGIN IMMEDIATE), committed at the end of the block or rolled back."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield db
-    except BaseException:
-        db.rollback()
-        raise
-    db.commit()
-
-
-def _blob(data: bytes) -> bytearray:
-    """`data` as the sqlite3 module binds a blob fastest: it looks for an adapter (a registry look-up and two attribute
-    look-ups) for every parameter but an exact int, float, str or bytearray, bytes included; stored alike."""
-    return bytearray(data)
-
-
-def _stored_bytes(db: sqlite3.Connection) -> int:
-    """The bytes of every stored answer."""
-    (stored,) = db.execute("SELECT COALESCE(SUM(size), 0) FROM answers").fetchone()
-    return int(stored)
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from chainette.cache import CacheSetting, ResponseCache, step_cache
+from chainette.cache import CachedAnswer, CacheSetting, ResponseCache, step_cache
 from chainette.client import Answer, Request
 from chainette.engines import EngineConfig, EngineOptions
 from chainette.errors import BackendError, RowError, describe_validation_error, truncated
@@ -28,6 +28,17 @@ from chainette.values import unwritable, why
 
 Candidate = tuple[dict[str, Any], Answer]
 """One valid answer of a row: its data (the output model's, as JSON) and the answer it came from."""
+
+
+@dataclass(slots=True)
+class Asked:
+    """A row to answer: its request, or the RowError saying why its prompts cannot render; for a step that uses the
+    cache, the key of each of its candidates and the answer stored under it, if any."""
+
+    row: Row
+    request: Request | RowError
+    keys: list[bytes]
+    stored: list[CachedAnswer | None]
 
 
 class Unfit(Exception):
@@ -76,18 +87,33 @@ class RowAnswerer:
         assert self.cache is not None
         return self.cache.keys_of(request, row.row_id, self.samples)
 
-    def cached(self, keys: list[bytes]) -> list[Candidate | None]:
-        """The candidate stored under each key (fresh answers go in through `cache.save`), or None; a row whose
-        candidates are all there counts as answered from the cache."""
-        found = [self._cached(key) for key in keys]
+    def asked(self, rows: list[Row]) -> list[Asked]:
+        """Each row's request (or why it cannot be rendered) and, for a step that uses the cache, what the cache holds
+        for its candidates (the keys of all the rows looked up at once)."""
+        asked = []
+        for row in rows:
+            try:
+                request = self.request(row)
+            except RowError as exc:
+                asked.append(Asked(row, exc, [], []))
+                continue
+            asked.append(Asked(row, request, self.keys(request, row) if self.cache is not None else [], []))
+        if self.cache is not None:
+            stored = iter(self.cache.look_up([key for each in asked for key in each.keys]))
+            for each in asked:
+                each.stored = [next(stored) for _ in each.keys]
+        return asked
+
+    def cached(self, stored: list[CachedAnswer | None]) -> list[Candidate | None]:
+        """The candidate each answer `stored` in the cache gives (fresh answers go in through `cache.save`), or None; a
+        row whose candidates are all there counts as answered from the cache."""
+        found = [self._cached(hit) for hit in stored]
         if None not in found:
             self.stats.session.cached += 1
         return found
 
-    def _cached(self, key: bytes) -> Candidate | None:
-        """The answer stored under `key`, validated again (the output model's validators may have changed)."""
-        assert self.cache is not None
-        hit = self.cache.lookup(key)
+    def _cached(self, hit: CachedAnswer | None) -> Candidate | None:
+        """The candidate of an answer stored in the cache, validated again (the output model's validators may have changed)."""
         if hit is None:
             return None
         answer = Answer(hit.text, hit.reasoning, hit.usage)

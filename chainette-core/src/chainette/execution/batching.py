@@ -152,13 +152,13 @@ class BatchStage:
 
     def _question(self, row: Row) -> list[dict[str, Any]]:
         """The row's batch line, or none: a prompt that cannot render fails it, and the cache may answer it."""
-        try:
-            request = self.answerer.request(row)
-        except RowError as exc:
-            self._decide(row, exc)
+        (asked,) = self.answerer.asked([row])
+        request = asked.request
+        if isinstance(request, RowError):
+            self._decide(row, request)
             return []
         if self.answerer.cache is not None:
-            found = self.answerer.cached(self.answerer.keys(request, row))
+            found = self.answerer.cached(asked.stored)
             if None not in found:
                 self._decide(row, [hit for hit in found if hit is not None], fresh=False)
                 return []

@@ -35,10 +35,13 @@ CHUNK = 1 << 18  # bytes of lines a reader decodes at a time (what its buffer ho
 
 class Source(Protocol):
     """Where a stage takes its input rows: `next` gives the next row, or None once there are no more (or the run stops);
-    several workers of one stage may await it at once. `again` reads every row it gave again, from disk (a batch
-    step, which keeps only ids while its batches run)."""
+    several workers of one stage may await it at once. `ready` gives up to `limit` more rows that `next` would give
+    without waiting (none when the run stops). `again` reads every row it gave again, from disk (a batch step, which
+    keeps only ids while its batches run)."""
 
     async def next(self) -> Row | None: ...
+
+    def ready(self, limit: int) -> list[Row]: ...
 
     def again(self) -> Iterator[Row]: ...
 
@@ -191,6 +194,16 @@ class Reader:
         self.feed.moved()
         return self.buffer.popleft()
 
+    def ready(self, limit: int) -> list[Row]:
+        """Up to `limit` of the rows read already; none while the node waits for room in `out`."""
+        buffer = self.buffer
+        if self.control.stopping or not buffer or (self.out is not None and self.out.readers and self.out.behind() > WINDOW):
+            return []
+        taken = [buffer.popleft() for _ in range(min(limit, len(buffer)))]
+        self.taken += len(taken)
+        self.feed.moved()
+        return taken
+
     def _fill(self) -> bool:
         """Take the next written commits' rows into the buffer, from memory where the feed still keeps them, else decoded
         from the file; whether there were any."""
@@ -286,3 +299,9 @@ class Queue:
             self._changed.clear()
             await self._changed.wait()
         return None if self.control.stopping else self.buffer.popleft()
+
+    def ready(self, limit: int) -> list[Row]:
+        buffer = self.buffer
+        if self.control.stopping:
+            return []
+        return [buffer.popleft() for _ in range(min(limit, len(buffer)))]

@@ -1,24 +1,26 @@
 """The step stage: answers a step's rows one request at a time, keeping its engine's `max_concurrency` requests in
 flight. Each row is asked, looked up, validated, repaired and decided by the step's row answerer
-(chainette.execution.answering); its requests go through the engine with the core's retry policy."""
+(chainette.execution.answering); its requests go through the engine with the core's retry policy. A step that uses the
+response cache takes the rows at hand (up to LOOK_AHEAD) together, so that their keys are looked up in one query."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from typing import cast
 
 from chainette.client import Answer, Request
-from chainette.errors import BackendError, EngineError, RunInterrupted
-from chainette.execution.answering import Candidate, RowAnswerer, Unfit
+from chainette.errors import BackendError, EngineError, RowError, RunInterrupted
+from chainette.execution.answering import Asked, Candidate, RowAnswerer, Unfit
 from chainette.execution.engine_pool import RunningEngine
 from chainette.execution.feed import Source
 from chainette.execution.stopping import first_failure_cancels
-from chainette.frontier import Row
 from chainette.policy import complete_with_retries
 
 YIELD_EVERY = 64
+LOOK_AHEAD = 256
 
 
 @dataclass
@@ -31,38 +33,40 @@ class StepStage:
     async def process(self, source: Source) -> None:
         """Answer every row of `source` until the rows run out or the run stops; an EngineError stops the step."""
 
+        rows = Asking(source, self.answerer)
+
         async def worker() -> None:
             count = 0
-            while (row := await source.next()) is not None:
+            while (asked := await rows.next()) is not None:
                 try:
-                    candidates, cached = await self._candidates(row)
+                    candidates, cached = await self._candidates(asked)
                 except RunInterrupted:
                     pass  # the run stopped before the row's requests were all sent: the row is left for the resume
                 except EngineError:
                     raise
                 except BackendError as exc:
-                    self.answerer.fail(row, exc)
+                    self.answerer.fail(asked.row, exc)
                 else:
-                    self.answerer.commit(row, candidates, cached=cached)
+                    self.answerer.commit(asked.row, candidates, cached=cached)
                 count += 1
                 if count % YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # rows answered from the cache never wait: let signals and progress in
 
         await first_failure_cancels([worker() for _ in range(self.engine.config.options.max_concurrency)])
 
-    async def _candidates(self, row: Row) -> tuple[list[Candidate], bool]:
+    async def _candidates(self, asked: Asked) -> tuple[list[Candidate], bool]:
         """The row's candidates, from the cache where it has them, else requested (and then stored); and whether the
         cache had them all."""
-        answerer, cache = self.answerer, self.answerer.cache
-        request = answerer.request(row)
+        answerer, cache, request = self.answerer, self.answerer.cache, asked.request
+        if isinstance(request, RowError):
+            raise request
         if cache is None:
             return await self._requested(request, answerer.samples), False
-        keys = answerer.keys(request, row)
-        found = answerer.cached(keys)
+        found = answerer.cached(asked.stored)
         missing = [sample for sample, hit in enumerate(found) if hit is None]
         if missing:
             for sample, fresh in zip(missing, await self._requested(request, len(missing)), strict=True):
-                cache.save(keys[sample], fresh[1])
+                cache.save(asked.keys[sample], fresh[1])
                 found[sample] = fresh
         return cast(list[Candidate], found), not missing  # every sample missing was just filled
 
@@ -92,3 +96,23 @@ class StepStage:
         """The engine's answer to `request`, with the core's retry policy (a plain function: one coroutine fewer per request)."""
         assert self.engine.client is not None, "an engine answering through batch jobs has a batch stage"
         return complete_with_retries(self.engine.client, request, self.engine.gate, self.answerer.stats)
+
+
+class Asking:
+    """The rows of `source` asked by `answerer` (chainette.execution.answering.Asked), for the stage's workers to take one
+    at a time: a row at a time for a step without the cache, else the rows at hand, up to LOOK_AHEAD."""
+
+    def __init__(self, source: Source, answerer: RowAnswerer):
+        self.source = source
+        self.answerer = answerer
+        self.together = LOOK_AHEAD if answerer.cache is not None else 1
+        self.buffer: deque[Asked] = deque()
+
+    async def next(self) -> Asked | None:
+        if not self.buffer:
+            row = await self.source.next()
+            if row is None:
+                return None
+            rows = [row, *self.source.ready(self.together - 1)] if self.together > 1 else [row]
+            self.buffer.extend(self.answerer.asked(rows))
+        return self.buffer.popleft()

@@ -82,8 +82,5 @@ def _answered(answerer: RowAnswerer, row: Row) -> bool:
     """Whether the cache holds every candidate of `row` (a prompt that does not render is asked for: it fails then)."""
     if answerer.cache is None:
         return False
-    try:
-        keys = answerer.keys(answerer.request(row), row)
-    except RowError:
-        return False
-    return None not in answerer.cached(keys)
+    (asked,) = answerer.asked([row])
+    return not isinstance(asked.request, RowError) and None not in answerer.cached(asked.stored)
