@@ -337,3 +337,14 @@ def test_a_step_looks_up_the_rows_at_hand_together_and_each_row_keeps_its_own_an
     assert sum(looked_up) == 600 - len(unrenderable) and len(looked_up) < 60, f"looked up in groups: {looked_up}"
     assert result.stats["steps"]["a"]["cached"] == len({i for i in range(0, 600, 2) if i % 7})
     assert not [thread for thread in threading.enumerate() if thread.name.startswith("chainette-cache")], "the writer's thread ended"
+
+
+def test_a_step_using_the_cache_keeps_its_engine_s_concurrency_busy(tmp_path):
+    """The rows a step takes together for their look-up are shared by all its workers: each of the engine's slots
+    holds a request while rows are left, as without the cache."""
+    with FakeServer(respond=echo, api_key=KEY, latency=0.01) as slow:
+        register_engine("slow", backend="openai", model="fake-model", endpoint=f"{slow.base_url}/v1", api_key=KEY, max_concurrency=32)
+        chain = Chain(name="busy", steps=[Step(id="a", input_model=Text, output_model=Label, engine_name="slow", user_prompt="a:{{text}}")])
+        result = chain.run(rows(2000), output_dir=tmp_path / "out")
+    assert result.stats["steps"]["a"]["ok"] == 2000
+    assert slow.max_in_flight == 32

@@ -100,19 +100,27 @@ class StepStage:
 
 class Asking:
     """The rows of `source` asked by `answerer` (chainette.execution.answering.Asked), for the stage's workers to take one
-    at a time: a row at a time for a step without the cache, else the rows at hand, up to LOOK_AHEAD."""
+    at a time: a row at a time for a step without the cache, else the rows at hand, up to LOOK_AHEAD, taken by one
+    worker while the others wait for them."""
 
     def __init__(self, source: Source, answerer: RowAnswerer):
         self.source = source
         self.answerer = answerer
-        self.together = LOOK_AHEAD if answerer.cache is not None else 1
         self.buffer: deque[Asked] = deque()
+        self.ended = False
+        self._taking = asyncio.Lock() if answerer.cache is not None else None
 
     async def next(self) -> Asked | None:
-        if not self.buffer:
+        if self.buffer:
+            return self.buffer.popleft()
+        if self._taking is None:
             row = await self.source.next()
-            if row is None:
-                return None
-            rows = [row, *self.source.ready(self.together - 1)] if self.together > 1 else [row]
-            self.buffer.extend(self.answerer.asked(rows))
-        return self.buffer.popleft()
+            return None if row is None else self.answerer.asked([row])[0]
+        async with self._taking:
+            if not self.buffer and not self.ended:
+                row = await self.source.next()
+                if row is None:
+                    self.ended = True
+                else:
+                    self.buffer.extend(self.answerer.asked([row, *self.source.ready(LOOK_AHEAD - 1)]))
+        return self.buffer.popleft() if self.buffer else None
