@@ -4,14 +4,13 @@ Writes (answers, and the hits that mark answers as used) are buffered and commit
 are buffered, `FLUSH_BYTES` of answers are, or `FLUSH_SECONDS` have passed, and at each `flush`), each batch one
 transaction (chainette.cache.writer), written in its own thread while an event loop goes on and at once outside one:
 the buffers stay small on any mix of hits and answers, and a kill -9 loses the writes of the batches in progress,
-never the file. Two runs may use
-the file at once (WAL: readers never wait; a writer waits up to `BUSY_SECONDS` for the other). Within an event loop,
-look-ups share one read transaction, ended by each flush, and the loop flushes `FLUSH_SECONDS` after a batch or a
-read transaction began even when no call follows (a quiet run holds neither its answers nor the log); so a run sees
-what another stored about a second later than it would see it otherwise. Entries
-carry when they were last used, and the least recently used go once the file holds more than its size cap.
-A database that cannot be read or written any more (a damaged file among others) is turned off, with one `notice`,
-and the run goes on.
+never the file. Two runs may use the file at once (WAL: readers never wait; a writer waits up to `BUSY_SECONDS` for
+the other). Within an event loop, look-ups share one read transaction, ended by each flush, and the loop flushes
+`FLUSH_SECONDS` after a batch or a read transaction began even when no call follows (a quiet run holds neither its
+answers nor the log); so a run sees what another stored about a second later than it would see it otherwise. Entries
+carry when they were last used, and the least recently used go once the file holds more than its size cap. A database
+that cannot be read or written any more (a damaged file among others) is turned off, with one `notice`, and the run
+goes on.
 """
 
 from __future__ import annotations
@@ -115,7 +114,6 @@ class ResponseCache:
 
     def __init__(self, path: Path, *, max_bytes: int, notice: Callable[[str], None] = lambda message: None):
         self.path = path
-        self.max_bytes = max_bytes
         self.notice = notice
         self.writable = True
         self._keys: list[bytes] = []  # of the answers waiting for the next batch
