@@ -1,8 +1,9 @@
 """The chain the kill tests torture: two steps in sequence on two engines, a sync apply that fans out, filters and
 fails some rows, a parallel group of two joined branches (one with an async apply that fans each row out in two,
 or filters it, before its step), and a step reading both aliases. Fake backend, so every answer is deterministic;
-its latency comes from TORTURE_LATENCY. The input carries fields named like the executor's own words (skip, ctx,
-direct, src, origin) to show they change nothing."""
+its latency comes from TORTURE_LATENCY. The steps on "llm" use the response cache (their rows looked up ahead in
+groups), those on "judge" do not. The input carries fields named like the executor's own words (skip, ctx, direct,
+src, origin) to show they change nothing."""
 
 import asyncio
 import os
@@ -31,7 +32,7 @@ class Part(BaseModel):
 
 
 LATENCY = float(os.environ.get("TORTURE_LATENCY", "0"))
-register_engine("llm", backend="fake", model="m", latency=LATENCY, max_concurrency=32)
+register_engine("llm", backend="fake", model="m", latency=LATENCY, max_concurrency=32, cache=True)
 register_engine("judge", backend="fake", model="j", latency=LATENCY, max_concurrency=32)
 
 
