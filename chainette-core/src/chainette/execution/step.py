@@ -101,7 +101,8 @@ class StepStage:
 class Asking:
     """The rows of `source` asked by `answerer` (chainette.execution.answering.Asked), for the stage's workers to take one
     at a time: a row at a time for a step without the cache, else the rows at hand, up to LOOK_AHEAD, taken by one
-    worker while the others wait for them."""
+    worker while the others wait for them. Once the run stops, the rows taken already are still answered where the
+    cache holds their answers; their requests are not sent (the engine's gate is closed)."""
 
     def __init__(self, source: Source, answerer: RowAnswerer):
         self.source = source
