@@ -91,7 +91,8 @@ class Writer:
             writing.result()
 
     def close(self) -> None:
-        """Stop the thread and close the connection (without waiting for what it was writing to be reported)."""
+        """Stop the thread once the batch it writes is written, then close the connection (that batch's error, if any, is
+        not raised: `settle` first to hear it)."""
         if self._thread is not None:
             self._thread.shutdown()
         self._writing = None
