@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import closing
+import hashlib
 import json
 from pathlib import Path
+import random
 import sqlite3
 
+import orjson
 import pytest
 
 from chainette import Chain, SamplingParams, register_engine
@@ -49,6 +52,20 @@ def test_the_key_holds_messages_schema_sampling_and_sample():
     assert key == keys(config).key(MESSAGES, 0, "another row"), "deterministic sampling: rows share"
     per_row = RequestKeys(engine_identity(config), {"type": "object"}, "Label", {}, per_row=True)
     assert per_row.key(MESSAGES, 0, "0") != per_row.key(MESSAGES, 0, "1")
+
+
+def test_a_key_is_the_sha256_of_the_shared_part_and_the_request_whatever_first_message_the_rows_repeat():
+    """Keys stay what earlier versions stored: hashing the first message once for the rows that repeat it changes no key."""
+    config = register_engine("a", backend="fake", model="m")
+    made = RequestKeys(engine_identity(config), {"type": "object"}, "Label", {"n": 1}, per_row=True)
+    shared = orjson.dumps([engine_identity(config), {"type": "object"}, "Label", {"n": 1}], option=orjson.OPT_SORT_KEYS)
+    leads = [{"role": "system", "content": "Answer in JSON. " * 20}, {"role": "system", "content": 'quote " back\\ é\u2028'}]
+    draw = random.Random(7)
+    for index in range(300):
+        messages = [draw.choice(leads)] if draw.random() < 0.8 else []
+        messages += [{"role": "user", "content": f"row {index}: {draw.random()}"} for _ in range(draw.randint(1, 2))]
+        whole = orjson.dumps([messages, index % 3, str(index)], option=orjson.OPT_SORT_KEYS)
+        assert made.key(messages, index % 3, str(index)) == hashlib.sha256(shared + whole).digest(), messages
 
 
 def test_backend_options_that_shape_answers_are_in_the_key_and_neutral_ones_are_not():

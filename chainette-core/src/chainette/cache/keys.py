@@ -39,21 +39,39 @@ def deterministic(sampling: SamplingParams | None) -> bool:
 
 
 class RequestKeys:
-    """The keys of one step's requests: the part every row shares (engine, schema, sampling) is hashed once."""
+    """The keys of one step's requests: the part every row shares (engine, schema, sampling) is hashed once, and so is
+    the first message while rows repeat it (a system prompt and format instruction are most of what is hashed)."""
 
     def __init__(self, identity: dict[str, Any], schema: dict[str, Any], schema_name: str, sampling: dict[str, Any], per_row: bool):
         self.shared = hashlib.sha256(canonical([identity, schema, schema_name, sampling]))
         self.per_row = per_row
+        self._lead: tuple[dict[str, Any], hashlib._Hash] | None = None  # the last first message, and the digest up to it
 
     def key(self, messages: list[dict[str, Any]], sample: int, row_id: str) -> bytes:
-        """The key of sample `sample` of the request with `messages`, made for the row `row_id`."""
-        digest = self.shared.copy()
+        """The key of sample `sample` of the request with `messages`, made for the row `row_id`: the sha256 of the
+        shared part followed by `canonical([messages, sample, row_id or None])`."""
         for message in messages:  # a loop rather than any(): no generator made for each key
             if type(message["content"]) is list:
                 messages = [{**message, "content": _content_identity(message["content"])} for message in messages]
                 break
-        digest.update(canonical([messages, sample, row_id if self.per_row else None]))
+        tail = [sample, row_id if self.per_row else None]
+        if len(messages) == 1:
+            digest = self.shared.copy()
+            digest.update(canonical([messages, *tail]))
+        else:
+            digest = self._after(messages[0]).copy()
+            digest.update(canonical([messages[1:], *tail])[2:])  # its `[[` is hashed with the first message
         return digest.digest()
+
+    def _after(self, first: dict[str, Any]) -> hashlib._Hash:
+        """The digest of the shared part followed by the opening of `canonical([messages, ...])` up to the second
+        message: `[[`, the first message, a comma (kept while the next rows' first message is the same)."""
+        lead = self._lead
+        if lead is None or lead[0] != first:
+            digest = self.shared.copy()
+            digest.update(b"[[" + canonical(first) + b",")
+            self._lead = lead = (first, digest)
+        return lead[1]
 
 
 def _content_identity(content: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
