@@ -35,6 +35,7 @@ class Window:
         self.ceiling = ceiling
         self.adaptive = adaptive
         self.size = float(ceiling)
+        self.allowed = ceiling  # requests that may be in flight now: the size, whole, at least one
         self.in_flight = 0
         self.sent = 0  # requests let through so far: the number `enter` returns
         self.latency: float | None = None  # the recent average of answers' latency, in seconds
@@ -42,11 +43,6 @@ class Window:
         self.answers = 0
         self._cut_after = 0  # `sent` when the window was last cut: only answers to later requests cut it again
         self._waiting: deque[asyncio.Future[None]] = deque()
-
-    @property
-    def allowed(self) -> int:
-        """Requests that may be in flight now."""
-        return max(1, int(self.size))
 
     def take(self) -> int:
         """Take room in the window at once, when it has some and no request waits before: the request's number, for
@@ -89,7 +85,7 @@ class Window:
         if self.answers >= WARM_UP and recent > LATENCY_RISE * usual and recent - usual >= MIN_RISE:
             self._cut(number, LATENCY_CUT)
         elif self.size < self.ceiling:
-            self.size = min(float(self.ceiling), self.size + 1 / self.size)
+            self._resize(min(float(self.ceiling), self.size + 1 / self.size))
             self._admit()
 
     def overloaded(self, number: int) -> None:
@@ -101,7 +97,12 @@ class Window:
         """Leave `keep` of the window, unless request `number` was sent before the last cut (once a round trip)."""
         if number > self._cut_after:
             self._cut_after = self.sent
-            self.size = max(1.0, self.size * keep)
+            self._resize(max(1.0, self.size * keep))
+
+    def _resize(self, size: float) -> None:
+        """Make the window `size` wide (and `allowed` its whole part, at least one)."""
+        self.size = size
+        self.allowed = max(1, int(size))
 
     def _admit(self) -> None:
         """Let waiting requests in while there is room, taking it for each."""

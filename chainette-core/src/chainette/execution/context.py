@@ -46,7 +46,9 @@ def own_entries(node: Node) -> tuple[str, ...]:
 
 
 def keep(ctx: dict[str, Any], kept: frozenset[str], direct: str) -> dict[str, Any]:
-    """`ctx` with only the `kept` entries and the `direct` one."""
+    """`ctx` with only the `kept` entries and the `direct` one (`ctx` itself when it holds no other)."""
+    if kept.issuperset(ctx):
+        return ctx
     return {key: value for key, value in ctx.items() if key in kept or key == direct}
 
 

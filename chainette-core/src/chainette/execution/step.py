@@ -37,7 +37,7 @@ class StepStage:
 
         async def worker() -> None:
             count = 0
-            while (asked := await rows.next()) is not None:
+            while (asked := rows.take() or await rows.next()) is not None:
                 try:
                     candidates, cached = await self._candidates(asked)
                 except RunInterrupted:
@@ -111,7 +111,12 @@ class Asking:
         self.ended = False
         self._taking = asyncio.Lock() if answerer.cache is not None else None
 
+    def take(self) -> Asked | None:
+        """The next row taken ahead, at once; None when there is none (then `next` waits for one)."""
+        return self.buffer.popleft() if self.buffer else None
+
     async def next(self) -> Asked | None:
+        """The next row, once there is one; None once the rows run out (or the run stops)."""
         if self.buffer:
             return self.buffer.popleft()
         if self._taking is None:
