@@ -33,7 +33,7 @@ def compile_template(source: str) -> Render:
     parts = _plain_parts(_ENV.parse(source))
     if parts is None:
         return template.render
-    return lambda context: "".join([part if type(part) is str else _lookup(context, part) for part in parts])
+    return lambda context: "".join([part if isinstance(part, str) else _lookup(context, part) for part in parts])
 
 
 def _plain_parts(tree: nodes.Template) -> list[str | tuple[str, ...]] | None:
