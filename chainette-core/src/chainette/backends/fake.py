@@ -48,7 +48,9 @@ class FakeClient:
             cached = self._makers[id(request.schema)] = (request.schema, compile_schema(request.schema))
         seed, length = self._model_seed, 0
         for message in request.messages:  # the checksum of the model's name followed by the prompt, message by message
-            content = content_text(message["content"])
+            content = message["content"]
+            if type(content) is not str:
+                content = content_text(content)
             seed, length = zlib.crc32(content.encode(), seed), length + len(content)
         text = orjson.dumps(cached[1](Draws(seed))).decode()
         return Answer(text, None, Usage(length // 4 + 1, len(text) // 4 + 1))
@@ -112,7 +114,8 @@ def _maker(node: dict[str, Any], defs: dict[str, Any], name: str) -> Maker:
         return lambda draws: low + draws.below(high - low + 1)
     if kind == "number":
         low, high = node.get("minimum", 0.0), node.get("maximum", 1.0)
-        return lambda draws: round(low + (high - low) * draws.below(1001) / 1000, 3)
+        numbers = [round(low + (high - low) * step / 1000, 3) for step in range(1001)]
+        return lambda draws: numbers[draws.below(1001)]
     if kind == "boolean":
         return lambda draws: draws.below(2) == 1
     if kind == "null":
@@ -123,8 +126,10 @@ def _maker(node: dict[str, Any], defs: dict[str, Any], name: str) -> Maker:
 def _string_maker(node: dict[str, Any], name: str) -> Maker:
     min_length, max_length = node.get("minLength", 0), node.get("maxLength")
 
+    phrases = [f"{name} {first} {second}" for first in WORDS for second in WORDS]
+
     def make(draws: Draws) -> str:
-        return f"{name} {WORDS[draws.below(10)]} {WORDS[draws.below(10)]}"
+        return phrases[draws.below(10) * 10 + draws.below(10)]  # the name, then a word per draw
 
     if not min_length and max_length is None:
         return make
