@@ -242,9 +242,10 @@ def _json_records(path: Location) -> Iterator[RawRow]:
             if first == "[":
                 yield from _json_array(path, file.read())
                 return
+            where = f"{path}:"  # formatted once: a row's place is this and its line number
             for number, line in enumerate(file, start=1):
                 if line.strip():
-                    yield RawRow(f"{path}:{number}", line)
+                    yield RawRow(f"{where}{number}", line)
         except UnicodeDecodeError:
             raise encoding_error(path) from None
 
@@ -396,10 +397,11 @@ def decode(row: RawRow) -> dict[str, Any]:
     """The row's object as read (all its columns); ValueError for a row that could not be read or is not a JSON object."""
     if row.problem is not None:
         raise ValueError(f"{row.where}: {row.problem}")
-    value = _json_line(row.where, row.value) if isinstance(row.value, str) else row.value
+    text = row.value if isinstance(row.value, str) else None
+    value = row.value if text is None else _json_line(row.where, text)
     if not isinstance(value, dict):
         raise ValueError(f"{row.where}: expected a JSON object, got {type(value).__name__}")
-    if _too_deep(value):
+    if (text is None or text.count("{") + text.count("[") > MAX_DEPTH) and _too_deep(value):  # fewer brackets: not so deep
         raise ValueError(f"{row.where}: nested more than {MAX_DEPTH} levels deep (lists and objects inside each other); check the row")
     return value
 
