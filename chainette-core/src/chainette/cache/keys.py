@@ -70,7 +70,7 @@ class RequestKeys:
         if lead is None or lead[0] != first:
             digest = self.shared.copy()
             digest.update(b"[[" + canonical(first) + b",")
-            self._lead = lead = (first, digest)
+            self._lead = lead = (dict(first), digest)  # a copy: the rows' messages are theirs
         return lead[1]
 
 
