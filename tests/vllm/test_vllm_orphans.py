@@ -19,7 +19,7 @@ import pytest
 from chainette import register_engine
 from chainette_vllm import server
 from chainette_vllm.owned import OWNED_FILE
-from chainette_vllm.process import free_port, identity
+from chainette_vllm.process import free_port, identity, process_running
 from chainette_vllm.spec import serve_spec
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals and process identities need Linux")
@@ -100,6 +100,11 @@ def leave_survivor(fake_vllm, tmp_path) -> Iterator[Callable[..., dict[str, Any]
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+    killed = {process.pid for process in processes}
+    group = [pid for start in fake_vllm.starts() if start["pid"] in killed for pid in (start["pid"], start["child"])]
+    deadline = time.monotonic() + 10
+    while any(map(process_running, group)) and time.monotonic() < deadline:  # a killed child exits in its own time
+        time.sleep(0.05)
 
 
 def owned_file(fake_vllm) -> Path:
