@@ -48,9 +48,7 @@ class FakeClient:
             cached = self._makers[id(request.schema)] = (request.schema, compile_schema(request.schema))
         seed, length = self._model_seed, 0
         for message in request.messages:  # the checksum of the model's name followed by the prompt, message by message
-            content = message["content"]
-            if type(content) is not str:
-                content = content_text(content)
+            content = content_text(message["content"])
             seed, length = zlib.crc32(content.encode(), seed), length + len(content)
         text = orjson.dumps(cached[1](Draws(seed))).decode()
         return Answer(text, None, Usage(length // 4 + 1, len(text) // 4 + 1))

@@ -117,8 +117,8 @@ class Asking:
 
     async def next(self) -> Asked | None:
         """The next row, once there is one; None once the rows run out (or the run stops)."""
-        if self.buffer:
-            return self.buffer.popleft()
+        if (taken := self.take()) is not None:
+            return taken
         if self._taking is None:
             row = await self.source.next()
             return None if row is None else self.answerer.asked([row])[0]
@@ -129,4 +129,4 @@ class Asking:
                     self.ended = True
                 else:
                     self.buffer.extend(self.answerer.asked([row, *self.source.ready(LOOK_AHEAD - 1)]))
-        return self.buffer.popleft() if self.buffer else None
+        return self.take()
