@@ -37,17 +37,20 @@ async def ingest(
     id_column: str | None = None,
     limit: int | None = None,
 ) -> bool:
-    """Commit every input row not in `decided` to the input frontier (or to the errors file), or only those among the
-    first `limit` rows, letting the nodes after it work meanwhile; InputError for an id that appears twice. True when
-    the limit left rows unread."""
-    remaining = iter(raw_rows)
+    """Commit every input row not in `decided` to the input frontier (or to the errors file), or only those before
+    position `limit`, letting the nodes after it work meanwhile; InputError for an id that appears twice. A row's
+    position is its place in `raw_rows`, or its own (rows read apart from the rest of the input: a plan's sample, a
+    block). True when the limit left rows unread."""
     with contextlib.ExitStack() as stack:
         seen = stack.enter_context(SeenIds(files.frontier.path.with_name("ids.sqlite"))) if id_column else None
         numbered = not id_column and bool(decided)  # a resume whose rows are numbered: skip those decided unread
-        for index, raw in enumerate(itertools.islice(remaining, limit)):
-            if index % YIELD_EVERY == 0:
+        for number, raw in enumerate(raw_rows):
+            if number % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-            if numbered and position_id(raw, index) in decided:
+            index = number if raw.position is None else raw.position
+            if limit is not None and index >= limit:
+                return True
+            if numbered and str(index) in decided:
                 continue
             row_id, value = identify(raw, index, id_column)
             if seen is not None:
@@ -68,22 +71,16 @@ async def ingest(
             stats.rows_out += 1
             row = Row(row_id, {INPUT_ID: data}, INPUT_ID, index=index)
             files.commit(row, [row])
-    return limit is not None and next(remaining, None) is not None
+    return False
 
 
 def identify(raw: inputs.RawRow, index: int, id_column: str | None) -> tuple[str, dict[str, Any] | ValueError]:
     """The row's id, and its decoded object or why it cannot be read (a row with no usable id is named by where it is)."""
     try:
         value = inputs.decode(raw)
-        return (inputs.row_id_of(raw, value, id_column) if id_column else position_id(raw, index)), value
+        return (inputs.row_id_of(raw, value, id_column) if id_column else str(index)), value
     except ValueError as exc:
-        return (raw.where if id_column else position_id(raw, index)), exc
-
-
-def position_id(raw: inputs.RawRow, index: int) -> str:
-    """The id of a row when the input has no id column: its position, the `index` it was read at unless it has its own
-    (a plan's sample row)."""
-    return str(index if raw.position is None else raw.position)
+        return (raw.where if id_column else str(index)), exc
 
 
 class SeenIds(ScratchIndex):

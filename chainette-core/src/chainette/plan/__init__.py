@@ -181,7 +181,7 @@ def _run_sample(
                 id_column=id_column,
                 cache=cache,
                 cache_dir=cache_dir,
-                limit=end,
+                limit=_limit(rows, end),
             )
             try:
                 asyncio.run(_run_session(chain, rows, options))
@@ -193,6 +193,14 @@ def _run_sample(
                 ) from None
         sessions: list[dict[str, Any]] = json.loads((Path(folder) / RUN_FILE).read_text(encoding="utf-8"))["sessions"] if ends else []
     return sessions, [end - start for start, end in zip([0, *ends], ends, strict=False)]
+
+
+def _limit(rows: list[inputs.RawRow], end: int) -> int:
+    """The `limit` under which a session reads the sample's first `end` rows (numbered by their positions in the input):
+    one past the last one's position."""
+    last = rows[end - 1].position
+    assert last is not None, "a sample's rows are numbered by their positions"
+    return last + 1
 
 
 async def _run_session(chain: Chain, rows: list[inputs.RawRow], options: RunOptions) -> None:
