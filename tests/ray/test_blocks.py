@@ -1,5 +1,5 @@
-"""A pass's blocks are cut from the input frontier as it grows: the first is ready while the input is still being read,
-at most READY wait for a worker, and every row wanted reaches one block, in order."""
+"""A pass's blocks are cut from the input as it is read, or from the input frontier as it grows: the first is ready while
+the input is still being read, at most READY wait for a worker, and every row wanted reaches one block, in order."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import orjson
 from chainette.execution.feed import Feed
 from chainette.execution.stopping import StopSignal
 from chainette.frontier import Commit, Row
+from chainette.inputs import RawRow, from_objects
 from chainette.nodes import INPUT_ID
 from chainette.run.appends import LineFile, Writer
-from chainette_ray.blocks import READY, Blocks
+from chainette_ray.block import RawBlock
+from chainette_ray.blocks import READY, Blocks, InputRows, frontier_rows, pack_lines, pack_read
 
 
 class Input:
@@ -35,8 +37,9 @@ class Input:
         self.feed.close()
 
 
-def ids(block: tuple[bytes, int]) -> list[str]:
+def ids(block: tuple[bytes | RawBlock, int]) -> list[str]:
     lines, count = block
+    assert isinstance(lines, bytes)
     found = [orjson.loads(line)["source"] for line in lines.splitlines()]
     assert len(found) == count
     return found
@@ -51,7 +54,7 @@ def test_the_first_block_is_ready_while_the_input_is_read_and_no_more_than_ready
     async def scenario() -> None:
         control = StopSignal()
         source = Input(tmp_path, control)
-        blocks = Blocks(source.feed, control, 3, lambda row_id, index: index % 5 != 4)
+        blocks = Blocks(frontier_rows(source.feed, control, lambda row_id, index: index % 5 != 4), pack_lines, control, 3)
         filling = asyncio.ensure_future(blocks.fill())
         for index in range(4):
             source.commit(index)
@@ -86,7 +89,7 @@ def test_rows_written_at_random_moments_each_reach_one_block_in_order(tmp_path):
         source = Input(tmp_path / str(seed), control)
         skip = rng.choice([None, *range(2, 7)])  # None: every row is wanted
         wanted = None if skip is None else lambda row_id, index: index % skip != 0
-        blocks = Blocks(source.feed, control, rng.randint(1, 7), wanted)
+        blocks = Blocks(frontier_rows(source.feed, control, wanted), pack_lines, control, rng.randint(1, 7))
         filling = asyncio.ensure_future(blocks.fill())
         taken: list[str] = []
         count = rng.randint(0, 200)
@@ -109,4 +112,33 @@ def test_rows_written_at_random_moments_each_reach_one_block_in_order(tmp_path):
 
     for seed in range(30):
         (tmp_path / str(seed)).mkdir()
+        asyncio.run(scenario(seed))
+
+
+def test_rows_as_read_each_reach_one_block_in_order_with_their_positions_up_to_the_limit():
+    async def scenario(seed: int) -> None:
+        rng = random.Random(seed)
+        control = StopSignal()
+        count, limit = rng.randint(0, 300), rng.choice([None, rng.randint(0, 300)])
+        skip = rng.choice([None, *range(2, 7)])
+        wanted = None if skip is None else lambda row_id, index: row_id == str(index) and index % skip != 0
+        counted: list[int] = []
+        source = InputRows(from_objects({"n": n} for n in range(count)), limit, counted.append)
+        blocks = Blocks(source.wanted(control, wanted), pack_read, control, rng.randint(1, 40))
+        filling = asyncio.ensure_future(blocks.fill())
+        taken: list[RawRow] = []
+        while not filling.done() or blocks.ready:
+            block = blocks.take()
+            if block is not None:
+                rows, size = block
+                assert isinstance(rows, RawBlock) and len(rows.positions) == size
+                taken += rows.raw_rows()
+            await asyncio.sleep(0)
+        read = count if limit is None else min(count, limit)
+        expected = [n for n in range(read) if skip is None or n % skip]
+        assert [row.position for row in taken] == expected, f"seed {seed}: a row lost, out of order or twice"
+        assert [row.value["n"] for row in taken] == expected and all(row.where == f"inputs[{row.position}]" for row in taken)
+        assert counted == [read] and source.limited == (limit is not None and count > limit)
+
+    for seed in range(40):
         asyncio.run(scenario(seed))

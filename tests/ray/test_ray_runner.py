@@ -11,6 +11,7 @@ import random
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 from pydantic import BaseModel
 import pytest
@@ -164,6 +165,7 @@ def test_driver_kill_then_the_same_command_sends_only_what_is_left(cluster, refe
     driver.kill()
     driver.communicate()
     assert driver.returncode == -9, "the run ended before the kill: make it longer"
+    assert not (out / ".chainette" / f"{INPUT_ID}.done").exists(), "the input was finished: the blocks read it, it ends with the run"
     decided_before = sum(1 for _ in first.open("rb") if _.endswith(b"\n"))
     done = subprocess.run(args, env=run_env(cluster, latency=0.002), capture_output=True, text=True, timeout=300)
     assert done.returncode == EXIT_SOME_ROWS_FAILED, done.stderr
@@ -300,23 +302,21 @@ def test_blocks_are_committed_while_the_input_is_read(cluster, tmp_path, monkeyp
     """The input is read slowly: past its first two blocks' rows it waits (up to a minute) for a block to be committed,
     its failure reported, before reading on; so the first failure comes before the input node finishes, however slowly
     the workers start, unless blocks wait for the whole input."""
-    from chainette.execution import ingest
+    from chainette_ray import blocks
 
     events: list[Event] = []
     read = 0
 
-    class Slow:
-        @staticmethod
-        async def sleep(seconds: float) -> None:
-            nonlocal read
-            read += 1
-            deadline = time.monotonic() + 60
-            while read > 200 and not any(isinstance(event, RowFailed) for event in events) and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
-            await asyncio.sleep(seconds)
+    async def slowly(seconds: float) -> None:
+        nonlocal read
+        read += 1
+        deadline = time.monotonic() + 60
+        while read > 200 and not any(isinstance(event, RowFailed) for event in events) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(seconds)
 
-    monkeypatch.setattr(ingest, "YIELD_EVERY", 1)
-    monkeypatch.setattr(ingest, "asyncio", Slow)
+    monkeypatch.setattr(blocks, "YIELD_EVERY", 1)
+    monkeypatch.setattr(blocks, "asyncio", SimpleNamespace(**{**vars(asyncio), "sleep": slowly}))
     monkeypatch.setenv("RAY_ADDRESS", cluster[0])
     rows = tmp_path / "rows.jsonl"
     rows.write_text("".join(f'{{"n": {n}}}\n' for n in range(3000)))

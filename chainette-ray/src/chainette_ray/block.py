@@ -1,5 +1,5 @@
 """A block on a worker: chainette's own executor runs the chain over the block's input rows (with their global ids and
-positions) in a temporary run directory, and the block's result is what each unit committed there, for the driver to
+positions: as read, for its input stage to validate, or as the input frontier holds them) in a temporary run directory, and the block's result is what each unit committed there, for the driver to
 commit into the run (chainette_ray.driver). Blocks run in long-lived workers (`BlockWorker`, one Ray actor per slot),
 which hold the chain, load its backends once and keep its engines (clients, gates, servers) and its response cache from
 one block to the next, until the driver closes them. Once its engines are kept, a worker runs its next block beside the
@@ -10,6 +10,7 @@ answered mostly from it."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -24,12 +25,36 @@ from chainette.events import EventBus
 from chainette.execution.executor import Executor
 from chainette.execution.lasting import Lasting
 from chainette.execution.recovery import Counts, NodeState
+from chainette.inputs import Columns, RawRow
 from chainette.nodes import INPUT_ID, Node
 from chainette.plugins import get_plugins
 from chainette.run.appends import read_lines
 from chainette.run.options import RunOptions
 from chainette.run.rundir import FLATTENED, RunDir
-from chainette_ray.units import UnitPlan, plan_units
+from chainette_ray.units import INPUT_UNIT, UnitPlan, plan_units
+
+
+@dataclass(frozen=True)
+class RawBlock:
+    """A block's input rows as read (chainette.inputs.RawRow, sent lighter): each one's place, value and problem, its
+    position in the input, and the columns and media folder of the source they all come from."""
+
+    rows: list[tuple[str, Any, str | None]]
+    positions: list[int]
+    columns: Columns | None
+    folder: Path | None
+
+    @classmethod
+    def of(cls, rows: list[tuple[int, RawRow]]) -> RawBlock:
+        """The block of `rows` (position and row, at least one), all read from one source."""
+        first = rows[0][1]
+        return cls(
+            [(raw.where, raw.value, raw.problem) for _, raw in rows], [position for position, _ in rows], first.columns, first.folder
+        )
+
+    def raw_rows(self) -> Iterator[RawRow]:
+        for (where, value, problem), position in zip(self.rows, self.positions, strict=True):
+            yield RawRow(where, value, self.columns, problem, self.folder, position)
 
 
 @dataclass
@@ -71,7 +96,7 @@ class BlockWorker:
         for config in engines.values():
             get_plugins().resolve(config.backend)  # load the backends here: nothing else in this worker may have
 
-    async def run(self, rows: bytes, count: int) -> BlockResult:
+    async def run(self, rows: bytes | RawBlock, count: int) -> BlockResult:
         """The result of the block of `count` input rows `rows` (see `run_block`)."""
         block = partial(run_block, self.nodes, self.engines, self.options, rows, count, self.lasting)
         if not self._kept():
@@ -90,26 +115,34 @@ class BlockWorker:
 
 
 async def run_block(
-    nodes: list[Node], engines: dict[str, EngineConfig[EngineOptions]], options: RunOptions, rows: bytes, count: int, lasting: Lasting
+    nodes: list[Node],
+    engines: dict[str, EngineConfig[EngineOptions]],
+    options: RunOptions,
+    rows: bytes | RawBlock,
+    count: int,
+    lasting: Lasting,
 ) -> BlockResult:
-    """Run `nodes` over the block's `count` input rows (`rows`: the input frontier's commit lines for them) with the
-    engines and cache `lasting` holds (leaving there those it started or opened), and return what it committed. Errors
-    the executor raises (an engine that cannot be reached, a step stopped on the same error) end the block, and the run."""
+    """Run `nodes` over the block's `count` input rows with the engines and cache `lasting` holds (leaving there those it
+    started or opened), and return what it committed, the input's commits and failures too when `rows` are as read
+    (else they are the input frontier's commit lines for them). Errors the executor raises (an engine that cannot be
+    reached, a step stopped on the same error) end the block, and the run."""
     with tempfile.TemporaryDirectory(prefix="chainette-block-") as folder:
         run_dir = RunDir(Path(folder) / "run", {})
         try:
-            NodeState(run_dir, INPUT_ID).frontier.write_bytes(rows)
-            NodeState(run_dir, INPUT_ID).mark_finished(Counts(ok=count, rows_out=count))
+            if isinstance(rows, bytes):
+                NodeState(run_dir, INPUT_ID).frontier.write_bytes(rows)
+                NodeState(run_dir, INPUT_ID).mark_finished(Counts(ok=count, rows_out=count))
             executor = Executor(nodes, run_dir, engines, options, EventBus(), lasting)
-            executor.write_flattened(await executor.execute(()))
-            return _collect(executor, run_dir, nodes)
+            executor.write_flattened(await executor.execute(rows.raw_rows() if isinstance(rows, RawBlock) else ()))
+            return _collect(executor, run_dir, nodes, read=isinstance(rows, RawBlock))
         finally:
             run_dir.close()
 
 
-def _collect(executor: Executor, run_dir: RunDir, nodes: list[Node]) -> BlockResult:
+def _collect(executor: Executor, run_dir: RunDir, nodes: list[Node], *, read: bool) -> BlockResult:
+    """What the block committed, unit by unit: the input's too when it `read` the rows."""
     result = BlockResult()
-    for unit in plan_units(executor, nodes):
+    for unit in ([INPUT_UNIT] if read else []) + plan_units(executor, nodes):
         result.units[unit.state_id] = _unit_result(run_dir, unit)
     result.errors = list(read_lines(run_dir.errors))
     result.spent = {node_id: asdict(stats.session) for node_id, stats in executor.stats.items() if node_id != INPUT_ID}

@@ -1,35 +1,44 @@
 """The blocks a pass of the driver hands to the workers: the input rows some unit has yet to decide, cut into blocks as
-the input frontier grows, so that the first block starts while the input is still being read.
+they come, so that the first block starts while the input is still being read. They come as read from the input, for
+the blocks to validate (`InputRows`), or from the input frontier as it grows (`frontier_rows`).
 
-The rules this module keeps: every line of the input frontier is read once a pass, in order; a row is in at most one
-block of a pass; at most `READY` blocks wait for a worker, so what the driver holds is bounded however large the input
-(the rest waits on disk, in the frontier)."""
+The rules this module keeps: every input row is read once a pass, in order; a row is in at most one block of a pass; at
+most `READY` blocks wait for a worker, so what the driver holds is bounded however large the input (the rest waits in
+the input, or on disk in the frontier)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
+import itertools
 import os
+from typing import Generic, TypeVar
 
 import orjson
 
 from chainette.execution.feed import Feed, next_lines
 from chainette.execution.stopping import StopSignal
+from chainette.inputs import RawRow
+from chainette_ray.block import RawBlock
 
-Block = tuple[bytes, int]
-"""A block: the input frontier's commit lines of its rows, and how many rows."""
+Block = tuple[bytes | RawBlock, int]
+"""A block: its rows (as read, or the input frontier's commit lines for them), and how many."""
+Wanted = Callable[[str, int], bool] | None
+"""Whether a pass wants the input row of this id and position in a block (None: every row)."""
 READY = 4
 """Blocks made and not yet handed to a worker, at most."""
+YIELD_EVERY = 256
+"""Input rows read before letting the loop commit blocks and hand them on."""
+T = TypeVar("T")
 
 
-class Blocks:
-    """The blocks of one pass over the input `feed`: the rows it `wanted` (by id and position; None: every row), at
-    most `size` a block. `fill` makes them; the driver takes them with `take` as workers have room."""
+class Blocks(Generic[T]):
+    """The blocks of one pass: the `rows` it wants, at most `size` a block, each made by `pack`. `fill` makes them; the
+    driver takes them with `take` as workers have room."""
 
-    def __init__(self, feed: Feed, control: StopSignal, size: int, wanted: Callable[[str, int], bool] | None):
-        self.feed, self.control, self.size = feed, control, size
-        self.wanted = wanted
+    def __init__(self, rows: AsyncIterator[T], pack: Callable[[list[T]], Block], control: StopSignal, size: int):
+        self.rows, self.pack, self.control, self.size = rows, pack, control, size
         self.ready: deque[Block] = deque()
         self.finished = False
         self._changed = asyncio.Event()
@@ -49,32 +58,73 @@ class Blocks:
             await self._changed.wait()
 
     async def fill(self) -> None:
-        """Read the input frontier to its end (its node finished), making the pass's blocks."""
-        lines: list[bytes] = []
+        """Read the rows to their end, making the pass's blocks."""
+        rows: list[T] = []
         try:
-            async for line in frontier_lines(self.feed, self.control):
-                if self.wanted is None or self._wants(line):
-                    lines.append(line)
-                if len(lines) == self.size:
-                    await self._made(lines)
-                    lines = []
-            if lines:
-                await self._made(lines)
+            async for row in self.rows:
+                rows.append(row)
+                if len(rows) == self.size:
+                    await self._made(rows)
+                    rows = []
+            if rows:
+                await self._made(rows)
         finally:
             self.finished = True
             self._changed.set()
 
-    def _wants(self, line: bytes) -> bool:
-        assert self.wanted is not None
-        (row,) = orjson.loads(line)["rows"]  # an input commit passes its one row on
-        return self.wanted(row["row_id"], row["index"])
-
-    async def _made(self, lines: list[bytes]) -> None:
+    async def _made(self, rows: list[T]) -> None:
         while len(self.ready) >= READY and not self.control.stopping:
             self._taken.clear()
             await self._taken.wait()
-        self.ready.append((b"".join(lines), len(lines)))
+        self.ready.append(self.pack(rows))
         self._changed.set()
+
+
+class InputRows:
+    """The input's rows as read, for the blocks to validate: the first `limit` of them, each numbered by its position.
+    Once read, `count` says how many there were (`counted` is told) and `limited` whether the limit left rows unread."""
+
+    def __init__(self, raw_rows: Iterable[RawRow], limit: int | None, counted: Callable[[int], None]):
+        self.remaining = iter(raw_rows)
+        self.limit, self.counted = limit, counted
+        self.count = 0
+        self.limited = False
+
+    async def wanted(self, control: StopSignal, wanted: Wanted) -> AsyncIterator[tuple[int, RawRow]]:
+        """Each row `wanted` with its position, in order, until the input ends (or the run stops)."""
+        for position, raw in enumerate(itertools.islice(self.remaining, self.limit)):
+            if position % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+                if control.stopping:
+                    return
+            if wanted is None or wanted(str(position), position):
+                yield position, raw
+            self.count = position + 1
+        self.limited = self.limit is not None and next(self.remaining, None) is not None
+        self.counted(self.count)
+
+
+def pack_read(rows: list[tuple[int, RawRow]]) -> Block:
+    """A block of rows as read."""
+    return RawBlock.of(rows), len(rows)
+
+
+async def frontier_rows(feed: Feed, control: StopSignal, wanted: Wanted) -> AsyncIterator[bytes]:
+    """The commit line of each input row `wanted` in `feed`'s frontier, in order, as it is written, until its node
+    finished (or the run stops)."""
+    async for line in frontier_lines(feed, control):
+        if wanted is None or _wants(wanted, line):
+            yield line
+
+
+def pack_lines(lines: list[bytes]) -> Block:
+    """A block of input frontier commit lines."""
+    return b"".join(lines), len(lines)
+
+
+def _wants(wanted: Callable[[str, int], bool], line: bytes) -> bool:
+    (row,) = orjson.loads(line)["rows"]  # an input commit passes its one row on
+    return wanted(row["row_id"], row["index"])
 
 
 async def frontier_lines(feed: Feed, control: StopSignal) -> AsyncIterator[bytes]:

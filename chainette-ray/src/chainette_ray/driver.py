@@ -1,8 +1,10 @@
-"""The driver's executor: the core's `Executor` with its nodes run on the cluster. It reads the input as a local run
-does (row ids, invalid rows to the errors file), cuts the input rows some unit has not decided yet into blocks as it
-reads them (chainette_ray.blocks), runs them on long-lived block workers (a Ray actor per slot, chainette_ray.block),
-and commits each finished block into the run directory, unit by unit in the chain's order, through the core's node
-files: a row a unit already decided (a block run again after a driver kill) is skipped, so every row is committed once.
+"""The driver's executor: the core's `Executor` with its nodes run on the cluster. It cuts the input rows some unit has
+not decided yet into blocks as it reads them (chainette_ray.blocks), runs them on long-lived block workers (a Ray actor
+per slot, chainette_ray.block), and commits each finished block into the run directory, unit by unit in the chain's
+order, through the core's node files: a row a unit already decided (a block run again after a driver kill) is skipped,
+so every row is committed once. The blocks validate the input rows too (the input is then a unit like the nodes, its
+rows numbered by position), unless the ids come from an id column, which must be checked unique over the whole input
+before any request: the driver then reads the input into its frontier first, as a local run does.
 
 What the driver holds does not grow with the input: a pass never offers a row twice (its blocks hold each row once, and
 each block's result comes once), so a unit is checked only against what it had committed when the pass began, read
@@ -40,11 +42,11 @@ from chainette.run.options import RunOptions
 from chainette.run.rundir import FLATTENED, RunDir
 from chainette.stats import Spent
 from chainette_ray.block import BlockResult, BlockWorker, UnitResult
-from chainette_ray.blocks import Blocks
+from chainette_ray.blocks import Blocks, InputRows, Wanted, frontier_rows, pack_lines, pack_read
 from chainette_ray.limits import most_blocks, shared
 from chainette_ray.positions import RowPositions, passed_on
 from chainette_ray.target import Target
-from chainette_ray.units import UnitPlan, plan_units
+from chainette_ray.units import INPUT_UNIT, RAW, UnitPlan, plan_units
 
 ROUNDS = 3
 """Passes over the undecided rows: a second one only when a block re-run after a driver kill answered a row otherwise
@@ -90,35 +92,40 @@ class RayExecutor(Executor):
         """Whether the pass took a block in part (a block run again after a driver kill): it may have left rows undecided."""
 
     async def _run_segments(self, raw_rows: Iterable[inputs.RawRow]) -> Feed:
-        """Read the input while running the undecided rows' blocks and committing them (before them, with `id_column`:
-        the ids are checked unique over the whole input before any request); return the last unit's feed."""
-        feed, reading = self._open_input(raw_rows)
-        if reading is not None and self.options.id_column:
-            await reading()
-            reading = None
-        units = [self._open_unit(plan) for plan in plan_units(self, self.nodes)]
+        """Run the undecided rows' blocks and commit them, the input read meanwhile (by the blocks, or first into its
+        frontier with `id_column`, or by an earlier session); return the last unit's feed."""
+        units: list[OpenUnit] = []
+        source: InputRows | Feed
+        if self.options.id_column is None and NodeState(self.run_dir, INPUT_ID).finished_counts() is None:
+            source = InputRows(raw_rows, self.limit, partial(self._counted, INPUT_ID))
+            units.append(self._open_unit(INPUT_UNIT))
+        else:
+            source, reading = self._open_input(raw_rows)
+            if reading is not None:
+                await reading()
+        units += [self._open_unit(plan) for plan in plan_units(self, self.nodes)]
         self.staged = self._stage_flattened(units[-1] if units else None)
         try:
-            await self._decide_every_row(units, feed, reading)
+            await self._decide_every_row(units, source)
         except BaseException:
             self._close(units, ended=False)
             raise
         self._close(units, ended=True)
         return self._finished_feed(units[-1].plan.state_id if units else INPUT_ID)
 
-    async def _decide_every_row(self, units: list[OpenUnit], feed: Feed, reading: Callable[[], Awaitable[None]] | None) -> None:
-        """Run the blocks of the rows some unit has not decided, pass after pass over the input frontier (`feed`), until
-        none is left; the first pass while `reading` reads the input into it (None: an earlier session read it all). A
-        pass that took every block whole decided every row it offered; after one that did not, the units' state is read
-        back to find the rows left."""
+    async def _decide_every_row(self, units: list[OpenUnit], source: InputRows | Feed) -> None:
+        """Run the blocks of the rows some unit has not decided, pass after pass, until none is left: the first pass over
+        `source`, the input as read or its frontier, the next ones over the frontier. A pass that took every block
+        whole decided every row it offered; after one that did not, the units' state is read back to find the rows left."""
         for number in range(ROUNDS):
             if number and not self._reload(units):
                 return
             self.took_in_part = False
-            blocks = Blocks(feed, self.control, self.target.block_rows, _wanted(units))
-            await first_failure_cancels([blocks.fill(), self._run_blocks(units, blocks), *([reading()] if reading and not number else [])])
+            await first_failure_cancels(self._pass(units, source if not number else self._finished_feed(INPUT_ID)))
             self.control.check()
             self.writer.flush()
+            if isinstance(source, InputRows):
+                self.limited = source.limited
             if not self.took_in_part:
                 return
         if self._reload(units):
@@ -126,6 +133,14 @@ class RayExecutor(Executor):
                 f"Some rows are still undecided after {ROUNDS} passes (their blocks answered otherwise than the part of them "
                 "committed before the driver stopped). Run the same command again to go on with them."
             )
+
+    def _pass(self, units: list[OpenUnit], source: InputRows | Feed) -> list[Awaitable[None]]:
+        """The work of a pass over `source`: making its blocks of the rows it wants, and running them."""
+        if isinstance(source, InputRows):
+            blocks: Blocks[Any] = Blocks(source.wanted(self.control, _wanted(units, RAW)), pack_read, self.control, self.target.block_rows)
+        else:
+            blocks = Blocks(frontier_rows(source, self.control, _wanted(units, INPUT_ID)), pack_lines, self.control, self.target.block_rows)
+        return [blocks.fill(), self._run_blocks(units, blocks)]
 
     def _reload(self, units: list[OpenUnit]) -> bool:
         """Read back what each open unit has committed (after the writer's flush); whether some row is left undecided."""
@@ -163,7 +178,7 @@ class RayExecutor(Executor):
                 if ended and not self.limited:
                     NodeState(self.run_dir, unit.plan.state_id).mark_finished(Counts())
 
-    async def _run_blocks(self, units: list[OpenUnit], blocks: Blocks) -> None:
+    async def _run_blocks(self, units: list[OpenUnit], blocks: Blocks[Any]) -> None:
         """Run the pass's `blocks` as they are made on one worker per slot (started with the first block), each given up to
         QUEUED blocks at once, committing each block as it ends."""
         slots = most_blocks(self.engines, self.target.in_flight or self._cluster_slots())
@@ -235,17 +250,21 @@ class RayExecutor(Executor):
 
     def _commit(self, units: list[OpenUnit], result: BlockResult) -> None:
         """Commit a block's result unit by unit: each row its unit has not decided and its upstream passed on (before the
-        pass, or from this block); and stage its flattened lines while every unit takes every block whole."""
-        upstream_passed: dict[str, Container[str] | None] = {INPUT_ID: None}  # a block holds input rows only
+        pass, or from this block); and stage its flattened lines while every unit takes every block whole. A block of
+        the input frontier's rows has no result for the input: they all passed it."""
+        upstream_passed: dict[str, Container[str] | None] = {RAW: None, INPUT_ID: None}
         failures: dict[str, list[dict[str, Any]]] = {}
         for line in result.errors:
             failures.setdefault(line["step_id"], []).append(line)
         whole = True
         for unit in units:
+            answered = result.units.get(unit.plan.state_id)
+            if answered is None:
+                continue
             passed = upstream_passed.get(unit.plan.upstream)
             committed: set[str] = set()
             if unit.files is not None:
-                took_whole, committed = self._commit_unit(unit, result, failures.get(unit.plan.state_id, []), passed)
+                took_whole, committed = self._commit_unit(unit, result, answered, failures.get(unit.plan.state_id, []), passed)
                 whole = whole and took_whole
             upstream_passed[unit.plan.state_id] = _Either(committed, unit.passed) if unit.passed else committed
         self.took_in_part = self.took_in_part or not whole
@@ -283,13 +302,12 @@ class RayExecutor(Executor):
             self.run_dir.staged_flattened().rename(folder)
 
     def _commit_unit(
-        self, unit: OpenUnit, result: BlockResult, failures: list[dict[str, Any]], upstream: Container[str] | None
+        self, unit: OpenUnit, result: BlockResult, answered: UnitResult, failures: list[dict[str, Any]], upstream: Container[str] | None
     ) -> tuple[bool, set[str]]:
-        """Commit what the block's unit decided (rows passed on or filtered out, then rows failed), and add what it spent;
-        whether it took every row the block's unit decided, and the ids of the rows it passed on."""
+        """Commit what the block's unit decided (`answered`: rows passed on or filtered out, then `failures`), and add
+        what it spent; whether it took every row the block's unit decided, and the ids of the rows it passed on."""
         new = partial(_is_new, unit.decided, upstream)
         stats = self.stats.get(unit.plan.state_id)
-        answered = result.units[unit.plan.state_id]
         whole = _all_new(unit.decided, upstream, answered.sources)
         if whole:
             committed = self._commit_block(unit, answered)
@@ -385,21 +403,21 @@ def _passed(run_dir: RunDir, state_id: str) -> RowPositions:
 
 
 def _pending(units: list[OpenUnit], read: RowPositions) -> RowIds:
-    """The input positions (written as ids, a bit each) of the rows some unit has yet to decide: rows its upstream
-    passed on (`read`: the input's) that it did not decide."""
+    """The input positions (written as ids, a bit each) of the rows some unit after the input has yet to decide: rows
+    its upstream passed on (`read`: the input's, unless the input is among `units`) that it did not decide."""
     passed = {INPUT_ID: read, **{unit.plan.state_id: unit.passed for unit in units}}
     pending = RowIds()
     for unit in units:
-        if unit.files is not None:
+        if unit.files is not None and unit.plan.upstream != RAW:
             pending.update(str(index) for row_id, index in passed[unit.plan.upstream].items() if row_id not in unit.decided)
     return pending
 
 
-def _wanted(units: list[OpenUnit]) -> Callable[[str, int], bool] | None:
-    """Whether a pass wants input row (id, position) in a block: a unit reading the input has yet to decide it, or a
-    later unit a row passed on from it (as the pass begins: a block runs every unit of its rows). None when it wants
-    every row: a unit reading the input has decided none."""
-    first = [unit.decided for unit in units if unit.files is not None and unit.plan.upstream == INPUT_ID]
+def _wanted(units: list[OpenUnit], source: str) -> Wanted:
+    """Whether a pass over `source` (RAW: the input as read; INPUT_ID: its frontier) wants input row (id, position) in a
+    block: a unit reading `source` has yet to decide it, or a later unit a row passed on from it (as the pass begins: a
+    block runs every unit of its rows). None when it wants every row: a unit reading `source` has decided none."""
+    first = [unit.decided for unit in units if unit.files is not None and unit.plan.upstream == source]
     if any(not decided for decided in first):
         return None
     later = _pending(units, RowPositions())

@@ -1,5 +1,6 @@
-"""The units a run commits, in the order it commits them: each node (a branch's nodes too) and each parallel group's
-join, with the unit whose rows it reads. The driver and the workers plan them alike from the same chain."""
+"""The units a run commits, in the order it commits them: the input, when the blocks read it (INPUT_UNIT), then each
+node (a branch's nodes too) and each parallel group's join, with the unit whose rows it reads. The driver and the workers
+plan them alike from the same chain."""
 
 from __future__ import annotations
 
@@ -18,6 +19,12 @@ class UnitPlan:
     upstream: str
     yield_output: bool
     is_node: bool
+
+
+RAW = ""
+"""What the input unit reads: the input's rows as read, before any unit."""
+INPUT_UNIT = UnitPlan(INPUT_ID, RAW, yield_output=False, is_node=True)
+"""The input as a unit: its rows validated in the blocks, passed on or failed (chainette.execution.ingest)."""
 
 
 def plan_units(executor: Executor, nodes: list[Node], upstream: str = INPUT_ID) -> list[UnitPlan]:
