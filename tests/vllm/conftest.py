@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 import signal
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -55,7 +56,8 @@ class FakeVllm:
 
 @pytest.fixture
 def fake_vllm(tmp_path, monkeypatch):
-    """Put a `vllm` shim running fake_vllm.py first on PATH; state in tmp; kill whatever it left at teardown."""
+    """Put a `vllm` shim running fake_vllm.py first on PATH; state and the temporary folder (the servers' IPC folders) in
+    tmp; kill whatever it left at teardown."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     shim = bin_dir / "vllm"
@@ -66,6 +68,8 @@ def fake_vllm(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_VLLM_RECORD", str(fake.record))
     monkeypatch.setenv("FAKE_VLLM_DELAY", "0.1")
     monkeypatch.setenv("CHAINETTE_STATE_DIR", str(fake.state))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     for name in ("VLLM_API_KEY", "FAKE_VLLM_MODE", "FAKE_VLLM_LATENCY", "FAKE_VLLM_API_KEY", "CUDA_VISIBLE_DEVICES"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(process, "STOP_GRACE", 1.0)

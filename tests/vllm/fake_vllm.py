@@ -1,8 +1,8 @@
 """A stand-in for the `vllm` executable: `vllm serve MODEL --host H --port P [--served-model-name N] ...`, and
 `vllm run-batch -i IN -o OUT --model MODEL ...` (below).
 
-It appends JSON events to $FAKE_VLLM_RECORD ("start" with its arguments, selected environment and
-child pid; "ready"; "term" or "term_ignored" on SIGTERM; "exit" before it exits by itself), starts one
+It appends JSON events to $FAKE_VLLM_RECORD ("start" with its arguments, selected environment, its IPC folder
+($VLLM_RPC_BASE_PATH, where it leaves a file as vLLM leaves its sockets) and child pid; "ready"; "term" or "term_ignored" on SIGTERM; "exit" before it exits by itself), starts one
 child process in its process group (so that tests see the whole group stopped), then behaves as
 $FAKE_VLLM_MODE says:
   ok             serve chainette.testing.FakeServer on the port after $FAKE_VLLM_DELAY seconds
@@ -134,7 +134,10 @@ def main() -> None:
     child = subprocess.Popen([sys.executable, "-c", CHILD])
     CHILDREN.append(child)
     env = {name: value for name, value in os.environ.items() if name.startswith(("CUDA_VISIBLE_DEVICES", "EXTRA_", "FAKE_VLLM_MODE"))}
-    record("start", argv=sys.argv[1:], env=env, api_key_set="VLLM_API_KEY" in os.environ, child=child.pid, pgid=os.getpgid(0))
+    ipc = os.environ.get("VLLM_RPC_BASE_PATH")
+    if ipc:
+        open(os.path.join(ipc, f"fake-socket-{os.getpid()}"), "w").close()  # vLLM leaves its ZeroMQ sockets there
+    record("start", argv=sys.argv[1:], env=env, api_key_set="VLLM_API_KEY" in os.environ, child=child.pid, pgid=os.getpgid(0), ipc=ipc)
     print(f"INFO fake vllm serving {args.model} in mode {mode}", flush=True)
     if mode == "crash":
         print(f"INFO [args.py:21] environment: {env} VLLM_API_KEY={os.environ.get('VLLM_API_KEY')}", flush=True)

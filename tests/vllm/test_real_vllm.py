@@ -14,6 +14,7 @@ from pathlib import Path
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Literal
 
@@ -26,6 +27,7 @@ from chainette.client import Request
 from chainette.errors import EngineError, RowError
 from chainette.execution.prompts import Prompts
 from chainette.frontier import Row
+from chainette_vllm import ipc, server
 from chainette_vllm.client import VllmClient
 from chainette_vllm.process import free_port
 
@@ -144,12 +146,23 @@ def test_endpoint_mode_answers_every_row_in_the_schema(endpoint, backend, tmp_pa
     assert stats["input_tokens"] > 0 and stats["output_tokens"] > 0
 
 
-def test_spawn_mode_starts_runs_and_stops_the_server(on_path, tmp_path):
+def test_spawn_mode_starts_runs_and_stops_the_server(on_path, tmp_path, monkeypatch):
+    sockets: list[str] = []
+    healthy = server.wait_until_healthy
+
+    def noting(*args, **kwargs):
+        healthy(*args, **kwargs)
+        sockets.extend(entry.name for folder in tmp_path.glob(f"{ipc.PREFIX}*") for entry in folder.iterdir() if entry.is_socket())
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(server, "wait_until_healthy", noting)
     register_engine("llm", backend="vllm", model=MODEL or "", **SERVE_OPTIONS)
     result = chain().run(ROWS, output_dir=tmp_path / "out")
     assert len(result["verdict"]) == len(ROWS)
     assert (tmp_path / "out" / "logs" / "vllm-llm.log").read_text().strip(), "the server's log is kept"
     assert serve_processes() == [], "no vllm serve is left running"
+    assert sockets, "vLLM put its IPC sockets in the server's own folder"
+    assert not list(tmp_path.glob(f"{ipc.PREFIX}*")), "the server's IPC folder is removed once it is stopped"
 
 
 def test_batch_mode_answers_a_step_through_vllm_run_batch(on_path, tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -21,7 +22,7 @@ from chainette.client import Request
 from chainette.errors import EngineError
 from chainette.plugins import get_plugins
 from chainette.testing import FakeServer
-from chainette_vllm import process, server
+from chainette_vllm import ipc, process, server
 from chainette_vllm.process import Server, free_port
 from chainette_vllm.spec import serve_spec
 from chainette_vllm.warm import stop_warm, warm_up
@@ -270,6 +271,33 @@ def test_release_says_when_the_server_keeps_running(fake_vllm, tmp_path):
     assert len(fake_vllm.left()) == 2
     stop_warm(None)
     assert fake_vllm.left() == []
+
+
+def test_each_server_keeps_its_ipc_sockets_in_a_folder_of_its_own_removed_once_it_is_stopped(fake_vllm, tmp_path):
+    first = register_engine("first", backend="vllm", model="m")
+    second = register_engine("second", backend="vllm", model="m2")
+    own = register_engine("own", backend="vllm", model="m3", extra_env={"VLLM_RPC_BASE_PATH": str(tmp_path)})
+    for config in (first, second, own):
+        server.ensure_running(config, tmp_path)
+    folders = [Path(start["ipc"]) for start in fake_vllm.starts()]
+    assert folders[2] == tmp_path, "a folder the user sets is kept"
+    assert folders[0] != folders[1] and all(folder.parent == Path(tempfile.gettempdir()) for folder in folders[:2])
+    assert all(any(folder.glob("fake-socket-*")) for folder in folders), "the servers left their sockets there"
+    server.release(first)
+    assert not folders[0].exists() and folders[1].exists(), "the folder of a stopped server is removed, not that of one running"
+    server.release(second)
+    server.release(own)
+    assert not folders[1].exists() and any(tmp_path.glob("fake-socket-*")), "the user's own folder is left as it is"
+
+
+def test_a_sweep_removes_the_ipc_folders_of_servers_gone_and_of_none_after_a_while(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    folders = [ipc.new_folder(lambda pgid: True) for _ in range(4)]
+    ipc.claim(folders[0], 101)
+    ipc.claim(folders[1], 102)
+    os.utime(folders[3], (time.time() - ipc.UNCLAIMED_SECONDS - 1,) * 2)
+    ipc.sweep(lambda pgid: pgid == 101)
+    assert [folder.exists() for folder in folders] == [True, False, True, False]
 
 
 def test_server_ignoring_sigterm_is_killed(fake_vllm, tmp_path):

@@ -2,14 +2,15 @@
 quote its log.
 
 `launch` starts the server in its own process group (`start_new_session`), bound to 127.0.0.1, with its
-output appended to a log file; a server tied to this process gets SIGTERM when this process dies (Linux).
+output appended to a log file and its IPC sockets in a folder of its own (chainette_vllm.ipc); a server tied to this
+process gets SIGTERM when this process dies (Linux).
 `launch_batch` starts `vllm run-batch` the same way, always tied.
 `wait_until_healthy` returns once `GET /health` answers 200 and raises EngineError, quoting the log's
 last lines with the engine's secrets redacted, when the process exits, `startup_timeout` runs out or
 `cancelled` is set. `stop_group` sends SIGTERM to
 the group, waits a grace period for all of it to exit (`STOP_GRACE`; `LOADING_GRACE` through
 `stop_loading` for a server that never became healthy: vLLM ignores SIGTERM while it loads), then
-SIGKILLs it, and returns once none of it is left. `exit_error` says how a server ended once it has. Knows nothing of which servers are in use or
+SIGKILLs it, and returns once none of it is left, its IPC folder removed. `exit_error` says how a server ended once it has. Knows nothing of which servers are in use or
 recorded: see `chainette_vllm.server`, `chainette_vllm.owned` and `chainette_vllm.warm`.
 """
 
@@ -34,6 +35,7 @@ import httpx2
 
 from chainette.errors import EngineError
 from chainette.secrets import redact
+from chainette_vllm import ipc
 from chainette_vllm.flags import check_aliases
 from chainette_vllm.spec import HOST, ServeSpec
 
@@ -96,18 +98,29 @@ def _start(spec: ServeSpec, logs: Path, command_for: Callable[[str], list[str]],
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"vllm-{spec.engine}.log"
     started_at = utc_now()
+    env = spec.environment()
+    folder = None if ipc.ENV in env else ipc.new_folder(group_alive)
+    if folder is not None:
+        env[ipc.ENV] = str(folder)
     with open(log, "ab") as out:
         out.write(f"# {started_at} chainette started: {shown}\n".encode())
         out.flush()
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=spec.environment(),
-            start_new_session=True,
-            preexec_fn=_parent_death_signal() if tied else None,
-        )
+        try:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_parent_death_signal() if tied else None,
+            )
+        except BaseException:
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+    if folder is not None:
+        ipc.claim(folder, process.pid)
     return Server(url=url, pid=process.pid, command=shown, log=log, started_at=started_at, process=process)
 
 
@@ -169,8 +182,19 @@ def stop_loading(server: Server) -> None:
 def stop_group(pgid: int, process: subprocess.Popen[bytes] | None = None, *, grace: float | None = None) -> None:
     """SIGTERM the process group `pgid` and wait up to `grace` s (default STOP_GRACE) for all of it to exit, then SIGKILL what is left.
 
-    Returns once no process of the group is left (zombies aside), so that its GPU memory is free.
+    Returns once no process of the group is left (zombies aside), so that its GPU memory is free, and the IPC folders
+    of the servers gone are removed.
     """
+    _end_group(pgid, process, grace)
+    sweep_ipc()
+
+
+def sweep_ipc() -> None:
+    """Remove the IPC folders of the servers (and run-batch jobs) that are gone."""
+    ipc.sweep(group_alive)
+
+
+def _end_group(pgid: int, process: subprocess.Popen[bytes] | None, grace: float | None) -> None:
     for signum, wait in ((signal.SIGTERM, STOP_GRACE if grace is None else grace), (signal.SIGKILL, KILL_WAIT)):
         with suppress(ProcessLookupError):
             os.killpg(pgid, signum)

@@ -20,7 +20,7 @@ from chainette.errors import BackendError
 from chainette.openai_format import parse_batch_result
 from chainette_vllm.client import chat_payload, engine_fields, request_model
 from chainette_vllm.options import VllmOptions
-from chainette_vllm.process import Server, identity, launch_batch, log_excerpt, stop_group
+from chainette_vllm.process import Server, identity, launch_batch, log_excerpt, stop_group, sweep_ipc
 from chainette_vllm.spec import serve_spec
 
 ENDPOINT = "/v1/chat/completions"
@@ -86,7 +86,8 @@ class RunBatchClient:
             await asyncio.to_thread(stop_group, job.pid, job.process)
 
     async def aclose(self) -> None:
-        """Stop every `vllm run-batch` this client started that still runs."""
+        """Stop every `vllm run-batch` this client started that still runs, and remove the IPC folders of those ended."""
         for job in self.jobs.values():
             if job.ended() is None:
                 await asyncio.to_thread(stop_group, job.pid, job.process)
+        sweep_ipc()
