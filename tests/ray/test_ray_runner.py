@@ -380,6 +380,39 @@ def test_rows_a_block_run_again_answers_otherwise_are_passed_over_until_a_comman
 BY_EIGHT = "ray?block_rows=8"
 
 
+class _Review(BaseModel):
+    text: str
+
+
+def _shout(row: _Review) -> _Review:
+    return _Review(text=row.text.upper())
+
+
+def test_the_blocks_pick_and_rename_columns_and_refuse_rows_as_a_local_run_does(cluster, tmp_path, monkeypatch):
+    """The blocks validate the input rows as read: `--columns` picks and renames in them, and a row without the column
+    is refused with the local run's message, file and line, in the same output and errors."""
+    monkeypatch.setenv("RAY_ADDRESS", cluster[0])
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text("".join(json.dumps({"review": f"r{n}", "stars": n} if n % 7 else {"stars": n}) + "\n" for n in range(30)))
+    chain = Chain(name="columns", steps=[apply(_shout, id="shout", input_model=_Review, output_model=_Review)])
+    results = {}
+    for name, on in (("local", None), ("ray", BY_EIGHT)):
+        out = tmp_path / name
+        chain.run(inputs, output_dir=out, cache=False, columns="review=text", on=on)
+        outputs = sorted(
+            (json.loads(line) for path in (out / "shout").glob("*.jsonl") for line in path.read_text().splitlines()),
+            key=lambda row: row["row_id"],
+        )
+        errors = sorted(
+            (e["row_id"], e["row_index"], e["message"]) for e in map(json.loads, (out / "errors.jsonl").read_text().splitlines())
+        )
+        results[name] = outputs, errors
+    assert results["ray"] == results["local"]
+    outputs, errors = results["local"]
+    assert len(outputs) == 25 and {"row_id": "1", "row_index": 1, "text": "R1"} in outputs
+    assert errors[0][:2] == ("0", 0) and f"{inputs}:1" in errors[0][2] and "review" in errors[0][2]
+
+
 def test_a_target_nothing_answers_at_is_one_paragraph(tmp_path):
     inputs = tmp_path / "in.jsonl"
     write_inputs(inputs, 3)
