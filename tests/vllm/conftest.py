@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import json
 import os
 from pathlib import Path
+import shutil
 import signal
 import sys
 import tempfile
@@ -56,8 +57,8 @@ class FakeVllm:
 
 @pytest.fixture
 def fake_vllm(tmp_path, monkeypatch):
-    """Put a `vllm` shim running fake_vllm.py first on PATH; state and the temporary folder (the servers' IPC folders) in
-    tmp; kill whatever it left at teardown."""
+    """Put a `vllm` shim running fake_vllm.py first on PATH; state in tmp, and the temporary folder (the servers' IPC
+    folders) a new one; kill whatever it left at teardown."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     shim = bin_dir / "vllm"
@@ -68,8 +69,8 @@ def fake_vllm(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_VLLM_RECORD", str(fake.record))
     monkeypatch.setenv("FAKE_VLLM_DELAY", "0.1")
     monkeypatch.setenv("CHAINETTE_STATE_DIR", str(fake.state))
-    (tmp_path / "tmp").mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    short = tempfile.mkdtemp(prefix="chainette-test-")  # not in tmp_path: the servers' sockets need a short path
+    monkeypatch.setattr(tempfile, "tempdir", short)
     for name in ("VLLM_API_KEY", "FAKE_VLLM_MODE", "FAKE_VLLM_LATENCY", "FAKE_VLLM_API_KEY", "CUDA_VISIBLE_DEVICES"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(process, "STOP_GRACE", 1.0)
@@ -80,4 +81,5 @@ def fake_vllm(tmp_path, monkeypatch):
         for kill in (os.killpg, os.kill):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 kill(pid, signal.SIGKILL)
+    shutil.rmtree(short, ignore_errors=True)
     assert not left, f"fake vllm processes left running: {left}"

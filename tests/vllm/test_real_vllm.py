@@ -147,14 +147,14 @@ def test_endpoint_mode_answers_every_row_in_the_schema(endpoint, backend, tmp_pa
 
 
 def test_spawn_mode_starts_runs_and_stops_the_server(on_path, tmp_path, monkeypatch):
+    before = set(ipc_folders())
     sockets: list[str] = []
     healthy = server.wait_until_healthy
 
     def noting(*args, **kwargs):
         healthy(*args, **kwargs)
-        sockets.extend(entry.name for folder in tmp_path.glob(f"{ipc.PREFIX}*") for entry in folder.iterdir() if entry.is_socket())
+        sockets.extend(entry.name for folder in set(ipc_folders()) - before for entry in folder.iterdir() if entry.is_socket())
 
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(server, "wait_until_healthy", noting)
     register_engine("llm", backend="vllm", model=MODEL or "", **SERVE_OPTIONS)
     result = chain().run(ROWS, output_dir=tmp_path / "out")
@@ -162,7 +162,12 @@ def test_spawn_mode_starts_runs_and_stops_the_server(on_path, tmp_path, monkeypa
     assert (tmp_path / "out" / "logs" / "vllm-llm.log").read_text().strip(), "the server's log is kept"
     assert serve_processes() == [], "no vllm serve is left running"
     assert sockets, "vLLM put its IPC sockets in the server's own folder"
-    assert not list(tmp_path.glob(f"{ipc.PREFIX}*")), "the server's IPC folder is removed once it is stopped"
+    assert set(ipc_folders()) <= before, "the server's IPC folder is removed once it is stopped"
+
+
+def ipc_folders() -> list[Path]:
+    """The IPC folders of the servers chainette started, in the temporary folder."""
+    return list(Path(tempfile.gettempdir()).glob(f"{ipc.PREFIX}*"))
 
 
 def test_batch_mode_answers_a_step_through_vllm_run_batch(on_path, tmp_path):

@@ -6,6 +6,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 import os
 from pathlib import Path
+import shutil
 import signal
 import subprocess
 import sys
@@ -292,12 +293,25 @@ def test_each_server_keeps_its_ipc_sockets_in_a_folder_of_its_own_removed_once_i
 
 def test_a_sweep_removes_the_ipc_folders_of_servers_gone_and_of_none_after_a_while(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    folders = [ipc.new_folder(lambda pgid: True) for _ in range(4)]
+    folders = [Path(tempfile.mkdtemp(prefix=ipc.PREFIX)) for _ in range(4)]
     ipc.claim(folders[0], 101)
     ipc.claim(folders[1], 102)
     os.utime(folders[3], (time.time() - ipc.UNCLAIMED_SECONDS - 1,) * 2)
     ipc.sweep(lambda pgid: pgid == 101)
     assert [folder.exists() for folder in folders] == [True, False, True, False]
+
+
+def test_no_ipc_folder_is_made_where_the_sockets_paths_would_be_too_long(monkeypatch):
+    base = Path(tempfile.mkdtemp(prefix="chainette-test-"))
+    room = ipc.SOCKET_PATH - ipc.SOCKET_NAME - len(f"/{ipc.PREFIX}12345678")  # what the temporary folder's path may take
+    try:
+        for length, made in ((room + 1, False), (room, True)):
+            folder = base / ("x" * (length - len(str(base)) - 1))
+            folder.mkdir()
+            monkeypatch.setattr(tempfile, "tempdir", str(folder))
+            assert (ipc.new_folder(lambda pgid: True) is not None) == made and any(folder.iterdir()) == made
+    finally:
+        shutil.rmtree(base)
 
 
 def test_server_ignoring_sigterm_is_killed(fake_vllm, tmp_path):

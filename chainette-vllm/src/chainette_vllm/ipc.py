@@ -4,7 +4,8 @@ vLLM's processes talk over ZeroMQ Unix sockets named by UUID in VLLM_RPC_BASE_PA
 and leave a few dozen of them behind each time they stop. So a server chainette starts gets a new folder in the
 temporary folder as its VLLM_RPC_BASE_PATH (unless the user sets one), tied to its process group; `sweep` removes every
 such folder whose group is gone: after a server is stopped, and before one starts (catching a server that ended with
-the process that owned it).
+the process that owned it). Where the temporary folder's path is so long that the sockets' paths in a folder below it
+would pass what a Unix socket's path may hold, the server keeps vLLM's default.
 """
 
 from __future__ import annotations
@@ -22,12 +23,21 @@ OWNER = "pgid"
 """The file in a folder naming the process group of the server that uses it."""
 UNCLAIMED_SECONDS = 600.0
 """How long a folder no server was tied to is left (its server is being started) before a sweep removes it."""
+SOCKET_PATH = 107
+"""The longest path a Unix socket may have (sockaddr_un's sun_path, less its NUL)."""
+SOCKET_NAME = 37
+"""How much a socket adds to its folder's path: a slash and a UUID (vLLM's names)."""
 
 
-def new_folder(alive: Callable[[int], bool]) -> Path:
-    """A folder for a server about to start, after sweeping those of the servers gone (`alive`: whether a group runs)."""
+def new_folder(alive: Callable[[int], bool]) -> Path | None:
+    """A folder for a server about to start, after sweeping those of the servers gone (`alive`: whether a group runs);
+    None when its sockets' paths would be too long."""
     sweep(alive)
-    return Path(tempfile.mkdtemp(prefix=PREFIX))
+    folder = Path(tempfile.mkdtemp(prefix=PREFIX))
+    if len(str(folder)) + SOCKET_NAME > SOCKET_PATH:
+        folder.rmdir()
+        return None
+    return folder
 
 
 def claim(folder: Path, pgid: int) -> None:
