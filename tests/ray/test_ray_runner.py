@@ -10,6 +10,7 @@ from pathlib import Path
 import random
 import subprocess
 import sys
+import tempfile
 import time
 from types import SimpleNamespace
 
@@ -24,6 +25,7 @@ from chainette.execution.executor import Executor
 from chainette.frontier import rows
 from chainette.nodes import INPUT_ID
 from chainette.outcome import EXIT_SOME_ROWS_FAILED
+from chainette_ray import scratch
 from chainette_ray.driver import RayExecutor
 
 from ..integration.invariants import assert_every_row_once, chain_file, snapshot, write_inputs
@@ -135,18 +137,21 @@ def test_worker_kills_leave_every_row_once(cluster, reference, tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    kills = 0
-    while run.poll() is None and kills < 4:
+    killed: list[int] = []
+    while run.poll() is None and len(killed) < 4:
         time.sleep(rng.uniform(0.2, 1.0))
         busy = block_workers(cluster[1])
         if busy:
-            rng.choice(busy).kill()
-            kills += 1
+            victim = rng.choice(busy)
+            victim.kill()
+            killed.append(victim.pid)
     _, stderr = run.communicate(timeout=300)
     assert run.returncode == EXIT_SOME_ROWS_FAILED, stderr.decode()
-    assert kills >= 1, "no block worker was found running to kill"
+    assert killed, "no block worker was found running to kill"
     assert_every_row_once(out, ROWS)
     assert snapshot(out) == expected
+    left = [path for pid in killed for path in Path(tempfile.gettempdir()).glob(f"{scratch.PREFIX}{pid}-*")]
+    assert not left, f"the killed workers' scratch folders were left behind: {left}"
 
 
 def test_driver_kill_then_the_same_command_sends_only_what_is_left(cluster, reference, tmp_path):

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-import tempfile
 from typing import Any
 
 import orjson
@@ -31,6 +30,7 @@ from chainette.plugins import get_plugins
 from chainette.run.appends import read_lines
 from chainette.run.options import RunOptions
 from chainette.run.rundir import FLATTENED, RunDir
+from chainette_ray import scratch
 from chainette_ray.units import INPUT_UNIT, UnitPlan, plan_units
 
 
@@ -110,8 +110,9 @@ class BlockWorker:
         return self.used <= self.lasting.engines.keys()
 
     async def close(self) -> None:
-        """Stop the engines the blocks kept and close the response cache."""
+        """Stop the engines the blocks kept, close the response cache, and remove the scratch folders killed workers left."""
         await self.lasting.close(self.engines)
+        scratch.sweep()
 
 
 async def run_block(
@@ -126,7 +127,8 @@ async def run_block(
     started or opened), and return what it committed, the input's commits and failures too when `rows` are as read
     (else they are the input frontier's commit lines for them). Errors the executor raises (an engine that cannot be
     reached, a step stopped on the same error) end the block, and the run."""
-    with tempfile.TemporaryDirectory(prefix="chainette-block-") as folder:
+    scratch.sweep()
+    with scratch.folder() as folder:
         run_dir = RunDir(Path(folder) / "run", {})
         try:
             if isinstance(rows, bytes):
