@@ -100,18 +100,20 @@ def vlm_endpoint() -> Iterator[str]:
 
 
 def served(model: str | None) -> Iterator[str]:
-    """The /v1 URL of a `vllm serve` of `model` started here, killed (its process group) after."""
+    """The /v1 URL of a `vllm serve` of `model` started here, killed (its process group) after; its IPC sockets in a
+    folder of its own, removed after (vLLM leaves them in the temporary folder otherwise)."""
     port = free_port()
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
-    command = serve_command(port, model)
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    OWN_SERVERS.add(process.pid)
-    try:
-        wait_healthy(f"http://127.0.0.1:{port}", process)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    with tempfile.TemporaryDirectory(prefix="vllm-ipc-") as sockets:
+        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_RPC_BASE_PATH": sockets}
+        command = serve_command(port, model)
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        OWN_SERVERS.add(process.pid)
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}", process)
+            yield f"http://127.0.0.1:{port}/v1"
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 @pytest.fixture
