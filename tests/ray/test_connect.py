@@ -21,6 +21,7 @@ def scripted_init(monkeypatch, failures: list[Exception]) -> list[str]:
         if failures:
             raise failures.pop(0)
 
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", init)
     monkeypatch.setattr(ray, "shutdown", lambda: None)
     monkeypatch.setattr(runner.time, "sleep", lambda seconds: None)

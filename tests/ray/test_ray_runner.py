@@ -435,3 +435,31 @@ def test_backends_list_shows_the_runner():
     assert done.returncode == 0, done.stderr
     ray = {entry["name"]: entry for entry in json.loads(done.stdout)}["ray"]
     assert (ray["kind"], ray["distribution"], ray["status"]) == ("runner", "chainette-ray", "ok")
+
+
+def test_a_process_connected_already_runs_there_and_stays_connected(cluster, reference, tmp_path):
+    """After `ray.init`, `on="ray"` runs on that connection and leaves it open, its actors alive (a script that started
+    its own servers as actors keeps them); a `ray://` address elsewhere is refused, naming what to do."""
+    import ray
+
+    inputs, expected, _ = reference
+    ray.init(address=cluster[0], logging_level="WARNING", log_to_driver=False)
+    try:
+        keeper = ray.remote(num_cpus=0)(_Keeper).remote()
+        assert ray.get(keeper.ping.remote()) == "here"
+        out = tmp_path / "out"
+        load_chain(chain_file()).run(inputs, output_dir=out, cache=False, on=f"ray?block_rows={BLOCK_ROWS}")
+        assert snapshot(out) == expected
+        assert ray.is_initialized()
+        assert ray.get(keeper.ping.remote(), timeout=30) == "here"
+        with pytest.raises(ChainetteError, match=r"connected to a Ray cluster already .*ray\.shutdown\(\)"):
+            load_chain(chain_file()).run(inputs, output_dir=tmp_path / "elsewhere", cache=False, on="ray://elsewhere:10001")
+    finally:
+        ray.shutdown()
+
+
+class _Keeper:
+    """An actor the test's own connection made, which a run on that connection must leave alive."""
+
+    def ping(self) -> str:
+        return "here"

@@ -49,9 +49,10 @@ class RayRunner:
         from chainette_ray.driver import RayExecutor
         from chainette_ray.shipping import ship_by_value
 
+        _check_same_cluster(self.target)
         _check_reachable(self.target)
-        with RunSession(chain, inputs, options) as session, connected(self.target):
-            if not self.target.starts_cluster:
+        with RunSession(chain, inputs, options) as session, connected(self.target) as started:
+            if not started:
                 ship_by_value(chain.nodes)
             return _blocking(session.execute(partial(RayExecutor, target=self.target)))
 
@@ -74,17 +75,32 @@ def _check_reachable(target: Target) -> None:
 
 
 @contextmanager
-def connected(target: Target) -> Iterator[None]:
-    """Connected to the target's cluster within the block; a local cluster started here is stopped at its end, on an
-    error, Ctrl-C or SIGTERM too (SIGTERM is a KeyboardInterrupt outside the run's own signal handling)."""
+def connected(target: Target) -> Iterator[bool]:
+    """Connected to the target's cluster within the block, yielding whether the run started that cluster itself; a
+    local cluster started here is stopped at its end, on an error, Ctrl-C or SIGTERM too (SIGTERM is a KeyboardInterrupt
+    outside the run's own signal handling). A connection this process made before (`ray.init`) is used and left open."""
     import ray
 
+    if ray.is_initialized():
+        yield False
+        return
     with _terminate_interrupts():
         try:
             _init(target)
-            yield
+            yield target.starts_cluster
         finally:
             ray.shutdown()
+
+
+def _check_same_cluster(target: Target) -> None:
+    """Refuse a `ray://` address while this process is connected to a cluster already: the run would not go there."""
+    import ray
+
+    if ray.is_initialized() and target.address is not None and target.address.startswith("ray://"):
+        raise ConfigError(
+            f'--on {target.text}: this process is connected to a Ray cluster already (ray.init). Use --on ray (on="ray") to run '
+            "there, or call ray.shutdown() first."
+        )
 
 
 def _init(target: Target) -> None:
