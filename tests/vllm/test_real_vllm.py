@@ -8,6 +8,7 @@ CHAINETTE_REAL_VLLM_VLM the tiny vision-language model's (a LLaVA: an image beco
 from __future__ import annotations
 
 from collections.abc import Iterator
+import importlib
 import json
 import os
 from pathlib import Path
@@ -30,6 +31,8 @@ from chainette.frontier import Row
 from chainette_vllm import ipc, server
 from chainette_vllm.client import VllmClient
 from chainette_vllm.process import free_port
+
+from ..docs.runner import ROOT, load_doc_blocks
 
 BIN = os.environ.get("CHAINETTE_REAL_VLLM_BIN")
 MODEL = os.environ.get("CHAINETTE_REAL_VLLM_MODEL")
@@ -67,9 +70,12 @@ def chain(engine: str = "llm") -> Chain:
     return Chain(name="real", steps=[step])
 
 
+SERVE_FLAGS = ["--dtype", "bfloat16", "--max-model-len", "512", *SERVE_OPTIONS["extra_serve_flags"]]
+"""The `vllm serve` flags of the servers the tests start themselves (SERVE_OPTIONS gives chainette the same)."""
+
+
 def serve_command(port: int, model: str | None = MODEL) -> list[str]:
-    flags = ["--dtype", "bfloat16", "--max-model-len", "512", *SERVE_OPTIONS["extra_serve_flags"]]
-    return [str(Path(BIN or "") / "vllm"), "serve", model or "", "--host", "127.0.0.1", "--port", str(port), *flags]
+    return [str(Path(BIN or "") / "vllm"), "serve", model or "", "--host", "127.0.0.1", "--port", str(port), *SERVE_FLAGS]
 
 
 def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
@@ -170,6 +176,38 @@ def test_spawn_mode_starts_runs_and_stops_the_server(on_path, tmp_path, monkeypa
 def ipc_folders() -> list[Path]:
     """The IPC folders of the servers chainette started, in the temporary folder."""
     return list(Path(tempfile.gettempdir()).glob(f"{ipc.PREFIX}*"))
+
+
+def test_the_scale_recipe_runs_a_chain_on_ray_over_vllm_replicas(on_path, tmp_path, monkeypatch):
+    """docs/scale.md's recipe as written: two vLLM replicas as Ray actors on a local cluster (on CPU), a run on="ray"
+    over their endpoints from the same process, answering every row through both; no server left once they are stopped."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("chainette_ray")
+    doc_blocks = load_doc_blocks()
+    doc_blocks.write_files(doc_blocks.page_blocks(ROOT / "docs" / "scale.md"), tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    replica = importlib.import_module("replicas").Replica.options(num_gpus=0, num_cpus=0)
+    with tempfile.TemporaryDirectory(prefix="vllm-ipc-") as sockets:
+        for name, value in {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_RPC_BASE_PATH": sockets}.items():
+            monkeypatch.setenv(name, value)  # the cluster's workers, and so the servers, inherit this environment
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+        try:
+            replicas = [replica.remote(MODEL, *SERVE_FLAGS) for _ in range(2)]
+            endpoints = ray.get([each.endpoint.remote(STARTUP) for each in replicas])
+            register_engine("llm", backend="vllm", model=MODEL or "", endpoint=endpoints)
+            result = chain().run(ROWS, output_dir=tmp_path / "out", on="ray?block_rows=6")
+            assert len(result["verdict"]) == len(ROWS) and result.errors == []
+            assert all(answered(url) > 0 for url in endpoints), "both replicas answered requests"
+            ray.get([each.stop.remote() for each in replicas])
+        finally:
+            ray.shutdown()
+    assert serve_processes() == [], "no vllm serve is left running"
+
+
+def answered(endpoint: str) -> float:
+    """The requests a vLLM server at `endpoint` (its /v1 URL) has answered, from its Prometheus metrics."""
+    metrics = httpx2.get(endpoint.removesuffix("/v1") + "/metrics", timeout=10.0).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith("vllm:request_success_total"))
 
 
 def test_batch_mode_answers_a_step_through_vllm_run_batch(on_path, tmp_path):
