@@ -1,6 +1,7 @@
 """Goal 10 (issue 26): `--on ray` on one local cluster started for the goal (two CPUs). Against the same fake server as
-the local goals, one block in flight reaches >= 0.9 of a local run of the same chain; and on the fake-backend overhead
-path (`chains.two_fake_steps`), two blocks in flight reach >= 1.6 x one block (both cores used). Both compare rates once
+the local goals, one block worker (a Ray actor, given two blocks at a time) reaches >= 0.9 of a local run of the same
+chain; and on the fake-backend overhead path (`chains.two_fake_steps`), two block workers reach >= 1.6 x one (both cores
+used). Both compare rates once
 started: a run's time less that of a run of a few rows (on the fake backend, a block for each worker, so that both
 workers have started), whose fixed cost is reported apart. Measurements take turns,
 best of two; the response cache is off in every run (the cluster's workers would otherwise answer the second round from
@@ -42,8 +43,8 @@ SETTINGS = {"RAY_DISABLE_USAGE_STATS": "1", "RAY_AUTH_MODE": "disabled"}
 
 
 def measure(requests: int, rows: int) -> Outcome:
-    """Rates over `requests` rows to a fake server (local, ray with one block in flight) and over `rows` rows of the fake
-    backend (ray with one and with two blocks in flight); a note and no figure when chainette-ray is not installed."""
+    """Rates over `requests` rows to a fake server (local, ray with one block worker) and over `rows` rows of the fake
+    backend (ray with one and with two block workers); a note and no figure when chainette-ray is not installed."""
     if find_spec("ray") is None or find_spec("chainette_ray") is None:
         return Outcome((), ("10. ray: skipped (chainette-ray is not installed: pip install chainette-ray)",))
     with tempfile.TemporaryDirectory() as folder, cluster(), server(LATENCY) as url:
@@ -76,14 +77,14 @@ def measure(requests: int, rows: int) -> Outcome:
     return Outcome(
         (
             Figure(
-                f"10. --on ray, 1 block in flight vs local, once started ({requests:,} rows, {LATENCY * 1000:.0f} ms)",
+                f"10. --on ray, 1 block worker vs local, once started ({requests:,} rows, {LATENCY * 1000:.0f} ms)",
                 steady["ray"],
                 steady["local"],
                 ">= 0.9 x local",
                 steady["ray"] >= 0.9 * steady["local"],
             ),
             Figure(
-                f"10. --on ray, fake backend, 2 blocks vs 1, once started ({rows:,} rows)",
+                f"10. --on ray, fake backend, 2 block workers vs 1, once started ({rows:,} rows)",
                 steady["two blocks"],
                 steady["one block"],
                 ">= 1.6 x",

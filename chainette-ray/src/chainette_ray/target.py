@@ -13,7 +13,7 @@ from chainette.errors import ConfigError
 
 OPTIONS = {
     "block_rows": "input rows per block (default 1000)",
-    "in_flight": "block workers, so blocks running at once (default: the cluster's CPUs / cpus_per_block)",
+    "in_flight": "block workers (Ray actors, each given two blocks at a time; default: the cluster's CPUs / cpus_per_block)",
     "cpus_per_block": "CPUs Ray reserves for each block worker (default 1)",
     "num_cpus": "CPUs of the local cluster the run starts (default: all of this machine's)",
     "max_retries": "times Ray restarts a block worker whose process died, running its blocks again (default 3)",
