@@ -11,6 +11,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from types import SimpleNamespace
 
@@ -20,7 +21,7 @@ import pytest
 from chainette import Chain, apply
 from chainette.cli.loading import load_chain
 from chainette.errors import ChainetteError
-from chainette.events import Event, NodeFinished, RowFailed
+from chainette.events import Event, NodeFinished, Notice, RowFailed
 from chainette.execution.executor import Executor
 from chainette.frontier import rows
 from chainette.nodes import INPUT_ID
@@ -463,3 +464,37 @@ class _Keeper:
 
     def ping(self) -> str:
         return "here"
+
+
+def test_block_workers_waiting_for_cpus_are_told_once_and_the_run_goes_on_when_they_start(cluster, tmp_path, monkeypatch):
+    """With every CPU of the cluster held by another actor, the block workers cannot start: after STARTING_SECONDS the
+    user is told (one Notice) what they wait for; once the CPUs are freed, they start and the run ends whole."""
+    import ray
+
+    from chainette_ray import driver
+
+    monkeypatch.setattr(driver, "STARTING_SECONDS", 1.0)
+    events: list[Event] = []
+    ray.init(address=cluster[0], logging_level="WARNING", log_to_driver=False)
+    try:
+        hog = ray.remote(num_cpus=2)(_Keeper).remote()
+        assert ray.get(hog.ping.remote()) == "here"
+
+        def report(event: Event) -> None:
+            events.append(event)
+            if isinstance(event, Notice):
+                ray.kill(hog)  # the CPUs freed once the user is told
+
+        rows = tmp_path / "rows.jsonl"
+        rows.write_text("".join(f'{{"n": {n}}}\n' for n in range(1, 301)))
+        chain = Chain(name="numbers", steps=[apply(_check, input_model=_Number, output_model=_Number)])
+        untold = threading.Timer(30.0, ray.kill, args=(hog,))  # without a Notice, the run would wait for ever
+        untold.start()
+        result = chain.run(rows, output_dir=tmp_path / "out", reporter=report, on="ray?block_rows=100")
+    finally:
+        untold.cancel()
+        ray.shutdown()
+    notices = [event.message for event in events if isinstance(event, Notice)]
+    assert len(notices) == 1, notices
+    assert "2 of 2 block workers have not started after 1 s" in notices[0] and "0 of its 2 CPUs free" in notices[0]
+    assert len(result["_check"]) == 300

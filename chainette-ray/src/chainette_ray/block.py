@@ -109,6 +109,9 @@ class BlockWorker:
         """Whether every engine the chain uses is kept, started by an earlier block."""
         return self.used <= self.lasting.engines.keys()
 
+    async def ready(self) -> None:
+        """Answers once the worker has started (the driver watches its workers start)."""
+
     async def close(self) -> None:
         """Stop the engines the blocks kept, close the response cache, and remove the scratch folders killed workers left."""
         await self.lasting.close(self.engines)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 import shutil
+import time
 from typing import Any
 
 import orjson
@@ -28,7 +29,7 @@ from ray.exceptions import RayError, RayTaskError
 from chainette import inputs
 from chainette.engines import EngineConfig, EngineOptions
 from chainette.errors import ChainetteError
-from chainette.events import EventBus
+from chainette.events import EventBus, Notice
 from chainette.execution.executor import Executor
 from chainette.execution.feed import Feed
 from chainette.execution.files import NodeFiles
@@ -55,6 +56,8 @@ WAIT_SECONDS = 0.25
 SHORT_WAIT_SECONDS = 0.02
 CLOSE_SECONDS = 30.0
 """How long the block workers have to stop the engines they kept, once the blocks are run (a server they started stops then)."""
+STARTING_SECONDS = 30.0
+"""How long the block workers may take to start before the driver tells what they wait for (once a run)."""
 QUEUED = 2
 """Blocks given to a worker at once: it never waits for the driver between two, and once its engines are started it
 runs them side by side (chainette_ray.block), so that a block's last requests do not leave the engines idle."""
@@ -183,12 +186,15 @@ class RayExecutor(Executor):
         QUEUED blocks at once, committing each block as it ends."""
         slots = most_blocks(self.engines, self.target.in_flight or self._cluster_slots())
         workers: list[Any] = []
+        watch: asyncio.Task[None] | None = None
         queued = dict.fromkeys(range(slots), 0)
         running: dict[ray.ObjectRef[BlockResult], tuple[int, int]] = {}
         try:
             while True:
                 while queued[slot := min(queued, key=queued.__getitem__)] < QUEUED and (block := blocks.take()) is not None:
-                    workers = workers or self._start_workers(slots)
+                    if not workers:
+                        workers = self._start_workers(slots)
+                        watch = asyncio.create_task(self._watch_start([worker.ready.remote() for worker in workers]))
                     running[workers[slot].run.remote(*block)] = (slot, block[1])
                     queued[slot] += 1
                 if not running:
@@ -202,7 +208,29 @@ class RayExecutor(Executor):
                     self._commit(units, self._result(ref, count))
                     self.writer.flush()
         finally:
+            if watch is not None:
+                watch.cancel()
             _end(workers, graceful=not running)
+
+    async def _watch_start(self, started: list[ray.ObjectRef[None]]) -> None:
+        """Tell the user (a Notice), when some block workers have not `started` (each one's `ready`, asked before its
+        blocks) after STARTING_SECONDS, what they wait for: the CPUs each needs and those the cluster has free (a run
+        waits for its workers without a word otherwise)."""
+        waiting = started
+        deadline = time.monotonic() + STARTING_SECONDS
+        while waiting and time.monotonic() < deadline:
+            _, waiting = await asyncio.to_thread(ray.wait, waiting, num_returns=len(waiting), timeout=WAIT_SECONDS)
+        if waiting:
+            free = float(ray.available_resources().get("CPU", 0.0))  # type: ignore[no-untyped-call]
+            total = float(ray.cluster_resources().get("CPU", 0.0))  # type: ignore[no-untyped-call]
+            self.bus.emit(
+                Notice(
+                    f"--on {self.target.text}: {len(waiting)} of {len(started)} block workers have not started after "
+                    f"{STARTING_SECONDS:.0f} s. Each needs {self.target.cpus_per_block:g} CPU, and the cluster has {free:g} of its "
+                    f"{total:g} CPUs free (other actors or tasks hold the rest). The run goes on as they start; to start them, free "
+                    "CPUs, or lower cpus_per_block or in_flight."
+                )
+            )
 
     def _start_workers(self, slots: int) -> list[Any]:
         """One block worker (a Ray actor, restarted after its process died) per slot, each with its share of the engines'
