@@ -32,8 +32,6 @@ from chainette_vllm import ipc, server
 from chainette_vllm.client import VllmClient
 from chainette_vllm.process import free_port
 
-from ..docs.runner import ROOT, load_doc_blocks
-
 BIN = os.environ.get("CHAINETTE_REAL_VLLM_BIN")
 MODEL = os.environ.get("CHAINETTE_REAL_VLLM_MODEL")
 VLM = os.environ.get("CHAINETTE_REAL_VLLM_VLM")
@@ -181,6 +179,8 @@ def ipc_folders() -> list[Path]:
 def test_the_scale_recipe_runs_a_chain_on_ray_over_vllm_replicas(on_path, tmp_path, monkeypatch):
     """docs/scale.md's recipe as written: two vLLM replicas as Ray actors on a local cluster (on CPU), a run on="ray"
     over their endpoints from the same process, answering every row through both; no server left once they are stopped."""
+    from ..docs.runner import ROOT, load_doc_blocks  # here: the kill tests' chain files import this module alone
+
     ray = pytest.importorskip("ray")
     pytest.importorskip("chainette_ray")
     doc_blocks = load_doc_blocks()
