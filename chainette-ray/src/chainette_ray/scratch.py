@@ -9,6 +9,8 @@ from pathlib import Path
 import shutil
 import tempfile
 
+from chainette import processes
+
 PREFIX = "chainette-block-"
 
 
@@ -21,16 +23,5 @@ def sweep() -> None:
     """Remove the scratch folders in the temporary folder whose process has ended."""
     for path in Path(tempfile.gettempdir()).glob(f"{PREFIX}*-*"):
         owner = path.name.removeprefix(PREFIX).split("-", 1)[0]
-        if owner.isdigit() and not _alive(int(owner)):
+        if owner.isdigit() and not processes.alive(int(owner)):
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process `pid` runs on this machine (one of another user counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -33,6 +33,7 @@ import time
 
 import httpx2
 
+from chainette import processes
 from chainette.errors import EngineError
 from chainette.secrets import redact
 from chainette_vllm import ipc
@@ -61,7 +62,7 @@ class Server:
     def ended(self) -> str | None:
         """How the server's leader process ended ("exited with status 3", "was killed by SIGKILL"); None while it runs."""
         if self.process is None:
-            return None if process_alive(self.pid) else "exited"
+            return None if processes.alive(self.pid) else "exited"
         status = self.process.poll()
         return None if status is None else describe_exit(status)
 
@@ -250,17 +251,6 @@ def free_port() -> int:
         sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process `pid` exists (a zombie counts until its parent reaps it)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # another user's process
-    return True
 
 
 def identity(pid: int) -> str | None:
