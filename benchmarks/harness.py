@@ -142,11 +142,12 @@ def full_rate(chain: Chain, last: str, count: int, *, cache: bool = True) -> flo
     return rate
 
 
-def file_rate(chain: Chain, inputs: Path, output: Path, count: int, *, durable: bool = False, cached: int = 0) -> float:
+def file_rate(chain: Chain, inputs: Path, output: Path, count: int, *, durable: bool = False, cached: int = 0, cache: bool = True) -> float:
     """rows/s of a run of a chain ending with the step `second` over the `count` rows of `inputs`, in the current
-    response cache; `cached`: how many of the second step's rows the cache must have answered."""
+    response cache (`cache`: whether the run uses it); `cached`: how many of the second step's rows the cache must have
+    answered."""
     started = time.perf_counter()
-    result = chain.run(inputs, output_dir=output, durable=durable)
+    result = chain.run(inputs, output_dir=output, durable=durable, cache=cache)
     elapsed = time.perf_counter() - started
     second = result.stats["steps"]["second"]
     assert second["ok"] == count, second
