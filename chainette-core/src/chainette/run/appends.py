@@ -46,7 +46,7 @@ def encode_line(record: Mapping[str, Any]) -> bytes:
     return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
 
-def write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes | bytearray) -> None:
     """Write every byte of `data` to the file descriptor (the one place a run's appends reach the OS)."""
     view = memoryview(data)
     while view:
@@ -54,7 +54,9 @@ def write_all(fd: int, data: bytes) -> None:
 
 
 class AppendFile:
-    """A file the run appends to; bytes wait in memory until its writer writes them out."""
+    """A file the run appends to; bytes wait in memory until its writer writes them out, copied into one buffer as they
+    come (holding each line's own bytes object until the write grew the heap by their sum and gave it back at every
+    flush: page faults that took about a sixth of a run's time)."""
 
     def __init__(self, writer: Writer, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,18 +64,17 @@ class AppendFile:
         self.path = path
         self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.size = os.fstat(self._fd).st_size  # the bytes written to the OS so far
-        self._pending: list[bytes] = []
+        self._pending = bytearray()
 
     def append(self, data: bytes) -> None:
-        self._pending.append(data)
+        self._pending += data
         self.writer.schedule(len(data))
 
     def write_out(self) -> None:
         if self._pending and self._fd is not None:
-            data = b"".join(self._pending)
-            write_all(self._fd, data)
-            self.size += len(data)
-            self._pending.clear()
+            write_all(self._fd, self._pending)
+            self.size += len(self._pending)
+            self._pending = bytearray()
 
     def sync(self) -> None:
         if self._fd is not None:
