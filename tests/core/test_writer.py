@@ -4,7 +4,11 @@ when no loop runs (the flattened table is written that way, in a few large write
 from __future__ import annotations
 
 import asyncio
+import os
 
+import pytest
+
+from chainette.errors import ChainetteError
 from chainette.run.appends import LineFile, OutputFolder, Writer
 
 
@@ -31,6 +35,22 @@ def test_with_no_loop_appends_wait_for_the_close(tmp_path):
     assert path.read_bytes() == b"", "one write per line would be one system call per line"
     file.close()
     assert path.read_text().splitlines() == ['{"i":0}', '{"i":1}', '{"i":2}']
+
+
+def test_a_refused_write_keeps_what_waited_and_the_file_takes_more_while_the_error_is_held(tmp_path):
+    path = tmp_path / "log.jsonl"
+    file = LineFile(Writer(), path)
+    file.write({"i": 0})
+    appended = file._file
+    assert appended._fd is not None
+    os.close(appended._fd)  # every write is refused from now on, as on a full disk
+    with pytest.raises(ChainetteError, match="Cannot write the run's files") as refused:
+        appended.writer.flush()
+    file.write({"i": 1})  # while the error (and its traceback) is still held, as when the run reports it
+    appended._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    file.close()
+    assert refused.value is not None
+    assert path.read_text().splitlines() == ['{"i":0}', '{"i":1}']
 
 
 def test_output_lines_roll_to_a_new_file_every_rows_per_file_lines_one_by_one_or_in_a_batch(tmp_path):

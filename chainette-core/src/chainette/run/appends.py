@@ -47,10 +47,12 @@ def encode_line(record: Mapping[str, Any]) -> bytes:
 
 
 def write_all(fd: int, data: bytes | bytearray) -> None:
-    """Write every byte of `data` to the file descriptor (the one place a run's appends reach the OS)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    """Write every byte of `data` to the file descriptor (the one place a run's appends reach the OS). Its view of
+    `data` is released however the write ends: a failed write's traceback does not keep a buffer from growing."""
+    with memoryview(data) as view:
+        written = 0
+        while written < len(view):
+            written += os.write(fd, view[written:])
 
 
 class AppendFile:
